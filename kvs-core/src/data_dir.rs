@@ -1,0 +1,170 @@
+//! A kvs data directory: which engine it holds, and who has it open.
+//!
+//! Two small files live beside the data:
+//! - `engine`: the name of the engine that wrote the directory (`kvs` or `sled`), written once,
+//!   atomically, the first time the directory is opened; a later open by another engine is
+//!   refused before any data is touched.
+//! - `LOCK`: held with an exclusive advisory lock (`flock`) for as long as a store is open, so
+//!   that a second process (or a second handle in this process) cannot write the same log.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::Path;
+use std::str::FromStr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{KvsError, Result};
+
+/// Name of the file that records the engine of a data directory.
+pub const ENGINE_FILE: &str = "engine";
+/// Name of the lock file of a data directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// The storage engines kvs offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EngineKind {
+    /// [`KvStore`](crate::KvStore), kvs's own log-structured engine (the default).
+    Kvs,
+    /// [`SledKvsEngine`](crate::SledKvsEngine), on the `sled` crate.
+    Sled,
+}
+
+impl EngineKind {
+    /// The engine's name as users write it: `kvs` or `sled`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Kvs => "kvs",
+            EngineKind::Sled => "sled",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = KvsError;
+
+    fn from_str(s: &str) -> Result<EngineKind> {
+        match s {
+            "kvs" => Ok(EngineKind::Kvs),
+            "sled" => Ok(EngineKind::Sled),
+            other => Err(KvsError::UnknownEngine(other.to_string())),
+        }
+    }
+}
+
+/// Reads the engine recorded in `dir`, if any.
+pub fn recorded_engine(dir: &Path) -> Result<Option<EngineKind>> {
+    let path = dir.join(ENGINE_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => match text.trim().parse() {
+            Ok(kind) => Ok(Some(kind)),
+            Err(_) => Err(KvsError::Corruption {
+                path,
+                offset: 0,
+                reason: format!("unknown engine name {:?}", text.trim()),
+            }),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(KvsError::io_at(path, e)),
+    }
+}
+
+/// Fails with [`KvsError::EngineMismatch`] if `dir` records an engine other than `wanted`.
+/// Touches nothing on disk.
+pub fn check_engine(dir: &Path, wanted: EngineKind) -> Result<()> {
+    match recorded_engine(dir)? {
+        Some(recorded) if recorded != wanted => Err(KvsError::EngineMismatch {
+            dir: dir.to_path_buf(),
+            recorded: recorded.name().to_string(),
+            requested: wanted.name().to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Records `kind` as the engine of `dir` (atomically: temp file, fsync, rename, fsync of the
+/// directory), or checks it against the one already recorded.
+pub fn record_engine(dir: &Path, kind: EngineKind) -> Result<()> {
+    check_engine(dir, kind)?;
+    if recorded_engine(dir)?.is_some() {
+        return Ok(());
+    }
+    let tmp = dir.join(format!("{ENGINE_FILE}.tmp"));
+    let write = || -> io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        writeln!(file, "{}", kind.name())?;
+        file.sync_all()
+    };
+    write().map_err(|e| KvsError::io_at(&tmp, e))?;
+    let path = dir.join(ENGINE_FILE);
+    fs::rename(&tmp, &path).map_err(|e| KvsError::io_at(&path, e))?;
+    sync_dir(dir)
+}
+
+/// Makes the directory entries of `dir` (created, renamed, removed files) durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| KvsError::io_at(dir, e))
+}
+
+/// Creates `dir` if needed and checks that it is a directory.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| KvsError::io_at(dir, e))?;
+    if !dir.is_dir() {
+        return Err(KvsError::io_at(
+            dir,
+            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        ));
+    }
+    Ok(())
+}
+
+/// An exclusive lock on a data directory, released when dropped.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock of `dir`, waiting up to `wait` for a holder to let go.
+    ///
+    /// The wait covers a store of this process whose last handles are still being dropped on
+    /// other threads; a directory held by another live process fails with
+    /// [`KvsError::Locked`] once `wait` has passed.
+    pub fn acquire(dir: &Path, wait: Duration) -> Result<DirLock> {
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| KvsError::io_at(&path, e))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(DirLock { _file: file }),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(KvsError::Locked {
+                        dir: dir.to_path_buf(),
+                    })
+                }
+                Err(TryLockError::Error(e)) => return Err(KvsError::io_at(&path, e)),
+            }
+        }
+    }
+}
+
+/// Default time to wait for a directory's lock.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(2);

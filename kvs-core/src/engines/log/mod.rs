@@ -1,0 +1,455 @@
+//! [`KvStore`]: kvs's own log-structured storage engine.
+//!
+//! Writes append a record to the active log file; an in-memory index maps each key to the
+//! position of its latest record; reads look the key up and read one record with `pread`.
+//! When more than half of the log is stale (overwritten or removed data), a background thread
+//! copies the live records into a new file and deletes the old ones.
+//!
+//! - `format.rs`: the record layout, byte by byte.
+//! - `writer.rs`: appends to the active file, counts stale bytes.
+//! - `index.rs`: the sharded key to position map.
+//! - `recovery.rs`: replay on open, torn tails and corruption.
+//! - `compaction.rs`: the crash-safe compaction.
+
+mod compaction;
+mod format;
+mod index;
+mod recovery;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use self::format::{check_sizes, encode_record, verify_record, RecordKind, HEADER_LEN};
+use self::index::{Index, RecordPos};
+use self::writer::{create_log, log_path, LogWriter};
+use crate::data_dir::{self, DirLock, EngineKind};
+use crate::{KvsEngine, KvsError, Result};
+
+pub use self::format::{MAX_KEY_LEN, MAX_VALUE_LEN};
+
+/// When a write counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// A write returns once it is in the operating system (`write(2)`): it survives a crash or
+    /// `kill -9` of the process, but not a power loss or kernel crash. The default.
+    #[default]
+    Os,
+    /// A write returns once it is on disk (`fdatasync(2)` after every write): it also survives
+    /// power loss. Much slower.
+    Always,
+}
+
+/// What open does with a damaged record at the end of the newest log file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Cut off a torn or garbage tail (what a crash mid-write leaves) with a warning. Damage
+    /// anywhere else still fails the open. The default.
+    #[default]
+    TolerateTornTail,
+    /// Refuse to open on any damaged record, tail included; change nothing on disk.
+    Strict,
+}
+
+/// Settings of a [`KvStore`].
+#[derive(Debug, Clone)]
+pub struct KvStoreOptions {
+    sync: SyncPolicy,
+    recovery: RecoveryMode,
+    compaction_min_stale: u64,
+    lock_wait: Duration,
+}
+
+impl Default for KvStoreOptions {
+    fn default() -> Self {
+        KvStoreOptions {
+            sync: SyncPolicy::Os,
+            recovery: RecoveryMode::TolerateTornTail,
+            compaction_min_stale: 4 << 20,
+            lock_wait: data_dir::DEFAULT_LOCK_WAIT,
+        }
+    }
+}
+
+impl KvStoreOptions {
+    /// When a write counts as done (default [`SyncPolicy::Os`]).
+    pub fn sync(mut self, sync: SyncPolicy) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// What to do with a damaged tail on open (default [`RecoveryMode::TolerateTornTail`]).
+    pub fn recovery(mut self, recovery: RecoveryMode) -> Self {
+        self.recovery = recovery;
+        self
+    }
+
+    /// Compaction starts once at least this many bytes are stale *and* they are at least half
+    /// of the log (default 4 MiB).
+    pub fn compaction_min_stale(mut self, bytes: u64) -> Self {
+        self.compaction_min_stale = bytes;
+        self
+    }
+
+    /// How long open waits for another handle to release the directory (default 2 s).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+}
+
+/// kvs's log-structured key/value store.
+///
+/// Cloning is cheap; all clones share one store and may be used from any thread. Reads run in
+/// parallel; writes are serialized. Dropping the last clone stops compaction, syncs the log
+/// and releases the directory.
+///
+/// ```
+/// use kvs::{KvStore, KvsEngine};
+/// # fn main() -> kvs::Result<()> {
+/// let dir = tempfile::tempdir()?;
+/// let store = KvStore::open(dir.path())?;
+/// store.set("key".to_owned(), "value".to_owned())?;
+/// assert_eq!(store.get("key".to_owned())?, Some("value".to_owned()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct KvStore {
+    // Field order matters: `handle` drops (and joins the compactor) before `shared`.
+    _handle: Arc<Handle>,
+    shared: Arc<Shared>,
+}
+
+/// State shared by every clone and by the compaction thread.
+struct Shared {
+    dir: PathBuf,
+    options: KvStoreOptions,
+    index: Index,
+    /// Every log file, for reading, by id. A reader takes the `Arc<File>` while it still holds
+    /// the index shard lock, so a file compaction deletes stays readable until that read ends.
+    files: RwLock<BTreeMap<u32, Arc<File>>>,
+    writer: Mutex<LogWriter>,
+    compact_tx: Sender<()>,
+    /// Held for the whole of a compaction.
+    compaction_running: Mutex<()>,
+    /// Set when the last handle is dropped; compaction stops at the next record.
+    closing: AtomicBool,
+    _lock: DirLock,
+}
+
+/// Owned by user handles only (not the compactor): its drop is "the store is closed".
+struct Handle {
+    shared: Arc<Shared>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        // Wake the compactor so it sees `closing`; a full channel already wakes it.
+        let _ = self.shared.compact_tx.try_send(());
+        let compactor = self
+            .compactor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = compactor {
+            let _ = thread.join();
+        }
+        if let Err(e) = self.shared.lock_writer().sync_active() {
+            log::error!("syncing {} on close failed: {e}", self.shared.dir.display());
+        }
+    }
+}
+
+impl KvStore {
+    /// Opens (or creates) the store in directory `path`, with default options.
+    pub fn open(path: impl Into<PathBuf>) -> Result<KvStore> {
+        KvStore::open_with(path, KvStoreOptions::default())
+    }
+
+    /// Opens (or creates) the store in directory `path`.
+    ///
+    /// Fails with [`KvsError::EngineMismatch`] if the directory holds a sled store,
+    /// [`KvsError::Locked`] if another process has it open, and [`KvsError::Corruption`] if a
+    /// log file is damaged anywhere but at its torn tail.
+    pub fn open_with(path: impl Into<PathBuf>, options: KvStoreOptions) -> Result<KvStore> {
+        let dir = path.into();
+        data_dir::ensure_dir(&dir)?;
+        data_dir::check_engine(&dir, EngineKind::Kvs)?;
+        let lock = DirLock::acquire(&dir, options.lock_wait)?;
+        data_dir::record_engine(&dir, EngineKind::Kvs)?;
+
+        let index = Index::new();
+        let recovered = recovery::recover(&dir, options.recovery, &index)?;
+        let mut files = BTreeMap::new();
+        for &id in &recovered.ids {
+            let path = log_path(&dir, id);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| KvsError::io_at(&path, e))?;
+            files.insert(id, Arc::new(file));
+        }
+        let (active_id, active) = match files.last_key_value() {
+            Some((&id, file)) => (id, Arc::clone(file)),
+            None => {
+                let file = create_log(&dir, 1)?;
+                data_dir::sync_dir(&dir)?;
+                files.insert(1, Arc::clone(&file));
+                (1, file)
+            }
+        };
+        let mut sizes = recovered.sizes;
+        sizes
+            .entry(active_id)
+            .or_insert(format::FILE_MAGIC.len() as u64);
+        let writer = LogWriter::new(
+            dir.clone(),
+            options.sync,
+            active_id,
+            active,
+            sizes,
+            recovered.stale,
+        );
+
+        let (compact_tx, compact_rx) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(Shared {
+            dir,
+            options,
+            index,
+            files: RwLock::new(files),
+            writer: Mutex::new(writer),
+            compact_tx,
+            compaction_running: Mutex::new(()),
+            closing: AtomicBool::new(false),
+            _lock: lock,
+        });
+        let compactor = spawn_compactor(Arc::clone(&shared), compact_rx)?;
+        let store = KvStore {
+            _handle: Arc::new(Handle {
+                shared: Arc::clone(&shared),
+                compactor: Mutex::new(Some(compactor)),
+            }),
+            shared,
+        };
+        store
+            .shared
+            .lock_writer()
+            .maybe_request_compaction(&store.shared);
+        Ok(store)
+    }
+
+    /// The directory this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Runs a compaction now, on the calling thread, whatever the stale-byte counts say.
+    pub fn compact(&self) -> Result<()> {
+        compaction::compact(&self.shared)
+    }
+
+    /// Statistics about the log files.
+    pub fn disk_stats(&self) -> DiskStats {
+        let writer = self.shared.lock_writer();
+        DiskStats {
+            total_bytes: writer.total_bytes(),
+            stale_bytes: writer.stale_bytes(),
+            files: self.shared.read_files().len(),
+        }
+    }
+}
+
+/// Sizes of a [`KvStore`]'s log, from [`KvStore::disk_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Bytes in all log files.
+    pub total_bytes: u64,
+    /// Bytes of overwritten or removed data that compaction will reclaim.
+    pub stale_bytes: u64,
+    /// Number of log files.
+    pub files: usize,
+}
+
+fn spawn_compactor(shared: Arc<Shared>, rx: Receiver<()>) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("kvs-compactor".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                if shared.closing.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Err(e) = compaction::compact(&shared) {
+                    // The log is intact (compaction deletes nothing until its output is
+                    // durable); it simply stays larger. The next trigger tries again.
+                    log::error!("compaction of {} failed: {e}", shared.dir.display());
+                }
+            }
+        })
+        .map_err(KvsError::Io)
+}
+
+impl Shared {
+    fn lock_writer(&self) -> MutexGuard<'_, LogWriter> {
+        // A panic while holding the writer can only come from a bug, never from a half-written
+        // record (the index is updated after the append); the writer stays consistent.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_files(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Arc<File>>> {
+        self.files.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_files(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u32, Arc<File>>> {
+        self.files.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads and checks the record at `pos`, returning its bytes (header included).
+    fn read_record(&self, file: &File, pos: RecordPos) -> Result<Vec<u8>> {
+        let mut record = vec![0u8; pos.len as usize];
+        let path = || log_path(&self.dir, pos.file);
+        file.read_exact_at(&mut record, pos.offset)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => KvsError::Corruption {
+                    path: path(),
+                    offset: pos.offset,
+                    reason: "file ends before the record".into(),
+                },
+                _ => KvsError::io_at(path(), e),
+            })?;
+        verify_record(&record).map_err(|reason| KvsError::Corruption {
+            path: path(),
+            offset: pos.offset,
+            reason,
+        })?;
+        Ok(record)
+    }
+
+    /// The position of `key` and the file holding it, taken together under the shard lock.
+    fn locate(&self, key: &[u8]) -> Result<Option<(RecordPos, Arc<File>)>> {
+        let shard = self.index.read(key);
+        let Some(&pos) = shard.get(key) else {
+            return Ok(None);
+        };
+        let file = self.read_files().get(&pos.file).cloned();
+        drop(shard);
+        match file {
+            Some(file) => Ok(Some((pos, file))),
+            None => Err(KvsError::Corruption {
+                path: log_path(&self.dir, pos.file),
+                offset: pos.offset,
+                reason: "the index points into a log file that is not open".into(),
+            }),
+        }
+    }
+}
+
+impl LogWriter {
+    /// Wakes the compactor when enough of the log is stale.
+    fn maybe_request_compaction(&self, shared: &Shared) {
+        let stale = self.stale_bytes();
+        if stale >= shared.options.compaction_min_stale && stale * 2 >= self.total_bytes() {
+            match shared.compact_tx.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) => {}
+                Err(TrySendError::Disconnected(())) => {
+                    log::warn!("compaction thread of {} is gone", shared.dir.display())
+                }
+            }
+        }
+    }
+}
+
+impl KvsEngine for KvStore {
+    fn set_bytes(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_sizes(key, value)?;
+        let shared = &*self.shared;
+        let mut writer = shared.lock_writer();
+        writer.check_usable()?;
+        writer.buf.clear();
+        encode_record(&mut writer.buf, RecordKind::Set, key, value);
+        let pos = writer.append()?;
+        let old = {
+            let mut shard = shared.index.write(key);
+            match shard.get_mut(key) {
+                Some(slot) => Some(std::mem::replace(slot, pos)),
+                None => {
+                    shard.insert(key.into(), pos);
+                    None
+                }
+            }
+        };
+        if let Some(old) = old {
+            writer.add_stale(old.file, old.len as u64);
+            writer.maybe_request_compaction(shared);
+        }
+        Ok(())
+    }
+
+    fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some((pos, file)) = self.shared.locate(key)? else {
+            return Ok(None);
+        };
+        let mut record = self.shared.read_record(&file, pos)?;
+        if record.get(HEADER_LEN..HEADER_LEN + key.len()) != Some(key) {
+            return Err(KvsError::Corruption {
+                path: log_path(&self.shared.dir, pos.file),
+                offset: pos.offset,
+                reason: "record holds another key than the index says".into(),
+            });
+        }
+        record.drain(..HEADER_LEN + key.len());
+        Ok(Some(record))
+    }
+
+    fn remove_bytes(&self, key: &[u8]) -> Result<()> {
+        check_sizes(key, b"")?;
+        let shared = &*self.shared;
+        let mut writer = shared.lock_writer();
+        writer.check_usable()?;
+        // Writes are serialized by the writer lock, so the key cannot appear or vanish
+        // between this check and the tombstone.
+        if !shared.index.read(key).contains_key(key) {
+            return Err(KvsError::KeyNotFound);
+        }
+        writer.buf.clear();
+        encode_record(&mut writer.buf, RecordKind::Remove, key, b"");
+        let tombstone = writer.append()?;
+        let old = shared.index.write(key).remove(key);
+        writer.add_stale(tombstone.file, tombstone.len as u64);
+        if let Some(old) = old {
+            writer.add_stale(old.file, old.len as u64);
+        }
+        writer.maybe_request_compaction(shared);
+        Ok(())
+    }
+
+    fn contains_key(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.shared.index.read(key).contains_key(key))
+    }
+
+    fn len(&self) -> Result<usize> {
+        Ok(self.shared.index.len())
+    }
+
+    fn keys(&self) -> Result<Vec<Vec<u8>>> {
+        let mut keys = Vec::new();
+        self.shared
+            .index
+            .for_each_shard(|shard| keys.extend(shard.keys().map(|k| k.to_vec())));
+        Ok(keys)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.shared.lock_writer().sync_active()
+    }
+}

@@ -1,0 +1,298 @@
+//! Opening a `kvs` log: replaying every file into the index, and deciding what a bad record
+//! means.
+//!
+//! A record that fails its checks (see `format.rs`) is handled by where it sits:
+//! - in the newest file with no valid record anywhere after it, it is a **torn tail**, left by
+//!   a crash in the middle of a write. With [`RecoveryMode::TolerateTornTail`] (the default) the
+//!   file is cut back to the end of the last good record, with a warning; every earlier record
+//!   survives. With [`RecoveryMode::Strict`] open fails instead.
+//! - anywhere else it is **corruption**: open fails with [`KvsError::Corruption`] naming the file
+//!   and offset, and nothing is changed on disk.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::format::{decode_header, RecordKind, FILE_MAGIC, HEADER_LEN};
+use super::index::{Index, RecordPos};
+use super::writer::log_path;
+use super::RecoveryMode;
+use crate::{KvsError, Result};
+
+/// Suffix of a compaction output that was not finished; such files are deleted on open.
+pub const COMPACTING_SUFFIX: &str = ".log.compacting";
+
+/// How far past a bad record open looks for a valid one before calling it a torn tail.
+const MAX_TAIL_SCAN: u64 = 64 << 20;
+
+/// What replay learned besides the index.
+pub struct Recovered {
+    /// Ids of the log files, oldest first.
+    pub ids: Vec<u32>,
+    pub sizes: BTreeMap<u32, u64>,
+    pub stale: BTreeMap<u32, u64>,
+}
+
+/// Lists the log files of `dir`, deletes unfinished compaction outputs, and replays every file
+/// into `index`.
+pub fn recover(dir: &Path, mode: RecoveryMode, index: &Index) -> Result<Recovered> {
+    let mut ids = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| KvsError::io_at(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| KvsError::io_at(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(COMPACTING_SUFFIX) {
+            if stem.parse::<u32>().is_ok() {
+                // Compaction crashed before its output was complete; the files it was
+                // compacting are all still here.
+                log::info!("removing unfinished compaction output {name}");
+                let path = entry.path();
+                fs::remove_file(&path).map_err(|e| KvsError::io_at(&path, e))?;
+            }
+        } else if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(id) = stem.parse::<u32>() {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort_unstable();
+
+    let mut recovered = Recovered {
+        ids: ids.clone(),
+        sizes: BTreeMap::new(),
+        stale: BTreeMap::new(),
+    };
+    for (i, &id) in ids.iter().enumerate() {
+        let is_newest = i + 1 == ids.len();
+        let size = replay_file(dir, id, is_newest, mode, index, &mut recovered.stale)?;
+        recovered.sizes.insert(id, size);
+    }
+    Ok(recovered)
+}
+
+/// Replays one file; returns its size after any torn tail was cut off.
+fn replay_file(
+    dir: &Path,
+    id: u32,
+    is_newest: bool,
+    mode: RecoveryMode,
+    index: &Index,
+    stale: &mut BTreeMap<u32, u64>,
+) -> Result<u64> {
+    let path = log_path(dir, id);
+    let file = File::open(&path).map_err(|e| KvsError::io_at(&path, e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| KvsError::io_at(&path, e))?
+        .len();
+    let mut reader = BufReader::with_capacity(1 << 18, &file);
+
+    let mut magic = [0u8; FILE_MAGIC.len()];
+    let got = read_full(&mut reader, &mut magic).map_err(|e| KvsError::io_at(&path, e))?;
+    if got < magic.len() || magic != FILE_MAGIC {
+        let reason = if got < magic.len() {
+            format!("file is {got} bytes, shorter than its header")
+        } else {
+            "not a kvs log file (bad magic)".to_string()
+        };
+        if got < magic.len() && is_newest && mode == RecoveryMode::TolerateTornTail {
+            // Crashed while creating the file: nothing in it was ever acknowledged.
+            log::warn!("{}: {reason}; rewriting its header", path.display());
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(0).map(|()| f))
+                .and_then(|f| f.write_all_at(&FILE_MAGIC, 0).map(|()| f))
+                .and_then(|f| f.sync_all())
+                .map_err(|e| KvsError::io_at(&path, e))?;
+            return Ok(FILE_MAGIC.len() as u64);
+        }
+        return Err(KvsError::Corruption {
+            path,
+            offset: 0,
+            reason,
+        });
+    }
+
+    let mut offset = FILE_MAGIC.len() as u64;
+    let mut record = Vec::new();
+    loop {
+        if offset == file_len {
+            return Ok(offset);
+        }
+        let bad = match read_record(&mut reader, file_len - offset, &mut record) {
+            Ok(kind) => {
+                apply(index, stale, id, offset, kind, &record);
+                offset += record.len() as u64;
+                continue;
+            }
+            Err(ReadError::Io(e)) => return Err(KvsError::io_at(&path, e)),
+            Err(ReadError::Bad(reason)) => reason,
+        };
+        if !is_newest || mode == RecoveryMode::Strict {
+            return Err(KvsError::Corruption {
+                path,
+                offset,
+                reason: bad,
+            });
+        }
+        if let Some(found) = find_valid_record(&file, &path, offset, file_len)? {
+            return Err(KvsError::Corruption {
+                path,
+                offset,
+                reason: format!("{bad}; a valid record follows at offset {found}"),
+            });
+        }
+        log::warn!(
+            "{}: cutting off a torn tail of {} bytes at offset {offset} ({bad})",
+            path.display(),
+            file_len - offset
+        );
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(offset).and_then(|()| f.sync_all()))
+            .map_err(|e| KvsError::io_at(&path, e))?;
+        return Ok(offset);
+    }
+}
+
+/// Applies one valid record to the index and the stale-byte counts.
+fn apply(
+    index: &Index,
+    stale: &mut BTreeMap<u32, u64>,
+    id: u32,
+    offset: u64,
+    kind: RecordKind,
+    record: &[u8],
+) {
+    let key = &record[HEADER_LEN..HEADER_LEN + key_len_of(record)];
+    let pos = RecordPos {
+        file: id,
+        len: record.len() as u32,
+        offset,
+    };
+    let mut shard = index.write(key);
+    let old = match kind {
+        RecordKind::Set => match shard.get_mut(key) {
+            Some(slot) => Some(std::mem::replace(slot, pos)),
+            None => {
+                shard.insert(key.into(), pos);
+                None
+            }
+        },
+        RecordKind::Remove => {
+            // A tombstone only matters until the next compaction.
+            *stale.entry(id).or_insert(0) += pos.len as u64;
+            shard.remove(key)
+        }
+    };
+    if let Some(old) = old {
+        *stale.entry(old.file).or_insert(0) += old.len as u64;
+    }
+}
+
+fn key_len_of(record: &[u8]) -> usize {
+    u32::from_le_bytes([record[5], record[6], record[7], record[8]]) as usize
+}
+
+enum ReadError {
+    Io(io::Error),
+    Bad(String),
+}
+
+/// Reads the next record into `record` and checks it, with `remaining` bytes left in the file.
+fn read_record(
+    reader: &mut impl Read,
+    remaining: u64,
+    record: &mut Vec<u8>,
+) -> std::result::Result<RecordKind, ReadError> {
+    record.clear();
+    record.resize(HEADER_LEN, 0);
+    let got = read_full(reader, record).map_err(ReadError::Io)?;
+    if got < HEADER_LEN {
+        return Err(ReadError::Bad(format!(
+            "truncated record header ({got} of {HEADER_LEN} bytes)"
+        )));
+    }
+    let header_bytes: [u8; HEADER_LEN] = record[..HEADER_LEN]
+        .try_into()
+        .map_err(|_| ReadError::Bad("short header".into()))?;
+    let header = decode_header(&header_bytes).map_err(ReadError::Bad)?;
+    let len = header.record_len();
+    if len as u64 > remaining {
+        return Err(ReadError::Bad(format!(
+            "record of {len} bytes runs past the end of the file ({remaining} bytes left)"
+        )));
+    }
+    record.resize(len, 0);
+    let got = read_full(reader, &mut record[HEADER_LEN..]).map_err(ReadError::Io)?;
+    if got < len - HEADER_LEN {
+        return Err(ReadError::Bad("file ended inside a record".into()));
+    }
+    let actual = crc32fast::hash(&record[4..]);
+    if actual != header.crc {
+        return Err(ReadError::Bad(format!(
+            "checksum mismatch (stored {:#010x}, computed {actual:#010x})",
+            header.crc
+        )));
+    }
+    Ok(header.kind)
+}
+
+/// Looks for any valid record starting after `bad_offset`. A crash can only leave garbage at
+/// the very end of the newest file, so a valid record after a bad one means the bad one is
+/// corruption, not a torn write.
+fn find_valid_record(
+    file: &File,
+    path: &PathBuf,
+    bad_offset: u64,
+    file_len: u64,
+) -> Result<Option<u64>> {
+    let rest_len = file_len - bad_offset;
+    if rest_len > MAX_TAIL_SCAN {
+        return Err(KvsError::Corruption {
+            path: path.clone(),
+            offset: bad_offset,
+            reason: format!("bad record followed by {rest_len} bytes, too many to be a torn write"),
+        });
+    }
+    let mut rest = vec![0u8; rest_len as usize];
+    file.read_exact_at(&mut rest, bad_offset)
+        .map_err(|e| KvsError::io_at(path, e))?;
+    for start in 1..rest.len() {
+        let Some(header) = rest.get(start..start + HEADER_LEN) else {
+            break;
+        };
+        let Ok(header) = <[u8; HEADER_LEN]>::try_from(header) else {
+            break;
+        };
+        let Ok(header) = decode_header(&header) else {
+            continue;
+        };
+        let Some(candidate) = rest.get(start..start + header.record_len()) else {
+            continue;
+        };
+        if crc32fast::hash(&candidate[4..]) == header.crc {
+            return Ok(Some(bad_offset + start as u64));
+        }
+    }
+    Ok(None)
+}
+
+/// Reads until `buf` is full or the reader is at end of file; returns the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}

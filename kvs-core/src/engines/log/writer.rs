@@ -1,0 +1,160 @@
+//! The single writer of the `kvs` engine: appends records to the active log file and keeps
+//! the byte counts that decide when to compact.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::format::FILE_MAGIC;
+use super::index::RecordPos;
+use super::SyncPolicy;
+use crate::{KvsError, Result};
+
+/// Path of log file `id` in `dir`.
+pub fn log_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id}.log"))
+}
+
+/// Creates log file `id` with its header, ready for appending.
+pub fn create_log(dir: &Path, id: u32) -> Result<Arc<File>> {
+    let path = log_path(dir, id);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|f| f.write_all_at(&FILE_MAGIC, 0).map(|()| f))
+        .map_err(|e| KvsError::io_at(&path, e))?;
+    Ok(Arc::new(file))
+}
+
+/// The append side of the log. Lives behind the store's writer mutex.
+pub struct LogWriter {
+    dir: PathBuf,
+    sync: SyncPolicy,
+    active_id: u32,
+    active: Arc<File>,
+    /// Where the next record goes in the active file.
+    offset: u64,
+    /// Scratch space for encoding records, reused across writes.
+    pub buf: Vec<u8>,
+    /// Size in bytes of each log file.
+    sizes: BTreeMap<u32, u64>,
+    /// Bytes of each log file that no longer matter (overwritten, removed, tombstones).
+    stale: BTreeMap<u32, u64>,
+    /// Set when a failed fsync left the state of the file unknown: no more writes.
+    poisoned: Option<String>,
+}
+
+impl LogWriter {
+    pub fn new(
+        dir: PathBuf,
+        sync: SyncPolicy,
+        active_id: u32,
+        active: Arc<File>,
+        sizes: BTreeMap<u32, u64>,
+        stale: BTreeMap<u32, u64>,
+    ) -> LogWriter {
+        let offset = sizes
+            .get(&active_id)
+            .copied()
+            .unwrap_or(FILE_MAGIC.len() as u64);
+        LogWriter {
+            dir,
+            sync,
+            active_id,
+            active,
+            offset,
+            buf: Vec::with_capacity(4096),
+            sizes,
+            stale,
+            poisoned: None,
+        }
+    }
+
+    /// Fails if an earlier failure made writing unsafe.
+    pub fn check_usable(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(reason) => Err(KvsError::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub fn active_id(&self) -> u32 {
+        self.active_id
+    }
+
+    /// Appends the record encoded in `self.buf` to the active file. When this returns `Ok`,
+    /// the bytes are in the operating system (and on disk with [`SyncPolicy::Always`]).
+    pub fn append(&mut self) -> Result<RecordPos> {
+        self.check_usable()?;
+        let offset = self.offset;
+        let len = self.buf.len();
+        if let Err(e) = self.active.write_all_at(&self.buf, offset) {
+            // A partial record may be in the file. Cut it off, so the next record lands right
+            // after the last good one; if even that fails, the next write overwrites it, and a
+            // crash in between leaves it as a torn tail that recovery cuts off.
+            let _ = self.active.set_len(offset);
+            return Err(KvsError::io_at(log_path(&self.dir, self.active_id), e));
+        }
+        if self.sync == SyncPolicy::Always {
+            self.sync_active()?;
+        }
+        self.offset += len as u64;
+        self.sizes.insert(self.active_id, self.offset);
+        Ok(RecordPos {
+            file: self.active_id,
+            len: len as u32,
+            offset,
+        })
+    }
+
+    /// fsyncs the active file. A failure poisons the writer: after a failed fsync the kernel
+    /// may have dropped the dirty pages, so nothing written since the last good sync is known
+    /// to be anywhere.
+    pub fn sync_active(&mut self) -> Result<()> {
+        self.check_usable()?;
+        if let Err(e) = self.active.sync_data() {
+            let path = log_path(&self.dir, self.active_id);
+            self.poisoned = Some(format!("fsync of {} failed: {e}", path.display()));
+            return Err(KvsError::io_at(path, e));
+        }
+        Ok(())
+    }
+
+    /// Makes `file` (already created with its header) the active file.
+    pub fn switch_to(&mut self, id: u32, file: Arc<File>) {
+        self.active_id = id;
+        self.active = file;
+        self.offset = FILE_MAGIC.len() as u64;
+        self.sizes.insert(id, self.offset);
+    }
+
+    /// Counts `len` bytes of file `file` as stale.
+    pub fn add_stale(&mut self, file: u32, len: u64) {
+        *self.stale.entry(file).or_insert(0) += len;
+    }
+
+    /// Forgets the counts of a file that compaction deleted.
+    pub fn forget_file(&mut self, id: u32) {
+        self.sizes.remove(&id);
+        self.stale.remove(&id);
+    }
+
+    /// Records the size of a file that compaction wrote.
+    pub fn add_file(&mut self, id: u32, size: u64) {
+        self.sizes.insert(id, size);
+    }
+
+    /// Total bytes in all log files.
+    pub fn total_bytes(&self) -> u64 {
+        self.sizes.values().sum()
+    }
+
+    /// Stale bytes in all log files.
+    pub fn stale_bytes(&self) -> u64 {
+        self.stale.values().sum()
+    }
+}

@@ -1,0 +1,132 @@
+//! The storage engines, and [`AnyEngine`] to open a data directory by engine name.
+
+mod log;
+mod sled;
+
+use std::path::PathBuf;
+
+pub use self::log::{
+    DiskStats, KvStore, KvStoreOptions, RecoveryMode, SyncPolicy, MAX_KEY_LEN, MAX_VALUE_LEN,
+};
+pub use self::sled::SledKvsEngine;
+
+use crate::data_dir::{self, DirLock, EngineKind};
+use crate::{KvsEngine, KvsError, Result};
+
+/// Name of the sub-directory of a data directory that holds a sled database.
+pub const SLED_SUBDIR: &str = "sled";
+
+/// Either engine, chosen when a data directory is opened. This is how `kvs-server`, the C
+/// library and the Python package open stores.
+#[derive(Clone)]
+pub enum AnyEngine {
+    /// kvs's own log-structured engine.
+    Kvs(KvStore),
+    /// The sled engine.
+    Sled(SledKvsEngine),
+}
+
+impl AnyEngine {
+    /// Opens the data directory `path` with `engine`, or with the engine recorded there when
+    /// `engine` is `None` (`kvs` for a new directory).
+    ///
+    /// The engine is recorded in the directory before anything else is written; asking for an
+    /// engine other than the recorded one fails with [`KvsError::EngineMismatch`] and touches
+    /// nothing.
+    pub fn open(path: impl Into<PathBuf>, engine: Option<EngineKind>) -> Result<AnyEngine> {
+        AnyEngine::open_with(path, engine, KvStoreOptions::default())
+    }
+
+    /// Like [`open`](AnyEngine::open), with options for the `kvs` engine.
+    pub fn open_with(
+        path: impl Into<PathBuf>,
+        engine: Option<EngineKind>,
+        options: KvStoreOptions,
+    ) -> Result<AnyEngine> {
+        let dir = path.into();
+        data_dir::ensure_dir(&dir)?;
+        let recorded = data_dir::recorded_engine(&dir)?;
+        let kind = match (engine, recorded) {
+            (Some(wanted), _) => {
+                data_dir::check_engine(&dir, wanted)?;
+                wanted
+            }
+            (None, Some(recorded)) => recorded,
+            (None, None) => EngineKind::Kvs,
+        };
+        match kind {
+            EngineKind::Kvs => Ok(AnyEngine::Kvs(KvStore::open_with(dir, options)?)),
+            EngineKind::Sled => {
+                let lock = DirLock::acquire(&dir, data_dir::DEFAULT_LOCK_WAIT)?;
+                data_dir::record_engine(&dir, EngineKind::Sled)?;
+                let db = open_sled(&dir.join(SLED_SUBDIR))?;
+                Ok(AnyEngine::Sled(SledKvsEngine::with_lock(db, lock)))
+            }
+        }
+    }
+
+    /// Which engine this is.
+    pub fn kind(&self) -> EngineKind {
+        match self {
+            AnyEngine::Kvs(_) => EngineKind::Kvs,
+            AnyEngine::Sled(_) => EngineKind::Sled,
+        }
+    }
+}
+
+/// Opens a sled database, waiting briefly for sled's own file lock: a sled handle of this
+/// process that was just dropped lets go of it a moment later, from sled's flusher thread.
+fn open_sled(path: &std::path::Path) -> Result<::sled::Db> {
+    let deadline = std::time::Instant::now() + data_dir::DEFAULT_LOCK_WAIT;
+    loop {
+        match ::sled::open(path) {
+            Ok(db) => return Ok(db),
+            Err(::sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(KvsError::from(e)),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $engine:ident => $call:expr) => {
+        match $self {
+            AnyEngine::Kvs($engine) => $call,
+            AnyEngine::Sled($engine) => $call,
+        }
+    };
+}
+
+impl KvsEngine for AnyEngine {
+    fn set_bytes(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        delegate!(self, e => e.set_bytes(key, value))
+    }
+
+    fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        delegate!(self, e => e.get_bytes(key))
+    }
+
+    fn remove_bytes(&self, key: &[u8]) -> Result<()> {
+        delegate!(self, e => e.remove_bytes(key))
+    }
+
+    fn contains_key(&self, key: &[u8]) -> Result<bool> {
+        delegate!(self, e => e.contains_key(key))
+    }
+
+    fn len(&self) -> Result<usize> {
+        delegate!(self, e => e.len())
+    }
+
+    fn keys(&self) -> Result<Vec<Vec<u8>>> {
+        delegate!(self, e => e.keys())
+    }
+
+    fn flush(&self) -> Result<()> {
+        delegate!(self, e => e.flush())
+    }
+}

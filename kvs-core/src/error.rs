@@ -1,0 +1,116 @@
+//! The one error type of the `kvs` library.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in kvs.
+///
+/// Variants carry what a user needs to act on the error: which file and offset is corrupt, which
+/// engine a directory holds, which limit was exceeded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KvsError {
+    /// The key does not exist (returned by `remove`; `get` returns `Ok(None)` instead).
+    #[error("Key not found")]
+    KeyNotFound,
+
+    /// An I/O error from the operating system.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+
+    /// An I/O error on a specific file.
+    #[error("I/O error on {}: {source}", path.display())]
+    IoAt {
+        /// The file or directory the operation was on.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Data on disk failed its checksum or is malformed. Nothing has been deleted.
+    #[error("corruption in {} at offset {offset}: {reason}", path.display())]
+    Corruption {
+        /// The file holding the bad bytes.
+        path: PathBuf,
+        /// Byte offset of the bad record in that file.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// The directory was created by another engine than the one asked for.
+    #[error(
+        "engine mismatch in {}: the data was written by the '{recorded}' engine, not '{requested}'",
+        dir.display()
+    )]
+    EngineMismatch {
+        /// The data directory.
+        dir: PathBuf,
+        /// The engine recorded in the directory.
+        recorded: String,
+        /// The engine that was asked for.
+        requested: String,
+    },
+
+    /// An engine name other than `kvs` or `sled`.
+    #[error("unknown engine '{0}': expected 'kvs' or 'sled'")]
+    UnknownEngine(String),
+
+    /// Another handle (in this or another process) holds the directory open for writing.
+    #[error("{} is locked: another kvs process (or handle) has it open", dir.display())]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+
+    /// A value stored as bytes is not valid UTF-8 and was read through the `String` API.
+    #[error("the value of key {key:?} is not valid UTF-8; read it with get_bytes")]
+    NotUtf8 {
+        /// The key whose value could not be decoded (lossily shown).
+        key: String,
+    },
+
+    /// A caller passed an argument kvs cannot accept (e.g. a key over the size limit).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// A previous write failed in a way that left the store unable to accept more writes;
+    /// reopen it. Reads still work, and nothing acknowledged is lost.
+    #[error("the store refuses writes after an earlier failure ({0}); reopen it")]
+    Poisoned(String),
+
+    /// An error from the sled engine.
+    #[error("sled error: {0}")]
+    Sled(#[from] sled::Error),
+
+    /// An error reported by a kvs server, or a protocol violation.
+    #[error("server error: {0}")]
+    Server(String),
+
+    /// The network peer violated the protocol (malformed or oversized frame).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// `Result` with [`KvsError`].
+pub type Result<T> = std::result::Result<T, KvsError>;
+
+impl KvsError {
+    pub(crate) fn io_at(path: impl Into<PathBuf>, source: io::Error) -> KvsError {
+        KvsError::IoAt {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Whether this error means that data on disk is damaged.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, KvsError::Corruption { .. })
+    }
+
+    /// Whether this error comes from the operating system's I/O.
+    pub fn is_io(&self) -> bool {
+        matches!(self, KvsError::Io(_) | KvsError::IoAt { .. })
+    }
+}

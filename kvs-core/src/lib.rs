@@ -1,0 +1,45 @@
+//! kvs: an embeddable key/value store.
+//!
+//! ```
+//! use kvs::{KvStore, KvsEngine};
+//!
+//! # fn main() -> kvs::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let store = KvStore::open(dir.path())?;
+//! store.set("greeting".to_owned(), "hello".to_owned())?;
+//! assert_eq!(store.get("greeting".to_owned())?, Some("hello".to_owned()));
+//! store.remove("greeting".to_owned())?;
+//! assert!(matches!(store.remove("greeting".to_owned()), Err(kvs::KvsError::KeyNotFound)));
+//!
+//! // Keys and values are bytes underneath.
+//! store.set_bytes(b"\x00bin", &[0xff, 0x00])?;
+//! assert_eq!(store.get_bytes(b"\x00bin")?, Some(vec![0xff, 0x00]));
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`KvsEngine`] (`engine.rs`): the interface of a store; cloneable, thread-safe handles.
+//! - `engines/`: [`KvStore`], kvs's log-structured engine (`engines/log/`: format, writer,
+//!   index, recovery, compaction), [`SledKvsEngine`] over sled, and [`AnyEngine`] to open a
+//!   directory by engine name.
+//! - `data_dir.rs`: the engine recorded in a data directory and its lock.
+//! - [`thread_pool`]: the pools the server runs connections on.
+//! - [`KvsError`] (`error.rs`): the one error type.
+#![deny(missing_docs)]
+
+pub mod data_dir;
+mod engine;
+mod engines;
+mod error;
+pub mod thread_pool;
+
+pub use data_dir::EngineKind;
+pub use engine::KvsEngine;
+pub use engines::{
+    AnyEngine, DiskStats, KvStore, KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy,
+    MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
+};
+pub use error::{KvsError, Result};
+
+/// The version of kvs, the same for every crate of the workspace.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

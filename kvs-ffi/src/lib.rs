@@ -1,0 +1,1 @@
+//! C bindings (not built yet).

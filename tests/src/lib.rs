@@ -1,0 +1,1 @@
+//! Tests that cross crates: the binaries end to end, C and Python against the real library.
