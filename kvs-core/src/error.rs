@@ -91,6 +91,38 @@ pub enum KvsError {
     /// The network peer violated the protocol (malformed or oversized frame).
     #[error("protocol error: {0}")]
     Protocol(String),
+
+    /// A client could not connect to a kvs server (refused, unreachable, timed out, or the
+    /// address did not resolve).
+    #[error("cannot connect to kvs server at {addr}: {source}")]
+    Connect {
+        /// The address as given to `connect`.
+        addr: String,
+        /// Why the connection failed.
+        #[source]
+        source: io::Error,
+    },
+
+    /// An established connection to a kvs server broke during a request: closed by the server,
+    /// reset, or timed out. The request may or may not have been carried out.
+    #[error("connection to kvs server at {addr} lost: {source}")]
+    ConnectionLost {
+        /// The server's address.
+        addr: String,
+        /// What happened to the connection.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A kvs server answered a request with an error (other than a missing key, which is
+    /// [`KvsError::KeyNotFound`]).
+    #[error("server error ({kind}): {message}")]
+    Remote {
+        /// What kind of failure the server reported.
+        kind: crate::protocol::ErrorKind,
+        /// The server's message.
+        message: String,
+    },
 }
 
 /// `Result` with [`KvsError`].

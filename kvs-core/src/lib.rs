@@ -24,13 +24,19 @@
 //!   directory by engine name.
 //! - `data_dir.rs`: the engine recorded in a data directory and its lock.
 //! - [`thread_pool`]: the pools the server runs connections on.
+//! - [`protocol`]: the wire format between client and server (frames and messages).
+//! - [`KvsServer`] (`server.rs`): serves an engine over TCP.
+//! - [`KvsClient`] (`client.rs`): one connection to a server.
 //! - [`KvsError`] (`error.rs`): the one error type.
 #![deny(missing_docs)]
 
+mod client;
 pub mod data_dir;
 mod engine;
 mod engines;
 mod error;
+pub mod protocol;
+mod server;
 pub mod thread_pool;
 
 pub use data_dir::EngineKind;
@@ -39,7 +45,9 @@ pub use engines::{
     AnyEngine, DiskStats, KvStore, KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy,
     MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
 };
+pub use client::KvsClient;
 pub use error::{KvsError, Result};
+pub use server::{KvsServer, ServerConfig, ShutdownHandle};
 
 /// The version of kvs, the same for every crate of the workspace.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

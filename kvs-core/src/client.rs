@@ -1,0 +1,274 @@
+//! [`KvsClient`]: one connection to a kvs server, reused for every request.
+
+use std::io::{self, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::protocol::{frame, ErrorKind, Request, Response, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::{KvsError, Result};
+
+/// How long [`KvsClient::connect`] waits for each address to accept the connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client of a kvs server: one TCP connection, reused for every request.
+///
+/// Errors, so that callers can act on them:
+/// - [`KvsError::Connect`]: the server could not be reached (the message names the address).
+/// - [`KvsError::ConnectionLost`]: the connection broke or timed out during a request; the
+///   request may or may not have been carried out. The next request connects again.
+/// - [`KvsError::KeyNotFound`]: `remove` of a key that is not set.
+/// - [`KvsError::Remote`]: any other error reported by the server, with its
+///   [`ErrorKind`].
+/// - [`KvsError::Protocol`]: the server sent something that is not a valid response (the
+///   connection is dropped).
+/// - [`KvsError::InvalidArgument`]: the request is over the frame limit and was not sent.
+///
+/// ```no_run
+/// # fn main() -> kvs::Result<()> {
+/// let mut client = kvs::KvsClient::connect("127.0.0.1:4000")?;
+/// client.set("key".to_owned(), "value".to_owned())?;
+/// assert_eq!(client.get("key".to_owned())?, Some("value".to_owned()));
+/// client.remove("key".to_owned())?;
+/// # Ok(()) }
+/// ```
+pub struct KvsClient {
+    /// The addresses as resolved at connect time, for messages and reconnecting.
+    addrs: Vec<SocketAddr>,
+    name: String,
+    stream: Option<BufReader<TcpStream>>,
+    connect_timeout: Duration,
+    timeout: Option<Duration>,
+    max_frame_len: usize,
+    /// Buffers reused across requests.
+    out: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl KvsClient {
+    /// Connects to the server at `addr` (trying each address it resolves to, waiting up to
+    /// [`DEFAULT_CONNECT_TIMEOUT`] for each). Fails with [`KvsError::Connect`], naming the
+    /// address.
+    pub fn connect(addr: impl ToSocketAddrs) -> Result<KvsClient> {
+        KvsClient::connect_timeout(addr, DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    /// Like [`connect`](KvsClient::connect), waiting up to `timeout` for each address.
+    pub fn connect_timeout(addr: impl ToSocketAddrs, timeout: Duration) -> Result<KvsClient> {
+        let addrs: Vec<SocketAddr> = match addr.to_socket_addrs() {
+            Ok(addrs) => addrs.collect(),
+            Err(source) => {
+                return Err(KvsError::Connect {
+                    addr: "the given address".to_string(),
+                    source,
+                })
+            }
+        };
+        let name = match addrs.as_slice() {
+            [one] => one.to_string(),
+            many => many
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" or "),
+        };
+        let mut client = KvsClient {
+            addrs,
+            name,
+            stream: None,
+            connect_timeout: timeout,
+            timeout: None,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            out: Vec::new(),
+            payload: Vec::new(),
+        };
+        client.reconnect()?;
+        Ok(client)
+    }
+
+    /// The server's address, as errors name it.
+    pub fn addr(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets how long a request may wait on the network (sending or receiving) before failing
+    /// with [`KvsError::ConnectionLost`]. `None` (the default) waits forever.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        if timeout == Some(Duration::ZERO) {
+            return Err(KvsError::InvalidArgument(
+                "a timeout must be longer than zero".to_string(),
+            ));
+        }
+        self.timeout = timeout;
+        if let Some(stream) = &self.stream {
+            apply_timeout(stream.get_ref(), timeout).map_err(|e| self.lost(e))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the largest frame this client sends or accepts (default
+    /// [`DEFAULT_MAX_FRAME_LEN`]). The server has its own limit.
+    pub fn set_max_frame_len(&mut self, max_len: usize) {
+        self.max_frame_len = max_len;
+    }
+
+    /// Sets `key` to `value`.
+    pub fn set(&mut self, key: String, value: String) -> Result<()> {
+        self.set_bytes(key.as_bytes(), value.as_bytes())
+    }
+
+    /// The value of `key`, or `None`. A value that is not UTF-8 is [`KvsError::NotUtf8`].
+    pub fn get(&mut self, key: String) -> Result<Option<String>> {
+        match self.get_bytes(key.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| KvsError::NotUtf8 { key }),
+        }
+    }
+
+    /// Removes `key`; [`KvsError::KeyNotFound`] if it is not set.
+    pub fn remove(&mut self, key: String) -> Result<()> {
+        self.remove_bytes(key.as_bytes())
+    }
+
+    /// Sets `key` to `value` (binary form of [`set`](KvsClient::set)).
+    pub fn set_bytes(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.call(Request::Set { key, value }, expect_ok)
+    }
+
+    /// The value of `key` (binary form of [`get`](KvsClient::get)).
+    pub fn get_bytes(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.call(Request::Get { key }, |response| match response {
+            Response::Value(value) => Ok(value.map(<[u8]>::to_vec)),
+            other => Err(unexpected(other)),
+        })
+    }
+
+    /// Removes `key` (binary form of [`remove`](KvsClient::remove)).
+    pub fn remove_bytes(&mut self, key: &[u8]) -> Result<()> {
+        self.call(Request::Remove { key }, expect_ok)
+    }
+
+    /// Sends `request`, waits for its response and hands it to `answer`.
+    fn call<T>(
+        &mut self,
+        request: Request<'_>,
+        answer: impl FnOnce(Response<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.out.clear();
+        if let Err(e) = request.encode_frame(&mut self.out, self.max_frame_len) {
+            return Err(KvsError::InvalidArgument(format!("request not sent: {e}")));
+        }
+        if self.stream.is_none() {
+            self.reconnect()?;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(self.lost(io::ErrorKind::NotConnected.into()));
+        };
+        let exchanged = exchange(stream, &self.out, &mut self.payload, self.max_frame_len);
+        let decoded = match exchanged {
+            Ok(()) => Response::decode(&self.payload),
+            Err(e) => Err(e),
+        };
+        match decoded {
+            Ok(response) => answer(response),
+            Err(e) => {
+                // After a broken exchange the stream is out of step with the server: drop it,
+                // the next request connects again.
+                self.stream = None;
+                Err(match e {
+                    KvsError::Io(source) => self.lost(source),
+                    other => other,
+                })
+            }
+        }
+    }
+
+    fn reconnect(&mut self) -> Result<()> {
+        let mut last_error = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+        for addr in &self.addrs {
+            match TcpStream::connect_timeout(addr, self.connect_timeout) {
+                Ok(stream) => {
+                    let configured = stream
+                        .set_nodelay(true)
+                        .and_then(|()| apply_timeout(&stream, self.timeout));
+                    if let Err(source) = configured {
+                        return Err(KvsError::Connect {
+                            addr: self.name.clone(),
+                            source,
+                        });
+                    }
+                    self.stream = Some(BufReader::with_capacity(16 << 10, stream));
+                    return Ok(());
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        Err(KvsError::Connect {
+            addr: self.name.clone(),
+            source: last_error,
+        })
+    }
+
+    fn lost(&self, source: io::Error) -> KvsError {
+        // A read timeout surfaces as WouldBlock on some systems; call it what it is.
+        let source = if source.kind() == io::ErrorKind::WouldBlock {
+            io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for the server")
+        } else if source.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )
+        } else {
+            source
+        };
+        KvsError::ConnectionLost {
+            addr: self.name.clone(),
+            source,
+        }
+    }
+}
+
+/// Writes one framed request and reads one response frame's payload into `payload`.
+fn exchange(
+    stream: &mut BufReader<TcpStream>,
+    request: &[u8],
+    payload: &mut Vec<u8>,
+    max_len: usize,
+) -> Result<()> {
+    stream.get_mut().write_all(request)?;
+    let mut header = [0; HEADER_LEN];
+    stream.read_exact(&mut header)?;
+    let len = frame::payload_len(header, max_len)?;
+    payload.clear();
+    payload.resize(len, 0);
+    stream.read_exact(payload)?;
+    Ok(())
+}
+
+fn apply_timeout(stream: &TcpStream, timeout: Option<Duration>) -> io::Result<()> {
+    stream.set_read_timeout(timeout)?;
+    stream.set_write_timeout(timeout)
+}
+
+fn expect_ok(response: Response<'_>) -> Result<()> {
+    match response {
+        Response::Ok => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The error for any response but the expected one: a reported error, or a protocol violation.
+fn unexpected(response: Response<'_>) -> KvsError {
+    match response {
+        Response::Error {
+            kind: ErrorKind::KeyNotFound,
+            ..
+        } => KvsError::KeyNotFound,
+        Response::Error { kind, message } => KvsError::Remote {
+            kind,
+            message: message.to_string(),
+        },
+        other => KvsError::Protocol(format!("unexpected response {other:?}")),
+    }
+}

@@ -1,0 +1,255 @@
+//! One client connection inside a worker: its buffers, and the requests it carries.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::OUTPUT_HIGH_WATER;
+use crate::protocol::{frame, ErrorKind, FrameStatus, Request, Response};
+use crate::{KvsEngine, KvsError, Result};
+
+/// Buffers larger than this are given back once empty, so idle connections stay small.
+const KEEP_CAPACITY: usize = 64 << 10;
+
+/// What a worker does with a connection after driving it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Next {
+    /// Keep it; it waits for the socket to become readable or writable.
+    Wait,
+    /// Close it.
+    Close,
+}
+
+pub(super) struct Connection {
+    pub(super) stream: mio::net::TcpStream,
+    pub(super) peer: SocketAddr,
+    /// Bytes received and not yet carried out: at most one incomplete frame, plus one read.
+    input: Vec<u8>,
+    /// Replies not yet sent; `output[..sent]` is already on the wire.
+    output: Vec<u8>,
+    sent: usize,
+    /// When bytes last moved in either direction.
+    last_progress: Instant,
+    /// The client has closed its side: no more requests will come.
+    read_closed: bool,
+}
+
+impl Connection {
+    pub(super) fn new(stream: mio::net::TcpStream, peer: SocketAddr) -> Connection {
+        Connection {
+            stream,
+            peer,
+            input: Vec::new(),
+            output: Vec::new(),
+            sent: 0,
+            last_progress: Instant::now(),
+            read_closed: false,
+        }
+    }
+
+    /// Does all the work the socket allows now: sends pending replies, carries out every
+    /// complete request, reads more. Sockets are edge-triggered, so this goes on until the
+    /// socket would block (or until replies pile up, in which case the next writable event
+    /// resumes it).
+    pub(super) fn drive<E: KvsEngine>(
+        &mut self,
+        engine: &E,
+        scratch: &mut [u8],
+        max_frame_len: usize,
+    ) -> Next {
+        // Set after a short read: that read emptied the socket's queue, and anything sent
+        // later comes with a new readiness edge, so the read that would only say "would
+        // block" is skipped.
+        let mut drained = false;
+        loop {
+            if let Err(e) = self.flush() {
+                return self.broken(e);
+            }
+            if self.pending_output() >= OUTPUT_HIGH_WATER {
+                return Next::Wait;
+            }
+            match self.carry_out(engine, max_frame_len) {
+                Ok(0) => {}
+                Ok(_) => continue,
+                Err(e) => return self.refuse(e, max_frame_len),
+            }
+            if self.read_closed {
+                if !self.input.is_empty() {
+                    log::warn!(
+                        "{}: connection closed in the middle of a request ({} bytes of it \
+                         received); request dropped",
+                        self.peer,
+                        self.input.len()
+                    );
+                    self.input.clear();
+                }
+                return if self.pending_output() == 0 {
+                    Next::Close
+                } else {
+                    Next::Wait
+                };
+            }
+            if drained {
+                return Next::Wait;
+            }
+            match self.stream.read(scratch) {
+                Ok(0) => self.read_closed = true,
+                Ok(n) => {
+                    self.input.extend_from_slice(&scratch[..n]);
+                    self.last_progress = Instant::now();
+                    drained = n < scratch.len();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.broken(e),
+            }
+        }
+    }
+
+    /// On shutdown: carries out the requests received in full and queues their replies.
+    /// Nothing more is read.
+    pub(super) fn finish<E: KvsEngine>(&mut self, engine: &E, max_frame_len: usize) {
+        if let Err(e) = self.carry_out_all(engine, max_frame_len) {
+            log::warn!("{}: {e}", self.peer);
+        }
+    }
+
+    /// Sends as much pending output as the socket takes. Returns whether all of it is sent.
+    pub(super) fn flush(&mut self) -> io::Result<bool> {
+        while self.sent < self.output.len() {
+            match self.stream.write(&self.output[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.sent += n;
+                    self.last_progress = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.output.clear();
+        self.sent = 0;
+        if self.output.capacity() > KEEP_CAPACITY {
+            self.output = Vec::new();
+        }
+        Ok(true)
+    }
+
+    /// Whether the client has left a request half-sent, or replies unread, for longer than
+    /// `timeout`.
+    pub(super) fn is_stalled(&self, now: Instant, timeout: Duration) -> bool {
+        let half_done = !self.input.is_empty() || self.pending_output() > 0;
+        half_done && now.duration_since(self.last_progress) > timeout
+    }
+
+    pub(super) fn pending_output(&self) -> usize {
+        self.output.len() - self.sent
+    }
+
+    /// Carries out complete requests until the input holds none or replies pile up. Returns
+    /// how many it carried out.
+    fn carry_out<E: KvsEngine>(&mut self, engine: &E, max_frame_len: usize) -> Result<usize> {
+        let mut done = 0;
+        let mut start = 0;
+        let result = loop {
+            if self.output.len() - self.sent >= OUTPUT_HIGH_WATER {
+                break Ok(done);
+            }
+            match frame::check(&self.input[start..], max_frame_len) {
+                Ok(FrameStatus::Incomplete { .. }) => break Ok(done),
+                Ok(FrameStatus::Complete { payload }) => {
+                    let payload_bytes = &self.input[start + payload.start..start + payload.end];
+                    if let Err(e) = answer(engine, payload_bytes, &mut self.output, max_frame_len)
+                    {
+                        break Err(e);
+                    }
+                    start += payload.end;
+                    done += 1;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        if start == self.input.len() {
+            self.input.clear();
+            if self.input.capacity() > KEEP_CAPACITY {
+                self.input = Vec::new();
+            }
+        } else if start > 0 {
+            self.input.drain(..start);
+        }
+        result
+    }
+
+    fn carry_out_all<E: KvsEngine>(&mut self, engine: &E, max_frame_len: usize) -> Result<()> {
+        // `carry_out` pauses at the high-water mark; at shutdown the replies are sent in one
+        // go afterwards, so keep going.
+        loop {
+            let before = self.input.len();
+            let done = self.carry_out(engine, max_frame_len)?;
+            if done == 0 || self.input.len() == before {
+                return Ok(());
+            }
+            let _ = self.flush();
+        }
+    }
+
+    /// The client broke the protocol: say why (best effort) and close.
+    fn refuse(&mut self, err: KvsError, max_frame_len: usize) -> Next {
+        log::warn!("{}: {err}; closing the connection", self.peer);
+        let message = err.to_string();
+        let _ = Response::Error {
+            kind: ErrorKind::Protocol,
+            message: &message,
+        }
+        .encode_frame(&mut self.output, max_frame_len);
+        let _ = self.flush();
+        let _ = self.stream.shutdown(Shutdown::Both);
+        Next::Close
+    }
+
+    fn broken(&mut self, err: io::Error) -> Next {
+        log::debug!("{}: connection error: {err}", self.peer);
+        Next::Close
+    }
+}
+
+/// Decodes one request, carries it out on `engine` and appends the framed reply to `out`.
+/// Fails only when the request is malformed (or no reply at all fits in a frame): the
+/// connection cannot go on then.
+fn answer<E: KvsEngine>(
+    engine: &E,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+    max_frame_len: usize,
+) -> Result<()> {
+    let request = Request::decode(payload)?;
+    let result = match request {
+        Request::Get { key } => match engine.get_bytes(key) {
+            Ok(value) => {
+                match Response::Value(value.as_deref()).encode_frame(out, max_frame_len) {
+                    Ok(()) => return Ok(()),
+                    Err(_) => Err(KvsError::InvalidArgument(format!(
+                        "the value is {} bytes, too large for a reply frame (limit {} bytes)",
+                        value.as_ref().map_or(0, Vec::len),
+                        max_frame_len
+                    ))),
+                }
+            }
+            Err(e) => Err(e),
+        },
+        Request::Set { key, value } => engine.set_bytes(key, value),
+        Request::Remove { key } => engine.remove_bytes(key),
+    };
+    match result {
+        Ok(()) => Response::Ok.encode_frame(out, max_frame_len),
+        Err(e) => {
+            match &e {
+                KvsError::KeyNotFound | KvsError::InvalidArgument(_) => {}
+                other => log::error!("request failed: {other}"),
+            }
+            let message = e.to_string();
+            Response::error(&e, &message).encode_frame(out, max_frame_len)
+        }
+    }
+}
