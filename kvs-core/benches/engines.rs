@@ -1,1 +1,99 @@
-fn main() {}
+//! `cargo bench -p kvs`: `KvStore` against `SledKvsEngine`.
+//!
+//! - `set/*`: sets of 16-byte keys and 100-byte values into a fresh store, one call each.
+//! - `get/*`: uniformly random gets from a store of 100,000 such keys.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kvs::{KvStore, KvsEngine, SledKvsEngine};
+use tempfile::TempDir;
+
+const KEYS: u64 = 100_000;
+const VALUE: [u8; 100] = [b'v'; 100];
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = *b"key-000000000000";
+    k[4..].copy_from_slice(format!("{i:012}").as_bytes());
+    k
+}
+
+/// A cheap, fixed-sequence generator: the same random keys for both engines.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn open_kvs(dir: &TempDir) -> KvStore {
+    KvStore::open(dir.path()).expect("open KvStore")
+}
+
+fn open_sled(dir: &TempDir) -> SledKvsEngine {
+    SledKvsEngine::new(sled::open(dir.path()).expect("open sled"))
+}
+
+fn bench_set<E: KvsEngine>(c: &mut Criterion, name: &str, open: fn(&TempDir) -> E) {
+    let mut group = c.benchmark_group("set");
+    group.throughput(Throughput::Elements(1));
+    let dir = TempDir::new().expect("temp dir");
+    let store = open(&dir);
+    let mut i = 0u64;
+    group.bench_function(BenchmarkId::new(name, "16B key, 100B value"), |b| {
+        b.iter(|| {
+            i += 1;
+            store.set_bytes(&key(i), &VALUE).expect("set");
+        })
+    });
+    group.finish();
+}
+
+fn bench_get<E: KvsEngine>(c: &mut Criterion, name: &str, store: E) {
+    let mut group = c.benchmark_group("get");
+    group.throughput(Throughput::Elements(1));
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    group.bench_function(BenchmarkId::new(name, "random of 100k"), |b| {
+        b.iter(|| {
+            let k = key(rng.next() % KEYS);
+            let value = store.get_bytes(&k).expect("get");
+            assert!(value.is_some());
+        })
+    });
+    group.finish();
+}
+
+fn sets(c: &mut Criterion) {
+    bench_set(c, "kvs", open_kvs);
+    bench_set(c, "sled", open_sled);
+}
+
+fn gets(c: &mut Criterion) {
+    let kvs_dir = TempDir::new().expect("temp dir");
+    let kvs = open_kvs(&kvs_dir);
+    for i in 0..KEYS {
+        kvs.set_bytes(&key(i), &VALUE).expect("fill kvs");
+    }
+    bench_get(c, "kvs", kvs);
+
+    // Fill sled through its own API with one flush at the end: the engine's per-write flush
+    // would make filling take minutes and does not change what a get does.
+    let sled_dir = TempDir::new().expect("temp dir");
+    let db = sled::open(sled_dir.path()).expect("open sled");
+    for i in 0..KEYS {
+        db.insert(key(i), &VALUE[..]).expect("fill sled");
+    }
+    db.flush().expect("flush sled");
+    bench_get(c, "sled", SledKvsEngine::new(db));
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .measurement_time(std::time::Duration::from_secs(4))
+        .warm_up_time(std::time::Duration::from_secs(1));
+    targets = sets, gets
+}
+criterion_main!(benches);

@@ -1,0 +1,256 @@
+//! Compaction reclaims stale data, keeps the latest values, never brings a removed key back,
+//! and leaves a store that opens correctly whatever step a crash interrupts.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use kvs::{KvStore, KvStoreOptions, KvsEngine};
+use tempfile::TempDir;
+
+fn dir_size(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+fn log_files(dir: &Path) -> Vec<(u32, PathBuf)> {
+    let mut files: Vec<(u32, PathBuf)> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.unwrap().path();
+            let id = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()?;
+            Some((id, path))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn small_threshold() -> KvStoreOptions {
+    KvStoreOptions::default().compaction_min_stale(64 << 10)
+}
+
+/// Waits (boundedly) for the background compactor to bring the directory under `limit`.
+fn wait_for_size_under(dir: &Path, limit: u64) -> u64 {
+    for _ in 0..500 {
+        let size = dir_size(dir);
+        if size <= limit {
+            return size;
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    dir_size(dir)
+}
+
+#[test]
+fn directory_stays_within_a_small_multiple_of_live_data() {
+    let dir = TempDir::new().unwrap();
+    let store = KvStore::open_with(dir.path(), small_threshold()).unwrap();
+    let value = "x".repeat(1000);
+    let live = 100 * (1000 + 13 + 8);
+    for round in 0..100 {
+        for key in 0..100 {
+            store
+                .set(format!("key{key}"), format!("{round}{value}"))
+                .unwrap();
+        }
+    }
+    // 100 rounds wrote about 100x the live data; compaction must have reclaimed it.
+    let size = wait_for_size_under(dir.path(), 4 * live as u64 + (64 << 10) * 2);
+    assert!(
+        size <= 4 * live as u64 + (64 << 10) * 2,
+        "directory is {size} bytes for about {live} live bytes"
+    );
+    for key in 0..100 {
+        assert_eq!(
+            store.get(format!("key{key}")).unwrap(),
+            Some(format!("99{value}"))
+        );
+    }
+}
+
+#[test]
+fn compaction_keeps_latest_values_and_drops_removed_keys_across_reopen() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = KvStore::open(dir.path()).unwrap();
+        for i in 0..200 {
+            store.set(format!("k{i}"), "old".into()).unwrap();
+        }
+        for i in 0..200 {
+            store.set(format!("k{i}"), format!("new{i}")).unwrap();
+        }
+        for i in (0..200).step_by(3) {
+            store.remove(format!("k{i}")).unwrap();
+        }
+        store.compact().unwrap();
+        let stats = store.disk_stats();
+        assert_eq!(stats.stale_bytes, 0, "{stats:?}");
+        for i in 0..200 {
+            let expected = (i % 3 != 0).then(|| format!("new{i}"));
+            assert_eq!(store.get(format!("k{i}")).unwrap(), expected);
+        }
+    }
+    let store = KvStore::open(dir.path()).unwrap();
+    for i in 0..200 {
+        let expected = (i % 3 != 0).then(|| format!("new{i}"));
+        assert_eq!(store.get(format!("k{i}")).unwrap(), expected, "k{i}");
+    }
+    assert_eq!(store.len().unwrap(), 200 - 67);
+}
+
+#[test]
+fn readers_and_writers_see_correct_values_while_compaction_runs() {
+    let dir = TempDir::new().unwrap();
+    let store = KvStore::open_with(dir.path(), small_threshold()).unwrap();
+    let keys = 500;
+    for i in 0..keys {
+        store.set(format!("k{i}"), format!("v{i}-0")).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|t| {
+            let store = store.clone();
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let i = (reads * 7 + t) % keys;
+                    let value = store.get(format!("k{i}")).unwrap().expect("key present");
+                    assert!(value.starts_with(&format!("v{i}-")), "{value}");
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let compactor = {
+        let store = store.clone();
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(Ordering::Relaxed) {
+                store.compact().unwrap();
+                runs += 1;
+            }
+            runs
+        })
+    };
+    for round in 1..=20 {
+        for i in 0..keys {
+            store.set(format!("k{i}"), format!("v{i}-{round}")).unwrap();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert!(compactor.join().unwrap() > 0);
+    for i in 0..keys {
+        assert_eq!(
+            store.get(format!("k{i}")).unwrap(),
+            Some(format!("v{i}-20"))
+        );
+    }
+    drop(store);
+    let store = KvStore::open(dir.path()).unwrap();
+    for i in 0..keys {
+        assert_eq!(
+            store.get(format!("k{i}")).unwrap(),
+            Some(format!("v{i}-20"))
+        );
+    }
+}
+
+/// Builds a directory where k0..k9 were set, k0..k4 overwritten, and k5..k9 removed, across
+/// several files; returns the expected live contents.
+fn history(dir: &Path) -> Vec<(String, Option<String>)> {
+    let store = KvStore::open(dir).unwrap();
+    for i in 0..10 {
+        store.set(format!("k{i}"), format!("first{i}")).unwrap();
+    }
+    store.compact().unwrap();
+    for i in 0..5 {
+        store.set(format!("k{i}"), format!("second{i}")).unwrap();
+    }
+    store.compact().unwrap();
+    for i in 5..10 {
+        store.remove(format!("k{i}")).unwrap();
+    }
+    (0..10)
+        .map(|i| {
+            let v = (i < 5).then(|| format!("second{i}"));
+            (format!("k{i}"), v)
+        })
+        .collect()
+}
+
+fn check(dir: &Path, expected: &[(String, Option<String>)]) {
+    let store = KvStore::open(dir).unwrap();
+    for (k, v) in expected {
+        assert_eq!(&store.get(k.clone()).unwrap(), v, "{k}");
+    }
+}
+
+#[test]
+fn crash_after_compaction_commit_before_deleting_old_files_opens_correctly() {
+    // Simulate: the output was renamed into place, none of the old files deleted yet.
+    let dir = TempDir::new().unwrap();
+    let expected = history(dir.path());
+    let before: Vec<(u32, Vec<u8>)> = log_files(dir.path())
+        .into_iter()
+        .map(|(id, p)| (id, fs::read(p).unwrap()))
+        .collect();
+    KvStore::open(dir.path()).unwrap().compact().unwrap();
+    // Put the pre-compaction files back beside the compaction's output.
+    for (id, bytes) in &before {
+        fs::write(dir.path().join(format!("{id}.log")), bytes).unwrap();
+    }
+    check(dir.path(), &expected);
+}
+
+#[test]
+fn crash_while_deleting_old_files_oldest_first_never_resurrects_a_removed_key() {
+    let dir = TempDir::new().unwrap();
+    let expected = history(dir.path());
+    let before: Vec<(u32, Vec<u8>)> = log_files(dir.path())
+        .into_iter()
+        .map(|(id, p)| (id, fs::read(p).unwrap()))
+        .collect();
+    KvStore::open(dir.path()).unwrap().compact().unwrap();
+    let after: Vec<(u32, Vec<u8>)> = log_files(dir.path())
+        .into_iter()
+        .map(|(id, p)| (id, fs::read(p).unwrap()))
+        .collect();
+    // Every prefix of the deletion order (oldest first): the old files that survive are the
+    // newest `keep` ones.
+    for keep in 0..=before.len() {
+        let case = TempDir::new().unwrap();
+        fs::copy(dir.path().join("engine"), case.path().join("engine")).unwrap();
+        for (id, bytes) in after.iter().chain(&before[before.len() - keep..]) {
+            fs::write(case.path().join(format!("{id}.log")), bytes).unwrap();
+        }
+        check(case.path(), &expected);
+    }
+}
+
+#[test]
+fn crash_before_compaction_commit_leaves_old_files_in_charge() {
+    let dir = TempDir::new().unwrap();
+    let expected = history(dir.path());
+    // A half-written output (not yet renamed) is ignored and removed.
+    let next = log_files(dir.path()).last().unwrap().0 + 1;
+    let partial = dir.path().join(format!("{next}.log.compacting"));
+    fs::write(&partial, b"kvs-log\x01 then nothing useful").unwrap();
+    check(dir.path(), &expected);
+    assert!(!partial.exists());
+}

@@ -1,0 +1,273 @@
+//! What open does with damaged log files: torn tails are cut off, corruption elsewhere is an
+//! error naming the file and offset, and a value never comes back wrong.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError, RecoveryMode};
+use tempfile::TempDir;
+
+/// Size of a log file's header and of a record's header (see `format.rs`).
+const FILE_HEADER: u64 = 8;
+const RECORD_HEADER: u64 = 13;
+
+fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<(u32, PathBuf)> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.unwrap().path();
+            let id = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()?;
+            Some((id, path))
+        })
+        .collect();
+    files.sort();
+    files.into_iter().map(|(_, p)| p).collect()
+}
+
+fn newest_log(dir: &Path) -> PathBuf {
+    log_files(dir).pop().expect("a log file")
+}
+
+/// Writes key{i} = value{i} for i in 0..n and returns the size of the log after each record.
+fn fill(dir: &Path, n: usize) -> Vec<u64> {
+    let store = KvStore::open(dir).unwrap();
+    let mut ends = Vec::new();
+    for i in 0..n {
+        store.set(format!("key{i}"), format!("value{i}")).unwrap();
+        ends.push(fs::metadata(newest_log(dir)).unwrap().len());
+    }
+    ends
+}
+
+fn assert_keys(store: &KvStore, present: usize, absent_from: usize) {
+    for i in 0..present {
+        assert_eq!(
+            store.get(format!("key{i}")).unwrap(),
+            Some(format!("value{i}")),
+            "key{i}"
+        );
+    }
+    assert_eq!(store.get(format!("key{absent_from}")).unwrap(), None);
+}
+
+#[test]
+fn recovers_from_torn_tail_at_every_byte_of_the_last_record() {
+    let template = TempDir::new().unwrap();
+    let ends = fill(template.path(), 5);
+    let log = newest_log(template.path());
+    let full = fs::read(&log).unwrap();
+    let last_start = ends[3];
+    for cut in last_start..ends[4] {
+        let dir = TempDir::new().unwrap();
+        fs::copy(template.path().join("engine"), dir.path().join("engine")).unwrap();
+        let copy = dir.path().join(log.file_name().unwrap());
+        fs::write(&copy, &full[..cut as usize]).unwrap();
+
+        let store = KvStore::open(dir.path()).unwrap();
+        assert_keys(&store, 4, 4);
+        assert_eq!(
+            fs::metadata(&copy).unwrap().len(),
+            last_start,
+            "cut at {cut}"
+        );
+        // The store takes new writes after the cut, and they survive a reopen.
+        store.set("after".into(), "cut".into()).unwrap();
+        drop(store);
+        let store = KvStore::open(dir.path()).unwrap();
+        assert_keys(&store, 4, 4);
+        assert_eq!(store.get("after".into()).unwrap(), Some("cut".into()));
+    }
+}
+
+#[test]
+fn recovers_from_garbage_and_zero_tails() {
+    for tail in [
+        vec![0u8; 4096],
+        (0..1000u32).map(|i| (i * 7 + 3) as u8).collect(),
+    ] {
+        let dir = TempDir::new().unwrap();
+        let ends = fill(dir.path(), 10);
+        let log = newest_log(dir.path());
+        OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(&tail)
+            .unwrap();
+        let store = KvStore::open(dir.path()).unwrap();
+        assert_keys(&store, 10, 10);
+        assert_eq!(fs::metadata(&log).unwrap().len(), ends[9]);
+    }
+}
+
+#[test]
+fn strict_recovery_refuses_a_torn_tail_and_changes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let ends = fill(dir.path(), 3);
+    let log = newest_log(dir.path());
+    let torn_len = ends[2] - 3;
+    OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(torn_len)
+        .unwrap();
+    let result = KvStore::open_with(
+        dir.path(),
+        KvStoreOptions::default().recovery(RecoveryMode::Strict),
+    );
+    match result {
+        Err(KvsError::Corruption { path, offset, .. }) => {
+            assert_eq!(path, log);
+            assert_eq!(offset, ends[1]);
+        }
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok(_) => panic!("strict open accepted a torn tail"),
+    }
+    assert_eq!(fs::metadata(&log).unwrap().len(), torn_len);
+}
+
+#[test]
+fn corruption_before_the_tail_fails_open_naming_file_and_offset() {
+    let dir = TempDir::new().unwrap();
+    let ends = fill(dir.path(), 10);
+    let log = newest_log(dir.path());
+    let mut bytes = fs::read(&log).unwrap();
+    // Flip a bit in the value of record 4 (it starts where record 3 ends).
+    let victim = ends[3] as usize + RECORD_HEADER as usize + 5;
+    bytes[victim] ^= 0x10;
+    fs::write(&log, &bytes).unwrap();
+
+    match KvStore::open(dir.path()) {
+        Err(e @ KvsError::Corruption { .. }) => {
+            let KvsError::Corruption { path, offset, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(path, &log);
+            assert_eq!(*offset, ends[3]);
+            let message = e.to_string();
+            assert!(message.contains(&log.display().to_string()), "{message}");
+            assert!(message.contains(&ends[3].to_string()), "{message}");
+        }
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok(_) => panic!("open skipped corruption silently"),
+    }
+    // Nothing was deleted or cut.
+    assert_eq!(fs::read(&log).unwrap(), bytes);
+}
+
+#[test]
+fn corruption_in_an_older_file_is_never_treated_as_a_tail() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = KvStore::open(dir.path()).unwrap();
+        for i in 0..10 {
+            store.set(format!("key{i}"), format!("value{i}")).unwrap();
+        }
+        // Compaction moves the data into a new file and opens another for writes.
+        store.compact().unwrap();
+        store.set("newer".into(), "x".into()).unwrap();
+    }
+    let files = log_files(dir.path());
+    assert!(files.len() >= 2, "{files:?}");
+    let older = &files[files.len() - 2];
+    let len = fs::metadata(older).unwrap().len();
+    // Cut the older file's last record short: in the newest file this would be a torn tail.
+    OpenOptions::new()
+        .write(true)
+        .open(older)
+        .unwrap()
+        .set_len(len - 2)
+        .unwrap();
+    match KvStore::open(dir.path()) {
+        Err(KvsError::Corruption { path, .. }) => assert_eq!(&path, older),
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok(_) => panic!("a damaged older file was accepted"),
+    }
+    assert_eq!(fs::metadata(older).unwrap().len(), len - 2);
+}
+
+#[test]
+fn bit_flips_never_return_a_wrong_value() {
+    // Every single-bit flip in every record either fails the open or leaves every value that
+    // can be read correct. A flip in the last record is a torn tail and loses only that record.
+    let template = TempDir::new().unwrap();
+    let n = 6;
+    fill(template.path(), n);
+    let log = newest_log(template.path());
+    let original = fs::read(&log).unwrap();
+    for byte in FILE_HEADER as usize..original.len() {
+        for bit in [0, 3, 7] {
+            let dir = TempDir::new().unwrap();
+            fs::copy(template.path().join("engine"), dir.path().join("engine")).unwrap();
+            let mut bytes = original.clone();
+            bytes[byte] ^= 1 << bit;
+            fs::write(dir.path().join(log.file_name().unwrap()), &bytes).unwrap();
+            let Ok(store) = KvStore::open(dir.path()) else {
+                continue;
+            };
+            for i in 0..n {
+                match store.get(format!("key{i}")) {
+                    Ok(Some(v)) => assert_eq!(v, format!("value{i}"), "flip {byte}:{bit}"),
+                    Ok(None) => assert_eq!(i, n - 1, "flip {byte}:{bit} lost key{i}"),
+                    Err(e) => assert!(e.is_corruption(), "flip {byte}:{bit}: {e}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_value_damaged_after_open_fails_to_read_instead_of_coming_back_wrong() {
+    let dir = TempDir::new().unwrap();
+    let ends = fill(dir.path(), 3);
+    let store = KvStore::open(dir.path()).unwrap();
+    let log = newest_log(dir.path());
+    let mut bytes = fs::read(&log).unwrap();
+    let victim = ends[0] as usize + RECORD_HEADER as usize + 5;
+    bytes[victim] ^= 0x01;
+    fs::write(&log, &bytes).unwrap();
+    match store.get("key1".into()) {
+        Err(KvsError::Corruption { path, offset, .. }) => {
+            assert_eq!(path, log);
+            assert_eq!(offset, ends[0]);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(store.get("key0".into()).unwrap(), Some("value0".into()));
+}
+
+#[test]
+fn unfinished_compaction_output_is_removed_on_open() {
+    let dir = TempDir::new().unwrap();
+    fill(dir.path(), 3);
+    let leftover = dir.path().join("7.log.compacting");
+    fs::write(&leftover, b"half-written compaction output").unwrap();
+    let store = KvStore::open(dir.path()).unwrap();
+    assert!(!leftover.exists());
+    assert_keys(&store, 3, 3);
+}
+
+#[test]
+fn a_file_that_is_not_a_log_is_reported_not_replayed() {
+    let dir = TempDir::new().unwrap();
+    fill(dir.path(), 2);
+    let first = log_files(dir.path())[0].clone();
+    let stranger = dir.path().join("0.log");
+    fs::write(&stranger, b"hello, I am not a kvs log at all").unwrap();
+    match KvStore::open(dir.path()) {
+        Err(KvsError::Corruption { path, offset, .. }) => {
+            assert_eq!(path, stranger);
+            assert_eq!(offset, 0);
+        }
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok(_) => panic!("a foreign file was accepted"),
+    }
+    assert!(first.exists());
+}
