@@ -1,4 +1,227 @@
-fn main() {
-    eprintln!("not built yet");
-    std::process::exit(2)
+//! `kvs-server`: serves the kvs store in the current directory over TCP.
+//!
+//! Logs go to stderr (level from `RUST_LOG`, else `--log-level`). SIGINT and SIGTERM stop the
+//! server gracefully: it stops accepting, finishes the requests in flight, flushes the engine
+//! and exits 0.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use kvs::thread_pool::{NaiveThreadPool, RayonThreadPool, SharedQueueThreadPool, ThreadPool};
+use kvs::{AnyEngine, EngineKind, KvStoreOptions, KvsServer, ServerConfig, ShutdownHandle};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kvs-server",
+    version,
+    about = "Serves the kvs store in the current directory over TCP."
+)]
+struct Cli {
+    /// Address to listen on, IPv4 or IPv6 IP:PORT.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:4000")]
+    addr: SocketAddr,
+
+    /// Storage engine. Default: the one recorded in the current directory, else kvs. A
+    /// different engine than the recorded one is refused.
+    #[arg(long, value_enum)]
+    engine: Option<Engine>,
+
+    /// Thread pool the connection workers run on.
+    #[arg(long, value_enum, default_value_t = Pool::SharedQueue)]
+    pool: Pool,
+
+    /// Worker threads, each serving many connections (default: one per CPU).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
+
+    /// When a write is acknowledged (kvs engine): `os` once it reached the operating system
+    /// (survives a crash of the server), `always` once fsynced to disk (also survives power
+    /// loss; much slower).
+    #[arg(long, value_enum, default_value_t = Sync::Os)]
+    sync: Sync,
+
+    /// Largest request or reply payload in bytes; a client announcing a larger request is
+    /// disconnected.
+    #[arg(long, value_name = "BYTES", default_value_t = kvs::protocol::DEFAULT_MAX_FRAME_LEN)]
+    max_frame_bytes: usize,
+
+    /// Seconds a client may leave a request half-sent or replies unread before it is
+    /// disconnected (idle connections are kept).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    client_timeout: f64,
+
+    /// Most connections served at once; more are closed on arrival.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
+
+    /// Log level when RUST_LOG is not set: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Engine {
+    Kvs,
+    Sled,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Pool {
+    /// Fixed threads sharing one job queue.
+    SharedQueue,
+    /// rayon's work-stealing pool.
+    Rayon,
+    /// A new thread per job.
+    Naive,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Sync {
+    Os,
+    Always,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&cli.log_level))
+        .target(env_logger::Target::Stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvs-server: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    if !(cli.client_timeout.is_finite() && cli.client_timeout > 0.0) {
+        return Err(format!(
+            "--client-timeout must be a positive number of seconds, not {}",
+            cli.client_timeout
+        ));
+    }
+    // Signals are caught from the very start, so that one arriving while the store opens
+    // still ends in a clean shutdown rather than the default abrupt exit.
+    let stop = Stop::on_signals()?;
+
+    let dir = std::env::current_dir().map_err(|e| format!("no current directory: {e}"))?;
+    let engine = cli.engine.map(|e| match e {
+        Engine::Kvs => EngineKind::Kvs,
+        Engine::Sled => EngineKind::Sled,
+    });
+    let sync = match cli.sync {
+        Sync::Os => kvs::SyncPolicy::Os,
+        Sync::Always => kvs::SyncPolicy::Always,
+    };
+    let store = AnyEngine::open_with(&dir, engine, KvStoreOptions::default().sync(sync))
+        .map_err(|e| e.to_string())?;
+
+    let listener =
+        TcpListener::bind(cli.addr).map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
+
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2))
+    });
+    let config = ServerConfig::default()
+        .workers(threads as usize)
+        .max_frame_len(cli.max_frame_bytes)
+        .client_timeout(Duration::from_secs_f64(cli.client_timeout))
+        .max_connections(cli.max_connections);
+    log::info!(
+        "kvs-server {}, engine {}, listening on {local} ({threads} threads, {} pool, sync {})",
+        kvs::VERSION,
+        store.kind(),
+        value_name(cli.pool),
+        value_name(cli.sync),
+    );
+    match cli.pool {
+        Pool::SharedQueue => {
+            serve::<SharedQueueThreadPool>(store, threads, config, listener, &stop)
+        }
+        Pool::Rayon => serve::<RayonThreadPool>(store, threads, config, listener, &stop),
+        Pool::Naive => serve::<NaiveThreadPool>(store, threads, config, listener, &stop),
+    }
+}
+
+/// How an option value is written on the command line.
+fn value_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
+}
+
+fn serve<P: ThreadPool>(
+    store: AnyEngine,
+    threads: u32,
+    config: ServerConfig,
+    listener: TcpListener,
+    stop: &Stop,
+) -> Result<(), String> {
+    let pool = P::new(threads).map_err(|e| format!("cannot start threads: {e}"))?;
+    let server = KvsServer::with_config(store, pool, config);
+    stop.attach(server.shutdown_handle());
+    server.serve(listener).map_err(|e| e.to_string())?;
+    log::info!("kvs-server stopped");
+    Ok(())
+}
+
+/// Turns SIGINT and SIGTERM into a shutdown of the server, once there is one.
+#[derive(Clone, Default)]
+struct Stop {
+    state: Arc<Mutex<StopState>>,
+}
+
+#[derive(Default)]
+struct StopState {
+    requested: bool,
+    handle: Option<ShutdownHandle>,
+}
+
+impl Stop {
+    fn on_signals() -> Result<Stop, String> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
+        let stop = Stop::default();
+        let on_signal = stop.clone();
+        std::thread::Builder::new()
+            .name("kvs-signals".to_string())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    let name = if signal == SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    };
+                    log::info!("{name} received; shutting down");
+                    on_signal.request();
+                }
+            })
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
+        Ok(stop)
+    }
+
+    fn request(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.requested = true;
+        if let Some(handle) = &state.handle {
+            handle.shutdown();
+        }
+    }
+
+    fn attach(&self, handle: ShutdownHandle) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.requested {
+            handle.shutdown();
+        }
+        state.handle = Some(handle);
+    }
 }
