@@ -1,3 +1,37 @@
 #!/usr/bin/env bash
-# Python tests: filled in by the Python package work (issue 5).
-echo "Python tests: none yet"
+# Python tests of kvs (`make test-python`): builds the package into a private virtual
+# environment exactly as users install it (`pip install ./kvs-py`), builds kvs-server for the
+# client tests, and runs pytest. Needs python3 (3.9+) and cargo; reads no standard input.
+#
+#   KVS_PY_VENV      where the virtual environment lives (default: target/py-venv)
+#   KVS_PY_PROFILE   cargo profile of the extension (default: dev, the fastest to build;
+#                    `release` for benchmarks)
+#   PYTHON           interpreter to create the environment with (default: python3)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+venv="${KVS_PY_VENV:-$root/target/py-venv}"
+profile="${KVS_PY_PROFILE:-dev}"
+
+if [ ! -x "$venv/bin/python" ]; then
+    "${PYTHON:-python3}" -m venv "$venv"
+fi
+py="$venv/bin/python"
+pip=("$py" -m pip --disable-pip-version-check --quiet)
+
+echo "== installing maturin and pytest into $venv"
+"${pip[@]}" install "maturin>=1.9,<2" "pytest>=7"
+
+echo "== pip install ./kvs-py (cargo profile: $profile)"
+# MATURIN_PEP517_ARGS passes the profile to maturin through pip's build backend call.
+MATURIN_PEP517_ARGS="--profile $profile" "${pip[@]}" install --force-reinstall --no-deps ./kvs-py
+
+echo "== cargo build -p kvs-server"
+cargo build --quiet -p kvs-server
+export KVS_SERVER_BIN="$root/target/debug/kvs-server"
+
+echo "== pytest"
+cd "$root/kvs-py"
+# -p no:cacheprovider: leave no .pytest_cache in the source tree.
+exec "$py" -m pytest -p no:cacheprovider -ra tests "$@"

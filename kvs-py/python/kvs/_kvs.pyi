@@ -1,0 +1,134 @@
+"""Type stubs and reference for kvs's compiled core, ``kvs._kvs``.
+
+Import from ``kvs``, not from here: ``kvs.KvStore`` is this module's ``KvStore`` with the
+``collections.abc.MutableMapping`` mixins (``keys``, ``items``, ``values``, ``pop``,
+``popitem``, ``setdefault``, ``update``, ``clear``, ``==``) added.
+
+Keys and values
+    ``bytes``, or ``str`` (encoded as UTF-8; a ``str`` that cannot be encoded raises
+    ``UnicodeEncodeError``). Anything else, ``bytearray`` and ``memoryview`` included,
+    raises ``TypeError``: those are mutable, and kvs reads them with the GIL released.
+    Values always come back as ``bytes``. Keys may be up to 1 MiB and values up to
+    512 MiB; larger ones raise ``ValueError``.
+
+Exceptions
+    Exception
+    └── KvsError               anything kvs reports that has no closer class below
+        ├── CorruptionError    data on disk failed its checksum or is malformed
+        ├── KvsIOError         the operating system failed an I/O (also an OSError)
+        ├── LockedError        another process or handle has the directory open
+        ├── EngineMismatchError  the directory holds the other engine's data
+        └── ServerError        the server reported an error or broke the protocol
+
+    and builtin ones: ``KeyError`` for a missing key (carrying the key as given),
+    ``TypeError`` for a key or value of another type, ``ValueError`` for a bad argument
+    (unknown engine name, key or value over the size limit) and for any use of a closed
+    ``KvStore`` or ``Client``, ``ConnectionError`` (or a subclass:
+    ``ConnectionRefusedError``, ``ConnectionResetError``, ``BrokenPipeError``...) when a
+    server cannot be reached or drops the connection, ``TimeoutError`` when it does not
+    answer within the client's timeout.
+
+Threads
+    A ``KvStore`` or ``Client`` may be shared between threads. The GIL is released while
+    the engine or the network works, so other Python threads keep running.
+"""
+
+import os
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Optional, TypeVar, Union, overload
+
+_Bytes = Union[bytes, str]
+_T = TypeVar("_T")
+_S = TypeVar("_S", bound="KvStore")
+
+__version__: str
+"""The version of kvs, the same as ``kvs-server -V`` prints."""
+
+class KvsError(Exception):
+    """Base class of the errors kvs raises besides the builtin ones listed above."""
+
+class CorruptionError(KvsError):
+    """Data on disk failed its checksum or is malformed. The message names the file and
+    the byte offset. Nothing has been deleted."""
+
+class KvsIOError(KvsError, OSError):
+    """The operating system failed an I/O operation of kvs (disk full, permission denied).
+    ``errno`` and ``filename`` are set when known."""
+
+class LockedError(KvsError):
+    """Another process, or another open ``KvStore`` of this process, holds the directory."""
+
+class EngineMismatchError(KvsError):
+    """The directory was written by another engine than the one asked for. Nothing was
+    touched."""
+
+class ServerError(KvsError):
+    """A kvs server reported an error, or its reply broke the protocol."""
+
+class KvStore:
+    """An open kvs data directory.
+
+    ``KvStore(path, engine=None)`` opens, creating it if needed, the directory ``path``
+    with ``engine`` (``"kvs"`` or ``"sled"``), or with the engine recorded there when
+    ``engine`` is None (``"kvs"`` for a new directory). The engine is recorded in the
+    directory on first open.
+
+    Raises ``ValueError`` for an unknown engine name, ``EngineMismatchError`` if the
+    directory holds the other engine's data, ``LockedError`` if another process (or
+    another ``KvStore`` of this process) has it open, ``CorruptionError`` if its data is
+    damaged, ``KvsIOError`` if it cannot be read or created.
+
+    Every write has reached the operating system when the call returns: it survives a
+    crash of the process. ``flush()`` also forces it onto the disk.
+    """
+
+    def __init__(
+        self, path: Union[str, os.PathLike[str]], engine: Optional[str] = None
+    ) -> None: ...
+    def __getitem__(self, key: _Bytes) -> bytes:
+        """The value of ``key``; ``KeyError`` if it is not set."""
+    def __setitem__(self, key: _Bytes, value: _Bytes) -> None:
+        """Sets ``key`` to ``value``."""
+    def __delitem__(self, key: _Bytes) -> None:
+        """Removes ``key``; ``KeyError`` if it is not set."""
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is set (``TypeError`` if it is not bytes or str)."""
+    def __len__(self) -> int:
+        """The number of keys."""
+    def __iter__(self) -> Iterator[bytes]:
+        """The keys, in no particular order, from a snapshot taken when iteration starts:
+        changing the store while iterating is safe."""
+    @overload
+    def get(self, key: _Bytes) -> Optional[bytes]: ...
+    @overload
+    def get(self, key: _Bytes, default: Union[bytes, _T]) -> Union[bytes, _T]: ...
+    def get(self, key: _Bytes, default: object = None) -> object:
+        """The value of ``key``, or ``default`` if it is not set."""
+    def set(self, key: _Bytes, value: _Bytes) -> None:
+        """Sets ``key`` to ``value`` (same as ``db[key] = value``)."""
+    def remove(self, key: _Bytes) -> None:
+        """Removes ``key`` (same as ``del db[key]``); ``KeyError`` if it is not set."""
+    def flush(self) -> None:
+        """Forces every write so far onto stable storage (fsync)."""
+    def close(self) -> None:
+        """Flushes and releases the store; the directory may be reopened right away.
+        Closing a closed store does nothing; any other use of it raises ``ValueError``.
+        """
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` has been called."""
+    @property
+    def engine(self) -> str:
+        """The engine of the store: ``"kvs"`` or ``"sled"``."""
+    @property
+    def path(self) -> str:
+        """The data directory, as given."""
+    def __enter__(self: _S) -> _S: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        """Closes the store (see ``close()``)."""

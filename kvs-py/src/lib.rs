@@ -1,0 +1,34 @@
+//! `kvs._kvs`: the compiled core of the Python package `kvs`.
+//!
+//! # Layout
+//! - `store.rs`: `KvStore`, an open data directory over [`kvs::AnyEngine`].
+//! - `client.rs`: `Client`, a connection to a kvs server over [`kvs::KvsClient`].
+//! - `error.rs`: the exception classes and the one function mapping [`kvs::KvsError`] to them.
+//! - `input.rs`: how Python `bytes` and `str` become keys and values.
+//!
+//! The Python face (`python/kvs/__init__.py`) builds the public classes on these, and
+//! `python/kvs/_kvs.pyi` documents them for type checkers.
+
+mod error;
+mod input;
+mod store;
+
+use pyo3::prelude::*;
+
+/// The compiled core of kvs; use the `kvs` package instead.
+#[pymodule]
+mod _kvs {
+    use super::*;
+
+    #[pymodule_export]
+    use crate::error::{CorruptionError, EngineMismatchError, KvsError, LockedError, ServerError};
+    #[pymodule_export]
+    use crate::store::Store;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", kvs::VERSION)?;
+        m.add("KvsIOError", crate::error::kvs_io_error_type(m.py())?)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! `kvs._kvs.KvStore`: an open data directory, the compiled base of `kvs.KvStore`.
+//!
+//! The mapping methods live here (not in Python) so that `db[k]` goes from the interpreter
+//! straight to Rust; `kvs.KvStore` adds the `collections.abc.MutableMapping` mixins on top.
+//! Every engine call runs with the GIL released.
+
+use std::path::PathBuf;
+use std::sync::{PoisonError, RwLock};
+
+use kvs::{AnyEngine, EngineKind, KvsEngine};
+use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyIterator, PyList};
+
+use crate::error::to_py_err;
+use crate::input::bytes_of;
+
+/// An open kvs data directory (see `kvs.KvStore`).
+#[pyclass(module = "kvs._kvs", name = "KvStore", frozen, subclass, mapping)]
+pub struct Store {
+    /// `None` once closed. Operations hold the read lock for the length of an engine call
+    /// (with the GIL released), so `close()` waits for calls in flight and never drops the
+    /// engine under them.
+    engine: RwLock<Option<AnyEngine>>,
+    path: PathBuf,
+    kind: EngineKind,
+}
+
+impl Store {
+    /// Runs `op` on the engine with the GIL released; `ValueError` if the store is closed.
+    fn with_engine<T, F>(&self, py: Python<'_>, op: F) -> PyResult<kvs::Result<T>>
+    where
+        F: FnOnce(&AnyEngine) -> kvs::Result<T> + Send,
+        T: Send,
+    {
+        py.detach(|| {
+            // A panic inside the engine poisons the lock; the engine's own state is guarded
+            // by its own locks, so the handle stays usable.
+            let engine = self.engine.read().unwrap_or_else(PoisonError::into_inner);
+            engine.as_ref().map(op)
+        })
+        .ok_or_else(|| PyValueError::new_err("operation on a closed KvStore"))
+    }
+
+    /// The value of `key`, `None` if missing.
+    fn fetch<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let k = bytes_of(key, "key")?;
+        let value = self
+            .with_engine(py, |e| e.get_bytes(&k))?
+            .map_err(|err| to_py_err(py, err, Some(key)))?;
+        Ok(value.map(|v| PyBytes::new(py, &v)))
+    }
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    #[pyo3(signature = (path, engine=None))]
+    fn new(py: Python<'_>, path: PathBuf, engine: Option<&str>) -> PyResult<Self> {
+        let wanted = engine
+            .map(|name| name.parse::<EngineKind>())
+            .transpose()
+            .map_err(|err| to_py_err(py, err, None))?;
+        let dir = path.clone();
+        let opened = py
+            .detach(move || AnyEngine::open(dir, wanted))
+            .map_err(|err| to_py_err(py, err, None))?;
+        Ok(Store {
+            kind: opened.kind(),
+            engine: RwLock::new(Some(opened)),
+            path,
+        })
+    }
+
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        self.fetch(py, key)?
+            .ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+    }
+
+    fn __setitem__(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.set(py, key, value)
+    }
+
+    fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.remove(py, key)
+    }
+
+    fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let k = bytes_of(key, "key")?;
+        self.with_engine(py, |e| e.contains_key(&k))?
+            .map_err(|err| to_py_err(py, err, Some(key)))
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with_engine(py, |e| e.len())?
+            .map_err(|err| to_py_err(py, err, None))
+    }
+
+    /// Iterates over a snapshot of the keys taken when iteration starts.
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
+        let keys = self
+            .with_engine(py, |e| e.keys())?
+            .map_err(|err| to_py_err(py, err, None))?;
+        let list = PyList::new(py, keys.iter().map(|k| PyBytes::new(py, k)))?;
+        list.try_iter()
+    }
+
+    /// The value of `key`, or `default` if it is not set.
+    #[pyo3(signature = (key, default=None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Ok(match self.fetch(py, key)? {
+            Some(value) => Some(value.into_any()),
+            None => default,
+        })
+    }
+
+    /// Sets `key` to `value`.
+    fn set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let k = bytes_of(key, "key")?;
+        let v = bytes_of(value, "value")?;
+        self.with_engine(py, |e| e.set_bytes(&k, &v))?
+            .map_err(|err| to_py_err(py, err, Some(key)))
+    }
+
+    /// Removes `key`; `KeyError` if it is not set.
+    fn remove(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let k = bytes_of(key, "key")?;
+        self.with_engine(py, |e| e.remove_bytes(&k))?
+            .map_err(|err| to_py_err(py, err, Some(key)))
+    }
+
+    /// Forces every write so far onto stable storage (fsync).
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_engine(py, |e| e.flush())?
+            .map_err(|err| to_py_err(py, err, None))
+    }
+
+    /// Flushes and releases the store; the directory can be reopened at once. Closing a
+    /// closed store does nothing.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let flushed = py.detach(|| {
+            let engine = self
+                .engine
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            // Dropped here, before returning: the directory lock goes with the engine.
+            engine.map(|e| e.flush())
+        });
+        match flushed {
+            Some(Err(err)) => Err(to_py_err(py, err, None)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `close()` has been called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
+    /// The engine of the store: `"kvs"` or `"sled"`.
+    #[getter]
+    fn engine(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// The data directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+}
