@@ -1,1 +1,367 @@
-//! C bindings (not built yet).
+//! libkvs: the kvs key/value store as a C library.
+//!
+//! The C API is declared in `include/kvs.h`, which cbindgen generates from this crate (the doc
+//! comments below become the header's comments, so they are written for C programmers). Every
+//! call goes to [`kvs::AnyEngine`] through its `*_bytes` methods: there is no second copy of
+//! engine logic here.
+//!
+//! # Layout
+//! - `lib.rs`: the exported functions and the opaque [`kvs_db`] handle.
+//! - `status.rs`: [`kvs_status`] and the one mapping from `KvsError` to it.
+//! - `panic.rs`: the guard every call runs in; no panic crosses into C.
+//! - `last_error.rs`: the thread-local message behind `kvs_last_error()`.
+//!
+//! # Names
+//! The items are named exactly as C sees them (`kvs_db`, `KVS_OK`), hence the allowed
+//! non-Rust naming.
+#![deny(missing_docs)]
+#![allow(non_camel_case_types)]
+
+mod last_error;
+mod panic;
+mod status;
+
+use std::ffi::{c_char, CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::{ptr, slice};
+
+use kvs::{AnyEngine, EngineKind, KvsEngine, KvsError};
+
+use crate::panic::guard;
+pub use crate::status::kvs_status;
+
+/// An open store.
+///
+/// Opaque: create it with `kvs_open()` or `kvs_open_engine()`, release it with `kvs_close()`.
+/// One handle may be used by any number of threads at the same time (every function but
+/// `kvs_close()` may be called concurrently on it); only one open handle per directory may
+/// exist at a time, in this process or any other. `kvs_close()` must not run while another
+/// thread is still using the handle, and the handle must not be used after it.
+pub struct kvs_db {
+    engine: AnyEngine,
+}
+
+/// Opens the store in directory `path`, creating the directory if needed, with the engine
+/// recorded there by an earlier open, or the `kvs` engine for a new directory.
+///
+/// `path` is a NUL-terminated path (any bytes; it is not required to be UTF-8), only read
+/// during the call. On `KVS_OK`, `*db_out` receives a new handle, owned by the caller, to be
+/// released with `kvs_close()`. On any other status, `*db_out` is set to NULL (if `db_out`
+/// itself is not NULL).
+///
+/// Statuses: `KVS_INVALID_ARGUMENT` (NULL `path` or `db_out`, empty path), `KVS_IO_ERROR`
+/// (`path` is a regular file, cannot be created, or the store is open elsewhere),
+/// `KVS_CORRUPTION` (damaged data).
+///
+/// # Safety
+/// `path` is NULL or a valid NUL-terminated string; `db_out` is NULL or valid for writing a
+/// pointer.
+#[no_mangle]
+pub unsafe extern "C" fn kvs_open(path: *const c_char, db_out: *mut *mut kvs_db) -> kvs_status {
+    // SAFETY: forwarded with the caller's guarantees; a NULL engine means "recorded engine".
+    unsafe { open(path, None, db_out) }
+}
+
+/// Opens the store in directory `path` with the engine named `engine`: `"kvs"` or `"sled"`.
+///
+/// A new directory records the engine; opening a directory that records another engine fails
+/// with `KVS_INVALID_ARGUMENT` and touches nothing. Otherwise as `kvs_open()`; an unknown
+/// engine name or a NULL `engine` is `KVS_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `path` and `engine` are NULL or valid NUL-terminated strings; `db_out` is NULL or valid for
+/// writing a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn kvs_open_engine(
+    path: *const c_char,
+    engine: *const c_char,
+    db_out: *mut *mut kvs_db,
+) -> kvs_status {
+    if engine.is_null() {
+        // SAFETY: db_out is NULL or writable, as the caller guarantees.
+        unsafe { clear_out(db_out) };
+        return guard(|| Err(null_argument("engine")));
+    }
+    // SAFETY: forwarded with the caller's guarantees.
+    unsafe { open(path, Some(engine), db_out) }
+}
+
+/// Sets `key` to `value`, replacing any previous value.
+///
+/// Keys and values are arbitrary bytes (embedded NULs are fine), only read during the call.
+/// A NULL pointer with a length of 0 is an empty key or value; a NULL pointer with a non-zero
+/// length is `KVS_INVALID_ARGUMENT`. When this returns `KVS_OK`, the write has reached the
+/// operating system and survives a crash of the process.
+///
+/// Statuses: `KVS_INVALID_ARGUMENT` (NULL `db`, NULL data with a length, key or value too
+/// large), `KVS_IO_ERROR`, `KVS_ERROR`.
+///
+/// # Safety
+/// `db` is NULL or a handle from `kvs_open*()` not yet closed; `key` points to `key_len`
+/// readable bytes (or is NULL with `key_len` 0), and likewise `value`.
+#[no_mangle]
+pub unsafe extern "C" fn kvs_set(
+    db: *mut kvs_db,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+) -> kvs_status {
+    guard(|| {
+        // SAFETY: the caller guarantees db, key and value as documented above.
+        let (db, key, value) = unsafe {
+            (
+                handle(db)?,
+                bytes(key, key_len, "key")?,
+                bytes(value, value_len, "value")?,
+            )
+        };
+        db.engine.set_bytes(key, value)
+    })
+}
+
+/// Looks up `key`.
+///
+/// On `KVS_OK`, `*value_out` receives a new copy of the value and `*value_len_out` its length
+/// in bytes. The copy is owned by the caller, is not NUL-terminated, stays valid until it is
+/// passed to `kvs_value_free()` with the same length (even after `kvs_close()`), and must not be
+/// passed to `free()`. An empty value gives `*value_out` = NULL and `*value_len_out` = 0.
+///
+/// A missing key gives `KVS_NOT_FOUND` with `*value_out` = NULL and `*value_len_out` = 0, as
+/// does every other failure (when those pointers are not NULL themselves).
+///
+/// Statuses: `KVS_NOT_FOUND`, `KVS_INVALID_ARGUMENT` (NULL `db`, `value_out` or
+/// `value_len_out`, NULL key with a length), `KVS_IO_ERROR`, `KVS_CORRUPTION` (the stored value
+/// failed its checksum: a value never comes back wrong).
+///
+/// # Safety
+/// `db` is NULL or an open handle; `key` points to `key_len` readable bytes (or is NULL with
+/// `key_len` 0); `value_out` and `value_len_out` are NULL or valid for writing.
+#[no_mangle]
+pub unsafe extern "C" fn kvs_get(
+    db: *mut kvs_db,
+    key: *const u8,
+    key_len: usize,
+    value_out: *mut *mut u8,
+    value_len_out: *mut usize,
+) -> kvs_status {
+    // Set the outputs first, so that every failure (even a panic) leaves them NULL / 0.
+    // SAFETY: each is NULL or valid for writing, as the caller guarantees.
+    unsafe {
+        clear_out(value_out);
+        if !value_len_out.is_null() {
+            *value_len_out = 0;
+        }
+    }
+    guard(|| {
+        // SAFETY: the caller guarantees db and key as documented above.
+        let (db, key) = unsafe { (handle(db)?, bytes(key, key_len, "key")?) };
+        if value_out.is_null() {
+            return Err(null_argument("value_out"));
+        }
+        if value_len_out.is_null() {
+            return Err(null_argument("value_len_out"));
+        }
+        let value = db.engine.get_bytes(key)?.ok_or(KvsError::KeyNotFound)?;
+        if value.is_empty() {
+            return Ok(());
+        }
+        let len = value.len();
+        // A boxed slice has exactly `len` bytes allocated, so kvs_value_free can rebuild it
+        // from the pointer and the length alone.
+        let value = Box::into_raw(value.into_boxed_slice()).cast::<u8>();
+        // SAFETY: both checked non-NULL above; the caller guarantees they are writable.
+        unsafe {
+            *value_out = value;
+            *value_len_out = len;
+        }
+        Ok(())
+    })
+}
+
+/// Removes `key`. A missing key is `KVS_NOT_FOUND`.
+///
+/// `key` is as in `kvs_set()`. When this returns `KVS_OK`, the removal has reached the
+/// operating system.
+///
+/// Statuses: `KVS_NOT_FOUND`, `KVS_INVALID_ARGUMENT` (NULL `db`, NULL key with a length),
+/// `KVS_IO_ERROR`, `KVS_ERROR`.
+///
+/// # Safety
+/// `db` is NULL or an open handle; `key` points to `key_len` readable bytes (or is NULL with
+/// `key_len` 0).
+#[no_mangle]
+pub unsafe extern "C" fn kvs_remove(db: *mut kvs_db, key: *const u8, key_len: usize) -> kvs_status {
+    guard(|| {
+        // SAFETY: the caller guarantees db and key as documented above.
+        let (db, key) = unsafe { (handle(db)?, bytes(key, key_len, "key")?) };
+        db.engine.remove_bytes(key)
+    })
+}
+
+/// Frees a value returned by `kvs_get()`. `value_len` must be the length `kvs_get()` returned
+/// with it. `kvs_value_free(NULL, 0)` does nothing. May be called from any thread, before or
+/// after the handle is closed.
+///
+/// # Safety
+/// `value` is NULL or a value from `kvs_get()` not yet freed, with its length.
+#[no_mangle]
+pub unsafe extern "C" fn kvs_value_free(value: *mut u8, value_len: usize) {
+    if value.is_null() {
+        return;
+    }
+    // Freeing cannot panic (allocation failures abort), so no guard is needed here.
+    // SAFETY: kvs_get leaked exactly a Box<[u8]> of `value_len` bytes at `value`, and the caller
+    // passes it back once.
+    drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(value, value_len)) });
+}
+
+/// Closes a handle: waits for the store's background work to stop and releases the directory,
+/// which can be opened again right away. Every acknowledged write is already on its way to
+/// disk. `kvs_close(NULL)` does nothing.
+///
+/// # Safety
+/// `db` is NULL or an open handle that no other thread is using; it must not be used again.
+#[no_mangle]
+pub unsafe extern "C" fn kvs_close(db: *mut kvs_db) {
+    if db.is_null() {
+        return;
+    }
+    // SAFETY: db came from Box::into_raw in open() and the caller hands it back once.
+    let db = unsafe { Box::from_raw(db) };
+    // A panic while the engine shuts down is reported through kvs_last_error(); the handle is
+    // gone either way.
+    let _ = guard(move || {
+        drop(db);
+        Ok(())
+    });
+}
+
+/// The message of the calling thread's last failed kvs call (any status other than `KVS_OK`),
+/// or NULL if no kvs call has failed on this thread.
+///
+/// The string is owned by kvs, thread-local, and valid until the next kvs call on the same
+/// thread (other than `kvs_last_error()` and `kvs_version()`) or the thread's exit; copy it to
+/// keep it. Successful calls do not clear it. Its wording is for people, not for parsing: test
+/// the returned status instead.
+#[no_mangle]
+pub extern "C" fn kvs_last_error() -> *const c_char {
+    last_error::get()
+}
+
+/// The version of kvs, e.g. `"0.1.0"`: a static NUL-terminated string owned by kvs, never to
+/// be freed. Safe to call from any thread at any time.
+#[no_mangle]
+pub extern "C" fn kvs_version() -> *const c_char {
+    VERSION.as_ptr()
+}
+
+/// The workspace version (the same as `kvs::VERSION`, checked by a test), NUL-terminated at
+/// compile time so that kvs_version never allocates or fails.
+const VERSION: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(version) => version,
+        Err(_) => panic!("the crate version contains a NUL byte"),
+    };
+
+/// Opens `path` with the named engine (or the recorded one) and hands the handle to `db_out`.
+///
+/// # Safety
+/// As `kvs_open_engine`, with `engine` NULL meaning `kvs_open`.
+unsafe fn open(
+    path: *const c_char,
+    engine: Option<*const c_char>,
+    db_out: *mut *mut kvs_db,
+) -> kvs_status {
+    // SAFETY: db_out is NULL or writable, as the caller guarantees.
+    unsafe { clear_out(db_out) };
+    guard(|| {
+        if db_out.is_null() {
+            return Err(null_argument("db_out"));
+        }
+        if path.is_null() {
+            return Err(null_argument("path"));
+        }
+        // SAFETY: path is non-NULL and NUL-terminated, as the caller guarantees.
+        let path = unsafe { CStr::from_ptr(path) }.to_bytes();
+        if path.is_empty() {
+            return Err(KvsError::InvalidArgument("path is empty".into()));
+        }
+        let path = PathBuf::from(OsStr::from_bytes(path));
+        let kind = match engine {
+            None => None,
+            Some(name) => {
+                // SAFETY: the engine name is non-NULL (checked by the caller of this function)
+                // and NUL-terminated.
+                let name = unsafe { CStr::from_ptr(name) };
+                let name = name
+                    .to_str()
+                    .map_err(|_| KvsError::UnknownEngine(name.to_string_lossy().into_owned()))?;
+                Some(name.parse::<EngineKind>()?)
+            }
+        };
+        let engine = AnyEngine::open(path, kind)?;
+        let db = Box::into_raw(Box::new(kvs_db { engine }));
+        // SAFETY: db_out is non-NULL (checked above) and writable.
+        unsafe { *db_out = db };
+        Ok(())
+    })
+}
+
+/// Sets `*out` to NULL, unless `out` itself is NULL.
+///
+/// # Safety
+/// `out` is NULL or valid for writing a pointer.
+unsafe fn clear_out<T>(out: *mut *mut T) {
+    if !out.is_null() {
+        // SAFETY: non-NULL, and writable as the caller guarantees.
+        unsafe { *out = ptr::null_mut() };
+    }
+}
+
+/// The handle behind `db`, or an invalid-argument error for NULL.
+///
+/// # Safety
+/// `db` is NULL or an open handle, which outlives the returned reference.
+unsafe fn handle<'a>(db: *mut kvs_db) -> kvs::Result<&'a kvs_db> {
+    // SAFETY: non-NULL handles are live boxes from open(), as the caller guarantees; only
+    // shared references are made, because AnyEngine is Sync and many threads share a handle.
+    unsafe { db.cast_const().as_ref() }.ok_or_else(|| null_argument("db"))
+}
+
+/// The `len` bytes at `data`: empty for a length of 0 (whatever `data` is), an error for NULL
+/// with a length.
+///
+/// # Safety
+/// `data` is NULL or points to `len` readable bytes that outlive the returned slice and are not
+/// written meanwhile.
+unsafe fn bytes<'a>(data: *const u8, len: usize, what: &str) -> kvs::Result<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if data.is_null() {
+        return Err(KvsError::InvalidArgument(format!(
+            "{what} is NULL but {what}_len is {len}"
+        )));
+    }
+    if len > isize::MAX as usize {
+        return Err(KvsError::InvalidArgument(format!(
+            "{what}_len {len} is too large"
+        )));
+    }
+    // SAFETY: non-NULL, len fits in isize, and the caller guarantees len readable bytes.
+    Ok(unsafe { slice::from_raw_parts(data, len) })
+}
+
+fn null_argument(name: &str) -> KvsError {
+    KvsError::InvalidArgument(format!("{name} is NULL"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_is_the_workspace_version() {
+        assert_eq!(super::VERSION.to_str().ok(), Some(kvs::VERSION));
+    }
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Builds libkvs and installs it for C programs:
+#
+#   PREFIX/include/kvs.h
+#   PREFIX/lib/libkvs.so.X.Y.Z, libkvs.so.X -> it (the SONAME), libkvs.so -> libkvs.so.X
+#   PREFIX/lib/libkvs.a
+#   PREFIX/lib/pkgconfig/kvs.pc          cc app.c $(pkg-config --cflags --libs kvs)
+#   PREFIX/lib/pkgconfig/kvs-static.pc   cc app.c $(pkg-config --cflags --libs kvs-static)
+#
+# usage: bash kvs-ffi/install.sh [--debug] [PREFIX]     (PREFIX defaults to /usr/local)
+#   --debug   install the debug build (faster to build; what the tests use)
+#   DESTDIR   if set, files go under $DESTDIR$PREFIX (for packaging); kvs.pc still says PREFIX
+#
+# Cargo builds the library as libkvs_ffi.* (the name `kvs` belongs to the core Rust crate);
+# this script installs it under the name C users link with, -lkvs. See kvs-ffi/README.md.
+set -euo pipefail
+
+profile=release
+if [[ "${1:-}" == "--debug" ]]; then
+    profile=debug
+    shift
+fi
+prefix="${1:-/usr/local}"
+if [[ $# -gt 1 || "$prefix" == -* ]]; then
+    echo "usage: bash kvs-ffi/install.sh [--debug] [PREFIX]" >&2
+    exit 2
+fi
+if [[ "$prefix" != /* ]]; then
+    echo "install.sh: PREFIX must be an absolute path, not '$prefix'" >&2
+    exit 2
+fi
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+cargo_flags=(-p kvs-ffi --message-format=json-render-diagnostics)
+[[ "$profile" == release ]] && cargo_flags+=(--release)
+build_log="$(mktemp)"
+trap 'rm -f "$build_log"' EXIT
+cargo build "${cargo_flags[@]}" >"$build_log"
+# The artifacts' paths, from cargo's own report (this respects CARGO_TARGET_DIR).
+shared_lib="$(grep -o '"[^"]*/libkvs_ffi\.so"' "$build_log" | tail -n 1 | tr -d '"')"
+static_lib="$(grep -o '"[^"]*/libkvs_ffi\.a"' "$build_log" | tail -n 1 | tr -d '"')"
+if [[ ! -f "$shared_lib" || ! -f "$static_lib" ]]; then
+    echo "install.sh: cargo did not report libkvs_ffi.so and libkvs_ffi.a" >&2
+    exit 1
+fi
+
+version="$(sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)"
+major="${version%%.*}"
+dest="${DESTDIR:-}$prefix"
+libdir="$dest/lib"
+mkdir -p "$dest/include" "$libdir/pkgconfig"
+
+install -m 0644 include/kvs.h "$dest/include/kvs.h"
+install -m 0755 "$shared_lib" "$libdir/libkvs.so.$version"
+ln -sfn "libkvs.so.$version" "$libdir/libkvs.so.$major"
+ln -sfn "libkvs.so.$major" "$libdir/libkvs.so"
+install -m 0644 "$static_lib" "$libdir/libkvs.a"
+
+# What a static libkvs.a needs besides itself: the Rust standard library's system
+# dependencies, as `rustc --print native-static-libs` lists them for Linux.
+native_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
+pc_head="prefix=$prefix
+libdir=\${prefix}/lib
+includedir=\${prefix}/include
+
+Name: kvs
+Version: $version
+Cflags: -I\${includedir}"
+cat >"$libdir/pkgconfig/kvs.pc" <<PC
+$pc_head
+Description: kvs embeddable key/value store (shared libkvs.so)
+Libs: -L\${libdir} -lkvs
+Libs.private: $native_libs
+PC
+cat >"$libdir/pkgconfig/kvs-static.pc" <<PC
+$pc_head
+Description: kvs embeddable key/value store (static libkvs.a)
+Libs: \${libdir}/libkvs.a $native_libs
+PC
+
+echo "installed libkvs $version ($profile) into $dest"
+case ":${PKG_CONFIG_PATH:-}:" in
+    *":$prefix/lib/pkgconfig:"*) ;;
+    *) echo "  for pkg-config: export PKG_CONFIG_PATH=\"$prefix/lib/pkgconfig:\$PKG_CONFIG_PATH\"" ;;
+esac

@@ -1,0 +1,124 @@
+//! The status codes of the C API, and the one mapping from [`KvsError`] to them.
+
+use kvs::KvsError;
+
+/// The result of a kvs call.
+///
+/// The numbers are part of the ABI: they never change and are never reused; new codes are only
+/// ever appended. Any status other than `KVS_OK` also sets the calling thread's error message,
+/// which `kvs_last_error()` returns.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum kvs_status {
+    /// Success.
+    KVS_OK = 0,
+    /// The key is not in the store: `kvs_get` of a missing key (which also sets `*value_out` to
+    /// NULL and `*value_len_out` to 0), or `kvs_remove` of a missing key.
+    KVS_NOT_FOUND = 1,
+    /// The caller passed something kvs cannot accept: a NULL pointer where one is required, a
+    /// NULL data pointer with a non-zero length, an empty path, an engine name other than
+    /// `"kvs"` or `"sled"`, a key or value over the size limits (1 MiB keys, 512 MiB values
+    /// with the kvs engine), or an engine that differs from the one recorded in the directory
+    /// by an earlier open (the directory is left untouched).
+    KVS_INVALID_ARGUMENT = 2,
+    /// The operating system refused an operation: the path is not a directory or cannot be
+    /// created, a permission is missing, the disk is full, ... Also returned when the store
+    /// directory is locked by another open handle (in this process or another one): kvs waits
+    /// about two seconds for the lock before giving up.
+    KVS_IO_ERROR = 3,
+    /// Data on disk is damaged (a checksum failed or a record is malformed anywhere but at the
+    /// torn tail of the log). The message names the file and offset. Nothing has been deleted.
+    KVS_CORRUPTION = 4,
+    /// Any other failure, including an internal error (a Rust panic, which never crosses into C)
+    /// and a store that refuses writes after an earlier failed write (close and reopen it).
+    KVS_ERROR = 5,
+}
+
+impl kvs_status {
+    /// The status that reports `error` to C. The only place that decides this.
+    pub(crate) fn of(error: &KvsError) -> kvs_status {
+        match error {
+            KvsError::KeyNotFound => kvs_status::KVS_NOT_FOUND,
+            KvsError::InvalidArgument(_)
+            | KvsError::UnknownEngine(_)
+            | KvsError::EngineMismatch { .. } => kvs_status::KVS_INVALID_ARGUMENT,
+            // A locked directory is an environment condition like EBUSY, not a bug of the
+            // caller's arguments and not damage: it goes with the other operating-system errors.
+            KvsError::Io(_) | KvsError::IoAt { .. } | KvsError::Locked { .. } => {
+                kvs_status::KVS_IO_ERROR
+            }
+            KvsError::Corruption { .. } => kvs_status::KVS_CORRUPTION,
+            KvsError::Sled(sled::Error::Io(_)) => kvs_status::KVS_IO_ERROR,
+            KvsError::Sled(sled::Error::Corruption { .. }) => kvs_status::KVS_CORRUPTION,
+            _ => kvs_status::KVS_ERROR,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kvs_status;
+    use kvs::KvsError;
+    use std::io;
+    use std::path::PathBuf;
+
+    #[test]
+    fn status_numbers_are_fixed() {
+        assert_eq!(kvs_status::KVS_OK as i32, 0);
+        assert_eq!(kvs_status::KVS_NOT_FOUND as i32, 1);
+        assert_eq!(kvs_status::KVS_INVALID_ARGUMENT as i32, 2);
+        assert_eq!(kvs_status::KVS_IO_ERROR as i32, 3);
+        assert_eq!(kvs_status::KVS_CORRUPTION as i32, 4);
+        assert_eq!(kvs_status::KVS_ERROR as i32, 5);
+    }
+
+    #[test]
+    fn each_error_maps_to_its_documented_status() {
+        let cases = [
+            (KvsError::KeyNotFound, kvs_status::KVS_NOT_FOUND),
+            (
+                KvsError::InvalidArgument("x".into()),
+                kvs_status::KVS_INVALID_ARGUMENT,
+            ),
+            (
+                KvsError::UnknownEngine("x".into()),
+                kvs_status::KVS_INVALID_ARGUMENT,
+            ),
+            (
+                KvsError::EngineMismatch {
+                    dir: PathBuf::from("d"),
+                    recorded: "kvs".into(),
+                    requested: "sled".into(),
+                },
+                kvs_status::KVS_INVALID_ARGUMENT,
+            ),
+            (
+                KvsError::Io(io::Error::other("x")),
+                kvs_status::KVS_IO_ERROR,
+            ),
+            (
+                KvsError::Locked {
+                    dir: PathBuf::from("d"),
+                },
+                kvs_status::KVS_IO_ERROR,
+            ),
+            (
+                KvsError::Corruption {
+                    path: PathBuf::from("f"),
+                    offset: 7,
+                    reason: "x".into(),
+                },
+                kvs_status::KVS_CORRUPTION,
+            ),
+            (
+                KvsError::Sled(sled::Error::Io(io::Error::other("x"))),
+                kvs_status::KVS_IO_ERROR,
+            ),
+            (KvsError::Poisoned("x".into()), kvs_status::KVS_ERROR),
+            (KvsError::Server("x".into()), kvs_status::KVS_ERROR),
+        ];
+        for (error, status) in cases {
+            assert_eq!(kvs_status::of(&error), status, "{error}");
+        }
+    }
+}

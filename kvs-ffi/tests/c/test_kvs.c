@@ -1,0 +1,678 @@
+/*
+ * test_kvs.c: the C test suite of libkvs, compiled against the installed kvs.h and linked
+ * once with libkvs.so and once with libkvs.a by tests/run.sh (which also runs it under
+ * valgrind).
+ *
+ *   usage: test_kvs SCRATCH_DIR EXPECTED_VERSION
+ *
+ * Each test gets its own directory under SCRATCH_DIR. Prints one line per test and a closing
+ * "N passed, M failed" line; exits non-zero if any test failed.
+ */
+#include <kvs.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+_Static_assert(KVS_OK == 0, "status numbers are fixed");
+_Static_assert(KVS_NOT_FOUND == 1, "status numbers are fixed");
+_Static_assert(KVS_INVALID_ARGUMENT == 2, "status numbers are fixed");
+_Static_assert(KVS_IO_ERROR == 3, "status numbers are fixed");
+_Static_assert(KVS_CORRUPTION == 4, "status numbers are fixed");
+_Static_assert(KVS_ERROR == 5, "status numbers are fixed");
+
+static const char *scratch;
+static const char *expected_version;
+static int current_failed;
+
+/* Records a failed check of the running test; the test carries on (or returns, see CHECK). */
+static void check_failed(const char *file, int line, const char *fmt, ...)
+{
+    va_list args;
+    fprintf(stderr, "    %s:%d: ", file, line);
+    va_start(args, fmt);
+    vfprintf(stderr, fmt, args);
+    va_end(args);
+    const char *message = kvs_last_error();
+    fprintf(stderr, " (kvs_last_error: %s)\n", message ? message : "NULL");
+    current_failed = 1;
+}
+
+#define CHECK(cond)                                                                        \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            check_failed(__FILE__, __LINE__, "check failed: %s", #cond);                   \
+            return;                                                                        \
+        }                                                                                  \
+    } while (0)
+
+#define CHECK_STATUS(expr, want)                                                           \
+    do {                                                                                   \
+        kvs_status got_ = (expr);                                                          \
+        if (got_ != (want)) {                                                              \
+            check_failed(__FILE__, __LINE__, "%s returned %d, expected %s (%d)", #expr,    \
+                         (int)got_, #want, (int)(want));                                   \
+            return;                                                                        \
+        }                                                                                  \
+    } while (0)
+
+/* The bytes of a string literal, without its NUL. */
+#define S(lit) (const uint8_t *)(lit), (sizeof(lit) - 1)
+
+/* A fresh directory path for one test (not created: kvs_open creates it). */
+static void test_dir(char *buf, size_t size, const char *name)
+{
+    snprintf(buf, size, "%s/%s", scratch, name);
+}
+
+/* Whether kvs_get(key) is KVS_OK with exactly the `len` bytes at `want`. */
+static int has_value(kvs_db *db, const uint8_t *key, size_t key_len, const void *want, size_t len)
+{
+    uint8_t *value = NULL;
+    size_t value_len = 12345;
+    kvs_status status = kvs_get(db, key, key_len, &value, &value_len);
+    int ok = status == KVS_OK && value_len == len && (len == 0 || memcmp(value, want, len) == 0);
+    if (len == 0)
+        ok = ok && value == NULL;
+    kvs_value_free(value, value_len);
+    return ok;
+}
+
+/* Whether kvs_get(key) is KVS_NOT_FOUND with NULL / 0 outputs. */
+static int is_missing(kvs_db *db, const uint8_t *key, size_t key_len)
+{
+    uint8_t *value = (uint8_t *)&value; /* garbage the call must overwrite */
+    size_t value_len = 12345;
+    kvs_status status = kvs_get(db, key, key_len, &value, &value_len);
+    return status == KVS_NOT_FOUND && value == NULL && value_len == 0;
+}
+
+static kvs_db *open_or_null(const char *name)
+{
+    char dir[4096];
+    test_dir(dir, sizeof dir, name);
+    kvs_db *db = NULL;
+    if (kvs_open(dir, &db) != KVS_OK)
+        return NULL;
+    return db;
+}
+
+/* ---- the tests ---------------------------------------------------------------------- */
+
+static void version_is_the_workspace_version(void)
+{
+    const char *version = kvs_version();
+    CHECK(version != NULL);
+    CHECK(strcmp(version, expected_version) == 0);
+    CHECK(kvs_version() == version); /* static: the same string every time */
+}
+
+static void set_then_get_returns_the_value(void)
+{
+    kvs_db *db = open_or_null("set_get");
+    CHECK(db != NULL);
+    CHECK_STATUS(kvs_set(db, S("key1"), S("value1")), KVS_OK);
+    int ok = has_value(db, S("key1"), "value1", 6);
+    kvs_close(db);
+    CHECK(ok);
+}
+
+static void set_overwrites_the_previous_value(void)
+{
+    kvs_db *db = open_or_null("overwrite");
+    CHECK(db != NULL);
+    CHECK_STATUS(kvs_set(db, S("k"), S("first")), KVS_OK);
+    CHECK_STATUS(kvs_set(db, S("k"), S("second, longer")), KVS_OK);
+    int ok = has_value(db, S("k"), "second, longer", 14);
+    kvs_close(db);
+    CHECK(ok);
+}
+
+static void missing_key_is_not_found_with_null_value(void)
+{
+    kvs_db *db = open_or_null("missing");
+    CHECK(db != NULL);
+    int ok = is_missing(db, S("nope"));
+    const char *message = kvs_last_error();
+    int message_ok = message != NULL && strstr(message, "not found") != NULL;
+    kvs_close(db);
+    CHECK(ok);
+    CHECK(message_ok);
+}
+
+static void remove_deletes_the_key(void)
+{
+    kvs_db *db = open_or_null("remove");
+    CHECK(db != NULL);
+    kvs_status set = kvs_set(db, S("k"), S("v"));
+    kvs_status removed = kvs_remove(db, S("k"));
+    int gone = is_missing(db, S("k"));
+    kvs_close(db);
+    CHECK(set == KVS_OK);
+    CHECK(removed == KVS_OK);
+    CHECK(gone);
+}
+
+static void removing_a_missing_key_is_not_found(void)
+{
+    kvs_db *db = open_or_null("remove_missing");
+    CHECK(db != NULL);
+    kvs_status never = kvs_remove(db, S("never set"));
+    kvs_set(db, S("k"), S("v"));
+    kvs_remove(db, S("k"));
+    kvs_status twice = kvs_remove(db, S("k"));
+    const char *message = kvs_last_error();
+    int message_ok = message != NULL && strcmp(message, "Key not found") == 0;
+    kvs_close(db);
+    CHECK(never == KVS_NOT_FOUND);
+    CHECK(twice == KVS_NOT_FOUND);
+    CHECK(message_ok);
+}
+
+static void binary_keys_and_values_keep_nul_bytes(void)
+{
+    kvs_db *db = open_or_null("binary");
+    CHECK(db != NULL);
+    const uint8_t key_a[] = {0, 'a', 0};
+    const uint8_t key_b[] = {0, 'a', 0, 0}; /* differs from key_a only after a NUL */
+    const uint8_t value_a[] = {0, 0xff, 0, 0x80, 0};
+    const uint8_t value_b[] = {0};
+    uint8_t all_bytes[256];
+    for (int i = 0; i < 256; i++)
+        all_bytes[i] = (uint8_t)i;
+    kvs_status s1 = kvs_set(db, key_a, sizeof key_a, value_a, sizeof value_a);
+    kvs_status s2 = kvs_set(db, key_b, sizeof key_b, value_b, sizeof value_b);
+    kvs_status s3 = kvs_set(db, all_bytes, sizeof all_bytes, all_bytes, sizeof all_bytes);
+    int ok_a = has_value(db, key_a, sizeof key_a, value_a, sizeof value_a);
+    int ok_b = has_value(db, key_b, sizeof key_b, value_b, sizeof value_b);
+    int ok_all = has_value(db, all_bytes, sizeof all_bytes, all_bytes, sizeof all_bytes);
+    int prefix_missing = is_missing(db, key_a, 1); /* just the leading NUL */
+    kvs_close(db);
+    CHECK(s1 == KVS_OK && s2 == KVS_OK && s3 == KVS_OK);
+    CHECK(ok_a);
+    CHECK(ok_b);
+    CHECK(ok_all);
+    CHECK(prefix_missing);
+}
+
+static void empty_keys_and_values_work_with_null_or_real_pointers(void)
+{
+    kvs_db *db = open_or_null("empty");
+    CHECK(db != NULL);
+    const uint8_t some_bytes[] = "ignored";
+    /* An empty key, spelled NULL/0, then read back spelled pointer/0. */
+    kvs_status s1 = kvs_set(db, NULL, 0, S("value of the empty key"));
+    int ok1 = has_value(db, some_bytes, 0, "value of the empty key", 22);
+    /* An empty value, spelled pointer/0 and NULL/0. */
+    kvs_status s2 = kvs_set(db, S("empty value"), some_bytes, 0);
+    int ok2 = has_value(db, S("empty value"), "", 0);
+    kvs_status s3 = kvs_set(db, S("null value"), NULL, 0);
+    uint8_t *value = (uint8_t *)&value;
+    size_t value_len = 99;
+    kvs_status s4 = kvs_get(db, S("null value"), &value, &value_len);
+    kvs_status removed = kvs_remove(db, NULL, 0);
+    int key_gone = is_missing(db, NULL, 0);
+    kvs_close(db);
+    CHECK(s1 == KVS_OK && s2 == KVS_OK && s3 == KVS_OK);
+    CHECK(ok1);
+    CHECK(ok2);
+    /* An empty value is KVS_OK (not NOT_FOUND), with NULL and length 0. */
+    CHECK(s4 == KVS_OK && value == NULL && value_len == 0);
+    CHECK(removed == KVS_OK);
+    CHECK(key_gone);
+}
+
+static void large_values_round_trip(void)
+{
+    kvs_db *db = open_or_null("large");
+    CHECK(db != NULL);
+    size_t len = (size_t)8 << 20; /* 8 MiB */
+    uint8_t *big = malloc(len);
+    CHECK(big != NULL);
+    for (size_t i = 0; i < len; i++)
+        big[i] = (uint8_t)(i * 7 + i / 251);
+    uint8_t *big_key = malloc(64 * 1024);
+    CHECK(big_key != NULL);
+    memset(big_key, 'k', 64 * 1024);
+    kvs_status s1 = kvs_set(db, S("big"), big, len);
+    kvs_status s2 = kvs_set(db, big_key, 64 * 1024, S("under a big key"));
+    int ok1 = has_value(db, S("big"), big, len);
+    int ok2 = has_value(db, big_key, 64 * 1024, "under a big key", 15);
+    kvs_close(db);
+    db = open_or_null("large");
+    int ok3 = db != NULL && has_value(db, S("big"), big, len);
+    kvs_close(db);
+    free(big);
+    free(big_key);
+    CHECK(s1 == KVS_OK && s2 == KVS_OK);
+    CHECK(ok1 && ok2);
+    CHECK(ok3);
+}
+
+static void oversized_key_is_invalid_argument(void)
+{
+    kvs_db *db = open_or_null("oversized");
+    CHECK(db != NULL);
+    size_t len = ((size_t)1 << 20) + 1; /* one byte over the 1 MiB key limit */
+    uint8_t *key = calloc(len, 1);
+    kvs_status status = key ? kvs_set(db, key, len, S("v")) : KVS_ERROR;
+    free(key);
+    kvs_close(db);
+    CHECK(status == KVS_INVALID_ARGUMENT);
+}
+
+static void null_arguments_are_invalid_argument(void)
+{
+    char dir[4096];
+    test_dir(dir, sizeof dir, "nulls");
+    kvs_db *db = (kvs_db *)&db; /* garbage the failing open must overwrite */
+    uint8_t *value = (uint8_t *)&value;
+    size_t value_len = 7;
+
+    CHECK_STATUS(kvs_open(NULL, &db), KVS_INVALID_ARGUMENT);
+    CHECK(db == NULL);
+    CHECK(kvs_last_error() != NULL && strstr(kvs_last_error(), "path") != NULL);
+    CHECK_STATUS(kvs_open(dir, NULL), KVS_INVALID_ARGUMENT);
+    CHECK_STATUS(kvs_open("", &db), KVS_INVALID_ARGUMENT);
+    CHECK_STATUS(kvs_open_engine(NULL, "kvs", &db), KVS_INVALID_ARGUMENT);
+    CHECK_STATUS(kvs_open_engine(dir, NULL, &db), KVS_INVALID_ARGUMENT);
+    CHECK(db == NULL);
+    CHECK_STATUS(kvs_open_engine(dir, "kvs", NULL), KVS_INVALID_ARGUMENT);
+
+    CHECK_STATUS(kvs_set(NULL, S("k"), S("v")), KVS_INVALID_ARGUMENT);
+    CHECK_STATUS(kvs_get(NULL, S("k"), &value, &value_len), KVS_INVALID_ARGUMENT);
+    CHECK(value == NULL && value_len == 0);
+    CHECK_STATUS(kvs_remove(NULL, S("k")), KVS_INVALID_ARGUMENT);
+
+    CHECK_STATUS(kvs_open(dir, &db), KVS_OK);
+    kvs_status statuses[] = {
+        kvs_set(db, NULL, 3, S("v")),
+        kvs_set(db, S("k"), NULL, 3),
+        kvs_get(db, NULL, 3, &value, &value_len),
+        kvs_get(db, S("k"), NULL, &value_len),
+        kvs_get(db, S("k"), &value, NULL),
+        kvs_remove(db, NULL, 3),
+    };
+    const char *message = kvs_last_error();
+    int message_ok = message != NULL && strstr(message, "NULL") != NULL;
+    int untouched = is_missing(db, S("k")); /* none of the failed calls wrote anything */
+    kvs_close(db);
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++) {
+        if (statuses[i] != KVS_INVALID_ARGUMENT)
+            check_failed(__FILE__, __LINE__, "call %zu returned %d", i, (int)statuses[i]);
+    }
+    CHECK(message_ok);
+    CHECK(untouched);
+
+    kvs_close(NULL);         /* no-op */
+    kvs_value_free(NULL, 0); /* no-op */
+}
+
+static void data_survives_close_and_reopen(void)
+{
+    kvs_db *db = open_or_null("reopen");
+    CHECK(db != NULL);
+    char key[32], value[32];
+    for (int i = 0; i < 100; i++) {
+        int kl = snprintf(key, sizeof key, "key%d", i);
+        int vl = snprintf(value, sizeof value, "value%d", i);
+        CHECK_STATUS(kvs_set(db, (const uint8_t *)key, (size_t)kl, (const uint8_t *)value,
+                             (size_t)vl),
+                     KVS_OK);
+    }
+    CHECK_STATUS(kvs_remove(db, S("key7")), KVS_OK);
+    kvs_close(db);
+
+    /* Reopen right away, twice: the directory is released by kvs_close. */
+    for (int round = 0; round < 2; round++) {
+        db = open_or_null("reopen");
+        CHECK(db != NULL);
+        int ok = 1;
+        for (int i = 0; i < 100; i++) {
+            int kl = snprintf(key, sizeof key, "key%d", i);
+            int vl = snprintf(value, sizeof value, "value%d", i);
+            if (i == 7)
+                ok = ok && is_missing(db, (const uint8_t *)key, (size_t)kl);
+            else
+                ok = ok && has_value(db, (const uint8_t *)key, (size_t)kl, value, (size_t)vl);
+        }
+        kvs_close(db);
+        CHECK(ok);
+    }
+}
+
+static void value_outlives_its_handle(void)
+{
+    kvs_db *db = open_or_null("outlive");
+    CHECK(db != NULL);
+    uint8_t *value = NULL;
+    size_t value_len = 0;
+    kvs_set(db, S("k"), S("still here"));
+    kvs_status status = kvs_get(db, S("k"), &value, &value_len);
+    kvs_close(db);
+    CHECK(status == KVS_OK);
+    int ok = value_len == 10 && memcmp(value, "still here", 10) == 0;
+    kvs_value_free(value, value_len);
+    CHECK(ok);
+}
+
+/* Reads the engine file a store records, or "" if there is none. */
+static void recorded_engine(const char *dir, char *buf, size_t size)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/engine", dir);
+    buf[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    size_t n = fread(buf, 1, size - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    buf[strcspn(buf, "\n")] = 0;
+}
+
+static void open_of_a_new_directory_uses_the_kvs_engine(void)
+{
+    char dir[4096], engine[64];
+    test_dir(dir, sizeof dir, "new_default/nested/dir");
+    kvs_db *db = NULL;
+    CHECK_STATUS(kvs_open(dir, &db), KVS_OK);
+    kvs_close(db);
+    recorded_engine(dir, engine, sizeof engine);
+    CHECK(strcmp(engine, "kvs") == 0);
+}
+
+/* The whole API against one engine, by name; then kvs_open finds the recorded engine. */
+static void engine_round_trip(const char *name, const char *engine)
+{
+    char dir[4096], recorded[64];
+    test_dir(dir, sizeof dir, name);
+    kvs_db *db = NULL;
+    CHECK_STATUS(kvs_open_engine(dir, engine, &db), KVS_OK);
+    CHECK_STATUS(kvs_set(db, S("k\0ey"), S("v\0alue")), KVS_OK);
+    CHECK_STATUS(kvs_set(db, S("gone"), S("soon")), KVS_OK);
+    CHECK_STATUS(kvs_remove(db, S("gone")), KVS_OK);
+    CHECK_STATUS(kvs_remove(db, S("gone")), KVS_NOT_FOUND);
+    kvs_close(db);
+    recorded_engine(dir, recorded, sizeof recorded);
+    CHECK(strcmp(recorded, engine) == 0);
+
+    db = NULL;
+    CHECK_STATUS(kvs_open(dir, &db), KVS_OK); /* the recorded engine */
+    int ok = has_value(db, S("k\0ey"), "v\0alue", 6) && is_missing(db, S("gone"));
+    kvs_close(db);
+    CHECK(ok);
+
+    db = NULL;
+    CHECK_STATUS(kvs_open_engine(dir, engine, &db), KVS_OK); /* same name again: fine */
+    ok = has_value(db, S("k\0ey"), "v\0alue", 6);
+    kvs_close(db);
+    CHECK(ok);
+}
+
+static void kvs_engine_round_trip(void)
+{
+    engine_round_trip("engine_kvs", "kvs");
+}
+
+static void sled_engine_round_trip(void)
+{
+    engine_round_trip("engine_sled", "sled");
+}
+
+static void other_engine_than_recorded_is_refused(void)
+{
+    char dir[4096], recorded[64];
+    test_dir(dir, sizeof dir, "mismatch");
+    kvs_db *db = NULL;
+    CHECK_STATUS(kvs_open_engine(dir, "sled", &db), KVS_OK);
+    CHECK_STATUS(kvs_set(db, S("k"), S("v")), KVS_OK);
+    kvs_close(db);
+    db = (kvs_db *)&db;
+    CHECK_STATUS(kvs_open_engine(dir, "kvs", &db), KVS_INVALID_ARGUMENT);
+    CHECK(db == NULL);
+    const char *message = kvs_last_error();
+    CHECK(message != NULL && strstr(message, "sled") != NULL);
+    recorded_engine(dir, recorded, sizeof recorded);
+    CHECK(strcmp(recorded, "sled") == 0);
+}
+
+static void unknown_engine_name_is_invalid_argument(void)
+{
+    char dir[4096];
+    test_dir(dir, sizeof dir, "bad_engine");
+    kvs_db *db = (kvs_db *)&db;
+    CHECK_STATUS(kvs_open_engine(dir, "rocksdb", &db), KVS_INVALID_ARGUMENT);
+    CHECK(db == NULL);
+    const char *message = kvs_last_error();
+    CHECK(message != NULL && strstr(message, "rocksdb") != NULL);
+    CHECK_STATUS(kvs_open_engine(dir, "", &db), KVS_INVALID_ARGUMENT);
+    CHECK_STATUS(kvs_open_engine(dir, "KVS", &db), KVS_INVALID_ARGUMENT);
+    CHECK_STATUS(kvs_open_engine(dir, "\xff\xfe", &db), KVS_INVALID_ARGUMENT);
+}
+
+static void path_that_is_a_regular_file_is_io_error(void)
+{
+    char path[4096];
+    test_dir(path, sizeof path, "regular_file");
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs("not a store\n", f);
+    fclose(f);
+    kvs_db *db = (kvs_db *)&db;
+    CHECK_STATUS(kvs_open(path, &db), KVS_IO_ERROR);
+    CHECK(db == NULL);
+    CHECK_STATUS(kvs_open_engine(path, "sled", &db), KVS_IO_ERROR);
+    const char *message = kvs_last_error();
+    CHECK(message != NULL && strstr(message, "regular_file") != NULL);
+}
+
+static void damaged_engine_record_is_corruption(void)
+{
+    char dir[4096], path[4096 + 16];
+    test_dir(dir, sizeof dir, "damaged");
+    CHECK(mkdir(dir, 0777) == 0);
+    snprintf(path, sizeof path, "%s/engine", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs("\x01garbage\n", f);
+    fclose(f);
+    kvs_db *db = (kvs_db *)&db;
+    CHECK_STATUS(kvs_open(dir, &db), KVS_CORRUPTION);
+    CHECK(db == NULL);
+    const char *message = kvs_last_error();
+    CHECK(message != NULL && strstr(message, "engine") != NULL);
+}
+
+static void second_open_of_an_open_store_is_io_error(void)
+{
+    kvs_db *first = open_or_null("locked");
+    CHECK(first != NULL);
+    char dir[4096];
+    test_dir(dir, sizeof dir, "locked");
+    kvs_db *second = (kvs_db *)&second;
+    kvs_status status = kvs_open(dir, &second);
+    const char *message = kvs_last_error();
+    int message_ok = message != NULL && strstr(message, "locked") != NULL;
+    kvs_close(first);
+    CHECK(status == KVS_IO_ERROR);
+    CHECK(second == NULL);
+    CHECK(message_ok);
+    /* Once the first handle is closed, the directory opens again. */
+    second = open_or_null("locked");
+    CHECK(second != NULL);
+    kvs_close(second);
+}
+
+/* ---- threads ------------------------------------------------------------------------ */
+
+#define THREADS 4
+#define OPS_PER_THREAD 150
+
+struct worker {
+    kvs_db *db;
+    int id;
+    int errors;
+};
+
+static void *worker_run(void *arg)
+{
+    struct worker *w = arg;
+    char key[32], value[64];
+    for (int i = 0; i < OPS_PER_THREAD; i++) {
+        int kl = snprintf(key, sizeof key, "t%d-k%d", w->id, i);
+        int vl = snprintf(value, sizeof value, "thread %d value %d", w->id, i);
+        if (kvs_set(w->db, (const uint8_t *)key, (size_t)kl, (const uint8_t *)value,
+                    (size_t)vl) != KVS_OK)
+            w->errors++;
+        if (!has_value(w->db, (const uint8_t *)key, (size_t)kl, value, (size_t)vl))
+            w->errors++;
+        /* Everyone also reads and rewrites one shared key: whatever it holds is whole. */
+        uint8_t *shared = NULL;
+        size_t shared_len = 0;
+        kvs_status status = kvs_get(w->db, S("shared"), &shared, &shared_len);
+        if (status == KVS_OK && (shared_len != 8 || memcmp(shared, "writer-", 7) != 0))
+            w->errors++;
+        if (status != KVS_OK && status != KVS_NOT_FOUND)
+            w->errors++;
+        kvs_value_free(shared, shared_len);
+        char mine[9];
+        snprintf(mine, sizeof mine, "writer-%d", w->id);
+        if (kvs_set(w->db, S("shared"), (const uint8_t *)mine, 8) != KVS_OK)
+            w->errors++;
+        if (i % 3 == 0 && kvs_remove(w->db, (const uint8_t *)key, (size_t)kl) != KVS_OK)
+            w->errors++;
+    }
+    /* An error on this thread sets this thread's message only. */
+    if (kvs_remove(w->db, S("no such key")) != KVS_NOT_FOUND || kvs_last_error() == NULL)
+        w->errors++;
+    return NULL;
+}
+
+static void threads_share_one_handle(void)
+{
+    kvs_db *db = open_or_null("threads");
+    CHECK(db != NULL);
+    pthread_t threads[THREADS];
+    struct worker workers[THREADS];
+    int started = 0;
+    for (int t = 0; t < THREADS; t++) {
+        workers[t] = (struct worker){.db = db, .id = t, .errors = 0};
+        if (pthread_create(&threads[t], NULL, worker_run, &workers[t]) == 0)
+            started++;
+    }
+    int errors = 0;
+    for (int t = 0; t < started; t++) {
+        pthread_join(threads[t], NULL);
+        errors += workers[t].errors;
+    }
+    /* Every thread's surviving keys are there, the removed ones are not. */
+    int ok = 1;
+    char key[32], value[64];
+    for (int t = 0; t < started && ok; t++) {
+        for (int i = 0; i < OPS_PER_THREAD && ok; i++) {
+            int kl = snprintf(key, sizeof key, "t%d-k%d", t, i);
+            int vl = snprintf(value, sizeof value, "thread %d value %d", t, i);
+            if (i % 3 == 0)
+                ok = is_missing(db, (const uint8_t *)key, (size_t)kl);
+            else
+                ok = has_value(db, (const uint8_t *)key, (size_t)kl, value, (size_t)vl);
+        }
+    }
+    kvs_close(db);
+    CHECK(started == THREADS);
+    CHECK(errors == 0);
+    CHECK(ok);
+}
+
+static void *fresh_thread_last_error(void *arg)
+{
+    *(const char **)arg = kvs_last_error();
+    return NULL;
+}
+
+static void last_error_is_per_thread(void)
+{
+    /* This thread has failed calls behind it... */
+    kvs_db *db = (kvs_db *)&db;
+    CHECK_STATUS(kvs_open(NULL, &db), KVS_INVALID_ARGUMENT);
+    CHECK(kvs_last_error() != NULL);
+    /* ...a new thread has none. */
+    const char *seen = "unset";
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, fresh_thread_last_error, &seen) == 0);
+    pthread_join(thread, NULL);
+    CHECK(seen == NULL);
+    /* A successful call does not clear this thread's message. */
+    CHECK(kvs_version() != NULL);
+    CHECK(kvs_last_error() != NULL && strstr(kvs_last_error(), "path") != NULL);
+}
+
+/* ---- runner ------------------------------------------------------------------------- */
+
+struct test {
+    const char *name;
+    void (*run)(void);
+};
+
+#define TEST(fn) {#fn, fn}
+
+static const struct test tests[] = {
+    TEST(version_is_the_workspace_version),
+    TEST(set_then_get_returns_the_value),
+    TEST(set_overwrites_the_previous_value),
+    TEST(missing_key_is_not_found_with_null_value),
+    TEST(remove_deletes_the_key),
+    TEST(removing_a_missing_key_is_not_found),
+    TEST(binary_keys_and_values_keep_nul_bytes),
+    TEST(empty_keys_and_values_work_with_null_or_real_pointers),
+    TEST(large_values_round_trip),
+    TEST(oversized_key_is_invalid_argument),
+    TEST(null_arguments_are_invalid_argument),
+    TEST(data_survives_close_and_reopen),
+    TEST(value_outlives_its_handle),
+    TEST(open_of_a_new_directory_uses_the_kvs_engine),
+    TEST(kvs_engine_round_trip),
+    TEST(sled_engine_round_trip),
+    TEST(other_engine_than_recorded_is_refused),
+    TEST(unknown_engine_name_is_invalid_argument),
+    TEST(path_that_is_a_regular_file_is_io_error),
+    TEST(damaged_engine_record_is_corruption),
+    TEST(second_open_of_an_open_store_is_io_error),
+    TEST(threads_share_one_handle),
+    TEST(last_error_is_per_thread),
+};
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s SCRATCH_DIR EXPECTED_VERSION\n", argv[0]);
+        return 2;
+    }
+    scratch = argv[1];
+    expected_version = argv[2];
+    const char *filter = getenv("KVS_TEST"); /* KVS_TEST=name runs that test alone */
+    size_t count = sizeof tests / sizeof tests[0];
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (filter && strcmp(filter, tests[i].name) != 0)
+            continue;
+        current_failed = 0;
+        tests[i].run();
+        if (current_failed) {
+            failed++;
+            printf("FAIL %s\n", tests[i].name);
+        } else {
+            passed++;
+            printf("ok   %s\n", tests[i].name);
+        }
+        fflush(stdout);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
