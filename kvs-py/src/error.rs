@@ -16,6 +16,7 @@
 
 use std::io;
 
+use kvs::protocol::ErrorKind;
 use pyo3::exceptions::{
     PyBrokenPipeError, PyConnectionAbortedError, PyConnectionError, PyConnectionRefusedError,
     PyConnectionResetError, PyException, PyKeyError, PyOSError, PyTimeoutError, PyValueError,
@@ -108,6 +109,24 @@ pub fn to_py_err(py: Python<'_>, err: kvs::KvsError, key: Option<&Bound<'_, PyAn
             PyValueError::new_err(message)
         }
         kvs::KvsError::Server(_) | kvs::KvsError::Protocol(_) => ServerError::new_err(message),
+        // However the connection failed, the server is unreachable: ConnectionError, as the
+        // spec asks, keeping the refused case apart.
+        kvs::KvsError::Connect { source, .. } => match source.kind() {
+            io::ErrorKind::ConnectionRefused => PyConnectionRefusedError::new_err(message),
+            _ => PyConnectionError::new_err(message),
+        },
+        kvs::KvsError::ConnectionLost { source, .. } => io_err(py, &source, message, None),
+        // What the server reports is mapped like the same error of a local store.
+        kvs::KvsError::Remote { kind, .. } => match kind {
+            ErrorKind::KeyNotFound => match key {
+                Some(key) => PyKeyError::new_err(key.clone().unbind()),
+                None => PyKeyError::new_err(message),
+            },
+            ErrorKind::InvalidArgument => PyValueError::new_err(message),
+            ErrorKind::Io => kvs_io_error(py, message, None, None),
+            ErrorKind::Corruption => CorruptionError::new_err(message),
+            _ => ServerError::new_err(message),
+        },
         // Poisoned, NotUtf8 (unreachable: Python reads bytes), other sled errors and any
         // variant added later.
         _ => KvsError::new_err(message),
@@ -132,12 +151,22 @@ fn io_err(py: Python<'_>, e: &io::Error, message: String, filename: Option<Strin
         }
         _ => {}
     }
+    kvs_io_error(py, message, e.raw_os_error(), filename)
+}
+
+/// A `kvs.KvsIOError` with `errno` and `filename` set when known.
+fn kvs_io_error(
+    py: Python<'_>,
+    message: String,
+    errno: Option<i32>,
+    filename: Option<String>,
+) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let class = kvs_io_error_type(py)?;
         let value = class.call1((message.clone(),))?;
         // Set after construction: OSError(errno, strerror) would replace kvs's message
         // (which names the file) by the bare strerror.
-        if let Some(code) = e.raw_os_error() {
+        if let Some(code) = errno {
             value.setattr("errno", code)?;
         }
         if let Some(filename) = &filename {

@@ -9,6 +9,7 @@
 //! The Python face (`python/kvs/__init__.py`) builds the public classes on these, and
 //! `python/kvs/_kvs.pyi` documents them for type checkers.
 
+mod client;
 mod error;
 mod input;
 mod store;
@@ -20,6 +21,8 @@ use pyo3::prelude::*;
 mod _kvs {
     use super::*;
 
+    #[pymodule_export]
+    use crate::client::Client;
     #[pymodule_export]
     use crate::error::{CorruptionError, EngineMismatchError, KvsError, LockedError, ServerError};
     #[pymodule_export]

@@ -178,11 +178,14 @@ impl Store {
 
     /// Whether `close()` has been called.
     #[getter]
-    fn closed(&self) -> bool {
-        self.engine
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
+    fn closed(&self, py: Python<'_>) -> bool {
+        // Detached: `close()` may hold the write lock while it waits for calls in flight.
+        py.detach(|| {
+            self.engine
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none()
+        })
     }
 
     /// The engine of the store: `"kvs"` or `"sled"`.

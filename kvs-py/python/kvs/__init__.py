@@ -9,6 +9,13 @@ b'hello'
 Keys and values are ``bytes`` or ``str`` (encoded as UTF-8); values always come back as
 ``bytes``. A missing key raises ``KeyError``; other failures raise a ``kvs.KvsError``
 subclass (see ``_kvs.pyi`` for the whole hierarchy).
+
+``kvs.Client(addr)`` talks to a running ``kvs-server`` over one reused connection::
+
+    with kvs.Client("127.0.0.1:4000") as client:
+        client.set("k", "v")
+        client.get("k")     # b"v"
+        client.remove("k")
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from collections.abc import MutableMapping
 
 from . import _kvs
 from ._kvs import (
+    Client,
     CorruptionError,
     EngineMismatchError,
     KvsError,
@@ -28,6 +36,7 @@ from ._kvs import (
 
 __all__ = [
     "KvStore",
+    "Client",
     "KvsError",
     "CorruptionError",
     "KvsIOError",
@@ -54,6 +63,15 @@ class KvStore(_kvs.KvStore, MutableMapping):
     """
 
     __slots__ = ()
+
+    def clear(self) -> None:
+        """Removes every key (those set while this runs may stay)."""
+        # MutableMapping.clear pops one item at a time, listing every key each time.
+        for key in self:
+            try:
+                del self[key]
+            except KeyError:  # removed meanwhile by another thread
+                pass
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

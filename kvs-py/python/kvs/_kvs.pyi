@@ -34,6 +34,7 @@ Threads
 """
 
 import os
+import pathlib
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Optional, TypeVar, Union, overload
@@ -41,6 +42,7 @@ from typing import Optional, TypeVar, Union, overload
 _Bytes = Union[bytes, str]
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound="KvStore")
+_C = TypeVar("_C", bound="Client")
 
 __version__: str
 """The version of kvs, the same as ``kvs-server -V`` prints."""
@@ -122,8 +124,8 @@ class KvStore:
     def engine(self) -> str:
         """The engine of the store: ``"kvs"`` or ``"sled"``."""
     @property
-    def path(self) -> str:
-        """The data directory, as given."""
+    def path(self) -> pathlib.Path:
+        """The data directory."""
     def __enter__(self: _S) -> _S: ...
     def __exit__(
         self,
@@ -132,3 +134,47 @@ class KvStore:
         tb: Optional[TracebackType],
     ) -> bool:
         """Closes the store (see ``close()``)."""
+
+class Client:
+    """A client of a kvs server, over one TCP connection reused for every request.
+
+    ``Client(addr="127.0.0.1:4000", *, timeout=10.0)`` connects at once to ``addr``
+    (``"IP:PORT"``, ``"[IPv6]:PORT"`` or ``"host:port"``). ``timeout`` is how many seconds
+    connecting, and each send or receive of a request, may wait; None waits forever.
+
+    Raises ``ConnectionError`` (``ConnectionRefusedError`` when refused) if the server
+    cannot be reached; the message names the address. During a request: ``TimeoutError``
+    when the server does not answer within ``timeout``, ``ConnectionError`` (or a subclass)
+    when the connection breaks; the request may or may not have been carried out, and the
+    next request connects again. Errors the server reports map as for ``KvStore``
+    (``KeyError``, ``ValueError``, ``KvsIOError``, ``CorruptionError``), anything else is a
+    ``ServerError``.
+
+    Safe to share between threads: their requests take turns on the connection. The GIL is
+    released while waiting on the network.
+    """
+
+    def __init__(self, addr: str = "127.0.0.1:4000", *, timeout: Optional[float] = 10.0) -> None: ...
+    def get(self, key: _Bytes) -> Optional[bytes]:
+        """The value of ``key``, or None if it is not set."""
+    def set(self, key: _Bytes, value: _Bytes) -> None:
+        """Sets ``key`` to ``value``; the server has written it when this returns."""
+    def remove(self, key: _Bytes) -> None:
+        """Removes ``key``; ``KeyError`` if it is not set."""
+    def close(self) -> None:
+        """Closes the connection. Closing twice does nothing; any other use of a closed
+        client raises ``ValueError``."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` has been called."""
+    @property
+    def addr(self) -> str:
+        """The server's address, as given."""
+    def __enter__(self: _C) -> _C: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        """Closes the client (see ``close()``)."""
