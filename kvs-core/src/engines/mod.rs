@@ -81,8 +81,11 @@ fn open_sled(path: &std::path::Path) -> Result<::sled::Db> {
     loop {
         match ::sled::open(path) {
             Ok(db) => return Ok(db),
+            // sled 0.34 reports its lock being held as ErrorKind::Other with a "could not
+            // acquire lock" message, not as WouldBlock.
             Err(::sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
+                if (e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().starts_with("could not acquire lock"))
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(5));
