@@ -59,7 +59,7 @@ pub struct kvs_db {
 /// pointer.
 #[no_mangle]
 pub unsafe extern "C" fn kvs_open(path: *const c_char, db_out: *mut *mut kvs_db) -> kvs_status {
-    // SAFETY: forwarded with the caller's guarantees; a NULL engine means "recorded engine".
+    // SAFETY: forwarded with the caller's guarantees; no engine name means the recorded one.
     unsafe { open(path, None, db_out) }
 }
 
@@ -268,7 +268,7 @@ const VERSION: &CStr =
 /// Opens `path` with the named engine (or the recorded one) and hands the handle to `db_out`.
 ///
 /// # Safety
-/// As `kvs_open_engine`, with `engine` NULL meaning `kvs_open`.
+/// As `kvs_open_engine`; `engine` is `None` for `kvs_open`, else a non-NULL name.
 unsafe fn open(
     path: *const c_char,
     engine: Option<*const c_char>,
