@@ -41,7 +41,10 @@ fn main() {
     assert_eq!(keys, KEYS);
     let per_key = (after.saturating_sub(before)) as f64 / keys as f64;
     println!("index_memory: {keys} keys of 16 bytes, 100-byte values");
-    println!("index_memory: open (replay) took {:.0} ms", open_time.as_secs_f64() * 1e3);
+    println!(
+        "index_memory: open (replay) took {:.0} ms",
+        open_time.as_secs_f64() * 1e3
+    );
     println!(
         "index_memory: resident memory grew by {:.1} MiB: {per_key:.1} bytes per key ({:.1} beyond the key itself)",
         (after - before) as f64 / (1 << 20) as f64,

@@ -254,3 +254,36 @@ fn crash_before_compaction_commit_leaves_old_files_in_charge() {
     check(dir.path(), &expected);
     assert!(!partial.exists());
 }
+
+#[test]
+fn small_file_limit_splits_the_log_and_compaction_output_across_files() {
+    let dir = TempDir::new().unwrap();
+    let options = KvStoreOptions::default().max_file_size(4096);
+    {
+        let store = KvStore::open_with(dir.path(), options.clone()).unwrap();
+        for round in 0..3 {
+            for i in 0..300 {
+                store
+                    .set(format!("key{i}"), format!("r{round}-{}", "v".repeat(40)))
+                    .unwrap();
+            }
+        }
+        let before = log_files(dir.path()).len();
+        assert!(before > 10, "only {before} files for ~60 KiB of log");
+        store.compact().unwrap();
+        let after = log_files(dir.path());
+        // About 20 KiB of live data in 4 KiB files: several outputs, no file over the limit
+        // (a file may pass it by at most one record).
+        assert!(after.len() >= 4 && after.len() < before, "{} files", after.len());
+        for (_, path) in &after {
+            assert!(fs::metadata(path).unwrap().len() <= 4096 + 128, "{path:?}");
+        }
+    }
+    let store = KvStore::open_with(dir.path(), options).unwrap();
+    for i in 0..300 {
+        assert_eq!(
+            store.get(format!("key{i}")).unwrap(),
+            Some(format!("r2-{}", "v".repeat(40)))
+        );
+    }
+}

@@ -81,11 +81,10 @@ fn open_sled(path: &std::path::Path) -> Result<::sled::Db> {
     loop {
         match ::sled::open(path) {
             Ok(db) => return Ok(db),
-            // sled 0.34 reports its lock being held as ErrorKind::Other with a "could not
-            // acquire lock" message, not as WouldBlock.
+            // sled reports its lock as `Other` with this message (sled 0.34).
             Err(::sled::Error::Io(e))
                 if (e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.to_string().starts_with("could not acquire lock"))
+                    || e.to_string().contains("could not acquire lock"))
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(5));

@@ -4,14 +4,17 @@
 //! The steps, and why a crash at any point leaves a store that opens correctly:
 //!
 //! 1. **Rotate** (under the writer lock): with `A` the active file, writes move on to a new
-//!    file `A+2`. Files `<= A` are now immutable; `A+1` is reserved for the output, so that on
-//!    replay it sorts after everything it replaces and before everything written since.
-//! 2. **Copy** every live record that sits in a file `<= A` into `A+1.log.compacting`,
-//!    checking each record's checksum on the way. Writers and readers carry on meanwhile.
-//!    A crash here leaves a `.compacting` file, which open deletes: the old files are intact.
-//! 3. **Sync** the output and **rename** it to `A+1.log`, then sync the directory. The rename is
-//!    the commit point. A crash after it leaves old files and output side by side; replay
-//!    reads the output after the old files, and both agree on every live key.
+//!    file `A+n+1`. Files `<= A` are now immutable; ids `A+1..=A+n` are reserved for the
+//!    output, so that on replay it sorts after everything it replaces and before everything
+//!    written since.
+//! 2. **Copy** every live record that sits in a file `<= A` into `A+1.log.compacting` (then
+//!    `A+2...` as each fills up), checking each record's checksum on the way. Writers and
+//!    readers carry on meanwhile. A crash here leaves `.compacting` files, which open deletes:
+//!    the old files are intact.
+//! 3. **Sync** the outputs and **rename** them to `<id>.log`, then sync the directory. The
+//!    renames are the commit point. A crash after any of them leaves old files and (some)
+//!    outputs side by side; replay reads the outputs after the old files, and both agree on
+//!    every live key.
 //! 4. **Switch** the index entries that still point where the copy was taken from. An entry
 //!    overwritten or removed meanwhile keeps its newer position (in a file `>= A+2`).
 //! 5. **Delete** the old files, oldest first, then sync the directory. Oldest first matters: at
@@ -23,6 +26,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -49,19 +53,17 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner());
 
-    // 1. Rotate.
-    let (old_ids, out_id) = {
+    // 1. Rotate, reserving ids for the output: one file per `max_file_bytes` of live data
+    //    (plus one, as each file may end up to one record short of full).
+    let (old_ids, out_ids) = {
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
         let last = writer.active_id();
-        let (out_id, new_id) = match last.checked_add(2) {
-            Some(new_id) => (last + 1, new_id),
-            None => {
-                return Err(KvsError::InvalidArgument(
-                    "log file ids exhausted; copy the data to a new store".into(),
-                ))
-            }
-        };
+        let live = writer.total_bytes().saturating_sub(writer.stale_bytes());
+        let outputs = (live / writer.max_file_bytes() + 2).min(u32::MAX as u64 / 2) as u32;
+        let new_id = last.checked_add(outputs + 1).ok_or_else(|| {
+            KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
+        })?;
         let new_file = create_log(&shared.dir, new_id)?;
         sync_dir(&shared.dir)?;
         shared.write_files().insert(new_id, Arc::clone(&new_file));
@@ -72,48 +74,45 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
             .copied()
             .filter(|&id| id <= last)
             .collect();
-        (old_ids, out_id)
+        (old_ids, (last + 1)..new_id)
     };
     let Some(&last_old) = old_ids.last() else {
         return Ok(());
     };
 
     // 2. Copy.
-    let tmp_path = shared.dir.join(format!("{out_id}{COMPACTING_SUFFIX}"));
-    let out_path = log_path(&shared.dir, out_id);
-    let copied = match copy_live_records(shared, last_old, out_id, &tmp_path) {
-        Ok(Some(copied)) => copied,
+    let mut output = Output::new(shared, out_ids);
+    let moved = match copy_live_records(shared, last_old, &mut output) {
+        Ok(Some(moved)) => moved,
         Ok(None) => {
             // The store is closing; the old files are untouched.
-            let _ = fs::remove_file(&tmp_path);
+            output.discard();
             return Ok(());
         }
         Err(e) => {
-            let _ = fs::remove_file(&tmp_path);
+            output.discard();
             return Err(e);
         }
     };
-    let (moved, out_size) = copied;
 
-    // 3. Commit: the output replaces the old files from here on.
-    fs::rename(&tmp_path, &out_path).map_err(|e| KvsError::io_at(&out_path, e))?;
-    sync_dir(&shared.dir)?;
-    let out_file = File::open(&out_path).map_err(|e| KvsError::io_at(&out_path, e))?;
-    shared.write_files().insert(out_id, Arc::new(out_file));
+    // 3. Commit: the outputs replace the old files from here on.
+    let written = output.commit()?;
 
     // 4. Switch the index.
-    let mut stale_in_out = 0u64;
+    let mut stale_in_out = std::collections::BTreeMap::<u32, u64>::new();
     for m in &moved {
-        let mut shard = shared.index.write(&m.key);
-        match shard.get_mut(&m.key) {
-            Some(pos) if *pos == m.from => *pos = m.to,
-            _ => stale_in_out += m.to.len as u64,
+        if !shared.index.replace_if(&m.key, m.from, m.to) {
+            *stale_in_out.entry(m.to.file).or_insert(0) += m.to.len as u64;
         }
     }
     {
         let mut writer = shared.lock_writer();
-        writer.add_file(out_id, out_size);
-        writer.add_stale(out_id, stale_in_out);
+        for &(id, size) in &written {
+            writer.add_file(id, size);
+        }
+        for (id, stale) in stale_in_out {
+            writer.add_stale(id, stale);
+        }
         for id in &old_ids {
             writer.forget_file(*id);
         }
@@ -132,40 +131,27 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
     }
     sync_dir(&shared.dir)?;
     log::debug!(
-        "compacted {} files of {} into {out_id}.log ({} live records, {out_size} bytes)",
+        "compacted {} files of {} into {} ({} live records)",
         old_ids.len(),
         shared.dir.display(),
+        written.len(),
         moved.len()
     );
     Ok(())
 }
 
-/// Step 2: writes every live record in files `<= last_old` to `tmp_path`, synced.
+/// Step 2: writes every live record in files `<= last_old` to the output.
 /// Returns `None` if the store started closing meanwhile.
 fn copy_live_records(
     shared: &Shared,
     last_old: u32,
-    out_id: u32,
-    tmp_path: &std::path::Path,
-) -> Result<Option<(Vec<Moved>, u64)>> {
-    let io_err = |e| KvsError::io_at(tmp_path, e);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(tmp_path)
-        .map_err(io_err)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    out.write_all(&FILE_MAGIC).map_err(io_err)?;
-    let mut offset = FILE_MAGIC.len() as u64;
-
+    output: &mut Output<'_>,
+) -> Result<Option<Vec<Moved>>> {
     let mut live: Vec<(Box<[u8]>, RecordPos)> = Vec::new();
-    shared.index.for_each_shard(|shard| {
-        live.extend(
-            shard
-                .iter()
-                .filter(|(_, pos)| pos.file <= last_old)
-                .map(|(k, pos)| (k.clone(), *pos)),
-        )
+    shared.index.for_each(|key, pos| {
+        if pos.file <= last_old {
+            live.push((key.into(), pos));
+        }
     });
     // Copy in log order: sequential reads of the old files, and the output keeps the order.
     live.sort_unstable_by_key(|(_, pos)| (pos.file, pos.offset));
@@ -183,21 +169,117 @@ fn copy_live_records(
         let Some((_, file)) = files.iter().find(|(id, _)| *id == from.file) else {
             return Err(KvsError::Corruption {
                 path: log_path(&shared.dir, from.file),
-                offset: from.offset,
+                offset: from.offset as u64,
                 reason: "the index points into a log file that is not open".into(),
             });
         };
         let record = shared.read_record(file, from)?;
-        out.write_all(&record).map_err(io_err)?;
-        let to = RecordPos {
-            file: out_id,
-            len: from.len,
-            offset,
-        };
-        offset += from.len as u64;
+        let to = output.append(&record)?;
         moved.push(Moved { key, from, to });
     }
-    let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file.sync_all().map_err(io_err)?;
-    Ok(Some((moved, offset)))
+    Ok(Some(moved))
+}
+
+/// The files compaction writes: `<id>.log.compacting`, one after another as each fills up,
+/// renamed to `<id>.log` together by [`Output::commit`].
+struct Output<'a> {
+    shared: &'a Shared,
+    ids: std::ops::Range<u32>,
+    current: Option<(u32, BufWriter<File>, u64)>,
+    /// Finished (synced) files: id and size.
+    done: Vec<(u32, u64)>,
+}
+
+impl<'a> Output<'a> {
+    fn new(shared: &'a Shared, ids: std::ops::Range<u32>) -> Output<'a> {
+        Output {
+            shared,
+            ids,
+            current: None,
+            done: Vec::new(),
+        }
+    }
+
+    fn tmp_path(&self, id: u32) -> PathBuf {
+        self.shared.dir.join(format!("{id}{COMPACTING_SUFFIX}"))
+    }
+
+    fn append(&mut self, record: &[u8]) -> Result<RecordPos> {
+        let max = self.shared.lock_writer().max_file_bytes();
+        let full = matches!(&self.current, Some((_, _, size))
+            if *size > FILE_MAGIC.len() as u64 && size + record.len() as u64 > max);
+        if full {
+            self.finish_current()?;
+        }
+        if self.current.is_none() {
+            let id = self.ids.next().ok_or_else(|| {
+                KvsError::Io(std::io::Error::other(
+                    "compaction output outgrew its reserved file ids",
+                ))
+            })?;
+            let path = self.tmp_path(id);
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map(|f| BufWriter::with_capacity(1 << 20, f))
+                .map_err(|e| KvsError::io_at(&path, e))?;
+            out.write_all(&FILE_MAGIC)
+                .map_err(|e| KvsError::io_at(&path, e))?;
+            self.current = Some((id, out, FILE_MAGIC.len() as u64));
+        }
+        let tmp = self.current.as_ref().map(|(id, _, _)| self.tmp_path(*id));
+        let Some((id, out, size)) = &mut self.current else {
+            unreachable!("an output file was opened above");
+        };
+        out.write_all(record)
+            .map_err(|e| KvsError::io_at(tmp.unwrap_or_default(), e))?;
+        let pos = RecordPos {
+            file: *id,
+            // Fits: output files stay under max_file_bytes (<= 1 GiB).
+            offset: *size as u32,
+            len: record.len() as u32,
+        };
+        *size += record.len() as u64;
+        Ok(pos)
+    }
+
+    fn finish_current(&mut self) -> Result<()> {
+        if let Some((id, out, size)) = self.current.take() {
+            let path = self.tmp_path(id);
+            let file = out
+                .into_inner()
+                .map_err(|e| KvsError::io_at(&path, e.into_error()))?;
+            file.sync_all().map_err(|e| KvsError::io_at(&path, e))?;
+            self.done.push((id, size));
+        }
+        Ok(())
+    }
+
+    /// Syncs the last file, renames every file into place and syncs the directory; then opens
+    /// them for reading. Returns the ids and sizes written.
+    fn commit(mut self) -> Result<Vec<(u32, u64)>> {
+        self.finish_current()?;
+        for &(id, _) in &self.done {
+            let out_path = log_path(&self.shared.dir, id);
+            fs::rename(self.tmp_path(id), &out_path).map_err(|e| KvsError::io_at(&out_path, e))?;
+        }
+        sync_dir(&self.shared.dir)?;
+        for &(id, _) in &self.done {
+            let out_path = log_path(&self.shared.dir, id);
+            let file = File::open(&out_path).map_err(|e| KvsError::io_at(&out_path, e))?;
+            self.shared.write_files().insert(id, Arc::new(file));
+        }
+        Ok(std::mem::take(&mut self.done))
+    }
+
+    /// Removes every file written so far (compaction gave up before committing).
+    fn discard(mut self) {
+        if let Some((id, _, _)) = self.current.take() {
+            let _ = fs::remove_file(self.tmp_path(id));
+        }
+        for &(id, _) in &self.done {
+            let _ = fs::remove_file(self.tmp_path(id));
+        }
+    }
 }

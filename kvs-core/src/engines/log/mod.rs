@@ -30,7 +30,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use self::format::{check_sizes, encode_record, verify_record, RecordKind, HEADER_LEN};
 use self::index::{Index, RecordPos};
-use self::writer::{create_log, log_path, LogWriter};
+use self::writer::{create_log, log_path, FileSet, LogWriter, MAX_FILE_BYTES};
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{KvsEngine, KvsError, Result};
 
@@ -65,6 +65,7 @@ pub struct KvStoreOptions {
     sync: SyncPolicy,
     recovery: RecoveryMode,
     compaction_min_stale: u64,
+    max_file_bytes: u64,
     lock_wait: Duration,
 }
 
@@ -74,6 +75,7 @@ impl Default for KvStoreOptions {
             sync: SyncPolicy::Os,
             recovery: RecoveryMode::TolerateTornTail,
             compaction_min_stale: 4 << 20,
+            max_file_bytes: MAX_FILE_BYTES,
             lock_wait: data_dir::DEFAULT_LOCK_WAIT,
         }
     }
@@ -96,6 +98,13 @@ impl KvStoreOptions {
     /// of the log (default 4 MiB).
     pub fn compaction_min_stale(mut self, bytes: u64) -> Self {
         self.compaction_min_stale = bytes;
+        self
+    }
+
+    /// The size at which writes move on to a new log file (default and maximum 1 GiB, minimum
+    /// 4 KiB). Compaction writes files of the same size.
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.max_file_bytes = bytes;
         self
     }
 
@@ -135,7 +144,7 @@ struct Shared {
     index: Index,
     /// Every log file, for reading, by id. A reader takes the `Arc<File>` while it still holds
     /// the index shard lock, so a file compaction deletes stays readable until that read ends.
-    files: RwLock<BTreeMap<u32, Arc<File>>>,
+    files: FileSet,
     writer: Mutex<LogWriter>,
     compact_tx: Sender<()>,
     /// Held for the whole of a compaction.
@@ -216,6 +225,7 @@ impl KvStore {
         let writer = LogWriter::new(
             dir.clone(),
             options.sync,
+            options.max_file_bytes,
             active_id,
             active,
             sizes,
@@ -318,18 +328,18 @@ impl Shared {
     fn read_record(&self, file: &File, pos: RecordPos) -> Result<Vec<u8>> {
         let mut record = vec![0u8; pos.len as usize];
         let path = || log_path(&self.dir, pos.file);
-        file.read_exact_at(&mut record, pos.offset)
+        file.read_exact_at(&mut record, pos.offset as u64)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => KvsError::Corruption {
                     path: path(),
-                    offset: pos.offset,
+                    offset: pos.offset as u64,
                     reason: "file ends before the record".into(),
                 },
                 _ => KvsError::io_at(path(), e),
             })?;
         verify_record(&record).map_err(|reason| KvsError::Corruption {
             path: path(),
-            offset: pos.offset,
+            offset: pos.offset as u64,
             reason,
         })?;
         Ok(record)
@@ -337,17 +347,15 @@ impl Shared {
 
     /// The position of `key` and the file holding it, taken together under the shard lock.
     fn locate(&self, key: &[u8]) -> Result<Option<(RecordPos, Arc<File>)>> {
-        let shard = self.index.read(key);
-        let Some(&pos) = shard.get(key) else {
-            return Ok(None);
-        };
-        let file = self.read_files().get(&pos.file).cloned();
-        drop(shard);
-        match file {
-            Some(file) => Ok(Some((pos, file))),
-            None => Err(KvsError::Corruption {
+        let found = self.index.get_with(key, |pos| {
+            pos.map(|pos| (pos, self.read_files().get(&pos.file).cloned()))
+        });
+        match found {
+            None => Ok(None),
+            Some((pos, Some(file))) => Ok(Some((pos, file))),
+            Some((pos, None)) => Err(KvsError::Corruption {
                 path: log_path(&self.dir, pos.file),
-                offset: pos.offset,
+                offset: pos.offset as u64,
                 reason: "the index points into a log file that is not open".into(),
             }),
         }
@@ -377,17 +385,15 @@ impl KvsEngine for KvStore {
         writer.check_usable()?;
         writer.buf.clear();
         encode_record(&mut writer.buf, RecordKind::Set, key, value);
-        let pos = writer.append()?;
-        let old = {
-            let mut shard = shared.index.write(key);
-            match shard.get_mut(key) {
-                Some(slot) => Some(std::mem::replace(slot, pos)),
-                None => {
-                    shard.insert(key.into(), pos);
-                    None
-                }
-            }
-        };
+        let pos = writer.append(&shared.files)?;
+        // An index over 128 GiB of keys is the only way this fails; the record is then in
+        // the log without being acknowledged, as if the process had died right after it.
+        let old = shared.index.insert(key, pos).map_err(|_| {
+            KvsError::Io(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "the in-memory index is full (over 4 GiB of keys in one shard)",
+            ))
+        })?;
         if let Some(old) = old {
             writer.add_stale(old.file, old.len as u64);
             writer.maybe_request_compaction(shared);
@@ -403,7 +409,7 @@ impl KvsEngine for KvStore {
         if record.get(HEADER_LEN..HEADER_LEN + key.len()) != Some(key) {
             return Err(KvsError::Corruption {
                 path: log_path(&self.shared.dir, pos.file),
-                offset: pos.offset,
+                offset: pos.offset as u64,
                 reason: "record holds another key than the index says".into(),
             });
         }
@@ -418,13 +424,13 @@ impl KvsEngine for KvStore {
         writer.check_usable()?;
         // Writes are serialized by the writer lock, so the key cannot appear or vanish
         // between this check and the tombstone.
-        if !shared.index.read(key).contains_key(key) {
+        if !shared.index.contains(key) {
             return Err(KvsError::KeyNotFound);
         }
         writer.buf.clear();
         encode_record(&mut writer.buf, RecordKind::Remove, key, b"");
-        let tombstone = writer.append()?;
-        let old = shared.index.write(key).remove(key);
+        let tombstone = writer.append(&shared.files)?;
+        let old = shared.index.remove(key);
         writer.add_stale(tombstone.file, tombstone.len as u64);
         if let Some(old) = old {
             writer.add_stale(old.file, old.len as u64);
@@ -434,7 +440,7 @@ impl KvsEngine for KvStore {
     }
 
     fn contains_key(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.shared.index.read(key).contains_key(key))
+        Ok(self.shared.index.contains(key))
     }
 
     fn len(&self) -> Result<usize> {
@@ -443,9 +449,7 @@ impl KvsEngine for KvStore {
 
     fn keys(&self) -> Result<Vec<Vec<u8>>> {
         let mut keys = Vec::new();
-        self.shared
-            .index
-            .for_each_shard(|shard| keys.extend(shard.keys().map(|k| k.to_vec())));
+        self.shared.index.for_each(|key, _| keys.push(key.to_vec()));
         Ok(keys)
     }
 

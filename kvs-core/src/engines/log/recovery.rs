@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -88,17 +88,25 @@ fn replay_file(
         .metadata()
         .map_err(|e| KvsError::io_at(&path, e))?
         .len();
-    let mut reader = BufReader::with_capacity(1 << 18, &file);
+    if file_len > u32::MAX as u64 {
+        return Err(KvsError::Corruption {
+            path,
+            offset: u32::MAX as u64,
+            reason: format!("log file is {file_len} bytes; kvs never writes one over 4 GiB"),
+        });
+    }
+    let mut window = Window::new(&file, file_len);
 
-    let mut magic = [0u8; FILE_MAGIC.len()];
-    let got = read_full(&mut reader, &mut magic).map_err(|e| KvsError::io_at(&path, e))?;
-    if got < magic.len() || magic != FILE_MAGIC {
-        let reason = if got < magic.len() {
-            format!("file is {got} bytes, shorter than its header")
+    let magic_ok = window
+        .fill(FILE_MAGIC.len())
+        .map_err(|e| KvsError::io_at(&path, e))?;
+    if !magic_ok || window.bytes()[..FILE_MAGIC.len()] != FILE_MAGIC {
+        let reason = if !magic_ok {
+            format!("file is {file_len} bytes, shorter than its header")
         } else {
             "not a kvs log file (bad magic)".to_string()
         };
-        if got < magic.len() && is_newest && mode == RecoveryMode::TolerateTornTail {
+        if !magic_ok && is_newest && mode == RecoveryMode::TolerateTornTail {
             // Crashed while creating the file: nothing in it was ever acknowledged.
             log::warn!("{}: {reason}; rewriting its header", path.display());
             OpenOptions::new()
@@ -116,17 +124,26 @@ fn replay_file(
             reason,
         });
     }
+    window.consume(FILE_MAGIC.len());
 
     let mut offset = FILE_MAGIC.len() as u64;
-    let mut record = Vec::new();
     loop {
         if offset == file_len {
             return Ok(offset);
         }
-        let bad = match read_record(&mut reader, file_len - offset, &mut record) {
-            Ok(kind) => {
-                apply(index, stale, id, offset, kind, &record);
-                offset += record.len() as u64;
+        let bad = match next_record(&mut window, file_len - offset) {
+            Ok((kind, len)) => {
+                let record = &window.bytes()[..len];
+                let key = &record[HEADER_LEN..HEADER_LEN + key_len_of(record)];
+                let pos = RecordPos {
+                    file: id,
+                    // Fits: the file is under 4 GiB (checked above).
+                    offset: offset as u32,
+                    len: len as u32,
+                };
+                apply(index, stale, kind, key, pos)?;
+                window.consume(len);
+                offset += len as u64;
                 continue;
             }
             Err(ReadError::Io(e)) => return Err(KvsError::io_at(&path, e)),
@@ -164,35 +181,27 @@ fn replay_file(
 fn apply(
     index: &Index,
     stale: &mut BTreeMap<u32, u64>,
-    id: u32,
-    offset: u64,
     kind: RecordKind,
-    record: &[u8],
-) {
-    let key = &record[HEADER_LEN..HEADER_LEN + key_len_of(record)];
-    let pos = RecordPos {
-        file: id,
-        len: record.len() as u32,
-        offset,
-    };
-    let mut shard = index.write(key);
+    key: &[u8],
+    pos: RecordPos,
+) -> Result<()> {
     let old = match kind {
-        RecordKind::Set => match shard.get_mut(key) {
-            Some(slot) => Some(std::mem::replace(slot, pos)),
-            None => {
-                shard.insert(key.into(), pos);
-                None
-            }
-        },
+        RecordKind::Set => index.insert(key, pos).map_err(|_| {
+            KvsError::Io(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "the in-memory index is full (over 4 GiB of keys in one shard)",
+            ))
+        })?,
         RecordKind::Remove => {
             // A tombstone only matters until the next compaction.
-            *stale.entry(id).or_insert(0) += pos.len as u64;
-            shard.remove(key)
+            *stale.entry(pos.file).or_insert(0) += pos.len as u64;
+            index.remove(key)
         }
     };
     if let Some(old) = old {
         *stale.entry(old.file).or_insert(0) += old.len as u64;
     }
+    Ok(())
 }
 
 fn key_len_of(record: &[u8]) -> usize {
@@ -204,21 +213,18 @@ enum ReadError {
     Bad(String),
 }
 
-/// Reads the next record into `record` and checks it, with `remaining` bytes left in the file.
-fn read_record(
-    reader: &mut impl Read,
+/// Checks the next record in `window` (with `remaining` bytes left in the file) and makes all
+/// of it available in `window.bytes()`; returns its kind and length.
+fn next_record(
+    window: &mut Window<'_>,
     remaining: u64,
-    record: &mut Vec<u8>,
-) -> std::result::Result<RecordKind, ReadError> {
-    record.clear();
-    record.resize(HEADER_LEN, 0);
-    let got = read_full(reader, record).map_err(ReadError::Io)?;
-    if got < HEADER_LEN {
+) -> std::result::Result<(RecordKind, usize), ReadError> {
+    if !window.fill(HEADER_LEN).map_err(ReadError::Io)? {
         return Err(ReadError::Bad(format!(
-            "truncated record header ({got} of {HEADER_LEN} bytes)"
+            "truncated record header ({remaining} of {HEADER_LEN} bytes)"
         )));
     }
-    let header_bytes: [u8; HEADER_LEN] = record[..HEADER_LEN]
+    let header_bytes: [u8; HEADER_LEN] = window.bytes()[..HEADER_LEN]
         .try_into()
         .map_err(|_| ReadError::Bad("short header".into()))?;
     let header = decode_header(&header_bytes).map_err(ReadError::Bad)?;
@@ -228,19 +234,87 @@ fn read_record(
             "record of {len} bytes runs past the end of the file ({remaining} bytes left)"
         )));
     }
-    record.resize(len, 0);
-    let got = read_full(reader, &mut record[HEADER_LEN..]).map_err(ReadError::Io)?;
-    if got < len - HEADER_LEN {
+    if !window.fill(len).map_err(ReadError::Io)? {
         return Err(ReadError::Bad("file ended inside a record".into()));
     }
-    let actual = crc32fast::hash(&record[4..]);
+    let actual = crc32fast::hash(&window.bytes()[4..len]);
     if actual != header.crc {
         return Err(ReadError::Bad(format!(
             "checksum mismatch (stored {:#010x}, computed {actual:#010x})",
             header.crc
         )));
     }
-    Ok(header.kind)
+    Ok((header.kind, len))
+}
+
+/// A sliding window over a file, read in large chunks with `pread`: replay parses records in
+/// place instead of issuing reads per record.
+struct Window<'a> {
+    file: &'a File,
+    file_len: u64,
+    buf: Vec<u8>,
+    /// `buf[start..end]` holds the file's bytes from `file_pos - (end - start)` on.
+    start: usize,
+    end: usize,
+    file_pos: u64,
+}
+
+const CHUNK: usize = 4 << 20;
+
+impl<'a> Window<'a> {
+    fn new(file: &'a File, file_len: u64) -> Window<'a> {
+        Window {
+            file,
+            file_len,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            file_pos: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+    }
+
+    /// Makes at least `need` bytes available; `false` if the file ends first.
+    fn fill(&mut self, need: usize) -> io::Result<bool> {
+        if self.end - self.start >= need {
+            return Ok(true);
+        }
+        // Slide what is left to the front, and grow the buffer for records over CHUNK.
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        // No bigger than the file: small files (the common case in tests) stay cheap.
+        let want = need.max(CHUNK.min(self.file_len as usize));
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        while self.end < need {
+            let room = (self.buf.len() - self.end) as u64;
+            let to_read = room.min(self.file_len.saturating_sub(self.file_pos)) as usize;
+            if to_read == 0 {
+                return Ok(false);
+            }
+            let n = match self
+                .file
+                .read_at(&mut self.buf[self.end..self.end + to_read], self.file_pos)
+            {
+                Ok(0) => return Ok(false),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.end += n;
+            self.file_pos += n as u64;
+        }
+        Ok(true)
+    }
 }
 
 /// Looks for any valid record starting after `bad_offset`. A crash can only leave garbage at
@@ -281,18 +355,4 @@ fn find_valid_record(
         }
     }
     Ok(None)
-}
-
-/// Reads until `buf` is full or the reader is at end of file; returns the bytes read.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }

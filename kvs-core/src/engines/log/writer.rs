@@ -5,12 +5,20 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use super::format::FILE_MAGIC;
 use super::index::RecordPos;
 use super::SyncPolicy;
+use crate::data_dir::sync_dir;
 use crate::{KvsError, Result};
+
+/// The largest a log file grows before writes move on to a new one. Record offsets are kept
+/// in 32 bits in memory (see `index.rs`), so no record may start past 4 GiB.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// Every log file, for reading, by id.
+pub type FileSet = RwLock<BTreeMap<u32, Arc<File>>>;
 
 /// Path of log file `id` in `dir`.
 pub fn log_path(dir: &Path, id: u32) -> PathBuf {
@@ -34,6 +42,7 @@ pub fn create_log(dir: &Path, id: u32) -> Result<Arc<File>> {
 pub struct LogWriter {
     dir: PathBuf,
     sync: SyncPolicy,
+    max_file_bytes: u64,
     active_id: u32,
     active: Arc<File>,
     /// Where the next record goes in the active file.
@@ -52,6 +61,7 @@ impl LogWriter {
     pub fn new(
         dir: PathBuf,
         sync: SyncPolicy,
+        max_file_bytes: u64,
         active_id: u32,
         active: Arc<File>,
         sizes: BTreeMap<u32, u64>,
@@ -64,6 +74,7 @@ impl LogWriter {
         LogWriter {
             dir,
             sync,
+            max_file_bytes: max_file_bytes.clamp(1 << 12, MAX_FILE_BYTES),
             active_id,
             active,
             offset,
@@ -86,12 +97,16 @@ impl LogWriter {
         self.active_id
     }
 
-    /// Appends the record encoded in `self.buf` to the active file. When this returns `Ok`,
-    /// the bytes are in the operating system (and on disk with [`SyncPolicy::Always`]).
-    pub fn append(&mut self) -> Result<RecordPos> {
+    /// Appends the record encoded in `self.buf` to the active file, first moving on to a new
+    /// file if this one is full. When this returns `Ok`, the bytes are in the operating system
+    /// (and on disk with [`SyncPolicy::Always`]).
+    pub fn append(&mut self, files: &FileSet) -> Result<RecordPos> {
         self.check_usable()?;
-        let offset = self.offset;
         let len = self.buf.len();
+        if self.offset > FILE_MAGIC.len() as u64 && self.offset + len as u64 > self.max_file_bytes {
+            self.rotate(files)?;
+        }
+        let offset = self.offset;
         if let Err(e) = self.active.write_all_at(&self.buf, offset) {
             // A partial record may be in the file. Cut it off, so the next record lands right
             // after the last good one; if even that fails, the next write overwrites it, and a
@@ -106,9 +121,32 @@ impl LogWriter {
         self.sizes.insert(self.active_id, self.offset);
         Ok(RecordPos {
             file: self.active_id,
+            // Both fit: offsets stay under max_file_bytes (<= 1 GiB) and records are at most
+            // MAX_KEY_LEN + MAX_VALUE_LEN + header, far under 4 GiB.
+            offset: offset as u32,
             len: len as u32,
-            offset,
         })
+    }
+
+    /// Starts a new active file, `active + 1` (every compaction output sorts before the active
+    /// file, so this is the highest id).
+    fn rotate(&mut self, files: &FileSet) -> Result<()> {
+        let id = self.active_id.checked_add(1).ok_or_else(|| {
+            KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
+        })?;
+        let file = create_log(&self.dir, id)?;
+        sync_dir(&self.dir)?;
+        files
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::clone(&file));
+        self.switch_to(id, file);
+        Ok(())
+    }
+
+    /// The most bytes a log file may hold.
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_file_bytes
     }
 
     /// fsyncs the active file. A failure poisons the writer: after a failed fsync the kernel
