@@ -1,4 +1,4 @@
-/* Compiled as C99 and (as header_check.cpp) as C++ by tests/run.sh, with warnings as errors:
+/* Compiled as C99 and, with `-x c++`, as C++ by tests/run.sh, with warnings as errors:
  * kvs.h must stand alone in both languages, and its declarations must link. */
 #include <kvs.h>
 #include <kvs.h> /* the include guard makes a second inclusion harmless */
