@@ -2,9 +2,15 @@
 //!
 //! - `set/*`: sets of 16-byte keys and 100-byte values into a fresh store, one call each.
 //! - `get/*`: uniformly random gets from a store of 100,000 such keys.
+//! - `durable_set/*`: sets that are on disk (fsynced) before they return, from 1 and from 8
+//!   threads: `KvStore` with `SyncPolicy::Always` (group commit) against sled flushing after
+//!   every set.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kvs::{KvStore, KvsEngine, SledKvsEngine};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use kvs::{KvStore, KvStoreOptions, KvsEngine, SledKvsEngine, SyncPolicy};
 use tempfile::TempDir;
 
 const KEYS: u64 = 100_000;
@@ -64,6 +70,56 @@ fn bench_get<E: KvsEngine>(c: &mut Criterion, name: &str, store: E) {
     group.finish();
 }
 
+/// Runs `iters` sets spread over `threads` threads; returns the wall time.
+fn timed_parallel_sets<E: KvsEngine>(store: &E, threads: u64, iters: u64, base: u64) -> Duration {
+    let barrier = Arc::new(Barrier::new(threads as usize + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let store = store.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in (t..iters).step_by(threads as usize) {
+                    store.set_bytes(&key(base + i), &VALUE).expect("set");
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for h in handles {
+        h.join().expect("writer thread");
+    }
+    start.elapsed()
+}
+
+fn bench_durable_set<E: KvsEngine>(c: &mut Criterion, name: &str, store: E) {
+    let mut group = c.benchmark_group("durable_set");
+    group.throughput(Throughput::Elements(1));
+    let mut base = 0u64;
+    for threads in [1u64, 8] {
+        group.bench_function(BenchmarkId::new(name, format!("{threads} threads")), |b| {
+            b.iter_custom(|iters| {
+                base += iters;
+                timed_parallel_sets(&store, threads, iters, base)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn durable_sets(c: &mut Criterion) {
+    let kvs_dir = TempDir::new().expect("temp dir");
+    let kvs = KvStore::open_with(
+        kvs_dir.path(),
+        KvStoreOptions::default().sync(SyncPolicy::Always),
+    )
+    .expect("open KvStore");
+    bench_durable_set(c, "kvs", kvs);
+    let sled_dir = TempDir::new().expect("temp dir");
+    bench_durable_set(c, "sled", open_sled(&sled_dir));
+}
+
 fn sets(c: &mut Criterion) {
     bench_set(c, "kvs", open_kvs);
     bench_set(c, "sled", open_sled);
@@ -94,6 +150,6 @@ criterion_group! {
         .sample_size(20)
         .measurement_time(std::time::Duration::from_secs(4))
         .warm_up_time(std::time::Duration::from_secs(1));
-    targets = sets, gets
+    targets = sets, gets, durable_sets
 }
 criterion_main!(benches);

@@ -64,6 +64,7 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         let new_id = last.checked_add(outputs + 1).ok_or_else(|| {
             KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
         })?;
+        writer.seal_active()?;
         let new_file = create_log(&shared.dir, new_id)?;
         sync_dir(&shared.dir)?;
         shared.write_files().insert(new_id, Arc::clone(&new_file));

@@ -22,7 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -149,6 +149,8 @@ struct Shared {
     compact_tx: Sender<()>,
     /// Held for the whole of a compaction.
     compaction_running: Mutex<()>,
+    /// Group commit for [`SyncPolicy::Always`].
+    durability: Durability,
     /// Set when the last handle is dropped; compaction stops at the next record.
     closing: AtomicBool,
     _lock: DirLock,
@@ -241,6 +243,7 @@ impl KvStore {
             writer: Mutex::new(writer),
             compact_tx,
             compaction_running: Mutex::new(()),
+            durability: Durability::default(),
             closing: AtomicBool::new(false),
             _lock: lock,
         });
@@ -362,6 +365,74 @@ impl Shared {
     }
 }
 
+/// Group commit: with [`SyncPolicy::Always`], a writer appends under the writer lock, lets
+/// go of it, and then waits here until an fsync covers its record. The first waiter to find no
+/// sync running becomes the leader: it syncs the active file up to its current end, which
+/// covers every record appended so far, by any thread. While it syncs, other threads append
+/// and queue up for the next sync. With 8 writers this turns 8 fsyncs into about 2.
+///
+/// A record becomes visible to readers when it is appended, a moment before it is durable;
+/// the writer's call returns only once it is durable.
+#[derive(Default)]
+struct Durability {
+    state: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Every record up to this (file id, end offset) is on disk. Files older than the active
+    /// one are synced whole before writes leave them (`LogWriter::seal_active`).
+    durable: (u32, u64),
+    leader_running: bool,
+    failure: Option<String>,
+}
+
+impl Shared {
+    /// Waits until the record ending at `end` of file `file` is on disk.
+    fn wait_durable(&self, file: u32, end: u64) -> Result<()> {
+        let lock = || {
+            self.durability
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        let mut state = lock();
+        loop {
+            if let Some(reason) = &state.failure {
+                return Err(KvsError::Poisoned(reason.clone()));
+            }
+            if state.durable >= (file, end) {
+                return Ok(());
+            }
+            if state.leader_running {
+                state = self
+                    .durability
+                    .synced
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.leader_running = true;
+            drop(state);
+            let (id, active, upto) = self.lock_writer().sync_target();
+            let result = active.sync_data();
+            state = lock();
+            state.leader_running = false;
+            match result {
+                Ok(()) => state.durable = state.durable.max((id, upto)),
+                Err(e) => {
+                    let reason =
+                        format!("fsync of {} failed: {e}", log_path(&self.dir, id).display());
+                    self.lock_writer().poison(reason.clone());
+                    state.failure = Some(reason);
+                }
+            }
+            self.durability.synced.notify_all();
+        }
+    }
+}
+
 impl LogWriter {
     /// Wakes the compactor when enough of the log is stale.
     fn maybe_request_compaction(&self, shared: &Shared) {
@@ -381,22 +452,9 @@ impl KvsEngine for KvStore {
     fn set_bytes(&self, key: &[u8], value: &[u8]) -> Result<()> {
         check_sizes(key, value)?;
         let shared = &*self.shared;
-        let mut writer = shared.lock_writer();
-        writer.check_usable()?;
-        writer.buf.clear();
-        encode_record(&mut writer.buf, RecordKind::Set, key, value);
-        let pos = writer.append(&shared.files)?;
-        // An index over 128 GiB of keys is the only way this fails; the record is then in
-        // the log without being acknowledged, as if the process had died right after it.
-        let old = shared.index.insert(key, pos).map_err(|_| {
-            KvsError::Io(std::io::Error::new(
-                std::io::ErrorKind::OutOfMemory,
-                "the in-memory index is full (over 4 GiB of keys in one shard)",
-            ))
-        })?;
-        if let Some(old) = old {
-            writer.add_stale(old.file, old.len as u64);
-            writer.maybe_request_compaction(shared);
+        let end = self.set_locked(key, value)?;
+        if shared.options.sync == SyncPolicy::Always {
+            shared.wait_durable(end.0, end.1)?;
         }
         Ok(())
     }
@@ -420,22 +478,10 @@ impl KvsEngine for KvStore {
     fn remove_bytes(&self, key: &[u8]) -> Result<()> {
         check_sizes(key, b"")?;
         let shared = &*self.shared;
-        let mut writer = shared.lock_writer();
-        writer.check_usable()?;
-        // Writes are serialized by the writer lock, so the key cannot appear or vanish
-        // between this check and the tombstone.
-        if !shared.index.contains(key) {
-            return Err(KvsError::KeyNotFound);
+        let end = self.remove_locked(key)?;
+        if shared.options.sync == SyncPolicy::Always {
+            shared.wait_durable(end.0, end.1)?;
         }
-        writer.buf.clear();
-        encode_record(&mut writer.buf, RecordKind::Remove, key, b"");
-        let tombstone = writer.append(&shared.files)?;
-        let old = shared.index.remove(key);
-        writer.add_stale(tombstone.file, tombstone.len as u64);
-        if let Some(old) = old {
-            writer.add_stale(old.file, old.len as u64);
-        }
-        writer.maybe_request_compaction(shared);
         Ok(())
     }
 
@@ -455,5 +501,55 @@ impl KvsEngine for KvStore {
 
     fn flush(&self) -> Result<()> {
         self.shared.lock_writer().sync_active()
+    }
+}
+
+impl KvStore {
+    /// The write half of `set`, under the writer lock. Returns where the record ends.
+    fn set_locked(&self, key: &[u8], value: &[u8]) -> Result<(u32, u64)> {
+        let shared = &*self.shared;
+        let mut writer = shared.lock_writer();
+        writer.check_usable()?;
+        writer.buf.clear();
+        encode_record(&mut writer.buf, RecordKind::Set, key, value);
+        let pos = writer.append(&shared.files)?;
+        // An index over 128 GiB of keys is the only way this fails; the record is then in
+        // the log without being acknowledged, as if the process had died right after it.
+        let old = shared.index.insert(key, pos).map_err(|_| {
+            KvsError::Io(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "the in-memory index is full (over 4 GiB of keys in one shard)",
+            ))
+        })?;
+        if let Some(old) = old {
+            writer.add_stale(old.file, old.len as u64);
+            writer.maybe_request_compaction(shared);
+        }
+        Ok((pos.file, pos.offset as u64 + pos.len as u64))
+    }
+
+    /// The write half of `remove`, under the writer lock. Returns where the tombstone ends.
+    fn remove_locked(&self, key: &[u8]) -> Result<(u32, u64)> {
+        let shared = &*self.shared;
+        let mut writer = shared.lock_writer();
+        writer.check_usable()?;
+        // Writes are serialized by the writer lock, so the key cannot appear or vanish
+        // between this check and the tombstone.
+        if !shared.index.contains(key) {
+            return Err(KvsError::KeyNotFound);
+        }
+        writer.buf.clear();
+        encode_record(&mut writer.buf, RecordKind::Remove, key, b"");
+        let tombstone = writer.append(&shared.files)?;
+        let old = shared.index.remove(key);
+        writer.add_stale(tombstone.file, tombstone.len as u64);
+        if let Some(old) = old {
+            writer.add_stale(old.file, old.len as u64);
+        }
+        writer.maybe_request_compaction(shared);
+        Ok((
+            tombstone.file,
+            tombstone.offset as u64 + tombstone.len as u64,
+        ))
     }
 }

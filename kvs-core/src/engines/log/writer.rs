@@ -98,8 +98,9 @@ impl LogWriter {
     }
 
     /// Appends the record encoded in `self.buf` to the active file, first moving on to a new
-    /// file if this one is full. When this returns `Ok`, the bytes are in the operating system
-    /// (and on disk with [`SyncPolicy::Always`]).
+    /// file if this one is full. When this returns `Ok`, the bytes are in the operating system;
+    /// with [`SyncPolicy::Always`] the caller then waits for a sync covering them (group commit,
+    /// see `Durability` in `mod.rs`).
     pub fn append(&mut self, files: &FileSet) -> Result<RecordPos> {
         self.check_usable()?;
         let len = self.buf.len();
@@ -113,9 +114,6 @@ impl LogWriter {
             // crash in between leaves it as a torn tail that recovery cuts off.
             let _ = self.active.set_len(offset);
             return Err(KvsError::io_at(log_path(&self.dir, self.active_id), e));
-        }
-        if self.sync == SyncPolicy::Always {
-            self.sync_active()?;
         }
         self.offset += len as u64;
         self.sizes.insert(self.active_id, self.offset);
@@ -134,6 +132,7 @@ impl LogWriter {
         let id = self.active_id.checked_add(1).ok_or_else(|| {
             KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
         })?;
+        self.seal_active()?;
         let file = create_log(&self.dir, id)?;
         sync_dir(&self.dir)?;
         files
@@ -160,6 +159,27 @@ impl LogWriter {
             return Err(KvsError::io_at(path, e));
         }
         Ok(())
+    }
+
+    /// Before writes move on from the active file: with [`SyncPolicy::Always`], sync it, so
+    /// that every file older than the active one is durable as a whole (group commit only ever
+    /// syncs the active file).
+    pub fn seal_active(&mut self) -> Result<()> {
+        if self.sync == SyncPolicy::Always {
+            self.sync_active()?;
+        }
+        Ok(())
+    }
+
+    /// The active file, its id and the end of its last record: what a group-commit sync
+    /// covers.
+    pub fn sync_target(&self) -> (u32, Arc<File>, u64) {
+        (self.active_id, Arc::clone(&self.active), self.offset)
+    }
+
+    /// Refuses further writes after a failed fsync (see [`LogWriter::sync_active`]).
+    pub fn poison(&mut self, reason: String) {
+        self.poisoned.get_or_insert(reason);
     }
 
     /// Makes `file` (already created with its header) the active file.
