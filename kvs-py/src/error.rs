@@ -12,7 +12,8 @@
 //! Builtin exceptions where Python users expect them: `KeyError` for a missing key,
 //! `ValueError` for a bad argument (unknown engine name, key over the size limit),
 //! `ConnectionError` (and its subclasses) when a server cannot be reached or drops the
-//! connection, `TimeoutError` when it does not answer in time.
+//! connection, `TimeoutError` when it does not answer in time. (A closed store or client
+//! raises `ValueError` too, from `store.rs` and `client.rs`: that is no kvs error.)
 
 use std::io;
 
@@ -68,6 +69,13 @@ pub fn kvs_io_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
         let bases = PyTuple::new(py, [py.get_type::<KvsError>(), py.get_type::<PyOSError>()])?;
         let namespace = PyDict::new(py);
         namespace.set_item("__module__", "kvs")?;
+        // OSError's own __str__ would print "[Errno N] None: 'file'" (kvs sets errno and
+        // filename but has no bare strerror); show kvs's message, which says it all.
+        namespace.set_item(
+            "__str__",
+            py.get_type::<pyo3::exceptions::PyBaseException>()
+                .getattr("__str__")?,
+        )?;
         namespace.set_item(
             "__doc__",
             "The operating system failed an I/O operation of kvs. Also an OSError: `errno` \
@@ -86,42 +94,40 @@ pub fn kvs_io_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 ///
 /// This is the only place that decides which Python exception a kvs error becomes.
 pub fn to_py_err(py: Python<'_>, err: kvs::KvsError, key: Option<&Bound<'_, PyAny>>) -> PyErr {
+    use kvs::KvsError as E;
     let message = err.to_string();
     match err {
-        kvs::KvsError::KeyNotFound => match key {
-            Some(key) => PyKeyError::new_err(key.clone().unbind()),
-            None => PyKeyError::new_err(message),
-        },
-        kvs::KvsError::Io(e) => io_err(py, &e, message, None),
-        kvs::KvsError::IoAt { path, source } => io_err(
+        E::KeyNotFound => key_error(key, message),
+        E::Io(e) | E::Sled(sled::Error::Io(e)) => kvs_io_error(py, message, e.raw_os_error(), None),
+        E::IoAt { path, source } => kvs_io_error(
             py,
-            &source,
             message,
+            source.raw_os_error(),
             Some(path.to_string_lossy().into_owned()),
         ),
-        kvs::KvsError::Sled(sled::Error::Io(e)) => io_err(py, &e, message, None),
-        kvs::KvsError::Corruption { .. } | kvs::KvsError::Sled(sled::Error::Corruption { .. }) => {
+        E::Corruption { .. } | E::Sled(sled::Error::Corruption { .. }) => {
             CorruptionError::new_err(message)
         }
-        kvs::KvsError::Locked { .. } => LockedError::new_err(message),
-        kvs::KvsError::EngineMismatch { .. } => EngineMismatchError::new_err(message),
-        kvs::KvsError::UnknownEngine(_) | kvs::KvsError::InvalidArgument(_) => {
-            PyValueError::new_err(message)
-        }
-        kvs::KvsError::Server(_) | kvs::KvsError::Protocol(_) => ServerError::new_err(message),
-        // However the connection failed, the server is unreachable: ConnectionError, as the
-        // spec asks, keeping the refused case apart.
-        kvs::KvsError::Connect { source, .. } => match source.kind() {
+        E::Locked { .. } => LockedError::new_err(message),
+        E::EngineMismatch { .. } => EngineMismatchError::new_err(message),
+        E::UnknownEngine(_) | E::InvalidArgument(_) => PyValueError::new_err(message),
+        E::Server(_) | E::Protocol(_) => ServerError::new_err(message),
+        // However connecting failed (refused, unreachable, timed out, unresolvable), the
+        // server cannot be reached: ConnectionError, as Python clients do.
+        E::Connect { source, .. } => match source.kind() {
             io::ErrorKind::ConnectionRefused => PyConnectionRefusedError::new_err(message),
             _ => PyConnectionError::new_err(message),
         },
-        kvs::KvsError::ConnectionLost { source, .. } => io_err(py, &source, message, None),
-        // What the server reports is mapped like the same error of a local store.
-        kvs::KvsError::Remote { kind, .. } => match kind {
-            ErrorKind::KeyNotFound => match key {
-                Some(key) => PyKeyError::new_err(key.clone().unbind()),
-                None => PyKeyError::new_err(message),
-            },
+        E::ConnectionLost { source, .. } => match source.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => PyTimeoutError::new_err(message),
+            io::ErrorKind::ConnectionReset => PyConnectionResetError::new_err(message),
+            io::ErrorKind::ConnectionAborted => PyConnectionAbortedError::new_err(message),
+            io::ErrorKind::BrokenPipe => PyBrokenPipeError::new_err(message),
+            _ => PyConnectionError::new_err(message),
+        },
+        // An error the server reports maps like the same error of a local store.
+        E::Remote { kind, .. } => match kind {
+            ErrorKind::KeyNotFound => key_error(key, message),
             ErrorKind::InvalidArgument => PyValueError::new_err(message),
             ErrorKind::Io => kvs_io_error(py, message, None, None),
             ErrorKind::Corruption => CorruptionError::new_err(message),
@@ -133,25 +139,12 @@ pub fn to_py_err(py: Python<'_>, err: kvs::KvsError, key: Option<&Bound<'_, PyAn
     }
 }
 
-/// An I/O error: the builtin connection and timeout classes for network failures (so
-/// `except ConnectionError` works as with any Python client), `kvs.KvsIOError` otherwise.
-fn io_err(py: Python<'_>, e: &io::Error, message: String, filename: Option<String>) -> PyErr {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => return PyConnectionRefusedError::new_err(message),
-        io::ErrorKind::ConnectionReset => return PyConnectionResetError::new_err(message),
-        io::ErrorKind::ConnectionAborted => return PyConnectionAbortedError::new_err(message),
-        io::ErrorKind::BrokenPipe => return PyBrokenPipeError::new_err(message),
-        io::ErrorKind::NotConnected
-        | io::ErrorKind::HostUnreachable
-        | io::ErrorKind::NetworkUnreachable
-        | io::ErrorKind::AddrNotAvailable
-        | io::ErrorKind::UnexpectedEof => return PyConnectionError::new_err(message),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            return PyTimeoutError::new_err(message)
-        }
-        _ => {}
+/// `KeyError(key)`, like `dict`'s, or with kvs's message when there is no key at hand.
+fn key_error(key: Option<&Bound<'_, PyAny>>, message: String) -> PyErr {
+    match key {
+        Some(key) => PyKeyError::new_err(key.clone().unbind()),
+        None => PyKeyError::new_err(message),
     }
-    kvs_io_error(py, message, e.raw_os_error(), filename)
 }
 
 /// A `kvs.KvsIOError` with `errno` and `filename` set when known.
@@ -164,8 +157,8 @@ fn kvs_io_error(
     let build = || -> PyResult<PyErr> {
         let class = kvs_io_error_type(py)?;
         let value = class.call1((message.clone(),))?;
-        // Set after construction: OSError(errno, strerror) would replace kvs's message
-        // (which names the file) by the bare strerror.
+        // Set after construction: OSError(errno, strerror, filename) would make its args
+        // the bare strerror instead of kvs's message.
         if let Some(code) = errno {
             value.setattr("errno", code)?;
         }
