@@ -76,7 +76,7 @@ def open_sqlite(path: Path) -> Store:
 
 def open_lmdb(path: Path) -> Optional[Store]:
     try:
-        import lmdb  # type: ignore[import-not-found]
+        import lmdb  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         return None
     env = lmdb.open(str(path), map_size=4 << 30, sync=False, metasync=False)
@@ -97,7 +97,7 @@ def open_lmdb(path: Path) -> Optional[Store]:
 
 def open_diskcache(path: Path) -> Optional[Store]:
     try:
-        import diskcache  # type: ignore[import-not-found]
+        import diskcache  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         return None
     cache = diskcache.Cache(str(path))

@@ -58,7 +58,10 @@ fn to_duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (addr="127.0.0.1:4000", *, timeout=Some(DEFAULT_TIMEOUT_SECS)))]
+    #[pyo3(
+        signature = (addr="127.0.0.1:4000", *, timeout=Some(DEFAULT_TIMEOUT_SECS)),
+        text_signature = "(addr='127.0.0.1:4000', *, timeout=10.0)"
+    )]
     fn new(py: Python<'_>, addr: &str, timeout: Option<f64>) -> PyResult<Self> {
         let timeout = to_duration(timeout)?;
         let target = addr.to_owned();

@@ -83,7 +83,8 @@ def test_iteration_is_a_snapshot_so_changes_while_iterating_are_safe(db: kvs.KvS
 
 
 def test_mutable_mapping_mixins_work(db: kvs.KvStore) -> None:
-    db.update({"a": "1", b"b": b"2"}, c="3")
+    db.update({b"a": b"1", b"b": b"2"})
+    db.update([(b"c", b"3")])
     assert db.setdefault(b"a", b"other") == b"1"
     assert db.setdefault(b"d", b"4") == b"4"
     assert db.pop(b"a") == b"1"
@@ -114,7 +115,7 @@ def test_keys_of_other_types_raise_type_error(db: kvs.KvStore, bad: object) -> N
     with pytest.raises(TypeError):
         del db[bad]  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        db.get(bad)  # type: ignore[arg-type]
+        db.get(bad)  # type: ignore[call-overload]
     assert len(db) == 0
 
 

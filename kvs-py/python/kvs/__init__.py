@@ -47,8 +47,9 @@ __all__ = [
 ]
 
 
-class KvStore(_kvs.KvStore, MutableMapping):
-    """An open kvs data directory, as a ``MutableMapping`` of ``bytes`` to ``bytes``.
+class KvStore(_kvs.KvStore, MutableMapping[bytes, bytes]):
+    """An open kvs data directory, as a ``MutableMapping`` of ``bytes`` to ``bytes``
+    (``str`` keys and values are accepted too, encoded as UTF-8).
 
     ``KvStore(path, engine=None)`` opens (creating if needed) the directory ``path`` with
     ``engine`` (``"kvs"`` or ``"sled"``), or with the engine recorded there when ``engine``

@@ -37,12 +37,24 @@ import os
 import pathlib
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Optional, TypeVar, Union, overload
+from typing import Optional, TypeVar, Union, final, overload
+
+from typing_extensions import Self
 
 _Bytes = Union[bytes, str]
 _T = TypeVar("_T")
-_S = TypeVar("_S", bound="KvStore")
-_C = TypeVar("_C", bound="Client")
+
+__all__ = [
+    "Client",
+    "CorruptionError",
+    "EngineMismatchError",
+    "KvStore",
+    "KvsError",
+    "KvsIOError",
+    "LockedError",
+    "ServerError",
+    "__version__",
+]
 
 __version__: str
 """The version of kvs, the same as ``kvs-server -V`` prints."""
@@ -85,16 +97,16 @@ class KvStore:
     crash of the process. ``flush()`` also forces it onto the disk.
     """
 
-    def __init__(
-        self, path: Union[str, os.PathLike[str]], engine: Optional[str] = None
-    ) -> None: ...
-    def __getitem__(self, key: _Bytes) -> bytes:
+    def __new__(
+        cls, path: Union[str, os.PathLike[str]], engine: Optional[str] = None
+    ) -> Self: ...
+    def __getitem__(self, key: _Bytes, /) -> bytes:
         """The value of ``key``; ``KeyError`` if it is not set."""
-    def __setitem__(self, key: _Bytes, value: _Bytes) -> None:
+    def __setitem__(self, key: _Bytes, value: _Bytes, /) -> None:
         """Sets ``key`` to ``value``."""
-    def __delitem__(self, key: _Bytes) -> None:
+    def __delitem__(self, key: _Bytes, /) -> None:
         """Removes ``key``; ``KeyError`` if it is not set."""
-    def __contains__(self, key: object) -> bool:
+    def __contains__(self, key: object, /) -> bool:
         """Whether ``key`` is set (``TypeError`` if it is not bytes or str)."""
     def __len__(self) -> int:
         """The number of keys."""
@@ -102,10 +114,10 @@ class KvStore:
         """The keys, in no particular order, from a snapshot taken when iteration starts:
         changing the store while iterating is safe."""
     @overload
-    def get(self, key: _Bytes) -> Optional[bytes]: ...
+    def get(self, key: _Bytes) -> Optional[bytes]:
+        """The value of ``key``, or None if it is not set."""
     @overload
-    def get(self, key: _Bytes, default: Union[bytes, _T]) -> Union[bytes, _T]: ...
-    def get(self, key: _Bytes, default: object = None) -> object:
+    def get(self, key: _Bytes, default: _T) -> Union[bytes, _T]:
         """The value of ``key``, or ``default`` if it is not set."""
     def set(self, key: _Bytes, value: _Bytes) -> None:
         """Sets ``key`` to ``value`` (same as ``db[key] = value``)."""
@@ -126,7 +138,7 @@ class KvStore:
     @property
     def path(self) -> pathlib.Path:
         """The data directory."""
-    def __enter__(self: _S) -> _S: ...
+    def __enter__(self) -> Self: ...
     def __exit__(
         self,
         exc_type: Optional[type[BaseException]],
@@ -135,6 +147,7 @@ class KvStore:
     ) -> bool:
         """Closes the store (see ``close()``)."""
 
+@final
 class Client:
     """A client of a kvs server, over one TCP connection reused for every request.
 
@@ -154,7 +167,9 @@ class Client:
     released while waiting on the network.
     """
 
-    def __init__(self, addr: str = "127.0.0.1:4000", *, timeout: Optional[float] = 10.0) -> None: ...
+    def __new__(
+        cls, addr: str = "127.0.0.1:4000", *, timeout: Optional[float] = 10.0
+    ) -> Self: ...
     def get(self, key: _Bytes) -> Optional[bytes]:
         """The value of ``key``, or None if it is not set."""
     def set(self, key: _Bytes, value: _Bytes) -> None:
@@ -170,7 +185,7 @@ class Client:
     @property
     def addr(self) -> str:
         """The server's address, as given."""
-    def __enter__(self: _C) -> _C: ...
+    def __enter__(self) -> Self: ...
     def __exit__(
         self,
         exc_type: Optional[type[BaseException]],
