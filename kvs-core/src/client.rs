@@ -171,7 +171,18 @@ impl KvsClient {
             Err(e) => Err(e),
         };
         match decoded {
-            Ok(response) => answer(response),
+            Ok(response) => {
+                let result = answer(response);
+                if let Err(KvsError::Remote {
+                    kind: ErrorKind::Protocol,
+                    ..
+                }) = &result
+                {
+                    // The server closes a connection after a protocol error.
+                    self.stream = None;
+                }
+                result
+            }
             Err(e) => {
                 // After a broken exchange the stream is out of step with the server: drop it,
                 // the next request connects again.
@@ -185,7 +196,8 @@ impl KvsClient {
     }
 
     fn reconnect(&mut self) -> Result<()> {
-        let mut last_error = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+        let mut last_error =
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
         for addr in &self.addrs {
             match TcpStream::connect_timeout(addr, self.connect_timeout) {
                 Ok(stream) => {

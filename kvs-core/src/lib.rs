@@ -39,13 +39,13 @@ pub mod protocol;
 mod server;
 pub mod thread_pool;
 
+pub use client::KvsClient;
 pub use data_dir::EngineKind;
 pub use engine::KvsEngine;
 pub use engines::{
     AnyEngine, DiskStats, KvStore, KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy,
     MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
 };
-pub use client::KvsClient;
 pub use error::{KvsError, Result};
 pub use server::{KvsServer, ServerConfig, ShutdownHandle};
 

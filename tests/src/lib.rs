@@ -1,1 +1,11 @@
 //! Tests that cross crates: the binaries end to end, C and Python against the real library.
+//!
+//! This library is the support the end-to-end tests in `tests/` share:
+//! - [`binaries`]: finds (and if needed builds) the real `kvs-server` and `kvs-client`;
+//! - [`server`]: runs `kvs-server` in a directory on a port the OS picks, and stops it.
+
+pub mod binaries;
+pub mod server;
+
+pub use binaries::{client, kvs_client, kvs_server};
+pub use server::ServerProcess;

@@ -63,10 +63,7 @@ pub enum Response<'a> {
     /// A `Set` or `Remove` succeeded.
     Ok,
     /// The answer to a `Get`: the value, or `None` when the key is not set.
-    Value(
-        #[serde(borrow, serialize_with = "optional_bytes")]
-        Option<&'a [u8]>,
-    ),
+    Value(#[serde(borrow, serialize_with = "optional_bytes")] Option<&'a [u8]>),
     /// The request failed.
     Error {
         /// What kind of failure, so that a client can act on it.

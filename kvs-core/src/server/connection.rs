@@ -51,15 +51,20 @@ impl Connection {
     /// complete request, reads more. Sockets are edge-triggered, so this goes on until the
     /// socket would block (or until replies pile up, in which case the next writable event
     /// resumes it).
+    ///
+    /// `peer_closed` says the readiness event reported the peer's end closed (or an error):
+    /// then the socket is read until it says so, even after a short read.
     pub(super) fn drive<E: KvsEngine>(
         &mut self,
         engine: &E,
         scratch: &mut [u8],
         max_frame_len: usize,
+        peer_closed: bool,
     ) -> Next {
-        // Set after a short read: that read emptied the socket's queue, and anything sent
-        // later comes with a new readiness edge, so the read that would only say "would
-        // block" is skipped.
+        // Set after a short read: that read emptied the socket's queue, and anything that
+        // arrives later comes with a new readiness edge, so the read that would only say
+        // "would block" is skipped. A close that came before this wake-up brings no new edge,
+        // which is what `peer_closed` covers.
         let mut drained = false;
         loop {
             if let Err(e) = self.flush() {
@@ -97,7 +102,7 @@ impl Connection {
                 Ok(n) => {
                     self.input.extend_from_slice(&scratch[..n]);
                     self.last_progress = Instant::now();
-                    drained = n < scratch.len();
+                    drained = n < scratch.len() && !peer_closed;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Wait,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -160,8 +165,7 @@ impl Connection {
                 Ok(FrameStatus::Incomplete { .. }) => break Ok(done),
                 Ok(FrameStatus::Complete { payload }) => {
                     let payload_bytes = &self.input[start + payload.start..start + payload.end];
-                    if let Err(e) = answer(engine, payload_bytes, &mut self.output, max_frame_len)
-                    {
+                    if let Err(e) = answer(engine, payload_bytes, &mut self.output, max_frame_len) {
                         break Err(e);
                     }
                     start += payload.end;
@@ -226,16 +230,14 @@ fn answer<E: KvsEngine>(
     let request = Request::decode(payload)?;
     let result = match request {
         Request::Get { key } => match engine.get_bytes(key) {
-            Ok(value) => {
-                match Response::Value(value.as_deref()).encode_frame(out, max_frame_len) {
-                    Ok(()) => return Ok(()),
-                    Err(_) => Err(KvsError::InvalidArgument(format!(
-                        "the value is {} bytes, too large for a reply frame (limit {} bytes)",
-                        value.as_ref().map_or(0, Vec::len),
-                        max_frame_len
-                    ))),
-                }
-            }
+            Ok(value) => match Response::Value(value.as_deref()).encode_frame(out, max_frame_len) {
+                Ok(()) => return Ok(()),
+                Err(_) => Err(KvsError::InvalidArgument(format!(
+                    "the value is {} bytes, too large for a reply frame (limit {} bytes)",
+                    value.as_ref().map_or(0, Vec::len),
+                    max_frame_len
+                ))),
+            },
             Err(e) => Err(e),
         },
         Request::Set { key, value } => engine.set_bytes(key, value),

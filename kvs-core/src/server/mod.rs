@@ -239,6 +239,7 @@ impl<E: KvsEngine, P: ThreadPool> KvsServer<E, P> {
             .add_waker(Arc::new(Waker::new(poll.registry(), WAKE)?));
 
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+        let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
         let mut slots = Vec::with_capacity(self.config.workers);
         for id in 0..self.config.workers {
             let (sender, receiver) = crossbeam_channel::unbounded();
@@ -258,18 +259,26 @@ impl<E: KvsEngine, P: ThreadPool> KvsServer<E, P> {
             self.shutdown.add_waker(slot.waker.clone());
             let job_slot = slot.clone();
             let done = done_tx.clone();
+            let started = started_tx.clone();
             self.pool.spawn(move || {
                 let _running = Running::start(&job_slot.running);
+                let _ = started.send(());
                 worker.run();
                 drop(done);
             });
             slots.push(slot);
         }
         drop(done_tx);
-        // Workers that never started must not keep shutdown waiting for ever: if the pool has
-        // fewer threads than workers, the surplus jobs start as others end and exit at once.
-
-        let accepted = self.accept_loop(&mut poll, &mut listener, &slots);
+        drop(started_tx);
+        // Connections go only to running workers, so wait for the first one (meanwhile new
+        // connections wait in the listen backlog). If the pool has fewer threads than there
+        // are workers, the surplus jobs start only as others end, see the shutdown and exit.
+        let accepted = match started_rx.recv() {
+            Ok(()) => self.accept_loop(&mut poll, &mut listener, &slots),
+            Err(_) => Err(KvsError::Io(io::Error::other(
+                "the thread pool ran no server worker",
+            ))),
+        };
         drop(listener);
         self.shutdown.shutdown();
         // Every worker's job holds a `done` sender: this returns once all have ended.
@@ -343,12 +352,14 @@ impl<E: KvsEngine, P: ThreadPool> KvsServer<E, P> {
         // Start the search at a rotating index so that equal loads spread round-robin.
         let n = slots.len();
         *next = (*next + 1) % n;
-        let chosen = (0..n)
+        let Some(chosen) = (0..n)
             .map(|i| &slots[(*next + i) % n])
             .filter(|s| s.running.load(Ordering::SeqCst))
             .min_by_key(|s| s.connections.load(Ordering::Relaxed))
-            // No worker running yet (just started): queue it on one, it will pick it up.
-            .unwrap_or(&slots[*next]);
+        else {
+            log::error!("no server worker is running; dropping connection from {peer}");
+            return;
+        };
         chosen.connections.fetch_add(1, Ordering::Relaxed);
         log::debug!("connection from {peer}");
         if chosen.sender.send(stream).is_err() {

@@ -80,14 +80,21 @@ impl<E: KvsEngine> Worker<E> {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::error!("worker {}: poll failed: {e}; closing its connections", self.id);
+                    log::error!(
+                        "worker {}: poll failed: {e}; closing its connections",
+                        self.id
+                    );
                     break;
                 }
             }
             for event in events.iter() {
                 match event.token() {
                     WAKE => self.adopt_new(),
-                    Token(slot) => self.drive(slot, &mut scratch),
+                    Token(slot) => self.drive(
+                        slot,
+                        &mut scratch,
+                        event.is_read_closed() || event.is_error(),
+                    ),
                 }
             }
             if self.shutdown.is_shutdown() {
@@ -139,11 +146,17 @@ impl<E: KvsEngine> Worker<E> {
         }
     }
 
-    fn drive(&mut self, slot: usize, scratch: &mut [u8]) {
+    fn drive(&mut self, slot: usize, scratch: &mut [u8], peer_closed: bool) {
         let Some(Some(connection)) = self.connections.get_mut(slot) else {
             return;
         };
-        if connection.drive(&self.engine, scratch, self.config.max_frame_len) == Next::Close {
+        let next = connection.drive(
+            &self.engine,
+            scratch,
+            self.config.max_frame_len,
+            peer_closed,
+        );
+        if next == Next::Close {
             self.close(slot);
         }
     }

@@ -1,0 +1,277 @@
+//! `kvs-client` and `kvs-server` as SPEC.md says: every row of the client table on both
+//! engines, usage errors, unreachable servers, engine recording and mismatch.
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+use kvs_tests::{client, kvs_client, kvs_server, ServerProcess};
+use tempfile::TempDir;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_ok(out: &Output, stdout: &str) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), stdout);
+}
+
+fn client_table_holds(engine: &str) {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--engine", engine]);
+    let addr = server.addr_arg();
+
+    // set k v: prints nothing, exit 0.
+    let out = client(&["set", "key1", "value1", "--addr", &addr]);
+    assert_ok(&out, "");
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+
+    // get k: the value and a newline on stdout, exit 0.
+    assert_ok(&client(&["get", "key1", "--addr", &addr]), "value1\n");
+
+    // set overwrites.
+    assert_ok(&client(&["set", "key1", "value2", "--addr", &addr]), "");
+    assert_ok(&client(&["get", "key1", "--addr", &addr]), "value2\n");
+
+    // get of a missing key: "Key not found" on stdout, exit 0.
+    assert_ok(
+        &client(&["get", "nope", "--addr", &addr]),
+        "Key not found\n",
+    );
+
+    // rm k: prints nothing, exit 0; the key is gone.
+    let out = client(&["rm", "key1", "--addr", &addr]);
+    assert_ok(&out, "");
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_ok(
+        &client(&["get", "key1", "--addr", &addr]),
+        "Key not found\n",
+    );
+
+    // rm of a missing key: "Key not found" on stderr, nothing on stdout, exit non-zero.
+    let out = client(&["rm", "key1", "--addr", &addr]);
+    assert!(!out.status.success());
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(text(&out.stderr), "Key not found\n");
+
+    // Values with spaces and unicode survive.
+    assert_ok(&client(&["set", "k é", "a b\tc ☃", "--addr", &addr]), "");
+    assert_ok(&client(&["get", "k é", "--addr", &addr]), "a b\tc ☃\n");
+
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("engine"))
+            .unwrap()
+            .trim(),
+        engine
+    );
+}
+
+#[test]
+fn client_table_holds_on_kvs_engine() {
+    client_table_holds("kvs");
+}
+
+#[test]
+fn client_table_holds_on_sled_engine() {
+    client_table_holds("sled");
+}
+
+#[test]
+fn values_outlive_the_server_process() {
+    let dir = TempDir::new().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    assert_ok(
+        &client(&["set", "a", "1", "--addr", &server.addr_arg()]),
+        "",
+    );
+    assert!(server.signal_and_wait("TERM").success());
+    // No --engine: the recorded one (kvs) is used.
+    let server = ServerProcess::start(dir.path(), &[]);
+    assert!(
+        server.stderr().contains("engine kvs"),
+        "{}",
+        server.stderr()
+    );
+    assert_ok(&client(&["get", "a", "--addr", &server.addr_arg()]), "1\n");
+}
+
+#[test]
+fn client_usage_errors_exit_non_zero() {
+    let cases: &[&[&str]] = &[
+        &[],
+        &["get"],
+        &["get", "a", "b"],
+        &["set", "a"],
+        &["set", "a", "b", "c"],
+        &["rm"],
+        &["frobnicate", "a"],
+        &["get", "a", "--bogus"],
+        &["get", "a", "--addr"],
+        &["get", "a", "--addr", "not-an-address"],
+        &["get", "a", "--addr", "127.0.0.1"],
+        &["get", "a", "--addr", "127.0.0.1:99999"],
+    ];
+    for args in cases {
+        let out = client(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(!out.stderr.is_empty(), "{args:?} printed no error");
+        assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    }
+}
+
+#[test]
+fn server_usage_errors_exit_non_zero() {
+    let dir = TempDir::new().unwrap();
+    let cases: &[&[&str]] = &[
+        &["--addr", "nowhere"],
+        &["--addr", "127.0.0.1"],
+        &["--engine", "rocks"],
+        &["--bogus"],
+        &["extra"],
+    ];
+    for args in cases {
+        let out = Command::new(kvs_server())
+            .args(*args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(!out.stderr.is_empty(), "{args:?} printed no error");
+        assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    }
+    // A usage error touches nothing.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn both_binaries_print_the_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    for (exe, name) in [(kvs_server(), "kvs-server"), (kvs_client(), "kvs-client")] {
+        let out = Command::new(&exe).arg("-V").output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(text(&out.stdout), format!("{name} {version}\n"));
+        let help = Command::new(&exe).arg("--help").output().unwrap();
+        assert!(help.status.success());
+        assert!(text(&help.stdout).contains("Usage:"));
+    }
+}
+
+#[test]
+fn unreachable_server_is_an_error_naming_the_address() {
+    // A port that was free a moment ago: bind, note it, close.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    for args in [
+        vec!["get", "a", "--addr", &addr],
+        vec!["set", "a", "b", "--addr", &addr],
+        vec!["rm", "a", "--addr", &addr],
+    ] {
+        let out = client(&args);
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty());
+        let err = text(&out.stderr);
+        assert!(err.contains(&addr), "{err}");
+    }
+}
+
+#[test]
+fn server_fails_when_the_port_is_taken() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = TempDir::new().unwrap();
+    let out = Command::new(kvs_server())
+        .args(["--addr", &addr])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(&addr), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn server_logs_version_engine_and_address_on_stderr() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--engine", "sled"]);
+    let line = server.wait_for_log("listening on");
+    assert!(line.contains(env!("CARGO_PKG_VERSION")), "{line}");
+    assert!(line.contains("engine sled"), "{line}");
+    assert!(line.contains(&server.addr_arg()), "{line}");
+    // Recorded before any request.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("engine"))
+            .unwrap()
+            .trim(),
+        "sled"
+    );
+}
+
+fn mismatch_is_refused(first: &str, second: &str) {
+    let dir = TempDir::new().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &["--engine", first]);
+    assert_ok(
+        &client(&["set", "a", "1", "--addr", &server.addr_arg()]),
+        "",
+    );
+    assert!(server.signal_and_wait("TERM").success());
+    let before = snapshot(dir.path());
+
+    let out = Command::new(kvs_server())
+        .args(["--addr", "127.0.0.1:0", "--engine", second])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains(first) && err.contains(second), "{err}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        snapshot(dir.path()),
+        before,
+        "a refused start changed the directory"
+    );
+
+    // The recorded engine still serves the data.
+    let server = ServerProcess::start(dir.path(), &["--engine", first]);
+    assert_ok(&client(&["get", "a", "--addr", &server.addr_arg()]), "1\n");
+}
+
+/// Every file under `dir` with its contents, except the lock file (opening may create it).
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if entry.file_name() != "LOCK" {
+                files.push((
+                    path.strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(&path).unwrap(),
+                ));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn sled_directory_refuses_kvs_engine() {
+    mismatch_is_refused("sled", "kvs");
+}
+
+#[test]
+fn kvs_directory_refuses_sled_engine() {
+    mismatch_is_refused("kvs", "sled");
+}

@@ -1,0 +1,424 @@
+//! `kvs-server` over real TCP: persistent and pipelined connections, hostile and stalled
+//! clients, many clients at once, crashes and graceful shutdown.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use kvs::protocol::{ErrorKind, Request, Response, DEFAULT_MAX_FRAME_LEN};
+use kvs::{KvsClient, KvsError};
+use kvs_tests::{client, ServerProcess};
+use tempfile::TempDir;
+
+fn frame(request: Request<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    request
+        .encode_frame(&mut out, DEFAULT_MAX_FRAME_LEN)
+        .unwrap();
+    out
+}
+
+fn raw(server: &ServerProcess) -> TcpStream {
+    let stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream
+}
+
+/// Reads one response frame's payload.
+fn read_payload(stream: &mut TcpStream) -> Vec<u8> {
+    let mut header = [0; 4];
+    stream.read_exact(&mut header).unwrap();
+    let mut payload = vec![0; u32::from_be_bytes(header) as usize];
+    stream.read_exact(&mut payload).unwrap();
+    payload
+}
+
+/// Reads until the server closes the connection; returns what came before.
+fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut rest = Vec::new();
+    match stream.read_to_end(&mut rest) {
+        Ok(_) => {}
+        // A close with unread input may arrive as a reset.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("connection not closed: {e}"),
+    }
+    rest
+}
+
+/// A normal client still gets served.
+fn assert_serves(server: &ServerProcess, key: &str) {
+    let mut client = KvsClient::connect(server.addr).unwrap();
+    client.set(key.to_owned(), "ok".to_owned()).unwrap();
+    assert_eq!(client.get(key.to_owned()).unwrap().as_deref(), Some("ok"));
+}
+
+#[test]
+fn one_connection_carries_many_requests() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut client = KvsClient::connect(server.addr).unwrap();
+    for i in 0..200 {
+        client.set(format!("k{i}"), format!("v{i}")).unwrap();
+    }
+    for i in 0..200 {
+        assert_eq!(client.get(format!("k{i}")).unwrap(), Some(format!("v{i}")));
+    }
+    client.remove("k0".to_owned()).unwrap();
+    assert!(matches!(
+        client.remove("k0".to_owned()),
+        Err(KvsError::KeyNotFound)
+    ));
+    assert_eq!(client.get("k0".to_owned()).unwrap(), None);
+}
+
+#[test]
+fn binary_keys_and_values_round_trip() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut client = KvsClient::connect(server.addr).unwrap();
+    let key = [0u8, 255, 10, 0];
+    let value: Vec<u8> = (0..=255).cycle().take(100_000).collect();
+    client.set_bytes(&key, &value).unwrap();
+    assert_eq!(client.get_bytes(&key).unwrap(), Some(value));
+    client.set_bytes(b"", b"").unwrap();
+    assert_eq!(client.get_bytes(b"").unwrap(), Some(Vec::new()));
+    client.set_bytes(b"bad", &[0xff]).unwrap();
+    assert!(matches!(
+        client.get("bad".to_owned()),
+        Err(KvsError::NotUtf8 { .. })
+    ));
+    client.remove_bytes(&key).unwrap();
+    assert!(matches!(
+        client.remove_bytes(&key),
+        Err(KvsError::KeyNotFound)
+    ));
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut stream = raw(&server);
+    let mut batch = Vec::new();
+    for i in 0..500u32 {
+        let key = format!("k{i}");
+        let value = format!("v{i}");
+        batch.extend(frame(Request::Set {
+            key: key.as_bytes(),
+            value: value.as_bytes(),
+        }));
+        batch.extend(frame(Request::Get {
+            key: key.as_bytes(),
+        }));
+    }
+    batch.extend(frame(Request::Remove { key: b"missing" }));
+    // Write from another thread: the replies must be read while requests are still going out.
+    let mut writer = stream.try_clone().unwrap();
+    let sender = thread::spawn(move || writer.write_all(&batch).unwrap());
+    for i in 0..500u32 {
+        assert_eq!(
+            Response::decode(&read_payload(&mut stream)).unwrap(),
+            Response::Ok
+        );
+        let value = format!("v{i}");
+        assert_eq!(
+            Response::decode(&read_payload(&mut stream)).unwrap(),
+            Response::Value(Some(value.as_bytes()))
+        );
+    }
+    let last = read_payload(&mut stream);
+    assert!(matches!(
+        Response::decode(&last).unwrap(),
+        Response::Error {
+            kind: ErrorKind::KeyNotFound,
+            ..
+        }
+    ));
+    sender.join().unwrap();
+}
+
+#[test]
+fn oversized_length_prefix_closes_only_that_connection() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--max-frame-bytes", "1024"]);
+    let mut bystander = KvsClient::connect(server.addr).unwrap();
+    bystander.set("b".to_owned(), "1".to_owned()).unwrap();
+
+    let mut stream = raw(&server);
+    stream.write_all(&[0xff, 0xff, 0xff, 0xff]).unwrap();
+    let reply = read_until_closed(&mut stream);
+    if !reply.is_empty() {
+        // The best-effort explanation, if it arrived.
+        assert!(matches!(
+            Response::decode(&reply[4..]).unwrap(),
+            Response::Error {
+                kind: ErrorKind::Protocol,
+                ..
+            }
+        ));
+    }
+    // Just over the limit is refused too.
+    let mut stream = raw(&server);
+    stream.write_all(&1025u32.to_be_bytes()).unwrap();
+    read_until_closed(&mut stream);
+    server.wait_for_log("over the limit");
+
+    assert_eq!(bystander.get("b".to_owned()).unwrap().as_deref(), Some("1"));
+    assert_serves(&server, "after-oversized");
+}
+
+#[test]
+fn garbage_closes_only_that_connection() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut bystander = KvsClient::connect(server.addr).unwrap();
+
+    // A well-framed payload that is no message, then text that is no frame at all.
+    let mut stream = raw(&server);
+    stream.write_all(&[0, 0, 0, 3, 9, 9, 9]).unwrap();
+    read_until_closed(&mut stream);
+    server.wait_for_log("malformed message");
+
+    let mut stream = raw(&server);
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+        .unwrap();
+    read_until_closed(&mut stream);
+
+    bystander.set("b".to_owned(), "2".to_owned()).unwrap();
+    assert_serves(&server, "after-garbage");
+}
+
+#[test]
+fn truncated_frame_is_dropped_with_a_warning() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut stream = raw(&server);
+    let full = frame(Request::Set {
+        key: b"half",
+        value: b"written",
+    });
+    stream.write_all(&full[..full.len() - 3]).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    assert!(read_until_closed(&mut stream).is_empty());
+    server.wait_for_log("in the middle of a request");
+    let mut client = KvsClient::connect(server.addr).unwrap();
+    assert_eq!(client.get("half".to_owned()).unwrap(), None);
+    assert_serves(&server, "after-truncation");
+}
+
+#[test]
+fn stalled_client_is_timed_out_while_others_are_served() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--client-timeout", "0.5"]);
+    let mut stalled = raw(&server);
+    // Half a header, then nothing.
+    stalled.write_all(&[0, 0]).unwrap();
+    // Others are served while it stalls.
+    assert_serves(&server, "during-stall");
+    // An idle connection (nothing half-sent) is not a stalled one.
+    let mut idle = KvsClient::connect(server.addr).unwrap();
+    read_until_closed(&mut stalled);
+    server.wait_for_log("no progress");
+    idle.set("idle".to_owned(), "still served".to_owned())
+        .unwrap();
+}
+
+#[test]
+fn client_that_never_reads_replies_does_not_hold_up_others() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--client-timeout", "1", "--threads", "1"]);
+    let mut client = KvsClient::connect(server.addr).unwrap();
+    let big = vec![b'x'; 64 << 10];
+    client.set_bytes(b"big", &big).unwrap();
+
+    // Pipeline gets of a 64 KiB value and never read: the replies fill the socket buffers.
+    let mut greedy = raw(&server);
+    let get = frame(Request::Get { key: b"big" });
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    for _ in 0..2000 {
+        if greedy.write_all(&get).is_err() {
+            break; // the server stopped reading from it, as it should
+        }
+    }
+    // With a single worker, this is served only if that worker is not stuck on the greedy one.
+    assert_serves(&server, "beside-greedy");
+    server.wait_for_log("no progress");
+}
+
+#[test]
+fn many_clients_at_once() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let addr = server.addr;
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            thread::spawn(move || {
+                let mut client = KvsClient::connect(addr).unwrap();
+                for i in 0..100 {
+                    let key = format!("t{t}-k{i}");
+                    client.set(key.clone(), format!("{t}-{i}")).unwrap();
+                    assert_eq!(client.get(key).unwrap(), Some(format!("{t}-{i}")));
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let mut client = KvsClient::connect(addr).unwrap();
+    for t in 0..16 {
+        assert_eq!(
+            client.get(format!("t{t}-k99")).unwrap(),
+            Some(format!("{t}-99"))
+        );
+    }
+}
+
+#[test]
+fn a_thousand_idle_connections_do_not_keep_a_new_client_waiting() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--threads", "2"]);
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    assert_serves(&server, "past-the-idle-crowd");
+    let out = client(&["get", "past-the-idle-crowd", "--addr", &server.addr_arg()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    drop(idle);
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = TempDir::new().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    let mut client = KvsClient::connect(server.addr).unwrap();
+    for i in 0..300 {
+        client.set(format!("k{i}"), format!("v{i}")).unwrap();
+    }
+    client.remove("k7".to_owned()).unwrap();
+    assert!(!server.signal_and_wait("KILL").success());
+    // The dead server's client sees a lost connection, not a wrong answer.
+    assert!(matches!(
+        client.get("k1".to_owned()),
+        Err(KvsError::ConnectionLost { .. } | KvsError::Connect { .. })
+    ));
+
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut client = KvsClient::connect(server.addr).unwrap();
+    for i in 0..300 {
+        let want = (i != 7).then(|| format!("v{i}"));
+        assert_eq!(client.get(format!("k{i}")).unwrap(), want, "k{i}");
+    }
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    for signal in ["TERM", "INT"] {
+        let dir = TempDir::new().unwrap();
+        let mut server = ServerProcess::start(dir.path(), &[]);
+        // Requests pipelined right before the signal are answered before the server exits.
+        let mut stream = raw(&server);
+        let mut batch = Vec::new();
+        for i in 0..50u32 {
+            let key = i.to_string();
+            batch.extend(frame(Request::Set {
+                key: key.as_bytes(),
+                value: b"v",
+            }));
+        }
+        stream.write_all(&batch).unwrap();
+        let first = read_payload(&mut stream);
+        assert_eq!(Response::decode(&first).unwrap(), Response::Ok);
+        let status = server.signal_and_wait(signal);
+        assert!(
+            status.success(),
+            "SIG{signal}: {status:?}\n{}",
+            server.stderr()
+        );
+        let mut answered = 1;
+        let rest = read_until_closed(&mut stream);
+        let mut at = 0;
+        while at + 4 <= rest.len() {
+            let len = u32::from_be_bytes(rest[at..at + 4].try_into().unwrap()) as usize;
+            assert_eq!(
+                Response::decode(&rest[at + 4..at + 4 + len]).unwrap(),
+                Response::Ok
+            );
+            at += 4 + len;
+            answered += 1;
+        }
+        assert_eq!(answered, 50, "SIG{signal}");
+
+        let server = ServerProcess::start(dir.path(), &[]);
+        let mut client = KvsClient::connect(server.addr).unwrap();
+        assert_eq!(client.get("49".to_owned()).unwrap().as_deref(), Some("v"));
+    }
+}
+
+#[test]
+fn client_errors_say_what_happened() {
+    let dir = TempDir::new().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &["--max-frame-bytes", "1024"]);
+    let addr = server.addr;
+    let mut client = KvsClient::connect(addr).unwrap();
+
+    // A request over the server's limit: the server refuses it and drops the connection.
+    let err = client.set_bytes(b"k", &[0; 2000]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KvsError::Remote {
+                kind: ErrorKind::Protocol,
+                ..
+            } | KvsError::ConnectionLost { .. }
+        ),
+        "{err}"
+    );
+    // The next request reconnects.
+    client.set("k".to_owned(), "v".to_owned()).unwrap();
+
+    // Over the client's own limit: refused before sending.
+    client.set_max_frame_len(100);
+    assert!(matches!(
+        client.set_bytes(b"k", &[0; 200]),
+        Err(KvsError::InvalidArgument(_))
+    ));
+
+    assert!(server.signal_and_wait("KILL").code().is_none());
+    let err = client.get("k".to_owned()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KvsError::ConnectionLost { .. } | KvsError::Connect { .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    match KvsClient::connect(addr) {
+        Err(KvsError::Connect {
+            addr: named,
+            source,
+        }) => {
+            assert_eq!(named, addr.to_string());
+            assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused);
+        }
+        Err(other) => panic!("wrong error {other}"),
+        Ok(_) => panic!("connected to a dead server"),
+    }
+}
+
+#[test]
+fn every_pool_kind_serves() {
+    for pool in ["shared-queue", "rayon", "naive"] {
+        let dir = TempDir::new().unwrap();
+        let mut server = ServerProcess::start(dir.path(), &["--pool", pool, "--threads", "3"]);
+        assert_serves(&server, pool);
+        assert!(server.signal_and_wait("TERM").success(), "{pool}");
+    }
+}
