@@ -17,6 +17,7 @@ use tempfile::TempDir;
 
 const DIR_VAR: &str = "KVS_CRASH_TEST_DIR";
 const CYCLE_VAR: &str = "KVS_CRASH_TEST_CYCLE";
+const COMPACT_VAR: &str = "KVS_CRASH_TEST_COMPACT";
 
 fn value_for(cycle: u64, i: u64) -> String {
     // Sizes vary so that kills land inside records of different lengths.
@@ -31,12 +32,16 @@ fn crash_child_writer() {
         panic!("{DIR_VAR} and {CYCLE_VAR} must be set");
     };
     let cycle: u64 = cycle.parse().expect("cycle number");
-    // A small compaction threshold, so that kills also land inside compactions.
+    // A small compaction threshold and small files, so that kills also land inside
+    // compactions, and compactions have several files to delete.
     let store = KvStore::open_with(
         &dir,
-        KvStoreOptions::default().compaction_min_stale(16 << 10),
+        KvStoreOptions::default()
+            .compaction_min_stale(16 << 10)
+            .max_file_size(16 << 10),
     )
     .expect("child open");
+    let explicit_compaction = std::env::var_os(COMPACT_VAR).is_some();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for i in 0..200_000u64 {
@@ -56,6 +61,9 @@ fn crash_child_writer() {
         }
         writeln!(out, "ok").expect("stdout");
         out.flush().expect("stdout");
+        if explicit_compaction && i % 500 == 499 {
+            store.compact().expect("compact");
+        }
     }
 }
 
@@ -66,6 +74,17 @@ struct Report {
 }
 
 fn run_child_and_kill(dir: &Path, cycle: u64, kill_after_acks: usize) -> Report {
+    run_child(dir, cycle, Some(kill_after_acks), &[])
+}
+
+/// Runs the child writer; kills it after `kill_after_acks` acknowledged operations, or (with
+/// `None`) waits for it to die by itself at the crash point named in `env`.
+fn run_child(
+    dir: &Path,
+    cycle: u64,
+    kill_after_acks: Option<usize>,
+    env: &[(&str, &str)],
+) -> Report {
     let exe = std::env::current_exe().expect("test executable");
     let mut child = Command::new(exe)
         .args([
@@ -77,6 +96,7 @@ fn run_child_and_kill(dir: &Path, cycle: u64, kill_after_acks: usize) -> Report 
         ])
         .env(DIR_VAR, dir)
         .env(CYCLE_VAR, cycle.to_string())
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -99,13 +119,23 @@ fn run_child_and_kill(dir: &Path, cycle: u64, kill_after_acks: usize) -> Report 
         } else if line.trim_end() == "ok" {
             acked.extend(in_flight.take());
         }
-        if !killed && acked.len() >= kill_after_acks {
+        if !killed && kill_after_acks.is_some_and(|n| acked.len() >= n) {
             child.kill().expect("kill child");
             killed = true;
         }
     }
     let status = child.wait().expect("wait child");
-    assert!(killed, "child finished before being killed: {status}");
+    if kill_after_acks.is_some() {
+        assert!(killed, "child finished before being killed: {status}");
+    } else {
+        // It must have died at its crash point (SIGABRT), not finished or failed a test.
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(6),
+            "child did not abort at its crash point: {status}"
+        );
+    }
     Report { acked, in_flight }
 }
 
@@ -164,12 +194,22 @@ fn verify(
 
 #[test]
 fn every_acknowledged_write_survives_kill_9() {
+    // 20 kill-and-reopen cycles on one directory by default; the slow suite sets
+    // KVS_CRASH_CYCLES (e.g. 100). Kill points spread from the first write to thousands in,
+    // past several compactions.
+    let cycles: u64 = std::env::var("KVS_CRASH_CYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
     let dir = TempDir::new().unwrap();
     let mut model = BTreeMap::new();
-    // A spread of kill points: early, mid-stream, and after compactions have happened.
-    let kill_points = [1usize, 50, 700, 3_000, 9_000, 17, 2_500, 400];
-    for (cycle, &kill_after) in kill_points.iter().enumerate() {
-        let report = run_child_and_kill(dir.path(), cycle as u64, kill_after);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for cycle in 0..cycles {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let kill_after = 1 + (seed % 4_000) as usize;
+        let report = run_child_and_kill(dir.path(), cycle, kill_after);
         assert!(report.acked.len() >= kill_after);
         apply(&mut model, &report.acked);
         let (store, decided) = verify(dir.path(), &model, report.in_flight.as_ref());
@@ -218,4 +258,43 @@ fn a_second_process_gets_a_clear_lock_error() {
     // Once the writer is gone, the directory opens and holds what it wrote.
     let store = KvStore::open(dir.path()).expect("open after the other process died");
     assert!(store.len().unwrap() >= 1);
+}
+
+#[test]
+fn every_crash_point_leaves_a_store_that_keeps_every_acknowledged_write() {
+    // Each named point (see crash_point.rs), reached mid-stream after a few hundred writes
+    // and a few compactions. The child aborts there; the parent reopens and checks.
+    let points = [
+        ("write:mid-record", "700"),
+        ("write:before-return", "700"),
+        ("compaction:output-written", "2"),
+        ("compaction:output-synced", "2"),
+        ("compaction:committed", "2"),
+        ("compaction:deleted-one", "3"),
+        ("compaction:done", "2"),
+    ];
+    for (point, nth) in points {
+        let dir = TempDir::new().unwrap();
+        let mut model = BTreeMap::new();
+        let spec = format!("{point}:{nth}");
+        let report = run_child(
+            dir.path(),
+            0,
+            None,
+            &[("KVS_CRASH_AT", &spec), (COMPACT_VAR, "1")],
+        );
+        assert!(
+            report.acked.len() >= 100,
+            "{point}: only {} acks",
+            report.acked.len()
+        );
+        apply(&mut model, &report.acked);
+        let (store, decided) = verify(dir.path(), &model, report.in_flight.as_ref());
+        drop(store);
+        // And the store keeps working from there: another child run, killed mid-stream.
+        model = decided;
+        let report = run_child_and_kill(dir.path(), 1, 1_000);
+        apply(&mut model, &report.acked);
+        verify(dir.path(), &model, report.in_flight.as_ref());
+    }
 }

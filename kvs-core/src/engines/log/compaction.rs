@@ -30,6 +30,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::crash_point;
 use super::format::FILE_MAGIC;
 use super::index::RecordPos;
 use super::recovery::COMPACTING_SUFFIX;
@@ -98,6 +99,7 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
 
     // 3. Commit: the outputs replace the old files from here on.
     let written = output.commit()?;
+    crash_point::hit("compaction:committed");
 
     // 4. Switch the index.
     let mut stale_in_out = std::collections::BTreeMap::<u32, u64>::new();
@@ -129,8 +131,10 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
     for id in &old_ids {
         let path = log_path(&shared.dir, *id);
         fs::remove_file(&path).map_err(|e| KvsError::io_at(&path, e))?;
+        crash_point::hit("compaction:deleted-one");
     }
     sync_dir(&shared.dir)?;
+    crash_point::hit("compaction:done");
     log::debug!(
         "compacted {} files of {} into {} ({} live records)",
         old_ids.len(),
@@ -251,6 +255,7 @@ impl<'a> Output<'a> {
             let file = out
                 .into_inner()
                 .map_err(|e| KvsError::io_at(&path, e.into_error()))?;
+            crash_point::hit("compaction:output-written");
             file.sync_all().map_err(|e| KvsError::io_at(&path, e))?;
             self.done.push((id, size));
         }
@@ -261,6 +266,7 @@ impl<'a> Output<'a> {
     /// them for reading. Returns the ids and sizes written.
     fn commit(mut self) -> Result<Vec<(u32, u64)>> {
         self.finish_current()?;
+        crash_point::hit("compaction:output-synced");
         for &(id, _) in &self.done {
             let out_path = log_path(&self.shared.dir, id);
             fs::rename(self.tmp_path(id), &out_path).map_err(|e| KvsError::io_at(&out_path, e))?;

@@ -10,8 +10,10 @@
 //! - `index.rs`: the sharded key to position map.
 //! - `recovery.rs`: replay on open, torn tails and corruption.
 //! - `compaction.rs`: the crash-safe compaction.
+//! - `crash_point.rs`: named points where tests make the process die (feature `crash-points`).
 
 mod compaction;
+mod crash_point;
 mod format;
 mod index;
 mod recovery;

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use super::crash_point;
 use super::format::FILE_MAGIC;
 use super::index::RecordPos;
 use super::SyncPolicy;
@@ -108,6 +109,10 @@ impl LogWriter {
             self.rotate(files)?;
         }
         let offset = self.offset;
+        if crash_point::armed("write:mid-record") {
+            let _ = self.active.write_all_at(&self.buf[..len / 2], offset);
+            crash_point::die("write:mid-record");
+        }
         if let Err(e) = self.active.write_all_at(&self.buf, offset) {
             // A partial record may be in the file. Cut it off, so the next record lands right
             // after the last good one; if even that fails, the next write overwrites it, and a
@@ -117,6 +122,7 @@ impl LogWriter {
         }
         self.offset += len as u64;
         self.sizes.insert(self.active_id, self.offset);
+        crash_point::hit("write:before-return");
         Ok(RecordPos {
             file: self.active_id,
             // Both fit: offsets stay under max_file_bytes (<= 1 GiB) and records are at most

@@ -1,0 +1,71 @@
+//! Named points where a test can make the process die, to check recovery from exactly there.
+//!
+//! Built only with the `crash-points` cargo feature (off by default; kvs-core's own tests turn
+//! it on). A test process sets `KVS_CRASH_AT=<point>` or `KVS_CRASH_AT=<point>:<n>`; the `n`th
+//! time (default: first) that point is reached, the process aborts on the spot: no destructor
+//! runs, no buffer is flushed, exactly as if it had been killed there.
+//!
+//! The points:
+//! - `write:mid-record`: half of a record has been written to the log.
+//! - `write:before-return`: a whole record has been written, the call has not returned.
+//! - `compaction:output-written`: the compaction output is written, not yet synced.
+//! - `compaction:output-synced`: synced, not yet renamed into place.
+//! - `compaction:committed`: renamed and the directory synced; the index is not switched and
+//!   no old file is deleted.
+//! - `compaction:deleted-one`: the oldest old file is deleted, the others are not.
+//! - `compaction:done`: every old file is deleted.
+
+/// Every point's name, for tests that go through them all.
+#[cfg_attr(not(feature = "crash-points"), allow(dead_code))]
+pub const POINTS: &[&str] = &[
+    "write:mid-record",
+    "write:before-return",
+    "compaction:output-written",
+    "compaction:output-synced",
+    "compaction:committed",
+    "compaction:deleted-one",
+    "compaction:done",
+];
+
+/// Whether the process should die at `point` now. Always `false` without the feature.
+#[cfg(feature = "crash-points")]
+pub fn armed(point: &str) -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let target = TARGET.get_or_init(|| {
+        let spec = std::env::var("KVS_CRASH_AT").ok()?;
+        match spec.rsplit_once(':') {
+            Some((name, n)) if n.parse::<u64>().is_ok() => {
+                Some((name.to_string(), n.parse().unwrap_or(1)))
+            }
+            _ => Some((spec, 1)),
+        }
+    });
+    match target {
+        Some((name, n)) if name == point => HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n,
+        _ => false,
+    }
+}
+
+#[cfg(not(feature = "crash-points"))]
+#[inline(always)]
+pub fn armed(_point: &str) -> bool {
+    false
+}
+
+/// Dies here if the test asked for it.
+#[inline(always)]
+pub fn hit(point: &str) {
+    if armed(point) {
+        die(point);
+    }
+}
+
+/// Aborts the process, as a kill would.
+pub fn die(point: &str) -> ! {
+    eprintln!("kvs: crash point {point} reached; aborting");
+    std::process::abort()
+}
