@@ -15,18 +15,6 @@
 //! - `compaction:deleted-one`: the oldest old file is deleted, the others are not.
 //! - `compaction:done`: every old file is deleted.
 
-/// Every point's name, for tests that go through them all.
-#[cfg_attr(not(feature = "crash-points"), allow(dead_code))]
-pub const POINTS: &[&str] = &[
-    "write:mid-record",
-    "write:before-return",
-    "compaction:output-written",
-    "compaction:output-synced",
-    "compaction:committed",
-    "compaction:deleted-one",
-    "compaction:done",
-];
-
 /// Whether the process should die at `point` now. Always `false` without the feature.
 #[cfg(feature = "crash-points")]
 pub fn armed(point: &str) -> bool {
