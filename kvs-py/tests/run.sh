@@ -4,6 +4,7 @@
 # client tests, and runs pytest. Needs python3 (3.9+) and cargo; reads no standard input.
 #
 #   KVS_PY_VENV      where the virtual environment lives (default: target/py-venv)
+#   CARGO_TARGET_DIR honoured, as cargo does
 #   KVS_PY_PROFILE   cargo profile of the extension (default: dev, the fastest to build;
 #                    `release` for benchmarks)
 #   PYTHON           interpreter to create the environment with (default: python3)
@@ -11,7 +12,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
-venv="${KVS_PY_VENV:-$root/target/py-venv}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+venv="${KVS_PY_VENV:-$target_dir/py-venv}"
 profile="${KVS_PY_PROFILE:-dev}"
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -29,7 +31,7 @@ MATURIN_PEP517_ARGS="--profile $profile" "${pip[@]}" install --force-reinstall -
 
 echo "== cargo build -p kvs-server"
 cargo build --quiet -p kvs-server
-export KVS_SERVER_BIN="$root/target/debug/kvs-server"
+export KVS_SERVER_BIN="$target_dir/debug/kvs-server"
 
 echo "== pytest"
 cd "$root/kvs-py"
