@@ -44,6 +44,16 @@ pub struct KvsClient {
     payload: Vec<u8>,
 }
 
+impl std::fmt::Debug for KvsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvsClient")
+            .field("addr", &self.name)
+            .field("connected", &self.stream.is_some())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 impl KvsClient {
     /// Connects to the server at `addr` (trying each address it resolves to, waiting up to
     /// [`DEFAULT_CONNECT_TIMEOUT`] for each). Fails with [`KvsError::Connect`], naming the
