@@ -1,0 +1,448 @@
+//! `kvs-bench`: `KvStore` against sled, fjall and LMDB, the same workloads in one run.
+//!
+//! ```sh
+//! cargo run --release --manifest-path bench/Cargo.toml            # full run, ~5-10 minutes
+//! cargo run --release --manifest-path bench/Cargo.toml -- --quick # smoke run, ~1 minute
+//! ```
+//!
+//! Workloads (issue 6), each measured for every engine in every round, engines alternating,
+//! medians over the rounds:
+//! 1. sets of 16-byte keys and 100-byte values into a fresh store, one per call;
+//! 2. the same with 1 KiB values;
+//! 3. uniformly random gets from a store of 100,000 keys, from 1 and from 2 threads;
+//! 4. durable sets (on disk before the call returns) from 1 and from 8 threads;
+//! 5. the time to open a store of 1,000,000 keys with 100-byte values, and the resident memory
+//!    right after the open, each open in a fresh child process.
+//!
+//! What each engine's call promises (see `peer.rs` and the footnotes of the results page):
+//! - kvs: `KvStore` with default options; a set has reached the OS (`write(2)`) when it
+//!   returns. Durable sets use `SyncPolicy::Always` (fdatasync, group commit).
+//! - sled: `SledKvsEngine`, which flushes (fsyncs) after every set, in every workload.
+//! - fjall: `insert` flushes its journal to the OS (fjall's default); durable sets add
+//!   `Database::persist(PersistMode::SyncData)` after each insert.
+//! - LMDB (heed): one write transaction per set; `MDB_NOSYNC` for workloads 1-2 (the commit
+//!   writes to the file without fsync), a synced commit for durable sets.
+//!
+//! The full run writes `docs/perf/results.md` (keeping the notes below its end marker) and
+//! `docs/perf/results.svg`; `--quick` writes to `bench/target/quick/` instead, so a smoke run
+//! never replaces the published figures. `--out DIR` chooses another directory, `--dir DIR`
+//! where the stores are created (default: the system's temporary directory).
+//!
+//! `--profile set|get [--seconds N]` runs only `KvStore`'s workload 1 or 3 (one thread), for
+//! `perf record`.
+
+mod open;
+mod peer;
+mod plot;
+mod report;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use peer::{Durability, Engine, Result};
+use report::{Row, RunInfo, Unit};
+use workload::{Values, GET_KEYS, LARGE_VALUE, SMALL_VALUE};
+
+/// How long and how often to measure.
+struct Plan {
+    rounds: usize,
+    sample: Duration,
+    durable_sample: Duration,
+    open_keys: u64,
+    open_rounds: usize,
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            rounds: 7,
+            sample: Duration::from_millis(1000),
+            durable_sample: Duration::from_millis(1500),
+            open_keys: 1_000_000,
+            open_rounds: 5,
+        }
+    }
+
+    fn quick() -> Plan {
+        Plan {
+            rounds: 3,
+            sample: Duration::from_millis(200),
+            durable_sample: Duration::from_millis(300),
+            open_keys: 200_000,
+            open_rounds: 3,
+        }
+    }
+}
+
+struct Args {
+    quick: bool,
+    out: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    profile: Option<String>,
+    seconds: f64,
+}
+
+fn parse_args(raw: &[String]) -> Result<Args> {
+    let mut args = Args {
+        quick: false,
+        out: None,
+        dir: None,
+        profile: None,
+        seconds: 10.0,
+    };
+    let mut it = raw.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--quick" => args.quick = true,
+            "--out" => args.out = Some(PathBuf::from(value()?)),
+            "--dir" => args.dir = Some(PathBuf::from(value()?)),
+            "--profile" => args.profile = Some(value()?.clone()),
+            "--seconds" => args.seconds = value()?.parse()?,
+            "-h" | "--help" => {
+                println!(
+                    "usage: kvs-bench [--quick] [--out DIR] [--dir DIR]\n       \
+                     kvs-bench --profile set|get [--seconds N] [--dir DIR]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let result = match raw.first().map(String::as_str) {
+        Some(open::CHILD_FLAG) if raw.len() == 3 => open::run_child(&raw[1], Path::new(&raw[2])),
+        _ => parse_args(&raw).and_then(|args| run(&args, &raw)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvs-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args, raw: &[String]) -> Result<()> {
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = tempfile::Builder::new()
+        .prefix("kvs-bench-")
+        .tempdir_in(&base)?;
+    if let Some(which) = &args.profile {
+        return profile(which, scratch.path(), args.seconds);
+    }
+    let plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        if args.quick {
+            root.join("target/quick")
+        } else {
+            root.join("../docs/perf")
+        }
+    });
+    let load_before = load_average();
+    let date = report::utc_now();
+    let started = Instant::now();
+    let values = Values::new();
+    let rows = measure_all(&plan, scratch.path(), &values)?;
+    eprintln!("measured in {:.0} s", started.elapsed().as_secs_f64());
+
+    let info = RunInfo {
+        command: std::iter::once("cargo run --release --manifest-path bench/Cargo.toml --")
+            .chain(raw.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_end_matches(" --")
+            .to_string(),
+        date,
+        machine: machine(),
+        load_before,
+        load_after: load_average(),
+        revision: revision(),
+        rounds: plan.rounds,
+        seconds_per_sample: plan.sample.as_secs_f64(),
+        durable_seconds_per_sample: plan.durable_sample.as_secs_f64(),
+        open_keys: plan.open_keys,
+        open_rounds: plan.open_rounds,
+        data_dir: format!("{} ({})", base.display(), filesystem(&base)),
+    };
+    println!("{}", report::text_table(&rows));
+    println!(
+        "load average: {} at start, {} at end",
+        info.load_before, info.load_after
+    );
+    std::fs::create_dir_all(&out)?;
+    let title = format!(
+        "KvStore vs sled, fjall, LMDB: medians of {} rounds, {} ({} cores)",
+        plan.rounds,
+        info.date,
+        cores()
+    );
+    std::fs::write(out.join("results.svg"), plot::svg(&rows, &title))?;
+    report::write_page(
+        &out.join("results.md"),
+        &report::markdown(&info, &rows, "results.svg"),
+    )?;
+    println!("wrote {}", out.join("results.md").display());
+    Ok(())
+}
+
+/// Engines in the order round `round` measures them: the starting engine rotates, so no
+/// engine always runs right after the same neighbour (whose writeback may still be going).
+fn order(round: usize) -> impl Iterator<Item = Engine> {
+    (0..Engine::ALL.len()).map(move |i| Engine::ALL[(round + i) % Engine::ALL.len()])
+}
+
+fn measure_all(plan: &Plan, scratch: &Path, values: &Values) -> Result<Vec<Row>> {
+    let mut set_small = Row::new("1. set, 100 B values", Unit::OpsPerSec);
+    let mut set_large = Row::new("2. set, 1 KiB values", Unit::OpsPerSec);
+    let mut get_one = Row::new("3. get, random of 100k, 1 thread", Unit::OpsPerSec);
+    let mut get_two = Row::new("3. get, random of 100k, 2 threads", Unit::OpsPerSec);
+    let mut durable_one = Row::new("4. durable set, 1 thread", Unit::OpsPerSec);
+    let mut durable_eight = Row::new("4. durable set, 8 threads", Unit::OpsPerSec);
+    let keys_label = if plan.open_keys.is_multiple_of(1_000_000) {
+        format!("{}M", plan.open_keys / 1_000_000)
+    } else {
+        format!("{}k", plan.open_keys / 1000)
+    };
+    let mut open_time = Row::new(format!("5. open {keys_label} keys"), Unit::Seconds);
+    let mut open_rss = Row::new(
+        format!("5. memory after open, {keys_label} keys"),
+        Unit::MiB,
+    );
+
+    // Workloads 1 and 2: a fresh store for every sample.
+    for (row, value_len) in [(&mut set_small, SMALL_VALUE), (&mut set_large, LARGE_VALUE)] {
+        for round in 0..plan.rounds {
+            for engine in order(round) {
+                let dir = tempfile::tempdir_in(scratch)?;
+                let store = engine.open(dir.path(), Durability::Os)?;
+                let ops = workload::sets(&store, values, value_len, 1, plan.sample, 0)?;
+                drop(store);
+                drop(dir);
+                settle();
+                progress(&row.label, engine, round, plan.rounds, ops);
+                row.push(engine, ops);
+            }
+        }
+    }
+
+    // Workload 3: one store of 100k keys per engine, built, closed and reopened.
+    let mut stores = Vec::new();
+    for engine in Engine::ALL {
+        let dir = scratch.join(format!("get-{}", engine.name()));
+        workload::load(engine, &dir, values, GET_KEYS)?;
+        stores.push((engine, engine.open(&dir, Durability::Os)?));
+    }
+    settle();
+    for (row, threads) in [(&mut get_one, 1), (&mut get_two, 2)] {
+        for round in 0..plan.rounds {
+            for engine in order(round) {
+                let store = &stores[engine as usize].1;
+                let ops = workload::gets(store, GET_KEYS, threads, plan.sample, round as u64)?;
+                progress(&row.label, engine, round, plan.rounds, ops);
+                row.push(engine, ops);
+            }
+        }
+    }
+    drop(stores);
+
+    // Workload 4: one durable store per engine, kept across rounds.
+    let mut stores = Vec::new();
+    for engine in Engine::ALL {
+        let dir = scratch.join(format!("durable-{}", engine.name()));
+        stores.push(engine.open(&dir, Durability::Disk)?);
+    }
+    for (row, threads) in [(&mut durable_one, 1), (&mut durable_eight, 8)] {
+        for round in 0..plan.rounds {
+            for engine in order(round) {
+                let store = &stores[engine as usize];
+                let key_round = (round + threads * plan.rounds) as u64;
+                let ops = workload::sets(
+                    store,
+                    values,
+                    SMALL_VALUE,
+                    threads,
+                    plan.durable_sample,
+                    key_round,
+                )?;
+                progress(&row.label, engine, round, plan.rounds, ops);
+                row.push(engine, ops);
+            }
+        }
+    }
+    drop(stores);
+
+    // Workload 5: open a big store in a child process.
+    let mut dirs = Vec::new();
+    for engine in Engine::ALL {
+        let dir = scratch.join(format!("open-{}", engine.name()));
+        let started = Instant::now();
+        workload::load(engine, &dir, values, plan.open_keys)?;
+        eprintln!(
+            "built {} keys for {} in {:.1} s",
+            plan.open_keys,
+            engine.name(),
+            started.elapsed().as_secs_f64()
+        );
+        dirs.push(dir);
+    }
+    settle();
+    for round in 0..plan.open_rounds {
+        for engine in order(round) {
+            let sample = open::measure_in_child(engine, &dirs[engine as usize])?;
+            eprintln!(
+                "{:<38} {:<5} round {}/{}: {:.3} s, {:.1} MiB resident ({:.1} MiB before open)",
+                open_time.label,
+                engine.name(),
+                round + 1,
+                plan.open_rounds,
+                sample.seconds,
+                mib(sample.rss_after),
+                mib(sample.rss_before)
+            );
+            open_time.push(engine, sample.seconds);
+            open_rss.push(engine, mib(sample.rss_after));
+        }
+    }
+    Ok(vec![
+        set_small,
+        set_large,
+        get_one,
+        get_two,
+        durable_one,
+        durable_eight,
+        open_time,
+        open_rss,
+    ])
+}
+
+/// Runs `KvStore` alone on one workload, for a profiler.
+fn profile(which: &str, scratch: &Path, seconds: f64) -> Result<()> {
+    let values = Values::new();
+    let duration = Duration::from_secs_f64(seconds);
+    let ops = match which {
+        "set" => {
+            let store = Engine::Kvs.open(&scratch.join("set"), Durability::Os)?;
+            workload::sets(&store, &values, SMALL_VALUE, 1, duration, 0)?
+        }
+        "get" => {
+            let dir = scratch.join("get");
+            workload::load(Engine::Kvs, &dir, &values, GET_KEYS)?;
+            let store = Engine::Kvs.open(&dir, Durability::Os)?;
+            workload::gets(&store, GET_KEYS, 1, duration, 0)?
+        }
+        other => return Err(format!("--profile takes set or get, not {other:?}").into()),
+    };
+    println!("kvs {which}: {ops:.0} ops/s");
+    Ok(())
+}
+
+fn progress(label: &str, engine: Engine, round: usize, rounds: usize, ops: f64) {
+    eprintln!(
+        "{label:<38} {:<5} round {}/{rounds}: {ops:>10.0} ops/s",
+        engine.name(),
+        round + 1
+    );
+}
+
+/// Writes back dirty pages between samples, so one engine's writeback does not land in the
+/// next engine's sample.
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or_else(
+            || "unknown memory".into(),
+            |kb| format!("{:.1} GiB memory", kb / (1024.0 * 1024.0)),
+        );
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| format!("Linux {}", s.trim()))
+        .unwrap_or_else(|_| "unknown kernel".into());
+    format!("{} cores (nproc), {cpu}, {memory}, {kernel}", cores())
+}
+
+/// The commit kvs was built from, and whether kvs-core had uncommitted changes.
+fn revision() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        None => "unknown (not a git checkout)".into(),
+        Some(head) => match git(&["status", "--porcelain", "--", "kvs-core"]) {
+            Some(changes) if !changes.is_empty() => {
+                format!("{head}, with uncommitted changes in kvs-core")
+            }
+            _ => head,
+        },
+    }
+}
+
+/// The filesystem type of `path`, from /proc/self/mounts (longest matching mount point).
+fn filesystem(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    std::fs::read_to_string("/proc/self/mounts")
+        .ok()
+        .and_then(|mounts| {
+            mounts
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f.len() >= 3 && path.starts_with(f[1])).then(|| (f[1].len(), f[2].to_string()))
+                })
+                .max()
+                .map(|(_, fs)| fs)
+        })
+        .unwrap_or_else(|| "unknown filesystem".into())
+}
