@@ -1,7 +1,7 @@
 //! `kvs-bench`: `KvStore` against sled, fjall and LMDB, the same workloads in one run.
 //!
 //! ```sh
-//! cargo run --release --manifest-path bench/Cargo.toml            # full run, ~5-10 minutes
+//! cargo run --release --manifest-path bench/Cargo.toml            # full run, ~6 minutes
 //! cargo run --release --manifest-path bench/Cargo.toml -- --quick # smoke run, ~1 minute
 //! ```
 //!
@@ -28,8 +28,8 @@
 //! never replaces the published figures. `--out DIR` chooses another directory, `--dir DIR`
 //! where the stores are created (default: the system's temporary directory).
 //!
-//! `--profile set|get [--seconds N]` runs only `KvStore`'s workload 1 or 3 (one thread), for
-//! `perf record`.
+//! `--profile set|get|durable [--seconds N] [--threads N]` runs only `KvStore`'s workload 1, 3
+//! or 4, for `perf record` (see `docs/perf/results.md`, "Where the time goes").
 
 mod open;
 mod peer;
@@ -57,7 +57,7 @@ struct Plan {
 impl Plan {
     fn full() -> Plan {
         Plan {
-            rounds: 7,
+            rounds: 9,
             sample: Duration::from_millis(1000),
             durable_sample: Duration::from_millis(1500),
             open_keys: 1_000_000,
@@ -82,6 +82,7 @@ struct Args {
     dir: Option<PathBuf>,
     profile: Option<String>,
     seconds: f64,
+    threads: usize,
 }
 
 fn parse_args(raw: &[String]) -> Result<Args> {
@@ -91,6 +92,7 @@ fn parse_args(raw: &[String]) -> Result<Args> {
         dir: None,
         profile: None,
         seconds: 10.0,
+        threads: 1,
     };
     let mut it = raw.iter();
     while let Some(arg) = it.next() {
@@ -101,10 +103,11 @@ fn parse_args(raw: &[String]) -> Result<Args> {
             "--dir" => args.dir = Some(PathBuf::from(value()?)),
             "--profile" => args.profile = Some(value()?.clone()),
             "--seconds" => args.seconds = value()?.parse()?,
+            "--threads" => args.threads = value()?.parse()?,
             "-h" | "--help" => {
                 println!(
                     "usage: kvs-bench [--quick] [--out DIR] [--dir DIR]\n       \
-                     kvs-bench --profile set|get [--seconds N] [--dir DIR]"
+                     kvs-bench --profile set|get|durable [--seconds N] [--threads N] [--dir DIR]"
                 );
                 std::process::exit(0);
             }
@@ -135,7 +138,7 @@ fn run(args: &Args, raw: &[String]) -> Result<()> {
         .prefix("kvs-bench-")
         .tempdir_in(&base)?;
     if let Some(which) = &args.profile {
-        return profile(which, scratch.path(), args.seconds);
+        return profile(which, scratch.path(), args.seconds, args.threads);
     }
     let plan = if args.quick {
         Plan::quick()
@@ -215,7 +218,7 @@ fn measure_all(plan: &Plan, scratch: &Path, values: &Values) -> Result<Vec<Row>>
     } else {
         format!("{}k", plan.open_keys / 1000)
     };
-    let mut open_time = Row::new(format!("5. open {keys_label} keys"), Unit::Seconds);
+    let mut open_time = Row::new(format!("5. open {keys_label} keys"), Unit::Millis);
     let mut open_rss = Row::new(
         format!("5. memory after open, {keys_label} keys"),
         Unit::MiB,
@@ -311,7 +314,7 @@ fn measure_all(plan: &Plan, scratch: &Path, values: &Values) -> Result<Vec<Row>>
                 mib(sample.rss_after),
                 mib(sample.rss_before)
             );
-            open_time.push(engine, sample.seconds);
+            open_time.push(engine, sample.seconds * 1000.0);
             open_rss.push(engine, mib(sample.rss_after));
         }
     }
@@ -328,23 +331,28 @@ fn measure_all(plan: &Plan, scratch: &Path, values: &Values) -> Result<Vec<Row>>
 }
 
 /// Runs `KvStore` alone on one workload, for a profiler.
-fn profile(which: &str, scratch: &Path, seconds: f64) -> Result<()> {
+fn profile(which: &str, scratch: &Path, seconds: f64, threads: usize) -> Result<()> {
     let values = Values::new();
     let duration = Duration::from_secs_f64(seconds);
     let ops = match which {
-        "set" => {
-            let store = Engine::Kvs.open(&scratch.join("set"), Durability::Os)?;
-            workload::sets(&store, &values, SMALL_VALUE, 1, duration, 0)?
+        "set" | "durable" => {
+            let durability = if which == "set" {
+                Durability::Os
+            } else {
+                Durability::Disk
+            };
+            let store = Engine::Kvs.open(&scratch.join("set"), durability)?;
+            workload::sets(&store, &values, SMALL_VALUE, threads, duration, 0)?
         }
         "get" => {
             let dir = scratch.join("get");
             workload::load(Engine::Kvs, &dir, &values, GET_KEYS)?;
             let store = Engine::Kvs.open(&dir, Durability::Os)?;
-            workload::gets(&store, GET_KEYS, 1, duration, 0)?
+            workload::gets(&store, GET_KEYS, threads, duration, 0)?
         }
-        other => return Err(format!("--profile takes set or get, not {other:?}").into()),
+        other => return Err(format!("--profile takes set, get or durable, not {other:?}").into()),
     };
-    println!("kvs {which}: {ops:.0} ops/s");
+    println!("kvs {which}, {threads} thread(s): {ops:.0} ops/s");
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 //! borrowed slice is copied out of a read transaction opened for that one get.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use fjall::{KeyspaceCreateOptions, PersistMode};
 use heed::types::Bytes;
@@ -73,7 +74,7 @@ impl Engine {
                 })
             }
             Engine::Sled => {
-                let db = sled::open(dir)?;
+                let db = open_sled(dir)?;
                 Ok(Store::Sled {
                     engine: SledKvsEngine::new(db.clone()),
                     db,
@@ -210,6 +211,25 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// Opens a sled database, waiting up to 2 s for sled's file lock: a sled handle that was just
+/// dropped lets go of it a moment later, from sled's flusher thread (kvs's `AnyEngine` does
+/// the same).
+fn open_sled(dir: &Path) -> Result<sled::Db> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match sled::open(dir) {
+            // sled 0.34 reports its lock as an `Other` I/O error with this message.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return Ok(result?),
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use crate::peer::Engine;
 pub enum Unit {
     /// Operations per second; higher is better.
     OpsPerSec,
-    /// Seconds; lower is better.
-    Seconds,
+    /// Milliseconds; lower is better.
+    Millis,
     /// Mebibytes; lower is better.
     MiB,
 }
@@ -20,7 +20,7 @@ impl Unit {
     pub fn label(self) -> &'static str {
         match self {
             Unit::OpsPerSec => "ops/s",
-            Unit::Seconds => "s, lower is better",
+            Unit::Millis => "ms, lower is better",
             Unit::MiB => "MiB, lower is better",
         }
     }
@@ -31,8 +31,9 @@ impl Unit {
             Unit::OpsPerSec if value >= 1e4 => format!("{:.0}k", value / 1e3),
             Unit::OpsPerSec if value >= 1e3 => format!("{:.1}k", value / 1e3),
             Unit::OpsPerSec => format!("{value:.0}"),
-            Unit::Seconds if value >= 1.0 => format!("{value:.2}"),
-            Unit::Seconds => format!("{value:.3}"),
+            Unit::Millis if value >= 100.0 => format!("{value:.0}"),
+            Unit::Millis if value >= 1.0 => format!("{value:.1}"),
+            Unit::Millis => format!("{value:.2}"),
             Unit::MiB => format!("{value:.1}"),
         }
     }
@@ -205,7 +206,7 @@ pub fn markdown(info: &RunInfo, rows: &[Row], plot_file: &str) -> String {
     let _ = writeln!(
         md,
         "\nRatios are kvs's median over the peer's: above 1 is better for kvs in ops/s rows, \
-         below 1 is better for kvs in seconds and MiB rows.\n"
+         below 1 is better for kvs in ms and MiB rows.\n"
     );
     let _ = writeln!(md, "![The same table as bar charts]({plot_file})\n");
     let _ = writeln!(md, "## Spread (lowest - highest sample)\n");
@@ -249,14 +250,29 @@ reopened before the first sample; everything is in the page cache. With 2 thread
 threads read the same store.
 - Workload 4 writes into one store per engine, kept across rounds; 8 threads each write \
 their own keys.
-- Workload 5 builds a store of {open_keys} keys with 100-byte values per engine, closes it, \
+- Workload 5 builds a store of {keys} keys with 100-byte values per engine, closes it, \
 then opens it {open_rounds} times per engine, each time in a fresh child process of the \
 benchmark (page cache warm). The time runs until open returns; the memory is the child's \
 resident set (`/proc/self/statm`) right after open, which includes the process's own \
 baseline of about 2-4 MiB. LMDB maps its file and reads nothing at open, so its resident \
-memory grows only as pages are read later.
-"
+memory grows only as pages are read later; sled, too, reads its tree lazily. kvs replays its \
+log into the in-memory index at open, so its open does all the work up front.
+",
+        keys = thousands(open_keys)
     )
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Writes `page` to `path`, keeping whatever followed [`END_MARKER`] in the old file.
@@ -297,6 +313,13 @@ pub fn utc_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(1_000_000), "1,000,000");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(200_000), "200,000");
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
