@@ -274,7 +274,11 @@ fn small_file_limit_splits_the_log_and_compaction_output_across_files() {
         let after = log_files(dir.path());
         // About 20 KiB of live data in 4 KiB files: several outputs, no file over the limit
         // (a file may pass it by at most one record).
-        assert!(after.len() >= 4 && after.len() < before, "{} files", after.len());
+        assert!(
+            after.len() >= 4 && after.len() < before,
+            "{} files",
+            after.len()
+        );
         for (_, path) in &after {
             assert!(fs::metadata(path).unwrap().len() <= 4096 + 128, "{path:?}");
         }
