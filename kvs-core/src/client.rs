@@ -8,7 +8,7 @@ use crate::protocol::{frame, ErrorKind, Request, Response, DEFAULT_MAX_FRAME_LEN
 use crate::{KvsError, Result};
 
 /// How long [`KvsClient::connect`] waits for each address to accept the connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client of a kvs server: one TCP connection, reused for every request.
 ///
@@ -56,7 +56,7 @@ impl std::fmt::Debug for KvsClient {
 
 impl KvsClient {
     /// Connects to the server at `addr` (trying each address it resolves to, waiting up to
-    /// [`DEFAULT_CONNECT_TIMEOUT`] for each). Fails with [`KvsError::Connect`], naming the
+    /// 10 seconds for each). Fails with [`KvsError::Connect`], naming the
     /// address.
     pub fn connect(addr: impl ToSocketAddrs) -> Result<KvsClient> {
         KvsClient::connect_timeout(addr, DEFAULT_CONNECT_TIMEOUT)
