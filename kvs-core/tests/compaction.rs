@@ -291,3 +291,24 @@ fn small_file_limit_splits_the_log_and_compaction_output_across_files() {
         );
     }
 }
+
+#[test]
+fn a_record_larger_than_the_file_limit_gets_a_file_of_its_own_and_reads_back() {
+    // Also the read path for bytes beyond a file's memory map (the map covers the limit).
+    let dir = TempDir::new().unwrap();
+    let options = KvStoreOptions::default().max_file_size(4096);
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    {
+        let store = KvStore::open_with(dir.path(), options.clone()).unwrap();
+        store.set_bytes(b"small", b"x").unwrap();
+        store.set_bytes(b"big", &big).unwrap();
+        store.set_bytes(b"after", b"y").unwrap();
+        assert_eq!(store.get_bytes(b"big").unwrap().as_deref(), Some(&big[..]));
+        store.compact().unwrap();
+        assert_eq!(store.get_bytes(b"big").unwrap().as_deref(), Some(&big[..]));
+    }
+    let store = KvStore::open_with(dir.path(), options).unwrap();
+    assert_eq!(store.get_bytes(b"big").unwrap().as_deref(), Some(&big[..]));
+    assert_eq!(store.get_bytes(b"small").unwrap().as_deref(), Some(&b"x"[..]));
+    assert_eq!(store.get_bytes(b"after").unwrap().as_deref(), Some(&b"y"[..]));
+}

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use super::crash_point;
 use super::format::FILE_MAGIC;
 use super::index::RecordPos;
+use super::log_file::LogFile;
 use super::recovery::COMPACTING_SUFFIX;
 use super::writer::{create_log, log_path};
 use super::Shared;
@@ -66,7 +67,7 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
             KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
         })?;
         writer.seal_active()?;
-        let new_file = create_log(&shared.dir, new_id)?;
+        let new_file = create_log(&shared.dir, new_id, writer.max_file_bytes())?;
         sync_dir(&shared.dir)?;
         shared.write_files().insert(new_id, Arc::clone(&new_file));
         writer.switch_to(new_id, new_file);
@@ -161,7 +162,7 @@ fn copy_live_records(
     // Copy in log order: sequential reads of the old files, and the output keeps the order.
     live.sort_unstable_by_key(|(_, pos)| (pos.file, pos.offset));
 
-    let files: Vec<(u32, Arc<File>)> = shared
+    let files: Vec<(u32, Arc<LogFile>)> = shared
         .read_files()
         .range(..=last_old)
         .map(|(id, f)| (*id, Arc::clone(f)))
@@ -272,10 +273,12 @@ impl<'a> Output<'a> {
             fs::rename(self.tmp_path(id), &out_path).map_err(|e| KvsError::io_at(&out_path, e))?;
         }
         sync_dir(&self.shared.dir)?;
-        for &(id, _) in &self.done {
+        for &(id, size) in &self.done {
             let out_path = log_path(&self.shared.dir, id);
             let file = File::open(&out_path).map_err(|e| KvsError::io_at(&out_path, e))?;
-            self.shared.write_files().insert(id, Arc::new(file));
+            self.shared
+                .write_files()
+                .insert(id, Arc::new(LogFile::new(file, size)));
         }
         Ok(std::mem::take(&mut self.done))
     }

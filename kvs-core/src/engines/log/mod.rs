@@ -8,6 +8,7 @@
 //! - `format.rs`: the record layout, byte by byte.
 //! - `writer.rs`: appends to the active file, counts stale bytes.
 //! - `index.rs`: the sharded key to position map.
+//! - `log_file.rs`: an open log file, memory-mapped for reads.
 //! - `recovery.rs`: replay on open, torn tails and corruption.
 //! - `compaction.rs`: the crash-safe compaction.
 //! - `crash_point.rs`: named points where tests make the process die (feature `crash-points`).
@@ -16,12 +17,12 @@ mod compaction;
 mod crash_point;
 mod format;
 mod index;
+mod log_file;
 mod recovery;
 mod writer;
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -32,6 +33,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use self::format::{check_sizes, encode_record, verify_record, RecordKind, HEADER_LEN};
 use self::index::{Index, RecordPos};
+use self::log_file::LogFile;
 use self::writer::{create_log, log_path, FileSet, LogWriter, MAX_FILE_BYTES};
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{KvsEngine, KvsError, Result};
@@ -203,6 +205,7 @@ impl KvStore {
 
         let index = Index::new();
         let recovered = recovery::recover(&dir, options.recovery, &index)?;
+        let max_file_bytes = options.max_file_bytes.clamp(4096, MAX_FILE_BYTES);
         let mut files = BTreeMap::new();
         for &id in &recovered.ids {
             let path = log_path(&dir, id);
@@ -211,12 +214,19 @@ impl KvStore {
                 .write(true)
                 .open(&path)
                 .map_err(|e| KvsError::io_at(&path, e))?;
-            files.insert(id, Arc::new(file));
+            // The newest file is the active one and grows: map it up to the most it can hold.
+            let size = recovered.sizes.get(&id).copied().unwrap_or(0);
+            let map_len = if Some(&id) == recovered.ids.last() {
+                size.max(max_file_bytes)
+            } else {
+                size
+            };
+            files.insert(id, Arc::new(LogFile::new(file, map_len)));
         }
         let (active_id, active) = match files.last_key_value() {
             Some((&id, file)) => (id, Arc::clone(file)),
             None => {
-                let file = create_log(&dir, 1)?;
+                let file = create_log(&dir, 1, max_file_bytes)?;
                 data_dir::sync_dir(&dir)?;
                 files.insert(1, Arc::clone(&file));
                 (1, file)
@@ -321,37 +331,54 @@ impl Shared {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read_files(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Arc<File>>> {
+    fn read_files(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Arc<LogFile>>> {
         self.files.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write_files(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u32, Arc<File>>> {
+    fn write_files(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u32, Arc<LogFile>>> {
         self.files.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads and checks the record at `pos`, returning its bytes (header included).
-    fn read_record(&self, file: &File, pos: RecordPos) -> Result<Vec<u8>> {
-        let mut record = vec![0u8; pos.len as usize];
-        let path = || log_path(&self.dir, pos.file);
-        file.read_exact_at(&mut record, pos.offset as u64)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => KvsError::Corruption {
-                    path: path(),
-                    offset: pos.offset as u64,
-                    reason: "file ends before the record".into(),
-                },
-                _ => KvsError::io_at(path(), e),
-            })?;
-        verify_record(&record).map_err(|reason| KvsError::Corruption {
-            path: path(),
+    /// Checks the record at `pos` (checksum, and that it holds `key` if given) and calls `f`
+    /// with its bytes, header included.
+    fn with_record<R>(
+        &self,
+        file: &LogFile,
+        pos: RecordPos,
+        key: Option<&[u8]>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let corruption = |reason: String| KvsError::Corruption {
+            path: log_path(&self.dir, pos.file),
             offset: pos.offset as u64,
             reason,
-        })?;
-        Ok(record)
+        };
+        let checked = file
+            .with_bytes(pos.offset as u64, pos.len as usize, |record| {
+                verify_record(record)?;
+                if let Some(key) = key {
+                    if record.get(HEADER_LEN..HEADER_LEN + key.len()) != Some(key) {
+                        return Err("record holds another key than the index says".to_string());
+                    }
+                }
+                Ok(f(record))
+            })
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    corruption("file ends before the record".into())
+                }
+                _ => KvsError::io_at(log_path(&self.dir, pos.file), e),
+            })?;
+        checked.map_err(corruption)
+    }
+
+    /// Reads and checks the record at `pos`, returning a copy (header included).
+    fn read_record(&self, file: &LogFile, pos: RecordPos) -> Result<Vec<u8>> {
+        self.with_record(file, pos, None, |record| record.to_vec())
     }
 
     /// The position of `key` and the file holding it, taken together under the shard lock.
-    fn locate(&self, key: &[u8]) -> Result<Option<(RecordPos, Arc<File>)>> {
+    fn locate(&self, key: &[u8]) -> Result<Option<(RecordPos, Arc<LogFile>)>> {
         let found = self.index.get_with(key, |pos| {
             pos.map(|pos| (pos, self.read_files().get(&pos.file).cloned()))
         });
@@ -465,16 +492,10 @@ impl KvsEngine for KvStore {
         let Some((pos, file)) = self.shared.locate(key)? else {
             return Ok(None);
         };
-        let mut record = self.shared.read_record(&file, pos)?;
-        if record.get(HEADER_LEN..HEADER_LEN + key.len()) != Some(key) {
-            return Err(KvsError::Corruption {
-                path: log_path(&self.shared.dir, pos.file),
-                offset: pos.offset as u64,
-                reason: "record holds another key than the index says".into(),
-            });
-        }
-        record.drain(..HEADER_LEN + key.len());
-        Ok(Some(record))
+        let value = self.shared.with_record(&file, pos, Some(key), |record| {
+            record[HEADER_LEN + key.len()..].to_vec()
+        })?;
+        Ok(Some(value))
     }
 
     fn remove_bytes(&self, key: &[u8]) -> Result<()> {

@@ -2,7 +2,7 @@
 //! the byte counts that decide when to compact.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use super::crash_point;
 use super::format::FILE_MAGIC;
 use super::index::RecordPos;
+use super::log_file::LogFile;
 use super::SyncPolicy;
 use crate::data_dir::sync_dir;
 use crate::{KvsError, Result};
@@ -19,15 +20,16 @@ use crate::{KvsError, Result};
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// Every log file, for reading, by id.
-pub type FileSet = RwLock<BTreeMap<u32, Arc<File>>>;
+pub type FileSet = RwLock<BTreeMap<u32, Arc<LogFile>>>;
 
 /// Path of log file `id` in `dir`.
 pub fn log_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id}.log"))
 }
 
-/// Creates log file `id` with its header, ready for appending.
-pub fn create_log(dir: &Path, id: u32) -> Result<Arc<File>> {
+/// Creates log file `id` with its header, ready for appending and mapped for reads up to
+/// `max_len` bytes.
+pub fn create_log(dir: &Path, id: u32, max_len: u64) -> Result<Arc<LogFile>> {
     let path = log_path(dir, id);
     let file = OpenOptions::new()
         .read(true)
@@ -36,7 +38,7 @@ pub fn create_log(dir: &Path, id: u32) -> Result<Arc<File>> {
         .open(&path)
         .and_then(|f| f.write_all_at(&FILE_MAGIC, 0).map(|()| f))
         .map_err(|e| KvsError::io_at(&path, e))?;
-    Ok(Arc::new(file))
+    Ok(Arc::new(LogFile::new(file, max_len)))
 }
 
 /// The append side of the log. Lives behind the store's writer mutex.
@@ -45,7 +47,7 @@ pub struct LogWriter {
     sync: SyncPolicy,
     max_file_bytes: u64,
     active_id: u32,
-    active: Arc<File>,
+    active: Arc<LogFile>,
     /// Where the next record goes in the active file.
     offset: u64,
     /// Scratch space for encoding records, reused across writes.
@@ -64,7 +66,7 @@ impl LogWriter {
         sync: SyncPolicy,
         max_file_bytes: u64,
         active_id: u32,
-        active: Arc<File>,
+        active: Arc<LogFile>,
         sizes: BTreeMap<u32, u64>,
         stale: BTreeMap<u32, u64>,
     ) -> LogWriter {
@@ -139,7 +141,7 @@ impl LogWriter {
             KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
         })?;
         self.seal_active()?;
-        let file = create_log(&self.dir, id)?;
+        let file = create_log(&self.dir, id, self.max_file_bytes)?;
         sync_dir(&self.dir)?;
         files
             .write()
@@ -179,7 +181,7 @@ impl LogWriter {
 
     /// The active file, its id and the end of its last record: what a group-commit sync
     /// covers.
-    pub fn sync_target(&self) -> (u32, Arc<File>, u64) {
+    pub fn sync_target(&self) -> (u32, Arc<LogFile>, u64) {
         (self.active_id, Arc::clone(&self.active), self.offset)
     }
 
@@ -189,7 +191,7 @@ impl LogWriter {
     }
 
     /// Makes `file` (already created with its header) the active file.
-    pub fn switch_to(&mut self, id: u32, file: Arc<File>) {
+    pub fn switch_to(&mut self, id: u32, file: Arc<LogFile>) {
         self.active_id = id;
         self.active = file;
         self.offset = FILE_MAGIC.len() as u64;
