@@ -422,3 +422,31 @@ fn every_pool_kind_serves() {
         assert!(server.signal_and_wait("TERM").success(), "{pool}");
     }
 }
+
+#[test]
+fn values_larger_than_a_read_round_trip_and_oversized_replies_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    let mut client = KvsClient::connect(server.addr).unwrap();
+    let value: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    client.set_bytes(b"large", &value).unwrap();
+    assert_eq!(client.get_bytes(b"large").unwrap(), Some(value));
+    assert!(server.signal_and_wait("TERM").success());
+
+    // Restarted with a limit below the stored value: the reply cannot be sent, and the
+    // client is told so; the connection goes on.
+    let server = ServerProcess::start(dir.path(), &["--max-frame-bytes", "1000000"]);
+    let mut client = KvsClient::connect(server.addr).unwrap();
+    match client.get_bytes(b"large") {
+        Err(KvsError::Remote {
+            kind: ErrorKind::InvalidArgument,
+            message,
+        }) => assert!(message.contains("too large"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    client.set("small".to_owned(), "fine".to_owned()).unwrap();
+    assert_eq!(
+        client.get("small".to_owned()).unwrap().as_deref(),
+        Some("fine")
+    );
+}

@@ -97,18 +97,32 @@ impl Connection {
             if drained {
                 return Next::Wait;
             }
-            match self.stream.read(scratch) {
+            let want = self.read_size(scratch.len(), max_frame_len);
+            match self.stream.read(&mut scratch[..want]) {
                 Ok(0) => self.read_closed = true,
                 Ok(n) => {
                     self.input.extend_from_slice(&scratch[..n]);
                     self.last_progress = Instant::now();
-                    drained = n < scratch.len() && !peer_closed;
+                    drained = n < want && !peer_closed;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Wait,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.broken(e),
             }
         }
+    }
+
+    /// How many bytes to read next. While a frame larger than a read is coming in, its
+    /// buffer is allocated once at its announced size and reads stop at its end, so the
+    /// buffer never grows past the frame (a growing `Vec` could double past the limit).
+    fn read_size(&mut self, chunk: usize, max_frame_len: usize) -> usize {
+        if let Ok(FrameStatus::Incomplete { needed }) = frame::check(&self.input, max_frame_len) {
+            if needed > chunk {
+                self.input.reserve_exact(needed - self.input.len());
+                return (needed - self.input.len()).min(chunk);
+            }
+        }
+        chunk
     }
 
     /// On shutdown: carries out the requests received in full and queues their replies.
@@ -230,14 +244,20 @@ fn answer<E: KvsEngine>(
     let request = Request::decode(payload)?;
     let result = match request {
         Request::Get { key } => match engine.get_bytes(key) {
-            Ok(value) => match Response::Value(value.as_deref()).encode_frame(out, max_frame_len) {
-                Ok(()) => return Ok(()),
-                Err(_) => Err(KvsError::InvalidArgument(format!(
-                    "the value is {} bytes, too large for a reply frame (limit {} bytes)",
-                    value.as_ref().map_or(0, Vec::len),
-                    max_frame_len
-                ))),
-            },
+            Ok(value) => {
+                // Room for the value and its framing, so a large reply is copied once.
+                let len = value.as_ref().map_or(0, Vec::len);
+                if len <= max_frame_len {
+                    out.reserve(len + 16);
+                }
+                match Response::Value(value.as_deref()).encode_frame(out, max_frame_len) {
+                    Ok(()) => return Ok(()),
+                    Err(_) => Err(KvsError::InvalidArgument(format!(
+                        "the value is {len} bytes, too large for a reply frame (limit \
+                         {max_frame_len} bytes)"
+                    ))),
+                }
+            }
             Err(e) => Err(e),
         },
         Request::Set { key, value } => engine.set_bytes(key, value),
