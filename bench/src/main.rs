@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use peer::{Durability, Engine, Result};
 use report::{Row, RunInfo, Unit};
-use workload::{Values, GET_KEYS, LARGE_VALUE, SMALL_VALUE};
+use workload::{Sample, Values, GET_KEYS, LARGE_VALUE, SMALL_VALUE};
 
 /// How long and how often to measure.
 struct Plan {
@@ -230,12 +230,12 @@ fn measure_all(plan: &Plan, scratch: &Path, values: &Values) -> Result<Vec<Row>>
             for engine in order(round) {
                 let dir = tempfile::tempdir_in(scratch)?;
                 let store = engine.open(dir.path(), Durability::Os)?;
-                let ops = workload::sets(&store, values, value_len, 1, plan.sample, 0)?;
+                let sample = workload::sets(&store, values, value_len, 1, plan.sample, 0)?;
                 drop(store);
                 drop(dir);
                 settle();
-                progress(&row.label, engine, round, plan.rounds, ops);
-                row.push(engine, ops);
+                progress(&row.label, engine, round, plan.rounds, sample);
+                row.push_sample(engine, sample);
             }
         }
     }
@@ -252,9 +252,9 @@ fn measure_all(plan: &Plan, scratch: &Path, values: &Values) -> Result<Vec<Row>>
         for round in 0..plan.rounds {
             for engine in order(round) {
                 let store = &stores[engine as usize].1;
-                let ops = workload::gets(store, GET_KEYS, threads, plan.sample, round as u64)?;
-                progress(&row.label, engine, round, plan.rounds, ops);
-                row.push(engine, ops);
+                let sample = workload::gets(store, GET_KEYS, threads, plan.sample, round as u64)?;
+                progress(&row.label, engine, round, plan.rounds, sample);
+                row.push_sample(engine, sample);
             }
         }
     }
@@ -271,7 +271,7 @@ fn measure_all(plan: &Plan, scratch: &Path, values: &Values) -> Result<Vec<Row>>
             for engine in order(round) {
                 let store = &stores[engine as usize];
                 let key_round = (round + threads * plan.rounds) as u64;
-                let ops = workload::sets(
+                let sample = workload::sets(
                     store,
                     values,
                     SMALL_VALUE,
@@ -279,8 +279,8 @@ fn measure_all(plan: &Plan, scratch: &Path, values: &Values) -> Result<Vec<Row>>
                     plan.durable_sample,
                     key_round,
                 )?;
-                progress(&row.label, engine, round, plan.rounds, ops);
-                row.push(engine, ops);
+                progress(&row.label, engine, round, plan.rounds, sample);
+                row.push_sample(engine, sample);
             }
         }
     }
@@ -334,7 +334,7 @@ fn measure_all(plan: &Plan, scratch: &Path, values: &Values) -> Result<Vec<Row>>
 fn profile(which: &str, scratch: &Path, seconds: f64, threads: usize) -> Result<()> {
     let values = Values::new();
     let duration = Duration::from_secs_f64(seconds);
-    let ops = match which {
+    let sample = match which {
         "set" | "durable" => {
             let durability = if which == "set" {
                 Durability::Os
@@ -352,15 +352,20 @@ fn profile(which: &str, scratch: &Path, seconds: f64, threads: usize) -> Result<
         }
         other => return Err(format!("--profile takes set, get or durable, not {other:?}").into()),
     };
-    println!("kvs {which}, {threads} thread(s): {ops:.0} ops/s");
+    println!(
+        "kvs {which}, {threads} thread(s): {:.0} ops/s, {:.2} cores busy",
+        sample.ops_per_sec, sample.cpus
+    );
     Ok(())
 }
 
-fn progress(label: &str, engine: Engine, round: usize, rounds: usize, ops: f64) {
+fn progress(label: &str, engine: Engine, round: usize, rounds: usize, sample: Sample) {
     eprintln!(
-        "{label:<38} {:<5} round {}/{rounds}: {ops:>10.0} ops/s",
+        "{label:<38} {:<5} round {}/{rounds}: {:>10.0} ops/s, {:.2} cores busy",
         engine.name(),
-        round + 1
+        round + 1,
+        sample.ops_per_sec,
+        sample.cpus
     );
 }
 

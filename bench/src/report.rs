@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::peer::Engine;
+use crate::workload::Sample;
 
 /// What a row's figures are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub struct Row {
     pub label: String,
     pub unit: Unit,
     pub samples: [Vec<f64>; 4],
+    /// Cores kept busy during each sample, for timed workloads.
+    pub cpus: [Vec<f64>; 4],
 }
 
 impl Row {
@@ -53,7 +56,13 @@ impl Row {
             label: label.into(),
             unit,
             samples: Default::default(),
+            cpus: Default::default(),
         }
+    }
+
+    pub fn push_sample(&mut self, engine: Engine, sample: Sample) {
+        self.push(engine, sample.ops_per_sec);
+        self.cpus[engine as usize].push(sample.cpus);
     }
 
     pub fn push(&mut self, engine: Engine, value: f64) {
@@ -216,6 +225,24 @@ pub fn markdown(info: &RunInfo, rows: &[Row], plot_file: &str) -> String {
         let _ = write!(md, "| {} |", row.label);
         for e in Engine::ALL {
             let _ = write!(md, " {} |", row.spread(e));
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(md, "\n## Cores kept busy (median)\n");
+    let _ = writeln!(
+        md,
+        "CPU time of the benchmark process (engines' background threads included) over wall \
+         time, out of the machine's cores. A multi-threaded row well under its thread count \
+         means threads waited: for a lock, for an fsync, or for a core another process had.\n"
+    );
+    let _ = writeln!(md, "| workload | kvs | sled | fjall | lmdb |");
+    let _ = writeln!(md, "|---|--:|--:|--:|--:|");
+    for row in rows.iter().filter(|r| r.cpus.iter().any(|c| !c.is_empty())) {
+        let _ = write!(md, "| {} |", row.label);
+        for e in Engine::ALL {
+            let cell =
+                median(&row.cpus[e as usize]).map_or_else(|| "-".into(), |c| format!("{c:.2}"));
+            let _ = write!(md, " {cell} |");
         }
         md.push('\n');
     }

@@ -71,9 +71,19 @@ fn key_number(round: u64, thread: u64, n: u64) -> u64 {
     (round << 52) | (thread << 40) | n
 }
 
-/// Runs `op(thread, n)` on `threads` threads for `duration` and returns operations per second
-/// over all threads. Each thread looks at the clock every `check_every` calls.
-pub fn timed<F>(threads: usize, duration: Duration, check_every: u64, op: F) -> Result<f64>
+/// What one timed run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Operations per second, over all threads.
+    pub ops_per_sec: f64,
+    /// CPU time of the whole process (engine background threads included) over wall time: how
+    /// many cores the run kept busy.
+    pub cpus: f64,
+}
+
+/// Runs `op(thread, n)` on `threads` threads for `duration`. Each thread looks at the clock
+/// every `check_every` calls.
+pub fn timed<F>(threads: usize, duration: Duration, check_every: u64, op: F) -> Result<Sample>
 where
     F: Fn(u64, u64) -> Result<()> + Sync,
 {
@@ -100,13 +110,15 @@ where
             })
             .collect();
         barrier.wait();
-        let start = Instant::now();
+        let start = (Instant::now(), cpu_time());
         let results: Vec<_> = workers
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect();
         (start, results)
     });
+    let (cpu_end, wall_end) = (cpu_time(), Instant::now());
+    let (start, cpu_start) = start;
     let mut ops = 0;
     let mut end = start;
     for result in results {
@@ -114,7 +126,22 @@ where
         ops += n;
         end = end.max(finished);
     }
-    Ok(ops as f64 / end.duration_since(start).as_secs_f64())
+    Ok(Sample {
+        ops_per_sec: ops as f64 / end.duration_since(start).as_secs_f64(),
+        cpus: (cpu_end - cpu_start) / wall_end.duration_since(start).as_secs_f64(),
+    })
+}
+
+/// User plus system CPU time of this process so far, in seconds.
+fn cpu_time() -> f64 {
+    // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// Sets of `value_len`-byte values with fresh keys, from `threads` threads.
@@ -125,7 +152,7 @@ pub fn sets(
     threads: usize,
     duration: Duration,
     round: u64,
-) -> Result<f64> {
+) -> Result<Sample> {
     // A durable set costs an fsync (about a millisecond): checking the clock after each one
     // keeps the 8 threads' finishing times close; a fast set checks it every 16.
     let check_every = if store.is_durable() { 1 } else { 16 };
@@ -142,7 +169,7 @@ pub fn gets(
     threads: usize,
     duration: Duration,
     round: u64,
-) -> Result<f64> {
+) -> Result<Sample> {
     timed(threads, duration, 64, |t, n| {
         let i = mix(key_number(round, t, n)) % keys;
         match store.get(&key(i))? {
@@ -170,6 +197,17 @@ mod tests {
         let keys: std::collections::HashSet<_> = (0..10_000).map(key).collect();
         assert_eq!(keys.len(), 10_000);
         assert!(keys.iter().all(|k| k.iter().all(u8::is_ascii_hexdigit)));
+    }
+
+    #[test]
+    fn timed_counts_every_thread_and_its_cores() -> Result<()> {
+        let sample = timed(2, Duration::from_millis(50), 16, |_, _| {
+            black_box((0..100u64).sum::<u64>());
+            Ok(())
+        })?;
+        assert!(sample.ops_per_sec > 0.0);
+        assert!(sample.cpus > 0.0 && sample.cpus < 3.0, "{sample:?}");
+        Ok(())
     }
 
     #[test]
