@@ -1,7 +1,11 @@
 # Everyday targets. `make test` is the one command that runs every test (README, .ci/run).
-.PHONY: test test-rust test-c test-python lint fmt bench server
+.PHONY: test test-rust test-c test-python lint fmt bench server install
 
 CARGO ?= cargo
+# `make server`: where the server keeps its data, and extra arguments for it.
+DATA ?= kvs-data
+ARGS ?=
+PREFIX ?= /usr/local
 
 test: lint test-rust test-c test-python
 
@@ -24,6 +28,12 @@ fmt:
 
 bench:
 	$(CARGO) bench -p kvs
+	$(CARGO) bench -p kvs-server --bench load
 
 server:
-	$(CARGO) run --release -p kvs-server
+	$(CARGO) build --release -p kvs-server
+	mkdir -p "$(DATA)" && cd "$(DATA)" && exec "$(CURDIR)/target/release/kvs-server" $(ARGS)
+
+# Installs the C library, header and pkg-config files into PREFIX.
+install:
+	bash kvs-ffi/install.sh "$(PREFIX)"
