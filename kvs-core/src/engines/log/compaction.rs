@@ -253,11 +253,19 @@ impl<'a> Output<'a> {
     fn finish_current(&mut self) -> Result<()> {
         if let Some((id, out, size)) = self.current.take() {
             let path = self.tmp_path(id);
-            let file = out
+            let finished = out
                 .into_inner()
-                .map_err(|e| KvsError::io_at(&path, e.into_error()))?;
-            crash_point::hit("compaction:output-written");
-            file.sync_all().map_err(|e| KvsError::io_at(&path, e))?;
+                .map_err(|e| e.into_error())
+                .and_then(|file| {
+                    crash_point::hit("compaction:output-written");
+                    file.sync_all()
+                });
+            if let Err(e) = finished {
+                // No longer `current` nor `done`: `discard` would not find it. On a full disk,
+                // leaving it would hold on to the very space compaction was meant to free.
+                let _ = fs::remove_file(&path);
+                return Err(KvsError::io_at(&path, e));
+            }
             self.done.push((id, size));
         }
         Ok(())
@@ -266,7 +274,10 @@ impl<'a> Output<'a> {
     /// Syncs the last file, renames every file into place and syncs the directory; then opens
     /// them for reading. Returns the ids and sizes written.
     fn commit(mut self) -> Result<Vec<(u32, u64)>> {
-        self.finish_current()?;
+        if let Err(e) = self.finish_current() {
+            self.discard();
+            return Err(e);
+        }
         crash_point::hit("compaction:output-synced");
         for &(id, _) in &self.done {
             let out_path = log_path(&self.shared.dir, id);

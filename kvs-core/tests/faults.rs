@@ -1,0 +1,219 @@
+//! I/O faults: a full disk (or a file-size limit), a failing fsync, and running out of file
+//! descriptors. For each: the call fails with a clear error and is not acknowledged, nothing
+//! acknowledged earlier is lost, and the store works again once space or descriptors are back
+//! (after a failed fsync it says it must be reopened: `KvsError::Poisoned`).
+//!
+//! Resource limits are per process, so each limit test runs in a child process: this test
+//! binary re-run with `--ignored --exact <child test>`, the directory in an environment
+//! variable. The child checks everything itself and exits non-zero on any failure.
+//!
+//! The failing-fsync test needs root: it mounts a small tmpfs, puts an ext4 image on it through
+//! a loop device, and fills the tmpfs, so that writeback (and so fsync) fails with an I/O
+//! error while `write` still succeeds. Without root or loop devices it says so and passes.
+#![cfg(target_os = "linux")]
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError, SyncPolicy};
+use tempfile::TempDir;
+
+const DIR_VAR: &str = "KVS_FAULT_TEST_DIR";
+const SYNC_VAR: &str = "KVS_FAULT_TEST_SYNC";
+
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
+/// The soft limit of `resource`, and its hard limit.
+fn get_limit(resource: Resource) -> (libc::rlim_t, libc::rlim_t) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass, which lives for the call.
+    let rc = unsafe { libc::getrlimit(resource, &mut limit) };
+    assert_eq!(rc, 0, "getrlimit: {}", io::Error::last_os_error());
+    (limit.rlim_cur, limit.rlim_max)
+}
+
+/// Sets the soft limit of `resource` for this process, keeping the hard limit.
+fn set_soft_limit(resource: Resource, soft: libc::rlim_t) {
+    let (_, hard) = get_limit(resource);
+    let limit = libc::rlimit {
+        rlim_cur: soft.min(hard),
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit only reads the struct we pass; changing a soft limit of our own
+    // process affects nothing but later system calls of this (child) process.
+    let rc = unsafe { libc::setrlimit(resource, &limit) };
+    assert_eq!(rc, 0, "setrlimit: {}", io::Error::last_os_error());
+}
+
+/// The OS error code inside a kvs I/O error, if any.
+fn os_error(err: &KvsError) -> Option<i32> {
+    match err {
+        KvsError::Io(e) | KvsError::IoAt { source: e, .. } => e.raw_os_error(),
+        _ => None,
+    }
+}
+
+fn child_dir() -> PathBuf {
+    std::env::var_os(DIR_VAR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("{DIR_VAR} must be set"))
+}
+
+fn child_sync() -> SyncPolicy {
+    match std::env::var(SYNC_VAR).as_deref() {
+        Ok("always") => SyncPolicy::Always,
+        _ => SyncPolicy::Os,
+    }
+}
+
+/// Runs the child test `name` on `dir` and fails if it fails; returns its stdout.
+fn run_child(name: &str, dir: &Path, env: &[(&str, &str)]) -> String {
+    let exe = std::env::current_exe().expect("test executable");
+    let output = Command::new(exe)
+        .args(["--ignored", "--exact", name, "--nocapture", "--test-threads=1"])
+        .env(DIR_VAR, dir)
+        .envs(env.iter().copied())
+        .output()
+        .expect("spawn child");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "child {name} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// What a test believes the store holds: every acknowledged write.
+#[derive(Default)]
+struct Model {
+    acked: BTreeMap<String, Option<String>>,
+}
+
+impl Model {
+    fn set(&mut self, store: &KvStore, key: String, value: String) -> kvs::Result<()> {
+        store.set(key.clone(), value.clone())?;
+        self.acked.insert(key, Some(value));
+        Ok(())
+    }
+
+    fn remove(&mut self, store: &KvStore, key: String) -> kvs::Result<()> {
+        store.remove(key.clone())?;
+        self.acked.insert(key, None);
+        Ok(())
+    }
+
+    /// Every acknowledged write reads back exactly.
+    fn check(&self, store: &KvStore, when: &str) {
+        for (key, want) in &self.acked {
+            let got = store
+                .get(key.clone())
+                .unwrap_or_else(|e| panic!("{when}: get {key}: {e}"));
+            assert_eq!(&got, want, "{when}: key {key}");
+        }
+    }
+}
+
+fn value(i: usize, len: usize) -> String {
+    format!("{i:08}-{}", "v".repeat(len))
+}
+
+/// No compaction output may be left behind by a compaction that failed.
+fn assert_no_compaction_leftovers(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert!(
+            !name.to_string_lossy().ends_with(".compacting"),
+            "leftover {name:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disk full: RLIMIT_FSIZE
+
+#[test]
+#[ignore = "run as a child process by writes_over_the_file_size_limit_fail_cleanly"]
+fn fault_child_file_size_limit() {
+    let dir = child_dir();
+    let sync = child_sync();
+    // SAFETY: setting a signal's disposition to "ignore" installs no handler code; with
+    // SIGXFSZ ignored, a write over RLIMIT_FSIZE fails with EFBIG instead of killing us.
+    let previous = unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    assert_ne!(previous, libc::SIG_ERR);
+    let (original, _) = get_limit(libc::RLIMIT_FSIZE);
+    let options = KvStoreOptions::default()
+        .sync(sync)
+        .compaction_min_stale(u64::MAX);
+    let store = KvStore::open_with(&dir, options.clone()).unwrap();
+    let mut model = Model::default();
+    for i in 0..200 {
+        model.set(&store, format!("k{i}"), value(i, 80)).unwrap();
+    }
+    for i in (0..200).step_by(10) {
+        model.remove(&store, format!("k{i}")).unwrap();
+    }
+    let log_len = store.disk_stats().total_bytes;
+
+    // "Disk full": the log may grow by 2,000 more bytes.
+    set_soft_limit(libc::RLIMIT_FSIZE, log_len + 2_000);
+    let mut failures = 0;
+    for i in 200..260 {
+        match model.set(&store, format!("k{i}"), value(i, 300)) {
+            Ok(()) => {}
+            Err(e) => {
+                failures += 1;
+                assert_eq!(os_error(&e), Some(libc::EFBIG), "{e}");
+                let message = e.to_string();
+                assert!(message.contains(".log"), "error names no file: {message}");
+            }
+        }
+    }
+    assert!(failures >= 50, "only {failures} writes failed");
+    model.check(&store, "while the disk is full");
+
+    // A compaction that runs out of space gives up and leaves the old files as they were.
+    set_soft_limit(libc::RLIMIT_FSIZE, 4_096);
+    let err = store.compact().expect_err("compaction with no space");
+    assert_eq!(os_error(&err), Some(libc::EFBIG), "{err}");
+    assert_no_compaction_leftovers(&dir);
+    model.check(&store, "after a failed compaction");
+
+    // Space is back: writes and compaction work again, without a reopen.
+    set_soft_limit(libc::RLIMIT_FSIZE, original);
+    for i in 300..400 {
+        model.set(&store, format!("k{i}"), value(i, 300)).unwrap();
+    }
+    model.remove(&store, "k301".into()).unwrap();
+    store.compact().unwrap();
+    model.check(&store, "once space is back");
+    drop(store);
+    let store = KvStore::open_with(&dir, options).unwrap();
+    model.check(&store, "after reopening");
+    println!(
+        "file-size limit: {failures} writes refused, {} acknowledged keys verified",
+        model.acked.len()
+    );
+}
+
+#[test]
+fn writes_over_the_file_size_limit_fail_cleanly() {
+    for sync in ["os", "always"] {
+        let dir = TempDir::new().unwrap();
+        let out = run_child(
+            "fault_child_file_size_limit",
+            dir.path(),
+            &[(SYNC_VAR, sync)],
+        );
+        println!("sync {sync}: {}", out.lines().find(|l| l.contains("limit:")).unwrap_or(""));
+    }
+}
