@@ -17,7 +17,8 @@
 //! What each engine's call promises (see `peer.rs` and the footnotes of the results page):
 //! - kvs: `KvStore` with default options; a set has reached the OS (`write(2)`) when it
 //!   returns. Durable sets use `SyncPolicy::Always` (fdatasync, group commit).
-//! - sled: `SledKvsEngine`, which flushes (fsyncs) after every set, in every workload.
+//! - sled: `SledKvsEngine`, which flushes after every set, in every workload (sled 0.34's flush
+//!   is `sync_file_range`, weaker than the others' fdatasync: see `peer.rs`).
 //! - fjall: `insert` flushes its journal to the OS (fjall's default); durable sets add
 //!   `Database::persist(PersistMode::SyncData)` after each insert.
 //! - LMDB (heed): one write transaction per set; `MDB_NOSYNC` for workloads 1-2 (the commit
@@ -418,7 +419,7 @@ fn machine() -> String {
     format!("{} cores (nproc), {cpu}, {memory}, {kernel}", cores())
 }
 
-/// The commit kvs was built from, and whether kvs-core had uncommitted changes.
+/// The commit kvs was built from, and whether the engine's sources had uncommitted changes.
 fn revision() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let git = |args: &[&str]| {
@@ -433,12 +434,21 @@ fn revision() -> String {
     };
     match git(&["rev-parse", "--short", "HEAD"]) {
         None => "unknown (not a git checkout)".into(),
-        Some(head) => match git(&["status", "--porcelain", "--", "kvs-core"]) {
-            Some(changes) if !changes.is_empty() => {
-                format!("{head}, with uncommitted changes in kvs-core")
+        Some(head) => {
+            let engine = [
+                "kvs-core/src/engines",
+                "kvs-core/src/engine.rs",
+                "kvs-core/src/data_dir.rs",
+            ];
+            let status = git(&[&["status", "--porcelain", "--"][..], &engine[..]].concat());
+            match status {
+                Some(changes) if !changes.is_empty() => {
+                    format!("{head}, with uncommitted changes to the engine's sources")
+                }
+                Some(_) => format!("{head} (engine sources as committed)"),
+                None => head,
             }
-            _ => head,
-        },
+        }
     }
 }
 

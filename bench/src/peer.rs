@@ -5,12 +5,15 @@
 //! | engine | [`Durability::Os`] (workloads 1-3) | [`Durability::Disk`] (workload 4) |
 //! | --- | --- | --- |
 //! | kvs | `KvStore`, default options: the record is written (`write(2)`) to the log | `SyncPolicy::Always`: group commit, `fdatasync` |
-//! | sled | `SledKvsEngine`: `insert` + `Db::flush` (fsync) | the same |
+//! | sled | `SledKvsEngine`: `insert` + `Db::flush` | the same |
 //! | fjall | `insert`, journal flushed to the OS (fjall's default `PersistMode::Buffer`) | `insert` + `Database::persist(PersistMode::SyncData)` |
 //! | lmdb | one write transaction per set, env opened with `MDB_NOSYNC` | one write transaction per set, synced commit |
 //!
-//! sled is measured as kvs ships it (`SledKvsEngine`, which flushes after every write), so in
-//! workloads 1-2 it does strictly more than the others: that is the anchor issue 6 names.
+//! sled is measured as kvs ships it (`SledKvsEngine`, which flushes after every write): that
+//! is the anchor issue 6 names. In workloads 1-2 it does more than the others. In workload 4 it
+//! does less: sled 0.34's flush ends in `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`
+//! on Linux (`pagecache/iobuf.rs`), which waits for the data to reach the device but neither
+//! flushes the device's write cache nor commits file metadata, as `fdatasync` does.
 //!
 //! A get hands the caller an owned copy of the value, as `KvsEngine::get_bytes` does: LMDB's
 //! borrowed slice is copied out of a read transaction opened for that one get.

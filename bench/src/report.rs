@@ -262,8 +262,11 @@ their public APIs with default settings unless said here.
 | kvs | `KvStore`, default options (`SyncPolicy::Os`): the record is written to the log file \
 (`write(2)`) before the call returns; it survives a crash of the process | \
 `SyncPolicy::Always`: `fdatasync` before returning, group commit across threads | `get_bytes`, an owned `Vec<u8>` |
-| sled 0.34 | `SledKvsEngine`: `insert`, then `Db::flush` (fsync) before returning, as kvs ships it; \
-so in workloads 1-2 sled does more than the others | the same | `SledKvsEngine::get_bytes` (copies to a `Vec<u8>`) |
+| sled 0.34 | `SledKvsEngine`: `insert`, then `Db::flush` before returning, as kvs ships it; \
+so in workloads 1-2 sled does more than the others | the same, and here sled does *less* than \
+the others: on Linux its flush is `sync_file_range(WAIT_BEFORE, WRITE, WAIT_AFTER)`, which waits \
+for the device to take the data but neither flushes the device's write cache nor commits file \
+metadata (weaker than `fdatasync`) | `SledKvsEngine::get_bytes` (copies to a `Vec<u8>`) |
 | fjall 3.1 | `Keyspace::insert`: the journal is flushed to the OS (fjall's default, \
 `PersistMode::Buffer`) | `insert`, then `Database::persist(PersistMode::SyncData)` (fdatasync) | \
 `Keyspace::get`, copied to a `Vec<u8>` |
