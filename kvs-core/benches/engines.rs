@@ -71,6 +71,33 @@ fn bench_get<E: KvsEngine>(c: &mut Criterion, name: &str, store: E) {
             assert!(value.is_some());
         })
     });
+    // Two threads sharing the store: `iters` gets in all, half each; throughput is per get, so
+    // perfect scaling halves the time per get.
+    group.bench_function(BenchmarkId::new(name, "random of 100k, 2 threads"), |b| {
+        b.iter_custom(|iters| {
+            let barrier = Arc::new(Barrier::new(3));
+            let threads: Vec<_> = (0..2u64)
+                .map(|t| {
+                    let store = store.clone();
+                    let barrier = Arc::clone(&barrier);
+                    std::thread::spawn(move || {
+                        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + t);
+                        barrier.wait();
+                        for _ in 0..iters / 2 {
+                            let value = store.get_bytes(&key(rng.next() % KEYS)).expect("get");
+                            assert!(value.is_some());
+                        }
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let start = Instant::now();
+            for t in threads {
+                t.join().expect("reader thread");
+            }
+            start.elapsed()
+        })
+    });
     group.finish();
 }
 

@@ -21,8 +21,10 @@
 //!    any moment the surviving old files are the newest ones, so a tombstone can never be
 //!    deleted while an older value of its key survives, and no removed key comes back.
 //!
-//! Readers that located a record in an old file before step 4 hold an `Arc<File>` of it, so
-//! their read succeeds even after the file is unlinked in step 5.
+//! Readers that located a record in an old file before step 4 read it under their index shard's
+//! lock, and the files are only dropped from the shards' file maps (which needs every shard's
+//! lock) after step 4: a read that found an old file finishes before that file is closed, and
+//! the file's data stays readable after it is unlinked until then.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -68,11 +70,13 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         })?;
         writer.seal_active()?;
         let new_file = create_log(&shared.dir, new_id, writer.max_file_bytes())?;
-        sync_dir(&shared.dir)?;
-        shared.write_files().insert(new_id, Arc::clone(&new_file));
+        shared.files.update(&shared.index, |files| {
+            files.insert(new_id, Arc::clone(&new_file));
+        });
         writer.switch_to(new_id, new_file);
         let old_ids: Vec<u32> = shared
-            .read_files()
+            .files
+            .snapshot()
             .keys()
             .copied()
             .filter(|&id| id <= last)
@@ -123,12 +127,12 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
     }
 
     // 5. Delete, oldest first.
-    {
-        let mut files = shared.write_files();
+    // After this no shard's file map holds them: reads that found them have ended.
+    shared.files.update(&shared.index, |files| {
         for id in &old_ids {
             files.remove(id);
         }
-    }
+    });
     for id in &old_ids {
         let path = log_path(&shared.dir, *id);
         fs::remove_file(&path).map_err(|e| KvsError::io_at(&path, e))?;
@@ -163,7 +167,8 @@ fn copy_live_records(
     live.sort_unstable_by_key(|(_, pos)| (pos.file, pos.offset));
 
     let files: Vec<(u32, Arc<LogFile>)> = shared
-        .read_files()
+        .files
+        .snapshot()
         .range(..=last_old)
         .map(|(id, f)| (*id, Arc::clone(f)))
         .collect();
@@ -284,13 +289,15 @@ impl<'a> Output<'a> {
             fs::rename(self.tmp_path(id), &out_path).map_err(|e| KvsError::io_at(&out_path, e))?;
         }
         sync_dir(&self.shared.dir)?;
+        let mut opened = Vec::with_capacity(self.done.len());
         for &(id, size) in &self.done {
             let out_path = log_path(&self.shared.dir, id);
             let file = File::open(&out_path).map_err(|e| KvsError::io_at(&out_path, e))?;
-            self.shared
-                .write_files()
-                .insert(id, Arc::new(LogFile::new(file, size)));
+            opened.push((id, Arc::new(LogFile::new(file, size))));
         }
+        self.shared
+            .files
+            .update(&self.shared.index, |files| files.extend(opened));
         Ok(std::mem::take(&mut self.done))
     }
 

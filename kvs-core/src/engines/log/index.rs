@@ -12,9 +12,11 @@
 //! the shard from bits the table itself does not use.
 
 use std::hash::BuildHasher;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
+
+use super::log_file::{FileMap, LogFile};
 
 /// Where a record lives: which log file, at which byte offset, and how long it is.
 ///
@@ -36,6 +38,8 @@ struct Slot {
 }
 
 struct Shard {
+    /// The open log files, as last published (see `FileSet`).
+    files: Arc<FileMap>,
     table: HashTable<Slot>,
     /// Every key of the shard, back to back. Removed keys leave garbage until the next rebuild.
     arena: Vec<u8>,
@@ -87,6 +91,7 @@ impl Index {
             shards: (0..SHARDS)
                 .map(|_| {
                     RwLock::new(Shard {
+                        files: Arc::new(FileMap::new()),
                         table: HashTable::new(),
                         arena: Vec::new(),
                         garbage: 0,
@@ -115,16 +120,35 @@ impl Index {
         self.shard(hash).write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Calls `f` with the position of `key`, while the shard is still read-locked: whatever
-    /// `f` looks up stays consistent with the position (see `Shared::locate`).
-    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<RecordPos>) -> R) -> R {
+    /// Calls `f` with the position of `key` and the log file holding it (`None` if that file
+    /// is not open, which would be a bug), while the shard is read-locked: the file stays open
+    /// until `f` returns.
+    pub fn get_with<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<(RecordPos, Option<&LogFile>)>) -> R,
+    ) -> R {
         let hash = self.hash(key);
         let shard = self.read(hash);
-        f(shard.find(hash, key).map(|s| s.pos))
+        let found = shard.find(hash, key).map(|s| s.pos);
+        f(found.map(|pos| (pos, shard.files.get(&pos.file).map(|f| &**f))))
+    }
+
+    /// The position of `key`.
+    pub fn position(&self, key: &[u8]) -> Option<RecordPos> {
+        let hash = self.hash(key);
+        self.read(hash).find(hash, key).map(|s| s.pos)
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.get_with(key, |pos| pos.is_some())
+        self.position(key).is_some()
+    }
+
+    /// Gives every shard `files` (see `FileSet::update`).
+    pub fn publish_files(&self, files: &Arc<FileMap>) {
+        for shard in self.shards.iter() {
+            shard.write().unwrap_or_else(|p| p.into_inner()).files = Arc::clone(files);
+        }
     }
 
     /// Sets the position of `key`, returning the one it replaces.
@@ -235,7 +259,7 @@ mod tests {
         let index = Index::new();
         assert_eq!(index.insert(b"a", pos(1)).unwrap(), None);
         assert_eq!(index.insert(b"a", pos(2)).unwrap(), Some(pos(1)));
-        assert_eq!(index.get_with(b"a", |p| p), Some(pos(2)));
+        assert_eq!(index.position(b"a"), Some(pos(2)));
         assert_eq!(index.remove(b"a"), Some(pos(2)));
         assert_eq!(index.remove(b"a"), None);
         assert!(!index.contains(b"a"));
@@ -253,10 +277,7 @@ mod tests {
         }
         for i in 0..100_000u32 {
             let expected = (i % 4 == 0).then(|| pos(i));
-            assert_eq!(
-                index.get_with(format!("key-{i}").as_bytes(), |p| p),
-                expected
-            );
+            assert_eq!(index.position(format!("key-{i}").as_bytes()), expected);
         }
         let mut seen = 0;
         index.for_each(|key, p| {
@@ -272,7 +293,7 @@ mod tests {
         index.insert(b"k", pos(1)).unwrap();
         assert!(index.replace_if(b"k", pos(1), pos(5)));
         assert!(!index.replace_if(b"k", pos(1), pos(6)));
-        assert_eq!(index.get_with(b"k", |p| p), Some(pos(5)));
+        assert_eq!(index.position(b"k"), Some(pos(5)));
         assert!(!index.replace_if(b"missing", pos(1), pos(2)));
     }
 }

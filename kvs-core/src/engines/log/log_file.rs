@@ -15,11 +15,57 @@
 //! rewriting a log file while kvs has it open; the directory lock keeps other kvs processes
 //! out, and nothing else should write to a kvs data directory.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+
+use super::index::Index;
+
+/// Every open log file, by id.
+pub type FileMap = BTreeMap<u32, Arc<LogFile>>;
+
+/// The set of open log files, published to readers through the index.
+///
+/// A get must find the file of a position it read from the index, and that file must stay
+/// open until the read is done, even if compaction deletes it meanwhile. Each index shard
+/// holds its own snapshot of the file map, read under the same lock as the position, so a
+/// get takes one lock and touches no shared counter (a global map behind its own lock, with
+/// an `Arc` cloned per get, made two reader threads slower than one). Changes are rare
+/// (a new file, a compaction): they copy the map and publish the copy to every shard.
+pub struct FileSet {
+    current: Mutex<Arc<FileMap>>,
+}
+
+impl FileSet {
+    pub fn new(files: FileMap, index: &Index) -> FileSet {
+        let files = Arc::new(files);
+        index.publish_files(&files);
+        FileSet {
+            current: Mutex::new(files),
+        }
+    }
+
+    /// The files as they are now.
+    pub fn snapshot(&self) -> Arc<FileMap> {
+        Arc::clone(&self.current.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Changes the set with `change` and publishes it to every shard of `index`. Adding a
+    /// file must happen before any index entry points into it; removing one only after none
+    /// does.
+    pub fn update(&self, index: &Index, change: impl FnOnce(&mut FileMap)) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut files = FileMap::clone(&current);
+        change(&mut files);
+        let files = Arc::new(files);
+        index.publish_files(&files);
+        *current = files;
+    }
+}
 
 /// An open log file. Derefs to the [`File`] for writes and syncs.
 pub struct LogFile {

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -33,8 +33,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use self::format::{check_sizes, encode_record, verify_record, RecordKind, HEADER_LEN};
 use self::index::{Index, RecordPos};
-use self::log_file::LogFile;
-use self::writer::{create_log, log_path, FileSet, LogWriter, MAX_FILE_BYTES};
+use self::log_file::{FileSet, LogFile};
+use self::writer::{create_log, log_path, LogWriter, MAX_FILE_BYTES};
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{KvsEngine, KvsError, Result};
 
@@ -146,8 +146,8 @@ struct Shared {
     dir: PathBuf,
     options: KvStoreOptions,
     index: Index,
-    /// Every log file, for reading, by id. A reader takes the `Arc<File>` while it still holds
-    /// the index shard lock, so a file compaction deletes stays readable until that read ends.
+    /// Every log file, by id; readers find them through the index (see `FileSet`), so a file
+    /// compaction deletes stays readable until the reads that found it end.
     files: FileSet,
     writer: Mutex<LogWriter>,
     compact_tx: Sender<()>,
@@ -227,7 +227,6 @@ impl KvStore {
             Some((&id, file)) => (id, Arc::clone(file)),
             None => {
                 let file = create_log(&dir, 1, max_file_bytes)?;
-                data_dir::sync_dir(&dir)?;
                 files.insert(1, Arc::clone(&file));
                 (1, file)
             }
@@ -246,12 +245,13 @@ impl KvStore {
             recovered.stale,
         );
 
+        let files = FileSet::new(files, &index);
         let (compact_tx, compact_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             dir,
             options,
             index,
-            files: RwLock::new(files),
+            files,
             writer: Mutex::new(writer),
             compact_tx,
             compaction_running: Mutex::new(()),
@@ -290,7 +290,7 @@ impl KvStore {
         DiskStats {
             total_bytes: writer.total_bytes(),
             stale_bytes: writer.stale_bytes(),
-            files: self.shared.read_files().len(),
+            files: self.shared.files.snapshot().len(),
         }
     }
 }
@@ -331,14 +331,6 @@ impl Shared {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read_files(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Arc<LogFile>>> {
-        self.files.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write_files(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u32, Arc<LogFile>>> {
-        self.files.write().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Checks the record at `pos` (checksum, and that it holds `key` if given) and calls `f`
     /// with its bytes, header included.
     fn with_record<R>(
@@ -375,22 +367,6 @@ impl Shared {
     /// Reads and checks the record at `pos`, returning a copy (header included).
     fn read_record(&self, file: &LogFile, pos: RecordPos) -> Result<Vec<u8>> {
         self.with_record(file, pos, None, |record| record.to_vec())
-    }
-
-    /// The position of `key` and the file holding it, taken together under the shard lock.
-    fn locate(&self, key: &[u8]) -> Result<Option<(RecordPos, Arc<LogFile>)>> {
-        let found = self.index.get_with(key, |pos| {
-            pos.map(|pos| (pos, self.read_files().get(&pos.file).cloned()))
-        });
-        match found {
-            None => Ok(None),
-            Some((pos, Some(file))) => Ok(Some((pos, file))),
-            Some((pos, None)) => Err(KvsError::Corruption {
-                path: log_path(&self.dir, pos.file),
-                offset: pos.offset as u64,
-                reason: "the index points into a log file that is not open".into(),
-            }),
-        }
     }
 }
 
@@ -489,13 +465,20 @@ impl KvsEngine for KvStore {
     }
 
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let Some((pos, file)) = self.shared.locate(key)? else {
-            return Ok(None);
-        };
-        let value = self.shared.with_record(&file, pos, Some(key), |record| {
-            record[HEADER_LEN + key.len()..].to_vec()
-        })?;
-        Ok(Some(value))
+        let shared = &*self.shared;
+        shared.index.get_with(key, |found| match found {
+            None => Ok(None),
+            Some((pos, Some(file))) => shared
+                .with_record(file, pos, Some(key), |record| {
+                    record[HEADER_LEN + key.len()..].to_vec()
+                })
+                .map(Some),
+            Some((pos, None)) => Err(KvsError::Corruption {
+                path: log_path(&shared.dir, pos.file),
+                offset: pos.offset as u64,
+                reason: "the index points into a log file that is not open".into(),
+            }),
+        })
     }
 
     fn remove_bytes(&self, key: &[u8]) -> Result<()> {
@@ -535,7 +518,7 @@ impl KvStore {
         writer.check_usable()?;
         writer.buf.clear();
         encode_record(&mut writer.buf, RecordKind::Set, key, value);
-        let pos = writer.append(&shared.files)?;
+        let pos = writer.append(&shared.files, &shared.index)?;
         // An index over 128 GiB of keys is the only way this fails; the record is then in
         // the log without being acknowledged, as if the process had died right after it.
         let old = shared.index.insert(key, pos).map_err(|_| {
@@ -563,7 +546,7 @@ impl KvStore {
         }
         writer.buf.clear();
         encode_record(&mut writer.buf, RecordKind::Remove, key, b"");
-        let tombstone = writer.append(&shared.files)?;
+        let tombstone = writer.append(&shared.files, &shared.index)?;
         let old = shared.index.remove(key);
         writer.add_stale(tombstone.file, tombstone.len as u64);
         if let Some(old) = old {

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use super::crash_point;
 use super::format::FILE_MAGIC;
-use super::index::RecordPos;
-use super::log_file::LogFile;
+use super::index::{Index, RecordPos};
+use super::log_file::{FileSet, LogFile};
 use super::SyncPolicy;
 use crate::data_dir::sync_dir;
 use crate::{KvsError, Result};
@@ -19,16 +19,16 @@ use crate::{KvsError, Result};
 /// in 32 bits in memory (see `index.rs`), so no record may start past 4 GiB.
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
-/// Every log file, for reading, by id.
-pub type FileSet = RwLock<BTreeMap<u32, Arc<LogFile>>>;
-
 /// Path of log file `id` in `dir`.
 pub fn log_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id}.log"))
 }
 
-/// Creates log file `id` with its header, ready for appending and mapped for reads up to
-/// `max_len` bytes.
+/// Creates log file `id` with its header and syncs the directory, ready for appending and
+/// mapped for reads up to `max_len` bytes.
+///
+/// If any step fails, the file is removed again: the caller retries with the same id later
+/// (the next write, the next compaction), and a leftover would make that retry fail for good.
 pub fn create_log(dir: &Path, id: u32, max_len: u64) -> Result<Arc<LogFile>> {
     let path = log_path(dir, id);
     let file = OpenOptions::new()
@@ -36,8 +36,15 @@ pub fn create_log(dir: &Path, id: u32, max_len: u64) -> Result<Arc<LogFile>> {
         .write(true)
         .create_new(true)
         .open(&path)
-        .and_then(|f| f.write_all_at(&FILE_MAGIC, 0).map(|()| f))
         .map_err(|e| KvsError::io_at(&path, e))?;
+    let ready = file
+        .write_all_at(&FILE_MAGIC, 0)
+        .map_err(|e| KvsError::io_at(&path, e))
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = ready {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     Ok(Arc::new(LogFile::new(file, max_len)))
 }
 
@@ -104,11 +111,11 @@ impl LogWriter {
     /// file if this one is full. When this returns `Ok`, the bytes are in the operating system;
     /// with [`SyncPolicy::Always`] the caller then waits for a sync covering them (group commit,
     /// see `Durability` in `mod.rs`).
-    pub fn append(&mut self, files: &FileSet) -> Result<RecordPos> {
+    pub fn append(&mut self, files: &FileSet, index: &Index) -> Result<RecordPos> {
         self.check_usable()?;
         let len = self.buf.len();
         if self.offset > FILE_MAGIC.len() as u64 && self.offset + len as u64 > self.max_file_bytes {
-            self.rotate(files)?;
+            self.rotate(files, index)?;
         }
         let offset = self.offset;
         if crash_point::armed("write:mid-record") {
@@ -136,17 +143,15 @@ impl LogWriter {
 
     /// Starts a new active file, `active + 1` (every compaction output sorts before the active
     /// file, so this is the highest id).
-    fn rotate(&mut self, files: &FileSet) -> Result<()> {
+    fn rotate(&mut self, files: &FileSet, index: &Index) -> Result<()> {
         let id = self.active_id.checked_add(1).ok_or_else(|| {
             KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
         })?;
         self.seal_active()?;
         let file = create_log(&self.dir, id, self.max_file_bytes)?;
-        sync_dir(&self.dir)?;
-        files
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Arc::clone(&file));
+        files.update(index, |files| {
+            files.insert(id, Arc::clone(&file));
+        });
         self.switch_to(id, file);
         Ok(())
     }
