@@ -309,6 +309,12 @@ fn a_record_larger_than_the_file_limit_gets_a_file_of_its_own_and_reads_back() {
     }
     let store = KvStore::open_with(dir.path(), options).unwrap();
     assert_eq!(store.get_bytes(b"big").unwrap().as_deref(), Some(&big[..]));
-    assert_eq!(store.get_bytes(b"small").unwrap().as_deref(), Some(&b"x"[..]));
-    assert_eq!(store.get_bytes(b"after").unwrap().as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        store.get_bytes(b"small").unwrap().as_deref(),
+        Some(&b"x"[..])
+    );
+    assert_eq!(
+        store.get_bytes(b"after").unwrap().as_deref(),
+        Some(&b"y"[..])
+    );
 }
