@@ -11,13 +11,17 @@
 //! - `log_file.rs`: an open log file, memory-mapped for reads.
 //! - `recovery.rs`: replay on open, torn tails and corruption.
 //! - `compaction.rs`: the crash-safe compaction.
+//! - `options.rs`: [`KvStoreOptions`], [`SyncPolicy`], [`RecoveryMode`].
+//! - `durability.rs`: group commit for [`SyncPolicy::Always`].
 //! - `crash_point.rs`: named points where tests make the process die (feature `crash-points`).
 
 mod compaction;
 mod crash_point;
+mod durability;
 mod format;
 mod index;
 mod log_file;
+mod options;
 mod recovery;
 mod writer;
 
@@ -25,99 +29,22 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use self::durability::Durability;
 use self::format::{check_sizes, encode_record, verify_record, RecordKind, HEADER_LEN};
 use self::index::{Index, RecordPos};
 use self::log_file::{FileSet, LogFile};
 use self::writer::{create_log, log_path, LogWriter, MAX_FILE_BYTES};
+
+pub use self::options::{KvStoreOptions, RecoveryMode, SyncPolicy};
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{KvsEngine, KvsError, Result};
 
 pub use self::format::{MAX_KEY_LEN, MAX_VALUE_LEN};
-
-/// When a write counts as done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SyncPolicy {
-    /// A write returns once it is in the operating system (`write(2)`): it survives a crash or
-    /// `kill -9` of the process, but not a power loss or kernel crash. The default.
-    #[default]
-    Os,
-    /// A write returns once it is on disk (`fdatasync(2)` after every write): it also survives
-    /// power loss. Much slower.
-    Always,
-}
-
-/// What open does with a damaged record at the end of the newest log file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RecoveryMode {
-    /// Cut off a torn or garbage tail (what a crash mid-write leaves) with a warning. Damage
-    /// anywhere else still fails the open. The default.
-    #[default]
-    TolerateTornTail,
-    /// Refuse to open on any damaged record, tail included; change nothing on disk.
-    Strict,
-}
-
-/// Settings of a [`KvStore`].
-#[derive(Debug, Clone)]
-pub struct KvStoreOptions {
-    sync: SyncPolicy,
-    recovery: RecoveryMode,
-    compaction_min_stale: u64,
-    max_file_bytes: u64,
-    lock_wait: Duration,
-}
-
-impl Default for KvStoreOptions {
-    fn default() -> Self {
-        KvStoreOptions {
-            sync: SyncPolicy::Os,
-            recovery: RecoveryMode::TolerateTornTail,
-            compaction_min_stale: 4 << 20,
-            max_file_bytes: MAX_FILE_BYTES,
-            lock_wait: data_dir::DEFAULT_LOCK_WAIT,
-        }
-    }
-}
-
-impl KvStoreOptions {
-    /// When a write counts as done (default [`SyncPolicy::Os`]).
-    pub fn sync(mut self, sync: SyncPolicy) -> Self {
-        self.sync = sync;
-        self
-    }
-
-    /// What to do with a damaged tail on open (default [`RecoveryMode::TolerateTornTail`]).
-    pub fn recovery(mut self, recovery: RecoveryMode) -> Self {
-        self.recovery = recovery;
-        self
-    }
-
-    /// Compaction starts once at least this many bytes are stale *and* they are at least half
-    /// of the log (default 4 MiB).
-    pub fn compaction_min_stale(mut self, bytes: u64) -> Self {
-        self.compaction_min_stale = bytes;
-        self
-    }
-
-    /// The size at which writes move on to a new log file (default and maximum 1 GiB, minimum
-    /// 4 KiB). Compaction writes files of the same size.
-    pub fn max_file_size(mut self, bytes: u64) -> Self {
-        self.max_file_bytes = bytes;
-        self
-    }
-
-    /// How long open waits for another handle to release the directory (default 2 s).
-    pub fn lock_wait(mut self, wait: Duration) -> Self {
-        self.lock_wait = wait;
-        self
-    }
-}
 
 /// kvs's log-structured key/value store.
 ///
@@ -367,74 +294,6 @@ impl Shared {
     /// Reads and checks the record at `pos`, returning a copy (header included).
     fn read_record(&self, file: &LogFile, pos: RecordPos) -> Result<Vec<u8>> {
         self.with_record(file, pos, None, |record| record.to_vec())
-    }
-}
-
-/// Group commit: with [`SyncPolicy::Always`], a writer appends under the writer lock, lets
-/// go of it, and then waits here until an fsync covers its record. The first waiter to find no
-/// sync running becomes the leader: it syncs the active file up to its current end, which
-/// covers every record appended so far, by any thread. While it syncs, other threads append
-/// and queue up for the next sync. With 8 writers this turns 8 fsyncs into about 2.
-///
-/// A record becomes visible to readers when it is appended, a moment before it is durable;
-/// the writer's call returns only once it is durable.
-#[derive(Default)]
-struct Durability {
-    state: Mutex<SyncState>,
-    synced: Condvar,
-}
-
-#[derive(Default)]
-struct SyncState {
-    /// Every record up to this (file id, end offset) is on disk. Files older than the active
-    /// one are synced whole before writes leave them (`LogWriter::seal_active`).
-    durable: (u32, u64),
-    leader_running: bool,
-    failure: Option<String>,
-}
-
-impl Shared {
-    /// Waits until the record ending at `end` of file `file` is on disk.
-    fn wait_durable(&self, file: u32, end: u64) -> Result<()> {
-        let lock = || {
-            self.durability
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-        };
-        let mut state = lock();
-        loop {
-            if let Some(reason) = &state.failure {
-                return Err(KvsError::Poisoned(reason.clone()));
-            }
-            if state.durable >= (file, end) {
-                return Ok(());
-            }
-            if state.leader_running {
-                state = self
-                    .durability
-                    .synced
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            state.leader_running = true;
-            drop(state);
-            let (id, active, upto) = self.lock_writer().sync_target();
-            let result = active.sync_data();
-            state = lock();
-            state.leader_running = false;
-            match result {
-                Ok(()) => state.durable = state.durable.max((id, upto)),
-                Err(e) => {
-                    let reason =
-                        format!("fsync of {} failed: {e}", log_path(&self.dir, id).display());
-                    self.lock_writer().poison(reason.clone());
-                    state.failure = Some(reason);
-                }
-            }
-            self.durability.synced.notify_all();
-        }
     }
 }
 

@@ -1,0 +1,75 @@
+//! Group commit for [`SyncPolicy::Always`](super::SyncPolicy::Always).
+
+use std::sync::{Condvar, Mutex};
+
+use super::writer::log_path;
+use super::Shared;
+use crate::{KvsError, Result};
+
+/// Group commit: with [`SyncPolicy::Always`](super::SyncPolicy::Always), a writer appends under the writer lock, lets
+/// go of it, and then waits here until an fsync covers its record. The first waiter to find no
+/// sync running becomes the leader: it syncs the active file up to its current end, which
+/// covers every record appended so far, by any thread. While it syncs, other threads append
+/// and queue up for the next sync. With 8 writers this turns 8 fsyncs into about 2.
+///
+/// A record becomes visible to readers when it is appended, a moment before it is durable;
+/// the writer's call returns only once it is durable.
+#[derive(Default)]
+pub(super) struct Durability {
+    state: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Every record up to this (file id, end offset) is on disk. Files older than the active
+    /// one are synced whole before writes leave them (`LogWriter::seal_active`).
+    durable: (u32, u64),
+    leader_running: bool,
+    failure: Option<String>,
+}
+
+impl Shared {
+    /// Waits until the record ending at `end` of file `file` is on disk.
+    pub(super) fn wait_durable(&self, file: u32, end: u64) -> Result<()> {
+        let lock = || {
+            self.durability
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        let mut state = lock();
+        loop {
+            if let Some(reason) = &state.failure {
+                return Err(KvsError::Poisoned(reason.clone()));
+            }
+            if state.durable >= (file, end) {
+                return Ok(());
+            }
+            if state.leader_running {
+                state = self
+                    .durability
+                    .synced
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.leader_running = true;
+            drop(state);
+            let (id, active, upto) = self.lock_writer().sync_target();
+            let result = active.sync_data();
+            state = lock();
+            state.leader_running = false;
+            match result {
+                Ok(()) => state.durable = state.durable.max((id, upto)),
+                Err(e) => {
+                    let reason =
+                        format!("fsync of {} failed: {e}", log_path(&self.dir, id).display());
+                    self.lock_writer().poison(reason.clone());
+                    state.failure = Some(reason);
+                }
+            }
+            self.durability.synced.notify_all();
+        }
+    }
+}
