@@ -1,4 +1,7 @@
 //! One client connection inside a worker: its buffers, and the requests it carries.
+//!
+//! A connection speaks the kvs protocol or RESP, as its first byte says (see [`crate::resp`]);
+//! buffering, back-pressure, timeouts and shutdown are the same for both.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -6,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::OUTPUT_HIGH_WATER;
 use crate::protocol::{frame, ErrorKind, FrameStatus, Request, Response};
+use crate::resp::{self, ServerState, Session};
 use crate::{KvsEngine, KvsError, Result};
 
 /// Buffers larger than this are given back once empty, so idle connections stay small.
@@ -20,9 +24,20 @@ pub(super) enum Next {
     Close,
 }
 
+/// The protocol a connection speaks.
+enum Protocol {
+    /// Not known until its first byte arrives.
+    Unknown,
+    /// kvs's own frames (`protocol/`).
+    Kvs,
+    /// RESP2, with the state of the request being parsed.
+    Resp(Box<Session>),
+}
+
 pub(super) struct Connection {
     pub(super) stream: mio::net::TcpStream,
     pub(super) peer: SocketAddr,
+    protocol: Protocol,
     /// Bytes received and not yet carried out: at most one incomplete frame, plus one read.
     input: Vec<u8>,
     /// Replies not yet sent; `output[..sent]` is already on the wire.
@@ -39,6 +54,7 @@ impl Connection {
         Connection {
             stream,
             peer,
+            protocol: Protocol::Unknown,
             input: Vec::new(),
             output: Vec::new(),
             sent: 0,
@@ -57,6 +73,7 @@ impl Connection {
     pub(super) fn drive<E: KvsEngine>(
         &mut self,
         engine: &E,
+        state: &ServerState,
         scratch: &mut [u8],
         max_frame_len: usize,
         peer_closed: bool,
@@ -73,7 +90,7 @@ impl Connection {
             if self.pending_output() >= OUTPUT_HIGH_WATER {
                 return Next::Wait;
             }
-            match self.carry_out(engine, max_frame_len) {
+            match self.carry_out(engine, state, max_frame_len) {
                 Ok(0) => {}
                 Ok(_) => continue,
                 Err(e) => return self.refuse(e, max_frame_len),
@@ -116,7 +133,16 @@ impl Connection {
     /// buffer is allocated once at its announced size and reads stop at its end, so the
     /// buffer never grows past the frame (a growing `Vec` could double past the limit).
     fn read_size(&mut self, chunk: usize, max_frame_len: usize) -> usize {
-        if let Ok(FrameStatus::Incomplete { needed }) = frame::check(&self.input, max_frame_len) {
+        let needed = match &self.protocol {
+            Protocol::Unknown => None,
+            Protocol::Kvs => match frame::check(&self.input, max_frame_len) {
+                Ok(FrameStatus::Incomplete { needed }) => Some(needed),
+                _ => None,
+            },
+            // The RESP parser has checked `needed` against its limits already.
+            Protocol::Resp(session) => session.needed(),
+        };
+        if let Some(needed) = needed {
             if needed > chunk {
                 self.input.reserve_exact(needed - self.input.len());
                 return (needed - self.input.len()).min(chunk);
@@ -127,8 +153,13 @@ impl Connection {
 
     /// On shutdown: carries out the requests received in full and queues their replies.
     /// Nothing more is read.
-    pub(super) fn finish<E: KvsEngine>(&mut self, engine: &E, max_frame_len: usize) {
-        if let Err(e) = self.carry_out_all(engine, max_frame_len) {
+    pub(super) fn finish<E: KvsEngine>(
+        &mut self,
+        engine: &E,
+        state: &ServerState,
+        max_frame_len: usize,
+    ) {
+        if let Err(e) = self.carry_out_all(engine, state, max_frame_len) {
             log::warn!("{}: {e}", self.peer);
         }
     }
@@ -167,8 +198,59 @@ impl Connection {
     }
 
     /// Carries out complete requests until the input holds none or replies pile up. Returns
-    /// how many it carried out.
-    fn carry_out<E: KvsEngine>(&mut self, engine: &E, max_frame_len: usize) -> Result<usize> {
+    /// how many it carried out. The first byte decides the protocol.
+    fn carry_out<E: KvsEngine>(
+        &mut self,
+        engine: &E,
+        state: &ServerState,
+        max_frame_len: usize,
+    ) -> Result<usize> {
+        if let Protocol::Unknown = self.protocol {
+            match self.input.first() {
+                None => return Ok(0),
+                Some(&first) if resp::is_resp_start(first) => {
+                    let limits = resp::Limits::for_frame_len(max_frame_len);
+                    self.protocol = Protocol::Resp(Box::new(Session::new(limits)));
+                }
+                Some(_) => self.protocol = Protocol::Kvs,
+            }
+        }
+        match &mut self.protocol {
+            Protocol::Resp(session) => {
+                let budget = OUTPUT_HIGH_WATER.saturating_sub(self.output.len() - self.sent);
+                let progress = session.serve(engine, state, &self.input, &mut self.output, budget);
+                // Even after an error, the requests before it were answered.
+                let consumed = match &progress {
+                    Ok(progress) => progress.consumed,
+                    Err(_) => 0,
+                };
+                self.consume(consumed);
+                let progress = progress?;
+                if progress.close {
+                    // QUIT: whatever followed it is ignored; close once the replies are out.
+                    self.input.clear();
+                    self.read_closed = true;
+                }
+                Ok(progress.requests)
+            }
+            _ => self.carry_out_kvs(engine, max_frame_len),
+        }
+    }
+
+    /// Drops the first `n` bytes of input, giving back a large buffer once it is empty.
+    fn consume(&mut self, n: usize) {
+        if n == self.input.len() {
+            self.input.clear();
+            if self.input.capacity() > KEEP_CAPACITY {
+                self.input = Vec::new();
+            }
+        } else if n > 0 {
+            self.input.drain(..n);
+        }
+    }
+
+    /// [`carry_out`](Connection::carry_out) for the kvs protocol.
+    fn carry_out_kvs<E: KvsEngine>(&mut self, engine: &E, max_frame_len: usize) -> Result<usize> {
         let mut done = 0;
         let mut start = 0;
         let result = loop {
@@ -199,12 +281,17 @@ impl Connection {
         result
     }
 
-    fn carry_out_all<E: KvsEngine>(&mut self, engine: &E, max_frame_len: usize) -> Result<()> {
+    fn carry_out_all<E: KvsEngine>(
+        &mut self,
+        engine: &E,
+        state: &ServerState,
+        max_frame_len: usize,
+    ) -> Result<()> {
         // `carry_out` pauses at the high-water mark; at shutdown the replies are sent in one
         // go afterwards, so keep going.
         loop {
             let before = self.input.len();
-            let done = self.carry_out(engine, max_frame_len)?;
+            let done = self.carry_out(engine, state, max_frame_len)?;
             if done == 0 || self.input.len() == before {
                 return Ok(());
             }
@@ -215,12 +302,16 @@ impl Connection {
     /// The client broke the protocol: say why (best effort) and close.
     fn refuse(&mut self, err: KvsError, max_frame_len: usize) -> Next {
         log::warn!("{}: {err}; closing the connection", self.peer);
-        let message = err.to_string();
-        let _ = Response::Error {
-            kind: ErrorKind::Protocol,
-            message: &message,
+        if let Protocol::Resp(_) = self.protocol {
+            resp::session::write_refusal(&mut self.output, &err);
+        } else {
+            let message = err.to_string();
+            let _ = Response::Error {
+                kind: ErrorKind::Protocol,
+                message: &message,
+            }
+            .encode_frame(&mut self.output, max_frame_len);
         }
-        .encode_frame(&mut self.output, max_frame_len);
         let _ = self.flush();
         let _ = self.stream.shutdown(Shutdown::Both);
         Next::Close

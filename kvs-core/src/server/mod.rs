@@ -31,6 +31,12 @@
 //! `SyncPolicy::Always`, say): the other connections of that worker wait for it, as they would
 //! for any request before theirs. Engine calls are short and the other workers go on.
 //!
+//! # Protocols
+//!
+//! Each connection speaks the kvs protocol ([`crate::protocol`]) or RESP2, the Redis protocol
+//! ([`crate::resp`]), told apart by its first byte; both go through the same workers, buffers,
+//! limits and timeouts.
+//!
 //! # Memory
 //!
 //! A connection buffers at most one incomplete request frame (at most
@@ -60,6 +66,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use self::worker::Worker;
 use crate::protocol::DEFAULT_MAX_FRAME_LEN;
+use crate::resp::{ServerState, MAX_KVS_FRAME_LEN};
 use crate::thread_pool::ThreadPool;
 use crate::{KvsEngine, KvsError, Result};
 
@@ -90,9 +97,12 @@ impl ServerConfig {
     /// The largest request or reply payload, in bytes (default
     /// [`DEFAULT_MAX_FRAME_LEN`](crate::protocol::DEFAULT_MAX_FRAME_LEN), 32 MiB). A client
     /// announcing a larger request is disconnected; a value too large to send back is answered
-    /// with an error.
+    /// with an error. RESP requests have the same limit on their bulk strings.
+    ///
+    /// At most [`MAX_KVS_FRAME_LEN`] (672 MiB - 1): larger kvs frames could not be told
+    /// apart from RESP requests (see [`crate::resp`]).
     pub fn max_frame_len(mut self, bytes: usize) -> Self {
-        self.max_frame_len = bytes;
+        self.max_frame_len = bytes.min(MAX_KVS_FRAME_LEN);
         self
     }
 
@@ -238,6 +248,8 @@ impl<E: KvsEngine, P: ThreadPool> KvsServer<E, P> {
         self.shutdown
             .add_waker(Arc::new(Waker::new(poll.registry(), WAKE)?));
 
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        let state = Arc::new(ServerState::new(port));
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
         let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
         let mut slots = Vec::with_capacity(self.config.workers);
@@ -249,6 +261,7 @@ impl<E: KvsEngine, P: ThreadPool> KvsServer<E, P> {
                 receiver,
                 self.config.clone(),
                 self.shutdown.clone(),
+                state.clone(),
             )?;
             let slot = Arc::new(WorkerSlot {
                 sender,

@@ -11,6 +11,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::connection::{Connection, Next};
 use super::{ServerConfig, ShutdownHandle};
+use crate::resp::ServerState;
 use crate::{KvsEngine, Result};
 
 /// Token of the worker's waker; connections use their slot index.
@@ -32,6 +33,8 @@ pub(super) struct Worker<E: KvsEngine> {
     free: Vec<usize>,
     /// Open connections, read by the accepting loop to balance load.
     count: Arc<AtomicUsize>,
+    /// Shared by the server's connections: counters, RESP key locks.
+    state: Arc<ServerState>,
 }
 
 impl<E: KvsEngine> Worker<E> {
@@ -41,6 +44,7 @@ impl<E: KvsEngine> Worker<E> {
         incoming: Receiver<mio::net::TcpStream>,
         config: ServerConfig,
         shutdown: ShutdownHandle,
+        state: Arc<ServerState>,
     ) -> Result<Worker<E>> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
@@ -55,6 +59,7 @@ impl<E: KvsEngine> Worker<E> {
             connections: Vec::new(),
             free: Vec::new(),
             count: Arc::new(AtomicUsize::new(0)),
+            state,
         })
     }
 
@@ -143,6 +148,7 @@ impl<E: KvsEngine> Worker<E> {
                 continue;
             }
             self.connections[slot] = Some(Connection::new(stream, peer));
+            self.state.connection_opened();
         }
     }
 
@@ -152,6 +158,7 @@ impl<E: KvsEngine> Worker<E> {
         };
         let next = connection.drive(
             &self.engine,
+            &self.state,
             scratch,
             self.config.max_frame_len,
             peer_closed,
@@ -182,6 +189,7 @@ impl<E: KvsEngine> Worker<E> {
             let _ = self.poll.registry().deregister(&mut connection.stream);
             self.free.push(slot);
             self.count.fetch_sub(1, Ordering::Relaxed);
+            self.state.connection_closed();
         }
     }
 
@@ -189,7 +197,7 @@ impl<E: KvsEngine> Worker<E> {
     /// the client timeout for slow readers), close everything.
     fn finish(&mut self, events: &mut Events) {
         for connection in self.connections.iter_mut().flatten() {
-            connection.finish(&self.engine, self.config.max_frame_len);
+            connection.finish(&self.engine, &self.state, self.config.max_frame_len);
         }
         let deadline = Instant::now() + self.config.client_timeout;
         loop {

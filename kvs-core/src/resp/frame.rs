@@ -1,0 +1,676 @@
+//! RESP2 frames: cutting requests out of a byte stream, and writing replies.
+//!
+//! # The frames, byte by byte
+//!
+//! Every line ends with `\r\n`; `<n>` is a decimal integer, `-` allowed where a count or length
+//! may be -1.
+//!
+//! ```text
+//! +<text>\r\n                      simple string   +OK\r\n
+//! -<text>\r\n                      error           -ERR unknown command 'x', with args ...\r\n
+//! :<n>\r\n                         integer         :1\r\n
+//! $<n>\r\n<n bytes>\r\n            bulk string     $3\r\nfoo\r\n   (binary-safe)
+//! $-1\r\n                          null bulk       (GET of a missing key)
+//! *<n>\r\n<n frames>               array           *2\r\n$3\r\nGET\r\n$1\r\nk\r\n
+//! *-1\r\n                          null array
+//! ```
+//!
+//! A *request* is an array of bulk strings (the command name, then its arguments), or an
+//! *inline command*: one line of words separated by spaces or tabs (`PING\r\n`, as typed into
+//! telnet; no quoting). Requests follow each other with nothing in between (pipelining).
+//!
+//! # Limits
+//!
+//! [`RequestParser`] refuses, as soon as the offending header line is in and before anything is
+//! allocated for it: a multibulk count over [`Limits::max_args`], a bulk length over
+//! [`Limits::max_bulk_len`], bulk lengths adding up to more than [`Limits::max_request_len`],
+//! a header line longer than [`MAX_HEADER_LINE`], and an inline line longer than
+//! [`MAX_INLINE_LEN`]. After such an error the stream cannot be resynchronised: the server
+//! answers with the error and closes that connection.
+
+use std::ops::Range;
+
+use crate::{KvsError, Result};
+
+/// Longest `*<count>` or `$<length>` line, `\r\n` included (a 64-bit number has 20 digits).
+pub const MAX_HEADER_LINE: usize = 32;
+
+/// Longest inline command line (64 KiB, as Redis).
+pub const MAX_INLINE_LEN: usize = 64 << 10;
+
+/// Default most arguments of one request, the command name included (1,048,576, as Redis).
+pub const DEFAULT_MAX_ARGS: usize = 1 << 20;
+
+/// What a [`RequestParser`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most bulk strings in one request (command name included).
+    pub max_args: usize,
+    /// The longest bulk string.
+    pub max_bulk_len: usize,
+    /// The most bytes of bulk strings in one request, all of them together.
+    pub max_request_len: usize,
+}
+
+impl Limits {
+    /// The limits that match a kvs-protocol frame limit of `max_frame_len` bytes: no bulk
+    /// string, and no request's bulk strings together, longer than that.
+    pub fn for_frame_len(max_frame_len: usize) -> Limits {
+        Limits {
+            max_args: DEFAULT_MAX_ARGS,
+            max_bulk_len: max_frame_len,
+            max_request_len: max_frame_len,
+        }
+    }
+}
+
+/// What [`RequestParser::parse`] found at the start of a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestStatus {
+    /// Not a whole request yet: read more bytes. `needed` is the least total length the
+    /// request can have given what is in (so a reader may reserve room for a long bulk string).
+    Incomplete {
+        /// Bytes the request needs at least, counted from its start.
+        needed: usize,
+    },
+    /// A whole request ending at `end`; its arguments are [`RequestParser::args`]. It may have
+    /// no arguments at all (`*0\r\n`, or an empty inline line): Redis ignores those.
+    Complete {
+        /// Where the request ends in the buffer.
+        end: usize,
+    },
+}
+
+/// Where a partly parsed request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing parsed yet.
+    Start,
+    /// Inside a multibulk request: `remaining` bulk strings to go.
+    Array { remaining: usize },
+    /// An inline line: `\n` not found in `buf[..scanned]`.
+    Inline { scanned: usize },
+}
+
+/// An incremental parser of requests.
+///
+/// Feed it the bytes of the request being received, from its first byte, each time more
+/// arrive; it resumes where it stopped, so a request trickling in is never re-parsed from its
+/// start. Once it says [`RequestStatus::Complete`], read [`args`](RequestParser::args), drop
+/// the request's bytes and call [`reset`](RequestParser::reset).
+#[derive(Debug, Clone)]
+pub struct RequestParser {
+    limits: Limits,
+    state: State,
+    /// The next byte to parse, relative to the request's start.
+    pos: usize,
+    /// Bulk bytes announced so far, for [`Limits::max_request_len`].
+    total: usize,
+    args: Vec<Range<usize>>,
+}
+
+impl RequestParser {
+    /// A parser enforcing `limits`.
+    pub fn new(limits: Limits) -> RequestParser {
+        RequestParser {
+            limits,
+            state: State::Start,
+            pos: 0,
+            total: 0,
+            args: Vec::new(),
+        }
+    }
+
+    /// Parses on from where the last call stopped. `buf` starts at the request's first byte
+    /// and holds at least the bytes given last time.
+    ///
+    /// "Not enough bytes yet" is [`RequestStatus::Incomplete`]; malformed or oversized input
+    /// is [`KvsError::Protocol`], with Redis's wording for the message.
+    pub fn parse(&mut self, buf: &[u8]) -> Result<RequestStatus> {
+        loop {
+            match self.state {
+                State::Start => {
+                    let Some(&first) = buf.first() else {
+                        return Ok(RequestStatus::Incomplete { needed: 1 });
+                    };
+                    if first != b'*' {
+                        self.state = State::Inline { scanned: 0 };
+                        continue;
+                    }
+                    let Some((count, next)) = header_line(buf, 0)? else {
+                        return Ok(RequestStatus::Incomplete {
+                            needed: buf.len() + 1,
+                        });
+                    };
+                    if count > self.limits.max_args as i64 {
+                        return Err(protocol("invalid multibulk length"));
+                    }
+                    self.pos = next;
+                    if count <= 0 {
+                        // `*0` and `*-1` are empty requests.
+                        return Ok(RequestStatus::Complete { end: next });
+                    }
+                    // Reserve for at most what one read could hold, so that a count alone
+                    // never makes the parser allocate much.
+                    self.args.reserve((count as usize).min(1024));
+                    self.state = State::Array {
+                        remaining: count as usize,
+                    };
+                }
+                State::Array { remaining: 0 } => {
+                    return Ok(RequestStatus::Complete { end: self.pos });
+                }
+                State::Array { remaining } => {
+                    let start = self.pos;
+                    let Some(&marker) = buf.get(start) else {
+                        return Ok(RequestStatus::Incomplete { needed: start + 1 });
+                    };
+                    if marker != b'$' {
+                        return Err(protocol(&format!(
+                            "expected '$', got '{}'",
+                            char::from(marker).escape_default()
+                        )));
+                    }
+                    let Some((len, data)) = header_line(buf, start)? else {
+                        return Ok(RequestStatus::Incomplete {
+                            needed: buf.len() + 1,
+                        });
+                    };
+                    let len = match usize::try_from(len) {
+                        Ok(len) if len <= self.limits.max_bulk_len => len,
+                        _ => return Err(protocol("invalid bulk length")),
+                    };
+                    if self.total + len > self.limits.max_request_len {
+                        return Err(protocol(&format!(
+                            "request over the limit of {} bytes",
+                            self.limits.max_request_len
+                        )));
+                    }
+                    let end = data + len + 2;
+                    if buf.len() < end {
+                        // Stay before the header, so the bulk is parsed in one go once in.
+                        return Ok(RequestStatus::Incomplete { needed: end });
+                    }
+                    if &buf[end - 2..end] != b"\r\n" {
+                        return Err(protocol("bulk string not followed by CRLF"));
+                    }
+                    self.total += len;
+                    self.args.push(data..data + len);
+                    self.pos = end;
+                    self.state = State::Array {
+                        remaining: remaining - 1,
+                    };
+                }
+                State::Inline { scanned } => {
+                    let Some(newline) = buf[scanned..].iter().position(|&b| b == b'\n') else {
+                        if buf.len() > MAX_INLINE_LEN {
+                            return Err(protocol("too big inline request"));
+                        }
+                        self.state = State::Inline { scanned: buf.len() };
+                        return Ok(RequestStatus::Incomplete {
+                            needed: buf.len() + 1,
+                        });
+                    };
+                    let end = scanned + newline + 1;
+                    if end > MAX_INLINE_LEN {
+                        return Err(protocol("too big inline request"));
+                    }
+                    let line_end = if end >= 2 && buf[end - 2] == b'\r' {
+                        end - 2
+                    } else {
+                        end - 1
+                    };
+                    let mut word = None;
+                    for (i, &b) in buf[..line_end].iter().enumerate() {
+                        match (b == b' ' || b == b'\t', word) {
+                            (true, Some(from)) => {
+                                self.args.push(from..i);
+                                word = None;
+                            }
+                            (false, None) => word = Some(i),
+                            _ => {}
+                        }
+                    }
+                    if let Some(from) = word {
+                        self.args.push(from..line_end);
+                    }
+                    self.pos = end;
+                    return Ok(RequestStatus::Complete { end });
+                }
+            }
+        }
+    }
+
+    /// Where the arguments of the complete request lie in its buffer.
+    pub fn args(&self) -> &[Range<usize>] {
+        &self.args
+    }
+
+    /// Forgets the request parsed, to parse the next one from its first byte. Keeps the
+    /// argument list's memory unless it grew large.
+    pub fn reset(&mut self) {
+        self.state = State::Start;
+        self.pos = 0;
+        self.total = 0;
+        self.args.clear();
+        if self.args.capacity() > 1024 {
+            self.args = Vec::new();
+        }
+    }
+
+    /// Whether part of a request has been parsed.
+    pub fn is_started(&self) -> bool {
+        self.state != State::Start
+    }
+}
+
+/// Reads the `*<n>` or `$<n>` line starting at `buf[start]`: the number and where the next line
+/// starts, or `None` if the line is not all in.
+fn header_line(buf: &[u8], start: usize) -> Result<Option<(i64, usize)>> {
+    let window = &buf[start..buf.len().min(start + MAX_HEADER_LINE)];
+    let Some(newline) = window.iter().position(|&b| b == b'\n') else {
+        if window.len() == MAX_HEADER_LINE {
+            return Err(protocol(if buf[start] == b'*' {
+                "invalid multibulk length"
+            } else {
+                "invalid bulk length"
+            }));
+        }
+        return Ok(None);
+    };
+    let line = &window[..newline];
+    let digits = line
+        .strip_suffix(b"\r")
+        .map(|l| &l[1..])
+        .and_then(parse_integer);
+    match digits {
+        Some(n) => Ok(Some((n, start + newline + 1))),
+        None if buf[start] == b'*' => Err(protocol("invalid multibulk length")),
+        None => Err(protocol("invalid bulk length")),
+    }
+}
+
+/// A strict decimal integer: an optional `-`, then 1 to 19 digits.
+fn parse_integer(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        n = n.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+    }
+    Some(if negative { -n } else { n })
+}
+
+fn protocol(message: &str) -> KvsError {
+    KvsError::Protocol(format!("Protocol error: {message}"))
+}
+
+// Writing replies. Each function appends one frame to `out`.
+
+/// Appends a simple string, `+text\r\n`. `text` must hold no `\r` or `\n`.
+pub fn write_simple(out: &mut Vec<u8>, text: &str) {
+    out.push(b'+');
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends an error, `-message\r\n`. Line breaks in `message` become spaces, so that no
+/// message can break the stream.
+pub fn write_error(out: &mut Vec<u8>, message: &str) {
+    out.push(b'-');
+    out.extend(
+        message
+            .bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends an integer, `:n\r\n`.
+pub fn write_integer(out: &mut Vec<u8>, n: i64) {
+    out.push(b':');
+    write_decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a bulk string, `$len\r\nbytes\r\n`.
+pub fn write_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 16);
+    out.push(b'$');
+    write_decimal(out, bytes.len() as i64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a null bulk string, `$-1\r\n`.
+pub fn write_null(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"$-1\r\n");
+}
+
+/// Appends an array header, `*len\r\n`; the `len` elements follow.
+pub fn write_array_len(out: &mut Vec<u8>, len: usize) {
+    out.push(b'*');
+    write_decimal(out, len as i64);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal, without going through `fmt` (this is on every reply's path).
+fn write_decimal(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// A whole RESP2 value, as a client reads it: for tests and tools, not the server's hot path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// `+text`
+    Simple(String),
+    /// `-message`
+    Error(String),
+    /// `:n`
+    Integer(i64),
+    /// `$len bytes`, or `$-1` (`None`).
+    Bulk(Option<Vec<u8>>),
+    /// `*len frames`, or `*-1` (`None`).
+    Array(Option<Vec<Frame>>),
+}
+
+/// How deep arrays may nest in a [`Frame`] (replies of kvs nest at most 3 deep).
+const MAX_DEPTH: usize = 32;
+
+impl Frame {
+    /// Parses one value at the start of `buf`: `Ok(None)` if it is not all in yet, else the
+    /// value and its length. Bulk lengths and array counts over `limits` are refused before
+    /// anything is allocated for them.
+    pub fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Frame, usize)>> {
+        parse_frame(buf, 0, limits, 0)
+    }
+
+    /// Appends this value, encoded, to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Frame::Simple(text) => write_simple(out, text),
+            Frame::Error(message) => write_error(out, message),
+            Frame::Integer(n) => write_integer(out, *n),
+            Frame::Bulk(Some(bytes)) => write_bulk(out, bytes),
+            Frame::Bulk(None) => write_null(out),
+            Frame::Array(Some(items)) => {
+                write_array_len(out, items.len());
+                for item in items {
+                    item.encode(out);
+                }
+            }
+            Frame::Array(None) => out.extend_from_slice(b"*-1\r\n"),
+        }
+    }
+}
+
+fn parse_frame(
+    buf: &[u8],
+    start: usize,
+    limits: Limits,
+    depth: usize,
+) -> Result<Option<(Frame, usize)>> {
+    let Some(&marker) = buf.get(start) else {
+        return Ok(None);
+    };
+    let line = |start: usize| -> Result<Option<(&[u8], usize)>> {
+        match buf[start..].windows(2).position(|w| w == b"\r\n") {
+            Some(at) => Ok(Some((&buf[start + 1..start + at], start + at + 2))),
+            None => Ok(None),
+        }
+    };
+    let text = |bytes: &[u8]| {
+        String::from_utf8(bytes.to_vec()).map_err(|_| protocol("reply line is not UTF-8"))
+    };
+    match marker {
+        b'+' | b'-' | b':' => {
+            let Some((content, next)) = line(start)? else {
+                return Ok(None);
+            };
+            let frame = match marker {
+                b'+' => Frame::Simple(text(content)?),
+                b'-' => Frame::Error(text(content)?),
+                _ => Frame::Integer(
+                    parse_integer(content).ok_or_else(|| protocol("invalid integer"))?,
+                ),
+            };
+            Ok(Some((frame, next)))
+        }
+        b'$' => {
+            let Some((len, data)) = header_line(buf, start)? else {
+                return Ok(None);
+            };
+            if len == -1 {
+                return Ok(Some((Frame::Bulk(None), data)));
+            }
+            let len = match usize::try_from(len) {
+                Ok(len) if len <= limits.max_bulk_len => len,
+                _ => return Err(protocol("invalid bulk length")),
+            };
+            let end = data + len + 2;
+            if buf.len() < end {
+                return Ok(None);
+            }
+            if &buf[end - 2..end] != b"\r\n" {
+                return Err(protocol("bulk string not followed by CRLF"));
+            }
+            Ok(Some((
+                Frame::Bulk(Some(buf[data..data + len].to_vec())),
+                end,
+            )))
+        }
+        b'*' => {
+            let Some((count, mut next)) = header_line(buf, start)? else {
+                return Ok(None);
+            };
+            if count == -1 {
+                return Ok(Some((Frame::Array(None), next)));
+            }
+            let count = match usize::try_from(count) {
+                Ok(count) if count <= limits.max_args => count,
+                _ => return Err(protocol("invalid multibulk length")),
+            };
+            if depth >= MAX_DEPTH {
+                return Err(protocol("arrays nested too deep"));
+            }
+            let mut items = Vec::with_capacity(count.min(1024));
+            for _ in 0..count {
+                let Some((item, after)) = parse_frame(buf, next, limits, depth + 1)? else {
+                    return Ok(None);
+                };
+                items.push(item);
+                next = after;
+            }
+            Ok(Some((Frame::Array(Some(items)), next)))
+        }
+        other => Err(protocol(&format!(
+            "unexpected reply type '{}'",
+            char::from(other).escape_default()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_args: 8,
+        max_bulk_len: 16,
+        max_request_len: 24,
+    };
+
+    /// Parses `buf` whole; returns the arguments and the end.
+    fn request(buf: &[u8]) -> Result<Option<(Vec<Vec<u8>>, usize)>> {
+        let mut parser = RequestParser::new(LIMITS);
+        Ok(match parser.parse(buf)? {
+            RequestStatus::Incomplete { .. } => None,
+            RequestStatus::Complete { end } => Some((
+                parser
+                    .args()
+                    .iter()
+                    .map(|r| buf[r.clone()].to_vec())
+                    .collect(),
+                end,
+            )),
+        })
+    }
+
+    fn words(list: &[&str]) -> Vec<Vec<u8>> {
+        list.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn multibulk_request_yields_its_arguments() {
+        let buf = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nv\r\n\x00x\r\n*1";
+        let (args, end) = request(buf).unwrap().unwrap();
+        assert_eq!(
+            args,
+            vec![b"SET".to_vec(), b"k".to_vec(), b"v\r\n\x00x".to_vec()]
+        );
+        assert_eq!(&buf[end..], b"*1");
+    }
+
+    #[test]
+    fn request_fed_byte_by_byte_resumes_and_completes_once() {
+        let buf = b"*2\r\n$4\r\nECHO\r\n$10\r\n0123456789\r\n";
+        let mut parser = RequestParser::new(LIMITS);
+        for n in 0..buf.len() {
+            match parser.parse(&buf[..n]).unwrap() {
+                RequestStatus::Incomplete { needed } => assert!(needed > n, "{n}: {needed}"),
+                other => panic!("complete after {n} bytes: {other:?}"),
+            }
+        }
+        assert_eq!(
+            parser.parse(buf).unwrap(),
+            RequestStatus::Complete { end: buf.len() }
+        );
+        assert_eq!(parser.args(), &[8..12, 19..29]);
+        parser.reset();
+        assert!(!parser.is_started());
+    }
+
+    #[test]
+    fn incomplete_bulk_announces_its_full_length() {
+        let mut parser = RequestParser::new(LIMITS);
+        assert_eq!(
+            parser.parse(b"*1\r\n$10\r\n01").unwrap(),
+            RequestStatus::Incomplete { needed: 21 }
+        );
+    }
+
+    #[test]
+    fn inline_commands_split_on_spaces_and_tabs() {
+        let (args, end) = request(b"  set\tk  v\r\nrest").unwrap().unwrap();
+        assert_eq!(args, words(&["set", "k", "v"]));
+        assert_eq!(end, 12);
+        let (args, _) = request(b"PING\n").unwrap().unwrap();
+        assert_eq!(args, words(&["PING"]));
+        assert_eq!(request(b"\r\n").unwrap().unwrap().0.len(), 0);
+        assert_eq!(request(b"PIN").unwrap(), None);
+    }
+
+    #[test]
+    fn empty_multibulk_is_an_empty_request() {
+        assert_eq!(request(b"*0\r\n").unwrap(), Some((vec![], 4)));
+        assert_eq!(request(b"*-1\r\n").unwrap(), Some((vec![], 5)));
+    }
+
+    #[test]
+    fn limits_are_checked_from_the_header_alone() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"*9\r\n", "invalid multibulk length"),
+            (b"*1\r\n$17\r\n", "invalid bulk length"),
+            (b"*2\r\n$16\r\n0123456789abcdef\r\n$9\r\n", "over the limit"),
+            (b"*1\r\n$-1\r\n", "invalid bulk length"),
+            (b"*x\r\n", "invalid multibulk length"),
+            (b"*1\r\n$1x\r\n", "invalid bulk length"),
+            (b"*1\r\n:1\r\n", "expected '$', got ':'"),
+            (b"*1\r\n$1\r\nab\r\n", "not followed by CRLF"),
+            (
+                b"*1\r\n$00000000000000000000000000000000",
+                "invalid bulk length",
+            ),
+            (b"*99999999999999999999999\r\n", "invalid multibulk length"),
+        ];
+        for (buf, wanted) in cases {
+            let err = request(buf).unwrap_err();
+            assert!(
+                matches!(&err, KvsError::Protocol(m) if m.contains(wanted)),
+                "{buf:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlong_inline_line_is_refused() {
+        let long = vec![b'a'; MAX_INLINE_LEN + 1];
+        assert!(request(&long).is_err());
+        let mut parser = RequestParser::new(LIMITS);
+        assert!(matches!(
+            parser.parse(&long[..100]).unwrap(),
+            RequestStatus::Incomplete { .. }
+        ));
+    }
+
+    #[test]
+    fn replies_have_the_documented_bytes() {
+        let mut out = Vec::new();
+        write_simple(&mut out, "OK");
+        write_error(&mut out, "ERR bad\r\nline");
+        write_integer(&mut out, -42);
+        write_integer(&mut out, 0);
+        write_bulk(&mut out, b"a\r\nb");
+        write_null(&mut out);
+        write_array_len(&mut out, 2);
+        assert_eq!(
+            out,
+            b"+OK\r\n-ERR bad  line\r\n:-42\r\n:0\r\n$4\r\na\r\nb\r\n$-1\r\n*2\r\n"
+        );
+    }
+
+    #[test]
+    fn frames_round_trip_and_wait_for_all_their_bytes() {
+        let frame = Frame::Array(Some(vec![
+            Frame::Simple("OK".into()),
+            Frame::Error("ERR x".into()),
+            Frame::Integer(i64::MIN + 1),
+            Frame::Bulk(Some(vec![0, 255, b'\r'])),
+            Frame::Bulk(None),
+            Frame::Array(None),
+            Frame::Array(Some(vec![])),
+        ]));
+        let mut out = Vec::new();
+        frame.encode(&mut out);
+        let limits = Limits::for_frame_len(1024);
+        for n in 0..out.len() {
+            assert_eq!(Frame::parse(&out[..n], limits).unwrap(), None, "{n}");
+        }
+        assert_eq!(
+            Frame::parse(&out, limits).unwrap(),
+            Some((frame, out.len()))
+        );
+        assert!(Frame::parse(b"?x\r\n", limits).is_err());
+        assert!(Frame::parse(b"$2000\r\n", limits).is_err());
+    }
+}

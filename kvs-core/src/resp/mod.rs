@@ -1,0 +1,77 @@
+//! RESP2, the Redis protocol: so that `redis-cli`, `redis-benchmark` and every Redis client
+//! library can use a [`KvsServer`](crate::KvsServer).
+//!
+//! # Same port as the kvs protocol
+//!
+//! The server tells the two protocols apart by the first byte a connection sends:
+//! - a RESP request starts with `*` (0x2A: an array, which is what client libraries send) or,
+//!   as an inline command typed into telnet, with the command's name, an ASCII letter;
+//! - a kvs frame starts with its length as a 4-byte big-endian number (see
+//!   [`protocol::frame`](crate::protocol::frame)), so its first byte is `length >> 24`. The
+//!   server caps its frame limit at [`MAX_KVS_FRAME_LEN`] (under 0x2A00_0000 bytes, 672 MiB;
+//!   the default is 32 MiB), so the first byte of a valid kvs frame is at most 0x29: never `*`
+//!   and never a letter.
+//!
+//! So: first byte `*` or `A`-`Z`/`a`-`z` → RESP for the rest of the connection; anything else →
+//! the kvs protocol. The choice is made once, and a connection never switches.
+//!
+//! # Layers
+//!
+//! As in [`protocol`](crate::protocol), kept apart:
+//! - [`frame`]: bytes on the wire. An incremental request parser (arrays of bulk strings, and
+//!   inline commands) that checks every length against its [`Limits`] before allocating, and
+//!   the writers of replies; plus [`Frame`], a whole value as a client reads it.
+//! - [`command`]: what a request means and how it is carried out on a
+//!   [`KvsEngine`](crate::KvsEngine): `PING`, `ECHO`, `SET` (`NX`, `XX`, `GET`), `GET`,
+//!   `DEL`, `EXISTS`, `MGET`, `MSET`, `DBSIZE`, `INFO`, `COMMAND` (`COUNT`, `LIST`, `INFO`,
+//!   `DOCS`), `CONFIG GET` (always empty) and `QUIT`, with Redis's replies and error strings.
+//! - [`session`]: a connection's request loop between the server's buffers and the commands.
+//!   Requests pipelined in one write are answered in order.
+//! - [`state`]: what all connections of a server share (`INFO` counters, key locks).
+//!
+//! The connection itself (buffers, timeouts, back-pressure, shutdown) is the server's, the
+//! same for both protocols.
+//!
+//! # Limits
+//!
+//! The same as the kvs protocol's: no bulk string, and no request's bulk strings together,
+//! longer than the server's frame limit; at most [`frame::DEFAULT_MAX_ARGS`] arguments; all
+//! checked before allocating. A malformed or oversized request gets `-ERR Protocol error: ...`
+//! and that connection is closed; nothing else is affected.
+
+mod catalog;
+pub mod command;
+pub mod frame;
+mod info;
+pub mod session;
+pub mod state;
+
+pub use self::frame::{Frame, Limits};
+pub use self::session::Session;
+pub use self::state::ServerState;
+
+/// The largest kvs-protocol frame a server accepts when it also speaks RESP on the same port
+/// (672 MiB - 1): any larger length would start with the byte `*` or higher.
+pub const MAX_KVS_FRAME_LEN: usize = 0x2A00_0000 - 1;
+
+/// Whether a connection whose first byte is `first` speaks RESP (else: the kvs protocol).
+pub fn is_resp_start(first: u8) -> bool {
+    first == b'*' || first.is_ascii_alphabetic()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_kvs_frame_under_the_cap_starts_like_resp() {
+        for len in [0, 1, 32 << 20, MAX_KVS_FRAME_LEN] {
+            let first = (len as u32).to_be_bytes()[0];
+            assert!(!is_resp_start(first), "{len}");
+        }
+        for first in 0..=(MAX_KVS_FRAME_LEN >> 24) as u8 {
+            assert!(!is_resp_start(first));
+        }
+        assert!(is_resp_start(b'*') && is_resp_start(b'P') && is_resp_start(b'g'));
+    }
+}
