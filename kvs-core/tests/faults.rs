@@ -78,7 +78,13 @@ fn child_sync() -> SyncPolicy {
 fn run_child(name: &str, dir: &Path, env: &[(&str, &str)]) -> String {
     let exe = std::env::current_exe().expect("test executable");
     let output = Command::new(exe)
-        .args(["--ignored", "--exact", name, "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(DIR_VAR, dir)
         .envs(env.iter().copied())
         .output()
@@ -214,6 +220,103 @@ fn writes_over_the_file_size_limit_fail_cleanly() {
             dir.path(),
             &[(SYNC_VAR, sync)],
         );
-        println!("sync {sync}: {}", out.lines().find(|l| l.contains("limit:")).unwrap_or(""));
+        println!(
+            "sync {sync}: {}",
+            out.lines().find(|l| l.contains("limit:")).unwrap_or("")
+        );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Out of file descriptors: RLIMIT_NOFILE
+
+/// Descriptors this process has open.
+fn open_fds() -> u64 {
+    // The directory being listed holds one descriptor itself.
+    let listed = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    listed - 1
+}
+
+#[test]
+#[ignore = "run as a child process by running_out_of_descriptors_fails_cleanly"]
+fn fault_child_descriptor_limit() {
+    let dir = child_dir();
+    let (original, _) = get_limit(libc::RLIMIT_NOFILE);
+    // Small files, so that writes move to a new file (which needs a descriptor) every few
+    // dozen records; no background compaction, so the test decides when it runs.
+    let options = KvStoreOptions::default()
+        .max_file_size(4_096)
+        .compaction_min_stale(u64::MAX);
+    let store = KvStore::open_with(&dir, options.clone()).unwrap();
+    let mut model = Model::default();
+    for i in 0..100 {
+        model.set(&store, format!("k{i}"), value(i, 60)).unwrap();
+    }
+    let other = TempDir::new().unwrap();
+
+    // Not one descriptor to spare.
+    set_soft_limit(libc::RLIMIT_NOFILE, open_fds());
+    match KvStore::open(other.path()) {
+        Err(e) => {
+            assert_eq!(os_error(&e), Some(libc::EMFILE), "{e}");
+            assert!(e.to_string().contains("open files"), "{e}");
+        }
+        Ok(_) => panic!("open succeeded without a free descriptor"),
+    }
+    let mut failures = 0;
+    for i in 100..200 {
+        if let Err(e) = model.set(&store, format!("k{i}"), value(i, 60)) {
+            failures += 1;
+            assert_eq!(os_error(&e), Some(libc::EMFILE), "{e}");
+        }
+    }
+    assert!(failures > 0, "no write needed a new file");
+    let err = store.compact().expect_err("compaction without descriptors");
+    assert_eq!(os_error(&err), Some(libc::EMFILE), "{err}");
+    model.check(&store, "without descriptors");
+
+    // Exactly one descriptor to spare: creating a new log file works, syncing the directory
+    // after it (which opens the directory) does not.
+    for spare in 1..=3 {
+        set_soft_limit(libc::RLIMIT_NOFILE, original);
+        set_soft_limit(libc::RLIMIT_NOFILE, open_fds() + spare);
+        for i in 0..40 {
+            let key = format!("s{spare}-{i}");
+            if let Err(e) = model.set(&store, key, value(i, 60)) {
+                assert_eq!(os_error(&e), Some(libc::EMFILE), "{e}");
+            }
+        }
+        if let Err(e) = store.compact() {
+            assert_eq!(os_error(&e), Some(libc::EMFILE), "{e}");
+        }
+        model.check(&store, &format!("with {spare} spare descriptors"));
+    }
+
+    // Descriptors are back: everything works again without a reopen.
+    set_soft_limit(libc::RLIMIT_NOFILE, original);
+    assert_no_compaction_leftovers(&dir);
+    for i in 200..400 {
+        model.set(&store, format!("k{i}"), value(i, 60)).unwrap();
+    }
+    model.remove(&store, "k5".into()).unwrap();
+    store.compact().unwrap();
+    model.check(&store, "once descriptors are back");
+    KvStore::open(other.path()).unwrap();
+    drop(store);
+    let store = KvStore::open_with(&dir, options).unwrap();
+    model.check(&store, "after reopening");
+    println!(
+        "descriptor limit: {failures} writes refused, {} acknowledged keys verified",
+        model.acked.len()
+    );
+}
+
+#[test]
+fn running_out_of_descriptors_fails_cleanly() {
+    let dir = TempDir::new().unwrap();
+    let out = run_child("fault_child_descriptor_limit", dir.path(), &[]);
+    println!(
+        "{}",
+        out.lines().find(|l| l.contains("limit:")).unwrap_or("")
+    );
 }

@@ -276,28 +276,49 @@ impl<'a> Output<'a> {
         Ok(())
     }
 
-    /// Syncs the last file, renames every file into place and syncs the directory; then opens
-    /// them for reading. Returns the ids and sizes written.
+    /// Syncs the last file, opens every file for reading, renames them into place and syncs the
+    /// directory. Returns the ids and sizes written.
+    ///
+    /// The files are opened *before* the renames: a renamed output is part of the log, so the
+    /// store must hold it in its file set, or no later compaction would delete it, and a key it
+    /// holds would come back on the next open once its tombstone was compacted away. So nothing
+    /// that can fail for want of a descriptor comes between a rename and the file set.
     fn commit(mut self) -> Result<Vec<(u32, u64)>> {
         if let Err(e) = self.finish_current() {
             self.discard();
             return Err(e);
         }
         crash_point::hit("compaction:output-synced");
-        for &(id, _) in &self.done {
-            let out_path = log_path(&self.shared.dir, id);
-            fs::rename(self.tmp_path(id), &out_path).map_err(|e| KvsError::io_at(&out_path, e))?;
-        }
-        sync_dir(&self.shared.dir)?;
         let mut opened = Vec::with_capacity(self.done.len());
         for &(id, size) in &self.done {
+            let path = self.tmp_path(id);
+            match File::open(&path) {
+                Ok(file) => opened.push((id, Arc::new(LogFile::new(file, size)))),
+                Err(e) => {
+                    self.discard();
+                    return Err(KvsError::io_at(&path, e));
+                }
+            }
+        }
+        let mut renamed = Vec::with_capacity(opened.len());
+        let mut result = Ok(());
+        for (id, file) in opened {
             let out_path = log_path(&self.shared.dir, id);
-            let file = File::open(&out_path).map_err(|e| KvsError::io_at(&out_path, e))?;
-            opened.push((id, Arc::new(LogFile::new(file, size))));
+            if let Err(e) = fs::rename(self.tmp_path(id), &out_path) {
+                result = Err(KvsError::io_at(&out_path, e));
+                break;
+            }
+            renamed.push((id, file));
         }
         self.shared
             .files
-            .update(&self.shared.index, |files| files.extend(opened));
+            .update(&self.shared.index, |files| files.extend(renamed));
+        if let Err(e) = result {
+            // Outputs not renamed are not part of the log: remove them.
+            self.discard();
+            return Err(e);
+        }
+        sync_dir(&self.shared.dir)?;
         Ok(std::mem::take(&mut self.done))
     }
 
