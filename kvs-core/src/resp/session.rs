@@ -65,6 +65,11 @@ impl Session {
                 RequestStatus::Complete { end } => {
                     self.needed = None;
                     let args = Args::new(request, self.parser.args());
+                    if is_http(args) {
+                        return Err(KvsError::Protocol(
+                            "Protocol error: an HTTP request, not RESP; closing".to_string(),
+                        ));
+                    }
                     let outcome = if args.is_empty() {
                         Outcome::Continue
                     } else {
@@ -94,6 +99,14 @@ impl Session {
     pub fn needed(&self) -> Option<usize> {
         self.needed.filter(|_| self.parser.is_started())
     }
+}
+
+/// Whether a request is a line of HTTP (`POST ...` or a `Host:` header): a browser or an HTTP
+/// client pointed at the server, or a web page trying to reach it across protocols. Redis
+/// closes such connections instead of answering line after line of headers; so does kvs.
+fn is_http(args: Args<'_>) -> bool {
+    let name = args.get(0);
+    name.eq_ignore_ascii_case(b"post") || name.eq_ignore_ascii_case(b"host:")
 }
 
 /// Appends the reply to a malformed stream, as Redis sends it before closing: `-ERR

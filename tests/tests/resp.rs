@@ -1,0 +1,559 @@
+//! `kvs-server` speaking RESP2 over real TCP: every command's replies parsed frame by frame,
+//! pipelining, limits and malformed streams, both engines, the kvs protocol on the same port,
+//! and the real `redis-cli` and `redis-benchmark` (Debian's `redis-tools`, installed by
+//! `tests/setup.sh`; the tests needing them say loudly that they skip when it is missing).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use kvs::resp::{Frame, Limits};
+use kvs::KvsClient;
+use kvs_tests::ServerProcess;
+use tempfile::TempDir;
+
+const ENGINES: [&str; 2] = ["kvs", "sled"];
+
+/// A RESP connection that parses replies with `kvs::resp::Frame`.
+struct Resp {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Resp {
+    fn connect(server: &ServerProcess) -> Resp {
+        let stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        Resp {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, args: &[&[u8]]) {
+        self.stream.write_all(&encode(args)).unwrap();
+    }
+
+    /// Reads one reply; `None` if the server closed the connection first.
+    fn read(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((frame, len)) = Frame::parse(&self.buf, Limits::for_frame_len(1 << 30))
+                .unwrap_or_else(|e| panic!("malformed reply {:?}: {e}", self.buf))
+            {
+                self.buf.drain(..len);
+                return Some(frame);
+            }
+            let mut chunk = [0; 64 << 10];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("no reply: {e}"),
+            }
+        }
+    }
+
+    fn call(&mut self, args: &[&[u8]]) -> Frame {
+        self.send(args);
+        self.read().expect("a reply before the connection closed")
+    }
+
+    /// `call` with the arguments of a line split on spaces.
+    fn line(&mut self, line: &str) -> Frame {
+        let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        self.call(&args)
+    }
+
+    fn closed(&mut self) -> bool {
+        self.read().is_none()
+    }
+}
+
+fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let frame = Frame::Array(Some(
+        args.iter().map(|a| Frame::Bulk(Some(a.to_vec()))).collect(),
+    ));
+    let mut out = Vec::new();
+    frame.encode(&mut out);
+    out
+}
+
+fn ok() -> Frame {
+    Frame::Simple("OK".into())
+}
+
+fn bulk(bytes: &[u8]) -> Frame {
+    Frame::Bulk(Some(bytes.to_vec()))
+}
+
+fn nil() -> Frame {
+    Frame::Bulk(None)
+}
+
+fn int(n: i64) -> Frame {
+    Frame::Integer(n)
+}
+
+fn error(message: &str) -> Frame {
+    Frame::Error(message.to_string())
+}
+
+fn start(dir: &TempDir, engine: &str) -> ServerProcess {
+    ServerProcess::start(dir.path(), &["--engine", engine])
+}
+
+#[test]
+fn every_command_replies_as_redis_does_on_both_engines() {
+    for engine in ENGINES {
+        let dir = TempDir::new().unwrap();
+        let server = start(&dir, engine);
+        let mut c = Resp::connect(&server);
+        let cases: Vec<(&str, Frame)> = vec![
+            ("PING", Frame::Simple("PONG".into())),
+            ("ping hello", bulk(b"hello")),
+            ("ECHO Hello", bulk(b"Hello")),
+            ("DBSIZE", int(0)),
+            ("GET nonexisting", nil()),
+            ("SET mykey Hello", ok()),
+            ("GET mykey", bulk(b"Hello")),
+            ("set mykey World NX", nil()),
+            ("SET mykey World XX", ok()),
+            ("SET other x XX", nil()),
+            ("EXISTS other", int(0)),
+            ("SET mykey Again GET", bulk(b"World")),
+            ("SET fresh v NX GET", nil()),
+            ("SET fresh w NX GET", bulk(b"v")),
+            ("GET fresh", bulk(b"v")),
+            ("SET fresh w XX GET", bulk(b"v")),
+            ("SET absent w XX GET", nil()),
+            ("EXISTS absent", int(0)),
+            ("MSET key1 Hello key2 World", ok()),
+            (
+                "MGET key1 key2 nonexisting",
+                Frame::Array(Some(vec![bulk(b"Hello"), bulk(b"World"), nil()])),
+            ),
+            ("EXISTS key1 nosuchkey key1", int(2)),
+            ("DBSIZE", int(4)),
+            ("DEL key1 key2 key3", int(2)),
+            ("DEL key1", int(0)),
+            ("DBSIZE", int(2)),
+            ("COMMAND COUNT", int(13)),
+            ("CONFIG GET save", Frame::Array(Some(vec![]))),
+            (
+                "COMMAND INFO nosuch",
+                Frame::Array(Some(vec![Frame::Array(None)])),
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(c.line(line), want, "{engine}: {line}");
+        }
+
+        let Frame::Array(Some(info)) = c.line("COMMAND INFO get") else {
+            panic!("COMMAND INFO is an array");
+        };
+        assert_eq!(
+            info[0],
+            Frame::Array(Some(vec![
+                bulk(b"get"),
+                int(2),
+                Frame::Array(Some(vec![
+                    Frame::Simple("readonly".into()),
+                    Frame::Simple("fast".into())
+                ])),
+                int(1),
+                int(1),
+                int(1),
+            ]))
+        );
+        let Frame::Array(Some(all)) = c.line("COMMAND") else {
+            panic!("COMMAND is an array");
+        };
+        assert_eq!(all.len(), 13);
+        let Frame::Array(Some(docs)) = c.line("COMMAND DOCS set") else {
+            panic!("COMMAND DOCS is an array");
+        };
+        assert_eq!(docs[0], bulk(b"set"));
+        assert!(
+            matches!(&docs[1], Frame::Array(Some(fields)) if fields.contains(&bulk(b"summary")))
+        );
+
+        let Frame::Bulk(Some(text)) = c.line("INFO") else {
+            panic!("INFO is a bulk string");
+        };
+        let text = String::from_utf8(text).unwrap();
+        for wanted in [
+            "# Server\r\n",
+            "redis_version:",
+            &format!("tcp_port:{}\r\n", server.addr.port()),
+            "# Clients\r\nconnected_clients:1\r\n",
+            "# Stats\r\n",
+            "total_commands_processed:",
+            "keyspace_hits:",
+            "# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\n",
+        ] {
+            assert!(text.contains(wanted), "{engine}: {wanted:?} not in {text}");
+        }
+        let Frame::Bulk(Some(keyspace)) = c.line("INFO keyspace") else {
+            panic!("INFO keyspace is a bulk string");
+        };
+        assert_eq!(
+            keyspace,
+            b"# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\n"
+        );
+
+        assert_eq!(c.line("QUIT"), ok());
+        assert!(c.closed(), "{engine}: QUIT closes the connection");
+    }
+}
+
+#[test]
+fn wrong_arity_unknown_commands_and_bad_options_get_redis_errors() {
+    let dir = TempDir::new().unwrap();
+    let server = start(&dir, "kvs");
+    let mut c = Resp::connect(&server);
+    let cases = [
+        ("GET", "ERR wrong number of arguments for 'get' command"),
+        ("get a b", "ERR wrong number of arguments for 'get' command"),
+        ("SET k", "ERR wrong number of arguments for 'set' command"),
+        (
+            "MSET a b c",
+            "ERR wrong number of arguments for 'mset' command",
+        ),
+        ("DEL", "ERR wrong number of arguments for 'del' command"),
+        ("ECHO", "ERR wrong number of arguments for 'echo' command"),
+        (
+            "foo a b",
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b' ",
+        ),
+        (
+            "FLUSHALL",
+            "ERR unknown command 'FLUSHALL', with args beginning with: ",
+        ),
+        ("SET k v NX XX", "ERR syntax error"),
+        ("SET k v PERHAPS", "ERR syntax error"),
+        (
+            "COMMAND FROB",
+            "ERR unknown subcommand 'FROB'. Try COMMAND HELP.",
+        ),
+    ];
+    for (line, want) in cases {
+        assert_eq!(c.line(line), error(want), "{line}");
+    }
+    let Frame::Error(expiry) = c.line("SET k v EX 10") else {
+        panic!("SET EX is refused");
+    };
+    assert!(expiry.starts_with("ERR ") && expiry.contains("expire"));
+    // None of that changed anything, and the connection still works.
+    assert_eq!(c.line("DBSIZE"), int(0));
+}
+
+#[test]
+fn binary_keys_and_values_round_trip_and_are_shared_with_the_kvs_protocol() {
+    for engine in ENGINES {
+        let dir = TempDir::new().unwrap();
+        let server = start(&dir, engine);
+        let mut c = Resp::connect(&server);
+        let key: &[u8] = b"k\r\n\x00\xff*$";
+        let value: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
+        assert_eq!(c.call(&[b"SET", key, &value]), ok());
+        assert_eq!(c.call(&[b"GET", key]), Frame::Bulk(Some(value.clone())));
+        assert_eq!(c.call(&[b"SET", b"", b""]), ok());
+        assert_eq!(c.call(&[b"GET", b""]), bulk(b""));
+
+        // The same port, the same store, through the kvs protocol.
+        let mut kvs = KvsClient::connect(server.addr).unwrap();
+        assert_eq!(kvs.get_bytes(key).unwrap(), Some(value));
+        kvs.set_bytes(b"from-kvs", b"\x00\x01").unwrap();
+        assert_eq!(c.call(&[b"GET", b"from-kvs"]), bulk(b"\x00\x01"));
+        assert_eq!(c.call(&[b"DEL", key, b"from-kvs"]), int(2));
+        assert_eq!(kvs.get_bytes(key).unwrap(), None);
+    }
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_order() {
+    let dir = TempDir::new().unwrap();
+    let server = start(&dir, "kvs");
+    let mut c = Resp::connect(&server);
+    let mut batch = Vec::new();
+    for i in 0..2000 {
+        let key = format!("k{i}");
+        let value = format!("v{i}");
+        batch.extend(encode(&[b"SET", key.as_bytes(), value.as_bytes()]));
+        batch.extend(encode(&[b"GET", key.as_bytes()]));
+    }
+    batch.extend(b"PING\r\n");
+    batch.extend(encode(&[b"DBSIZE"]));
+    // Written from another thread: replies must be read while requests still go out.
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = thread::spawn(move || writer.write_all(&batch).unwrap());
+    for i in 0..2000 {
+        assert_eq!(c.read(), Some(ok()), "{i}");
+        assert_eq!(c.read(), Some(bulk(format!("v{i}").as_bytes())), "{i}");
+    }
+    assert_eq!(c.read(), Some(Frame::Simple("PONG".into())));
+    assert_eq!(c.read(), Some(int(2000)));
+    sender.join().unwrap();
+}
+
+#[test]
+fn inline_commands_and_empty_requests_are_served() {
+    let dir = TempDir::new().unwrap();
+    let server = start(&dir, "kvs");
+    let mut c = Resp::connect(&server);
+    c.stream
+        .write_all(b"set  greeting\thello\r\n\r\n*0\r\nget greeting\nPING\r\n")
+        .unwrap();
+    assert_eq!(c.read(), Some(ok()));
+    assert_eq!(c.read(), Some(bulk(b"hello")));
+    assert_eq!(c.read(), Some(Frame::Simple("PONG".into())));
+}
+
+#[test]
+fn malformed_or_oversized_requests_close_only_that_connection() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--max-frame-bytes", "1024"]);
+    let mut bystander = Resp::connect(&server);
+    assert_eq!(bystander.line("SET b 1"), ok());
+
+    let hostile: &[(&[u8], &str)] = &[
+        (b"*1\r\n$x\r\n", "ERR Protocol error: invalid bulk length"),
+        // Refused from the header alone: the kilobyte never has to arrive.
+        (
+            b"*2\r\n$3\r\nGET\r\n$1025\r\n",
+            "ERR Protocol error: invalid bulk length",
+        ),
+        (
+            b"*2000000\r\n",
+            "ERR Protocol error: invalid multibulk length",
+        ),
+        (b"*1\r\n:1\r\n", "ERR Protocol error: expected '$', got ':'"),
+        (
+            b"*1\r\n$4\r\nPINGxx",
+            "ERR Protocol error: bulk string not followed by CRLF",
+        ),
+        (
+            b"POST / HTTP/1.1\r\n",
+            "ERR Protocol error: an HTTP request",
+        ),
+    ];
+    // Two bulk strings, each under the limit, adding up to more than it.
+    let mut two_halves = b"*3\r\n$3\r\nSET\r\n$600\r\n".to_vec();
+    two_halves.extend([b'a'; 600]);
+    two_halves.extend(b"\r\n$600\r\n");
+    let hostile: Vec<(&[u8], &str)> = hostile
+        .iter()
+        .copied()
+        .chain([(
+            &two_halves[..],
+            "ERR Protocol error: request over the limit of 1024 bytes",
+        )])
+        .collect();
+    for (bytes, want) in hostile {
+        let mut c = Resp::connect(&server);
+        c.stream.write_all(bytes).unwrap();
+        let reply = c.read();
+        if let Some(Frame::Error(message)) = &reply {
+            assert!(message.starts_with(want), "{bytes:?}: {message}");
+        } else {
+            panic!("{bytes:?}: no protocol error but {reply:?}");
+        }
+        assert!(c.closed(), "{bytes:?}: connection left open");
+    }
+    // A line with no end, longer than an inline command may be.
+    let mut c = Resp::connect(&server);
+    let _ = c.stream.write_all(&vec![b'a'; 70_000]);
+    assert!(matches!(c.read(), Some(Frame::Error(m)) if m.contains("too big inline request")));
+    assert!(c.closed());
+
+    assert_eq!(bystander.line("GET b"), bulk(b"1"));
+    assert_eq!(
+        Resp::connect(&server).line("PING"),
+        Frame::Simple("PONG".into())
+    );
+}
+
+#[test]
+fn concurrent_set_nx_has_exactly_one_winner() {
+    let dir = TempDir::new().unwrap();
+    let server = start(&dir, "kvs");
+    let clients = 8;
+    for round in 0..20 {
+        let key = format!("race{round}");
+        let barrier = Arc::new(Barrier::new(clients));
+        let handles: Vec<_> = (0..clients)
+            .map(|i| {
+                let mut c = Resp::connect(&server);
+                let barrier = barrier.clone();
+                let key = key.clone();
+                thread::spawn(move || {
+                    barrier.wait();
+                    let value = format!("client{i}");
+                    (
+                        c.call(&[b"SET", key.as_bytes(), value.as_bytes(), b"NX"]),
+                        value,
+                    )
+                })
+            })
+            .collect();
+        let results: Vec<(Frame, String)> =
+            handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let winners: Vec<&String> = results
+            .iter()
+            .filter(|(reply, _)| *reply == ok())
+            .map(|(_, value)| value)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        assert!(results.iter().all(|(r, _)| *r == ok() || *r == nil()));
+        let mut c = Resp::connect(&server);
+        assert_eq!(c.line(&format!("GET {key}")), bulk(winners[0].as_bytes()));
+    }
+}
+
+/// The real `redis-cli`, or `None` after saying loudly why the test skips.
+fn redis_tool(program: &str) -> Option<&str> {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!(
+            "\n*** SKIPPED: {program} is not installed. Run `bash tests/setup.sh` (installs \
+             Debian's redis-tools) to test kvs-server with the real Redis tools. ***\n"
+        );
+        return None;
+    }
+    Some(program)
+}
+
+fn redis_cli(server: &ServerProcess, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &server.addr.port().to_string()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redis-cli runs");
+    let mut input = child.stdin.take().expect("piped");
+    input.write_all(stdin.unwrap_or_default()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// `redis-cli` with `args`; its stdout, after checking that it succeeded quietly.
+fn cli(server: &ServerProcess, args: &[&str]) -> String {
+    let output = redis_cli(server, args, None);
+    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+    assert!(output.stderr.is_empty(), "redis-cli {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn redis_cli_works_against_both_engines() {
+    if redis_tool("redis-cli").is_none() {
+        return;
+    }
+    for engine in ENGINES {
+        let dir = TempDir::new().unwrap();
+        let server = start(&dir, engine);
+        assert_eq!(cli(&server, &["PING"]), "PONG\n");
+        assert_eq!(cli(&server, &["SET", "greeting", "hello world"]), "OK\n");
+        assert_eq!(cli(&server, &["GET", "greeting"]), "hello world\n");
+        assert_eq!(cli(&server, &["--no-raw", "GET", "missing"]), "(nil)\n");
+        assert_eq!(cli(&server, &["SET", "greeting", "x", "NX"]), "\n");
+        assert_eq!(cli(&server, &["MSET", "a", "1", "b", "2"]), "OK\n");
+        assert_eq!(cli(&server, &["MGET", "a", "b", "c"]), "1\n2\n\n");
+        assert_eq!(cli(&server, &["EXISTS", "a", "b", "c"]), "2\n");
+        assert_eq!(cli(&server, &["DBSIZE"]), "3\n");
+        assert_eq!(cli(&server, &["DEL", "a", "b", "c"]), "2\n");
+        assert!(cli(&server, &["INFO", "keyspace"]).contains("db0:keys=1"));
+        assert!(cli(&server, &["COMMAND", "DOCS", "get"]).contains("Get the value of a key"));
+
+        // Binary values through `-x` (the last argument read from stdin), shown escaped.
+        let output = redis_cli(&server, &["-x", "SET", "bin"], Some(b"a\x00b\r\n\xff"));
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            cli(&server, &["--no-raw", "GET", "bin"]),
+            "\"a\\x00b\\r\\n\\xff\"\n"
+        );
+
+        // Errors come back as errors.
+        let output = redis_cli(&server, &["GET"], None);
+        assert!(
+            String::from_utf8_lossy(&output.stdout)
+                .contains("ERR wrong number of arguments for 'get' command"),
+            "{output:?}"
+        );
+
+        // Commands on stdin, one per line, as in `redis-cli < script`.
+        let output = redis_cli(
+            &server,
+            &[],
+            Some(b"SET k1 v1\nGET k1\nDEL k1\nEXISTS k1\n"),
+        );
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap(),
+            "OK\nv1\n1\n0\n"
+        );
+    }
+}
+
+#[test]
+fn redis_cli_pipe_mode_loads_many_keys() {
+    if redis_tool("redis-cli").is_none() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let server = start(&dir, "kvs");
+    let mut script = Vec::new();
+    for i in 0..10_000 {
+        script.extend(encode(&[
+            b"SET",
+            format!("key:{i}").as_bytes(),
+            &[b'v'; 100],
+        ]));
+    }
+    let output = redis_cli(&server, &["--pipe"], Some(&script));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("errors: 0, replies: 10000"), "{stdout}");
+    assert_eq!(cli(&server, &["DBSIZE"]), "10000\n");
+}
+
+#[test]
+fn redis_benchmark_runs_against_the_server() {
+    if redis_tool("redis-benchmark").is_none() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let server = start(&dir, "kvs");
+    for pipeline in ["1", "16"] {
+        let output = Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &server.addr.port().to_string()])
+            .args([
+                "-t", "set,get", "-n", "2000", "-c", "10", "-P", pipeline, "--csv",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{output:?}");
+        assert!(
+            stdout.contains("\"SET\"") && stdout.contains("\"GET\""),
+            "-P {pipeline}: {output:?}"
+        );
+    }
+    // redis-benchmark writes to key:__rand_int__ without -r.
+    assert_eq!(
+        Resp::connect(&server).call(&[b"EXISTS", b"key:__rand_int__"]),
+        int(1)
+    );
+}
