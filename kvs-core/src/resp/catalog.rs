@@ -22,7 +22,7 @@ pub(crate) struct Spec {
 #[rustfmt::skip]
 pub(crate) const SPECS: &[Spec] = &[
     spec("command", -1, &["loading", "stale"], (0, 0, 0), "server", "2.8.13", "Get array of command details"),
-    spec("config", -2, &["loading", "stale"], (0, 0, 0), "server", "2.0.0", "Get configuration parameters (kvs has none)"),
+    spec("config", -2, &["loading", "stale"], (0, 0, 0), "server", "2.0.0", "Get the value of configuration parameters"),
     spec("dbsize", 1, &["readonly", "fast"], (0, 0, 0), "server", "1.0.0", "Return the number of keys"),
     spec("del", -2, &["write"], (1, -1, 1), "generic", "1.0.0", "Delete keys"),
     spec("echo", 2, &["fast"], (0, 0, 0), "connection", "1.0.0", "Echo the given string"),

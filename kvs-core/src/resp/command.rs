@@ -100,9 +100,9 @@ pub enum Command<'a> {
     /// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO [name ...]`, `COMMAND DOCS [name ...]`,
     /// `COMMAND LIST`
     Command(Introspection<'a>),
-    /// `CONFIG GET parameter [parameter ...]`: kvs exposes no parameters, so the answer is
-    /// always empty (redis-benchmark asks for `save` and `appendonly` before it starts).
-    ConfigGet,
+    /// `CONFIG GET parameter [parameter ...]`: only `save` and `appendonly`, which
+    /// redis-benchmark asks for before it starts (see [`CONFIG`]).
+    ConfigGet(Args<'a>),
     /// `QUIT`: reply `OK`, then close the connection.
     Quit,
 }
@@ -164,7 +164,7 @@ impl<'a> Command<'a> {
             "info" => Command::Info(args.skip(1)),
             "command" => Command::Command(parse_introspection(args)?),
             "config" if args.get(1).eq_ignore_ascii_case(b"get") && args.len() >= 3 => {
-                Command::ConfigGet
+                Command::ConfigGet(args.skip(2))
             }
             "config" if args.get(1).eq_ignore_ascii_case(b"get") => {
                 return Err(wrong_arity("config|get"))
@@ -299,12 +299,31 @@ impl<'a> Command<'a> {
                 write_bulk(out, text.as_bytes());
             }
             Command::Command(query) => introspect(query, out),
-            Command::ConfigGet => write_array_len(out, 0),
+            Command::ConfigGet(names) => {
+                let found: Vec<&(&str, &str)> = CONFIG
+                    .iter()
+                    .filter(|(name, _)| {
+                        names
+                            .iter()
+                            .any(|n| n == b"*" || n.eq_ignore_ascii_case(name.as_bytes()))
+                    })
+                    .collect();
+                write_array_len(out, found.len() * 2);
+                for (name, value) in found {
+                    write_bulk(out, name.as_bytes());
+                    write_bulk(out, value.as_bytes());
+                }
+            }
             Command::Quit => write_simple(out, "OK"),
         }
         Ok(())
     }
 }
+
+/// The configuration `CONFIG GET` shows, in Redis's terms: no snapshots (`save` is empty), and
+/// every write appended to a log before it is acknowledged (`appendonly yes`). Other names, as
+/// in Redis, are simply absent from the reply.
+const CONFIG: &[(&str, &str)] = &[("save", ""), ("appendonly", "yes")];
 
 fn parse_set(args: Args<'_>) -> Result<Command<'_>, ErrorReply> {
     let mut condition = None;

@@ -24,7 +24,7 @@
 //! - [`command`]: what a request means and how it is carried out on a
 //!   [`KvsEngine`](crate::KvsEngine): `PING`, `ECHO`, `SET` (`NX`, `XX`, `GET`), `GET`,
 //!   `DEL`, `EXISTS`, `MGET`, `MSET`, `DBSIZE`, `INFO`, `COMMAND` (`COUNT`, `LIST`, `INFO`,
-//!   `DOCS`), `CONFIG GET` (always empty) and `QUIT`, with Redis's replies and error strings.
+//!   `DOCS`), `CONFIG GET` (`save` and `appendonly`) and `QUIT`, with Redis's replies and error strings.
 //! - [`session`]: a connection's request loop between the server's buffers and the commands.
 //!   Requests pipelined in one write are answered in order.
 //! - [`state`]: what all connections of a server share (`INFO` counters, key locks).
