@@ -142,7 +142,7 @@ fn every_command_replies_as_redis_does_on_both_engines() {
             ("DEL key1 key2 key3", int(2)),
             ("DEL key1", int(0)),
             ("DBSIZE", int(2)),
-            ("COMMAND COUNT", int(13)),
+            ("COMMAND COUNT", int(14)),
             (
                 "CONFIG GET save appendonly maxmemory",
                 Frame::Array(Some(vec![
@@ -182,7 +182,7 @@ fn every_command_replies_as_redis_does_on_both_engines() {
         let Frame::Array(Some(all)) = c.line("COMMAND") else {
             panic!("COMMAND is an array");
         };
-        assert_eq!(all.len(), 13);
+        assert_eq!(all.len(), 14);
         let Frame::Array(Some(docs)) = c.line("COMMAND DOCS set") else {
             panic!("COMMAND DOCS is an array");
         };
@@ -218,6 +218,50 @@ fn every_command_replies_as_redis_does_on_both_engines() {
         assert_eq!(c.line("QUIT"), ok());
         assert!(c.closed(), "{engine}: QUIT closes the connection");
     }
+}
+
+#[test]
+fn hello_switches_between_resp2_and_resp3() {
+    let dir = TempDir::new().unwrap();
+    let server = start(&dir, "kvs");
+    let mut c = Resp::connect(&server);
+    let Frame::Array(Some(hello)) = c.line("HELLO") else {
+        panic!("HELLO in RESP2 is a flat array");
+    };
+    assert_eq!(hello.len(), 14);
+    assert_eq!(&hello[4..6], &[bulk(b"proto"), int(2)]);
+
+    let Frame::Map(hello) = c.line("HELLO 3 AUTH default secret SETNAME app") else {
+        panic!("HELLO 3 is a map");
+    };
+    assert!(hello.contains(&(bulk(b"proto"), int(3))), "{hello:?}");
+    assert!(
+        hello.contains(&(bulk(b"server"), bulk(b"redis"))),
+        "{hello:?}"
+    );
+    assert_eq!(c.line("GET missing"), Frame::Null);
+    assert_eq!(c.line("SET k v"), ok());
+    assert_eq!(
+        c.line("MGET k missing"),
+        Frame::Array(Some(vec![bulk(b"v"), Frame::Null]))
+    );
+    assert_eq!(
+        c.line("CONFIG GET save"),
+        Frame::Map(vec![(bulk(b"save"), bulk(b""))])
+    );
+    assert!(matches!(c.line("COMMAND DOCS get"), Frame::Map(docs) if docs.len() == 1));
+    assert_eq!(
+        c.line("HELLO 4"),
+        error("NOPROTO unsupported protocol version")
+    );
+    assert_eq!(
+        c.line("HELLO 3 BOGUS"),
+        error("ERR Syntax error in HELLO option 'BOGUS'")
+    );
+    // Still RESP3 after the refusals; HELLO 2 goes back.
+    assert_eq!(c.line("GET missing"), Frame::Null);
+    assert!(matches!(c.line("HELLO 2"), Frame::Array(Some(_))));
+    assert_eq!(c.line("GET missing"), nil());
 }
 
 #[test]

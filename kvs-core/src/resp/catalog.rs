@@ -2,7 +2,9 @@
 //! (`redis-cli` reads `COMMAND DOCS` for its `help` and hints).
 
 use super::command::Introspection;
-use super::frame::{write_array_len, write_bulk, write_integer, write_simple};
+use super::frame::{
+    write_array_len, write_bulk, write_integer, write_map_len, write_nil, write_simple, Version,
+};
 
 /// A command kvs knows, as `COMMAND` describes it.
 pub(crate) struct Spec {
@@ -28,6 +30,7 @@ pub(crate) const SPECS: &[Spec] = &[
     spec("echo", 2, &["fast"], (0, 0, 0), "connection", "1.0.0", "Echo the given string"),
     spec("exists", -2, &["readonly", "fast"], (1, -1, 1), "generic", "1.0.0", "Count how many of the given keys exist"),
     spec("get", 2, &["readonly", "fast"], (1, 1, 1), "string", "1.0.0", "Get the value of a key"),
+    spec("hello", -1, &["noscript", "loading", "stale", "fast"], (0, 0, 0), "connection", "6.0.0", "Handshake with the server, choosing RESP2 or RESP3"),
     spec("info", -1, &["loading", "stale"], (0, 0, 0), "server", "1.0.0", "Get information and statistics about the server"),
     spec("mget", -2, &["readonly", "fast"], (1, -1, 1), "string", "1.0.0", "Get the values of all the given keys"),
     spec("mset", -3, &["write", "denyoom"], (1, -1, 2), "string", "1.0.1", "Set multiple keys to multiple values"),
@@ -64,7 +67,7 @@ pub(crate) fn find(name: &[u8]) -> Option<&'static Spec> {
 }
 
 /// Answers `COMMAND` and its sub-commands from [`SPECS`].
-pub(crate) fn introspect(query: Introspection<'_>, out: &mut Vec<u8>) {
+pub(crate) fn introspect(query: Introspection<'_>, version: Version, out: &mut Vec<u8>) {
     match query {
         Introspection::All => {
             write_array_len(out, SPECS.len());
@@ -79,28 +82,33 @@ pub(crate) fn introspect(query: Introspection<'_>, out: &mut Vec<u8>) {
                 write_bulk(out, spec.name.as_bytes());
             }
         }
-        Introspection::Info(names) if names.is_empty() => introspect(Introspection::All, out),
+        Introspection::Info(names) if names.is_empty() => {
+            introspect(Introspection::All, version, out)
+        }
         Introspection::Info(names) => {
             write_array_len(out, names.len());
             for name in names.iter() {
                 match find(name) {
                     Some(spec) => write_info(out, spec),
-                    None => out.extend_from_slice(b"*-1\r\n"),
+                    None => match version {
+                        Version::Resp2 => out.extend_from_slice(b"*-1\r\n"),
+                        Version::Resp3 => write_nil(out, version),
+                    },
                 }
             }
         }
         Introspection::Docs(names) => {
-            // RESP2 has no map: a flat array of name, docs, name, docs... Unknown names are
-            // left out, as Redis does.
+            // A map of name to a map of fields (in RESP2, flat arrays). Unknown names are left
+            // out, as Redis does.
             let specs: Vec<&Spec> = if names.is_empty() {
                 SPECS.iter().collect()
             } else {
                 names.iter().filter_map(find).collect()
             };
-            write_array_len(out, specs.len() * 2);
+            write_map_len(out, specs.len(), version);
             for spec in specs {
                 write_bulk(out, spec.name.as_bytes());
-                write_array_len(out, 6);
+                write_map_len(out, 3, version);
                 for (field, value) in [
                     ("summary", spec.summary),
                     ("since", spec.since),

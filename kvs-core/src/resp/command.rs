@@ -8,7 +8,8 @@ use std::ops::Range;
 
 use super::catalog::{find, introspect};
 use super::frame::{
-    write_array_len, write_bulk, write_error, write_integer, write_null, write_simple,
+    write_array_len, write_bulk, write_error, write_integer, write_map_len, write_nil,
+    write_simple, Version,
 };
 use super::state::ServerState;
 use crate::{KvsEngine, KvsError};
@@ -65,6 +66,15 @@ pub enum Condition {
     Exists,
 }
 
+/// What a command may read or change of its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The connection's number, unique within the server (`HELLO` shows it).
+    pub id: u64,
+    /// The RESP version it speaks (`HELLO 3` switches to RESP3).
+    pub version: Version,
+}
+
 /// A request, understood.
 #[derive(Debug, Clone, Copy)]
 pub enum Command<'a> {
@@ -103,6 +113,10 @@ pub enum Command<'a> {
     /// `CONFIG GET parameter [parameter ...]`: only `save` and `appendonly`, which
     /// redis-benchmark asks for before it starts (see [`CONFIG`]).
     ConfigGet(Args<'a>),
+    /// `HELLO [protover [AUTH username password] [SETNAME name]]`: switch to RESP2 or 3 and
+    /// describe the server. kvs has no users: `AUTH` is accepted with any password, like
+    /// Redis's default user without a password; the name is not kept.
+    Hello(Option<Version>),
     /// `QUIT`: reply `OK`, then close the connection.
     Quit,
 }
@@ -170,21 +184,25 @@ impl<'a> Command<'a> {
                 return Err(wrong_arity("config|get"))
             }
             "config" => return Err(unknown_subcommand(args.get(1), "CONFIG")),
-            _ => Command::Quit,
+            "hello" => parse_hello(args)?,
+            "quit" => Command::Quit,
+            // Every name of the catalogue has its arm above.
+            _ => return Err(unknown_command(args)),
         })
     }
 
-    /// Carries out the command on `engine`, appending its reply to `out`.
+    /// Carries out the command on `engine` for `client`, appending its reply to `out`.
     ///
     /// Engine failures become `ERR` replies: one failed command does not end the connection.
     pub fn apply<E: KvsEngine>(
         self,
         engine: &E,
         state: &ServerState,
+        client: &mut Client,
         out: &mut Vec<u8>,
     ) -> Outcome {
         state.command_processed();
-        if let Err(e) = self.apply_or_fail(engine, state, out) {
+        if let Err(e) = self.apply_or_fail(engine, state, client, out) {
             match &e {
                 KvsError::InvalidArgument(_) => {}
                 other => log::error!("command failed: {other}"),
@@ -201,8 +219,10 @@ impl<'a> Command<'a> {
         self,
         engine: &E,
         state: &ServerState,
+        client: &mut Client,
         out: &mut Vec<u8>,
     ) -> crate::Result<()> {
+        let version = client.version;
         match self {
             Command::Ping(None) => write_simple(out, "PONG"),
             Command::Ping(Some(message)) | Command::Echo(message) => write_bulk(out, message),
@@ -233,9 +253,9 @@ impl<'a> Command<'a> {
                 }
                 match (get, old) {
                     (true, Some(Some(old))) => write_bulk(out, &old),
-                    (true, _) => write_null(out),
+                    (true, _) => write_nil(out, version),
                     (false, _) if allowed => write_simple(out, "OK"),
-                    (false, _) => write_null(out),
+                    (false, _) => write_nil(out, version),
                 }
             }
             Command::Get(key) => {
@@ -243,7 +263,7 @@ impl<'a> Command<'a> {
                 state.lookup(value.is_some());
                 match value {
                     Some(value) => write_bulk(out, &value),
-                    None => write_null(out),
+                    None => write_nil(out, version),
                 }
             }
             Command::Del(keys) => {
@@ -279,7 +299,7 @@ impl<'a> Command<'a> {
                 for value in values {
                     match value {
                         Some(value) => write_bulk(out, &value),
-                        None => write_null(out),
+                        None => write_nil(out, version),
                     }
                 }
             }
@@ -298,7 +318,7 @@ impl<'a> Command<'a> {
                 let text = super::info::render(sections, engine, state)?;
                 write_bulk(out, text.as_bytes());
             }
-            Command::Command(query) => introspect(query, out),
+            Command::Command(query) => introspect(query, version, out),
             Command::ConfigGet(names) => {
                 let found: Vec<&(&str, &str)> = CONFIG
                     .iter()
@@ -308,11 +328,35 @@ impl<'a> Command<'a> {
                             .any(|n| n == b"*" || n.eq_ignore_ascii_case(name.as_bytes()))
                     })
                     .collect();
-                write_array_len(out, found.len() * 2);
+                write_map_len(out, found.len(), version);
                 for (name, value) in found {
                     write_bulk(out, name.as_bytes());
                     write_bulk(out, value.as_bytes());
                 }
+            }
+            Command::Hello(wanted) => {
+                if let Some(wanted) = wanted {
+                    client.version = wanted;
+                }
+                let proto = match client.version {
+                    Version::Resp2 => 2,
+                    Version::Resp3 => 3,
+                };
+                write_map_len(out, 7, client.version);
+                write_bulk(out, b"server");
+                write_bulk(out, b"redis");
+                write_bulk(out, b"version");
+                write_bulk(out, super::info::REDIS_VERSION.as_bytes());
+                write_bulk(out, b"proto");
+                write_integer(out, proto);
+                write_bulk(out, b"id");
+                write_integer(out, client.id as i64);
+                write_bulk(out, b"mode");
+                write_bulk(out, b"standalone");
+                write_bulk(out, b"role");
+                write_bulk(out, b"master");
+                write_bulk(out, b"modules");
+                write_array_len(out, 0);
             }
             Command::Quit => write_simple(out, "OK"),
         }
@@ -355,6 +399,36 @@ fn parse_set(args: Args<'_>) -> Result<Command<'_>, ErrorReply> {
         condition,
         get,
     })
+}
+
+fn parse_hello(args: Args<'_>) -> Result<Command<'_>, ErrorReply> {
+    if args.len() == 1 {
+        return Ok(Command::Hello(None));
+    }
+    let version = match args.get(1) {
+        b"2" => Version::Resp2,
+        b"3" => Version::Resp3,
+        other if other.iter().all(u8::is_ascii_digit) && !other.is_empty() => {
+            return Err("NOPROTO unsupported protocol version".to_string())
+        }
+        _ => return Err("ERR Protocol version is not an integer or out of range".to_string()),
+    };
+    let mut i = 2;
+    while i < args.len() {
+        let option = args.get(i);
+        let remaining = args.len() - i - 1;
+        if option.eq_ignore_ascii_case(b"auth") && remaining >= 2 {
+            i += 3;
+        } else if option.eq_ignore_ascii_case(b"setname") && remaining >= 1 {
+            i += 2;
+        } else {
+            return Err(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                truncate(&String::from_utf8_lossy(option), 128)
+            ));
+        }
+    }
+    Ok(Command::Hello(Some(version)))
 }
 
 fn parse_introspection(args: Args<'_>) -> Result<Introspection<'_>, ErrorReply> {
@@ -489,14 +563,18 @@ mod tests {
     fn command_docs_and_info_are_well_formed_replies() {
         let limits = Limits::for_frame_len(1 << 20);
         let mut out = Vec::new();
-        introspect(Introspection::All, &mut out);
+        introspect(Introspection::All, Version::Resp2, &mut out);
         let Some((Frame::Array(Some(all)), end)) = Frame::parse(&out, limits).unwrap() else {
             panic!("COMMAND is an array");
         };
         assert_eq!((all.len(), end), (SPECS.len(), out.len()));
         let ranges = [Range { start: 0, end: 3 }];
         out.clear();
-        introspect(Introspection::Docs(Args::new(b"get", &ranges)), &mut out);
+        introspect(
+            Introspection::Docs(Args::new(b"get", &ranges)),
+            Version::Resp2,
+            &mut out,
+        );
         let Some((Frame::Array(Some(docs)), _)) = Frame::parse(&out, limits).unwrap() else {
             panic!("COMMAND DOCS is an array");
         };

@@ -13,6 +13,8 @@
 //! $-1\r\n                          null bulk       (GET of a missing key)
 //! *<n>\r\n<n frames>               array           *2\r\n$3\r\nGET\r\n$1\r\nk\r\n
 //! *-1\r\n                          null array
+//! _\r\n                            null (RESP3, after HELLO 3)
+//! %<n>\r\n<n keys and values>      map (RESP3; a flat array of 2n in RESP2)
 //! ```
 //!
 //! A *request* is an array of bulk strings (the command name, then its arguments), or an
@@ -312,6 +314,38 @@ fn protocol(message: &str) -> KvsError {
 
 // Writing replies. Each function appends one frame to `out`.
 
+/// The RESP version a connection speaks: RESP2 until the client asks for RESP3 with
+/// `HELLO 3`. Only nulls and maps differ in what kvs sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    /// RESP2: null is `$-1`, a map is a flat array of keys and values.
+    #[default]
+    Resp2,
+    /// RESP3: null is `_`, a map is `%count` followed by keys and values.
+    Resp3,
+}
+
+/// Appends "no value": `$-1\r\n` in RESP2, `_\r\n` in RESP3.
+pub fn write_nil(out: &mut Vec<u8>, version: Version) {
+    match version {
+        Version::Resp2 => write_null(out),
+        Version::Resp3 => out.extend_from_slice(b"_\r\n"),
+    }
+}
+
+/// Appends a map header for `len` key/value pairs: `*2len` in RESP2, `%len` in RESP3. The
+/// keys and values follow, alternating.
+pub fn write_map_len(out: &mut Vec<u8>, len: usize, version: Version) {
+    match version {
+        Version::Resp2 => write_array_len(out, len * 2),
+        Version::Resp3 => {
+            out.push(b'%');
+            write_decimal(out, len as i64);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
 /// Appends a simple string, `+text\r\n`. `text` must hold no `\r` or `\n`.
 pub fn write_simple(out: &mut Vec<u8>, text: &str) {
     out.push(b'+');
@@ -392,6 +426,10 @@ pub enum Frame {
     Bulk(Option<Vec<u8>>),
     /// `*len frames`, or `*-1` (`None`).
     Array(Option<Vec<Frame>>),
+    /// RESP3 `_`: no value.
+    Null,
+    /// RESP3 `%len`: key/value pairs.
+    Map(Vec<(Frame, Frame)>),
 }
 
 /// How deep arrays may nest in a [`Frame`] (replies of kvs nest at most 3 deep).
@@ -420,6 +458,14 @@ impl Frame {
                 }
             }
             Frame::Array(None) => out.extend_from_slice(b"*-1\r\n"),
+            Frame::Null => write_nil(out, Version::Resp3),
+            Frame::Map(pairs) => {
+                write_map_len(out, pairs.len(), Version::Resp3);
+                for (key, value) in pairs {
+                    key.encode(out);
+                    value.encode(out);
+                }
+            }
         }
     }
 }
@@ -478,6 +524,35 @@ fn parse_frame(
                 Frame::Bulk(Some(buf[data..data + len].to_vec())),
                 end,
             )))
+        }
+        b'_' => match line(start)? {
+            Some((b"", next)) => Ok(Some((Frame::Null, next))),
+            Some(_) => Err(protocol("invalid null")),
+            None => Ok(None),
+        },
+        b'%' => {
+            let Some((count, mut next)) = header_line(buf, start)? else {
+                return Ok(None);
+            };
+            let count = match usize::try_from(count) {
+                Ok(count) if count <= limits.max_args => count,
+                _ => return Err(protocol("invalid map length")),
+            };
+            if depth >= MAX_DEPTH {
+                return Err(protocol("maps nested too deep"));
+            }
+            let mut pairs = Vec::with_capacity(count.min(1024));
+            for _ in 0..count {
+                let Some((key, after)) = parse_frame(buf, next, limits, depth + 1)? else {
+                    return Ok(None);
+                };
+                let Some((value, after)) = parse_frame(buf, after, limits, depth + 1)? else {
+                    return Ok(None);
+                };
+                pairs.push((key, value));
+                next = after;
+            }
+            Ok(Some((Frame::Map(pairs), next)))
         }
         b'*' => {
             let Some((count, mut next)) = header_line(buf, start)? else {
@@ -636,6 +711,12 @@ mod tests {
     #[test]
     fn replies_have_the_documented_bytes() {
         let mut out = Vec::new();
+        write_nil(&mut out, Version::Resp2);
+        write_nil(&mut out, Version::Resp3);
+        write_map_len(&mut out, 2, Version::Resp2);
+        write_map_len(&mut out, 2, Version::Resp3);
+        assert_eq!(out, b"$-1\r\n_\r\n*4\r\n%2\r\n");
+        out.clear();
         write_simple(&mut out, "OK");
         write_error(&mut out, "ERR bad\r\nline");
         write_integer(&mut out, -42);
@@ -659,6 +740,8 @@ mod tests {
             Frame::Bulk(None),
             Frame::Array(None),
             Frame::Array(Some(vec![])),
+            Frame::Null,
+            Frame::Map(vec![(Frame::Simple("proto".into()), Frame::Integer(3))]),
         ]));
         let mut out = Vec::new();
         frame.encode(&mut out);

@@ -8,7 +8,7 @@ use crate::{KvsEngine, Result};
 
 /// The Redis version whose replies kvs's commands follow. Clients read `redis_version` to pick
 /// a dialect; kvs's own version is `kvs_version`.
-const REDIS_VERSION: &str = "7.0.0";
+pub(crate) const REDIS_VERSION: &str = "7.0.0";
 
 const SECTIONS: &[&str] = &["server", "clients", "stats", "keyspace"];
 

@@ -24,10 +24,18 @@
 //! - [`command`]: what a request means and how it is carried out on a
 //!   [`KvsEngine`](crate::KvsEngine): `PING`, `ECHO`, `SET` (`NX`, `XX`, `GET`), `GET`,
 //!   `DEL`, `EXISTS`, `MGET`, `MSET`, `DBSIZE`, `INFO`, `COMMAND` (`COUNT`, `LIST`, `INFO`,
-//!   `DOCS`), `CONFIG GET` (`save` and `appendonly`) and `QUIT`, with Redis's replies and error strings.
+//!   `DOCS`), `CONFIG GET` (`save` and `appendonly`), `HELLO` and `QUIT`, with Redis's
+//!   replies and error strings.
 //! - [`session`]: a connection's request loop between the server's buffers and the commands.
 //!   Requests pipelined in one write are answered in order.
 //! - [`state`]: what all connections of a server share (`INFO` counters, key locks).
+//!
+//! # RESP3
+//!
+//! Connections start in RESP2. A client that sends `HELLO 3` (redis-py 8 does, by default)
+//! gets RESP3 from then on; for kvs's commands only two things change: "no value" is `_`
+//! instead of `$-1`, and maps (`HELLO`, `CONFIG GET`, `COMMAND DOCS`) are `%` maps instead of
+//! flat arrays.
 //!
 //! The connection itself (buffers, timeouts, back-pressure, shutdown) is the server's, the
 //! same for both protocols.
@@ -46,7 +54,7 @@ mod info;
 pub mod session;
 pub mod state;
 
-pub use self::frame::{Frame, Limits};
+pub use self::frame::{Frame, Limits, Version};
 pub use self::session::Session;
 pub use self::state::ServerState;
 

@@ -2,8 +2,8 @@
 //! out in order and appends their replies. The server's connection owns the buffers and the
 //! socket; this owns the parsing state between reads.
 
-use super::command::{Args, Command, Outcome};
-use super::frame::{write_error, Limits, RequestParser, RequestStatus};
+use super::command::{Args, Client, Command, Outcome};
+use super::frame::{write_error, Limits, RequestParser, RequestStatus, Version};
 use super::state::ServerState;
 use crate::{KvsEngine, KvsError, Result};
 
@@ -11,6 +11,7 @@ use crate::{KvsEngine, KvsError, Result};
 #[derive(Debug, Clone)]
 pub struct Session {
     parser: RequestParser,
+    client: Client,
     /// Bytes the request being received needs at least, once known.
     needed: Option<usize>,
 }
@@ -27,10 +28,15 @@ pub struct Progress {
 }
 
 impl Session {
-    /// A session refusing requests over `limits`.
-    pub fn new(limits: Limits) -> Session {
+    /// A session for the connection numbered `id`, refusing requests over `limits`. It
+    /// speaks RESP2 until the client says `HELLO 3`.
+    pub fn new(limits: Limits, id: u64) -> Session {
         Session {
             parser: RequestParser::new(limits),
+            client: Client {
+                id,
+                version: Version::Resp2,
+            },
             needed: None,
         }
     }
@@ -74,7 +80,7 @@ impl Session {
                         Outcome::Continue
                     } else {
                         match Command::parse(args) {
-                            Ok(command) => command.apply(engine, state, out),
+                            Ok(command) => command.apply(engine, state, &mut self.client, out),
                             Err(message) => {
                                 write_error(out, &message);
                                 Outcome::Continue

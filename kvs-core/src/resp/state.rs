@@ -20,6 +20,7 @@ pub struct ServerState {
     commands: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
+    next_id: AtomicU64,
     locks: KeyLocks,
 }
 
@@ -34,6 +35,7 @@ impl ServerState {
             commands: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
             locks: KeyLocks::new(),
         }
     }
@@ -42,6 +44,11 @@ impl ServerState {
     pub fn connection_opened(&self) {
         self.connections_received.fetch_add(1, Ordering::Relaxed);
         self.connected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A number for a new RESP connection, unique within the server (from 1).
+    pub fn next_client_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// A connection (of either protocol) was closed.

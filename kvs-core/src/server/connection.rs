@@ -210,7 +210,8 @@ impl Connection {
                 None => return Ok(0),
                 Some(&first) if resp::is_resp_start(first) => {
                     let limits = resp::Limits::for_frame_len(max_frame_len);
-                    self.protocol = Protocol::Resp(Box::new(Session::new(limits)));
+                    let id = state.next_client_id();
+                    self.protocol = Protocol::Resp(Box::new(Session::new(limits, id)));
                 }
                 Some(_) => self.protocol = Protocol::Kvs,
             }
