@@ -22,8 +22,8 @@ fi
 py="$venv/bin/python"
 pip=("$py" -m pip --disable-pip-version-check --quiet)
 
-echo "== installing maturin and pytest into $venv"
-"${pip[@]}" install "maturin>=1.9,<2" "pytest>=7"
+echo "== installing maturin, pytest and redis (for test_resp.py) into $venv"
+"${pip[@]}" install "maturin>=1.9,<2" "pytest>=7" "redis>=5"
 
 echo "== pip install ./kvs-py (cargo profile: $profile)"
 # MATURIN_PEP517_ARGS passes the profile to maturin through pip's build backend call.
