@@ -1,5 +1,9 @@
 //! `kvs-server`: serves the kvs store in the current directory over TCP.
 //!
+//! One port speaks both the kvs protocol (`kvs-client`, `kvs::KvsClient`, `kvs.Client`) and
+//! RESP, the Redis protocol (`redis-cli`, `redis-benchmark`, Redis client libraries): each
+//! connection's first byte tells which (see `kvs::resp`).
+//!
 //! Logs go to stderr (level from `RUST_LOG`, else `--log-level`). SIGINT and SIGTERM stop the
 //! server gracefully: it stops accepting, finishes the requests in flight, flushes the engine
 //! and exits 0. A second signal exits at once, with status 1.
@@ -17,7 +21,12 @@ use kvs::{AnyEngine, EngineKind, KvStoreOptions, KvsServer, ServerConfig, Shutdo
 #[command(
     name = "kvs-server",
     version,
-    about = "Serves the kvs store in the current directory over TCP."
+    about = "Serves the kvs store in the current directory over TCP.",
+    long_about = "Serves the kvs store in the current directory over TCP.\n\n\
+                  The port speaks the kvs protocol (kvs-client) and RESP, the Redis protocol \
+                  (redis-cli, redis-benchmark, Redis client libraries): PING, ECHO, SET \
+                  [NX|XX] [GET], GET, DEL, EXISTS, MGET, MSET, DBSIZE, INFO, COMMAND, HELLO, \
+                  QUIT. Each connection's first byte tells which: '*' or a letter is RESP."
 )]
 struct Cli {
     /// Address to listen on, IPv4 or IPv6 IP:PORT.
@@ -44,7 +53,8 @@ struct Cli {
     sync: Sync,
 
     /// Largest request or reply payload in bytes; a client announcing a larger request is
-    /// disconnected.
+    /// disconnected. For RESP: the longest bulk string, and the most bytes of bulk strings in
+    /// one command. At most 704643071 (672 MiB - 1).
     #[arg(long, value_name = "BYTES", default_value_t = kvs::protocol::DEFAULT_MAX_FRAME_LEN)]
     max_frame_bytes: usize,
 
@@ -103,6 +113,14 @@ fn run(cli: Cli) -> Result<(), String> {
         return Err(format!(
             "--client-timeout must be a positive number of seconds, not {}",
             cli.client_timeout
+        ));
+    }
+    if cli.max_frame_bytes > kvs::resp::MAX_KVS_FRAME_LEN {
+        return Err(format!(
+            "--max-frame-bytes must be at most {} (a larger kvs frame could not be told apart \
+             from a RESP request), not {}",
+            kvs::resp::MAX_KVS_FRAME_LEN,
+            cli.max_frame_bytes
         ));
     }
     // Signals are caught from the very start, so that one arriving while the store opens
