@@ -320,3 +320,166 @@ fn running_out_of_descriptors_fails_cleanly() {
         out.lines().find(|l| l.contains("limit:")).unwrap_or("")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A failing fsync: ext4 on a loop device whose backing file lives on a tiny tmpfs
+
+/// A file system whose writeback fails once its backing store is full: ext4 in a 64 MiB image
+/// on a tmpfs of a few MiB, through a loop device. `write` succeeds (ext4 believes it has
+/// room), fsync fails with an I/O error. Unmounted and detached when dropped.
+struct FailingDisk {
+    backing: PathBuf,
+    mnt: PathBuf,
+    device: String,
+}
+
+/// Runs a system command quietly; whether it succeeded.
+fn system(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl FailingDisk {
+    /// Sets it up under `root`; `None` (with the reason printed) where this machine does not
+    /// allow it (not root, no loop devices, no mkfs.ext4).
+    fn new(root: &Path, backing_kib: u64) -> Option<FailingDisk> {
+        let backing = root.join("backing");
+        let mnt = root.join("mnt");
+        std::fs::create_dir_all(&backing).ok()?;
+        std::fs::create_dir_all(&mnt).ok()?;
+        let size = format!("size={backing_kib}k");
+        if !system(
+            "mount",
+            &["-t", "tmpfs", "-o", &size, "tmpfs", path_str(&backing)],
+        ) {
+            println!("SKIPPED: cannot mount a tmpfs (needs root)");
+            return None;
+        }
+        let image = backing.join("disk.img");
+        let made = std::fs::File::create(&image)
+            .and_then(|f| f.set_len(64 << 20))
+            .is_ok()
+            && system("mkfs.ext4", &["-q", "-F", path_str(&image)]);
+        let device = made
+            .then(|| {
+                Command::new("losetup")
+                    .args(["-f", "--show", path_str(&image)])
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            })
+            .flatten();
+        let Some(device) = device else {
+            println!("SKIPPED: cannot make an ext4 image on a loop device");
+            system("umount", &[path_str(&backing)]);
+            return None;
+        };
+        let disk = FailingDisk {
+            backing,
+            mnt,
+            device,
+        };
+        if !disk.mount() {
+            println!("SKIPPED: cannot mount the loop device");
+            return None;
+        }
+        Some(disk)
+    }
+
+    fn mount(&self) -> bool {
+        system("mount", &[&self.device, path_str(&self.mnt)])
+    }
+
+    /// Gives the backing tmpfs room again and remounts the ext4 file system (after a check),
+    /// as after replacing a full disk's contents on a larger one.
+    fn make_room_and_remount(&self) {
+        assert!(system("umount", &[path_str(&self.mnt)]), "umount");
+        assert!(system(
+            "mount",
+            &["-o", "remount,size=256m", path_str(&self.backing)]
+        ));
+        // Exit codes 1 and 2 mean "errors fixed"; only whether it mounts afterwards matters.
+        let _ = system("e2fsck", &["-fy", &self.device]);
+        assert!(self.mount(), "remount");
+    }
+}
+
+impl Drop for FailingDisk {
+    fn drop(&mut self) {
+        system("umount", &[path_str(&self.mnt)]);
+        system("losetup", &["-d", &self.device]);
+        system("umount", &[path_str(&self.backing)]);
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+#[test]
+fn a_failing_fsync_poisons_the_store_and_loses_nothing_acknowledged() {
+    let root = TempDir::new().unwrap();
+    let Some(disk) = FailingDisk::new(root.path(), 6 << 10) else {
+        return;
+    };
+    let dir = disk.mnt.join("data");
+    let options = KvStoreOptions::default()
+        .sync(SyncPolicy::Always)
+        .compaction_min_stale(u64::MAX);
+    let store = KvStore::open_with(&dir, options).unwrap();
+    let mut model = Model::default();
+    let mut attempted = BTreeMap::new();
+    let mut first_error = None;
+    for i in 0..400 {
+        let key = format!("k{i}");
+        let value = value(i, 64 << 10);
+        attempted.insert(key.clone(), value.clone());
+        if let Err(e) = model.set(&store, key, value) {
+            first_error = Some(e);
+            break;
+        }
+    }
+    let first_error = first_error.expect("the full disk never failed an fsync");
+    println!(
+        "first failure after {} acknowledged writes: {first_error}",
+        model.acked.len()
+    );
+    assert!(
+        matches!(first_error, KvsError::Poisoned(_)) || first_error.is_io(),
+        "{first_error}"
+    );
+    // From now on every write is refused, loudly, and reads still work.
+    for i in 0..5 {
+        match store.set(format!("after{i}"), "x".into()) {
+            Err(e @ KvsError::Poisoned(_)) => assert!(e.to_string().contains("reopen"), "{e}"),
+            other => panic!("a write after a failed fsync: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        store.remove("k0".into()),
+        Err(KvsError::Poisoned(_))
+    ));
+    assert!(store.flush().is_err());
+    model.check(&store, "poisoned, before reopening");
+    drop(store);
+
+    disk.make_room_and_remount();
+    let store = KvStore::open(&dir).unwrap();
+    model.check(&store, "after the disk has room again");
+    // The write that failed may or may not be there; if it is, it is whole.
+    for (key, value) in &attempted {
+        if let Some(got) = store.get(key.clone()).unwrap() {
+            assert_eq!(&got, value, "{key}");
+        }
+    }
+    store.set("fresh".into(), "write".into()).unwrap();
+    println!(
+        "failing fsync: {} acknowledged writes verified after remount",
+        model.acked.len()
+    );
+}
