@@ -109,7 +109,7 @@ pub enum Command<'a> {
     Info(Args<'a>),
     /// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO [name ...]`, `COMMAND DOCS [name ...]`,
     /// `COMMAND LIST`
-    Command(Introspection<'a>),
+    Introspect(Introspection<'a>),
     /// `CONFIG GET parameter [parameter ...]`: only `save` and `appendonly`, which
     /// redis-benchmark asks for before it starts (see [`CONFIG`]).
     ConfigGet(Args<'a>),
@@ -176,7 +176,7 @@ impl<'a> Command<'a> {
             "mset" => return Err(wrong_arity("mset")),
             "dbsize" => Command::DbSize,
             "info" => Command::Info(args.skip(1)),
-            "command" => Command::Command(parse_introspection(args)?),
+            "command" => Command::Introspect(parse_introspection(args)?),
             "config" if args.get(1).eq_ignore_ascii_case(b"get") && args.len() >= 3 => {
                 Command::ConfigGet(args.skip(2))
             }
@@ -318,7 +318,7 @@ impl<'a> Command<'a> {
                 let text = super::info::render(sections, engine, state)?;
                 write_bulk(out, text.as_bytes());
             }
-            Command::Command(query) => introspect(query, version, out),
+            Command::Introspect(query) => introspect(query, version, out),
             Command::ConfigGet(names) => {
                 let found: Vec<&(&str, &str)> = CONFIG
                     .iter()

@@ -21,14 +21,14 @@
 //! - [`frame`]: bytes on the wire. An incremental request parser (arrays of bulk strings, and
 //!   inline commands) that checks every length against its [`Limits`] before allocating, and
 //!   the writers of replies; plus [`Frame`], a whole value as a client reads it.
-//! - [`command`]: what a request means and how it is carried out on a
+//! - `command`: what a request means and how it is carried out on a
 //!   [`KvsEngine`](crate::KvsEngine): `PING`, `ECHO`, `SET` (`NX`, `XX`, `GET`), `GET`,
 //!   `DEL`, `EXISTS`, `MGET`, `MSET`, `DBSIZE`, `INFO`, `COMMAND` (`COUNT`, `LIST`, `INFO`,
 //!   `DOCS`), `CONFIG GET` (`save` and `appendonly`), `HELLO` and `QUIT`, with Redis's
 //!   replies and error strings.
-//! - [`session`]: a connection's request loop between the server's buffers and the commands.
+//! - `session`: a connection's request loop between the server's buffers and the commands.
 //!   Requests pipelined in one write are answered in order.
-//! - [`state`]: what all connections of a server share (`INFO` counters, key locks).
+//! - `state`: what all connections of a server share (`INFO` counters, key locks).
 //!
 //! # RESP3
 //!
@@ -48,15 +48,15 @@
 //! and that connection is closed; nothing else is affected.
 
 mod catalog;
-pub mod command;
+mod command;
 pub mod frame;
 mod info;
-pub mod session;
-pub mod state;
+pub(crate) mod session;
+mod state;
 
 pub use self::frame::{Frame, Limits, Version};
-pub use self::session::Session;
-pub use self::state::ServerState;
+pub(crate) use self::session::Session;
+pub(crate) use self::state::ServerState;
 
 /// The largest kvs-protocol frame a server accepts when it also speaks RESP on the same port
 /// (672 MiB - 1): any larger length would start with the byte `*` or higher.

@@ -30,7 +30,7 @@ enum Protocol {
     Unknown,
     /// kvs's own frames (`protocol/`).
     Kvs,
-    /// RESP2, with the state of the request being parsed.
+    /// RESP (2, or 3 after `HELLO 3`), with the state of the request being parsed.
     Resp(Box<Session>),
 }
 

@@ -33,9 +33,10 @@
 //!
 //! # Protocols
 //!
-//! Each connection speaks the kvs protocol ([`crate::protocol`]) or RESP2, the Redis protocol
+//! Each connection speaks the kvs protocol ([`crate::protocol`]) or RESP, the Redis protocol
 //! ([`crate::resp`]), told apart by its first byte; both go through the same workers, buffers,
-//! limits and timeouts.
+//! limits and timeouts. A RESP connection buffers at most one incomplete command (its bulk
+//! strings within the frame limit) plus one read.
 //!
 //! # Memory
 //!
