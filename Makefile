@@ -14,6 +14,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test-rust:
+	bash tests/setup.sh
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
