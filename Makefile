@@ -29,7 +29,9 @@ fmt:
 
 bench:
 	$(CARGO) bench -p kvs
+	KVS_SETUP_REDIS_SERVER=1 bash tests/setup.sh
 	$(CARGO) bench -p kvs-server --bench load
+	$(CARGO) bench -p kvs-server --bench resp
 
 server:
 	$(CARGO) build --release -p kvs-server
