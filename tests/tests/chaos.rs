@@ -54,7 +54,7 @@ enum Op {
 
 fn client_loop(id: usize, addr: Arc<RwLock<SocketAddr>>, stop: Arc<AtomicBool>) -> Tally {
     let mut tally = Tally::default();
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (id as u64 + 1) * 0x9e37_79b9);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ ((id as u64 + 1) * 0x9e37_79b9));
     let mut client: Option<KvsClient> = None;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {

@@ -285,7 +285,7 @@ fn assert_healthy(server: &ServerProcess, what: &str) {
 
 /// Raises this process's soft descriptor limit to its hard limit (servers started afterwards
 /// inherit it); returns the new limit.
-fn raise_fd_limit() -> u64 {
+fn raise_fd_limit() -> libc::rlim_t {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -298,7 +298,7 @@ fn raise_fd_limit() -> u64 {
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
         }
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 #[test]
