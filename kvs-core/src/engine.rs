@@ -40,6 +40,18 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     /// Returns the value of `key` (binary form of [`get`](KvsEngine::get)).
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
+    /// Sets each key to its value, in order, as a batch: engines may write them together
+    /// (`KvStore` writes a batch with one system call).
+    ///
+    /// Not atomic: if this fails, or the process crashes during it, the first pairs may be set
+    /// and the rest not (never a later pair without an earlier one, for `KvStore`).
+    fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
+        for (key, value) in pairs {
+            self.set_bytes(key, value)?;
+        }
+        Ok(())
+    }
+
     /// Removes `key` (binary form of [`remove`](KvsEngine::remove)).
     fn remove_bytes(&self, key: &[u8]) -> Result<()>;
 

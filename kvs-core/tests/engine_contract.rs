@@ -175,6 +175,37 @@ fn clones_share_one_store_across_threads<E: Fixture>() {
     }
 }
 
+fn set_many_sets_every_pair_in_order<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = E::open(dir.path());
+        store.set(s("old"), s("value")).unwrap();
+        let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+        let mut pairs: Vec<(&[u8], &[u8])> =
+            keys.iter().map(|k| (k.as_bytes(), k.as_bytes())).collect();
+        // The same key twice in one batch: the later pair wins.
+        pairs.push((b"old", b"first"));
+        pairs.push((b"old", b"second"));
+        store.set_many_bytes(&pairs).unwrap();
+        store.set_many_bytes(&[]).unwrap();
+        store.set_many_bytes(&[(b"one", b"1")]).unwrap();
+        assert_eq!(store.get(s("k7")).unwrap(), Some(s("k7")));
+        assert_eq!(store.get(s("old")).unwrap(), Some(s("second")));
+        assert_eq!(store.len().unwrap(), 52);
+        // Overwrite in a batch, then remove one of them.
+        store
+            .set_many_bytes(&[(b"k1", b"again"), (b"k2", b"again")])
+            .unwrap();
+        store.remove(s("k2")).unwrap();
+    }
+    let store = E::open(dir.path());
+    assert_eq!(store.get(s("k1")).unwrap(), Some(s("again")));
+    assert_eq!(store.get(s("k2")).unwrap(), None);
+    assert_eq!(store.get(s("k49")).unwrap(), Some(s("k49")));
+    assert_eq!(store.get(s("old")).unwrap(), Some(s("second")));
+    assert_eq!(store.get(s("one")).unwrap(), Some(s("1")));
+}
+
 fn flush_succeeds_and_keeps_data<E: Fixture>() {
     let dir = TempDir::new().unwrap();
     let store = E::open(dir.path());
@@ -230,6 +261,10 @@ macro_rules! contract_suite {
             #[test]
             fn clones_share_one_store_across_threads() {
                 super::clones_share_one_store_across_threads::<$engine>()
+            }
+            #[test]
+            fn set_many_sets_every_pair_in_order() {
+                super::set_many_sets_every_pair_in_order::<$engine>()
             }
             #[test]
             fn flush_succeeds_and_keeps_data() {

@@ -271,3 +271,41 @@ fn a_file_that_is_not_a_log_is_reported_not_replayed() {
     }
     assert!(first.exists());
 }
+
+#[test]
+fn a_torn_batch_keeps_the_records_before_the_tear() {
+    let dir = TempDir::new().unwrap();
+    let (before, after) = {
+        let store = KvStore::open(dir.path()).unwrap();
+        store.set("first".into(), "1".into()).unwrap();
+        let before = fs::metadata(newest_log(dir.path())).unwrap().len();
+        let values: Vec<String> = (0..10).map(|i| format!("value{i}")).collect();
+        let keys: Vec<String> = (0..10).map(|i| format!("batch{i}")).collect();
+        let pairs: Vec<(&[u8], &[u8])> = keys
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        store.set_many_bytes(&pairs).unwrap();
+        (before, fs::metadata(newest_log(dir.path())).unwrap().len())
+    };
+    // Cut the batch in the middle of its 4th record (records here are 13 + 6 + 6 bytes).
+    let cut = before + 3 * 25 + 10;
+    assert!(cut < after);
+    OpenOptions::new()
+        .write(true)
+        .open(newest_log(dir.path()))
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let store = KvStore::open(dir.path()).unwrap();
+    assert_eq!(store.get("first".into()).unwrap(), Some("1".into()));
+    for i in 0..10 {
+        let expected = (i < 3).then(|| format!("value{i}"));
+        assert_eq!(
+            store.get(format!("batch{i}")).unwrap(),
+            expected,
+            "batch{i}"
+        );
+    }
+}

@@ -112,6 +112,10 @@ impl KvsEngine for AnyEngine {
         delegate!(self, e => e.get_bytes(key))
     }
 
+    fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
+        delegate!(self, e => e.set_many_bytes(pairs))
+    }
+
     fn remove_bytes(&self, key: &[u8]) -> Result<()> {
         delegate!(self, e => e.remove_bytes(key))
     }

@@ -323,6 +323,26 @@ impl KvsEngine for KvStore {
         Ok(())
     }
 
+    fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
+        let mut total = 0u64;
+        for (key, value) in pairs {
+            check_sizes(key, value)?;
+            total += (HEADER_LEN + key.len() + value.len()) as u64;
+        }
+        if pairs.len() < 2 || total > MAX_BATCH_BYTES {
+            // Nothing to gain (or a batch too large to hold as one write): one by one.
+            for (key, value) in pairs {
+                self.set_bytes(key, value)?;
+            }
+            return Ok(());
+        }
+        let end = self.set_batch_locked(pairs)?;
+        if self.shared.options.sync == SyncPolicy::Always {
+            self.shared.wait_durable(end.0, end.1)?;
+        }
+        Ok(())
+    }
+
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let shared = &*self.shared;
         shared.index.get_with(key, |found| match found {
@@ -380,17 +400,45 @@ impl KvStore {
         let pos = writer.append(&shared.files, &shared.index)?;
         // An index over 128 GiB of keys is the only way this fails; the record is then in
         // the log without being acknowledged, as if the process had died right after it.
-        let old = shared.index.insert(key, pos).map_err(|_| {
-            KvsError::Io(std::io::Error::new(
-                std::io::ErrorKind::OutOfMemory,
-                "the in-memory index is full (over 4 GiB of keys in one shard)",
-            ))
-        })?;
+        let old = shared.index.insert(key, pos).map_err(|_| index_full())?;
         if let Some(old) = old {
             writer.add_stale(old.file, old.len as u64);
             writer.maybe_request_compaction(shared);
         }
         Ok((pos.file, pos.offset as u64 + pos.len as u64))
+    }
+
+    /// The write half of `set_many_bytes`: every record encoded back to back and written with
+    /// one `pwrite`, then the index updated in order. Returns where the last record ends.
+    fn set_batch_locked(&self, pairs: &[(&[u8], &[u8])]) -> Result<(u32, u64)> {
+        let shared = &*self.shared;
+        let mut writer = shared.lock_writer();
+        writer.check_usable()?;
+        writer.buf.clear();
+        for (key, value) in pairs {
+            encode_record(&mut writer.buf, RecordKind::Set, key, value);
+        }
+        let batch = writer.append(&shared.files, &shared.index)?;
+        let mut offset = batch.offset;
+        let mut stale = false;
+        for (key, value) in pairs {
+            let len = (HEADER_LEN + key.len() + value.len()) as u32;
+            let pos = RecordPos {
+                file: batch.file,
+                offset,
+                len,
+            };
+            offset += len;
+            let old = shared.index.insert(key, pos).map_err(|_| index_full())?;
+            if let Some(old) = old {
+                writer.add_stale(old.file, old.len as u64);
+                stale = true;
+            }
+        }
+        if stale {
+            writer.maybe_request_compaction(shared);
+        }
+        Ok((batch.file, batch.offset as u64 + batch.len as u64))
     }
 
     /// The write half of `remove`, under the writer lock. Returns where the tombstone ends.
@@ -418,3 +466,14 @@ impl KvStore {
         ))
     }
 }
+
+/// The error for an index that cannot take another key.
+fn index_full() -> KvsError {
+    KvsError::Io(std::io::Error::new(
+        std::io::ErrorKind::OutOfMemory,
+        "the in-memory index is full (over 4 GiB of keys in one shard)",
+    ))
+}
+
+/// The largest batch `set_many_bytes` writes as one piece; larger ones go record by record.
+const MAX_BATCH_BYTES: u64 = 16 << 20;
