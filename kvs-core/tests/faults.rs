@@ -99,6 +99,13 @@ fn run_child(name: &str, dir: &Path, env: &[(&str, &str)]) -> String {
     stdout
 }
 
+/// The child's one-line summary, from its output.
+fn summary(out: &str) -> &str {
+    out.lines()
+        .find_map(|l| l.split_once("limit: ").map(|(_, rest)| rest))
+        .unwrap_or("")
+}
+
 /// What a test believes the store holds: every acknowledged write.
 #[derive(Default)]
 struct Model {
@@ -220,10 +227,7 @@ fn writes_over_the_file_size_limit_fail_cleanly() {
             dir.path(),
             &[(SYNC_VAR, sync)],
         );
-        println!(
-            "sync {sync}: {}",
-            out.lines().find(|l| l.contains("limit:")).unwrap_or("")
-        );
+        println!("sync {sync}: {}", summary(&out));
     }
 }
 
@@ -315,10 +319,7 @@ fn fault_child_descriptor_limit() {
 fn running_out_of_descriptors_fails_cleanly() {
     let dir = TempDir::new().unwrap();
     let out = run_child("fault_child_descriptor_limit", dir.path(), &[]);
-    println!(
-        "{}",
-        out.lines().find(|l| l.contains("limit:")).unwrap_or("")
-    );
+    println!("{}", summary(&out));
 }
 
 // ---------------------------------------------------------------------------------------------
