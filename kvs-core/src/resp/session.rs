@@ -2,8 +2,10 @@
 //! out in order and appends their replies. The server's connection owns the buffers and the
 //! socket; this owns the parsing state between reads.
 
+use std::ops::Range;
+
 use super::command::{Args, Client, Command, Outcome};
-use super::frame::{write_error, Limits, RequestParser, RequestStatus, Version};
+use super::frame::{write_error, write_simple, Limits, RequestParser, RequestStatus, Version};
 use super::state::ServerState;
 use crate::{KvsEngine, KvsError, Result};
 
@@ -14,6 +16,11 @@ pub struct Session {
     client: Client,
     /// Bytes the request being received needs at least, once known.
     needed: Option<usize>,
+    /// Plain `SET key value` requests of the input being served, held back so that a run of
+    /// them is written together (one `set_many_bytes`: one system call for the kvs engine)
+    /// before the next other command or the end of the input. Replies still come in order, and
+    /// only once the write has returned. Key and value as ranges of the input.
+    sets: Vec<(Range<usize>, Range<usize>)>,
 }
 
 /// What [`Session::serve`] did.
@@ -38,6 +45,7 @@ impl Session {
                 version: Version::Resp2,
             },
             needed: None,
+            sets: Vec::new(),
         }
     }
 
@@ -55,12 +63,27 @@ impl Session {
         out: &mut Vec<u8>,
         budget: usize,
     ) -> Result<Progress> {
-        let out_start = out.len();
         let mut progress = Progress {
             consumed: 0,
             requests: 0,
             close: false,
         };
+        let served = self.serve_requests(engine, state, input, out, budget, &mut progress);
+        // Whatever ended the loop, the SETs held back are written and answered now.
+        self.write_sets(engine, state, input, out);
+        served.map(|()| progress)
+    }
+
+    fn serve_requests<E: KvsEngine>(
+        &mut self,
+        engine: &E,
+        state: &ServerState,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        budget: usize,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let out_start = out.len();
         while out.len() - out_start < budget {
             let request = &input[progress.consumed..];
             match self.parser.parse(request)? {
@@ -79,9 +102,32 @@ impl Session {
                     let outcome = if args.is_empty() {
                         Outcome::Continue
                     } else {
-                        match Command::parse(args) {
-                            Ok(command) => command.apply(engine, state, &mut self.client, out),
-                            Err(message) => {
+                        let ranges = self.parser.args();
+                        match (Command::parse(args), ranges.get(1), ranges.get(2)) {
+                            (
+                                Ok(Command::Set {
+                                    condition: None,
+                                    get: false,
+                                    ..
+                                }),
+                                Some(key),
+                                Some(value),
+                            ) => {
+                                // `SET key value`: held back, to be written with the SETs
+                                // around it. The ranges are relative to `request`.
+                                let at = progress.consumed;
+                                self.sets.push((
+                                    at + key.start..at + key.end,
+                                    at + value.start..at + value.end,
+                                ));
+                                Outcome::Continue
+                            }
+                            (Ok(command), _, _) => {
+                                write_sets(engine, state, input, &mut self.sets, out);
+                                command.apply(engine, state, &mut self.client, out)
+                            }
+                            (Err(message), _, _) => {
+                                write_sets(engine, state, input, &mut self.sets, out);
                                 write_error(out, &message);
                                 Outcome::Continue
                             }
@@ -97,7 +143,18 @@ impl Session {
                 }
             }
         }
-        Ok(progress)
+        Ok(())
+    }
+
+    /// Writes and answers the SETs held back (see `sets`).
+    fn write_sets<E: KvsEngine>(
+        &mut self,
+        engine: &E,
+        state: &ServerState,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        write_sets(engine, state, input, &mut self.sets, out);
     }
 
     /// How many bytes the request being received needs, counted from its start, when more
@@ -121,5 +178,85 @@ pub fn write_refusal(out: &mut Vec<u8>, err: &KvsError) {
     match err {
         KvsError::Protocol(message) => write_error(out, &format!("ERR {message}")),
         other => write_error(out, &format!("ERR {other}")),
+    }
+}
+
+/// Writes `sets` (ranges of `input`) with one `set_many_bytes` under their key locks, and
+/// appends a reply for each: `+OK`, or the error for all of them if the batch failed (some
+/// may then have been written, as after a lost connection).
+fn write_sets<E: KvsEngine>(
+    engine: &E,
+    state: &ServerState,
+    input: &[u8],
+    sets: &mut Vec<(Range<usize>, Range<usize>)>,
+    out: &mut Vec<u8>,
+) {
+    if sets.is_empty() {
+        return;
+    }
+    let pairs: Vec<(&[u8], &[u8])> = sets
+        .iter()
+        .map(|(key, value)| (&input[key.clone()], &input[value.clone()]))
+        .collect();
+    let result = {
+        // The same key locks as every other RESP write: SET NX/XX stay atomic against these.
+        let _guards = state.lock_many(pairs.iter().map(|(key, _)| *key));
+        engine.set_many_bytes(&pairs)
+    };
+    if let Err(e) = &result {
+        log::error!("command failed: {e}");
+    }
+    for _ in &pairs {
+        state.command_processed();
+        match &result {
+            Ok(()) => write_simple(out, "OK"),
+            Err(e) => write_error(out, &format!("ERR {e}")),
+        }
+    }
+    sets.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KvStore;
+
+    /// A pipeline mixing plain SETs (held back and written as batches) with other commands:
+    /// every reply comes in request order, and reads see the writes before them.
+    #[test]
+    fn pipelined_sets_are_batched_and_answered_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvStore::open(dir.path()).unwrap();
+        let state = ServerState::new(0);
+        let mut session = Session::new(Limits::for_frame_len(1 << 20), 1);
+        let mut input = Vec::new();
+        for command in [
+            &["SET", "a", "1"][..],
+            &["SET", "b", "2"],
+            &["GET", "a"],
+            &["SET", "a", "3"],
+            &["SET", "c", "4", "NX"],
+            &["SET", "a", "5"],
+            &["GET", "a"],
+            &["SET", "d", "6"],
+        ] {
+            input.extend_from_slice(format!("*{}\r\n", command.len()).as_bytes());
+            for arg in command {
+                input.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+            }
+        }
+        // A half-received request at the end waits; the SET before it is written anyway.
+        input.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$1\r");
+        let mut out = Vec::new();
+        let progress = session
+            .serve(&engine, &state, &input, &mut out, usize::MAX)
+            .unwrap();
+        assert_eq!(progress.requests, 8);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "+OK\r\n+OK\r\n$1\r\n1\r\n+OK\r\n+OK\r\n+OK\r\n$1\r\n5\r\n+OK\r\n"
+        );
+        assert_eq!(engine.get_bytes(b"d").unwrap(), Some(b"6".to_vec()));
+        assert_eq!(engine.get_bytes(b"c").unwrap(), Some(b"4".to_vec()));
     }
 }

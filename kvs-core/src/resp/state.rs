@@ -69,6 +69,14 @@ impl ServerState {
         self.locks.lock(key)
     }
 
+    /// The key locks of several keys at once (a batch of SETs).
+    pub(crate) fn lock_many<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k [u8]>,
+    ) -> Vec<MutexGuard<'_, ()>> {
+        self.locks.lock_many(keys)
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         Stats {
             uptime_secs: self.started.elapsed().as_secs(),
@@ -110,6 +118,24 @@ impl KeyLocks {
             hasher: hashbrown::DefaultHashBuilder::default(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// Locks the stripes of every key, in ascending stripe order. Everyone else holds at most
+    /// one stripe at a time, so this order is enough to rule out deadlock.
+    fn lock_many<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys
+            .map(|key| self.hasher.hash_one(key) as usize % STRIPES)
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .into_iter()
+            .map(|stripe| {
+                self.stripes[stripe]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+            })
+            .collect()
     }
 
     fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {
