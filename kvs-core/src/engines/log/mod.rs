@@ -1,7 +1,8 @@
 //! [`KvStore`]: kvs's own log-structured storage engine.
 //!
 //! Writes append a record to the active log file; an in-memory index maps each key to the
-//! position of its latest record; reads look the key up and read one record with `pread`.
+//! position of its latest record; reads look the key up and check and copy one record, through
+//! a read-only memory map of its file (no system call).
 //! When more than half of the log is stale (overwritten or removed data), a background thread
 //! copies the live records into a new file and deletes the old ones.
 //!
@@ -39,12 +40,11 @@ use self::format::{check_sizes, encode_record, verify_record, RecordKind, HEADER
 use self::index::{Index, RecordPos};
 use self::log_file::{FileSet, LogFile};
 use self::writer::{create_log, log_path, LogWriter, MAX_FILE_BYTES};
-
-pub use self::options::{KvStoreOptions, RecoveryMode, SyncPolicy};
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{KvsEngine, KvsError, Result};
 
 pub use self::format::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use self::options::{KvStoreOptions, RecoveryMode, SyncPolicy};
 
 /// kvs's log-structured key/value store.
 ///
