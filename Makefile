@@ -1,5 +1,5 @@
 # Everyday targets. `make test` is the one command that runs every test (README, .ci/run).
-.PHONY: test test-rust test-c test-python lint fmt bench server install
+.PHONY: test test-rust test-c test-python test-slow lint fmt bench server install
 
 CARGO ?= cargo
 # `make server`: where the server keeps its data, and extra arguments for it.
@@ -17,6 +17,12 @@ test-rust:
 	bash tests/setup.sh
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+
+# The long versions of the crash, corruption, fault, hostile-input and chaos suites
+# (docs/RELIABILITY.md): a few minutes.
+test-slow:
+	KVS_CRASH_CYCLES=100 KVS_CORRUPTION_CASES=20000 $(CARGO) test -p kvs --test crash --test corruption --test faults -- --nocapture
+	KVS_HOSTILE_CASES=200000 KVS_CHAOS_SECS=60 $(CARGO) test -p kvs-tests --test hostile --test chaos -- --nocapture
 
 test-c:
 	bash kvs-ffi/tests/run.sh
