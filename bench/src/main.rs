@@ -201,8 +201,10 @@ fn run(args: &Args, raw: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Engines in the order round `round` measures them: the starting engine rotates, so no
-/// engine always runs right after the same neighbour (whose writeback may still be going).
+/// Engines in the order round `round` measures them: the starting engine rotates, so no engine
+/// is always the first of a round (right after a phase change) or the last. Between write
+/// samples, `settle` flushes the previous engine's dirty pages, so they are not written back
+/// during the next engine's sample.
 fn order(round: usize) -> impl Iterator<Item = Engine> {
     (0..Engine::ALL.len()).map(move |i| Engine::ALL[(round + i) % Engine::ALL.len()])
 }

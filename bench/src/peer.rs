@@ -26,7 +26,7 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, EnvFlags, EnvOpenOptions};
 use kvs::{KvStore, KvStoreOptions, KvsEngine, SledKvsEngine, SyncPolicy};
 
-/// Any error of any engine, with the engine named by the caller.
+/// Any error of any engine.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// Result of this benchmark's calls.
 pub type Result<T> = std::result::Result<T, Error>;
