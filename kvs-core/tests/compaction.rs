@@ -1,14 +1,18 @@
 //! Compaction reclaims stale data, keeps the latest values, never brings a removed key back,
 //! and leaves a store that opens correctly whatever step a crash interrupts.
 
+mod support;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
 use kvs::{KvStore, KvStoreOptions, KvsEngine};
 use tempfile::TempDir;
+
+use support::log_files_with_ids as log_files;
 
 fn dir_size(dir: &Path) -> u64 {
     // The background compactor may delete a file between the listing and its metadata.
@@ -17,24 +21,6 @@ fn dir_size(dir: &Path) -> u64 {
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
         .sum()
-}
-
-fn log_files(dir: &Path) -> Vec<(u32, PathBuf)> {
-    let mut files: Vec<(u32, PathBuf)> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let path = e.unwrap().path();
-            let id = path
-                .file_name()?
-                .to_str()?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()?;
-            Some((id, path))
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 fn small_threshold() -> KvStoreOptions {

@@ -10,6 +10,8 @@
 //! `KVS_CORRUPTION_CASES` sets the number of bit flips (default 1,000; the slow suite uses
 //! 20,000) and scales the other case counts; `KVS_CORRUPTION_SEED` replays one run.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError};
 use tempfile::TempDir;
+
+use support::log_files;
 
 /// A small, seedable random generator (SplitMix64): enough to pick cases, reproducible.
 struct Rng(u64);
@@ -89,24 +93,6 @@ fn template() -> Template {
     let logs = log_files(dir.path());
     assert!(logs.len() >= 5, "{logs:?}");
     Template { dir, model, logs }
-}
-
-fn log_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<(u32, PathBuf)> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let path = e.unwrap().path();
-            let id = path
-                .file_name()?
-                .to_str()?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()?;
-            Some((id, path))
-        })
-        .collect();
-    files.sort();
-    files.into_iter().map(|(_, p)| p).collect()
 }
 
 /// A copy of the template's directory, with `damage` applied to the copy of log `victim`.

@@ -1,6 +1,8 @@
 //! What open does with damaged log files: torn tails are cut off, corruption elsewhere is an
 //! error naming the file and offset, and a value never comes back wrong.
 
+mod support;
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,27 +10,11 @@ use std::path::{Path, PathBuf};
 use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError, RecoveryMode};
 use tempfile::TempDir;
 
+use support::log_files;
+
 /// Size of a log file's header and of a record's header (see `format.rs`).
 const FILE_HEADER: u64 = 8;
 const RECORD_HEADER: u64 = 13;
-
-fn log_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<(u32, PathBuf)> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let path = e.unwrap().path();
-            let id = path
-                .file_name()?
-                .to_str()?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()?;
-            Some((id, path))
-        })
-        .collect();
-    files.sort();
-    files.into_iter().map(|(_, p)| p).collect()
-}
 
 fn newest_log(dir: &Path) -> PathBuf {
     log_files(dir).pop().expect("a log file")
