@@ -70,7 +70,7 @@ impl Session {
         };
         let served = self.serve_requests(engine, state, input, out, budget, &mut progress);
         // Whatever ended the loop, the SETs held back are written and answered now.
-        self.write_sets(engine, state, input, out);
+        write_sets(engine, state, input, &mut self.sets, out);
         served.map(|()| progress)
     }
 
@@ -144,17 +144,6 @@ impl Session {
             }
         }
         Ok(())
-    }
-
-    /// Writes and answers the SETs held back (see `sets`).
-    fn write_sets<E: KvsEngine>(
-        &mut self,
-        engine: &E,
-        state: &ServerState,
-        input: &[u8],
-        out: &mut Vec<u8>,
-    ) {
-        write_sets(engine, state, input, &mut self.sets, out);
     }
 
     /// How many bytes the request being received needs, counted from its start, when more
