@@ -40,7 +40,7 @@ bench:
 	$(CARGO) bench -p kvs-server --bench resp
 
 server:
-	$(CARGO) build --release -p kvs-server
+	$(CARGO) build --release -p kvs-server -p kvs-client
 	mkdir -p "$(DATA)" && cd "$(DATA)" && exec "$(CURDIR)/target/release/kvs-server" $(ARGS)
 
 # Installs the C library, header and pkg-config files into PREFIX.
