@@ -1,5 +1,4 @@
-//! Compaction: rewriting the live records of the log into one new file and deleting the old
-//! files.
+//! Compaction: rewriting the live records of the log into new files and deleting the old ones.
 //!
 //! The steps, and why a crash at any point leaves a store that opens correctly:
 //!
@@ -16,7 +15,7 @@
 //!    outputs side by side; replay reads the outputs after the old files, and both agree on
 //!    every live key.
 //! 4. **Switch** the index entries that still point where the copy was taken from. An entry
-//!    overwritten or removed meanwhile keeps its newer position (in a file `>= A+2`).
+//!    overwritten or removed meanwhile keeps its newer position (in file `A+n+1` or later).
 //! 5. **Delete** the old files, oldest first, then sync the directory. Oldest first matters: at
 //!    any moment the surviving old files are the newest ones, so a tombstone can never be
 //!    deleted while an older value of its key survives, and no removed key comes back.
