@@ -189,15 +189,30 @@ fn check(dir: &Path, expected: &[(String, Option<String>)]) {
     }
 }
 
+/// The log files of `dir` as the next compaction leaves them until it deletes them: the same
+/// bytes, the active (newest) one with a seal record appended, as compaction writes when it
+/// moves writes on to a new file (see `format.rs`).
+fn files_as_compaction_leaves_them(dir: &Path) -> Vec<(u32, Vec<u8>)> {
+    let mut files: Vec<(u32, Vec<u8>)> = log_files(dir)
+        .into_iter()
+        .map(|(id, p)| (id, fs::read(p).unwrap()))
+        .collect();
+    if let Some((_, active)) = files.last_mut() {
+        let offset = active.len() as u64;
+        let mut body = vec![3u8, 0, 0, 0, 0, 8, 0, 0, 0];
+        body.extend_from_slice(&offset.to_le_bytes());
+        active.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        active.extend_from_slice(&body);
+    }
+    files
+}
+
 #[test]
 fn crash_after_compaction_commit_before_deleting_old_files_opens_correctly() {
     // Simulate: the output was renamed into place, none of the old files deleted yet.
     let dir = TempDir::new().unwrap();
     let expected = history(dir.path());
-    let before: Vec<(u32, Vec<u8>)> = log_files(dir.path())
-        .into_iter()
-        .map(|(id, p)| (id, fs::read(p).unwrap()))
-        .collect();
+    let before = files_as_compaction_leaves_them(dir.path());
     KvStore::open(dir.path()).unwrap().compact().unwrap();
     // Put the pre-compaction files back beside the compaction's output.
     for (id, bytes) in &before {
@@ -210,10 +225,7 @@ fn crash_after_compaction_commit_before_deleting_old_files_opens_correctly() {
 fn crash_while_deleting_old_files_oldest_first_never_resurrects_a_removed_key() {
     let dir = TempDir::new().unwrap();
     let expected = history(dir.path());
-    let before: Vec<(u32, Vec<u8>)> = log_files(dir.path())
-        .into_iter()
-        .map(|(id, p)| (id, fs::read(p).unwrap()))
-        .collect();
+    let before = files_as_compaction_leaves_them(dir.path());
     KvStore::open(dir.path()).unwrap().compact().unwrap();
     let after: Vec<(u32, Vec<u8>)> = log_files(dir.path())
         .into_iter()

@@ -295,3 +295,100 @@ fn a_torn_batch_keeps_the_records_before_the_tear() {
         );
     }
 }
+
+/// A store with at least two closed log files and an active one; returns the closed files,
+/// oldest first.
+fn store_with_closed_files(dir: &Path) -> Vec<PathBuf> {
+    let options = kvs::KvStoreOptions::default().max_file_size(4096);
+    let store = KvStore::open_with(dir, options).unwrap();
+    for i in 0..500 {
+        store.set(format!("key{i}"), format!("value{i}")).unwrap();
+    }
+    let files = log_files(dir);
+    assert!(files.len() >= 3, "{files:?}");
+    files[..files.len() - 1].to_vec()
+}
+
+#[test]
+fn a_closed_file_cut_at_a_record_boundary_fails_open() {
+    // Without the seal at the end of every closed file, these cuts would lose the last
+    // records of the file silently: what is left parses cleanly.
+    let template = TempDir::new().unwrap();
+    let closed = store_with_closed_files(template.path());
+    let victim_name = closed[0].file_name().unwrap().to_owned();
+    let bytes = fs::read(&closed[0]).unwrap();
+    // The seal is the last 21 bytes (13-byte header, 8-byte value); records before it are
+    // key{i} = value{i}: cut off the seal alone, then the seal and the record before it, and
+    // finally everything but the file header.
+    let seal_len = 21;
+    let last_record_len = {
+        // Walk the records to find where the last one before the seal starts.
+        let mut at = 8usize;
+        let mut last = at;
+        while at < bytes.len() - seal_len {
+            last = at;
+            let kl = u32::from_le_bytes(bytes[at + 5..at + 9].try_into().unwrap()) as usize;
+            let vl = u32::from_le_bytes(bytes[at + 9..at + 13].try_into().unwrap()) as usize;
+            at += 13 + kl + vl;
+        }
+        bytes.len() - seal_len - last
+    };
+    for cut in [
+        bytes.len() - seal_len,
+        bytes.len() - seal_len - last_record_len,
+        8,
+    ] {
+        let dir = TempDir::new().unwrap();
+        for entry in fs::read_dir(template.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() && path.file_name() != Some(std::ffi::OsStr::new("LOCK")) {
+                fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let victim = dir.path().join(&victim_name);
+        fs::write(&victim, &bytes[..cut]).unwrap();
+        match KvStore::open(dir.path()) {
+            Err(KvsError::Corruption {
+                path,
+                offset,
+                reason,
+            }) => {
+                assert_eq!(path, victim, "cut at {cut}");
+                assert_eq!(offset, cut as u64, "cut at {cut}");
+                assert!(reason.contains("seal"), "{reason}");
+            }
+            Err(e) => panic!("cut at {cut}: expected corruption, got {e}"),
+            Ok(_) => panic!("cut at {cut}: a closed file cut short was accepted"),
+        }
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            &bytes[..cut],
+            "open changed the file"
+        );
+    }
+}
+
+#[test]
+fn a_seal_away_from_where_it_was_written_fails_open() {
+    // Cutting a whole record out of the middle of a closed file and keeping the seal: every
+    // record still checks, but the seal no longer sits at the offset it records.
+    let template = TempDir::new().unwrap();
+    let closed = store_with_closed_files(template.path());
+    let bytes = fs::read(&closed[0]).unwrap();
+    let first_len = {
+        let kl = u32::from_le_bytes(bytes[13..17].try_into().unwrap()) as usize;
+        let vl = u32::from_le_bytes(bytes[17..21].try_into().unwrap()) as usize;
+        13 + kl + vl
+    };
+    let mut spliced = bytes[..8].to_vec();
+    spliced.extend_from_slice(&bytes[8 + first_len..]);
+    fs::write(&closed[0], &spliced).unwrap();
+    match KvStore::open(template.path()) {
+        Err(KvsError::Corruption { path, reason, .. }) => {
+            assert_eq!(path, closed[0]);
+            assert!(reason.contains("seal record written at offset"), "{reason}");
+        }
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok(_) => panic!("a spliced file was accepted"),
+    }
+}

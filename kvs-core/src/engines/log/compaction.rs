@@ -32,7 +32,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::crash_point;
-use super::format::FILE_MAGIC;
+use super::format::{encode_seal, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN};
 use super::index::RecordPos;
 use super::log_file::LogFile;
 use super::recovery::COMPACTING_SUFFIX;
@@ -254,12 +254,16 @@ impl<'a> Output<'a> {
         Ok(pos)
     }
 
+    /// Seals the file being written (see `format.rs`), flushes and syncs it.
     fn finish_current(&mut self) -> Result<()> {
-        if let Some((id, out, size)) = self.current.take() {
+        if let Some((id, mut out, mut size)) = self.current.take() {
             let path = self.tmp_path(id);
+            let mut seal = Vec::with_capacity(HEADER_LEN + SEAL_VALUE_LEN);
+            encode_seal(&mut seal, size);
+            size += seal.len() as u64;
             let finished = out
-                .into_inner()
-                .map_err(|e| e.into_error())
+                .write_all(&seal)
+                .and_then(|()| out.into_inner().map_err(|e| e.into_error()))
                 .and_then(|file| {
                     crash_point::hit("compaction:output-written");
                     file.sync_all()

@@ -16,12 +16,18 @@
 //! ```text
 //! offset  size       field
 //!      0     4       crc: CRC-32 (IEEE) of every byte of the record after this field
-//!      4     1       kind: 1 = set, 2 = remove
+//!      4     1       kind: 1 = set, 2 = remove, 3 = seal
 //!      5     4       key_len: length of the key in bytes (at most MAX_KEY_LEN)
 //!      9     4       value_len: length of the value in bytes (0 for remove; at most MAX_VALUE_LEN)
 //!     13     key_len   key bytes
 //!  13+kl     value_len value bytes
 //! ```
+//!
+//! A **seal** record (kind 3) has an empty key and an 8-byte value: its own offset in the file
+//! (u64, little-endian). Writes leave a file only after sealing it, and compaction seals each
+//! file it writes, so every log file but the newest ends with a seal: a closed file that does
+//! not was cut short, even if exactly at a record boundary. (Seals may also appear earlier in
+//! a file, when moving on to a new file failed and writes went on in the old one.)
 //!
 //! A record is valid only if its kind and lengths are in range, it lies wholly inside the file
 //! and its checksum matches. Anything else is a torn write (at the end of the newest file) or
@@ -45,6 +51,8 @@ pub enum RecordKind {
     Set = 1,
     /// Removes the key; the value is empty.
     Remove = 2,
+    /// Marks the end of a closed file; the key is empty, the value is the record's offset.
+    Seal = 3,
 }
 
 /// The parsed fixed-size part of a record.
@@ -61,6 +69,14 @@ impl RecordHeader {
     pub fn record_len(&self) -> usize {
         HEADER_LEN + self.key_len + self.value_len
     }
+}
+
+/// Length of a seal record's value (its own offset, u64).
+pub const SEAL_VALUE_LEN: usize = 8;
+
+/// Appends a seal record for a file whose records end at `offset` to `buf`.
+pub fn encode_seal(buf: &mut Vec<u8>, offset: u64) {
+    encode_record(buf, RecordKind::Seal, b"", &offset.to_le_bytes());
 }
 
 /// Checks key and value sizes against the format's limits.
@@ -100,6 +116,7 @@ pub fn decode_header(bytes: &[u8; HEADER_LEN]) -> std::result::Result<RecordHead
     let kind = match bytes[4] {
         1 => RecordKind::Set,
         2 => RecordKind::Remove,
+        3 => RecordKind::Seal,
         other => return Err(format!("unknown record kind {other}")),
     };
     let key_len = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
@@ -112,6 +129,11 @@ pub fn decode_header(bytes: &[u8; HEADER_LEN]) -> std::result::Result<RecordHead
     }
     if kind == RecordKind::Remove && value_len != 0 {
         return Err(format!("remove record with a {value_len}-byte value"));
+    }
+    if kind == RecordKind::Seal && (key_len != 0 || value_len != SEAL_VALUE_LEN) {
+        return Err(format!(
+            "seal record with a {key_len}-byte key and a {value_len}-byte value"
+        ));
     }
     Ok(RecordHeader {
         crc,
@@ -167,6 +189,21 @@ mod tests {
         encode_record(&mut buf, RecordKind::Remove, b"k", b"");
         assert_eq!(&buf[4..], &[2, 1, 0, 0, 0, 0, 0, 0, 0, b'k']);
         assert_eq!(verify_record(&buf).unwrap().kind, RecordKind::Remove);
+    }
+
+    #[test]
+    fn seal_record_has_the_documented_bytes() {
+        let mut buf = Vec::new();
+        encode_seal(&mut buf, 0x0102_0304);
+        assert_eq!(
+            &buf[4..],
+            &[3, 0, 0, 0, 0, 8, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0]
+        );
+        assert_eq!(verify_record(&buf).unwrap().kind, RecordKind::Seal);
+        let mut bad = [0u8; HEADER_LEN];
+        bad[4] = 3;
+        bad[5] = 1;
+        assert!(decode_header(&bad).is_err(), "a seal with a key");
     }
 
     #[test]

@@ -164,7 +164,6 @@ impl KvStore {
             .or_insert(format::FILE_MAGIC.len() as u64);
         let writer = LogWriter::new(
             dir.clone(),
-            options.sync,
             options.max_file_bytes,
             active_id,
             active,

@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::format::{decode_header, RecordKind, FILE_MAGIC, HEADER_LEN};
+use super::format::{decode_header, RecordKind, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN};
 use super::index::{Index, RecordPos};
 use super::writer::log_path;
 use super::RecoveryMode;
@@ -127,12 +127,46 @@ fn replay_file(
     window.consume(FILE_MAGIC.len());
 
     let mut offset = FILE_MAGIC.len() as u64;
+    let mut sealed = false;
     loop {
         if offset == file_len {
+            if !is_newest && !sealed {
+                // Every closed file ends with a seal (format.rs): this one was cut short,
+                // maybe exactly at a record boundary, and its last records are gone.
+                return Err(KvsError::Corruption {
+                    path,
+                    offset,
+                    reason: "a closed log file ends without its seal record: it was cut short"
+                        .into(),
+                });
+            }
             return Ok(offset);
         }
         let bad = match next_record(&mut window, file_len - offset) {
+            Ok((RecordKind::Seal, len)) => {
+                let record = &window.bytes()[..len];
+                let mut value = [0u8; SEAL_VALUE_LEN];
+                value.copy_from_slice(&record[HEADER_LEN..HEADER_LEN + SEAL_VALUE_LEN]);
+                if u64::from_le_bytes(value) != offset {
+                    // A seal says where it was written: one elsewhere means records before it
+                    // were removed or the file was pieced together.
+                    return Err(KvsError::Corruption {
+                        path,
+                        offset,
+                        reason: format!(
+                            "seal record written at offset {}, found at {offset}",
+                            u64::from_le_bytes(value)
+                        ),
+                    });
+                }
+                *stale.entry(id).or_insert(0) += len as u64;
+                window.consume(len);
+                offset += len as u64;
+                sealed = true;
+                continue;
+            }
             Ok((kind, len)) => {
+                sealed = false;
                 let record = &window.bytes()[..len];
                 let key = &record[HEADER_LEN..HEADER_LEN + key_len_of(record)];
                 let pos = RecordPos {
@@ -197,6 +231,8 @@ fn apply(
             *stale.entry(pos.file).or_insert(0) += pos.len as u64;
             index.remove(key)
         }
+        // Handled by the caller; never reaches here.
+        RecordKind::Seal => None,
     };
     if let Some(old) = old {
         *stale.entry(old.file).or_insert(0) += old.len as u64;

@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::crash_point;
-use super::format::FILE_MAGIC;
+use super::format::{encode_seal, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN};
 use super::index::{Index, RecordPos};
 use super::log_file::{FileSet, LogFile};
-use super::SyncPolicy;
 use crate::data_dir::sync_dir;
 use crate::{KvsError, Result};
 
@@ -51,7 +50,6 @@ pub fn create_log(dir: &Path, id: u32, max_len: u64) -> Result<Arc<LogFile>> {
 /// The append side of the log. Lives behind the store's writer mutex.
 pub struct LogWriter {
     dir: PathBuf,
-    sync: SyncPolicy,
     max_file_bytes: u64,
     active_id: u32,
     active: Arc<LogFile>,
@@ -70,7 +68,6 @@ pub struct LogWriter {
 impl LogWriter {
     pub fn new(
         dir: PathBuf,
-        sync: SyncPolicy,
         max_file_bytes: u64,
         active_id: u32,
         active: Arc<LogFile>,
@@ -83,7 +80,6 @@ impl LogWriter {
             .unwrap_or(FILE_MAGIC.len() as u64);
         LogWriter {
             dir,
-            sync,
             max_file_bytes: max_file_bytes.clamp(1 << 12, MAX_FILE_BYTES),
             active_id,
             active,
@@ -174,14 +170,22 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Before writes move on from the active file: with [`SyncPolicy::Always`], sync it, so
-    /// that every file older than the active one is durable as a whole (group commit only ever
-    /// syncs the active file).
+    /// Before writes move on from the active file: append a seal record (see `format.rs`:
+    /// it tells a closed file cut short from a whole one) and sync the file, so that every
+    /// file older than the active one is durable as a whole, whatever the sync policy (group
+    /// commit only ever syncs the active file). Files are left rarely, so this costs little.
     pub fn seal_active(&mut self) -> Result<()> {
-        if self.sync == SyncPolicy::Always {
-            self.sync_active()?;
-        }
-        Ok(())
+        self.check_usable()?;
+        let mut seal = Vec::with_capacity(HEADER_LEN + SEAL_VALUE_LEN);
+        encode_seal(&mut seal, self.offset);
+        self.active.write_all_at(&seal, self.offset).map_err(|e| {
+            let _ = self.active.set_len(self.offset);
+            KvsError::io_at(log_path(&self.dir, self.active_id), e)
+        })?;
+        self.offset += seal.len() as u64;
+        self.sizes.insert(self.active_id, self.offset);
+        self.add_stale(self.active_id, seal.len() as u64);
+        self.sync_active()
     }
 
     /// The active file, its id and the end of its last record: what a group-commit sync
