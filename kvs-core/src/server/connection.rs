@@ -20,9 +20,17 @@ const KEEP_CAPACITY: usize = 64 << 10;
 pub(super) enum Next {
     /// Keep it; it waits for the socket to become readable or writable.
     Wait,
+    /// Keep it; it has more to do but used up its turn (see [`TURN_BYTES`]): drive it again
+    /// soon, without waiting for the socket (no new readiness edge may come).
+    Yield,
     /// Close it.
     Close,
 }
+
+/// The most reply bytes one connection produces in one turn before the worker moves on to
+/// its other connections. Without it, a client pipelining large gets and a roomy socket
+/// buffer could keep a worker on one connection for many megabytes while others wait.
+pub(super) const TURN_BYTES: usize = 256 << 10;
 
 /// The protocol a connection speaks.
 enum Protocol {
@@ -83,6 +91,7 @@ impl Connection {
         // "would block" is skipped. A close that came before this wake-up brings no new edge,
         // which is what `peer_closed` covers.
         let mut drained = false;
+        let mut produced = 0;
         loop {
             if let Err(e) = self.flush() {
                 return self.broken(e);
@@ -90,9 +99,16 @@ impl Connection {
             if self.pending_output() >= OUTPUT_HIGH_WATER {
                 return Next::Wait;
             }
+            if produced >= TURN_BYTES {
+                return Next::Yield;
+            }
+            let before = self.output.len();
             match self.carry_out(engine, state, max_frame_len) {
                 Ok(0) => {}
-                Ok(_) => continue,
+                Ok(_) => {
+                    produced += self.output.len().saturating_sub(before);
+                    continue;
+                }
                 Err(e) => return self.refuse(e, max_frame_len),
             }
             if self.read_closed {

@@ -1,5 +1,6 @@
 //! A worker: an event loop that owns a set of connections and carries out their requests.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +36,9 @@ pub(super) struct Worker<E: KvsEngine> {
     count: Arc<AtomicUsize>,
     /// Shared by the server's connections: counters, RESP key locks.
     state: Arc<ServerState>,
+    /// Connections that used up their turn with work left (`Next::Yield`), to drive again
+    /// after the next round of events.
+    ready: VecDeque<usize>,
 }
 
 impl<E: KvsEngine> Worker<E> {
@@ -60,6 +64,7 @@ impl<E: KvsEngine> Worker<E> {
             free: Vec::new(),
             count: Arc::new(AtomicUsize::new(0)),
             state,
+            ready: VecDeque::new(),
         })
     }
 
@@ -81,7 +86,13 @@ impl<E: KvsEngine> Worker<E> {
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut last_sweep = Instant::now();
         loop {
-            match self.poll.poll(&mut events, Some(tick)) {
+            // With connections waiting for another turn, only look for events, don't wait.
+            let wait = if self.ready.is_empty() {
+                tick
+            } else {
+                Duration::ZERO
+            };
+            match self.poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -100,6 +111,11 @@ impl<E: KvsEngine> Worker<E> {
                         &mut scratch,
                         event.is_read_closed() || event.is_error(),
                     ),
+                }
+            }
+            for _ in 0..self.ready.len() {
+                if let Some(slot) = self.ready.pop_front() {
+                    self.drive(slot, &mut scratch, false);
                 }
             }
             if self.shutdown.is_shutdown() {
@@ -163,8 +179,10 @@ impl<E: KvsEngine> Worker<E> {
             self.config.max_frame_len,
             peer_closed,
         );
-        if next == Next::Close {
-            self.close(slot);
+        match next {
+            Next::Close => self.close(slot),
+            Next::Yield if !self.ready.contains(&slot) => self.ready.push_back(slot),
+            Next::Yield | Next::Wait => {}
         }
     }
 
