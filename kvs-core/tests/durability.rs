@@ -73,3 +73,62 @@ fn durable_writes_survive_file_rotation_and_compaction() {
         Err(KvsError::KeyNotFound)
     ));
 }
+
+fn log_len(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn durable_store_extends_its_file_ahead_and_cuts_it_back_on_close() {
+    let dir = TempDir::new().unwrap();
+    let store = KvStore::open_with(dir.path(), durable()).unwrap();
+    for i in 0..20 {
+        store.set(format!("k{i}"), format!("v{i}")).unwrap();
+    }
+    let logical = store.disk_stats().total_bytes;
+    assert!(logical < 4096, "{logical}");
+    assert!(log_len(dir.path()) >= 1 << 20, "not extended ahead");
+    drop(store);
+    assert_eq!(log_len(dir.path()), logical, "not cut back on close");
+}
+
+#[test]
+fn a_crash_with_the_file_extended_ahead_reopens_cleanly_even_in_strict_mode() {
+    // Copying the files of an open store is what a crash leaves on disk: records, then the
+    // zeros the file was extended by.
+    let dir = TempDir::new().unwrap();
+    let store = KvStore::open_with(dir.path(), durable()).unwrap();
+    for i in 0..100 {
+        store.set(format!("k{i}"), format!("v{i}")).unwrap();
+    }
+    store.remove("k3".into()).unwrap();
+    let crashed = TempDir::new().unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        if name != "LOCK" {
+            std::fs::copy(&path, crashed.path().join(name)).unwrap();
+        }
+    }
+    assert!(log_len(crashed.path()) >= 1 << 20);
+    let reopened = KvStore::open_with(
+        crashed.path(),
+        durable().recovery(kvs::RecoveryMode::Strict),
+    )
+    .unwrap();
+    for i in 0..100 {
+        let expected = (i != 3).then(|| format!("v{i}"));
+        assert_eq!(reopened.get(format!("k{i}")).unwrap(), expected);
+    }
+    assert!(log_len(crashed.path()) < 8192, "zero tail not cut off");
+    // And it goes on taking durable writes.
+    reopened.set("after".into(), "crash".into()).unwrap();
+    drop(reopened);
+    let again = KvStore::open(crashed.path()).unwrap();
+    assert_eq!(again.get("after".into()).unwrap(), Some("crash".into()));
+}

@@ -106,7 +106,8 @@ impl Drop for Handle {
         if let Some(thread) = compactor {
             let _ = thread.join();
         }
-        if let Err(e) = self.shared.lock_writer().sync_active() {
+        let mut writer = self.shared.lock_writer();
+        if let Err(e) = writer.trim().and_then(|()| writer.sync_active()) {
             log::error!("syncing {} on close failed: {e}", self.shared.dir.display());
         }
     }
@@ -164,6 +165,7 @@ impl KvStore {
             .or_insert(format::FILE_MAGIC.len() as u64);
         let writer = LogWriter::new(
             dir.clone(),
+            options.sync,
             options.max_file_bytes,
             active_id,
             active,

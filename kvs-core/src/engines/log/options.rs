@@ -24,7 +24,10 @@ pub enum RecoveryMode {
     /// anywhere else still fails the open. The default.
     #[default]
     TolerateTornTail,
-    /// Refuse to open on any damaged record, tail included; change nothing on disk.
+    /// Refuse to open on any damaged record, tail included; change nothing on disk. (Zeros
+    /// after the last record of the newest file are not damage: with [`SyncPolicy::Always`]
+    /// the file is extended ahead of its records, and after a crash the zeros are still
+    /// there. They are cut off in either mode.)
     Strict,
 }
 

@@ -183,6 +183,21 @@ fn replay_file(
             Err(ReadError::Io(e)) => return Err(KvsError::io_at(&path, e)),
             Err(ReadError::Bad(reason)) => reason,
         };
+        if is_newest && all_zeros(&file, offset, file_len).map_err(|e| KvsError::io_at(&path, e))? {
+            // Extended ahead of its records (`SyncPolicy::Always`, see `writer.rs`) and not cut
+            // back, as the store was not closed: the log ends here. Nothing was written there.
+            log::debug!(
+                "{}: {} zero bytes past the last record, cut off",
+                path.display(),
+                file_len - offset
+            );
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(offset).and_then(|()| f.sync_all()))
+                .map_err(|e| KvsError::io_at(&path, e))?;
+            return Ok(offset);
+        }
         if !is_newest || mode == RecoveryMode::Strict {
             return Err(KvsError::Corruption {
                 path,
@@ -351,6 +366,21 @@ impl<'a> Window<'a> {
         }
         Ok(true)
     }
+}
+
+/// Whether every byte of the file from `from` to `to` is zero.
+fn all_zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; (to - from).min(1 << 20) as usize];
+    let mut at = from;
+    while at < to {
+        let n = buf.len().min((to - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// Looks for any valid record starting after `bad_offset`. A crash can only leave garbage at

