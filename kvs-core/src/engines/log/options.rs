@@ -31,7 +31,7 @@ pub enum RecoveryMode {
     Strict,
 }
 
-/// Settings of a [`KvStore`].
+/// Settings of a [`KvStore`](super::KvStore).
 #[derive(Debug, Clone)]
 pub struct KvStoreOptions {
     pub(super) sync: SyncPolicy,
