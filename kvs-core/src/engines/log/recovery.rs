@@ -191,12 +191,7 @@ fn replay_file(
                 path.display(),
                 file_len - offset
             );
-            OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_len(offset).and_then(|()| f.sync_all()))
-                .map_err(|e| KvsError::io_at(&path, e))?;
-            return Ok(offset);
+            return cut_at(&path, offset);
         }
         if !is_newest || mode == RecoveryMode::Strict {
             return Err(KvsError::Corruption {
@@ -217,13 +212,18 @@ fn replay_file(
             path.display(),
             file_len - offset
         );
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|f| f.set_len(offset).and_then(|()| f.sync_all()))
-            .map_err(|e| KvsError::io_at(&path, e))?;
-        return Ok(offset);
+        return cut_at(&path, offset);
     }
+}
+
+/// Cuts the file at `path` back to `offset` bytes, durably; returns the new length.
+fn cut_at(path: &Path, offset: u64) -> Result<u64> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(offset).and_then(|()| f.sync_all()))
+        .map_err(|e| KvsError::io_at(path, e))?;
+    Ok(offset)
 }
 
 /// Applies one valid record to the index and the stale-byte counts.
