@@ -15,15 +15,19 @@
 //! `redis-benchmark` installed (Debian: `redis-server`, `redis-tools`) the comparison is
 //! skipped with a message.
 
+mod servers;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use kvs::KvsClient;
+
+use servers::{installed, start_kvs, start_redis, Process};
 
 const VALUE_LEN: usize = 32;
 
@@ -60,100 +64,6 @@ fn options() -> Options {
         }
     }
     options
-}
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_kvs(dir: &Path, pool: &str, threads: Option<&str>) -> (Process, SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs-server"));
-    if let Some(threads) = threads {
-        command.args(["--threads", threads]);
-    }
-    let mut child = command
-        .args(["--addr", "127.0.0.1:0", "--engine", "kvs", "--pool", pool])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn,kvs_server=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kvs-server starts");
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .and_then(Result::ok)
-            .expect("kvs-server says where it listens");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .and_then(|a| a.parse().ok())
-                .expect("an address");
-        }
-    };
-    // Keep draining its stderr so that it never blocks on a full pipe.
-    thread::spawn(move || for _ in lines {});
-    (Process(child), addr)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-fn start_redis() -> Option<(Process, SocketAddr)> {
-    if !installed("redis-server") || !installed("redis-benchmark") {
-        println!(
-            "redis comparison skipped: redis-server and redis-benchmark are not installed \
-             (Debian: apt-get install redis-server redis-tools)"
-        );
-        return None;
-    }
-    for _ in 0..5 {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let process = Process(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut stream) = TcpStream::connect(addr) {
-                if stream.write_all(b"PING\r\n").is_ok() {
-                    let mut reply = [0; 7];
-                    if stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n" {
-                        return Some((process, addr));
-                    }
-                }
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-    println!("redis comparison skipped: redis-server did not start");
-    None
 }
 
 /// One connection of the load harness.
@@ -378,9 +288,26 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// A redis-server to compare with, if redis-server and redis-benchmark are installed.
+fn start_redis_if_installed(dir: &Path) -> Option<(Process, SocketAddr)> {
+    if !installed("redis-server") || !installed("redis-benchmark") {
+        println!(
+            "redis comparison skipped: redis-server and redis-benchmark are not installed \
+             (Debian: apt-get install redis-server redis-tools)"
+        );
+        return None;
+    }
+    let redis = start_redis(dir);
+    if redis.is_none() {
+        println!("redis comparison skipped: redis-server did not start");
+    }
+    redis
+}
+
 fn main() {
     let options = options();
-    let redis = start_redis();
+    let redis_dir = tempfile::tempdir().expect("temp dir");
+    let redis = start_redis_if_installed(redis_dir.path());
     println!(
         "{} ops per phase, {VALUE_LEN}-byte values, one connection per client thread; \
          latencies in microseconds",

@@ -13,12 +13,12 @@
 //! is shown, so that both see the same background load. Needs Debian's `redis-tools` and
 //! `redis-server`; without them it says so and exits.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+mod servers;
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use servers::{installed, start_kvs, start_redis};
 
 struct Options {
     rounds: usize,
@@ -48,94 +48,6 @@ fn options() -> Options {
         }
     }
     options
-}
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn start_kvs(dir: &Path, threads: Option<&str>) -> (Process, SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kvs-server"));
-    if let Some(threads) = threads {
-        command.args(["--threads", threads]);
-    }
-    let mut child = command
-        .args(["--addr", "127.0.0.1:0", "--engine", "kvs"])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn,kvs_server=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kvs-server starts");
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .and_then(Result::ok)
-            .expect("kvs-server says where it listens");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .and_then(|a| a.parse().ok())
-                .expect("an address");
-        }
-    };
-    // Keep draining its stderr so that it never blocks on a full pipe.
-    thread::spawn(move || for _ in lines {});
-    (Process(child), addr)
-}
-
-fn start_redis(dir: &Path) -> Option<(Process, SocketAddr)> {
-    for _ in 0..5 {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let process = Process(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut stream) = TcpStream::connect(addr) {
-                let mut reply = [0; 7];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read_exact(&mut reply).is_ok()
-                    && &reply == b"+PONG\r\n"
-                {
-                    return Some((process, addr));
-                }
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-    None
 }
 
 /// requests per second of SET and GET, as `redis-benchmark --csv` reports them.
@@ -187,7 +99,11 @@ fn main() {
     }
     let kvs_dir = tempfile::tempdir().expect("temp dir");
     let redis_dir = tempfile::tempdir().expect("temp dir");
-    let (_kvs, kvs_addr) = start_kvs(kvs_dir.path(), options.server_threads.as_deref());
+    let (_kvs, kvs_addr) = start_kvs(
+        kvs_dir.path(),
+        "shared-queue",
+        options.server_threads.as_deref(),
+    );
     let Some((_redis, redis_addr)) = start_redis(redis_dir.path()) else {
         println!("RESP benchmark skipped: redis-server did not start");
         return;
