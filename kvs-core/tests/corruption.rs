@@ -20,28 +20,7 @@ use std::path::{Path, PathBuf};
 use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError};
 use tempfile::TempDir;
 
-use support::log_files;
-
-/// A small, seedable random generator (SplitMix64): enough to pick cases, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
+use support::{log_files, Rng};
 
 fn cases() -> u64 {
     std::env::var("KVS_CORRUPTION_CASES")

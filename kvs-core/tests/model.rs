@@ -1,31 +1,14 @@
 //! Random sequences of set/get/remove run against each engine and a `BTreeMap`; after every
 //! step, and across reopens and compactions, the engine must agree with the map.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use kvs::{AnyEngine, EngineKind, KvStore, KvStoreOptions, KvsEngine, KvsError};
 use tempfile::TempDir;
 
-/// A small deterministic generator (xorshift64*), so failures replay from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes(&mut self, max_len: u64) -> Vec<u8> {
-        let len = self.below(max_len + 1);
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
+use support::Rng;
 
 fn check_all(engine: &impl KvsEngine, model: &BTreeMap<Vec<u8>, Vec<u8>>, context: &str) {
     assert_eq!(engine.len().unwrap(), model.len(), "{context}: len");
@@ -58,7 +41,8 @@ fn run_model(kind: EngineKind, seed: u64, steps: usize) {
         let key = format!("key{}", rng.below(64)).into_bytes();
         match rng.below(100) {
             0..=44 => {
-                let value = rng.bytes(300);
+                let len = rng.below(301) as usize;
+                let value = rng.bytes(len);
                 engine.set_bytes(&key, &value).unwrap();
                 model.insert(key, value);
             }
@@ -133,7 +117,8 @@ fn kv_store_with_background_compaction_agrees_with_a_btreemap() {
             let _ = store.remove_bytes(&key);
             model.remove(&key);
         } else {
-            let value = rng.bytes(64);
+            let len = rng.below(65) as usize;
+            let value = rng.bytes(len);
             store.set_bytes(&key, &value).unwrap();
             model.insert(key, value);
         }
