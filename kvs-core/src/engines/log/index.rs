@@ -37,6 +37,13 @@ struct Slot {
     pos: RecordPos,
 }
 
+impl Slot {
+    /// The slot's key in its shard's `arena`.
+    fn key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        &arena[self.key_at as usize..(self.key_at + self.key_len) as usize]
+    }
+}
+
 struct Shard {
     /// The open log files, as last published (see `FileSet`).
     files: Arc<FileMap>,
@@ -48,7 +55,7 @@ struct Shard {
 
 impl Shard {
     fn key(&self, slot: &Slot) -> &[u8] {
-        &self.arena[slot.key_at as usize..(slot.key_at + slot.key_len) as usize]
+        slot.key(&self.arena)
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
@@ -157,9 +164,7 @@ impl Index {
         let mut guard = self.write(hash);
         let shard = &mut *guard;
         let (table, arena) = (&mut shard.table, &shard.arena);
-        if let Some(slot) = table.find_mut(hash, |s| {
-            &arena[s.key_at as usize..(s.key_at + s.key_len) as usize] == key
-        }) {
+        if let Some(slot) = table.find_mut(hash, |s| s.key(arena) == key) {
             return Ok(Some(std::mem::replace(&mut slot.pos, pos)));
         }
         if shard.arena.len() + key.len() > MAX_ARENA {
@@ -178,9 +183,9 @@ impl Index {
         shard.arena.extend_from_slice(key);
         let hasher = &self.hasher;
         let arena = &shard.arena;
-        shard.table.insert_unique(hash, slot, |s| {
-            hasher.hash_one(&arena[s.key_at as usize..(s.key_at + s.key_len) as usize])
-        });
+        shard
+            .table
+            .insert_unique(hash, slot, |s| hasher.hash_one(s.key(arena)));
         Ok(None)
     }
 
@@ -190,12 +195,7 @@ impl Index {
         let mut guard = self.write(hash);
         let shard = &mut *guard;
         let arena = &shard.arena;
-        let entry = shard
-            .table
-            .find_entry(hash, |s| {
-                &arena[s.key_at as usize..(s.key_at + s.key_len) as usize] == key
-            })
-            .ok()?;
+        let entry = shard.table.find_entry(hash, |s| s.key(arena) == key).ok()?;
         let (slot, _) = entry.remove();
         shard.garbage += slot.key_len as usize;
         // Rebuild once garbage is most of a sizeable arena: amortized O(1) per remove.
@@ -212,9 +212,7 @@ impl Index {
         let mut guard = self.write(hash);
         let shard = &mut *guard;
         let arena = &shard.arena;
-        match shard.table.find_mut(hash, |s| {
-            &arena[s.key_at as usize..(s.key_at + s.key_len) as usize] == key
-        }) {
+        match shard.table.find_mut(hash, |s| s.key(arena) == key) {
             Some(slot) if slot.pos == from => {
                 slot.pos = to;
                 true
