@@ -84,10 +84,6 @@ pub enum KvsError {
     #[error("sled error: {0}")]
     Sled(#[from] sled::Error),
 
-    /// An error reported by a kvs server, or a protocol violation.
-    #[error("server error: {0}")]
-    Server(String),
-
     /// The network peer violated the protocol (malformed or oversized frame).
     #[error("protocol error: {0}")]
     Protocol(String),

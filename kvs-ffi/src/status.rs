@@ -115,7 +115,7 @@ mod tests {
                 kvs_status::KVS_IO_ERROR,
             ),
             (KvsError::Poisoned("x".into()), kvs_status::KVS_ERROR),
-            (KvsError::Server("x".into()), kvs_status::KVS_ERROR),
+            (KvsError::Protocol("x".into()), kvs_status::KVS_ERROR),
         ];
         for (error, status) in cases {
             assert_eq!(kvs_status::of(&error), status, "{error}");

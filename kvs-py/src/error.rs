@@ -111,7 +111,7 @@ pub fn to_py_err(py: Python<'_>, err: kvs::KvsError, key: Option<&Bound<'_, PyAn
         E::Locked { .. } => LockedError::new_err(message),
         E::EngineMismatch { .. } => EngineMismatchError::new_err(message),
         E::UnknownEngine(_) | E::InvalidArgument(_) => PyValueError::new_err(message),
-        E::Server(_) | E::Protocol(_) => ServerError::new_err(message),
+        E::Protocol(_) => ServerError::new_err(message),
         // However connecting failed (refused, unreachable, timed out, unresolvable), the
         // server cannot be reached: ConnectionError, as Python clients do.
         E::Connect { source, .. } => match source.kind() {
