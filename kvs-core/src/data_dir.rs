@@ -79,7 +79,17 @@ pub fn recorded_engine(dir: &Path) -> Result<Option<EngineKind>> {
 /// Fails with [`KvsError::EngineMismatch`] if `dir` records an engine other than `wanted`.
 /// Touches nothing on disk.
 pub fn check_engine(dir: &Path, wanted: EngineKind) -> Result<()> {
-    match recorded_engine(dir)? {
+    check_recorded(dir, recorded_engine(dir)?, wanted)
+}
+
+/// Fails with [`KvsError::EngineMismatch`] if `recorded` (the engine recorded in `dir`, as
+/// already read) is another engine than `wanted`.
+pub(crate) fn check_recorded(
+    dir: &Path,
+    recorded: Option<EngineKind>,
+    wanted: EngineKind,
+) -> Result<()> {
+    match recorded {
         Some(recorded) if recorded != wanted => Err(KvsError::EngineMismatch {
             dir: dir.to_path_buf(),
             recorded: recorded.name().to_string(),
@@ -92,8 +102,9 @@ pub fn check_engine(dir: &Path, wanted: EngineKind) -> Result<()> {
 /// Records `kind` as the engine of `dir` (atomically: temp file, fsync, rename, fsync of the
 /// directory), or checks it against the one already recorded.
 pub fn record_engine(dir: &Path, kind: EngineKind) -> Result<()> {
-    check_engine(dir, kind)?;
-    if recorded_engine(dir)?.is_some() {
+    let recorded = recorded_engine(dir)?;
+    check_recorded(dir, recorded, kind)?;
+    if recorded.is_some() {
         return Ok(());
     }
     let tmp = dir.join(format!("{ENGINE_FILE}.tmp"));

@@ -48,7 +48,7 @@ impl AnyEngine {
         let recorded = data_dir::recorded_engine(&dir)?;
         let kind = match (engine, recorded) {
             (Some(wanted), _) => {
-                data_dir::check_engine(&dir, wanted)?;
+                data_dir::check_recorded(&dir, recorded, wanted)?;
                 wanted
             }
             (None, Some(recorded)) => recorded,
