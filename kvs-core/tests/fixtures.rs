@@ -1,0 +1,169 @@
+//! Stores written by earlier releases keep opening, with every key intact.
+//!
+//! `tests/fixtures/<release>/{kvs,sled}/` are data directories written by that release with
+//! the deterministic workload below (`write_fixture`, run by hand once per release that
+//! changes an on-disk format). Each test copies one into a temporary directory (opening may
+//! write: the lock file, a cut-back tail, newer bookkeeping) and checks it against the model.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kvs::{AnyEngine, EngineKind, KvStore, KvStoreOptions, KvsEngine};
+
+/// The workload every fixture holds: several log files (small files), overwrites, removes,
+/// binary keys and values, an empty value, and one value larger than a file.
+fn workload() -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut ops = Vec::new();
+    for round in 0..3u32 {
+        for i in 0..150u32 {
+            let key = format!("key-{i:03}").into_bytes();
+            let value = format!("value-{i}-round-{round}-{}", "x".repeat((i % 40) as usize));
+            ops.push((key, Some(value.into_bytes())));
+        }
+        for i in (0..150u32).filter(|i| i % 7 == round) {
+            ops.push((format!("key-{i:03}").into_bytes(), None));
+        }
+    }
+    ops.push((b"\x00bin\xffkey".to_vec(), Some(vec![0, 1, 2, 255, 254])));
+    ops.push((b"empty".to_vec(), Some(Vec::new())));
+    ops.push((b"large".to_vec(), Some((0..9000u32).map(|i| i as u8).collect())));
+    ops
+}
+
+/// What the workload leaves: key to value.
+fn model() -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut model = BTreeMap::new();
+    for (key, value) in workload() {
+        match value {
+            Some(value) => {
+                model.insert(key, value);
+            }
+            None => {
+                model.remove(&key);
+            }
+        }
+    }
+    model
+}
+
+fn apply_workload(engine: &impl KvsEngine) {
+    for (key, value) in workload() {
+        match value {
+            Some(value) => engine.set_bytes(&key, &value).unwrap(),
+            None => engine.remove_bytes(&key).unwrap(),
+        }
+    }
+}
+
+fn fixture(release: &str, engine: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(release)
+        .join(engine)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn assert_holds_model(engine: &impl KvsEngine) {
+    let model = model();
+    assert_eq!(engine.len().unwrap(), model.len());
+    for (key, value) in &model {
+        assert_eq!(
+            engine.get_bytes(key).unwrap().as_ref(),
+            Some(value),
+            "key {:?}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    for i in (0..150u32).filter(|i| i % 7 == 2) {
+        let key = format!("key-{i:03}");
+        assert_eq!(engine.get_bytes(key.as_bytes()).unwrap(), None, "{key}");
+    }
+}
+
+/// Opens a copy of the fixture, checks it, writes to it, and checks it again after a reopen:
+/// an old store is not only readable but goes on working.
+fn check_release(release: &str, kind: EngineKind) {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(release, kind.name()), tmp.path());
+    {
+        let engine = AnyEngine::open(tmp.path(), None).unwrap();
+        assert!(matches!(
+            (&engine, kind),
+            (AnyEngine::Kvs(_), EngineKind::Kvs) | (AnyEngine::Sled(_), EngineKind::Sled)
+        ));
+        assert_holds_model(&engine);
+        engine.set_bytes(b"written-later", b"new").unwrap();
+    }
+    let engine = AnyEngine::open(tmp.path(), Some(kind)).unwrap();
+    assert_holds_model_plus(&engine);
+}
+
+fn assert_holds_model_plus(engine: &AnyEngine) {
+    assert_eq!(
+        engine.get_bytes(b"written-later").unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    assert_eq!(engine.len().unwrap(), model().len() + 1);
+}
+
+#[test]
+fn kvs_store_of_release_0_1_0_opens_with_every_key() {
+    check_release("v0.1.0", EngineKind::Kvs);
+}
+
+#[test]
+fn sled_store_of_release_0_1_0_opens_with_every_key() {
+    check_release("v0.1.0", EngineKind::Sled);
+}
+
+#[test]
+fn kvs_store_of_release_0_1_0_compacts() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("v0.1.0", "kvs"), tmp.path());
+    let store = KvStore::open(tmp.path()).unwrap();
+    store.compact().unwrap();
+    assert_holds_model(&store);
+    drop(store);
+    assert_holds_model(&KvStore::open(tmp.path()).unwrap());
+}
+
+/// Writes the fixtures of the running release into `$KVS_WRITE_FIXTURE/{kvs,sled}`:
+/// `KVS_WRITE_FIXTURE=kvs-core/tests/fixtures/vX.Y.Z cargo test -p kvs --test fixtures --
+/// --ignored write_fixture`. Run once, when a release changes an on-disk format, and commit
+/// the result beside the older ones.
+#[test]
+#[ignore]
+fn write_fixture() {
+    let root = PathBuf::from(std::env::var("KVS_WRITE_FIXTURE").expect("KVS_WRITE_FIXTURE"));
+    let kvs_dir = root.join("kvs");
+    {
+        // Small files, and no automatic compaction, so the fixture has several sealed files.
+        let options = KvStoreOptions::default()
+            .max_file_size(4096)
+            .compaction_min_stale(u64::MAX);
+        let store = KvStore::open_with(&kvs_dir, options).unwrap();
+        apply_workload(&store);
+        assert_holds_model(&store);
+    }
+    let _ = fs::remove_file(kvs_dir.join("LOCK"));
+    let sled_dir = root.join("sled");
+    {
+        let engine = AnyEngine::open(&sled_dir, Some(EngineKind::Sled)).unwrap();
+        apply_workload(&engine);
+        engine.flush().unwrap();
+    }
+    let _ = fs::remove_file(sled_dir.join("LOCK"));
+}
