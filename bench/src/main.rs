@@ -5,7 +5,7 @@
 //! cargo run --release --manifest-path bench/Cargo.toml -- --quick # smoke run, ~1 minute
 //! ```
 //!
-//! Workloads (issue 6), each measured for every engine in every round, engines alternating,
+//! Workloads, each measured for every engine in every round, engines alternating,
 //! medians over the rounds:
 //! 1. sets of 16-byte keys and 100-byte values into a fresh store, one per call;
 //! 2. the same with 1 KiB values;

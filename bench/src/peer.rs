@@ -10,7 +10,7 @@
 //! | lmdb | one write transaction per set, env opened with `MDB_NOSYNC` | one write transaction per set, synced commit |
 //!
 //! sled is measured as kvs ships it (`SledKvsEngine`, which flushes after every write): that
-//! is the anchor issue 6 names. In workloads 1-2 it does more than the others. In workload 4 it
+//! is the anchor our durability comparison uses. In workloads 1-2 it does more than the others. In workload 4 it
 //! does less: sled 0.34's flush ends in `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`
 //! on Linux (`pagecache/iobuf.rs`), which waits for the data to reach the device but neither
 //! flushes the device's write cache nor commits file metadata, as `fdatasync` does.

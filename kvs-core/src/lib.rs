@@ -25,8 +25,8 @@
 //! - `data_dir.rs`: the engine recorded in a data directory and its lock.
 //! - [`thread_pool`]: the pools the server runs connections on.
 //! - [`protocol`]: the wire format between client and server (frames and messages).
-//! - [`resp`]: RESP2, the Redis protocol, which the server also speaks (same port).
-//! - [`KvsServer`] (`server.rs`): serves an engine over TCP.
+//! - [`resp`]: RESP2 and RESP3, the Redis protocol, which the server also speaks (same port).
+//! - [`KvsServer`] (`server/`): serves an engine over TCP.
 //! - [`KvsClient`] (`client.rs`): one connection to a server.
 //! - [`KvsError`] (`error.rs`): the one error type.
 #![deny(missing_docs)]

@@ -1,4 +1,4 @@
-//! `kvs-client` and `kvs-server` as SPEC.md says: every row of the client table on both
+//! `kvs-client` and `kvs-server` as docs/reference/command-line.md says: every row of the client table on both
 //! engines, usage errors, unreachable servers, engine recording and mismatch.
 
 use std::net::TcpListener;

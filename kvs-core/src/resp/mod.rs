@@ -1,4 +1,4 @@
-//! RESP2, the Redis protocol: so that `redis-cli`, `redis-benchmark` and every Redis client
+//! RESP2 and RESP3, the Redis protocol: so that `redis-cli`, `redis-benchmark` and every Redis client
 //! library can use a [`KvsServer`](crate::KvsServer).
 //!
 //! # Same port as the kvs protocol

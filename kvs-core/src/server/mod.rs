@@ -7,8 +7,8 @@
 //! requests back to back must not pay for handing each request to another thread (a cross-core
 //! wake-up costs about 100 us on a small machine, several times the work of a request).
 //!
-//! - A thread per connection (the classic design, and the seed's: each connection served on a
-//!   pool thread) ties a pool thread to every idle connection: 1,000 idle clients need 1,000
+//! - A thread per connection (the classic design: each connection served on a pool
+//!   thread) ties a pool thread to every idle connection: 1,000 idle clients need 1,000
 //!   threads, or starve everyone else.
 //! - One event loop that hands each request to the pool keeps idle connections cheap, but
 //!   every request then crosses threads twice: the wake-up the single-client target forbids.

@@ -12,7 +12,7 @@ int main(void)
     uint8_t *value = NULL;
     size_t value_len = 0;
 
-    /* Every function with the exact types of SPEC.md; the assignments check the signatures. */
+    /* Every function with the exact types of docs/reference/c-api.md; the assignments check the signatures. */
     kvs_status (*open_fn)(const char *, kvs_db **) = kvs_open;
     kvs_status (*open_engine_fn)(const char *, const char *, kvs_db **) = kvs_open_engine;
     kvs_status (*set_fn)(kvs_db *, const uint8_t *, size_t, const uint8_t *, size_t) = kvs_set;
