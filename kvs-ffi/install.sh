@@ -8,7 +8,8 @@
 #   PREFIX/lib/pkgconfig/kvs-static.pc   cc app.c $(pkg-config --cflags --libs kvs-static)
 #
 # usage: bash kvs-ffi/install.sh [--debug] [PREFIX]     (PREFIX defaults to /usr/local)
-#   --debug   install the debug build (faster to build; what the tests use)
+#   --debug   install the debug build (faster to build; what the tests use; keeps debug info,
+#             which a release install strips)
 #   DESTDIR   if set, files go under $DESTDIR$PREFIX (for packaging); kvs.pc still says PREFIX
 #
 # Cargo builds the library as libkvs_ffi.* (the name `kvs` belongs to the core Rust crate);
@@ -57,6 +58,16 @@ install -m 0755 "$shared_lib" "$libdir/libkvs.so.$version"
 ln -sfn "libkvs.so.$version" "$libdir/libkvs.so.$major"
 ln -sfn "libkvs.so.$major" "$libdir/libkvs.so"
 install -m 0644 "$static_lib" "$libdir/libkvs.a"
+if [[ "$profile" == release ]]; then
+    # The workspace's release profile keeps line tables (debug = 1) for profiling and
+    # backtraces; an installed library does not need them (12 MB of libkvs.so otherwise).
+    # Symbol names stay, so backtraces still name functions.
+    if command -v strip >/dev/null 2>&1; then
+        strip --strip-debug "$libdir/libkvs.so.$version" "$libdir/libkvs.a"
+    else
+        echo "install.sh: no 'strip' on PATH; installing libkvs with its debug info" >&2
+    fi
+fi
 
 # What a static libkvs.a needs besides itself: the Rust standard library's system
 # dependencies, as `rustc --print native-static-libs` lists them for Linux.
