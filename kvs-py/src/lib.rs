@@ -9,6 +9,8 @@
 //! The Python face (`python/kvs/__init__.py`) builds the public classes on these, and
 //! `python/kvs/_kvs.pyi` documents them for type checkers.
 
+#![deny(missing_docs)]
+
 mod client;
 mod error;
 mod input;
