@@ -367,9 +367,10 @@ impl<'a> Output<'a> {
             // The manifest lists the outputs: reopening renames the rest into place and deletes
             // the replaced files. Until then the index keeps reading the replaced files, and
             // nothing may write a manifest that would forget the outputs.
-            self.shared
-                .lock_writer()
-                .poison(format!("compaction of {} failed after its commit: {e}", self.shared.dir.display()));
+            self.shared.lock_writer().poison(format!(
+                "compaction of {} failed after its commit: {e}",
+                self.shared.dir.display()
+            ));
             return Err(e);
         }
         Ok(self.done.iter().map(|&(id, size, _)| (id, size)).collect())

@@ -207,10 +207,7 @@ impl Manifest {
         if expected != Some(bytes.len()) {
             return Err((
                 8,
-                format!(
-                    "{count} entries do not fit a {}-byte manifest",
-                    bytes.len()
-                ),
+                format!("{count} entries do not fit a {}-byte manifest", bytes.len()),
             ));
         }
         let mut files = BTreeMap::new();
@@ -407,7 +404,10 @@ mod tests {
         };
         for (files, what) in [
             (vec![(1, closed)], "no active file"),
-            (vec![(1, FileState::Active), (2, FileState::Active)], "2 active"),
+            (
+                vec![(1, FileState::Active), (2, FileState::Active)],
+                "2 active",
+            ),
             (vec![(3, FileState::Active), (4, closed)], "not the newest"),
         ] {
             let (_, reason) = Manifest::decode(&reencode(&files)).unwrap_err();

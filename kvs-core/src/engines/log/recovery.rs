@@ -128,8 +128,14 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, Listed)>> {
             Listed::Compacting(id)
         } else if let Some(id) = name.strip_suffix(".log").and_then(parse_id) {
             Listed::Log(id)
-        } else if [MANIFEST_FILE, MANIFEST_TMP, ENGINE_FILE, LOCK_FILE, "engine.tmp"]
-            .contains(&name.as_str())
+        } else if [
+            MANIFEST_FILE,
+            MANIFEST_TMP,
+            ENGINE_FILE,
+            LOCK_FILE,
+            "engine.tmp",
+        ]
+        .contains(&name.as_str())
         {
             Listed::Own
         } else {
@@ -190,7 +196,11 @@ fn prepare_unlisted(dir: &Path, listing: &[(String, Listed)]) -> Result<Vec<u32>
 /// committed compaction, deletes obsolete files and crash leftovers, and warns about (and
 /// leaves alone) every other file. Returns the ids to replay: the closed files and the active
 /// one. Fails, having changed nothing, if a listed file is missing or not a regular file.
-fn prepare_listed(dir: &Path, manifest: &Manifest, listing: &[(String, Listed)]) -> Result<Vec<u32>> {
+fn prepare_listed(
+    dir: &Path,
+    manifest: &Manifest,
+    listing: &[(String, Listed)],
+) -> Result<Vec<u32>> {
     let compacting: Vec<u32> = listing
         .iter()
         .filter_map(|(_, what)| match what {
@@ -205,7 +215,11 @@ fn prepare_listed(dir: &Path, manifest: &Manifest, listing: &[(String, Listed)])
         let path = log_path(dir, id);
         let name = format!("{id}.log");
         match (*state, is_regular_file(&path)?) {
-            (FileState::Obsolete, Some(_)) => obsolete.push(path),
+            (FileState::Obsolete, Some(true)) => obsolete.push(path),
+            (FileState::Obsolete, Some(false)) => log::warn!(
+                "{}: not a regular file (the store's {name} was deleted), ignored",
+                path.display()
+            ),
             (FileState::Obsolete, None) => {}
             (FileState::Closed { .. }, None) if compacting.contains(&id) => {
                 // Compaction committed, then crashed before renaming this output into place.
@@ -252,7 +266,10 @@ fn prepare_listed(dir: &Path, manifest: &Manifest, listing: &[(String, Listed)])
     for &id in &renames {
         let from = dir.join(format!("{id}{COMPACTING_SUFFIX}"));
         let to = log_path(dir, id);
-        log::info!("finishing the rename of compaction output {}", from.display());
+        log::info!(
+            "finishing the rename of compaction output {}",
+            from.display()
+        );
         fs::rename(&from, &to).map_err(|e| KvsError::io_at(&to, e))?;
         changed = true;
     }

@@ -254,7 +254,11 @@ impl LogWriter {
     /// The compaction commit point (see `compaction.rs`): writes the manifest with `outputs`
     /// (id, length, fingerprint) listed closed and `replaced` obsolete. On error the manifest
     /// is unchanged, unless the writer is now poisoned (the directory sync failed).
-    pub fn commit_compaction(&mut self, outputs: &[(u32, u64, u32)], replaced: &[u32]) -> Result<()> {
+    pub fn commit_compaction(
+        &mut self,
+        outputs: &[(u32, u64, u32)],
+        replaced: &[u32],
+    ) -> Result<()> {
         self.check_usable()?;
         let mut next = self.manifest.clone();
         for &id in replaced {
