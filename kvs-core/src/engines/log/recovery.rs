@@ -1,5 +1,9 @@
-//! Opening a `kvs` log: replaying every file into the index, and deciding what a bad record
-//! means.
+//! Opening a `kvs` log: finding its files, replaying every one into the index, and deciding
+//! what a bad record means.
+//!
+//! The files are those the `MANIFEST` lists (see `manifest.rs` for what open checks against
+//! it and does with the files it does not list); a store without one (written by release
+//! 0.1.0, or a new directory) is made of the canonical `<id>.log` files in its directory.
 //!
 //! A record that fails its checks (see `format.rs`) is handled by where it sits:
 //! - in the newest file with no valid record anywhere after it, it is a **torn tail**, left by
@@ -25,7 +29,8 @@ use super::RecoveryMode;
 use crate::data_dir::{sync_dir, ENGINE_FILE, LOCK_FILE};
 use crate::{KvsError, Result};
 
-/// Suffix of a compaction output that was not finished; such files are deleted on open.
+/// Suffix of a compaction output not yet renamed into place. Open renames it if the manifest
+/// lists it (its compaction committed) and deletes it otherwise.
 pub const COMPACTING_SUFFIX: &str = ".log.compacting";
 
 /// How far past a bad record open looks for a valid one before calling it a torn tail.
