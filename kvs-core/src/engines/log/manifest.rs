@@ -57,21 +57,31 @@
 //! # What open checks
 //!
 //! Every closed file must exist, be a regular file, have exactly its listed length and give
-//! its listed fingerprint on replay; the active file must exist. Anything else fails the open
-//! with [`KvsError::Corruption`] naming the file, and nothing is changed on disk. A damaged or
-//! unreadable `MANIFEST` fails the open too (it is never rebuilt from the files: that would
-//! bless whatever happens to be there).
+//! its listed fingerprint on replay; the active file must exist and be a regular file.
+//! Anything else fails the open with [`KvsError::Corruption`] naming the file and saying what
+//! is wrong with it. A missing or non-regular file is found before anything is changed on
+//! disk; a wrong length or fingerprint is found by the replay, after open has finished what a
+//! crash interrupted (the renames and deletions above), and the files themselves are never
+//! changed. A damaged or unreadable `MANIFEST` fails the open too: it is never rebuilt from
+//! the files, as that would bless whatever happens to be there.
 //!
 //! Files the manifest does not list are not the store's: they are ignored with a warning and
-//! never deleted (the only exceptions are the crash leftovers above: unlisted
-//! `<id>.log.compacting` files, and an unlisted file newer than the active one that holds at
-//! most a log header, neither of which can hold data). Only canonical names are ids: decimal
-//! digits, no sign, no leading zero, so `003.log` and `+3.log` are not file 3.
+//! never deleted. Only canonical names are ids: decimal digits, no sign, no leading zero, so
+//! `003.log` and `+3.log` are not file 3. The exceptions are files that can only come from a
+//! crash, which open removes (unlisted `<id>.log.compacting` files, and an unlisted file newer
+//! than the active one that holds at most a log header: neither holds data), and an unlisted
+//! regular `<id>.log` newer than the active one that holds more than a header. kvs never
+//! writes to a file before listing it, so that one was written by something else, most likely
+//! a kvs that keeps no manifest (release 0.1.0) opened on the directory; it may hold
+//! acknowledged writes, so open refuses rather than ignore them, and says what to do.
 //!
-//! Release 0.1.0 does not know this file: it would open a store that has one, ignore it, and
-//! replay the `<id>.log` files as before (unguarded). A store should not go back to 0.1.0
-//! after a newer release opened it: 0.1.0 leaves the manifest stale, and the next newer open
-//! would then refuse files 0.1.0 wrote.
+//! Release 0.1.0 does not know this file: it opens a store that has one, ignores it, and
+//! replays the `<id>.log` files as before (unguarded), which is acceptable. Going back to a
+//! newer release afterwards: if 0.1.0 only appended to the active file, the store opens with
+//! those writes; if it moved on to new files or compacted, its new files are unlisted and
+//! newer than the listed ones, or listed files are gone, and the newer release refuses to open
+//! the store, naming the file. Removing `MANIFEST` then makes it open the store as one written
+//! by 0.1.0 and list its files anew.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -266,6 +266,38 @@ fn prepare_listed(
     }
     // The active file has the highest listed id (`Manifest::decode` checks it).
     let active = manifest.active().unwrap_or(u32::MAX);
+    // An unlisted file newer than the active one. A rotation that crashed before writing the
+    // manifest leaves one holding at most a header: removed below. One holding more was not
+    // written by this store since it has had a manifest (kvs lists a file before writing to
+    // it), but most likely by a kvs that keeps none (release 0.1.0) opened on this directory:
+    // ignoring it could hide acknowledged writes, so open refuses.
+    let mut leftovers = Vec::new();
+    for (name, what) in listing {
+        let Listed::Log(id) = *what else { continue };
+        if id <= active {
+            continue;
+        }
+        let path = dir.join(name);
+        match holds_more_than_a_header(&path)? {
+            Some(false) => leftovers.push(id),
+            Some(true) => {
+                return Err(corruption(
+                    path,
+                    0,
+                    format!(
+                        "{name} holds data but the store's {MANIFEST_FILE} does not list it, \
+                         though it is newer than every file listed: it was written by a kvs \
+                         that keeps no {MANIFEST_FILE} (release 0.1.0), or copied in. If it \
+                         holds writes of this store, remove {MANIFEST_FILE} and open the store \
+                         again (kvs then rebuilds it from the log files); otherwise move \
+                         {name} out of the data directory"
+                    ),
+                ))
+            }
+            // A directory or the like: it holds no log records.
+            None => {}
+        }
+    }
 
     let mut changed = false;
     for &id in &renames {
@@ -296,7 +328,7 @@ fn prepare_listed(
                 changed = true;
             }
             Listed::Log(id) if manifest.files().contains_key(&id) => {}
-            Listed::Log(id) if id > active && holds_at_most_a_header(&path)? => {
+            Listed::Log(id) if leftovers.contains(&id) => {
                 // Created by a rotation that crashed before writing the manifest: nothing was
                 // ever written to it.
                 log::info!("removing {name}, a log file created by an unfinished rotation");
@@ -318,14 +350,18 @@ fn prepare_listed(
     Ok(ids)
 }
 
-/// Whether `path` is a regular file holding nothing but (a prefix of) a log file header.
-fn holds_at_most_a_header(path: &Path) -> Result<bool> {
+/// Whether the regular file `path` holds more than (a prefix of) a log file header; `None` if
+/// it is not a regular file.
+fn holds_more_than_a_header(path: &Path) -> Result<Option<bool>> {
     let meta = fs::metadata(path).map_err(|e| KvsError::io_at(path, e))?;
-    if !meta.is_file() || meta.len() > FILE_MAGIC.len() as u64 {
-        return Ok(false);
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    if meta.len() > FILE_MAGIC.len() as u64 {
+        return Ok(Some(true));
     }
     let bytes = fs::read(path).map_err(|e| KvsError::io_at(path, e))?;
-    Ok(FILE_MAGIC.starts_with(&bytes))
+    Ok(Some(!FILE_MAGIC.starts_with(&bytes)))
 }
 
 /// Checks a replayed closed file against its manifest entry.
