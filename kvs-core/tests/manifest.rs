@@ -602,3 +602,33 @@ fn a_failed_append_is_left_out_of_the_fingerprint() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn writes_by_a_kvs_that_keeps_no_manifest_are_refused_not_lost() {
+    // Release 0.1.0 opened on a store with a MANIFEST ignores it: it writes log files as this
+    // release does, and leaves the MANIFEST as it was. Simulated here by the MANIFEST put back
+    // as it was before a session that wrote (and moved on to new files).
+    let t = template("a");
+    let dir = copy_store(t.dir.path());
+    let manifest = fs::read(dir.path().join("MANIFEST")).unwrap();
+    let active = log_files_with_ids(dir.path()).last().unwrap().0;
+    let mut model = t.model.clone();
+    fs::remove_file(dir.path().join("MANIFEST")).unwrap();
+    {
+        let store = KvStore::open_with(dir.path(), options()).unwrap();
+        for i in 1000..1300 {
+            write(&store, &mut model, "old-release", i);
+        }
+    }
+    fs::write(dir.path().join("MANIFEST"), &manifest).unwrap();
+    let first_new = dir.path().join(format!("{}.log", active + 1));
+    assert_refused(
+        dir.path(),
+        &first_new,
+        &["release 0.1.0", "remove MANIFEST"],
+    );
+    // What the error says to do: without the MANIFEST, every file is replayed, and listed.
+    fs::remove_file(dir.path().join("MANIFEST")).unwrap();
+    assert_holds(&KvStore::open_with(dir.path(), options()).unwrap(), &model);
+    assert_holds(&KvStore::open_with(dir.path(), options()).unwrap(), &model);
+}
