@@ -15,6 +15,8 @@ use std::time::Duration;
 use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError};
 use tempfile::TempDir;
 
+mod support;
+
 const DIR_VAR: &str = "KVS_CRASH_TEST_DIR";
 const CYCLE_VAR: &str = "KVS_CRASH_TEST_CYCLE";
 const COMPACT_VAR: &str = "KVS_CRASH_TEST_COMPACT";
@@ -260,6 +262,28 @@ fn a_second_process_gets_a_clear_lock_error() {
     assert!(store.len().unwrap() >= 1);
 }
 
+/// After a reopen, the directory holds exactly the log files its MANIFEST lists as closed or
+/// active: open finished or removed whatever the crash left half done.
+fn assert_only_listed_files(dir: &Path, point: &str) {
+    let listed: Vec<u32> = support::manifest_entries(dir)
+        .into_iter()
+        .filter(|&(_, state, _, _)| state != 3)
+        .map(|(id, _, _, _)| id)
+        .collect();
+    let present: Vec<u32> = support::log_files_with_ids(dir)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(present, listed, "{point}: files on disk vs MANIFEST");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert!(
+            !name.to_string_lossy().ends_with(".compacting"),
+            "{point}: leftover {name:?}"
+        );
+    }
+}
+
 #[test]
 fn every_crash_point_leaves_a_store_that_keeps_every_acknowledged_write() {
     // Each named point (see crash_point.rs), reached mid-stream after a few hundred writes
@@ -267,8 +291,13 @@ fn every_crash_point_leaves_a_store_that_keeps_every_acknowledged_write() {
     let points = [
         ("write:mid-record", "700"),
         ("write:before-return", "700"),
+        // The 3rd rotation: file-size rotations and compactions' own rotations both count.
+        ("rotate:sealed", "3"),
+        ("rotate:created", "3"),
+        ("rotate:manifest-written", "3"),
         ("compaction:output-written", "2"),
         ("compaction:output-synced", "2"),
+        ("compaction:manifest-written", "2"),
         ("compaction:committed", "2"),
         ("compaction:deleted-one", "3"),
         ("compaction:done", "2"),
@@ -291,6 +320,7 @@ fn every_crash_point_leaves_a_store_that_keeps_every_acknowledged_write() {
         apply(&mut model, &report.acked);
         let (store, decided) = verify(dir.path(), &model, report.in_flight.as_ref());
         drop(store);
+        assert_only_listed_files(dir.path(), point);
         // And the store keeps working from there: another child run, killed mid-stream.
         model = decided;
         let report = run_child_and_kill(dir.path(), 1, 1_000);

@@ -143,6 +143,29 @@ fn kvs_store_of_release_0_1_0_compacts() {
     assert_holds_model(&KvStore::open(tmp.path()).unwrap());
 }
 
+#[test]
+fn kvs_store_of_release_0_1_0_gets_a_manifest_that_guards_it_from_then_on() {
+    // Release 0.1.0 wrote no MANIFEST: its store opens as it always did, and comes out of that
+    // open with one, so that a closed file deleted afterwards is caught.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("v0.1.0", "kvs"), tmp.path());
+    assert!(!tmp.path().join("MANIFEST").exists());
+    assert_holds_model(&KvStore::open(tmp.path()).unwrap());
+    assert!(tmp.path().join("MANIFEST").is_file());
+    assert_holds_model(&KvStore::open(tmp.path()).unwrap());
+
+    let victim = tmp.path().join("3.log");
+    fs::remove_file(&victim).unwrap();
+    match KvStore::open(tmp.path()) {
+        Err(kvs::KvsError::Corruption { path, reason, .. }) => {
+            assert_eq!(path, victim);
+            assert!(reason.contains("3.log is missing"), "{reason}");
+        }
+        Err(e) => panic!("expected corruption in 3.log, got {e}"),
+        Ok(_) => panic!("the store opened without its 3.log"),
+    }
+}
+
 /// Writes the fixtures of the running release into `$KVS_WRITE_FIXTURE/{kvs,sled}`:
 /// `KVS_WRITE_FIXTURE=kvs-core/tests/fixtures/vX.Y.Z cargo test -p kvs --test fixtures --
 /// --ignored write_fixture`. Run once, when a release changes an on-disk format, and commit

@@ -57,3 +57,30 @@ impl Rng {
         (0..len).map(|_| self.next() as u8).collect()
     }
 }
+
+/// The entries of a data directory's MANIFEST (see `manifest.rs`): id, state (1 closed,
+/// 2 active, 3 obsolete), length and fingerprint. Parsed here independently of the library.
+#[allow(dead_code)]
+pub fn manifest_entries(dir: &Path) -> Vec<(u32, u8, u64, u32)> {
+    let bytes = fs::read(dir.join("MANIFEST")).expect("a MANIFEST");
+    assert_eq!(&bytes[..8], b"kvs-man\x01");
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    assert_eq!(
+        crc32fast::hash(body).to_le_bytes(),
+        crc,
+        "MANIFEST checksum"
+    );
+    let count = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    assert_eq!(bytes.len(), 12 + 17 * count + 4);
+    body[12..]
+        .chunks_exact(17)
+        .map(|e| {
+            (
+                u32::from_le_bytes(e[..4].try_into().unwrap()),
+                e[4],
+                u64::from_le_bytes(e[5..13].try_into().unwrap()),
+                u32::from_le_bytes(e[13..17].try_into().unwrap()),
+            )
+        })
+        .collect()
+}

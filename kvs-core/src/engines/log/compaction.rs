@@ -10,15 +10,20 @@
 //!    `A+2...` as each fills up), checking each record's checksum on the way. Writers and
 //!    readers carry on meanwhile. A crash here leaves `.compacting` files, which open deletes:
 //!    the old files are intact.
-//! 3. **Sync** the outputs and **rename** them to `<id>.log`, then sync the directory. The
-//!    renames are the commit point. A crash after any of them leaves old files and (some)
-//!    outputs side by side; replay reads the outputs after the old files, and both agree on
-//!    every live key.
+//! 3. **Sync** the outputs, then **commit**: write the `MANIFEST` (see `manifest.rs`) listing
+//!    the outputs as closed and the old files as obsolete. A crash before this leaves the old
+//!    files in charge (open deletes the unlisted `.compacting` files); a crash after it leaves
+//!    the outputs in charge (open renames any output still `.compacting` into place, and
+//!    deletes the obsolete files). Then **rename** the outputs to `<id>.log` and sync the
+//!    directory.
 //! 4. **Switch** the index entries that still point where the copy was taken from. An entry
 //!    overwritten or removed meanwhile keeps its newer position (in file `A+n+1` or later).
-//! 5. **Delete** the old files, oldest first, then sync the directory. Oldest first matters: at
-//!    any moment the surviving old files are the newest ones, so a tombstone can never be
-//!    deleted while an older value of its key survives, and no removed key comes back.
+//! 5. **Delete** the old files, oldest first, then sync the directory; the next manifest written
+//!    no longer lists them. Open never replays an obsolete file, so a crash in the middle of
+//!    this cannot bring back a removed key. (Stores written without a manifest, by release
+//!    0.1.0, replayed whatever files were there; deleting oldest first kept that safe too: the
+//!    surviving old files are the newest ones, so no tombstone is deleted while an older value
+//!    of its key survives.)
 //!
 //! Readers that located a record in an old file before step 4 read it under their index shard's
 //! lock, and the files are only dropped from the shards' file maps (which needs every shard's
@@ -35,8 +40,9 @@ use super::crash_point;
 use super::format::{encode_seal, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN};
 use super::index::RecordPos;
 use super::log_file::LogFile;
+use super::manifest::Fingerprint;
 use super::recovery::COMPACTING_SUFFIX;
-use super::writer::{create_log, log_path};
+use super::writer::log_path;
 use super::Shared;
 use crate::data_dir::sync_dir;
 use crate::{KvsError, Result};
@@ -67,12 +73,7 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         let new_id = last.checked_add(outputs + 1).ok_or_else(|| {
             KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
         })?;
-        writer.seal_active()?;
-        let new_file = create_log(&shared.dir, new_id, writer.max_file_bytes())?;
-        shared.files.update(&shared.index, |files| {
-            files.insert(new_id, Arc::clone(&new_file));
-        });
-        writer.switch_to(new_id, new_file);
+        writer.rotate_to(new_id, &shared.files, &shared.index)?;
         let old_ids: Vec<u32> = shared
             .files
             .snapshot()
@@ -102,7 +103,7 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
     };
 
     // 3. Commit: the outputs replace the old files from here on.
-    let written = output.commit()?;
+    let written = output.commit(&old_ids)?;
     crash_point::hit("compaction:committed");
 
     // 4. Switch the index.
@@ -138,6 +139,8 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         crash_point::hit("compaction:deleted-one");
     }
     sync_dir(&shared.dir)?;
+    // Gone: the next manifest written no longer lists them.
+    shared.lock_writer().forget_obsolete(&old_ids);
     crash_point::hit("compaction:done");
     log::debug!(
         "compacted {} files of {} into {} ({} live records)",
@@ -196,8 +199,10 @@ struct Output<'a> {
     shared: &'a Shared,
     ids: std::ops::Range<u32>,
     current: Option<(u32, BufWriter<File>, u64)>,
-    /// Finished (synced) files: id and size.
-    done: Vec<(u32, u64)>,
+    /// The fingerprint of the records of `current` (see `manifest.rs`).
+    fingerprint: Fingerprint,
+    /// Finished (synced) files: id, size and fingerprint.
+    done: Vec<(u32, u64, u32)>,
 }
 
 impl<'a> Output<'a> {
@@ -206,6 +211,7 @@ impl<'a> Output<'a> {
             shared,
             ids,
             current: None,
+            fingerprint: Fingerprint::default(),
             done: Vec::new(),
         }
     }
@@ -237,6 +243,7 @@ impl<'a> Output<'a> {
             out.write_all(&FILE_MAGIC)
                 .map_err(|e| KvsError::io_at(&path, e))?;
             self.current = Some((id, out, FILE_MAGIC.len() as u64));
+            self.fingerprint = Fingerprint::default();
         }
         let tmp = self.current.as_ref().map(|(id, _, _)| self.tmp_path(*id));
         let Some((id, out, size)) = &mut self.current else {
@@ -244,6 +251,7 @@ impl<'a> Output<'a> {
         };
         out.write_all(record)
             .map_err(|e| KvsError::io_at(tmp.unwrap_or_default(), e))?;
+        self.fingerprint.add(record);
         let pos = RecordPos {
             file: *id,
             // Fits: output files stay under max_file_bytes (<= 1 GiB).
@@ -261,6 +269,7 @@ impl<'a> Output<'a> {
             let mut seal = Vec::with_capacity(HEADER_LEN + SEAL_VALUE_LEN);
             encode_seal(&mut seal, size);
             size += seal.len() as u64;
+            self.fingerprint.add(&seal);
             let finished = out
                 .write_all(&seal)
                 .and_then(|()| out.into_inner().map_err(|e| e.into_error()))
@@ -274,26 +283,30 @@ impl<'a> Output<'a> {
                 let _ = fs::remove_file(&path);
                 return Err(KvsError::io_at(&path, e));
             }
-            self.done.push((id, size));
+            self.done.push((id, size, self.fingerprint.value()));
         }
         Ok(())
     }
 
-    /// Syncs the last file, opens every file for reading, renames them into place and syncs the
-    /// directory. Returns the ids and sizes written.
+    /// Syncs the last file and opens every file for reading; then commits: writes the manifest
+    /// listing the outputs as closed and `replaced` as obsolete. Then renames the outputs into
+    /// place and syncs the directory. Returns the ids and sizes written.
     ///
     /// The files are opened *before* the renames: a renamed output is part of the log, so the
     /// store must hold it in its file set, or no later compaction would delete it, and a key it
     /// holds would come back on the next open once its tombstone was compacted away. So nothing
     /// that can fail for want of a descriptor comes between a rename and the file set.
-    fn commit(mut self) -> Result<Vec<(u32, u64)>> {
+    ///
+    /// Once the manifest is written, the outputs are the store's and the replaced files are
+    /// not, whatever happens next: a failed rename poisons the writer (reopening finishes it).
+    fn commit(mut self, replaced: &[u32]) -> Result<Vec<(u32, u64)>> {
         if let Err(e) = self.finish_current() {
             self.discard();
             return Err(e);
         }
         crash_point::hit("compaction:output-synced");
         let mut opened = Vec::with_capacity(self.done.len());
-        for &(id, size) in &self.done {
+        for &(id, size, _) in &self.done {
             let path = self.tmp_path(id);
             match File::open(&path) {
                 Ok(file) => opened.push((id, Arc::new(LogFile::new(file, size)))),
@@ -303,6 +316,39 @@ impl<'a> Output<'a> {
                 }
             }
         }
+        // A rename would replace a file of that name: one the store does not list, and so
+        // must leave alone.
+        for &(id, _, _) in &self.done {
+            let out_path = log_path(&self.shared.dir, id);
+            if out_path.symlink_metadata().is_ok() {
+                self.discard();
+                return Err(KvsError::io_at(
+                    &out_path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "a file the store does not list has the name of a compaction output; \
+                         move it out of the data directory",
+                    ),
+                ));
+            }
+        }
+        let committed = {
+            let mut writer = self.shared.lock_writer();
+            match writer.check_usable() {
+                Err(e) => Err((e, true)),
+                Ok(()) => writer
+                    .commit_compaction(&self.done, replaced)
+                    .map_err(|e| (e, writer.check_usable().is_ok())),
+            }
+        };
+        if let Err((e, unchanged)) = committed {
+            if unchanged {
+                // The manifest does not list the outputs: they are not part of the store.
+                self.discard();
+            }
+            return Err(e);
+        }
+        crash_point::hit("compaction:manifest-written");
         let mut renamed = Vec::with_capacity(opened.len());
         let mut result = Ok(());
         for (id, file) in opened {
@@ -316,13 +362,18 @@ impl<'a> Output<'a> {
         self.shared
             .files
             .update(&self.shared.index, |files| files.extend(renamed));
-        if let Err(e) = result {
-            // Outputs not renamed are not part of the log: remove them.
-            self.discard();
+        let synced = result.and_then(|()| sync_dir(&self.shared.dir));
+        if let Err(e) = synced {
+            // The manifest lists the outputs: reopening renames the rest into place and deletes
+            // the replaced files. Until then the index keeps reading the replaced files, and
+            // nothing may write a manifest that would forget the outputs.
+            self.shared.lock_writer().poison(format!(
+                "compaction of {} failed after its commit: {e}",
+                self.shared.dir.display()
+            ));
             return Err(e);
         }
-        sync_dir(&self.shared.dir)?;
-        Ok(std::mem::take(&mut self.done))
+        Ok(self.done.iter().map(|&(id, size, _)| (id, size)).collect())
     }
 
     /// Removes every file written so far (compaction gave up before committing).
@@ -330,7 +381,7 @@ impl<'a> Output<'a> {
         if let Some((id, _, _)) = self.current.take() {
             let _ = fs::remove_file(self.tmp_path(id));
         }
-        for &(id, _) in &self.done {
+        for &(id, _, _) in &self.done {
             let _ = fs::remove_file(self.tmp_path(id));
         }
     }

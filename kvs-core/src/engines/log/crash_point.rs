@@ -8,8 +8,15 @@
 //! The points:
 //! - `write:mid-record`: half of a record has been written to the log.
 //! - `write:before-return`: a whole record has been written, the call has not returned.
+//! - `rotate:sealed`: the active file is sealed and synced; the next one is not created.
+//! - `rotate:created`: the next file is created with its header; the manifest does not list
+//!   it yet.
+//! - `rotate:manifest-written`: the manifest lists the next file as active; no write has gone
+//!   to it. (Compaction starts with a rotation, so these are also reached there.)
 //! - `compaction:output-written`: the compaction output is written, not yet synced.
-//! - `compaction:output-synced`: synced, not yet renamed into place.
+//! - `compaction:output-synced`: synced; the manifest does not list it yet.
+//! - `compaction:manifest-written`: the commit point: the manifest lists the outputs as closed
+//!   and the old files as obsolete; the outputs are still `.compacting`.
 //! - `compaction:committed`: renamed and the directory synced; the index is not switched and
 //!   no old file is deleted.
 //! - `compaction:deleted-one`: the oldest old file is deleted, the others are not.

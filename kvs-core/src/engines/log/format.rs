@@ -2,6 +2,7 @@
 //!
 //! A data directory holds log files named `<id>.log`, where `<id>` is a decimal number; files
 //! are replayed in increasing id order, and within a file from the first record to the last.
+//! Which files make up the store is listed in its `MANIFEST` (see `manifest.rs`).
 //!
 //! Each log file starts with an 8-byte header:
 //!

@@ -10,7 +10,9 @@
 //! - `writer.rs`: appends to the active file, counts stale bytes.
 //! - `index.rs`: the sharded key to position map.
 //! - `log_file.rs`: an open log file, memory-mapped for reads.
-//! - `recovery.rs`: replay on open, torn tails and corruption.
+//! - `manifest.rs`: the `MANIFEST`, the list of the store's log files, byte by byte; what open
+//!   checks against it.
+//! - `recovery.rs`: finding the files and replaying them on open, torn tails and corruption.
 //! - `compaction.rs`: the crash-safe compaction.
 //! - `options.rs`: [`KvStoreOptions`], [`SyncPolicy`], [`RecoveryMode`].
 //! - `durability.rs`: group commit for [`SyncPolicy::Always`].
@@ -22,6 +24,7 @@ mod durability;
 mod format;
 mod index;
 mod log_file;
+mod manifest;
 mod options;
 mod recovery;
 mod writer;
@@ -39,6 +42,7 @@ use self::durability::Durability;
 use self::format::{check_sizes, encode_record, verify_record, RecordKind, HEADER_LEN};
 use self::index::{Index, RecordPos};
 use self::log_file::{FileSet, LogFile};
+use self::manifest::Manifest;
 use self::writer::{create_log, log_path, LogWriter, MAX_FILE_BYTES};
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{KvsEngine, KvsError, Result};
@@ -123,7 +127,9 @@ impl KvStore {
     ///
     /// Fails with [`KvsError::EngineMismatch`] if the directory holds a sled store,
     /// [`KvsError::Locked`] if another process has it open, and [`KvsError::Corruption`] if a
-    /// log file is damaged anywhere but at its torn tail.
+    /// log file is damaged anywhere but at its torn tail, if a log file the store's `MANIFEST`
+    /// lists is missing or is not the file the store wrote, or if the `MANIFEST` itself is
+    /// damaged. Files the `MANIFEST` does not list are left alone, with a warning.
     pub fn open_with(path: impl Into<PathBuf>, options: KvStoreOptions) -> Result<KvStore> {
         let dir = path.into();
         data_dir::ensure_dir(&dir)?;
@@ -163,6 +169,23 @@ impl KvStore {
         sizes
             .entry(active_id)
             .or_insert(format::FILE_MAGIC.len() as u64);
+        let fingerprints = recovered.fingerprints;
+        let manifest = match recovered.manifest {
+            Some(manifest) => manifest,
+            None => {
+                // A store without a manifest (written by release 0.1.0, or new), replayed as
+                // that release did: from now on, it is guarded by one.
+                let mut manifest = Manifest::default();
+                for (&id, &size) in sizes.range(..active_id) {
+                    let fingerprint = fingerprints.get(&id).copied().unwrap_or_default();
+                    manifest.set_closed(id, size, fingerprint);
+                }
+                manifest.set_active(active_id);
+                manifest::replace(&dir, &manifest)?;
+                data_dir::sync_dir(&dir)?;
+                manifest
+            }
+        };
         let writer = LogWriter::new(
             dir.clone(),
             options.sync,
@@ -171,6 +194,8 @@ impl KvStore {
             active,
             sizes,
             recovered.stale,
+            fingerprints.get(&active_id).copied().unwrap_or_default(),
+            manifest,
         );
 
         let files = FileSet::new(files, &index);

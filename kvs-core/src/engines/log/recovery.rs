@@ -1,5 +1,9 @@
-//! Opening a `kvs` log: replaying every file into the index, and deciding what a bad record
-//! means.
+//! Opening a `kvs` log: finding its files, replaying every one into the index, and deciding
+//! what a bad record means.
+//!
+//! The files are those the `MANIFEST` lists (see `manifest.rs` for what open checks against
+//! it and does with the files it does not list); a store without one (written by release
+//! 0.1.0, or a new directory) is made of the canonical `<id>.log` files in its directory.
 //!
 //! A record that fails its checks (see `format.rs`) is handled by where it sits:
 //! - in the newest file with no valid record anywhere after it, it is a **torn tail**, left by
@@ -17,11 +21,16 @@ use std::path::{Path, PathBuf};
 
 use super::format::{decode_header, RecordKind, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN};
 use super::index::{Index, RecordPos};
+use super::manifest::{
+    self, parse_id, FileState, Fingerprint, Manifest, MANIFEST_FILE, MANIFEST_TMP,
+};
 use super::writer::log_path;
 use super::RecoveryMode;
+use crate::data_dir::{sync_dir, ENGINE_FILE, LOCK_FILE};
 use crate::{KvsError, Result};
 
-/// Suffix of a compaction output that was not finished; such files are deleted on open.
+/// Suffix of a compaction output not yet renamed into place. Open renames it if the manifest
+/// lists it (its compaction committed) and deletes it otherwise.
 pub const COMPACTING_SUFFIX: &str = ".log.compacting";
 
 /// How far past a bad record open looks for a valid one before calling it a torn tail.
@@ -33,44 +42,382 @@ pub struct Recovered {
     pub ids: Vec<u32>,
     pub sizes: BTreeMap<u32, u64>,
     pub stale: BTreeMap<u32, u64>,
+    /// The fingerprint of each file's records (see `manifest.rs`), as replayed.
+    pub fingerprints: BTreeMap<u32, u32>,
+    /// The store's manifest, obsolete files dropped (they are deleted); `None` if the store had
+    /// none, and the caller writes one.
+    pub manifest: Option<Manifest>,
 }
 
-/// Lists the log files of `dir`, deletes unfinished compaction outputs, and replays every file
-/// into `index`.
+/// Finds the log files of `dir` (from its manifest, or for a store without one, by name),
+/// finishes what a crash interrupted (unfinished compaction outputs, renames, deletions), and
+/// replays every file into `index`. With a manifest, checks that every listed file is the one
+/// the store wrote (see `manifest.rs`).
 pub fn recover(dir: &Path, mode: RecoveryMode, index: &Index) -> Result<Recovered> {
-    let mut ids = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| KvsError::io_at(dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| KvsError::io_at(dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(stem) = name.strip_suffix(COMPACTING_SUFFIX) {
-            if stem.parse::<u32>().is_ok() {
-                // Compaction crashed before its output was complete; the files it was
-                // compacting are all still here.
-                log::info!("removing unfinished compaction output {name}");
-                let path = entry.path();
-                fs::remove_file(&path).map_err(|e| KvsError::io_at(&path, e))?;
-            }
-        } else if let Some(stem) = name.strip_suffix(".log") {
-            if let Ok(id) = stem.parse::<u32>() {
-                ids.push(id);
-            }
-        }
-    }
-    ids.sort_unstable();
+    let manifest = manifest::read(dir)?;
+    let listing = list_dir(dir)?;
+    let ids = match &manifest {
+        Some(manifest) => prepare_listed(dir, manifest, &listing)?,
+        None => prepare_unlisted(dir, &listing)?,
+    };
 
     let mut recovered = Recovered {
         ids: ids.clone(),
         sizes: BTreeMap::new(),
         stale: BTreeMap::new(),
+        fingerprints: BTreeMap::new(),
+        manifest: None,
     };
     for (i, &id) in ids.iter().enumerate() {
         let is_newest = i + 1 == ids.len();
-        let size = replay_file(dir, id, is_newest, mode, index, &mut recovered.stale)?;
+        let listed = manifest.as_ref().and_then(|m| match m.files().get(&id) {
+            Some(&FileState::Closed { len, fingerprint }) => Some((len, fingerprint)),
+            _ => None,
+        });
+        let mut fingerprint = Fingerprint::default();
+        let replayed = replay_file(
+            dir,
+            id,
+            is_newest,
+            mode,
+            index,
+            &mut recovered.stale,
+            &mut fingerprint,
+        );
+        let size = match (replayed, listed) {
+            (Ok(size), _) => size,
+            (Err(e), Some((len, _))) => return Err(with_listed_len(dir, id, len, e)),
+            (Err(e), None) => return Err(e),
+        };
+        if let Some((len, expected)) = listed {
+            check_closed(dir, id, len, expected, size, fingerprint.value())?;
+        }
         recovered.sizes.insert(id, size);
+        recovered.fingerprints.insert(id, fingerprint.value());
     }
+    recovered.manifest = manifest.map(|mut m| {
+        let obsolete: Vec<u32> = m
+            .files()
+            .iter()
+            .filter(|(_, state)| **state == FileState::Obsolete)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in obsolete {
+            m.forget(id);
+        }
+        m
+    });
     Ok(recovered)
+}
+
+/// What a directory entry is to the store.
+enum Listed {
+    /// `<id>.log`, with a canonical id.
+    Log(u32),
+    /// `<id>.log.compacting`, with a canonical id.
+    Compacting(u32),
+    /// The store's own bookkeeping (`MANIFEST`, `engine`, `LOCK`, their temporary files).
+    Own,
+    /// Anything else.
+    Other,
+}
+
+/// The entries of `dir`, by name, with what each is.
+fn list_dir(dir: &Path) -> Result<Vec<(String, Listed)>> {
+    let mut listing = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| KvsError::io_at(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| KvsError::io_at(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let what = if let Some(id) = name.strip_suffix(COMPACTING_SUFFIX).and_then(parse_id) {
+            Listed::Compacting(id)
+        } else if let Some(id) = name.strip_suffix(".log").and_then(parse_id) {
+            Listed::Log(id)
+        } else if [
+            MANIFEST_FILE,
+            MANIFEST_TMP,
+            ENGINE_FILE,
+            LOCK_FILE,
+            "engine.tmp",
+        ]
+        .contains(&name.as_str())
+        {
+            Listed::Own
+        } else {
+            Listed::Other
+        };
+        listing.push((name, what));
+    }
+    listing.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(listing)
+}
+
+/// Whether `path` is a regular file (following symbolic links); `None` if it does not exist.
+fn is_regular_file(path: &Path) -> Result<Option<bool>> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok(Some(meta.is_file())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(KvsError::io_at(path, e)),
+    }
+}
+
+fn corruption(path: PathBuf, offset: u64, reason: String) -> KvsError {
+    KvsError::Corruption {
+        path,
+        offset,
+        reason,
+    }
+}
+
+/// A store without a manifest (written by release 0.1.0, or a new directory): its files are
+/// the canonical `<id>.log` names. Deletes unfinished compaction outputs. Returns the ids.
+fn prepare_unlisted(dir: &Path, listing: &[(String, Listed)]) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for (name, what) in listing {
+        let path = dir.join(name);
+        match *what {
+            Listed::Compacting(_) => {
+                // Compaction crashed before its output was complete; the files it was
+                // compacting are all still here.
+                log::info!("removing unfinished compaction output {name}");
+                fs::remove_file(&path).map_err(|e| KvsError::io_at(&path, e))?;
+            }
+            Listed::Log(id) => {
+                if is_regular_file(&path)? == Some(true) {
+                    ids.push(id);
+                } else {
+                    log::warn!("{}: not a regular file, ignored", path.display());
+                }
+            }
+            Listed::Own => {}
+            Listed::Other => log::warn!("{}: not a kvs file, ignored", path.display()),
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// A store with a manifest: checks that every listed file is there, finishes the renames of a
+/// committed compaction, deletes obsolete files and crash leftovers, and warns about (and
+/// leaves alone) every other file. Returns the ids to replay: the closed files and the active
+/// one. Fails, having changed nothing, if a listed file is missing or not a regular file.
+fn prepare_listed(
+    dir: &Path,
+    manifest: &Manifest,
+    listing: &[(String, Listed)],
+) -> Result<Vec<u32>> {
+    let compacting: Vec<u32> = listing
+        .iter()
+        .filter_map(|(_, what)| match what {
+            Listed::Compacting(id) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut renames = Vec::new();
+    let mut obsolete = Vec::new();
+    for (&id, state) in manifest.files() {
+        let path = log_path(dir, id);
+        let name = format!("{id}.log");
+        match (*state, is_regular_file(&path)?) {
+            (FileState::Obsolete, Some(true)) => obsolete.push(path),
+            (FileState::Obsolete, Some(false)) => log::warn!(
+                "{}: not a regular file (the store's {name} was deleted), ignored",
+                path.display()
+            ),
+            (FileState::Obsolete, None) => {}
+            (FileState::Closed { .. }, None) if compacting.contains(&id) => {
+                // Compaction committed, then crashed before renaming this output into place.
+                renames.push(id);
+                ids.push(id);
+            }
+            (FileState::Closed { .. }, None) => {
+                return Err(corruption(
+                    path,
+                    0,
+                    format!(
+                        "{name} is missing: the store lists it as holding data (restore it \
+                         from a backup of the whole directory)"
+                    ),
+                ))
+            }
+            (FileState::Active, None) => {
+                return Err(corruption(
+                    path,
+                    0,
+                    format!(
+                        "{name} is missing: the store lists it as the active file, holding \
+                         the newest writes (restore it from a backup of the whole directory)"
+                    ),
+                ))
+            }
+            (_, Some(false)) => {
+                return Err(corruption(
+                    path,
+                    0,
+                    format!(
+                        "{name} is not a regular file, but the store lists it as one of its \
+                         log files"
+                    ),
+                ))
+            }
+            (_, Some(true)) => ids.push(id),
+        }
+    }
+    // The active file has the highest listed id (`Manifest::decode` checks it).
+    let active = manifest.active().unwrap_or(u32::MAX);
+    // An unlisted file newer than the active one. A rotation that crashed before writing the
+    // manifest leaves one holding at most a header: removed below. One holding more was not
+    // written by this store since it has had a manifest (kvs lists a file before writing to
+    // it), but most likely by a kvs that keeps none (release 0.1.0) opened on this directory:
+    // ignoring it could hide acknowledged writes, so open refuses.
+    let mut leftovers = Vec::new();
+    for (name, what) in listing {
+        let Listed::Log(id) = *what else { continue };
+        if id <= active {
+            continue;
+        }
+        let path = dir.join(name);
+        match holds_more_than_a_header(&path)? {
+            Some(false) => leftovers.push(id),
+            Some(true) => {
+                return Err(corruption(
+                    path,
+                    0,
+                    format!(
+                        "{name} holds data but the store's {MANIFEST_FILE} does not list it, \
+                         though it is newer than every file listed: it was written by a kvs \
+                         that keeps no {MANIFEST_FILE} (release 0.1.0), or copied in. If it \
+                         holds writes of this store, remove {MANIFEST_FILE} and open the store \
+                         again (kvs then rebuilds it from the log files); otherwise move \
+                         {name} out of the data directory"
+                    ),
+                ))
+            }
+            // A directory or the like: it holds no log records.
+            None => {}
+        }
+    }
+
+    let mut changed = false;
+    for &id in &renames {
+        let from = dir.join(format!("{id}{COMPACTING_SUFFIX}"));
+        let to = log_path(dir, id);
+        log::info!(
+            "finishing the rename of compaction output {}",
+            from.display()
+        );
+        fs::rename(&from, &to).map_err(|e| KvsError::io_at(&to, e))?;
+        changed = true;
+    }
+    for path in obsolete {
+        // Its compaction committed: every live record of it is in the outputs.
+        log::info!("removing {}, replaced by a compaction", path.display());
+        fs::remove_file(&path).map_err(|e| KvsError::io_at(&path, e))?;
+        changed = true;
+    }
+    for (name, what) in listing {
+        let path = dir.join(name);
+        match *what {
+            Listed::Compacting(id) if renames.contains(&id) => {}
+            Listed::Compacting(_) => {
+                // Compaction crashed before committing; the files it was compacting are all
+                // still listed.
+                log::info!("removing unfinished compaction output {name}");
+                fs::remove_file(&path).map_err(|e| KvsError::io_at(&path, e))?;
+                changed = true;
+            }
+            Listed::Log(id) if manifest.files().contains_key(&id) => {}
+            Listed::Log(id) if leftovers.contains(&id) => {
+                // Created by a rotation that crashed before writing the manifest: nothing was
+                // ever written to it.
+                log::info!("removing {name}, a log file created by an unfinished rotation");
+                fs::remove_file(&path).map_err(|e| KvsError::io_at(&path, e))?;
+                changed = true;
+            }
+            Listed::Own => {}
+            Listed::Log(_) | Listed::Other => log::warn!(
+                "{}: not one of the store's files (its {MANIFEST_FILE} does not list it), \
+                 ignored",
+                path.display()
+            ),
+        }
+    }
+    if changed {
+        sync_dir(dir)?;
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Whether the regular file `path` holds more than (a prefix of) a log file header; `None` if
+/// it is not a regular file.
+fn holds_more_than_a_header(path: &Path) -> Result<Option<bool>> {
+    let meta = fs::metadata(path).map_err(|e| KvsError::io_at(path, e))?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    if meta.len() > FILE_MAGIC.len() as u64 {
+        return Ok(Some(true));
+    }
+    let bytes = fs::read(path).map_err(|e| KvsError::io_at(path, e))?;
+    Ok(Some(!FILE_MAGIC.starts_with(&bytes)))
+}
+
+/// Checks a replayed closed file against its manifest entry.
+fn check_closed(
+    dir: &Path,
+    id: u32,
+    listed_len: u64,
+    listed_fingerprint: u32,
+    len: u64,
+    fingerprint: u32,
+) -> Result<()> {
+    if len != listed_len {
+        return Err(corruption(
+            log_path(dir, id),
+            len.min(listed_len),
+            format!(
+                "{id}.log is {len} bytes, the store sealed it at {listed_len}: it was \
+                 truncated, extended or replaced"
+            ),
+        ));
+    }
+    if fingerprint != listed_fingerprint {
+        return Err(corruption(
+            log_path(dir, id),
+            0,
+            format!(
+                "{id}.log is not the file the store wrote (its records differ): it was \
+                 replaced or swapped with another file"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Adds what the manifest says to an error found replaying closed file `id`, if its length
+/// is not the one it was sealed at.
+fn with_listed_len(dir: &Path, id: u32, listed_len: u64, err: KvsError) -> KvsError {
+    let len = fs::metadata(log_path(dir, id)).map(|m| m.len());
+    match (err, len) {
+        (
+            KvsError::Corruption {
+                path,
+                offset,
+                reason,
+            },
+            Ok(len),
+        ) if len != listed_len => KvsError::Corruption {
+            path,
+            offset,
+            reason: format!(
+                "{reason} ({id}.log is {len} bytes, the store sealed it at {listed_len}: it \
+                 was truncated, extended or replaced)"
+            ),
+        },
+        (err, _) => err,
+    }
 }
 
 /// Replays one file; returns its size after any torn tail was cut off.
@@ -81,6 +428,7 @@ fn replay_file(
     mode: RecoveryMode,
     index: &Index,
     stale: &mut BTreeMap<u32, u64>,
+    fingerprint: &mut Fingerprint,
 ) -> Result<u64> {
     let path = log_path(dir, id);
     let file = File::open(&path).map_err(|e| KvsError::io_at(&path, e))?;
@@ -160,6 +508,7 @@ fn replay_file(
                     });
                 }
                 *stale.entry(id).or_insert(0) += len as u64;
+                fingerprint.add(record);
                 window.consume(len);
                 offset += len as u64;
                 sealed = true;
@@ -176,6 +525,7 @@ fn replay_file(
                     len: len as u32,
                 };
                 apply(index, stale, kind, key, pos)?;
+                fingerprint.add(record);
                 window.consume(len);
                 offset += len as u64;
                 continue;

@@ -11,6 +11,7 @@ use super::crash_point;
 use super::format::{encode_seal, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN};
 use super::index::{Index, RecordPos};
 use super::log_file::{FileSet, LogFile};
+use super::manifest::{self, Fingerprint, Manifest};
 use super::SyncPolicy;
 use crate::data_dir::sync_dir;
 use crate::{KvsError, Result};
@@ -37,6 +38,8 @@ pub fn log_path(dir: &Path, id: u32) -> PathBuf {
 ///
 /// If any step fails, the file is removed again: the caller retries with the same id later
 /// (the next write, the next compaction), and a leftover would make that retry fail for good.
+/// A file already there by that name is not the store's (the manifest does not list it): it
+/// is left alone, and the error says so.
 pub fn create_log(dir: &Path, id: u32, max_len: u64) -> Result<Arc<LogFile>> {
     let path = log_path(dir, id);
     let file = OpenOptions::new()
@@ -44,7 +47,17 @@ pub fn create_log(dir: &Path, id: u32, max_len: u64) -> Result<Arc<LogFile>> {
         .write(true)
         .create_new(true)
         .open(&path)
-        .map_err(|e| KvsError::io_at(&path, e))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => KvsError::io_at(
+                &path,
+                std::io::Error::new(
+                    e.kind(),
+                    "a file the store does not list has the name of its next log file; move \
+                     it out of the data directory",
+                ),
+            ),
+            _ => KvsError::io_at(&path, e),
+        })?;
     let ready = file
         .write_all_at(&FILE_MAGIC, 0)
         .map_err(|e| KvsError::io_at(&path, e))
@@ -68,6 +81,11 @@ pub struct LogWriter {
     active: Arc<LogFile>,
     /// Where the next record goes in the active file.
     offset: u64,
+    /// The fingerprint of the active file's records so far (see `manifest.rs`).
+    fingerprint: Fingerprint,
+    /// The store's files as its `MANIFEST` lists them. Changed only under the writer lock, so
+    /// rotations and compaction commits write it one at a time.
+    manifest: Manifest,
     /// Scratch space for encoding records, reused across writes.
     pub buf: Vec<u8>,
     /// Size in bytes of each log file.
@@ -79,6 +97,9 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
+    /// `fingerprint` is that of the active file's records, `manifest` what the store's
+    /// `MANIFEST` says (already on disk).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         dir: PathBuf,
         sync: SyncPolicy,
@@ -87,6 +108,8 @@ impl LogWriter {
         active: Arc<LogFile>,
         sizes: BTreeMap<u32, u64>,
         stale: BTreeMap<u32, u64>,
+        fingerprint: u32,
+        manifest: Manifest,
     ) -> LogWriter {
         let offset = sizes
             .get(&active_id)
@@ -101,6 +124,8 @@ impl LogWriter {
             active_id,
             active,
             offset,
+            fingerprint: Fingerprint::resume(fingerprint),
+            manifest,
             buf: Vec::with_capacity(4096),
             sizes,
             stale,
@@ -154,6 +179,7 @@ impl LogWriter {
             return Err(KvsError::io_at(log_path(&self.dir, self.active_id), e));
         }
         self.offset += len as u64;
+        self.fingerprint.add_all(&self.buf);
         self.sizes.insert(self.active_id, self.offset);
         crash_point::hit("write:before-return");
         Ok(RecordPos {
@@ -166,18 +192,92 @@ impl LogWriter {
     }
 
     /// Starts a new active file, `active + 1` (every compaction output sorts before the active
-    /// file, so this is the highest id).
+    /// file, so this is the highest id), or the next id after it whose name no file the store
+    /// does not list has taken.
     fn rotate(&mut self, files: &FileSet, index: &Index) -> Result<()> {
-        let id = self.active_id.checked_add(1).ok_or_else(|| {
+        let exhausted = || {
             KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
-        })?;
+        };
+        let mut id = self.active_id.checked_add(1).ok_or_else(exhausted)?;
+        while log_path(&self.dir, id).symlink_metadata().is_ok() {
+            log::warn!(
+                "{}: not one of the store's files, skipping its name",
+                log_path(&self.dir, id).display()
+            );
+            id = id.checked_add(1).ok_or_else(exhausted)?;
+        }
+        self.rotate_to(id, files, index)
+    }
+
+    /// Moves writes on to a new file `id`, higher than every id in the store: seals the active
+    /// file, creates `id` with its header, and writes the manifest listing the old file closed
+    /// and `id` active. A crash before the manifest is written leaves `id` unlisted, holding
+    /// at most its header: open removes it. If this fails before the manifest is written,
+    /// writes go on in the old file (after its seal, see `format.rs`).
+    pub fn rotate_to(&mut self, id: u32, files: &FileSet, index: &Index) -> Result<()> {
         self.seal_active()?;
+        crash_point::hit("rotate:sealed");
         let file = create_log(&self.dir, id, self.max_file_bytes)?;
+        crash_point::hit("rotate:created");
+        let mut next = self.manifest.clone();
+        next.set_closed(self.active_id, self.offset, self.fingerprint.value());
+        next.set_active(id);
+        if let Err(e) = manifest::replace(&self.dir, &next) {
+            // The manifest does not list the new file: it is not part of the store.
+            drop(file);
+            let _ = std::fs::remove_file(log_path(&self.dir, id));
+            return Err(e);
+        }
+        self.manifest = next;
+        crash_point::hit("rotate:manifest-written");
         files.update(index, |files| {
             files.insert(id, Arc::clone(&file));
         });
         self.switch_to(id, file);
+        self.sync_manifest()
+    }
+
+    /// Makes a manifest just renamed into place durable (syncs the directory). A failure
+    /// poisons the writer: the manifest on disk may be the new one or the old one, and writes
+    /// must not go on into files it may not list.
+    fn sync_manifest(&mut self) -> Result<()> {
+        if let Err(e) = sync_dir(&self.dir) {
+            self.poison(format!(
+                "syncing {} after writing its manifest failed: {e}",
+                self.dir.display()
+            ));
+            return Err(e);
+        }
         Ok(())
+    }
+
+    /// The compaction commit point (see `compaction.rs`): writes the manifest with `outputs`
+    /// (id, length, fingerprint) listed closed and `replaced` obsolete. On error the manifest
+    /// is unchanged, unless the writer is now poisoned (the directory sync failed).
+    pub fn commit_compaction(
+        &mut self,
+        outputs: &[(u32, u64, u32)],
+        replaced: &[u32],
+    ) -> Result<()> {
+        self.check_usable()?;
+        let mut next = self.manifest.clone();
+        for &id in replaced {
+            next.set_obsolete(id);
+        }
+        for &(id, len, fingerprint) in outputs {
+            next.set_closed(id, len, fingerprint);
+        }
+        manifest::replace(&self.dir, &next)?;
+        self.manifest = next;
+        self.sync_manifest()
+    }
+
+    /// Drops deleted obsolete files from the manifest; the next manifest written leaves them
+    /// out.
+    pub fn forget_obsolete(&mut self, ids: &[u32]) {
+        for id in ids {
+            self.manifest.forget(*id);
+        }
     }
 
     /// The most bytes a log file may hold.
@@ -211,6 +311,7 @@ impl LogWriter {
             KvsError::io_at(log_path(&self.dir, self.active_id), e)
         })?;
         self.offset += seal.len() as u64;
+        self.fingerprint.add(&seal);
         self.sizes.insert(self.active_id, self.offset);
         self.add_stale(self.active_id, seal.len() as u64);
         // A closed file ends with its seal: cut off what was extended ahead.
@@ -240,10 +341,11 @@ impl LogWriter {
         self.poisoned.get_or_insert(reason);
     }
 
-    /// Makes `file` (already created with its header) the active file.
-    pub fn switch_to(&mut self, id: u32, file: Arc<LogFile>) {
+    /// Makes `file` (already created with its header, and listed) the active file.
+    fn switch_to(&mut self, id: u32, file: Arc<LogFile>) {
         self.active_id = id;
         self.active = file;
+        self.fingerprint = Fingerprint::default();
         self.offset = FILE_MAGIC.len() as u64;
         self.file_len = self.offset;
         self.sizes.insert(id, self.offset);
