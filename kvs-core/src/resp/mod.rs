@@ -47,10 +47,10 @@
 //! checked before allocating. A malformed or oversized request gets `-ERR Protocol error: ...`
 //! and that connection is closed; nothing else is affected.
 
-mod catalog;
-mod command;
+mod commands;
 pub mod frame;
 mod info;
+mod request;
 pub(crate) mod session;
 mod state;
 
