@@ -358,7 +358,7 @@ const fn same(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resp::frame::Version;
+    use crate::resp::frame::{Frame, Limits, Version};
     use crate::KvStore;
 
     /// A fresh engine and server state, and a RESP2 client of them.
@@ -417,6 +417,79 @@ mod tests {
     }
 
     #[test]
+    fn every_row_is_found_by_dispatch_and_listed_by_command_list() {
+        let mut server = Server::new();
+        let Some((Frame::Array(Some(list)), _)) = Frame::parse(
+            server.line("COMMAND LIST").as_bytes(),
+            Limits::for_frame_len(1 << 20),
+        )
+        .unwrap() else {
+            panic!("COMMAND LIST is an array");
+        };
+        assert_eq!(list.len(), TABLE.len());
+        assert_eq!(
+            server.line("COMMAND COUNT"),
+            format!(":{}\r\n", TABLE.len())
+        );
+        for row in &TABLE {
+            for name in [
+                row.name.to_string(),
+                row.name.to_uppercase(),
+                row.name[..1].to_uppercase() + &row.name[1..],
+            ] {
+                let found = find(name.as_bytes()).unwrap_or_else(|| panic!("{name} not found"));
+                assert!(std::ptr::eq(found, row), "{name}");
+                // Dispatch knows it: the reply, whatever it is, is not "unknown command".
+                let (reply, _) = Server::new().request(&[name.as_bytes()]);
+                let reply = String::from_utf8(reply).unwrap();
+                assert!(
+                    !reply.starts_with("-ERR unknown command"),
+                    "{name}: {reply}"
+                );
+            }
+            assert!(
+                list.contains(&Frame::Bulk(Some(row.name.as_bytes().to_vec()))),
+                "{} is not in COMMAND LIST",
+                row.name
+            );
+        }
+        for name in ["", "ge", "gets", "flushall", "zzz", "aaa", "get\0"] {
+            assert!(find(name.as_bytes()).is_none(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn the_arity_check_uses_the_rows_arity() {
+        let mut server = Server::new();
+        for row in &TABLE {
+            let wrong = error(&format!(
+                "ERR wrong number of arguments for '{}' command",
+                row.name
+            ));
+            let with = |n: usize| {
+                let mut args = vec![row.name.as_bytes()];
+                args.resize(n, b"x");
+                args
+            };
+            let least = row.arity.unsigned_abs() as usize;
+            // One argument short of the arity is refused...
+            if least > 1 {
+                assert!(!row.accepts(least - 1), "{}", row.name);
+                assert_eq!(server.request(&with(least - 1)).0, wrong.as_bytes());
+            }
+            // ... as is one more than an exact arity ...
+            if row.arity > 0 {
+                assert!(!row.accepts(least + 1), "{}", row.name);
+                assert_eq!(server.request(&with(least + 1)).0, wrong.as_bytes());
+            }
+            // ... and the arity itself passes the check.
+            assert!(row.accepts(least), "{}", row.name);
+            let (reply, _) = server.request(&with(least));
+            assert_ne!(reply, wrong.as_bytes(), "{}", row.name);
+        }
+    }
+
+    #[test]
     fn arity_errors_use_redis_wording() {
         let mut server = Server::new();
         for (line, name) in [
@@ -455,6 +528,41 @@ mod tests {
         assert_eq!(
             server.line("COMMAND NOPE"),
             error("ERR unknown subcommand 'NOPE'. Try COMMAND HELP.")
+        );
+    }
+
+    /// `COMMAND` shows a row's class as Redis's `write` or `readonly` flag, before its own.
+    #[test]
+    fn command_flags_start_with_the_class_flag() {
+        let mut server = Server::new();
+        for (name, flags) in [
+            ("set", "*2\r\n+write\r\n+denyoom\r\n"),
+            ("del", "*1\r\n+write\r\n"),
+            ("get", "*2\r\n+readonly\r\n+fast\r\n"),
+            ("ping", "*1\r\n+fast\r\n"),
+            ("info", "*2\r\n+loading\r\n+stale\r\n"),
+        ] {
+            let reply = server.line(&format!("COMMAND INFO {name}"));
+            assert!(reply.contains(flags), "{name}: {reply}");
+        }
+        for row in &TABLE {
+            match row.class {
+                Class::Read | Class::Write => assert!(row.class.redis_flag().is_some()),
+                Class::Admin | Class::Connection => assert!(row.class.redis_flag().is_none()),
+            }
+        }
+    }
+
+    #[test]
+    fn quit_closes_and_the_rest_continue() {
+        let mut server = Server::new();
+        assert_eq!(
+            server.request(&[b"quit"]),
+            (b"+OK\r\n".to_vec(), Outcome::Close)
+        );
+        assert_eq!(
+            server.request(&[b"PING"]),
+            (b"+PONG\r\n".to_vec(), Outcome::Continue)
         );
     }
 }

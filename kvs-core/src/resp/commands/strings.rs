@@ -267,4 +267,14 @@ mod tests {
             .unwrap_err()
             .contains("do not expire"));
     }
+
+    /// Only a plain `SET key value` may be held back and written in a batch.
+    #[test]
+    fn only_plain_sets_are_batchable() {
+        let plain = parse("SET key value").unwrap();
+        assert_eq!(Set::batch(&plain), Some((&b"key"[..], &b"value"[..])));
+        for line in ["SET k v NX", "SET k v XX", "SET k v GET", "set k v get xx"] {
+            assert_eq!(Set::batch(&parse(line).unwrap()), None, "{line}");
+        }
+    }
 }
