@@ -61,11 +61,11 @@ pub(super) const COMMANDS: &[Row] = &[
 ];
 
 /// `SET key value [NX | XX] [GET]`
-pub(crate) struct Set;
+struct Set;
 
 /// What `SET` does with a key that is already set, or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Condition {
+enum Condition {
     /// `NX`: only if the key is not set.
     NotExists,
     /// `XX`: only if the key is set.
@@ -74,13 +74,13 @@ pub(crate) enum Condition {
 
 /// A `SET`, understood.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct SetArgs<'a> {
-    pub(crate) key: &'a [u8],
-    pub(crate) value: &'a [u8],
+struct SetArgs<'a> {
+    key: &'a [u8],
+    value: &'a [u8],
     /// `NX` or `XX`.
-    pub(crate) condition: Option<Condition>,
+    condition: Option<Condition>,
     /// `GET`: reply with the old value.
-    pub(crate) get: bool,
+    get: bool,
 }
 
 impl Command for Set {
