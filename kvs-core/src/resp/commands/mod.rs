@@ -98,7 +98,8 @@ impl Keys {
 /// One command of the table.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Row {
-    /// In lower case, as `COMMAND` shows it; requests may use any case.
+    /// In lower case (ASCII letters and `_`), as `COMMAND` shows it; requests may use any
+    /// case.
     pub(crate) name: &'static str,
     /// Redis's arity, the name included: `n` exactly n arguments, `-n` at least n. Checked
     /// before the command parses its arguments.
@@ -291,10 +292,15 @@ const fn count(families: &[&[Row]]) -> usize {
 }
 
 /// The rows of `families` (`N` of them), sorted by name; compiling kvs fails if two have the
-/// same name, if a name is not lower-case ASCII, if an arity is 0, or if a row repeats its
-/// class's flag.
+/// same name, if a name is not lower-case ASCII letters and `_`, if an arity is 0, or if a row
+/// repeats its class's flag.
 const fn sorted<const N: usize>(families: &[&[Row]]) -> [Row; N] {
-    let mut table = [families[0][0]; N];
+    // Every slot is overwritten below; they start as a copy of the first row there is.
+    let mut first = 0;
+    while families[first].is_empty() {
+        first += 1;
+    }
+    let mut table = [families[first][0]; N];
     let mut n = 0;
     let mut f = 0;
     while f < families.len() {
@@ -314,8 +320,8 @@ const fn sorted<const N: usize>(families: &[&[Row]]) -> [Row; N] {
             let mut i = 0;
             while i < name.len() {
                 assert!(
-                    name[i].is_ascii_lowercase(),
-                    "a command's name is lower-case ASCII letters"
+                    name[i].is_ascii_lowercase() || name[i] == b'_',
+                    "a command's name is lower-case ASCII letters and `_`"
                 );
                 i += 1;
             }
