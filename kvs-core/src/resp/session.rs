@@ -240,4 +240,27 @@ mod tests {
         assert_eq!(engine.get_bytes(b"d").unwrap(), Some(b"6".to_vec()));
         assert_eq!(engine.get_bytes(b"c").unwrap(), Some(b"4".to_vec()));
     }
+
+    /// Held SETs are answered before any reply that follows them, errors included: a request
+    /// refused by dispatch (unknown, wrong arity) or by its command's parser (a bad option).
+    #[test]
+    fn held_sets_are_answered_before_errors_that_follow_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvStore::open(dir.path()).unwrap();
+        let state = ServerState::new(0);
+        let mut session = Session::new(Limits::for_frame_len(1 << 20), 1);
+        let input = b"SET a 1\r\nNOPE\r\nSET b 2\r\nGET\r\nSET c 3\r\nSET c 4 BOGUS\r\nGET b\r\n";
+        let mut out = Vec::new();
+        let progress = session
+            .serve(&engine, &state, input, &mut out, usize::MAX)
+            .unwrap();
+        assert_eq!(progress.requests, 7);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "+OK\r\n-ERR unknown command 'NOPE', with args beginning with: \r\n\
+             +OK\r\n-ERR wrong number of arguments for 'get' command\r\n\
+             +OK\r\n-ERR syntax error\r\n$1\r\n2\r\n"
+        );
+        assert_eq!(engine.get_bytes(b"c").unwrap(), Some(b"3".to_vec()));
+    }
 }
