@@ -2,9 +2,10 @@
 
 use std::fmt::Write;
 
-use super::command::Args;
+use super::commands::Engine;
+use super::request::Args;
 use super::state::ServerState;
-use crate::{KvsEngine, Result};
+use crate::Result;
 
 /// The Redis version whose replies kvs's commands follow. Clients read `redis_version` to pick
 /// a dialect; kvs's own version is `kvs_version`.
@@ -14,9 +15,9 @@ const SECTIONS: &[&str] = &["server", "clients", "stats", "keyspace"];
 
 /// Renders the sections named in `wanted` (none, `default`, `all` or `everything`: every
 /// section kvs has). Unknown section names are skipped, as Redis does.
-pub(crate) fn render<E: KvsEngine>(
-    wanted: Args<'_>,
-    engine: &E,
+pub(crate) fn render(
+    wanted: Args<'_, '_>,
+    engine: &dyn Engine,
     state: &ServerState,
 ) -> Result<String> {
     let every = wanted.is_empty()

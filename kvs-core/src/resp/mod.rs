@@ -21,14 +21,22 @@
 //! - [`frame`]: bytes on the wire. An incremental request parser (arrays of bulk strings, and
 //!   inline commands) that checks every length against its [`Limits`] before allocating, and
 //!   the writers of replies; plus [`Frame`], a whole value as a client reads it.
-//! - `command`: what a request means and how it is carried out on a
-//!   [`KvsEngine`](crate::KvsEngine): `PING`, `ECHO`, `SET` (`NX`, `XX`, `GET`), `GET`,
-//!   `DEL`, `EXISTS`, `MGET`, `MSET`, `DBSIZE`, `INFO`, `COMMAND` (`COUNT`, `LIST`, `INFO`,
-//!   `DOCS`), `CONFIG GET` (`save` and `appendonly`), `HELLO` and `QUIT`, with Redis's
-//!   replies and error strings.
+//! - `request`: what every command sees of a request: its arguments (slices of the input
+//!   buffer), the client that sent it, and Redis's wording for the error replies they share.
+//! - `commands`: the command table, one row per command (name, arity, flags, kvs's class, key
+//!   positions, `COMMAND DOCS` fields, and how it parses and runs), and the dispatch that
+//!   finds a request's row, checks its arity and runs it on a
+//!   [`KvsEngine`](crate::KvsEngine). One module per family of commands: `strings` (`SET`
+//!   with `NX`, `XX`, `GET`; `GET`, `MGET`, `MSET`), `keys` (`DEL`, `EXISTS`, `DBSIZE`),
+//!   `connection` (`PING`, `ECHO`, `HELLO`, `QUIT`), `server` (`INFO`, `COMMAND` with
+//!   `COUNT`, `LIST`, `INFO`, `DOCS`, answered from the table; `CONFIG GET` of `save` and
+//!   `appendonly`). Replies and error strings are Redis's. Adding a command touches only its
+//!   family's file.
 //! - `session`: a connection's request loop between the server's buffers and the commands.
-//!   Requests pipelined in one write are answered in order.
+//!   Requests pipelined in one write are answered in order; the writes that a command marks
+//!   as batchable (plain `SET`s) are held and written together.
 //! - `state`: what all connections of a server share (`INFO` counters, key locks).
+//! - `info`: the text of `INFO`.
 //!
 //! # RESP3
 //!
@@ -47,10 +55,10 @@
 //! checked before allocating. A malformed or oversized request gets `-ERR Protocol error: ...`
 //! and that connection is closed; nothing else is affected.
 
-mod catalog;
-mod command;
+mod commands;
 pub mod frame;
 mod info;
+mod request;
 pub(crate) mod session;
 mod state;
 

@@ -1,11 +1,11 @@
-//! A RESP connection's request loop: cuts requests out of the received bytes, carries them
-//! out in order and appends their replies. The server's connection owns the buffers and the
-//! socket; this owns the parsing state between reads.
+//! A RESP connection's request loop: cuts requests out of the received bytes, has the command
+//! table ([`commands`](super::commands)) carry them out in order, and appends their replies.
+//! The server's connection owns the buffers and the socket; this owns the parsing state between
+//! reads, and the [`Batch`] of writes held back while one input is served.
 
-use std::ops::Range;
-
-use super::command::{Args, Client, Command, Outcome};
+use super::commands::{dispatch, Context};
 use super::frame::{write_error, write_simple, Limits, RequestParser, RequestStatus, Version};
+use super::request::{Args, Client, Outcome};
 use super::state::ServerState;
 use crate::{KvsEngine, KvsError, Result};
 
@@ -16,11 +16,6 @@ pub struct Session {
     client: Client,
     /// Bytes the request being received needs at least, once known.
     needed: Option<usize>,
-    /// Plain `SET key value` requests of the input being served, held back so that a run of
-    /// them is written together (one `set_many_bytes`: one system call for the kvs engine)
-    /// before the next other command or the end of the input. Replies still come in order, and
-    /// only once the write has returned. Key and value as ranges of the input.
-    sets: Vec<(Range<usize>, Range<usize>)>,
 }
 
 /// What [`Session::serve`] did.
@@ -45,7 +40,6 @@ impl Session {
                 version: Version::Resp2,
             },
             needed: None,
-            sets: Vec::new(),
         }
     }
 
@@ -68,82 +62,25 @@ impl Session {
             requests: 0,
             close: false,
         };
-        let served = self.serve_requests(engine, state, input, out, budget, &mut progress);
-        // Whatever ended the loop, the SETs held back are written and answered now.
-        write_sets(engine, state, input, &mut self.sets, out);
+        let mut batch = Batch::default();
+        let mut cx = Context {
+            engine,
+            state,
+            client: &mut self.client,
+            out,
+        };
+        let served = serve_requests(
+            &mut self.parser,
+            &mut self.needed,
+            &mut cx,
+            &mut batch,
+            input,
+            budget,
+            &mut progress,
+        );
+        // Whatever ended the loop, the writes held back are written and answered now.
+        batch.write(&mut cx);
         served.map(|()| progress)
-    }
-
-    fn serve_requests<E: KvsEngine>(
-        &mut self,
-        engine: &E,
-        state: &ServerState,
-        input: &[u8],
-        out: &mut Vec<u8>,
-        budget: usize,
-        progress: &mut Progress,
-    ) -> Result<()> {
-        let out_start = out.len();
-        while out.len() - out_start < budget {
-            let request = &input[progress.consumed..];
-            match self.parser.parse(request)? {
-                RequestStatus::Incomplete { needed } => {
-                    self.needed = Some(needed);
-                    break;
-                }
-                RequestStatus::Complete { end } => {
-                    self.needed = None;
-                    let args = Args::new(request, self.parser.args());
-                    if is_http(args) {
-                        return Err(KvsError::Protocol(
-                            "Protocol error: an HTTP request, not RESP; closing".to_string(),
-                        ));
-                    }
-                    let outcome = if args.is_empty() {
-                        Outcome::Continue
-                    } else {
-                        let ranges = self.parser.args();
-                        match (Command::parse(args), ranges.get(1), ranges.get(2)) {
-                            (
-                                Ok(Command::Set {
-                                    condition: None,
-                                    get: false,
-                                    ..
-                                }),
-                                Some(key),
-                                Some(value),
-                            ) => {
-                                // `SET key value`: held back, to be written with the SETs
-                                // around it. The ranges are relative to `request`.
-                                let at = progress.consumed;
-                                self.sets.push((
-                                    at + key.start..at + key.end,
-                                    at + value.start..at + value.end,
-                                ));
-                                Outcome::Continue
-                            }
-                            (Ok(command), _, _) => {
-                                write_sets(engine, state, input, &mut self.sets, out);
-                                command.apply(engine, state, &mut self.client, out)
-                            }
-                            (Err(message), _, _) => {
-                                write_sets(engine, state, input, &mut self.sets, out);
-                                write_error(out, &message);
-                                Outcome::Continue
-                            }
-                        }
-                    };
-                    self.parser.reset();
-                    progress.consumed += end;
-                    progress.requests += 1;
-                    if outcome == Outcome::Close {
-                        progress.close = true;
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     /// How many bytes the request being received needs, counted from its start, when more
@@ -153,10 +90,56 @@ impl Session {
     }
 }
 
+/// The loop of [`Session::serve`]: carries out requests until the input holds no complete
+/// one, a `QUIT` was seen, or the replies have grown by `budget` bytes. The session's fields
+/// come one by one, as `cx` borrows its client.
+fn serve_requests<'a>(
+    parser: &mut RequestParser,
+    needed: &mut Option<usize>,
+    cx: &mut Context<'_>,
+    batch: &mut Batch<'a>,
+    input: &'a [u8],
+    budget: usize,
+    progress: &mut Progress,
+) -> Result<()> {
+    let out_start = cx.out.len();
+    while cx.out.len() - out_start < budget {
+        let request = &input[progress.consumed..];
+        match parser.parse(request)? {
+            RequestStatus::Incomplete { needed: more } => {
+                *needed = Some(more);
+                break;
+            }
+            RequestStatus::Complete { end } => {
+                *needed = None;
+                let args = Args::new(request, parser.args());
+                if is_http(args) {
+                    return Err(KvsError::Protocol(
+                        "Protocol error: an HTTP request, not RESP; closing".to_string(),
+                    ));
+                }
+                let outcome = if args.is_empty() {
+                    Outcome::Continue
+                } else {
+                    dispatch(args, cx, batch)
+                };
+                parser.reset();
+                progress.consumed += end;
+                progress.requests += 1;
+                if outcome == Outcome::Close {
+                    progress.close = true;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether a request is a line of HTTP (`POST ...` or a `Host:` header): a browser or an HTTP
 /// client pointed at the server, or a web page trying to reach it across protocols. Redis
 /// closes such connections instead of answering line after line of headers; so does kvs.
-fn is_http(args: Args<'_>) -> bool {
+fn is_http(args: Args<'_, '_>) -> bool {
     let name = args.get(0);
     name.eq_ignore_ascii_case(b"post") || name.eq_ignore_ascii_case(b"host:")
 }
@@ -170,39 +153,48 @@ pub fn write_refusal(out: &mut Vec<u8>, err: &KvsError) {
     }
 }
 
-/// Writes `sets` (ranges of `input`) with one `set_many_bytes` under their key locks, and
-/// appends a reply for each: `+OK`, or the error for all of them if the batch failed (some
-/// may then have been written, as after a lost connection).
-fn write_sets<E: KvsEngine>(
-    engine: &E,
-    state: &ServerState,
-    input: &[u8],
-    sets: &mut Vec<(Range<usize>, Range<usize>)>,
-    out: &mut Vec<u8>,
-) {
-    if sets.is_empty() {
-        return;
+/// Writes held back while an input is served: the (key, value) pairs of requests that a
+/// command's batchable-write hook ([`Command::batch`](super::commands::Command::batch)) lets
+/// through, today plain `SET key value`s. A run of them is written together (one
+/// `set_many_bytes`: one system call for the kvs engine) before the next other request is
+/// answered, or at the end of the input. Replies still come in order, and only once the write
+/// has returned. Keys and values borrow the input.
+#[derive(Debug, Default)]
+pub(crate) struct Batch<'a> {
+    pairs: Vec<(&'a [u8], &'a [u8])>,
+}
+
+impl<'a> Batch<'a> {
+    /// Holds back setting `key` to `value`, to be answered `+OK` once written.
+    pub(crate) fn hold(&mut self, key: &'a [u8], value: &'a [u8]) {
+        self.pairs.push((key, value));
     }
-    let pairs: Vec<(&[u8], &[u8])> = sets
-        .iter()
-        .map(|(key, value)| (&input[key.clone()], &input[value.clone()]))
-        .collect();
-    let result = {
-        // The same key locks as every other RESP write: SET NX/XX stay atomic against these.
-        let _guards = state.lock_many(pairs.iter().map(|(key, _)| *key));
-        engine.set_many_bytes(&pairs)
-    };
-    if let Err(e) = &result {
-        log::error!("command failed: {e}");
-    }
-    for _ in &pairs {
-        state.command_processed();
-        match &result {
-            Ok(()) => write_simple(out, "OK"),
-            Err(e) => write_error(out, &format!("ERR {e}")),
+
+    /// Writes the pairs held with one `set_many_bytes` under their key locks, and appends a
+    /// reply for each: `+OK`, or the error for all of them if the batch failed (some may then
+    /// have been written, as after a lost connection).
+    pub(crate) fn write(&mut self, cx: &mut Context<'_>) {
+        if self.pairs.is_empty() {
+            return;
         }
+        let result = {
+            // The same key locks as every other RESP write: SET NX/XX stay atomic against
+            // these.
+            let _guards = cx.state.lock_many(self.pairs.iter().map(|(key, _)| *key));
+            cx.engine.set_many_bytes(&self.pairs)
+        };
+        if let Err(e) = &result {
+            log::error!("command failed: {e}");
+        }
+        for _ in &self.pairs {
+            cx.state.command_processed();
+            match &result {
+                Ok(()) => write_simple(cx.out, "OK"),
+                Err(e) => write_error(cx.out, &format!("ERR {e}")),
+            }
+        }
+        self.pairs.clear();
     }
-    sets.clear();
 }
 
 #[cfg(test)]
@@ -247,5 +239,28 @@ mod tests {
         );
         assert_eq!(engine.get_bytes(b"d").unwrap(), Some(b"6".to_vec()));
         assert_eq!(engine.get_bytes(b"c").unwrap(), Some(b"4".to_vec()));
+    }
+
+    /// Held SETs are answered before any reply that follows them, errors included: a request
+    /// refused by dispatch (unknown, wrong arity) or by its command's parser (a bad option).
+    #[test]
+    fn held_sets_are_answered_before_errors_that_follow_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvStore::open(dir.path()).unwrap();
+        let state = ServerState::new(0);
+        let mut session = Session::new(Limits::for_frame_len(1 << 20), 1);
+        let input = b"SET a 1\r\nNOPE\r\nSET b 2\r\nGET\r\nSET c 3\r\nSET c 4 BOGUS\r\nGET b\r\n";
+        let mut out = Vec::new();
+        let progress = session
+            .serve(&engine, &state, input, &mut out, usize::MAX)
+            .unwrap();
+        assert_eq!(progress.requests, 7);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "+OK\r\n-ERR unknown command 'NOPE', with args beginning with: \r\n\
+             +OK\r\n-ERR wrong number of arguments for 'get' command\r\n\
+             +OK\r\n-ERR syntax error\r\n$1\r\n2\r\n"
+        );
+        assert_eq!(engine.get_bytes(b"c").unwrap(), Some(b"3".to_vec()));
     }
 }

@@ -1,0 +1,120 @@
+//! What every command sees of a request: its arguments ([`Args`]), the client that sent it
+//! ([`Client`]), what the connection does next ([`Outcome`]), and Redis's wording for the
+//! error replies that commands share (7.0), so that clients recognise them: e.g.
+//! `ERR wrong number of arguments for 'get' command`,
+//! `ERR unknown command 'foo', with args beginning with: 'a' `.
+
+use std::ops::Range;
+
+use super::frame::Version;
+
+/// The arguments of a request: ranges into the buffer that holds it.
+///
+/// Two lifetimes: `'a` is the request's bytes, which a command's parsed form may borrow for as
+/// long as the input is there (the session holds batched `SET`s that long); `'r` is the list of
+/// ranges, which the parser reuses for the next request.
+#[derive(Debug, Clone, Copy)]
+pub struct Args<'a, 'r> {
+    buf: &'a [u8],
+    ranges: &'r [Range<usize>],
+}
+
+impl<'a, 'r> Args<'a, 'r> {
+    /// The arguments `buf[r]` for each `r` of `ranges`.
+    pub fn new(buf: &'a [u8], ranges: &'r [Range<usize>]) -> Args<'a, 'r> {
+        Args { buf, ranges }
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The `i`th argument (empty if there is none).
+    pub fn get(&self, i: usize) -> &'a [u8] {
+        self.ranges.get(i).map_or(&[], |r| &self.buf[r.clone()])
+    }
+
+    /// The arguments from the `from`th on.
+    pub fn skip(&self, from: usize) -> Args<'a, 'r> {
+        Args {
+            buf: self.buf,
+            ranges: self.ranges.get(from..).unwrap_or(&[]),
+        }
+    }
+
+    /// Each argument in turn.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        let buf = self.buf;
+        self.ranges.iter().map(move |r| &buf[r.clone()])
+    }
+}
+
+/// What a command may read or change of its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The connection's number, unique within the server (`HELLO` shows it).
+    pub id: u64,
+    /// The RESP version it speaks (`HELLO 3` switches to RESP3).
+    pub version: Version,
+}
+
+/// What the connection does after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Go on with the next request.
+    Continue,
+    /// Send the replies so far, then close (`QUIT`).
+    Close,
+}
+
+/// An error reply's text (without the leading `-`).
+pub type ErrorReply = String;
+
+/// `ERR wrong number of arguments for 'name' command` (`name` as Redis spells it: lower case,
+/// `command|count` for a sub-command).
+pub(crate) fn wrong_arity(name: &str) -> ErrorReply {
+    format!("ERR wrong number of arguments for '{name}' command")
+}
+
+/// The reply to a command kvs does not know. Redis shows at most 128 bytes of the name and of
+/// the arguments.
+pub(crate) fn unknown_command(args: Args<'_, '_>) -> ErrorReply {
+    let mut shown = String::new();
+    for arg in args.skip(1).iter() {
+        if shown.len() >= 128 {
+            break;
+        }
+        let room = 128 - shown.len();
+        shown.push_str(&format!(
+            "'{}' ",
+            truncate(&String::from_utf8_lossy(arg), room)
+        ));
+    }
+    format!(
+        "ERR unknown command '{}', with args beginning with: {shown}",
+        truncate(&String::from_utf8_lossy(args.get(0)), 128)
+    )
+}
+
+/// The reply to a sub-command `sub` that `command` (upper case) does not have.
+pub(crate) fn unknown_subcommand(sub: &[u8], command: &str) -> ErrorReply {
+    format!(
+        "ERR unknown subcommand '{}'. Try {command} HELP.",
+        truncate(&String::from_utf8_lossy(sub), 128)
+    )
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
