@@ -535,3 +535,78 @@ fn crc_of_extent(file: &File, from: u64, to: u64, buf: &mut Vec<u8>) -> io::Resu
     }
     Ok(hasher.finalize())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::engines::log::format::encode_record;
+
+    /// A file of `len` bytes that never decode as a header (kind 0xff), with the records in
+    /// `records` at their offsets.
+    fn file_with(len: usize, records: &[(usize, &[u8])]) -> (tempfile::TempDir, PathBuf, File) {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("1.log");
+        let mut bytes = vec![0xffu8; len];
+        for &(at, record) in records {
+            bytes[at..at + record.len()].copy_from_slice(record);
+        }
+        fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        (dir, path, file)
+    }
+
+    fn record(value_len: usize) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_record(&mut buf, RecordKind::Set, b"key", &vec![7u8; value_len]);
+        buf
+    }
+
+    #[test]
+    fn the_scan_finds_a_record_wherever_it_falls_against_its_chunks() {
+        let small = record(20);
+        let len = 2 * SCAN_CHUNK + 64;
+        for at in [
+            0,
+            1,
+            SCAN_CHUNK - HEADER_LEN,
+            SCAN_CHUNK - 5,
+            SCAN_CHUNK,
+            SCAN_CHUNK + 1,
+            SCAN_CHUNK + 7,
+            2 * SCAN_CHUNK + 3,
+            len - small.len(),
+        ] {
+            let (_dir, path, file) = file_with(len, &[(at, &small)]);
+            let found = find_valid_record(&file, &path, 0, len as u64).unwrap();
+            assert_eq!(found, Some(at as u64), "record at {at}");
+            // Not before where the scan starts.
+            let after = find_valid_record(&file, &path, at as u64 + 1, len as u64).unwrap();
+            assert_eq!(after, None, "scan from past the record at {at}");
+        }
+    }
+
+    #[test]
+    fn the_scan_checks_records_longer_than_its_chunks() {
+        let big = record(3 * SCAN_CHUNK);
+        let len = big.len() + SCAN_CHUNK;
+        let (_dir, path, file) = file_with(len, &[(100, &big)]);
+        assert_eq!(
+            find_valid_record(&file, &path, 0, len as u64).unwrap(),
+            Some(100)
+        );
+        // The same record with one byte of its value changed is no record.
+        let mut bad = big.clone();
+        bad[2 * SCAN_CHUNK] ^= 1;
+        let (_dir, path, file) = file_with(len, &[(100, &bad)]);
+        assert_eq!(
+            find_valid_record(&file, &path, 0, len as u64).unwrap(),
+            None
+        );
+        // Nor is one cut short by the end of the file.
+        let (_dir, path, file) = file_with(len, &[(100, &big)]);
+        let short = (100 + big.len() - 1) as u64;
+        assert_eq!(find_valid_record(&file, &path, 0, short).unwrap(), None);
+    }
+}
