@@ -318,3 +318,71 @@ fn a_record_larger_than_the_file_limit_gets_a_file_of_its_own_and_reads_back() {
         Some(&b"y"[..])
     );
 }
+
+#[test]
+fn compaction_reclaims_when_each_file_holds_a_single_record() {
+    // Records of more than half a file (2.1 KiB in 4 KiB files) get a file each, and so do
+    // records over the limit (5 KiB): compaction must find room for one output file per live
+    // record, round after round, and the directory stays a small multiple of the live data.
+    for value_len in [2150, 5 << 10] {
+        let dir = TempDir::new().unwrap();
+        let options = KvStoreOptions::default()
+            .max_file_size(4096)
+            .compaction_min_stale(16 << 10);
+        let keys = 16;
+        let value = |round: usize, key: usize| {
+            let mut v = format!("r{round}-k{key}-").into_bytes();
+            v.resize(value_len, b'v');
+            v
+        };
+        // Record header, key "keyNN", value.
+        let live = (keys * (13 + 5 + value_len)) as u64;
+        let store = KvStore::open_with(dir.path(), options.clone()).unwrap();
+        let rounds = 8;
+        for round in 0..rounds {
+            // Two overwrites of every key: over the stale threshold, so the background
+            // compactor runs meanwhile.
+            for _ in 0..2 {
+                for key in 0..keys {
+                    store
+                        .set_bytes(format!("key{key:02}").as_bytes(), &value(round, key))
+                        .unwrap();
+                }
+            }
+            if round >= rounds / 2 {
+                // The second half of the rounds is left to the background compactor.
+                continue;
+            }
+            store
+                .compact()
+                .unwrap_or_else(|e| panic!("{value_len}-byte values, round {round}: {e}"));
+            // Right after a compaction the directory holds the live data, one file header
+            // and seal per record, and perhaps a background compaction's partial output: at
+            // most about twice the live data.
+            let size = dir_size(dir.path());
+            assert!(
+                size <= 3 * live,
+                "{value_len}-byte values, round {round}: directory is {size} bytes for {live} \
+                 live bytes"
+            );
+        }
+        // Once the background compactor is done, under half of the log is stale (or less
+        // than the threshold, 16 KiB): about twice the live data at most. Without working
+        // compactions it is `rounds * 2` times the live data.
+        let size = wait_for_size_under(dir.path(), 3 * live);
+        assert!(
+            size <= 3 * live,
+            "{value_len}-byte values, background compaction: directory is {size} bytes for \
+             {live} live bytes"
+        );
+        drop(store);
+        let store = KvStore::open_with(dir.path(), options).unwrap();
+        for key in 0..keys {
+            assert_eq!(
+                store.get_bytes(format!("key{key:02}").as_bytes()).unwrap(),
+                Some(value(rounds - 1, key)),
+                "{value_len}-byte values, key {key}"
+            );
+        }
+    }
+}

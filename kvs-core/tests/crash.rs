@@ -7,12 +7,13 @@
 //! directory in an environment variable.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError};
+use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError, SyncPolicy};
 use tempfile::TempDir;
 
 mod support;
@@ -20,6 +21,7 @@ mod support;
 const DIR_VAR: &str = "KVS_CRASH_TEST_DIR";
 const CYCLE_VAR: &str = "KVS_CRASH_TEST_CYCLE";
 const COMPACT_VAR: &str = "KVS_CRASH_TEST_COMPACT";
+const SYNC_VAR: &str = "KVS_CRASH_TEST_SYNC";
 
 fn value_for(cycle: u64, i: u64) -> String {
     // Sizes vary so that kills land inside records of different lengths.
@@ -87,12 +89,23 @@ fn run_child(
     kill_after_acks: Option<usize>,
     env: &[(&str, &str)],
 ) -> Report {
+    run_named_child("crash_child_writer", dir, cycle, kill_after_acks, env)
+}
+
+/// [`run_child`] for the child test named `child`.
+fn run_named_child(
+    child: &str,
+    dir: &Path,
+    cycle: u64,
+    kill_after_acks: Option<usize>,
+    env: &[(&str, &str)],
+) -> Report {
     let exe = std::env::current_exe().expect("test executable");
     let mut child = Command::new(exe)
         .args([
             "--ignored",
             "--exact",
-            "crash_child_writer",
+            child,
             "--nocapture",
             "--test-threads=1",
         ])
@@ -326,5 +339,88 @@ fn every_crash_point_leaves_a_store_that_keeps_every_acknowledged_write() {
         let report = run_child_and_kill(dir.path(), 1, 1_000);
         apply(&mut model, &report.acked);
         verify(dir.path(), &model, report.in_flight.as_ref());
+    }
+}
+
+/// Small writes the huge-value child acknowledges before its huge write.
+const SMALL_WRITES: usize = 100;
+/// The huge value: half its record (what `write:mid-record` leaves) is over 64 MiB.
+const HUGE_VALUE: usize = 136 << 20;
+
+/// The child for huge values: acknowledges `SMALL_WRITES` small writes, then writes one huge
+/// value, in the middle of which the crash point kills it. Run only by the parent test.
+#[test]
+#[ignore = "run as a child process by the crash tests"]
+fn crash_child_huge_value_writer() {
+    let Ok(dir) = std::env::var(DIR_VAR) else {
+        panic!("{DIR_VAR} must be set");
+    };
+    let sync = match std::env::var(SYNC_VAR).as_deref() {
+        Ok("always") => SyncPolicy::Always,
+        _ => SyncPolicy::Os,
+    };
+    let store = KvStore::open_with(&dir, KvStoreOptions::default().sync(sync)).expect("child open");
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    // The test harness printed "test <name> ... " with no newline: end that line, so that the
+    // first write is reported on a line of its own.
+    writeln!(out).expect("stdout");
+    for i in 0..SMALL_WRITES {
+        writeln!(out, "set k{i} v{i}").expect("stdout");
+        out.flush().expect("stdout");
+        store.set(format!("k{i}"), format!("v{i}")).expect("set");
+        writeln!(out, "ok").expect("stdout");
+        out.flush().expect("stdout");
+    }
+    let huge = vec![0x5a; HUGE_VALUE];
+    writeln!(out, "set huge {HUGE_VALUE}-bytes").expect("stdout");
+    out.flush().expect("stdout");
+    store.set_bytes(b"huge", &huge).expect("set huge");
+    writeln!(out, "ok").expect("stdout");
+}
+
+#[test]
+fn a_kill_in_the_middle_of_a_huge_value_keeps_every_acknowledged_write() {
+    // The child dies with half of a 136 MiB record in the log: a torn tail of 68 MiB, followed
+    // (syncing every write) by the zeros the file was extended with ahead of its records.
+    for sync in ["os", "always"] {
+        let dir = TempDir::new().unwrap();
+        let crash_at = format!("write:mid-record:{}", SMALL_WRITES + 1);
+        let report = run_named_child(
+            "crash_child_huge_value_writer",
+            dir.path(),
+            0,
+            None,
+            &[("KVS_CRASH_AT", &crash_at), (SYNC_VAR, sync)],
+        );
+        assert_eq!(report.acked.len(), SMALL_WRITES, "{sync}");
+        assert_eq!(
+            report.in_flight.as_deref(),
+            Some(format!("set huge {HUGE_VALUE}-bytes").as_str())
+        );
+        let log_len: u64 = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap();
+        assert!(
+            log_len > 64 << 20,
+            "{sync}: the log is only {log_len} bytes"
+        );
+
+        let mut model = BTreeMap::new();
+        apply(&mut model, &report.acked);
+        let store = KvStore::open(dir.path()).unwrap_or_else(|e| panic!("{sync}: {e}"));
+        for (key, value) in &model {
+            assert_eq!(&store.get(key.clone()).unwrap(), value, "{sync}: {key}");
+        }
+        assert_eq!(store.get_bytes(b"huge").unwrap(), None, "{sync}");
+        // The torn record is gone from the file, and the store keeps working.
+        store.set("after".into(), "crash".into()).unwrap();
+        drop(store);
+        let store = KvStore::open(dir.path()).unwrap();
+        assert_eq!(store.len().unwrap(), SMALL_WRITES + 1, "{sync}");
+        assert_eq!(store.get("after".into()).unwrap(), Some("crash".into()));
     }
 }

@@ -183,28 +183,58 @@ fn corruption_in_an_older_file_is_never_treated_as_a_tail() {
 fn bit_flips_never_return_a_wrong_value() {
     // Every single-bit flip in every record either fails the open or leaves every value that
     // can be read correct. A flip in the last record is a torn tail and loses only that record.
+    // A flip in a length field can also declare a record that runs past the end of the file
+    // (or over every record after it): in format version 1, with no checksum over the header,
+    // that is indistinguishable from a torn write of that record, which is then cut off with
+    // the records after it, the ones its declared extent covers (see `recovery.rs`).
     let template = TempDir::new().unwrap();
     let n = 6;
-    fill(template.path(), n);
+    let ends = fill(template.path(), n);
+    let starts: Vec<u64> = std::iter::once(FILE_HEADER)
+        .chain(ends[..n - 1].iter().copied())
+        .collect();
     let log = newest_log(template.path());
     let original = fs::read(&log).unwrap();
     for byte in FILE_HEADER as usize..original.len() {
+        let record = starts.iter().rposition(|&s| s <= byte as u64).unwrap();
+        // key_len and value_len are bytes 5..13 of a record (see `format.rs`).
+        let in_length = (5..13).contains(&(byte as u64 - starts[record]));
         for bit in [0, 3, 7] {
             let dir = TempDir::new().unwrap();
             fs::copy(template.path().join("engine"), dir.path().join("engine")).unwrap();
             let mut bytes = original.clone();
             bytes[byte] ^= 1 << bit;
-            fs::write(dir.path().join(log.file_name().unwrap()), &bytes).unwrap();
+            let copy = dir.path().join(log.file_name().unwrap());
+            fs::write(&copy, &bytes).unwrap();
             let Ok(store) = KvStore::open(dir.path()) else {
                 continue;
             };
+            let mut lost = Vec::new();
             for i in 0..n {
                 match store.get(format!("key{i}")) {
                     Ok(Some(v)) => assert_eq!(v, format!("value{i}"), "flip {byte}:{bit}"),
-                    Ok(None) => assert_eq!(i, n - 1, "flip {byte}:{bit} lost key{i}"),
+                    Ok(None) => lost.push(i),
                     Err(e) => assert!(e.is_corruption(), "flip {byte}:{bit}: {e}"),
                 }
             }
+            let cut_from = lost.first().copied().unwrap_or(n);
+            assert!(
+                lost.is_empty()
+                    || lost == [n - 1]
+                    || (in_length && lost == (record..n).collect::<Vec<_>>()),
+                "flip {byte}:{bit} (record {record}) lost {lost:?}"
+            );
+            // What was lost was cut off the end of the file, and nothing else.
+            let kept_len = if cut_from == n {
+                original.len() as u64
+            } else {
+                starts[cut_from]
+            };
+            assert_eq!(
+                fs::metadata(&copy).unwrap().len(),
+                kept_len,
+                "flip {byte}:{bit}"
+            );
         }
     }
 }
@@ -394,5 +424,261 @@ fn a_seal_away_from_where_it_was_written_fails_open() {
         }
         Err(e) => panic!("expected corruption, got {e}"),
         Ok(_) => panic!("a spliced file was accepted"),
+    }
+}
+
+/// Copies every file of the store in `from` (but its lock file) into `to`.
+fn copy_store(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && path.file_name() != Some(std::ffi::OsStr::new("LOCK")) {
+            fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// The start of a set record of `key` to `value_len` zero bytes, built by hand as `format.rs`
+/// documents it: header and key. The zeros are left to a sparse extension of the file (see
+/// [`append_zero_value_record`]), so a record of hundreds of MiB costs neither disk nor memory.
+fn zero_value_record_head(key: &[u8], value_len: u64) -> Vec<u8> {
+    let mut header = vec![1u8];
+    header.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    header.extend_from_slice(&(value_len as u32).to_le_bytes());
+    header.extend_from_slice(key);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&header);
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = value_len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        crc.update(&zeros[..n]);
+        left -= n as u64;
+    }
+    let mut head = crc.finalize().to_le_bytes().to_vec();
+    head.extend_from_slice(&header);
+    head
+}
+
+/// Appends the record that `head` (from [`zero_value_record_head`]) starts to `log`: writes
+/// `head` and extends the file with `value_len` zeros. Returns the record's offset.
+fn append_zero_value_record(log: &Path, head: &[u8], value_len: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let file = OpenOptions::new().write(true).open(log).unwrap();
+    let start = file.metadata().unwrap().len();
+    file.write_all_at(head, start).unwrap();
+    file.set_len(start + head.len() as u64 + value_len).unwrap();
+    start
+}
+
+fn set_len(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+#[test]
+fn a_torn_huge_record_is_cut_off_whatever_its_size() {
+    // A crash while writing a value of hundreds of MiB leaves any prefix of its record at the
+    // end of the newest file. Its header declares an extent past the end of the file: a record
+    // being written, whatever the number of bytes that made it to the file.
+    const BIG: u64 = 300 << 20;
+    let template = TempDir::new().unwrap();
+    fill(template.path(), 5);
+    let log_name = newest_log(template.path()).file_name().unwrap().to_owned();
+
+    // The hand-built record is a valid one: whole, it opens and reads back (small), or is
+    // indexed after its checksum was checked (huge).
+    let big_head = zero_value_record_head(b"big", BIG);
+    for (head, value_len) in [
+        (zero_value_record_head(b"big", 1000), 1000),
+        (big_head.clone(), BIG),
+    ] {
+        let dir = TempDir::new().unwrap();
+        copy_store(template.path(), dir.path());
+        append_zero_value_record(&dir.path().join(&log_name), &head, value_len);
+        let store = KvStore::open(dir.path()).unwrap();
+        assert_keys(&store, 5, 5);
+        assert!(store.contains_key(b"big").unwrap(), "{value_len}");
+        if value_len == 1000 {
+            assert_eq!(store.get_bytes(b"big").unwrap(), Some(vec![0; 1000]));
+        }
+    }
+
+    for torn in [1 << 20, (64 << 20) + 1, 200 << 20] {
+        let dir = TempDir::new().unwrap();
+        copy_store(template.path(), dir.path());
+        let log = dir.path().join(&log_name);
+        let start = append_zero_value_record(&log, &big_head, BIG);
+        set_len(&log, start + torn);
+
+        // Strict recovery refuses it, naming where the torn record starts, and changes nothing.
+        match KvStore::open_with(
+            dir.path(),
+            KvStoreOptions::default().recovery(RecoveryMode::Strict),
+        ) {
+            Err(KvsError::Corruption { path, offset, .. }) => {
+                assert_eq!((path, offset), (log.clone(), start), "torn at {torn}");
+            }
+            Err(e) => panic!("torn at {torn}: expected corruption, got {e}"),
+            Ok(_) => panic!("torn at {torn}: strict open accepted a torn tail"),
+        }
+        assert_eq!(fs::metadata(&log).unwrap().len(), start + torn);
+
+        let store = KvStore::open(dir.path()).unwrap_or_else(|e| panic!("torn at {torn}: {e}"));
+        assert_keys(&store, 5, 5);
+        assert_eq!(store.get_bytes(b"big").unwrap(), None, "torn at {torn}");
+        assert_eq!(fs::metadata(&log).unwrap().len(), start, "torn at {torn}");
+        store.set("after".into(), "tear".into()).unwrap();
+        drop(store);
+        let store = KvStore::open(dir.path()).unwrap();
+        assert_keys(&store, 5, 5);
+        assert_eq!(store.get("after".into()).unwrap(), Some("tear".into()));
+    }
+}
+
+#[test]
+fn a_torn_huge_record_in_a_file_extended_ahead_is_cut_off() {
+    // With `SyncPolicy::Always` the file is extended with zeros ahead of its records, so a
+    // record torn after a few MiB lies wholly inside the file, its checksum failing, with
+    // zeros after it. No valid record starts after its extent: a torn tail.
+    const BIG: u64 = 100 << 20;
+    let dir = TempDir::new().unwrap();
+    fill(dir.path(), 5);
+    let log = newest_log(dir.path());
+    let start = append_zero_value_record(&log, &zero_value_record_head(b"big", BIG), BIG);
+    let end = start + RECORD_HEADER + 3 + BIG;
+    // What a crash leaves: the first MiB of a value that is not all zeros, then zeros up to
+    // and past the end of the record.
+    {
+        use std::os::unix::fs::FileExt;
+        let file = OpenOptions::new().write(true).open(&log).unwrap();
+        file.write_all_at(&vec![0x5a; 1 << 20], start + RECORD_HEADER + 3)
+            .unwrap();
+        file.set_len(end + (8 << 20)).unwrap();
+    }
+    let store = KvStore::open(dir.path()).unwrap();
+    assert_keys(&store, 5, 5);
+    assert_eq!(store.get_bytes(b"big").unwrap(), None);
+    assert_eq!(fs::metadata(&log).unwrap().len(), start);
+}
+
+/// The bytes of a log file a store wrote (key{i} = value{i}, then some removes): valid
+/// records, which a user may well store as a value.
+fn log_file_bytes() -> Vec<u8> {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = KvStore::open(dir.path()).unwrap();
+        for i in 0..40 {
+            store.set(format!("inner{i}"), format!("value{i}")).unwrap();
+        }
+        for i in (0..40).step_by(5) {
+            store.remove(format!("inner{i}")).unwrap();
+        }
+    }
+    fs::read(newest_log(dir.path())).unwrap()
+}
+
+#[test]
+fn a_torn_value_that_holds_kvs_records_is_cut_off() {
+    // The bytes of a record's value are its payload: records inside a torn value do not make
+    // it corruption, however the tear falls.
+    let inner = log_file_bytes();
+    let template = TempDir::new().unwrap();
+    fill(template.path(), 5);
+    let log_name = newest_log(template.path()).file_name().unwrap().to_owned();
+    let (start, end) = {
+        let store = KvStore::open(template.path()).unwrap();
+        let start = fs::metadata(template.path().join(&log_name)).unwrap().len();
+        store.set_bytes(b"copy", &inner).unwrap();
+        (
+            start,
+            fs::metadata(template.path().join(&log_name)).unwrap().len(),
+        )
+    };
+    let full = fs::read(template.path().join(&log_name)).unwrap();
+    // Whole, the value reads back.
+    {
+        let store = KvStore::open(template.path()).unwrap();
+        assert_eq!(store.get_bytes(b"copy").unwrap(), Some(inner.clone()));
+    }
+    // Tears everywhere in the record: in steps, and at every record boundary of the copy
+    // (where what is left of the value ends with whole records).
+    let value_at = start + RECORD_HEADER + 4;
+    let mut cuts: Vec<u64> = (start + 1..end).step_by(41).collect();
+    let mut at = 8usize;
+    while at + 13 <= inner.len() {
+        let kl = u32::from_le_bytes(inner[at + 5..at + 9].try_into().unwrap()) as usize;
+        let vl = u32::from_le_bytes(inner[at + 9..at + 13].try_into().unwrap()) as usize;
+        at += 13 + kl + vl;
+        cuts.push(value_at + at as u64);
+    }
+    cuts.retain(|&cut| cut > start && cut < end);
+    for cut in cuts {
+        // Cut there, and (`SyncPolicy::Always`) cut there in a file extended with zeros.
+        for zeros_after in [0, 4096] {
+            let dir = TempDir::new().unwrap();
+            copy_store(template.path(), dir.path());
+            let log = dir.path().join(&log_name);
+            fs::write(&log, &full[..cut as usize]).unwrap();
+            if zeros_after > 0 {
+                set_len(&log, end + zeros_after);
+            }
+            let store = KvStore::open(dir.path())
+                .unwrap_or_else(|e| panic!("cut at {cut} (+{zeros_after} zeros): {e}"));
+            assert_keys(&store, 5, 5);
+            assert_eq!(store.get_bytes(b"copy").unwrap(), None, "cut at {cut}");
+            assert_eq!(fs::metadata(&log).unwrap().len(), start, "cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn damage_in_the_middle_of_the_log_is_refused_in_every_mode() {
+    // A bad record followed by valid ones is corruption, whatever the recovery mode, and
+    // records inside a value do not hide the ones after it.
+    let inner = log_file_bytes();
+    let template = TempDir::new().unwrap();
+    let ends = fill(template.path(), 5);
+    let log_name = newest_log(template.path()).file_name().unwrap().to_owned();
+    let copy_at = ends[4];
+    {
+        let store = KvStore::open(template.path()).unwrap();
+        store.set_bytes(b"copy", &inner).unwrap();
+        store.set_bytes(b"big", &vec![7u8; 5 << 20]).unwrap();
+        for i in 0..3 {
+            store.set(format!("later{i}"), "v".into()).unwrap();
+        }
+    }
+    let big_at = copy_at + RECORD_HEADER + 4 + inner.len() as u64;
+    let full = fs::read(template.path().join(&log_name)).unwrap();
+    // A flipped byte: in an early small record, in the middle of the value holding records,
+    // in the middle of a 5 MiB value.
+    for (victim, record_at) in [
+        (ends[1] + RECORD_HEADER + 5, ends[1]),
+        (
+            copy_at + RECORD_HEADER + 4 + inner.len() as u64 / 2,
+            copy_at,
+        ),
+        (big_at + (3 << 20), big_at),
+    ] {
+        for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+            let dir = TempDir::new().unwrap();
+            copy_store(template.path(), dir.path());
+            let log = dir.path().join(&log_name);
+            let mut bytes = full.clone();
+            bytes[victim as usize] ^= 0x20;
+            fs::write(&log, &bytes).unwrap();
+            match KvStore::open_with(dir.path(), KvStoreOptions::default().recovery(mode)) {
+                Err(KvsError::Corruption { path, offset, .. }) => {
+                    assert_eq!((path, offset), (log.clone(), record_at), "{mode:?}");
+                }
+                Err(e) => panic!("flip at {victim}, {mode:?}: expected corruption, got {e}"),
+                Ok(_) => panic!("flip at {victim}, {mode:?}: damage was accepted"),
+            }
+            assert!(fs::read(&log).unwrap() == bytes, "open changed the file");
+        }
     }
 }

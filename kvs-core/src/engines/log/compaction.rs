@@ -62,14 +62,20 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner());
 
-    // 1. Rotate, reserving ids for the output: one file per `max_file_bytes` of live data
-    //    (plus one, as each file may end up to one record short of full).
+    // 1. Rotate, reserving ids for the output (see `output_ids_needed`).
     let (old_ids, out_ids) = {
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
         let last = writer.active_id();
+        // An upper bound of the bytes step 2 copies: it copies the records the index points
+        // to in files `<= last`, and every record the index points to is counted in
+        // `total_bytes` (the sizes of the files) and not in `stale_bytes`, which counts only
+        // records the index no longer points to (overwritten, removed, or copied by a
+        // compaction after being overwritten), tombstones and seals. The index can only
+        // move away from files `<= last` from here on: new writes go to the new active file.
         let live = writer.total_bytes().saturating_sub(writer.stale_bytes());
-        let outputs = (live / writer.max_file_bytes() + 2).min(u32::MAX as u64 / 2) as u32;
+        let outputs =
+            output_ids_needed(live, writer.max_file_bytes()).min(u32::MAX as u64 / 2) as u32;
         let new_id = last.checked_add(outputs + 1).ok_or_else(|| {
             KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
         })?;
@@ -150,6 +156,30 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         moved.len()
     );
     Ok(())
+}
+
+/// How many output files step 2 may need to copy `live` bytes of records (an upper bound) into
+/// files of at most `max_file_bytes` each.
+///
+/// [`Output::append`] starts a new file only when the current one holds at least one record
+/// and the next record would take it past `max_file_bytes`. Let `D = max_file_bytes -
+/// FILE_MAGIC.len()` (the room for records in a file) and `R_j` the bytes of records in output
+/// file `j` of `F`. For `j < F`, file `j + 1` was started because `R_j + r > D`, where `r` is
+/// the first record of file `j + 1`, so `R_j + R_{j+1} >= R_j + r > D`: any two consecutive
+/// files hold more than `D` bytes of records together. The pairs (1, 2), (3, 4), ... are
+/// `floor(F / 2)` disjoint such pairs, so `live > floor(F / 2) * D`, hence
+/// `floor(F / 2) <= live / D` (integer division) and `F <= 2 * (live / D) + 1`.
+///
+/// The bound is tight up to one file: records of just over `D / 2` bytes take a file each, so
+/// `F` approaches `2 * live / D`. It no longer assumes files end up nearly full, which failed
+/// every compaction of a log of such records ("outgrew its reserved file ids") after it had
+/// rewritten all live data, so the log was never reclaimed. Unused ids are simply skipped.
+fn output_ids_needed(live: u64, max_file_bytes: u64) -> u64 {
+    // `max_file_bytes` is at least 4 KiB (see `LogWriter::new`): `room` is never 0.
+    let room = max_file_bytes
+        .saturating_sub(FILE_MAGIC.len() as u64)
+        .max(1);
+    2 * (live / room) + 1
 }
 
 /// Step 2: writes every live record in files `<= last_old` to the output.

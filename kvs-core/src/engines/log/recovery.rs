@@ -6,12 +6,48 @@
 //! 0.1.0, or a new directory) is made of the canonical `<id>.log` files in its directory.
 //!
 //! A record that fails its checks (see `format.rs`) is handled by where it sits:
-//! - in the newest file with no valid record anywhere after it, it is a **torn tail**, left by
-//!   a crash in the middle of a write. With [`RecoveryMode::TolerateTornTail`] (the default) the
-//!   file is cut back to the end of the last good record, with a warning; every earlier record
-//!   survives. With [`RecoveryMode::Strict`] open fails instead.
+//! - in the newest file, when it is the record that was being written when the process died,
+//!   it is a **torn tail**. With [`RecoveryMode::TolerateTornTail`] (the default) the file is
+//!   cut back to the end of the last good record, with a warning; every earlier record survives.
+//!   With [`RecoveryMode::Strict`] open fails instead.
 //! - anywhere else it is **corruption**: open fails with [`KvsError::Corruption`] naming the file
 //!   and offset, and nothing is changed on disk.
+//!
+//! Zeros from the bad record's offset to the end of the newest file are not a record at all:
+//! the file was extended ahead of its records (`SyncPolicy::Always`, see `writer.rs`). They are
+//! cut off in either mode.
+//!
+//! # Torn tail or corruption
+//!
+//! Each record is written with one `pwrite`, header first, at the end of the newest file; a
+//! crash leaves a prefix of it, followed by nothing or (file extended ahead) by zeros. So after
+//! a crash nothing valid starts after the end of the record being written, while the bytes
+//! *inside* it are its key and value, which may hold anything, kvs records included (a value
+//! may be a copy of a log file). What the bad record's header says decides where to look:
+//! - The header decodes (kind and lengths in range) and declares an extent
+//!   `[offset, offset + record_len)` that runs past the end of the file: the record was being
+//!   written. A torn tail, whatever its size: values may be up to `MAX_VALUE_LEN` (512 MiB).
+//! - The header decodes and the extent lies inside the file, but the checksum fails: a partial
+//!   write into a file extended ahead. A torn tail only if no valid record starts at or after
+//!   the end of the extent; otherwise corruption.
+//! - The header does not decode (or fewer bytes than a header are left): garbage of unknown
+//!   length. A torn tail only if no valid record starts anywhere after its first byte.
+//!
+//! The scan for a valid record has no size limit and does not hold the rest of the file: it
+//! reads chunks, and checks a candidate's checksum by reading its extent in chunks too. A file
+//! crafted to be full of bytes that decode as headers makes it slow, never wrong.
+//!
+//! Replay itself reads each record through a window of a few MiB, its checksum computed on the
+//! way, so a 512 MiB value is not held in memory to be checked.
+//!
+//! **The blind spot** of format version 1: nothing checks a header before the record it
+//! declares is read. A bit flip in a length field of one of the last records of the newest file
+//! (those within one maximum record length of its end) that declares an extent running past
+//! the end of the file, or over every record after it, is indistinguishable from a torn write
+//! of that record: it is cut off with the records its extent covers, with a warning, where a
+//! perfect check would refuse to open. A future format version with a checksum over the header
+//! closes it. A flip anywhere else fails the record's checksum: corruption if any record
+//! follows it, a torn tail (that record lost, nothing else) if it is the last.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -32,9 +68,6 @@ use crate::{KvsError, Result};
 /// Suffix of a compaction output not yet renamed into place. Open renames it if the manifest
 /// lists it (its compaction committed) and deletes it otherwise.
 pub const COMPACTING_SUFFIX: &str = ".log.compacting";
-
-/// How far past a bad record open looks for a valid one before calling it a torn tail.
-const MAX_TAIL_SCAN: u64 = 64 << 20;
 
 /// What replay learned besides the index.
 pub struct Recovered {
@@ -476,6 +509,8 @@ fn replay_file(
 
     let mut offset = FILE_MAGIC.len() as u64;
     let mut sealed = false;
+    // The key of the record just read (or a seal's value), reused across records.
+    let mut payload = Vec::new();
     loop {
         if offset == file_len {
             if !is_newest && !sealed {
@@ -490,11 +525,10 @@ fn replay_file(
             }
             return Ok(offset);
         }
-        let bad = match next_record(&mut window, file_len - offset) {
-            Ok((RecordKind::Seal, len)) => {
-                let record = &window.bytes()[..len];
+        let (bad, extent) = match next_record(&mut window, file_len - offset, &mut payload) {
+            Ok((RecordKind::Seal, len, crc)) => {
                 let mut value = [0u8; SEAL_VALUE_LEN];
-                value.copy_from_slice(&record[HEADER_LEN..HEADER_LEN + SEAL_VALUE_LEN]);
+                value.copy_from_slice(&payload[..SEAL_VALUE_LEN]);
                 if u64::from_le_bytes(value) != offset {
                     // A seal says where it was written: one elsewhere means records before it
                     // were removed or the file was pieced together.
@@ -508,30 +542,26 @@ fn replay_file(
                     });
                 }
                 *stale.entry(id).or_insert(0) += len as u64;
-                fingerprint.add(record);
-                window.consume(len);
+                fingerprint.add(&crc.to_le_bytes());
                 offset += len as u64;
                 sealed = true;
                 continue;
             }
-            Ok((kind, len)) => {
+            Ok((kind, len, crc)) => {
                 sealed = false;
-                let record = &window.bytes()[..len];
-                let key = &record[HEADER_LEN..HEADER_LEN + key_len_of(record)];
                 let pos = RecordPos {
                     file: id,
                     // Fits: the file is under 4 GiB (checked above).
                     offset: offset as u32,
                     len: len as u32,
                 };
-                apply(index, stale, kind, key, pos)?;
-                fingerprint.add(record);
-                window.consume(len);
+                apply(index, stale, kind, &payload, pos)?;
+                fingerprint.add(&crc.to_le_bytes());
                 offset += len as u64;
                 continue;
             }
             Err(ReadError::Io(e)) => return Err(KvsError::io_at(&path, e)),
-            Err(ReadError::Bad(reason)) => reason,
+            Err(ReadError::Bad { reason, extent }) => (reason, extent),
         };
         if is_newest && all_zeros(&file, offset, file_len).map_err(|e| KvsError::io_at(&path, e))? {
             // Extended ahead of its records (`SyncPolicy::Always`, see `writer.rs`) and not cut
@@ -550,12 +580,22 @@ fn replay_file(
                 reason: bad,
             });
         }
-        if let Some(found) = find_valid_record(&file, &path, offset, file_len)? {
-            return Err(KvsError::Corruption {
-                path,
-                offset,
-                reason: format!("{bad}; a valid record follows at offset {found}"),
-            });
+        // Where a valid record would prove that the log goes on past this bad one (see the
+        // module docs). The bytes of the bad record's own extent are its payload: a value may
+        // hold anything, kvs records included, so they prove nothing.
+        let scan_from = match extent {
+            Extent::PastEnd => None,
+            Extent::Inside(len) => Some(offset + len),
+            Extent::Unknown => Some(offset + 1),
+        };
+        if let Some(from) = scan_from {
+            if let Some(found) = find_valid_record(&file, &path, from, file_len)? {
+                return Err(KvsError::Corruption {
+                    path,
+                    offset,
+                    reason: format!("{bad}; a valid record follows at offset {found}"),
+                });
+            }
         }
         log::warn!(
             "{}: cutting off a torn tail of {} bytes at offset {offset} ({bad})",
@@ -605,47 +645,97 @@ fn apply(
     Ok(())
 }
 
-fn key_len_of(record: &[u8]) -> usize {
-    u32::from_le_bytes([record[5], record[6], record[7], record[8]]) as usize
+/// What a bad record's header says about where the record ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Extent {
+    /// The header is cut short or does not decode: the record's length is unknown.
+    Unknown,
+    /// The header decodes, and the record it declares runs past the end of the file.
+    PastEnd,
+    /// The header decodes and the record it declares, of this many bytes, lies inside the file,
+    /// but its checksum fails.
+    Inside(u64),
 }
 
 enum ReadError {
     Io(io::Error),
-    Bad(String),
+    Bad { reason: String, extent: Extent },
 }
 
-/// Checks the next record in `window` (with `remaining` bytes left in the file) and makes all
-/// of it available in `window.bytes()`; returns its kind and length.
+impl ReadError {
+    fn bad(reason: String, extent: Extent) -> ReadError {
+        ReadError::Bad { reason, extent }
+    }
+}
+
+/// Checks the next record in `window` (with `remaining` bytes left in the file) and consumes
+/// it; returns its kind, length and stored checksum, and leaves its key (for a seal, its value) in `payload`.
+///
+/// The record goes through the window a chunk at a time, its checksum computed on the way, so
+/// a value of hundreds of MiB is never held in memory whole. After an error the window is left
+/// anywhere inside the bad record: the caller only looks at the file from then on.
 fn next_record(
     window: &mut Window<'_>,
     remaining: u64,
-) -> std::result::Result<(RecordKind, usize), ReadError> {
+    payload: &mut Vec<u8>,
+) -> std::result::Result<(RecordKind, usize, u32), ReadError> {
     if !window.fill(HEADER_LEN).map_err(ReadError::Io)? {
-        return Err(ReadError::Bad(format!(
-            "truncated record header ({remaining} of {HEADER_LEN} bytes)"
-        )));
+        return Err(ReadError::bad(
+            format!("truncated record header ({remaining} of {HEADER_LEN} bytes)"),
+            Extent::Unknown,
+        ));
     }
     let header_bytes: [u8; HEADER_LEN] = window.bytes()[..HEADER_LEN]
         .try_into()
-        .map_err(|_| ReadError::Bad("short header".into()))?;
-    let header = decode_header(&header_bytes).map_err(ReadError::Bad)?;
+        .map_err(|_| ReadError::bad("short header".into(), Extent::Unknown))?;
+    let header = decode_header(&header_bytes).map_err(|e| ReadError::bad(e, Extent::Unknown))?;
     let len = header.record_len();
     if len as u64 > remaining {
-        return Err(ReadError::Bad(format!(
-            "record of {len} bytes runs past the end of the file ({remaining} bytes left)"
-        )));
+        return Err(ReadError::bad(
+            format!("record of {len} bytes runs past the end of the file ({remaining} bytes left)"),
+            Extent::PastEnd,
+        ));
     }
-    if !window.fill(len).map_err(ReadError::Io)? {
-        return Err(ReadError::Bad("file ended inside a record".into()));
+    // What replay keeps: the key, or a seal's value (a seal's key is empty).
+    let keep_len = match header.kind {
+        RecordKind::Seal => SEAL_VALUE_LEN,
+        RecordKind::Set | RecordKind::Remove => header.key_len,
+    };
+    let keep = HEADER_LEN..HEADER_LEN + keep_len;
+    payload.clear();
+    let mut hasher = crc32fast::Hasher::new();
+    // `window.bytes()` starts `at` bytes into the record.
+    let mut at = 0;
+    while at < len {
+        if !window.fill((len - at).min(CHUNK)).map_err(ReadError::Io)? {
+            // The file shrank since its length was read.
+            return Err(ReadError::bad(
+                "file ended inside a record".into(),
+                Extent::PastEnd,
+            ));
+        }
+        let n = window.bytes().len().min(len - at);
+        let piece = &window.bytes()[..n];
+        // The checksum covers every byte after the crc field.
+        hasher.update(&piece[4usize.saturating_sub(at).min(n)..]);
+        let (lo, hi) = (keep.start.max(at), keep.end.min(at + n));
+        if lo < hi {
+            payload.extend_from_slice(&piece[lo - at..hi - at]);
+        }
+        window.consume(n);
+        at += n;
     }
-    let actual = crc32fast::hash(&window.bytes()[4..len]);
+    let actual = hasher.finalize();
     if actual != header.crc {
-        return Err(ReadError::Bad(format!(
-            "checksum mismatch (stored {:#010x}, computed {actual:#010x})",
-            header.crc
-        )));
+        return Err(ReadError::bad(
+            format!(
+                "checksum mismatch (stored {:#010x}, computed {actual:#010x})",
+                header.crc
+            ),
+            Extent::Inside(len as u64),
+        ));
     }
-    Ok((header.kind, len))
+    Ok((header.kind, len, header.crc))
 }
 
 /// A sliding window over a file, read in large chunks with `pread`: replay parses records in
@@ -733,42 +823,140 @@ fn all_zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Looks for any valid record starting after `bad_offset`. A crash can only leave garbage at
-/// the very end of the newest file, so a valid record after a bad one means the bad one is
-/// corruption, not a torn write.
-fn find_valid_record(
-    file: &File,
-    path: &PathBuf,
-    bad_offset: u64,
-    file_len: u64,
-) -> Result<Option<u64>> {
-    let rest_len = file_len - bad_offset;
-    if rest_len > MAX_TAIL_SCAN {
-        return Err(KvsError::Corruption {
-            path: path.clone(),
-            offset: bad_offset,
-            reason: format!("bad record followed by {rest_len} bytes, too many to be a torn write"),
-        });
-    }
-    let mut rest = vec![0u8; rest_len as usize];
-    file.read_exact_at(&mut rest, bad_offset)
-        .map_err(|e| KvsError::io_at(path, e))?;
-    for start in 1..rest.len() {
-        let Some(header) = rest.get(start..start + HEADER_LEN) else {
-            break;
-        };
-        let Ok(header) = <[u8; HEADER_LEN]>::try_from(header) else {
-            break;
-        };
-        let Ok(header) = decode_header(&header) else {
-            continue;
-        };
-        let Some(candidate) = rest.get(start..start + header.record_len()) else {
-            continue;
-        };
-        if crc32fast::hash(&candidate[4..]) == header.crc {
-            return Ok(Some(bad_offset + start as u64));
+/// How much of the file [`find_valid_record`] reads at a time.
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// Looks for a valid record starting at or after `from`; returns the offset of the first.
+///
+/// Reads the file a chunk at a time, and checks the checksum of a candidate (a position where
+/// a header decodes and declares a record that fits in the file) by reading its extent a chunk
+/// at a time too: memory stays at two chunks whatever the size of the file or of the records
+/// its bytes declare. A file full of bytes that decode as headers makes this slow, never wrong.
+fn find_valid_record(file: &File, path: &Path, from: u64, file_len: u64) -> Result<Option<u64>> {
+    let io_err = |e| KvsError::io_at(path, e);
+    let span = (file_len.saturating_sub(from) as usize).min(SCAN_CHUNK + HEADER_LEN);
+    let mut buf = vec![0u8; span];
+    let mut extent_buf = Vec::new();
+    // `buf[..n]` holds the file's bytes from `start` on.
+    let mut start = from;
+    while start + HEADER_LEN as u64 <= file_len {
+        let n = ((file_len - start) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], start).map_err(io_err)?;
+        // Candidates start in `buf[..=last]`; the next chunk starts right after `last`, so
+        // chunks overlap by a header's length less one byte and no position is missed.
+        let last = n - HEADER_LEN;
+        for i in 0..=last {
+            let Ok(header) = <&[u8; HEADER_LEN]>::try_from(&buf[i..i + HEADER_LEN]) else {
+                break;
+            };
+            // Most positions fail here, on the kind byte.
+            let Ok(header) = decode_header(header) else {
+                continue;
+            };
+            let at = start + i as u64;
+            let len = header.record_len();
+            if at + len as u64 > file_len {
+                continue;
+            }
+            let crc = if i + len <= n {
+                crc32fast::hash(&buf[i + 4..i + len])
+            } else {
+                crc_of_extent(file, at + 4, at + len as u64, &mut extent_buf).map_err(io_err)?
+            };
+            if crc == header.crc {
+                return Ok(Some(at));
+            }
         }
+        start += last as u64 + 1;
     }
     Ok(None)
+}
+
+/// CRC-32 of the file's bytes `from..to`, read `SCAN_CHUNK` bytes at a time into `buf`.
+fn crc_of_extent(file: &File, from: u64, to: u64, buf: &mut Vec<u8>) -> io::Result<u32> {
+    buf.resize(SCAN_CHUNK, 0);
+    let mut hasher = crc32fast::Hasher::new();
+    let mut at = from;
+    while at < to {
+        let n = buf.len().min((to - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)?;
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::engines::log::format::encode_record;
+
+    /// A file of `len` bytes that never decode as a header (kind 0xff), with the records in
+    /// `records` at their offsets.
+    fn file_with(len: usize, records: &[(usize, &[u8])]) -> (tempfile::TempDir, PathBuf, File) {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("1.log");
+        let mut bytes = vec![0xffu8; len];
+        for &(at, record) in records {
+            bytes[at..at + record.len()].copy_from_slice(record);
+        }
+        fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        (dir, path, file)
+    }
+
+    fn record(value_len: usize) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_record(&mut buf, RecordKind::Set, b"key", &vec![7u8; value_len]);
+        buf
+    }
+
+    #[test]
+    fn the_scan_finds_a_record_wherever_it_falls_against_its_chunks() {
+        let small = record(20);
+        let len = 2 * SCAN_CHUNK + 64;
+        for at in [
+            0,
+            1,
+            SCAN_CHUNK - HEADER_LEN,
+            SCAN_CHUNK - 5,
+            SCAN_CHUNK,
+            SCAN_CHUNK + 1,
+            SCAN_CHUNK + 7,
+            2 * SCAN_CHUNK + 3,
+            len - small.len(),
+        ] {
+            let (_dir, path, file) = file_with(len, &[(at, &small)]);
+            let found = find_valid_record(&file, &path, 0, len as u64).unwrap();
+            assert_eq!(found, Some(at as u64), "record at {at}");
+            // Not before where the scan starts.
+            let after = find_valid_record(&file, &path, at as u64 + 1, len as u64).unwrap();
+            assert_eq!(after, None, "scan from past the record at {at}");
+        }
+    }
+
+    #[test]
+    fn the_scan_checks_records_longer_than_its_chunks() {
+        let big = record(3 * SCAN_CHUNK);
+        let len = big.len() + SCAN_CHUNK;
+        let (_dir, path, file) = file_with(len, &[(100, &big)]);
+        assert_eq!(
+            find_valid_record(&file, &path, 0, len as u64).unwrap(),
+            Some(100)
+        );
+        // The same record with one byte of its value changed is no record.
+        let mut bad = big.clone();
+        bad[2 * SCAN_CHUNK] ^= 1;
+        let (_dir, path, file) = file_with(len, &[(100, &bad)]);
+        assert_eq!(
+            find_valid_record(&file, &path, 0, len as u64).unwrap(),
+            None
+        );
+        // Nor is one cut short by the end of the file.
+        let (_dir, path, file) = file_with(len, &[(100, &big)]);
+        let short = (100 + big.len() - 1) as u64;
+        assert_eq!(find_valid_record(&file, &path, 0, short).unwrap(), None);
+    }
 }
