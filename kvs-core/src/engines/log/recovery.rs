@@ -482,8 +482,18 @@ fn replay_file(
         .fill(FILE_MAGIC.len())
         .map_err(|e| KvsError::io_at(&path, e))?;
     if !magic_ok || window.bytes()[..FILE_MAGIC.len()] != FILE_MAGIC {
+        let header = window.bytes();
         let reason = if !magic_ok {
             format!("file is {file_len} bytes, shorter than its header")
+        } else if header[..FILE_MAGIC.len() - 1] == FILE_MAGIC[..FILE_MAGIC.len() - 1] {
+            // The magic is right and the version byte is not one this release writes: a file
+            // of a newer kvs (or a damaged version byte). Never read as version 1.
+            format!(
+                "unsupported format version {} (this kvs reads version {}): the file was \
+                 written by a newer kvs, or its header is damaged",
+                header[FILE_MAGIC.len() - 1],
+                FILE_MAGIC[FILE_MAGIC.len() - 1]
+            )
         } else {
             "not a kvs log file (bad magic)".to_string()
         };
