@@ -2,8 +2,10 @@
 //! engines, usage errors, unreachable servers, engine recording and mismatch.
 
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
+use kvs_tests::server::PATIENCE;
 use kvs_tests::{client, kvs_client, kvs_server, ServerProcess};
 use tempfile::TempDir;
 
@@ -146,6 +148,106 @@ fn server_usage_errors_exit_non_zero() {
     }
     // A usage error touches nothing.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// Runs `kvs-server --addr 127.0.0.1:0 <args>` in `dir`, expecting it to exit on its own. A
+/// server that accepted `args` and started serving is killed and fails the test.
+fn refused_start(dir: &std::path::Path, args: &[&str]) -> Output {
+    let mut child = Command::new(kvs_server())
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Refusing an argument takes milliseconds; the patience is for a loaded machine.
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "kvs-server {args:?} was accepted and served:\n{}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn server_refuses_nonsense_limits_at_start_up() {
+    let dir = TempDir::new().unwrap();
+    // Each of these used to be accepted (or to crash the server) instead of being refused
+    // by the argument parser; the flag at fault must be named.
+    let cases: &[&[&str]] = &[
+        &["--max-frame-bytes", "0"],
+        &["--max-frame-bytes", "1023"],
+        &["--max-frame-bytes", "704643072"],
+        &["--max-frame-bytes", "99999999999999999999"],
+        &["--max-connections", "0"],
+        &["--max-connections", "1000001"],
+        &["--threads", "0"],
+        &["--threads", "1025"],
+        &["--client-timeout", "0"],
+        &["--client-timeout", "-1"],
+        &["--client-timeout", "0.0001"],
+        &["--client-timeout", "86401"],
+        &["--client-timeout", "1e30"],
+        &["--client-timeout", "NaN"],
+        &["--client-timeout", "inf"],
+        &["--client-timeout", "soon"],
+        &["--log-level", "loud"],
+    ];
+    for args in cases {
+        let out = refused_start(dir.path(), args);
+        let err = text(&out.stderr);
+        // Exit code 2 is clap's "usage error": refused before anything started.
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("invalid value '{}' for '{}", args[1], args[0])),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    // The bounds themselves are fine, and --help states them.
+    let help = Command::new(kvs_server()).arg("--help").output().unwrap();
+    let help = text(&help.stdout);
+    for range in [
+        "From 1024 (room for an error reply) to 704643071",
+        "From 0.001 to 86400",
+        "from 1 to 1000000",
+        "from 1 to 1024",
+    ] {
+        assert!(
+            help.contains(range),
+            "--help does not say {range:?}:\n{help}"
+        );
+    }
+    let mut server = ServerProcess::start(
+        dir.path(),
+        &[
+            "--max-frame-bytes",
+            "1024",
+            "--max-connections",
+            "1",
+            "--threads",
+            "1",
+            "--client-timeout",
+            "0.001",
+        ],
+    );
+    assert_ok(
+        &client(&["set", "k", "v", "--addr", &server.addr_arg()]),
+        "",
+    );
+    assert_ok(&client(&["get", "k", "--addr", &server.addr_arg()]), "v\n");
+    assert!(server.signal_and_wait("TERM").success());
 }
 
 #[test]
