@@ -26,7 +26,8 @@ use kvs::{AnyEngine, EngineKind, KvStoreOptions, KvsServer, ServerConfig, Shutdo
                   The port speaks the kvs protocol (kvs-client) and RESP, the Redis protocol \
                   (redis-cli, redis-benchmark, Redis client libraries): PING, ECHO, SET \
                   [NX|XX] [GET], GET, DEL, EXISTS, MGET, MSET, DBSIZE, INFO, COMMAND, HELLO, \
-                  QUIT. Each connection's first byte tells which: '*' or a letter is RESP."
+                  QUIT. Each connection's first byte tells which: '*', a letter, a space or an \
+                  empty line is RESP."
 )]
 struct Cli {
     /// Address to listen on, IPv4 or IPv6 IP:PORT.
@@ -54,7 +55,7 @@ struct Cli {
 
     /// Largest request or reply payload in bytes; a client announcing a larger request is
     /// disconnected. For RESP: the longest bulk string, and the most bytes of bulk strings in
-    /// one command. From 1024 (room for an error reply) to 704643071 (672 MiB - 1: a larger
+    /// one command. From 1024 (room for an error reply) to 150994943 (144 MiB - 1: a larger
     /// kvs frame could not be told apart from a RESP request).
     #[arg(
         long,

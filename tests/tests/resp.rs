@@ -368,6 +368,44 @@ fn inline_commands_and_empty_requests_are_served() {
 }
 
 #[test]
+fn empty_lines_before_and_between_commands_are_skipped_as_redis_does() {
+    // redis-server skips lines with no words in its inline parser: these streams get exactly
+    // two PONGs and one value from it, whatever the blank lines or spaces in front.
+    let dir = TempDir::new().unwrap();
+    let server = start(&dir, "kvs");
+    Resp::connect(&server).call(&[b"SET", b"k", b"v"]);
+    for prefix in [
+        "\r\n",
+        "\n",
+        "\r\n\n\r\n",
+        "\r",
+        " ",
+        "\t",
+        "\x0b\x0c\r\n",
+        "  \t\r\r\n",
+    ] {
+        let mut c = Resp::connect(&server);
+        let stream = format!("{prefix}PING\r\n\r\n\n*1\r\n$4\r\nPING\r\n\n \r\nGET k\n");
+        c.stream.write_all(stream.as_bytes()).unwrap();
+        for want in [
+            Frame::Simple("PONG".into()),
+            Frame::Simple("PONG".into()),
+            bulk(b"v"),
+        ] {
+            assert_eq!(c.read(), Some(want), "after {prefix:?}");
+        }
+    }
+    // The first empty line may come in a packet of its own.
+    let mut c = Resp::connect(&server);
+    c.stream.write_all(b"\r\n").unwrap();
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(c.line("PING"), Frame::Simple("PONG".into()));
+    // The kvs protocol on the same port is unaffected.
+    let mut kvs = KvsClient::connect(server.addr).unwrap();
+    assert_eq!(kvs.get("k".to_owned()).unwrap().as_deref(), Some("v"));
+}
+
+#[test]
 fn malformed_or_oversized_requests_close_only_that_connection() {
     let dir = TempDir::new().unwrap();
     let server = ServerProcess::start(dir.path(), &["--max-frame-bytes", "1024"]);

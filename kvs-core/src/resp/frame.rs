@@ -18,8 +18,9 @@
 //! ```
 //!
 //! A *request* is an array of bulk strings (the command name, then its arguments), or an
-//! *inline command*: one line of words separated by spaces or tabs (`PING\r\n`, as typed into
-//! telnet; no quoting). Requests follow each other with nothing in between (pipelining).
+//! *inline command*: one line of words separated by blanks, C's `isspace` bytes as in Redis
+//! (`PING\r\n`, as typed into telnet; no quoting; a line of blanks only is an empty request,
+//! which the server skips). Requests follow each other with nothing in between (pipelining).
 //!
 //! # Limits
 //!
@@ -224,7 +225,7 @@ impl RequestParser {
                     };
                     let mut word = None;
                     for (i, &b) in buf[..line_end].iter().enumerate() {
-                        match (b == b' ' || b == b'\t', word) {
+                        match (is_blank(b), word) {
                             (true, Some(from)) => {
                                 self.args.push(from..i);
                                 word = None;
@@ -323,6 +324,12 @@ pub enum Version {
     Resp2,
     /// RESP3: null is `_`, a map is `%count` followed by keys and values.
     Resp3,
+}
+
+/// Whether `b` separates the words of an inline command: C's `isspace` bytes (space, `\t`,
+/// `\n`, `\v`, `\f`, `\r`), as redis-server splits them. A line of nothing else is skipped.
+pub fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 /// Appends "no value": `$-1\r\n` in RESP2, `_\r\n` in RESP3.
@@ -662,6 +669,11 @@ mod tests {
         let (args, _) = request(b"PING\n").unwrap().unwrap();
         assert_eq!(args, words(&["PING"]));
         assert_eq!(request(b"\r\n").unwrap().unwrap().0.len(), 0);
+        // Every C `isspace` byte separates words, as in redis-server; `\r` too, anywhere.
+        let (args, end) = request(b"\rPING\x0bk\x0cv\r\r\n").unwrap().unwrap();
+        assert_eq!(args, words(&["PING", "k", "v"]));
+        assert_eq!(end, 12);
+        assert_eq!(request(b" \t\r\r\n").unwrap().unwrap().0.len(), 0);
         assert_eq!(request(b"PIN").unwrap(), None);
     }
 

@@ -100,7 +100,7 @@ impl ServerConfig {
     /// announcing a larger request is disconnected; a value too large to send back is answered
     /// with an error. RESP requests have the same limit on their bulk strings.
     ///
-    /// At most [`MAX_KVS_FRAME_LEN`] (672 MiB - 1): larger kvs frames could not be told
+    /// At most [`MAX_KVS_FRAME_LEN`] (144 MiB - 1): larger kvs frames could not be told
     /// apart from RESP requests (see [`crate::resp`]).
     pub fn max_frame_len(mut self, bytes: usize) -> Self {
         self.max_frame_len = bytes.min(MAX_KVS_FRAME_LEN);
