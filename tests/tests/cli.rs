@@ -1,6 +1,7 @@
 //! `kvs-client` and `kvs-server` as SPEC.md says: every row of the client table on both
 //! engines, usage errors, unreachable servers, engine recording and mismatch.
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -376,4 +377,124 @@ fn sled_directory_refuses_kvs_engine() {
 #[test]
 fn kvs_directory_refuses_sled_engine() {
     mismatch_is_refused("kvs", "sled");
+}
+
+/// A one-connection server on 127.0.0.1 that is not a kvs server: it says `greeting` on
+/// accepting, then `answer` once the client's request has arrived, then reads until the
+/// client closes (so that no unread byte turns its close into a reset).
+fn foreign_server(greeting: &'static [u8], answer: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let _ = stream.write_all(greeting);
+        let mut buf = [0; 4096];
+        if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+            let _ = stream.write_all(answer);
+        }
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    addr
+}
+
+/// `kvs-client <args> --addr <addr>`, which must fail saying that `addr` is not a kvs server
+/// and quoting `quoted`.
+fn assert_not_kvs(addr: &str, args: &[&str], quoted: &str) {
+    let command = args[0];
+    let mut args = args.to_vec();
+    args.extend(["--addr", addr]);
+    let out = client(&args);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{command}: {err}");
+    assert!(out.stdout.is_empty(), "{command}: {}", text(&out.stdout));
+    let said = format!("the server at {addr} is not a kvs server: it answered {quoted}");
+    assert!(
+        err.contains(&said),
+        "{command}: wanted {said:?}, got {err:?}"
+    );
+    assert!(!err.contains("over the limit"), "{err}");
+}
+
+#[test]
+fn client_says_when_the_server_is_not_a_kvs_server() {
+    // An HTTP server answers the request it cannot parse.
+    let http = foreign_server(
+        b"",
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_not_kvs(&http, &["get", "k"], "\"HTTP/1.1 400 Bad Request\"");
+    // An SMTP (or FTP) server greets first.
+    let smtp = foreign_server(b"220 mail.test ESMTP ready\r\n", b"500 5.5.2 what?\r\n");
+    assert_not_kvs(&smtp, &["set", "k", "v"], "\"220 mail.test ESMTP ready\"");
+    // A RESP server that refuses the bytes; and one that says a word and hangs up.
+    let resp = foreign_server(b"", b"-ERR unknown command\r\n");
+    assert_not_kvs(&resp, &["rm", "k"], "\"-ERR unknown command\"");
+    let short = foreign_server(b"", b"OK\n");
+    assert_not_kvs(&short, &["get", "k"], "\"OK\"");
+    // Binary that no kvs server sends is shown in hex.
+    let binary = foreign_server(b"", b"\xff\x00\x01\x02\x03");
+    assert_not_kvs(&binary, &["get", "k"], "the bytes ff 00 01 02 03");
+}
+
+#[test]
+fn client_says_when_the_server_is_redis() {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!(
+            "\n*** SKIPPED: redis-server is not installed (Debian's redis-server package), so \
+             kvs-client is not tried against a real Redis server. ***\n"
+        );
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    // A port that was free a moment ago.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = KillOnDrop(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(redis.0.try_wait().unwrap().is_none(), "redis-server exited");
+        assert!(Instant::now() < deadline, "redis-server never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Redis reads a kvs frame (first byte 0) as an inline command, and an inline command
+    // holding a NUL byte never ends for it: it answers only once more than 64 KiB have come
+    // without a line break. So the request is just over that; the rest would wait forever,
+    // as with any server that stays silent, until the client's timeout.
+    let value = "v".repeat(65_600);
+    assert_not_kvs(
+        &addr,
+        &["set", "k", &value],
+        "\"-ERR Protocol error: too big inline request\"",
+    );
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
