@@ -498,3 +498,58 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn keys_and_values_may_start_with_a_hyphen() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let addr = server.addr_arg();
+    let addr = addr.as_str();
+    // No `--` needed, with --addr after, before or between the arguments.
+    assert_ok(&client(&["set", "k", "-1", "--addr", addr]), "");
+    assert_ok(&client(&["get", "k", "--addr", addr]), "-1\n");
+    assert_ok(&client(&["set", "-k", "v", "--addr", addr]), "");
+    assert_ok(&client(&["get", "--addr", addr, "-k"]), "v\n");
+    assert_ok(&client(&["set", "-x", "--addr", addr, "--y"]), "");
+    assert_ok(&client(&["get", "-x", "--addr", addr]), "--y\n");
+    assert_ok(
+        &client(&["get", "--addr", addr, "-nope"]),
+        "Key not found\n",
+    );
+    assert_ok(&client(&["rm", "-k", "--addr", addr]), "");
+    assert_ok(&client(&["get", "-k", "--addr", addr]), "Key not found\n");
+    // A key spelled like an option still goes after `--`.
+    assert_ok(&client(&["set", "--addr", addr, "--", "--addr", "-h"]), "");
+    assert_ok(&client(&["get", "--addr", addr, "--", "--addr"]), "-h\n");
+
+    // --addr without its value is still a usage error, not a key named "--addr".
+    for args in [
+        &["get", "--addr"][..],
+        &["get", "-k", "--addr"],
+        &["set", "k", "--addr"],
+    ] {
+        let out = client(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("a value is required for '--addr"),
+            "{args:?}: {err}"
+        );
+    }
+    // --help still works in any position, and says how keys may start.
+    for args in [
+        &["get", "--help"][..],
+        &["get", "-k", "--help"],
+        &["set", "k", "-h"],
+    ] {
+        let out = client(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let help = text(&out.stdout);
+        assert!(help.contains("Usage: kvs-client"), "{args:?}: {help}");
+        assert!(help.contains("It may start with '-'"), "{args:?}: {help}");
+    }
+    let help = text(&client(&["--help"]).stdout);
+    for command in ["set", "get", "rm"] {
+        assert!(help.contains(&format!("  {command} ")), "{help}");
+    }
+}
