@@ -5,8 +5,9 @@
 //! connection's first byte tells which (see `kvs::resp`).
 //!
 //! Logs go to stderr (level from `RUST_LOG`, else `--log-level`). SIGINT and SIGTERM stop the
-//! server gracefully: it stops accepting, finishes the requests in flight, flushes the engine
-//! and exits 0. A second signal exits at once, with status 1.
+//! server gracefully: it stops accepting, finishes the requests in flight (waiting at most
+//! `--drain-timeout`, 1 s, for clients to read their replies), flushes the engine and exits 0.
+//! A second signal exits at once, with status 1.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
@@ -71,10 +72,21 @@ struct Cli {
         long,
         value_name = "SECS",
         default_value = "30",
-        value_parser = parse_client_timeout,
+        value_parser = parse_seconds,
         allow_negative_numbers = true
     )]
     client_timeout: Duration,
+
+    /// Seconds a graceful shutdown (SIGINT, SIGTERM) waits for clients to read the replies to
+    /// their last requests before closing their connections, from 0.001 to 86400.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "1",
+        value_parser = parse_seconds,
+        allow_negative_numbers = true
+    )]
+    drain_timeout: Duration,
 
     /// Most connections served at once, from 1 to 1000000; more are closed on arrival.
     #[arg(
@@ -102,20 +114,20 @@ const MIN_FRAME_BYTES: u64 = 1024;
 /// The largest `--max-frame-bytes` (see `kvs::resp` for why).
 const MAX_FRAME_BYTES: u64 = kvs::resp::MAX_KVS_FRAME_LEN as u64;
 
-/// The bounds of `--client-timeout`, in seconds.
-const CLIENT_TIMEOUT_SECS: std::ops::RangeInclusive<f64> = 0.001..=86_400.0;
+/// The bounds of `--client-timeout` and `--drain-timeout`, in seconds.
+const TIMEOUT_SECS: std::ops::RangeInclusive<f64> = 0.001..=86_400.0;
 
-/// Parses `--client-timeout`: a number of seconds within [`CLIENT_TIMEOUT_SECS`].
-fn parse_client_timeout(text: &str) -> Result<Duration, String> {
+/// Parses a timeout: a number of seconds within [`TIMEOUT_SECS`].
+fn parse_seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .trim()
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if !CLIENT_TIMEOUT_SECS.contains(&secs) {
+    if !TIMEOUT_SECS.contains(&secs) {
         return Err(format!(
             "{text} is not in {}..={} seconds",
-            CLIENT_TIMEOUT_SECS.start(),
-            CLIENT_TIMEOUT_SECS.end()
+            TIMEOUT_SECS.start(),
+            TIMEOUT_SECS.end()
         ));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -188,6 +200,7 @@ fn run(cli: Cli) -> Result<(), String> {
         // Both fit: the parser bounded them far below `usize::MAX`.
         .max_frame_len(usize::try_from(cli.max_frame_bytes).unwrap_or(usize::MAX))
         .client_timeout(cli.client_timeout)
+        .drain_timeout(cli.drain_timeout)
         .max_connections(usize::try_from(cli.max_connections).unwrap_or(usize::MAX));
     log::info!(
         "kvs-server {}, engine {}, listening on {local} ({threads} threads, {} pool, sync {})",

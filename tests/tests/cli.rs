@@ -201,6 +201,9 @@ fn server_refuses_nonsense_limits_at_start_up() {
         &["--client-timeout", "NaN"],
         &["--client-timeout", "inf"],
         &["--client-timeout", "soon"],
+        &["--drain-timeout", "0"],
+        &["--drain-timeout", "-2"],
+        &["--drain-timeout", "1e9"],
         &["--log-level", "loud"],
     ];
     for args in cases {
@@ -222,6 +225,7 @@ fn server_refuses_nonsense_limits_at_start_up() {
     for range in [
         "From 1024 (room for an error reply) to 150994943",
         "From 0.001 to 86400",
+        "before closing their connections, from 0.001 to 86400",
         "from 1 to 1000000",
         "from 1 to 1024",
     ] {

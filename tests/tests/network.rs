@@ -362,6 +362,129 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 }
 
 #[test]
+fn sigterm_does_not_wait_for_a_client_that_never_reads() {
+    let dir = TempDir::new().unwrap();
+    // The client timeout is long on purpose: the shutdown must not wait for it.
+    let mut server = ServerProcess::start(dir.path(), &["--client-timeout", "30"]);
+    let mut setup = KvsClient::connect(server.addr).unwrap();
+    setup.set_bytes(b"big", &[b'x'; 16 << 10]).unwrap();
+
+    // The greedy client pipelines gets of a 16 KiB value and reads nothing, until the server
+    // stops reading from it (its replies fill the socket buffers both ways) and so the
+    // client's own writes stall for good.
+    let mut greedy = raw(&server);
+    greedy.set_nonblocking(true).unwrap();
+    let get = frame(Request::Get { key: b"big" });
+    let mut stalls = 0;
+    let mut written = 0usize;
+    let deadline = std::time::Instant::now() + kvs_tests::server::PATIENCE;
+    while stalls < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never stopped reading"
+        );
+        match greedy.write(&get[written % get.len()..]) {
+            Ok(n) => {
+                written += n;
+                stalls = 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stalls += 1;
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("greedy client: {e}"),
+        }
+    }
+
+    // A client that reads, with requests pipelined right before the signal ...
+    let mut pipelined = raw(&server);
+    let mut batch = Vec::new();
+    for i in 0..50u32 {
+        batch.extend(frame(Request::Set {
+            key: format!("p{i}").as_bytes(),
+            value: b"v",
+        }));
+    }
+    pipelined.write_all(&batch).unwrap();
+    assert_eq!(
+        Response::decode(&read_payload(&mut pipelined)).unwrap(),
+        Response::Ok
+    );
+    // ... and one writing key after key while the signal comes.
+    let addr = server.addr;
+    let (acked_tx, acked_rx) = std::sync::mpsc::channel::<u32>();
+    let writer = thread::spawn(move || {
+        let mut client = KvsClient::connect(addr).unwrap();
+        let mut acked = 0;
+        while client.set(format!("w{acked}"), "v".to_owned()).is_ok() {
+            acked += 1;
+            let _ = acked_tx.send(acked);
+        }
+        acked
+    });
+    for _ in 0..100 {
+        acked_rx
+            .recv()
+            .expect("the writer is served before the signal");
+    }
+
+    let signalled = std::time::Instant::now();
+    let status = server.signal_and_wait("TERM");
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}\n{}", server.stderr());
+    // The drain timeout is 1 s, and the rest of the shutdown (waking the workers, flushing
+    // the engine, exiting) takes milliseconds; 2 s is the target. The bound allows 8 s more,
+    // since on a loaded 2-core machine a process can wait seconds for a core. It is still far
+    // below the 30 s client timeout that the shutdown used to wait for the greedy client.
+    eprintln!("kvs-server exited {took:?} after SIGTERM with a client that never reads");
+    assert!(
+        took < Duration::from_secs(10),
+        "kvs-server took {took:?} to exit after SIGTERM\n{}",
+        server.stderr()
+    );
+    assert!(
+        server.stderr().contains("after the drain timeout"),
+        "{}",
+        server.stderr()
+    );
+
+    // The pipelined requests were all answered.
+    let rest = read_until_closed(&mut pipelined);
+    let mut answered = 1;
+    let mut at = 0;
+    while at + 4 <= rest.len() {
+        let len = u32::from_be_bytes(rest[at..at + 4].try_into().unwrap()) as usize;
+        assert_eq!(
+            Response::decode(&rest[at + 4..at + 4 + len]).unwrap(),
+            Response::Ok
+        );
+        at += 4 + len;
+        answered += 1;
+    }
+    assert_eq!(answered, 50);
+    drop(greedy);
+
+    // Every acknowledged write is there after a restart.
+    let acked = writer.join().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut client = KvsClient::connect(server.addr).unwrap();
+    for i in 0..acked {
+        assert_eq!(
+            client.get(format!("w{i}")).unwrap().as_deref(),
+            Some("v"),
+            "w{i}"
+        );
+    }
+    for i in 0..50 {
+        assert_eq!(
+            client.get(format!("p{i}")).unwrap().as_deref(),
+            Some("v"),
+            "p{i}"
+        );
+    }
+}
+
+#[test]
 fn client_errors_say_what_happened() {
     let dir = TempDir::new().unwrap();
     let mut server = ServerProcess::start(dir.path(), &["--max-frame-bytes", "1024"]);
