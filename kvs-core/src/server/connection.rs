@@ -208,10 +208,8 @@ impl Connection {
             );
             self.input.clear();
         }
-        match self.flush() {
-            Ok(sent) => sent,
-            Err(_) => true,
-        }
+        // A broken connection is done with too.
+        self.flush().unwrap_or(true)
     }
 
     /// Sends as much pending output as the socket takes. Returns whether all of it is sent.
