@@ -485,6 +485,64 @@ fn sigterm_does_not_wait_for_a_client_that_never_reads() {
 }
 
 #[test]
+fn sigterm_answers_every_request_received_in_full_to_a_client_that_reads() {
+    let dir = TempDir::new().unwrap();
+    // Both timeouts long: this is about what is answered, not how fast.
+    let mut server = ServerProcess::start(
+        dir.path(),
+        &["--client-timeout", "60", "--drain-timeout", "60"],
+    );
+    let value = vec![b'x'; 512 << 10];
+    KvsClient::connect(server.addr)
+        .unwrap()
+        .set_bytes(b"big", &value)
+        .unwrap();
+    // 100 gets in one write (one read for the server): 50 MiB of replies, more than the socket
+    // buffers hold, so the server is still answering them, at 256 KiB of replies at a time,
+    // when the signal comes.
+    let mut stream = raw(&server);
+    let gets: Vec<u8> = (0..100)
+        .flat_map(|_| frame(Request::Get { key: b"big" }))
+        .collect();
+    stream.write_all(&gets).unwrap();
+    let first = read_payload(&mut stream);
+    assert_eq!(
+        Response::decode(&first).unwrap(),
+        Response::Value(Some(&value))
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The client pauses before reading on, so that the shutdown finds the replies piled up
+    // (whether it then answers the rest must not depend on the client reading at once).
+    server.wait_for_log("shutting down");
+    thread::sleep(Duration::from_millis(300));
+    let mut answered = 1;
+    loop {
+        let mut header = [0; 4];
+        match stream.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("after {answered} replies: {e}"),
+        }
+        let mut payload = vec![0; u32::from_be_bytes(header) as usize];
+        stream.read_exact(&mut payload).unwrap();
+        assert_eq!(
+            Response::decode(&payload).unwrap(),
+            Response::Value(Some(&value))
+        );
+        answered += 1;
+    }
+    assert_eq!(
+        answered, 100,
+        "requests received before SIGTERM left unanswered"
+    );
+    assert!(server.wait().success(), "{}", server.stderr());
+}
+
+#[test]
 fn client_errors_say_what_happened() {
     let dir = TempDir::new().unwrap();
     let mut server = ServerProcess::start(dir.path(), &["--max-frame-bytes", "1024"]);
