@@ -106,7 +106,7 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// The largest request or reply payload, in bytes (default
-    /// [`DEFAULT_MAX_FRAME_LEN`](crate::protocol::DEFAULT_MAX_FRAME_LEN), 32 MiB). A client
+    /// [`DEFAULT_MAX_FRAME_LEN`], 32 MiB). A client
     /// announcing a larger request is disconnected; a value too large to send back is answered
     /// with an error. RESP requests have the same limit on their bulk strings.
     ///
