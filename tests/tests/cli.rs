@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use kvs_tests::redis::RedisServer;
 use kvs_tests::server::PATIENCE;
 use kvs_tests::{client, kvs_client, kvs_server, ServerProcess};
 use tempfile::TempDir;
@@ -444,116 +445,18 @@ fn client_says_when_the_server_is_not_a_kvs_server() {
 
 #[test]
 fn client_says_when_the_server_is_redis() {
-    let found = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        eprintln!(
-            "\n*** SKIPPED: redis-server is not installed (Debian's redis-server package), so \
-             kvs-client is not tried against a real Redis server. ***\n"
-        );
-        return;
-    }
     let dir = TempDir::new().unwrap();
-    // A port that was free a moment ago.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut redis = KillOnDrop(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + PATIENCE;
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(redis.0.try_wait().unwrap().is_none(), "redis-server exited");
-        assert!(Instant::now() < deadline, "redis-server never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let Some(redis) = RedisServer::start(dir.path()) else {
+        return;
+    };
     // Redis reads a kvs frame (first byte 0) as an inline command, and an inline command
     // holding a NUL byte never ends for it: it answers only once more than 64 KiB have come
     // without a line break. So the request is just over that; the rest would wait forever,
     // as with any server that stays silent, until the client's timeout.
     let value = "v".repeat(65_600);
     assert_not_kvs(
-        &addr,
+        &redis.addr,
         &["set", "k", &value],
         "\"-ERR Protocol error: too big inline request\"",
     );
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[test]
-fn keys_and_values_may_start_with_a_hyphen() {
-    let dir = TempDir::new().unwrap();
-    let server = ServerProcess::start(dir.path(), &[]);
-    let addr = server.addr_arg();
-    let addr = addr.as_str();
-    // No `--` needed, with --addr after, before or between the arguments.
-    assert_ok(&client(&["set", "k", "-1", "--addr", addr]), "");
-    assert_ok(&client(&["get", "k", "--addr", addr]), "-1\n");
-    assert_ok(&client(&["set", "-k", "v", "--addr", addr]), "");
-    assert_ok(&client(&["get", "--addr", addr, "-k"]), "v\n");
-    assert_ok(&client(&["set", "-x", "--addr", addr, "--y"]), "");
-    assert_ok(&client(&["get", "-x", "--addr", addr]), "--y\n");
-    assert_ok(
-        &client(&["get", "--addr", addr, "-nope"]),
-        "Key not found\n",
-    );
-    assert_ok(&client(&["rm", "-k", "--addr", addr]), "");
-    assert_ok(&client(&["get", "-k", "--addr", addr]), "Key not found\n");
-    // A key spelled like an option still goes after `--`.
-    assert_ok(&client(&["set", "--addr", addr, "--", "--addr", "-h"]), "");
-    assert_ok(&client(&["get", "--addr", addr, "--", "--addr"]), "-h\n");
-
-    // --addr without its value is still a usage error, not a key named "--addr".
-    for args in [
-        &["get", "--addr"][..],
-        &["get", "-k", "--addr"],
-        &["set", "k", "--addr"],
-    ] {
-        let out = client(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = text(&out.stderr);
-        assert!(
-            err.contains("a value is required for '--addr"),
-            "{args:?}: {err}"
-        );
-    }
-    // --help still works in any position, and says how keys may start.
-    for args in [
-        &["get", "--help"][..],
-        &["get", "-k", "--help"],
-        &["set", "k", "-h"],
-    ] {
-        let out = client(args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-        let help = text(&out.stdout);
-        assert!(help.contains("Usage: kvs-client"), "{args:?}: {help}");
-        assert!(help.contains("It may start with '-'"), "{args:?}: {help}");
-    }
-    let help = text(&client(&["--help"]).stdout);
-    for command in ["set", "get", "rm"] {
-        assert!(help.contains(&format!("  {command} ")), "{help}");
-    }
 }

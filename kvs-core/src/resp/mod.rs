@@ -7,8 +7,8 @@
 //! - a RESP request starts with `*` (0x2A: an array, which is what client libraries send) or,
 //!   as an inline command typed into telnet, with the command's name, an ASCII letter. Before
 //!   either may come empty lines (`\r\n` or a bare `\n`) and blanks: redis-server's inline
-//!   parser (`processInlineBuffer`) takes everything up to a `\n` as one line and splits it
-//!   into words at C's `isspace` bytes (`sdssplitargs`), and a line with no words is skipped,
+//!   parser (`processInlineBuffer`) takes everything up to a `\n` as one line, skips C's
+//!   `isspace` bytes before each word of it (`sdssplitargs`), and skips a line with no words,
 //!   so `\r\n\n PING\r\n` is one `PING` to Redis, at the start of a connection as between
 //!   its commands. So the `isspace` bytes start RESP too: `\t` (0x09), `\n` (0x0A), `\v`
 //!   (0x0B), `\f` (0x0C), `\r` (0x0D) and ` ` (0x20);
