@@ -18,23 +18,27 @@ struct Cli {
 enum Command {
     /// Set KEY to VALUE.
     Set {
-        /// The key.
+        /// The key. It may start with '-'; put `--` before one spelled --addr, -h or --help.
+        #[arg(allow_hyphen_values = true)]
         key: String,
-        /// The value.
+        /// The value. It may start with '-', as the key.
+        #[arg(allow_hyphen_values = true)]
         value: String,
         #[command(flatten)]
         server: Server,
     },
     /// Print the value of KEY, or "Key not found".
     Get {
-        /// The key.
+        /// The key. It may start with '-'; put `--` before one spelled --addr, -h or --help.
+        #[arg(allow_hyphen_values = true)]
         key: String,
         #[command(flatten)]
         server: Server,
     },
     /// Remove KEY; fails with "Key not found" if it is not set.
     Rm {
-        /// The key.
+        /// The key. It may start with '-'; put `--` before one spelled --addr, -h or --help.
+        #[arg(allow_hyphen_values = true)]
         key: String,
         #[command(flatten)]
         server: Server,

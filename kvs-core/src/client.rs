@@ -5,6 +5,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::protocol::{frame, ErrorKind, Request, Response, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::resp::MAX_KVS_FRAME_LEN;
 use crate::{KvsError, Result};
 
 /// How long [`KvsClient::connect`] waits for each address to accept the connection.
@@ -20,7 +21,9 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// - [`KvsError::Remote`]: any other error reported by the server, with its
 ///   [`ErrorKind`].
 /// - [`KvsError::Protocol`]: the server sent something that is not a valid response (the
-///   connection is dropped).
+///   connection is dropped). When the answer cannot come from any kvs server (text, as an
+///   HTTP, SMTP or Redis server answers), the message says that the server at the address is
+///   not a kvs server and quotes what it answered.
 /// - [`KvsError::InvalidArgument`]: the request is over the frame limit and was not sent.
 ///
 /// ```no_run
@@ -175,7 +178,13 @@ impl KvsClient {
         let Some(stream) = self.stream.as_mut() else {
             return Err(self.lost(io::ErrorKind::NotConnected.into()));
         };
-        let exchanged = exchange(stream, &self.out, &mut self.payload, self.max_frame_len);
+        let exchanged = exchange(
+            stream,
+            &self.out,
+            &mut self.payload,
+            self.max_frame_len,
+            &self.name,
+        );
         let decoded = match exchanged {
             Ok(()) => Response::decode(&self.payload),
             Err(e) => Err(e),
@@ -257,15 +266,68 @@ fn exchange(
     request: &[u8],
     payload: &mut Vec<u8>,
     max_len: usize,
+    name: &str,
 ) -> Result<()> {
     stream.get_mut().write_all(request)?;
-    let mut header = [0; HEADER_LEN];
-    stream.read_exact(&mut header)?;
+    let header = read_header(stream, name)?;
     let len = frame::payload_len(header, max_len)?;
     payload.clear();
     payload.resize(len, 0);
     stream.read_exact(payload)?;
     Ok(())
+}
+
+/// Reads a response frame's length prefix, and tells a server that is not a kvs server by it.
+///
+/// A kvs server never sends a frame longer than [`MAX_KVS_FRAME_LEN`] (it caps its limit
+/// there), so the first byte of its replies is at most 0x08. Any line-based protocol answers
+/// with text, whose first byte is above that: `HTTP/1.1 400` (a length of 1213486160),
+/// `-ERR`, `+OK`, an SMTP or FTP greeting `220 `. Such an answer is refused as
+/// [`KvsError::Protocol`] naming the address and quoting what came, not as an oversized frame.
+fn read_header(stream: &mut BufReader<TcpStream>, name: &str) -> Result<[u8; HEADER_LEN]> {
+    let mut header = [0; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match stream.read(&mut header[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let foreign = got > 0 && usize::from(header[0]) > MAX_KVS_FRAME_LEN >> 24;
+    if foreign {
+        // What else the server said, as far as it arrived with the header: no more waiting.
+        let mut answer = header[..got].to_vec();
+        answer.extend_from_slice(stream.buffer());
+        return Err(KvsError::Protocol(format!(
+            "the server at {name} is not a kvs server: it answered {}",
+            describe_answer(&answer)
+        )));
+    }
+    if got < HEADER_LEN {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+    }
+    Ok(header)
+}
+
+/// The first line of a foreign server's answer, quoted and escaped, or its first bytes in hex
+/// when it is not text.
+fn describe_answer(answer: &[u8]) -> String {
+    const SHOWN: usize = 80;
+    let line = answer.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = line
+        .iter()
+        .all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\t');
+    if text && !line.is_empty() {
+        let shown = &line[..line.len().min(SHOWN)];
+        let more = if line.len() > SHOWN { "..." } else { "" };
+        format!("\"{}{more}\"", shown.escape_ascii())
+    } else {
+        let hex: Vec<String> = answer.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("the bytes {}", hex.join(" "))
+    }
 }
 
 fn apply_timeout(stream: &TcpStream, timeout: Option<Duration>) -> io::Result<()> {

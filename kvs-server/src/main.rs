@@ -5,8 +5,9 @@
 //! connection's first byte tells which (see `kvs::resp`).
 //!
 //! Logs go to stderr (level from `RUST_LOG`, else `--log-level`). SIGINT and SIGTERM stop the
-//! server gracefully: it stops accepting, finishes the requests in flight, flushes the engine
-//! and exits 0. A second signal exits at once, with status 1.
+//! server gracefully: it stops accepting, finishes the requests in flight (waiting at most
+//! `--drain-timeout`, 1 s, for clients to read their replies), flushes the engine and exits 0.
+//! A second signal exits at once, with status 1.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
@@ -26,7 +27,8 @@ use kvs::{AnyEngine, EngineKind, KvStoreOptions, KvsServer, ServerConfig, Shutdo
                   The port speaks the kvs protocol (kvs-client) and RESP, the Redis protocol \
                   (redis-cli, redis-benchmark, Redis client libraries): PING, ECHO, SET \
                   [NX|XX] [GET], GET, DEL, EXISTS, MGET, MSET, DBSIZE, INFO, COMMAND, HELLO, \
-                  QUIT. Each connection's first byte tells which: '*' or a letter is RESP."
+                  QUIT. Each connection's first byte tells which: '*', a letter, a space or an \
+                  empty line is RESP."
 )]
 struct Cli {
     /// Address to listen on, IPv4 or IPv6 IP:PORT.
@@ -42,7 +44,7 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = Pool::SharedQueue)]
     pool: Pool,
 
-    /// Worker threads, each serving many connections (default: one per CPU).
+    /// Worker threads, each serving many connections, from 1 to 1024 (default: one per CPU).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
 
@@ -54,22 +56,81 @@ struct Cli {
 
     /// Largest request or reply payload in bytes; a client announcing a larger request is
     /// disconnected. For RESP: the longest bulk string, and the most bytes of bulk strings in
-    /// one command. At most 704643071 (672 MiB - 1).
-    #[arg(long, value_name = "BYTES", default_value_t = kvs::protocol::DEFAULT_MAX_FRAME_LEN)]
-    max_frame_bytes: usize,
+    /// one command. From 1024 (room for an error reply) to 150994943 (144 MiB - 1: a larger
+    /// kvs frame could not be told apart from a RESP request).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = kvs::protocol::DEFAULT_MAX_FRAME_LEN as u64,
+        value_parser = clap::value_parser!(u64).range(MIN_FRAME_BYTES..=MAX_FRAME_BYTES)
+    )]
+    max_frame_bytes: u64,
 
     /// Seconds a client may leave a request half-sent or replies unread before it is
-    /// disconnected (idle connections are kept).
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    client_timeout: f64,
+    /// disconnected (idle connections are kept). From 0.001 to 86400 (a day); fractions allowed.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "30",
+        value_parser = parse_seconds,
+        allow_negative_numbers = true
+    )]
+    client_timeout: Duration,
 
-    /// Most connections served at once; more are closed on arrival.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    max_connections: usize,
+    /// Seconds a graceful shutdown (SIGINT, SIGTERM) waits for clients to read the replies to
+    /// their last requests before closing their connections, from 0.001 to 86400.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "1",
+        value_parser = parse_seconds,
+        allow_negative_numbers = true
+    )]
+    drain_timeout: Duration,
 
-    /// Log level when RUST_LOG is not set: error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    /// Most connections served at once, from 1 to 1000000; more are closed on arrival.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    max_connections: u32,
+
+    /// Log level when RUST_LOG is not set.
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        default_value = "info",
+        value_parser = ["off", "error", "warn", "info", "debug", "trace"]
+    )]
     log_level: String,
+}
+
+/// The smallest `--max-frame-bytes`: below it, the server's own error replies (which name the
+/// limit and the size at fault) would not fit in a frame.
+const MIN_FRAME_BYTES: u64 = 1024;
+
+/// The largest `--max-frame-bytes` (see `kvs::resp` for why).
+const MAX_FRAME_BYTES: u64 = kvs::resp::MAX_KVS_FRAME_LEN as u64;
+
+/// The bounds of `--client-timeout` and `--drain-timeout`, in seconds.
+const TIMEOUT_SECS: std::ops::RangeInclusive<f64> = 0.001..=86_400.0;
+
+/// Parses a timeout: a number of seconds within [`TIMEOUT_SECS`].
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !TIMEOUT_SECS.contains(&secs) {
+        return Err(format!(
+            "{text} is not in {}..={} seconds",
+            TIMEOUT_SECS.start(),
+            TIMEOUT_SECS.end()
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -109,20 +170,6 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    if !(cli.client_timeout.is_finite() && cli.client_timeout > 0.0) {
-        return Err(format!(
-            "--client-timeout must be a positive number of seconds, not {}",
-            cli.client_timeout
-        ));
-    }
-    if cli.max_frame_bytes > kvs::resp::MAX_KVS_FRAME_LEN {
-        return Err(format!(
-            "--max-frame-bytes must be at most {} (a larger kvs frame could not be told apart \
-             from a RESP request), not {}",
-            kvs::resp::MAX_KVS_FRAME_LEN,
-            cli.max_frame_bytes
-        ));
-    }
     // Signals are caught from the very start, so that one arriving while the store opens
     // still ends in a clean shutdown rather than the default abrupt exit.
     let stop = Stop::on_signals()?;
@@ -150,9 +197,11 @@ fn run(cli: Cli) -> Result<(), String> {
     });
     let config = ServerConfig::default()
         .workers(threads as usize)
-        .max_frame_len(cli.max_frame_bytes)
-        .client_timeout(Duration::from_secs_f64(cli.client_timeout))
-        .max_connections(cli.max_connections);
+        // Both fit: the parser bounded them far below `usize::MAX`.
+        .max_frame_len(usize::try_from(cli.max_frame_bytes).unwrap_or(usize::MAX))
+        .client_timeout(cli.client_timeout)
+        .drain_timeout(cli.drain_timeout)
+        .max_connections(usize::try_from(cli.max_connections).unwrap_or(usize::MAX));
     log::info!(
         "kvs-server {}, engine {}, listening on {local} ({threads} threads, {} pool, sync {})",
         kvs::VERSION,

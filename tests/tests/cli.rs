@@ -1,9 +1,13 @@
 //! `kvs-client` and `kvs-server` as docs/reference/command-line.md says: every row of the client table on both
 //! engines, usage errors, unreachable servers, engine recording and mismatch.
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
+use kvs_tests::redis::RedisServer;
+use kvs_tests::server::PATIENCE;
 use kvs_tests::{client, kvs_client, kvs_server, ServerProcess};
 use tempfile::TempDir;
 
@@ -148,6 +152,110 @@ fn server_usage_errors_exit_non_zero() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
+/// Runs `kvs-server --addr 127.0.0.1:0 <args>` in `dir`, expecting it to exit on its own. A
+/// server that accepted `args` and started serving is killed and fails the test.
+fn refused_start(dir: &std::path::Path, args: &[&str]) -> Output {
+    let mut child = Command::new(kvs_server())
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Refusing an argument takes milliseconds; the patience is for a loaded machine.
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "kvs-server {args:?} was accepted and served:\n{}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn server_refuses_nonsense_limits_at_start_up() {
+    let dir = TempDir::new().unwrap();
+    // Each of these used to be accepted (or to crash the server) instead of being refused
+    // by the argument parser; the flag at fault must be named.
+    let cases: &[&[&str]] = &[
+        &["--max-frame-bytes", "0"],
+        &["--max-frame-bytes", "1023"],
+        &["--max-frame-bytes", "150994944"],
+        &["--max-frame-bytes", "99999999999999999999"],
+        &["--max-connections", "0"],
+        &["--max-connections", "1000001"],
+        &["--threads", "0"],
+        &["--threads", "1025"],
+        &["--client-timeout", "0"],
+        &["--client-timeout", "-1"],
+        &["--client-timeout", "0.0001"],
+        &["--client-timeout", "86401"],
+        &["--client-timeout", "1e30"],
+        &["--client-timeout", "NaN"],
+        &["--client-timeout", "inf"],
+        &["--client-timeout", "soon"],
+        &["--drain-timeout", "0"],
+        &["--drain-timeout", "-2"],
+        &["--drain-timeout", "1e9"],
+        &["--log-level", "loud"],
+    ];
+    for args in cases {
+        let out = refused_start(dir.path(), args);
+        let err = text(&out.stderr);
+        // Exit code 2 is clap's "usage error": refused before anything started.
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("invalid value '{}' for '{}", args[1], args[0])),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    // The bounds themselves are fine, and --help states them.
+    let help = Command::new(kvs_server()).arg("--help").output().unwrap();
+    let help = text(&help.stdout);
+    for range in [
+        "From 1024 (room for an error reply) to 150994943",
+        "From 0.001 to 86400",
+        "before closing their connections, from 0.001 to 86400",
+        "from 1 to 1000000",
+        "from 1 to 1024",
+    ] {
+        assert!(
+            help.contains(range),
+            "--help does not say {range:?}:\n{help}"
+        );
+    }
+    let mut server = ServerProcess::start(
+        dir.path(),
+        &[
+            "--max-frame-bytes",
+            "1024",
+            "--max-connections",
+            "1",
+            "--threads",
+            "1",
+            "--client-timeout",
+            "0.001",
+        ],
+    );
+    assert_ok(
+        &client(&["set", "k", "v", "--addr", &server.addr_arg()]),
+        "",
+    );
+    assert_ok(&client(&["get", "k", "--addr", &server.addr_arg()]), "v\n");
+    assert!(server.signal_and_wait("TERM").success());
+}
+
 #[test]
 fn both_binaries_print_the_version() {
     let version = env!("CARGO_PKG_VERSION");
@@ -274,4 +382,81 @@ fn sled_directory_refuses_kvs_engine() {
 #[test]
 fn kvs_directory_refuses_sled_engine() {
     mismatch_is_refused("kvs", "sled");
+}
+
+/// A one-connection server on 127.0.0.1 that is not a kvs server: it says `greeting` on
+/// accepting, then `answer` once the client's request has arrived, then reads until the
+/// client closes (so that no unread byte turns its close into a reset).
+fn foreign_server(greeting: &'static [u8], answer: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let _ = stream.write_all(greeting);
+        let mut buf = [0; 4096];
+        if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+            let _ = stream.write_all(answer);
+        }
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    addr
+}
+
+/// `kvs-client <args> --addr <addr>`, which must fail saying that `addr` is not a kvs server
+/// and quoting `quoted`.
+fn assert_not_kvs(addr: &str, args: &[&str], quoted: &str) {
+    let command = args[0];
+    let mut args = args.to_vec();
+    args.extend(["--addr", addr]);
+    let out = client(&args);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{command}: {err}");
+    assert!(out.stdout.is_empty(), "{command}: {}", text(&out.stdout));
+    let said = format!("the server at {addr} is not a kvs server: it answered {quoted}");
+    assert!(
+        err.contains(&said),
+        "{command}: wanted {said:?}, got {err:?}"
+    );
+    assert!(!err.contains("over the limit"), "{err}");
+}
+
+#[test]
+fn client_says_when_the_server_is_not_a_kvs_server() {
+    // An HTTP server answers the request it cannot parse.
+    let http = foreign_server(
+        b"",
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_not_kvs(&http, &["get", "k"], "\"HTTP/1.1 400 Bad Request\"");
+    // An SMTP (or FTP) server greets first.
+    let smtp = foreign_server(b"220 mail.test ESMTP ready\r\n", b"500 5.5.2 what?\r\n");
+    assert_not_kvs(&smtp, &["set", "k", "v"], "\"220 mail.test ESMTP ready\"");
+    // A RESP server that refuses the bytes; and one that says a word and hangs up.
+    let resp = foreign_server(b"", b"-ERR unknown command\r\n");
+    assert_not_kvs(&resp, &["rm", "k"], "\"-ERR unknown command\"");
+    let short = foreign_server(b"", b"OK\n");
+    assert_not_kvs(&short, &["get", "k"], "\"OK\"");
+    // Binary that no kvs server sends is shown in hex.
+    let binary = foreign_server(b"", b"\xff\x00\x01\x02\x03");
+    assert_not_kvs(&binary, &["get", "k"], "the bytes ff 00 01 02 03");
+}
+
+#[test]
+fn client_says_when_the_server_is_redis() {
+    let dir = TempDir::new().unwrap();
+    let Some(redis) = RedisServer::start(dir.path()) else {
+        return;
+    };
+    // Redis reads a kvs frame (first byte 0) as an inline command, and an inline command
+    // holding a NUL byte never ends for it: it answers only once more than 64 KiB have come
+    // without a line break. So the request is just over that; the rest would wait forever,
+    // as with any server that stays silent, until the client's timeout.
+    let value = "v".repeat(65_600);
+    assert_not_kvs(
+        &redis.addr,
+        &["set", "k", &value],
+        "\"-ERR Protocol error: too big inline request\"",
+    );
 }

@@ -362,6 +362,187 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 }
 
 #[test]
+fn sigterm_does_not_wait_for_a_client_that_never_reads() {
+    let dir = TempDir::new().unwrap();
+    // The client timeout is long on purpose: the shutdown must not wait for it.
+    let mut server = ServerProcess::start(dir.path(), &["--client-timeout", "30"]);
+    let mut setup = KvsClient::connect(server.addr).unwrap();
+    setup.set_bytes(b"big", &[b'x'; 16 << 10]).unwrap();
+
+    // The greedy client pipelines gets of a 16 KiB value and reads nothing, until the server
+    // stops reading from it (its replies fill the socket buffers both ways) and so the
+    // client's own writes stall for good.
+    let mut greedy = raw(&server);
+    greedy.set_nonblocking(true).unwrap();
+    let get = frame(Request::Get { key: b"big" });
+    let mut stalls = 0;
+    let mut written = 0usize;
+    let deadline = std::time::Instant::now() + kvs_tests::server::PATIENCE;
+    while stalls < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never stopped reading"
+        );
+        match greedy.write(&get[written % get.len()..]) {
+            Ok(n) => {
+                written += n;
+                stalls = 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stalls += 1;
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("greedy client: {e}"),
+        }
+    }
+
+    // A client that reads, with requests pipelined right before the signal ...
+    let mut pipelined = raw(&server);
+    let mut batch = Vec::new();
+    for i in 0..50u32 {
+        batch.extend(frame(Request::Set {
+            key: format!("p{i}").as_bytes(),
+            value: b"v",
+        }));
+    }
+    pipelined.write_all(&batch).unwrap();
+    assert_eq!(
+        Response::decode(&read_payload(&mut pipelined)).unwrap(),
+        Response::Ok
+    );
+    // ... and one writing key after key while the signal comes.
+    let addr = server.addr;
+    let (acked_tx, acked_rx) = std::sync::mpsc::channel::<u32>();
+    let writer = thread::spawn(move || {
+        let mut client = KvsClient::connect(addr).unwrap();
+        let mut acked = 0;
+        while client.set(format!("w{acked}"), "v".to_owned()).is_ok() {
+            acked += 1;
+            let _ = acked_tx.send(acked);
+        }
+        acked
+    });
+    for _ in 0..100 {
+        acked_rx
+            .recv()
+            .expect("the writer is served before the signal");
+    }
+
+    let signalled = std::time::Instant::now();
+    let status = server.signal_and_wait("TERM");
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}\n{}", server.stderr());
+    // The drain timeout is 1 s, and the rest of the shutdown (waking the workers, flushing
+    // the engine, exiting) takes milliseconds; 2 s is the target. The bound allows 8 s more,
+    // since on a loaded 2-core machine a process can wait seconds for a core. It is still far
+    // below the 30 s client timeout that the shutdown used to wait for the greedy client.
+    eprintln!("kvs-server exited {took:?} after SIGTERM with a client that never reads");
+    assert!(
+        took < Duration::from_secs(10),
+        "kvs-server took {took:?} to exit after SIGTERM\n{}",
+        server.stderr()
+    );
+    assert!(
+        server.stderr().contains("after the drain timeout"),
+        "{}",
+        server.stderr()
+    );
+
+    // The pipelined requests were all answered.
+    let rest = read_until_closed(&mut pipelined);
+    let mut answered = 1;
+    let mut at = 0;
+    while at + 4 <= rest.len() {
+        let len = u32::from_be_bytes(rest[at..at + 4].try_into().unwrap()) as usize;
+        assert_eq!(
+            Response::decode(&rest[at + 4..at + 4 + len]).unwrap(),
+            Response::Ok
+        );
+        at += 4 + len;
+        answered += 1;
+    }
+    assert_eq!(answered, 50);
+    drop(greedy);
+
+    // Every acknowledged write is there after a restart.
+    let acked = writer.join().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut client = KvsClient::connect(server.addr).unwrap();
+    for i in 0..acked {
+        assert_eq!(
+            client.get(format!("w{i}")).unwrap().as_deref(),
+            Some("v"),
+            "w{i}"
+        );
+    }
+    for i in 0..50 {
+        assert_eq!(
+            client.get(format!("p{i}")).unwrap().as_deref(),
+            Some("v"),
+            "p{i}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_answers_every_request_received_in_full_to_a_client_that_reads() {
+    let dir = TempDir::new().unwrap();
+    // Both timeouts long: this is about what is answered, not how fast.
+    let mut server = ServerProcess::start(
+        dir.path(),
+        &["--client-timeout", "60", "--drain-timeout", "60"],
+    );
+    let value = vec![b'x'; 512 << 10];
+    KvsClient::connect(server.addr)
+        .unwrap()
+        .set_bytes(b"big", &value)
+        .unwrap();
+    // 100 gets in one write (one read for the server): 50 MiB of replies, more than the socket
+    // buffers hold, so the server is still answering them, at 256 KiB of replies at a time,
+    // when the signal comes.
+    let mut stream = raw(&server);
+    let gets: Vec<u8> = (0..100)
+        .flat_map(|_| frame(Request::Get { key: b"big" }))
+        .collect();
+    stream.write_all(&gets).unwrap();
+    let first = read_payload(&mut stream);
+    assert_eq!(
+        Response::decode(&first).unwrap(),
+        Response::Value(Some(&value))
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The client pauses before reading on, so that the shutdown finds the replies piled up
+    // (whether it then answers the rest must not depend on the client reading at once).
+    server.wait_for_log("shutting down");
+    thread::sleep(Duration::from_millis(300));
+    let mut answered = 1;
+    loop {
+        let mut header = [0; 4];
+        match stream.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("after {answered} replies: {e}"),
+        }
+        let mut payload = vec![0; u32::from_be_bytes(header) as usize];
+        stream.read_exact(&mut payload).unwrap();
+        assert_eq!(
+            Response::decode(&payload).unwrap(),
+            Response::Value(Some(&value))
+        );
+        answered += 1;
+    }
+    assert_eq!(
+        answered, 100,
+        "requests received before SIGTERM left unanswered"
+    );
+    assert!(server.wait().success(), "{}", server.stderr());
+}
+
+#[test]
 fn client_errors_say_what_happened() {
     let dir = TempDir::new().unwrap();
     let mut server = ServerProcess::start(dir.path(), &["--max-frame-bytes", "1024"]);

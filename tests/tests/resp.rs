@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use kvs::resp::{Frame, Limits};
 use kvs::KvsClient;
+use kvs_tests::redis::RedisServer;
 use kvs_tests::ServerProcess;
 use tempfile::TempDir;
 
@@ -25,7 +26,11 @@ struct Resp {
 
 impl Resp {
     fn connect(server: &ServerProcess) -> Resp {
-        let stream = TcpStream::connect(server.addr).unwrap();
+        Resp::connect_to(&server.addr.to_string())
+    }
+
+    fn connect_to(addr: &str) -> Resp {
+        let stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
@@ -365,6 +370,72 @@ fn inline_commands_and_empty_requests_are_served() {
     assert_eq!(c.read(), Some(ok()));
     assert_eq!(c.read(), Some(bulk(b"hello")));
     assert_eq!(c.read(), Some(Frame::Simple("PONG".into())));
+}
+
+#[test]
+fn empty_lines_before_and_between_commands_are_skipped_as_redis_does() {
+    // redis-server skips lines with no words in its inline parser: these streams get exactly
+    // two PONGs and one value from it, whatever the blank lines or spaces in front.
+    let dir = TempDir::new().unwrap();
+    let server = start(&dir, "kvs");
+    Resp::connect(&server).call(&[b"SET", b"k", b"v"]);
+    for prefix in [
+        "\r\n",
+        "\n",
+        "\r\n\n\r\n",
+        "\r",
+        " ",
+        "\t",
+        "\x0b\x0c\r\n",
+        "  \t\r\r\n",
+    ] {
+        let mut c = Resp::connect(&server);
+        let stream = format!("{prefix}PING\r\n\r\n\n*1\r\n$4\r\nPING\r\n\n \r\nGET k\n");
+        c.stream.write_all(stream.as_bytes()).unwrap();
+        for want in [
+            Frame::Simple("PONG".into()),
+            Frame::Simple("PONG".into()),
+            bulk(b"v"),
+        ] {
+            assert_eq!(c.read(), Some(want), "after {prefix:?}");
+        }
+    }
+    // The first empty line may come in a packet of its own.
+    let mut c = Resp::connect(&server);
+    c.stream.write_all(b"\r\n").unwrap();
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(c.line("PING"), Frame::Simple("PONG".into()));
+    // The kvs protocol on the same port is unaffected.
+    let mut kvs = KvsClient::connect(server.addr).unwrap();
+    assert_eq!(kvs.get("k".to_owned()).unwrap().as_deref(), Some("v"));
+}
+
+#[test]
+fn empty_lines_and_blanks_get_the_same_replies_as_from_redis_server() {
+    let dir = TempDir::new().unwrap();
+    let Some(redis) = RedisServer::start(dir.path()) else {
+        return;
+    };
+    let server = start(&dir, "kvs");
+    let kvs = server.addr.to_string();
+    let streams: &[&[u8]] = &[
+        b"\r\n\n\r\nPING\r\n\r\n\n*1\r\n$4\r\nPING\r\n\nGET k\n",
+        b"\rPING\x0bk\r\r\n\n \t\r\nGET k\r\nSET  k\tv\r\n",
+        b" \x0c\r\n*1\r\n$4\r\nPING\r\n\r\nECHO hi\r\nGET k\r\n",
+        b"\t\nGET k\r\n\r\n\n\n\nDEL k\r\nPING\r\n",
+    ];
+    for stream in streams {
+        let replies: Vec<Vec<Frame>> = [&redis.addr, &kvs]
+            .iter()
+            .map(|addr| {
+                let mut c = Resp::connect_to(addr);
+                c.call(&[b"SET", b"k", b"v"]);
+                c.stream.write_all(stream).unwrap();
+                (0..3).map(|_| c.read().expect("a reply")).collect()
+            })
+            .collect();
+        assert_eq!(replies[1], replies[0], "kvs vs redis-server for {stream:?}");
+    }
 }
 
 #[test]

@@ -18,8 +18,9 @@
 //! ```
 //!
 //! A *request* is an array of bulk strings (the command name, then its arguments), or an
-//! *inline command*: one line of words separated by spaces or tabs (`PING\r\n`, as typed into
-//! telnet; no quoting). Requests follow each other with nothing in between (pipelining).
+//! *inline command*: one line of words separated by blanks, split as redis-server splits them
+//! (see [`is_blank`]; `PING\r\n`, as typed into telnet; no quoting; a line of blanks only is
+//! an empty request, which the server skips). Requests follow each other with nothing in between (pipelining).
 //!
 //! # Limits
 //!
@@ -222,19 +223,19 @@ impl RequestParser {
                     } else {
                         end - 1
                     };
-                    let mut word = None;
-                    for (i, &b) in buf[..line_end].iter().enumerate() {
-                        match (b == b' ' || b == b'\t', word) {
-                            (true, Some(from)) => {
-                                self.args.push(from..i);
-                                word = None;
-                            }
-                            (false, None) => word = Some(i),
-                            _ => {}
+                    // As redis-server's `sdssplitargs` (without its quoting): blanks before a
+                    // word are skipped, and a word runs to a space, tab, CR or LF.
+                    let mut i = 0;
+                    while i < line_end {
+                        if is_blank(buf[i]) {
+                            i += 1;
+                            continue;
                         }
-                    }
-                    if let Some(from) = word {
-                        self.args.push(from..line_end);
+                        let from = i;
+                        while i < line_end && !matches!(buf[i], b' ' | b'\t' | b'\r' | b'\n') {
+                            i += 1;
+                        }
+                        self.args.push(from..i);
                     }
                     self.pos = end;
                     return Ok(RequestStatus::Complete { end });
@@ -323,6 +324,14 @@ pub enum Version {
     Resp2,
     /// RESP3: null is `_`, a map is `%count` followed by keys and values.
     Resp3,
+}
+
+/// Whether `b` is a blank, skipped before a word of an inline command: C's `isspace` bytes
+/// (space, `\t`, `\n`, `\v`, `\f`, `\r`), as in redis-server. A line of blanks only is an
+/// empty request, which the server skips. (A word itself ends at a space, tab, CR or LF only:
+/// `\v` and `\f` inside a word are part of it, as in Redis.)
+pub fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 /// Appends "no value": `$-1\r\n` in RESP2, `_\r\n` in RESP3.
@@ -662,6 +671,12 @@ mod tests {
         let (args, _) = request(b"PING\n").unwrap().unwrap();
         assert_eq!(args, words(&["PING"]));
         assert_eq!(request(b"\r\n").unwrap().unwrap().0.len(), 0);
+        // As in redis-server: every C `isspace` byte is skipped before a word, and a word ends
+        // at a space, tab, CR or LF (so `\v` and `\f` inside a word are part of it).
+        let (args, end) = request(b"\r\x0bPING\x0bk \x0cv\rw\r\r\n").unwrap().unwrap();
+        assert_eq!(args, words(&["PING\x0bk", "v", "w"]));
+        assert_eq!(end, 16);
+        assert_eq!(request(b" \t\r\r\n").unwrap().unwrap().0.len(), 0);
         assert_eq!(request(b"PIN").unwrap(), None);
     }
 

@@ -5,15 +5,26 @@
 //!
 //! The server tells the two protocols apart by the first byte a connection sends:
 //! - a RESP request starts with `*` (0x2A: an array, which is what client libraries send) or,
-//!   as an inline command typed into telnet, with the command's name, an ASCII letter;
+//!   as an inline command typed into telnet, with the command's name, an ASCII letter. Before
+//!   either may come empty lines (`\r\n` or a bare `\n`) and blanks: redis-server's inline
+//!   parser (`processInlineBuffer`) takes everything up to a `\n` as one line, skips C's
+//!   `isspace` bytes before each word of it (`sdssplitargs`), and skips a line with no words,
+//!   so `\r\n\n PING\r\n` is one `PING` to Redis, at the start of a connection as between
+//!   its commands. So the `isspace` bytes start RESP too: `\t` (0x09), `\n` (0x0A), `\v`
+//!   (0x0B), `\f` (0x0C), `\r` (0x0D) and ` ` (0x20);
 //! - a kvs frame starts with its length as a 4-byte big-endian number (see
-//!   [`protocol::frame`](crate::protocol::frame)), so its first byte is `length >> 24`. The
-//!   server caps its frame limit at [`MAX_KVS_FRAME_LEN`] (under 0x2A00_0000 bytes, 672 MiB;
-//!   the default is 32 MiB), so the first byte of a valid kvs frame is at most 0x29: never `*`
-//!   and never a letter.
+//!   [`protocol::frame`](crate::protocol::frame): `length: u32 BE`, then the payload; no magic
+//!   byte comes first), so its first byte is `length >> 24`. The server caps its frame limit
+//!   at [`MAX_KVS_FRAME_LEN`] (under 0x0900_0000 bytes, 144 MiB; the default is 32 MiB), so
+//!   the first byte of a frame it accepts is at most 0x08: below every byte above, `\t`
+//!   (0x09) being the lowest of them. A larger cap would let a frame of 144 MiB or more start
+//!   with `\t` or `\n` and be taken for RESP.
 //!
-//! So: first byte `*` or `A`-`Z`/`a`-`z` → RESP for the rest of the connection; anything else →
-//! the kvs protocol. The choice is made once, and a connection never switches.
+//! So: first byte `*`, `A`-`Z`/`a`-`z` or an `isspace` byte → RESP for the rest of the
+//! connection; anything else → the kvs protocol. The choice is made once, and a connection
+//! never switches. A kvs client uses the same rule the other way round: a reply whose length
+//! prefix is over [`MAX_KVS_FRAME_LEN`] (first byte 0x09 or more, as the text of any
+//! line-based protocol: `HTTP`, `-ERR`, `+OK`, `220 `) does not come from a kvs server.
 //!
 //! # Layers
 //!
@@ -67,12 +78,13 @@ pub(crate) use self::session::Session;
 pub(crate) use self::state::ServerState;
 
 /// The largest kvs-protocol frame a server accepts when it also speaks RESP on the same port
-/// (672 MiB - 1): any larger length would start with the byte `*` or higher.
-pub const MAX_KVS_FRAME_LEN: usize = 0x2A00_0000 - 1;
+/// (144 MiB - 1): any larger length would start with the byte `\t` (0x09) or higher, as a
+/// blank or an empty line before a RESP command does.
+pub const MAX_KVS_FRAME_LEN: usize = 0x0900_0000 - 1;
 
 /// Whether a connection whose first byte is `first` speaks RESP (else: the kvs protocol).
 pub fn is_resp_start(first: u8) -> bool {
-    first == b'*' || first.is_ascii_alphabetic()
+    first == b'*' || first.is_ascii_alphabetic() || frame::is_blank(first)
 }
 
 #[cfg(test)]
@@ -88,6 +100,10 @@ mod tests {
         for first in 0..=(MAX_KVS_FRAME_LEN >> 24) as u8 {
             assert!(!is_resp_start(first));
         }
-        assert!(is_resp_start(b'*') && is_resp_start(b'P') && is_resp_start(b'g'));
+        for first in [b'*', b'P', b'g', b'\t', b'\n', 0x0b, 0x0c, b'\r', b' '] {
+            assert!(is_resp_start(first), "{first:#04x}");
+        }
+        // The first byte above every kvs frame's is the first that can start RESP.
+        assert_eq!((MAX_KVS_FRAME_LEN + 1) >> 24, usize::from(b'\t'));
     }
 }

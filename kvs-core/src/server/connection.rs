@@ -167,17 +167,49 @@ impl Connection {
         chunk
     }
 
-    /// On shutdown: carries out the requests received in full and queues their replies.
-    /// Nothing more is read.
-    pub(super) fn finish<E: KvsEngine>(
+    /// On shutdown: carries out the requests received in full and sends their replies, as far
+    /// as the client reads them; nothing more is read. Returns `true` once the connection is
+    /// done with (everything answered and sent, or broken), `false` while replies wait for the
+    /// client to read them. As when serving, requests are carried out only while less than
+    /// [`OUTPUT_HIGH_WATER`] of replies wait, so a client that pipelined many requests and
+    /// reads nothing cannot make the server produce all their replies at once.
+    pub(super) fn drain<E: KvsEngine>(
         &mut self,
         engine: &E,
         state: &ServerState,
         max_frame_len: usize,
-    ) {
-        if let Err(e) = self.carry_out_all(engine, state, max_frame_len) {
-            log::warn!("{}: {e}", self.peer);
+    ) -> bool {
+        loop {
+            match self.flush() {
+                Ok(_) => {}
+                Err(e) => {
+                    log::debug!("{}: connection error: {e}", self.peer);
+                    return true;
+                }
+            }
+            if self.pending_output() >= OUTPUT_HIGH_WATER {
+                return false;
+            }
+            match self.carry_out(engine, state, max_frame_len) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    log::warn!("{}: {e}", self.peer);
+                    break;
+                }
+            }
         }
+        // Nothing left that can be carried out: done once the last replies are sent.
+        if !self.input.is_empty() && self.pending_output() == 0 {
+            log::debug!(
+                "{}: shutting down with {} bytes of a request received; request dropped",
+                self.peer,
+                self.input.len()
+            );
+            self.input.clear();
+        }
+        // A broken connection is done with too.
+        self.flush().unwrap_or(true)
     }
 
     /// Sends as much pending output as the socket takes. Returns whether all of it is sent.
@@ -296,24 +328,6 @@ impl Connection {
             self.input.drain(..start);
         }
         result
-    }
-
-    fn carry_out_all<E: KvsEngine>(
-        &mut self,
-        engine: &E,
-        state: &ServerState,
-        max_frame_len: usize,
-    ) -> Result<()> {
-        // `carry_out` pauses at the high-water mark; at shutdown the replies are sent in one
-        // go afterwards, so keep going.
-        loop {
-            let before = self.input.len();
-            let done = self.carry_out(engine, state, max_frame_len)?;
-            if done == 0 || self.input.len() == before {
-                return Ok(());
-            }
-            let _ = self.flush();
-        }
     }
 
     /// The client broke the protocol: say why (best effort) and close.

@@ -50,8 +50,12 @@
 //!
 //! [`ShutdownHandle::shutdown`] (the `kvs-server` binary calls it on SIGINT and SIGTERM) stops
 //! the accepting loop, then each worker stops reading, carries out the requests it has already
-//! received in full, sends their replies (waiting at most [`ServerConfig::client_timeout`] for
-//! slow readers) and closes its connections. `run` then flushes the engine and returns.
+//! received in full and sends their replies, with the same back-pressure as when serving (a
+//! connection's requests are carried out while less than [`OUTPUT_HIGH_WATER`] of its replies
+//! wait). It waits at most [`ServerConfig::drain_timeout`] (1 s by default) for clients to
+//! read them, then closes every connection: a client that sent many requests and reads none
+//! of the replies, its socket buffers full, cannot hold up the shutdown. `run` then flushes the
+//! engine and returns, so every write carried out, acknowledged or not, is kept.
 
 mod connection;
 mod worker;
@@ -74,6 +78,10 @@ use crate::{KvsEngine, KvsError, Result};
 /// Replies waiting to be sent beyond which a connection stops reading requests (256 KiB).
 pub const OUTPUT_HIGH_WATER: usize = 256 << 10;
 
+/// How long a shutdown waits, by default, for clients to read their last replies (1 s): see
+/// [`ServerConfig::drain_timeout`].
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Settings of a [`KvsServer`].
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -81,6 +89,7 @@ pub struct ServerConfig {
     workers: usize,
     client_timeout: Duration,
     max_connections: usize,
+    drain_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -90,17 +99,18 @@ impl Default for ServerConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             client_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
 
 impl ServerConfig {
     /// The largest request or reply payload, in bytes (default
-    /// [`DEFAULT_MAX_FRAME_LEN`](crate::protocol::DEFAULT_MAX_FRAME_LEN), 32 MiB). A client
+    /// [`DEFAULT_MAX_FRAME_LEN`], 32 MiB). A client
     /// announcing a larger request is disconnected; a value too large to send back is answered
     /// with an error. RESP requests have the same limit on their bulk strings.
     ///
-    /// At most [`MAX_KVS_FRAME_LEN`] (672 MiB - 1): larger kvs frames could not be told
+    /// At most [`MAX_KVS_FRAME_LEN`] (144 MiB - 1): larger kvs frames could not be told
     /// apart from RESP requests (see [`crate::resp`]).
     pub fn max_frame_len(mut self, bytes: usize) -> Self {
         self.max_frame_len = bytes.min(MAX_KVS_FRAME_LEN);
@@ -125,6 +135,16 @@ impl ServerConfig {
     /// The most connections served at once (default 10,000); more are closed on arrival.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.max_connections = connections;
+        self
+    }
+
+    /// How long a shutdown waits for clients to read the replies to the requests they sent
+    /// before it (default 1 s). Clients that read get every reply
+    /// well within it; the connections of clients that do not read are closed when it runs
+    /// out, so such a client cannot hold up the shutdown (the client timeout does not apply
+    /// then). Their requests that were carried out are in the engine, which is flushed.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
         self
     }
 }

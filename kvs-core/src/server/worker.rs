@@ -211,17 +211,15 @@ impl<E: KvsEngine> Worker<E> {
         }
     }
 
-    /// Shutdown: carry out the requests received in full, send their replies (waiting at most
-    /// the client timeout for slow readers), close everything.
+    /// Shutdown: carry out the requests received in full and send their replies, for at most
+    /// the drain timeout ([`ServerConfig::drain_timeout`]); then close every connection,
+    /// whatever is left unsent to clients that do not read.
     fn finish(&mut self, events: &mut Events) {
-        for connection in self.connections.iter_mut().flatten() {
-            connection.finish(&self.engine, &self.state, self.config.max_frame_len);
-        }
-        let deadline = Instant::now() + self.config.client_timeout;
+        let deadline = Instant::now() + self.config.drain_timeout;
         loop {
             for slot in 0..self.connections.len() {
                 if let Some(connection) = &mut self.connections[slot] {
-                    if !matches!(connection.flush(), Ok(false)) {
+                    if connection.drain(&self.engine, &self.state, self.config.max_frame_len) {
                         self.close(slot);
                     }
                 }
@@ -230,12 +228,21 @@ impl<E: KvsEngine> Worker<E> {
             if self.connections.iter().all(Option::is_none) || now >= deadline {
                 break;
             }
-            let wait = (deadline - now).min(Duration::from_millis(50));
+            let wait = (deadline - now).min(Duration::from_millis(20));
             if let Err(e) = self.poll.poll(events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     break;
                 }
             }
+        }
+        for connection in self.connections.iter().flatten() {
+            log::warn!(
+                "{}: still {} bytes of replies unread after the drain timeout ({:?}) of the \
+                 shutdown; closing the connection",
+                connection.peer,
+                connection.pending_output(),
+                self.config.drain_timeout
+            );
         }
         for slot in 0..self.connections.len() {
             self.close(slot);
