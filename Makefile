@@ -35,7 +35,7 @@ fmt:
 
 bench:
 	$(CARGO) bench -p kvs
-	KVS_SETUP_REDIS_SERVER=1 bash tests/setup.sh
+	bash tests/setup.sh
 	$(CARGO) bench -p kvs-server --bench load
 	$(CARGO) bench -p kvs-server --bench resp
 

@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need beyond cargo and python3: Debian's redis-tools
-# (redis-cli, redis-benchmark), for the RESP tests in tests/tests/resp.rs. Idempotent: does
-# nothing when redis-cli is already there. Needs root or sudo for apt-get; where it cannot
+# (redis-cli, redis-benchmark) and redis-server (the reference kvs's replies are compared
+# with), for the RESP tests in tests/tests/resp.rs and the foreign-server tests of cli.rs.
+# Idempotent: does nothing when they are already there. Needs root or sudo for apt-get; where it cannot
 # install, it says so loudly and exits 0, and those tests skip with the same message.
 #
 #   make test calls it before the Rust tests; run it by hand with `bash tests/setup.sh`.
-#   KVS_SETUP_REDIS_SERVER=1 also installs redis-server (for `make bench`'s comparison).
 set -euo pipefail
 
 want=()
 command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1 \
     || want+=(redis-tools)
-if [ "${KVS_SETUP_REDIS_SERVER:-0}" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
-    want+=(redis-server)
-fi
+# redis-server is the reference the RESP tests compare kvs's replies against.
+command -v redis-server >/dev/null 2>&1 || want+=(redis-server)
 if [ ${#want[@]} -eq 0 ]; then
     exit 0
 fi

@@ -29,7 +29,7 @@ impl RedisServer {
         if !found {
             eprintln!(
                 "\n*** SKIPPED: redis-server is not installed (Debian's redis-server package; \
-                 `KVS_SETUP_REDIS_SERVER=1 bash tests/setup.sh` installs it), so kvs is not \
+                 `bash tests/setup.sh` installs it), so kvs is not \
                  compared with a real Redis server here. ***\n"
             );
             return None;
