@@ -27,7 +27,7 @@ mod recovery;
 mod writer;
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -137,19 +137,21 @@ impl KvStore {
         let mut files = BTreeMap::new();
         for &id in &recovered.ids {
             let path = log_path(&dir, id);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| KvsError::io_at(&path, e))?;
-            // The newest file is the active one and grows: map it up to the most it can hold.
             let size = recovered.sizes.get(&id).copied().unwrap_or(0);
-            let map_len = if Some(&id) == recovered.ids.last() {
-                size.max(max_file_bytes)
+            let file = if Some(&id) == recovered.ids.last() {
+                // The newest file is the active one and grows: map it up to the most it can
+                // hold, and keep its descriptor for writes.
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map(|file| LogFile::active(file, size.max(max_file_bytes)))
             } else {
-                size
+                // Closed files are only read: mapped, then their descriptor is closed, so a
+                // store of many files needs no descriptor per file.
+                File::open(&path).map(|file| LogFile::new(file, size))
             };
-            files.insert(id, Arc::new(LogFile::new(file, map_len)));
+            files.insert(id, Arc::new(file.map_err(|e| KvsError::io_at(&path, e))?));
         }
         let (active_id, active) = match files.last_key_value() {
             Some((&id, file)) => (id, Arc::clone(file)),

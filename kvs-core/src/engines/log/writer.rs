@@ -53,7 +53,7 @@ pub fn create_log(dir: &Path, id: u32, max_len: u64) -> Result<Arc<LogFile>> {
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    Ok(Arc::new(LogFile::new(file, max_len)))
+    Ok(Arc::new(LogFile::active(file, max_len)))
 }
 
 /// The append side of the log. Lives behind the store's writer mutex.
@@ -76,6 +76,9 @@ pub struct LogWriter {
     stale: BTreeMap<u32, u64>,
     /// Set when a failed fsync left the state of the file unknown: no more writes.
     poisoned: Option<String>,
+    /// Whether the active file ends with a seal and is synced: once writes move on, it is
+    /// closed, and gives up its descriptor.
+    sealed: bool,
 }
 
 impl LogWriter {
@@ -105,6 +108,7 @@ impl LogWriter {
             sizes,
             stale,
             poisoned: None,
+            sealed: false,
         }
     }
 
@@ -154,6 +158,7 @@ impl LogWriter {
             return Err(KvsError::io_at(log_path(&self.dir, self.active_id), e));
         }
         self.offset += len as u64;
+        self.sealed = false;
         self.sizes.insert(self.active_id, self.offset);
         crash_point::hit("write:before-return");
         Ok(RecordPos {
@@ -215,7 +220,9 @@ impl LogWriter {
         self.add_stale(self.active_id, seal.len() as u64);
         // A closed file ends with its seal: cut off what was extended ahead.
         self.trim()?;
-        self.sync_active()
+        self.sync_active()?;
+        self.sealed = true;
+        Ok(())
     }
 
     /// Cuts the active file back to its last record, if it was extended ahead of it.
@@ -240,10 +247,15 @@ impl LogWriter {
         self.poisoned.get_or_insert(reason);
     }
 
-    /// Makes `file` (already created with its header) the active file.
+    /// Makes `file` (already created with its header) the active file. The file left behind,
+    /// sealed and synced, closes its descriptor: reads of it go through its map.
     pub fn switch_to(&mut self, id: u32, file: Arc<LogFile>) {
+        let left = std::mem::replace(&mut self.active, file);
+        if self.sealed {
+            left.release_descriptor(self.offset);
+        }
+        self.sealed = false;
         self.active_id = id;
-        self.active = file;
         self.offset = FILE_MAGIC.len() as u64;
         self.file_len = self.offset;
         self.sizes.insert(id, self.offset);
