@@ -423,8 +423,9 @@ fn fault_child_many_files() {
     let none = |_: usize| false;
     check_many_files(&store, keys, &none, &none, "after open");
 
-    // Writes that move on to hundreds of new files, then a compaction that rewrites them all.
-    let overwritten = |i: usize| i.is_multiple_of(7);
+    // Writes that move on to more new files than the limit, then a compaction that rewrites
+    // them all.
+    let overwritten = |i: usize| i.is_multiple_of(3);
     let removed = |i: usize| i.is_multiple_of(11);
     for i in (0..keys).filter(|&i| overwritten(i)) {
         store

@@ -39,7 +39,7 @@ use self::durability::Durability;
 use self::format::{check_sizes, encode_record, verify_record, RecordKind, HEADER_LEN};
 use self::index::{Index, RecordPos};
 use self::log_file::{FileSet, LogFile};
-use self::writer::{create_log, log_path, LogWriter, MAX_FILE_BYTES};
+use self::writer::{active_map_len, create_log, log_path, LogWriter, MAX_FILE_BYTES};
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{KvsEngine, KvsError, Result};
 
@@ -145,7 +145,7 @@ impl KvStore {
                     .read(true)
                     .write(true)
                     .open(&path)
-                    .map(|file| LogFile::active(file, size.max(max_file_bytes)))
+                    .map(|file| LogFile::active(file, size.max(active_map_len(max_file_bytes))))
             } else {
                 // Closed files are only read: mapped, then their descriptor is closed, so a
                 // store of many files needs no descriptor per file.

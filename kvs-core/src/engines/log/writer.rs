@@ -32,8 +32,15 @@ pub fn log_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id}.log"))
 }
 
+/// How much of the active file to map when log files hold at most `max_file_bytes`: a file
+/// fills up to that, and then gets its seal record, which may go past it. The map must cover
+/// the seal too, or the file could not give its descriptor up once closed (see `log_file.rs`).
+pub fn active_map_len(max_file_bytes: u64) -> u64 {
+    max_file_bytes + (HEADER_LEN + SEAL_VALUE_LEN) as u64
+}
+
 /// Creates log file `id` with its header and syncs the directory, ready for appending and
-/// mapped for reads up to `max_len` bytes.
+/// mapped for reads as a file of at most `max_len` bytes (see [`active_map_len`]).
 ///
 /// If any step fails, the file is removed again: the caller retries with the same id later
 /// (the next write, the next compaction), and a leftover would make that retry fail for good.
@@ -53,7 +60,7 @@ pub fn create_log(dir: &Path, id: u32, max_len: u64) -> Result<Arc<LogFile>> {
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    Ok(Arc::new(LogFile::active(file, max_len)))
+    Ok(Arc::new(LogFile::active(file, active_map_len(max_len))))
 }
 
 /// The append side of the log. Lives behind the store's writer mutex.
