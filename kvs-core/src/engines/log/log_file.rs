@@ -213,6 +213,95 @@ impl LogFile {
     }
 }
 
+/// Reads records of one log file in increasing offset order, through a descriptor of its own
+/// and chunked `pread`, for compaction: reading a whole file through its map would make all
+/// of its pages resident in this process (page cache pages count towards a process's memory
+/// once it maps them), while `pread` leaves them in the page cache only. A read also cannot
+/// raise SIGBUS if the file was cut short behind kvs's back: it reports the end of the file.
+///
+/// If the file cannot be opened again (no descriptor to spare), reads go through the
+/// [`LogFile`] instead, one record at a time.
+pub struct SeqReader<'a> {
+    log_file: &'a LogFile,
+    own: Option<File>,
+    buf: Vec<u8>,
+    /// `buf[..filled]` holds the file's bytes from `buf_at` on.
+    buf_at: u64,
+    filled: usize,
+}
+
+/// How much a [`SeqReader`] reads at a time.
+const SEQ_CHUNK: usize = 4 << 20;
+
+impl<'a> SeqReader<'a> {
+    /// A reader of `log_file`, which is at `path`.
+    pub fn new(log_file: &'a LogFile, path: &Path) -> SeqReader<'a> {
+        let own = match File::open(path) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                log::debug!(
+                    "{}: reading through the store's own map ({e})",
+                    path.display()
+                );
+                None
+            }
+        };
+        SeqReader {
+            log_file,
+            own,
+            buf: Vec::new(),
+            buf_at: 0,
+            filled: 0,
+        }
+    }
+
+    /// The `len` bytes at `offset`. Reads are cheapest in increasing offset order. An
+    /// `UnexpectedEof` error means the file is shorter than asked.
+    pub fn read(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        let end = offset
+            .checked_add(len as u64)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "read past 2^64"))?;
+        let held = offset >= self.buf_at && end <= self.buf_at + self.filled as u64;
+        if !held {
+            self.fill(offset, len)?;
+        }
+        let start = (offset - self.buf_at) as usize;
+        Ok(&self.buf[start..start + len])
+    }
+
+    fn fill(&mut self, offset: u64, len: usize) -> io::Result<()> {
+        let want = len.max(SEQ_CHUNK);
+        if self.buf.len() < want || self.buf.len() > 2 * want {
+            // Grown for one large record: back to the usual size after it.
+            self.buf = vec![0; want];
+        }
+        self.buf_at = offset;
+        self.filled = 0;
+        let Some(file) = &self.own else {
+            self.log_file.read_exact_at(&mut self.buf[..len], offset)?;
+            self.filled = len;
+            return Ok(());
+        };
+        while self.filled < len {
+            match file.read_at(
+                &mut self.buf[self.filled..want],
+                offset + self.filled as u64,
+            ) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file ends before the record",
+                    ))
+                }
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Reads through the map of at least this many bytes do not stay resident (see
 /// [`LogFile::with_bytes`]).
 pub const COLD_READ_BYTES: usize = 1 << 20;

@@ -293,11 +293,6 @@ impl Shared {
             })?;
         checked.map_err(corruption)
     }
-
-    /// Reads and checks the record at `pos`, returning a copy (header included).
-    fn read_record(&self, file: &LogFile, pos: RecordPos) -> Result<Vec<u8>> {
-        self.with_record(file, pos, None, |record| record.to_vec())
-    }
 }
 
 impl LogWriter {
