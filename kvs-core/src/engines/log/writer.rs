@@ -27,6 +27,11 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// end of the log.
 const PRESIZE_STEP: u64 = 8 << 20;
 
+/// The most capacity the write buffer keeps between writes. Records and batches up to this
+/// size reuse it; a larger one (a value of up to 512 MiB, a batch of up to 16 MiB) gets a
+/// buffer of its own, freed after the write.
+const KEEP_BUF_BYTES: usize = 4 << 20;
+
 /// Path of log file `id` in `dir`.
 pub fn log_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id}.log"))
@@ -135,7 +140,18 @@ impl LogWriter {
     /// file if this one is full. When this returns `Ok`, the bytes are in the operating system;
     /// with [`SyncPolicy::Always`] the caller then waits for a sync covering them (group commit,
     /// see `Durability` in `mod.rs`).
+    ///
+    /// A buffer grown past [`KEEP_BUF_BYTES`] for a large record is released afterwards: it
+    /// would otherwise stay allocated (and resident) for the life of the store.
     pub fn append(&mut self, files: &FileSet, index: &Index) -> Result<RecordPos> {
+        let result = self.append_buf(files, index);
+        if self.buf.capacity() > KEEP_BUF_BYTES {
+            self.buf = Vec::with_capacity(4096);
+        }
+        result
+    }
+
+    fn append_buf(&mut self, files: &FileSet, index: &Index) -> Result<RecordPos> {
         self.check_usable()?;
         let len = self.buf.len();
         if self.offset > FILE_MAGIC.len() as u64 && self.offset + len as u64 > self.max_file_bytes {
