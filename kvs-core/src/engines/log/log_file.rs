@@ -23,21 +23,40 @@
 //! of thousands of files only at tens of terabytes; smaller `max_file_size` settings reach it
 //! sooner.
 //!
-//! The active file is mapped past its end, up to the largest size a log file may reach, so the
-//! map covers records appended later without remapping. Only bytes below the end of a record
-//! the index points to are ever read through the map, and those were written (by `pwrite`,
-//! which completed before the index was updated) and are never written again: the log is
-//! append-only, and a failed write only cuts the file back to the end of the last good record.
-//! So no read touches a page past the end of the file (which would raise SIGBUS), and no read
-//! races a write. What the map cannot guard against is another process truncating or
-//! rewriting a log file while kvs has it open; the directory lock keeps other kvs processes
-//! out, and nothing else should write to a kvs data directory.
+//! **No read past the end.** A read through a map of a page that lies wholly past the end of
+//! the file raises SIGBUS, which kills the process. The active file is mapped past its end, up
+//! to the largest size a log file may reach, so the map covers records appended later without
+//! remapping. Only the bytes of a record the index points to are ever read through a map, and
+//! those were written (by `pwrite`, which completed before the index was updated) and are never
+//! written again: the log is append-only. A read of bytes below a file's length only touches
+//! pages that hold at least one byte of the file, so it is safe as long as no file is cut
+//! below the end of a record the index points to (or pointed to when a reader took the
+//! position, under its index shard's lock). Every place kvs changes a log file's length:
+//!
+//! - recovery's cuts (a torn tail, a zero tail, a header rewritten) run while the store opens,
+//!   before any file is mapped (the files are mapped after replay) and under the directory
+//!   lock, so no map of kvs's covers the file;
+//! - the writer (`writer.rs`) only ever cuts the active file to the end of its last record
+//!   (`LogWriter::cut_back`): after a failed append or seal, whose bytes were never indexed, and
+//!   to cut off the zeros it extended the file with ahead of its records (`trim`, on sealing
+//!   and on close). Extending ahead only grows the file;
+//! - compaction never shortens a file: it writes new files (not mapped until complete and
+//!   synced) and deletes old ones, and a mapping of a deleted file stays valid;
+//! - a closed file is never written, extended or cut again.
+//!
+//! So kvs never shrinks a file under a read of its own, and no read races a write. What the
+//! map cannot guard against is another process truncating or rewriting a log file while kvs
+//! has it open: a get of a record in the missing pages then kills the process with SIGBUS
+//! (compaction reads the old files with `pread`, which sees the end of the file instead and
+//! fails with an error naming the file, unless no descriptor was left to open them with). The directory lock keeps other kvs processes out;
+//! nothing else may write to a kvs data directory while a store has it open.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::index::Index;

@@ -175,9 +175,7 @@ impl LogWriter {
             // A partial record may be in the file. Cut it off, so the next record lands right
             // after the last good one; if even that fails, the next write overwrites it, and a
             // crash in between leaves it as a torn tail that recovery cuts off.
-            if self.active.set_len(offset).is_ok() {
-                self.file_len = offset;
-            }
+            let _ = self.cut_back();
             return Err(KvsError::io_at(log_path(&self.dir, self.active_id), e));
         }
         self.offset += len as u64;
@@ -234,10 +232,10 @@ impl LogWriter {
         self.check_usable()?;
         let mut seal = Vec::with_capacity(HEADER_LEN + SEAL_VALUE_LEN);
         encode_seal(&mut seal, self.offset);
-        self.active.write_all_at(&seal, self.offset).map_err(|e| {
-            let _ = self.active.set_len(self.offset);
-            KvsError::io_at(log_path(&self.dir, self.active_id), e)
-        })?;
+        if let Err(e) = self.active.write_all_at(&seal, self.offset) {
+            let _ = self.cut_back();
+            return Err(KvsError::io_at(log_path(&self.dir, self.active_id), e));
+        }
         self.offset += seal.len() as u64;
         self.sizes.insert(self.active_id, self.offset);
         self.add_stale(self.active_id, seal.len() as u64);
@@ -251,11 +249,19 @@ impl LogWriter {
     /// Cuts the active file back to its last record, if it was extended ahead of it.
     pub fn trim(&mut self) -> Result<()> {
         if self.file_len > self.offset {
-            self.active
-                .set_len(self.offset)
+            self.cut_back()
                 .map_err(|e| KvsError::io_at(log_path(&self.dir, self.active_id), e))?;
-            self.file_len = self.offset;
         }
+        Ok(())
+    }
+
+    /// Cuts the active file back to the end of its last record (`offset`). The only way the
+    /// writer ever shortens a file: every record the index points to ends at or before
+    /// `offset`, so no read through the file's map can touch a page past its new end (see
+    /// `log_file.rs`).
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        self.active.set_len(self.offset)?;
+        self.file_len = self.offset;
         Ok(())
     }
 
