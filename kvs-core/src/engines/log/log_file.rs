@@ -11,8 +11,10 @@
 //! descriptor closed at once ([`LogFile::new`]), and the active file gives its descriptor up
 //! when writes move on from it, after it was sealed and synced
 //! ([`LogFile::release_descriptor`]). A store of any number of files therefore holds one
-//! descriptor for its log, plus one while compaction writes a file. A file that could not be
-//! mapped keeps its descriptor and is read with `pread`.
+//! descriptor for its log, plus, during a compaction, one for the file it writes and one for
+//! the file it reads (compaction reads with `pread` through a descriptor of its own, one file
+//! at a time, see [`SeqReader`]). A file that could not be mapped keeps its descriptor and is
+//! read with `pread`.
 //!
 //! What bounds the number of files instead is the number of memory maps a process may have:
 //! `vm.max_map_count`, 65,530 by default on Linux, shared with everything else in the process
