@@ -21,7 +21,7 @@ test-rust:
 # The long versions of the crash, corruption, fault, hostile-input and chaos suites
 # (docs/RELIABILITY.md): a few minutes.
 test-slow:
-	KVS_CRASH_CYCLES=100 KVS_CORRUPTION_CASES=20000 $(CARGO) test -p kvs --test crash --test corruption --test faults -- --nocapture
+	KVS_CRASH_CYCLES=100 KVS_CORRUPTION_CASES=20000 KVS_MANY_FILES_KEYS=285000 $(CARGO) test -p kvs --test crash --test corruption --test faults -- --nocapture
 	KVS_HOSTILE_CASES=200000 KVS_CHAOS_SECS=60 $(CARGO) test -p kvs-tests --test hostile --test chaos -- --nocapture
 
 test-c:

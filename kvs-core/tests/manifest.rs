@@ -530,10 +530,8 @@ fn set_file_size_limit(soft: libc::rlim_t) {
         rlim_max: 0,
     };
     // SAFETY: getrlimit only writes the struct we pass, which lives for the call.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) },
-        0
-    );
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) };
+    assert_eq!(got, 0);
     limit.rlim_cur = soft.min(limit.rlim_max);
     // SAFETY: setrlimit only reads the struct we pass; it changes a limit of this (child)
     // process only.

@@ -30,6 +30,7 @@
 //! lock) after step 4: a read that found an old file finishes before that file is closed, and
 //! the file's data stays readable after it is unlinked until then.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -37,9 +38,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::crash_point;
-use super::format::{encode_seal, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN};
+use super::format::{
+    decode_header, encode_seal, verify_record, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN,
+};
 use super::index::RecordPos;
-use super::log_file::LogFile;
+use super::log_file::{FileMap, LogFile, SeqReader};
 use super::manifest::Fingerprint;
 use super::recovery::COMPACTING_SUFFIX;
 use super::writer::log_path;
@@ -47,9 +50,10 @@ use super::Shared;
 use crate::data_dir::sync_dir;
 use crate::{KvsError, Result};
 
-/// One live record moved by compaction.
+/// One live record moved by compaction: positions only, no key (24 bytes a record, one flat
+/// `Vec` for all of them). The switch reads each key back from the output.
+#[derive(Clone, Copy)]
 struct Moved {
-    key: Box<[u8]>,
     from: RecordPos,
     to: RecordPos,
 }
@@ -113,12 +117,7 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
     crash_point::hit("compaction:committed");
 
     // 4. Switch the index.
-    let mut stale_in_out = std::collections::BTreeMap::<u32, u64>::new();
-    for m in &moved {
-        if !shared.index.replace_if(&m.key, m.from, m.to) {
-            *stale_in_out.entry(m.to.file).or_insert(0) += m.to.len as u64;
-        }
-    }
+    let stale_in_out = switch_index(shared, &moved)?;
     {
         let mut writer = shared.lock_writer();
         for &(id, size) in &written {
@@ -182,45 +181,121 @@ fn output_ids_needed(live: u64, max_file_bytes: u64) -> u64 {
     2 * (live / room) + 1
 }
 
-/// Step 2: writes every live record in files `<= last_old` to the output.
+/// Step 2: writes every live record in files `<= last_old` to the output, in log order.
 /// Returns `None` if the store started closing meanwhile.
+///
+/// The old files are read with chunked `pread` ([`SeqReader`]), one file at a time, not
+/// through their maps: compaction reads all of the live data once, and through the maps every
+/// page of it would become resident in this process.
 fn copy_live_records(
     shared: &Shared,
     last_old: u32,
     output: &mut Output<'_>,
 ) -> Result<Option<Vec<Moved>>> {
-    let mut live: Vec<(Box<[u8]>, RecordPos)> = Vec::new();
-    shared.index.for_each(|key, pos| {
+    let mut moved: Vec<Moved> = Vec::with_capacity(shared.index.len());
+    shared.index.for_each(|_, pos| {
         if pos.file <= last_old {
-            live.push((key.into(), pos));
+            moved.push(Moved { from: pos, to: pos });
         }
     });
     // Copy in log order: sequential reads of the old files, and the output keeps the order.
-    live.sort_unstable_by_key(|(_, pos)| (pos.file, pos.offset));
+    moved.sort_unstable_by_key(|m| (m.from.file, m.from.offset));
 
-    let files: Vec<(u32, Arc<LogFile>)> = shared
-        .files
-        .snapshot()
-        .range(..=last_old)
-        .map(|(id, f)| (*id, Arc::clone(f)))
-        .collect();
-    let mut moved = Vec::with_capacity(live.len());
-    for (key, from) in live {
+    let files = shared.files.snapshot();
+    let mut reader: Option<(u32, SeqReader<'_>)> = None;
+    for m in &mut moved {
         if shared.closing.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        let Some((_, file)) = files.iter().find(|(id, _)| *id == from.file) else {
-            return Err(KvsError::Corruption {
-                path: log_path(&shared.dir, from.file),
-                offset: from.offset as u64,
-                reason: "the index points into a log file that is not open".into(),
-            });
-        };
-        let record = shared.read_record(file, from)?;
-        let to = output.append(&record)?;
-        moved.push(Moved { key, from, to });
+        let record = read_checked(shared, &files, &mut reader, m.from, m.from.len as usize)?;
+        verify_record(record).map_err(|reason| corruption(shared, m.from, reason))?;
+        m.to = output.append(record)?;
     }
     Ok(Some(moved))
+}
+
+/// Step 4: points every key that still has the position compaction copied it from to its
+/// copy. Returns, per output file, the bytes of copies that are stale already (their key was
+/// overwritten or removed during the copy).
+///
+/// The keys are read back from the outputs, in the order they were written, with chunked
+/// `pread`: the outputs were just written, so their pages are in the page cache.
+fn switch_index(shared: &Shared, moved: &[Moved]) -> Result<BTreeMap<u32, u64>> {
+    let files = shared.files.snapshot();
+    let mut reader: Option<(u32, SeqReader<'_>)> = None;
+    let mut stale = BTreeMap::<u32, u64>::new();
+    for m in moved {
+        let header = read_checked(shared, &files, &mut reader, m.to, HEADER_LEN)?;
+        let header: &[u8; HEADER_LEN] = header
+            .try_into()
+            .map_err(|_| corruption(shared, m.to, "short record header".into()))?;
+        let header = decode_header(header).map_err(|reason| corruption(shared, m.to, reason))?;
+        if header.record_len() != m.to.len as usize {
+            return Err(corruption(
+                shared,
+                m.to,
+                format!(
+                    "compaction wrote a {}-byte record here, the header says {}",
+                    m.to.len,
+                    header.record_len()
+                ),
+            ));
+        }
+        let record = read_checked(
+            shared,
+            &files,
+            &mut reader,
+            m.to,
+            HEADER_LEN + header.key_len,
+        )?;
+        if !shared.index.replace_if(&record[HEADER_LEN..], m.from, m.to) {
+            *stale.entry(m.to.file).or_insert(0) += m.to.len as u64;
+        }
+    }
+    Ok(stale)
+}
+
+/// The first `len` bytes of the record at `pos`, through `reader`, which is moved on to
+/// `pos`'s file first if it reads another one.
+fn read_checked<'f, 'r>(
+    shared: &Shared,
+    files: &'f FileMap,
+    reader: &'r mut Option<(u32, SeqReader<'f>)>,
+    pos: RecordPos,
+    len: usize,
+) -> Result<&'r [u8]> {
+    if reader.as_ref().map(|(id, _)| *id) != Some(pos.file) {
+        let Some(file) = files.get(&pos.file) else {
+            return Err(corruption(
+                shared,
+                pos,
+                "the index points into a log file that is not open".into(),
+            ));
+        };
+        *reader = Some((
+            pos.file,
+            SeqReader::new(file, &log_path(&shared.dir, pos.file)),
+        ));
+    }
+    let Some((_, reader)) = reader else {
+        unreachable!("a reader was set above");
+    };
+    reader
+        .read(pos.offset as u64, len)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                corruption(shared, pos, "file ends before the record".into())
+            }
+            _ => KvsError::io_at(log_path(&shared.dir, pos.file), e),
+        })
+}
+
+fn corruption(shared: &Shared, pos: RecordPos, reason: String) -> KvsError {
+    KvsError::Corruption {
+        path: log_path(&shared.dir, pos.file),
+        offset: pos.offset as u64,
+        reason,
+    }
 }
 
 /// The files compaction writes: `<id>.log.compacting`, one after another as each fills up,

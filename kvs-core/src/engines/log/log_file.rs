@@ -1,27 +1,65 @@
-//! One open log file: its descriptor, and a read-only memory map for reads.
+//! One open log file: a read-only memory map for reads, and its descriptor while one is
+//! needed.
 //!
 //! Reads go through the map when there is one: a get is then a lookup and a copy, with no
 //! system call. Measured on the 100,000-key random-get benchmark, `pread` was a third of the
 //! time of a get; that is why this file holds `unsafe` code. When the map cannot be made
 //! (address-space limits, an unusual file system) reads fall back to `pread`.
 //!
-//! The active file is mapped past its end, up to the largest size a log file may reach, so the
-//! map covers records appended later without remapping. Only bytes below the end of a record
-//! the index points to are ever read through the map, and those were written (by `pwrite`,
-//! which completed before the index was updated) and are never written again: the log is
-//! append-only, and a failed write only cuts the file back to the end of the last good record.
-//! So no read touches a page past the end of the file (which would raise SIGBUS), and no read
-//! races a write. What the map cannot guard against is another process truncating or
-//! rewriting a log file while kvs has it open; the directory lock keeps other kvs processes
-//! out, and nothing else should write to a kvs data directory.
+//! **Descriptors.** A map stays valid after its file's descriptor is closed, so only the
+//! active file (written, synced, cut back) keeps one. A closed file is mapped whole and its
+//! descriptor closed at once ([`LogFile::new`]), and the active file gives its descriptor up
+//! when writes move on from it, after it was sealed and synced
+//! ([`LogFile::release_descriptor`]). A store of any number of files therefore holds one
+//! descriptor for its log, plus, during a compaction, one for the file it writes and one for
+//! the file it reads (compaction reads with `pread` through a descriptor of its own, one file
+//! at a time, see [`SeqReader`]). A file that could not be mapped keeps its descriptor and is
+//! read with `pread`.
+//!
+//! What bounds the number of files instead is the number of memory maps a process may have:
+//! `vm.max_map_count`, 65,530 by default on Linux, shared with everything else in the process
+//! (each thread's stack, each shared library, allocator arenas). During a compaction the old
+//! files and the outputs are mapped side by side. Past the limit `mmap` fails with `ENOMEM`;
+//! that file is then read with `pread` and holds a descriptor, so the store keeps working and
+//! is bounded by `RLIMIT_NOFILE` again. With the default 1 GiB file size a store reaches tens
+//! of thousands of files only at tens of terabytes; smaller `max_file_size` settings reach it
+//! sooner.
+//!
+//! **No read past the end.** A read through a map of a page that lies wholly past the end of
+//! the file raises SIGBUS, which kills the process. The active file is mapped past its end, up
+//! to the largest size a log file may reach, so the map covers records appended later without
+//! remapping. Only the bytes of a record the index points to are ever read through a map, and
+//! those were written (by `pwrite`, which completed before the index was updated) and are never
+//! written again: the log is append-only. A read of bytes below a file's length only touches
+//! pages that hold at least one byte of the file, so it is safe as long as no file is cut
+//! below the end of a record the index points to (or pointed to when a reader took the
+//! position, under its index shard's lock). Every place kvs changes a log file's length:
+//!
+//! - recovery's cuts (a torn tail, a zero tail, a header rewritten) run while the store opens,
+//!   before any file is mapped (the files are mapped after replay) and under the directory
+//!   lock, so no map of kvs's covers the file;
+//! - the writer (`writer.rs`) only ever cuts the active file to the end of its last record
+//!   (`LogWriter::cut_back`): after a failed append or seal, whose bytes were never indexed, and
+//!   to cut off the zeros it extended the file with ahead of its records (`trim`, on sealing
+//!   and on close). Extending ahead only grows the file;
+//! - compaction never shortens a file: it writes new files (not mapped until complete and
+//!   synced) and deletes old ones, and a mapping of a deleted file stays valid;
+//! - a closed file is never written, extended or cut again.
+//!
+//! So kvs never shrinks a file under a read of its own, and no read races a write. What the
+//! map cannot guard against is another process truncating or rewriting a log file while kvs
+//! has it open: a get of a record in the missing pages then kills the process with SIGBUS
+//! (compaction reads the old files with `pread`, which sees the end of the file instead and
+//! fails with an error naming the file, unless no descriptor was left to open them with). The directory lock keeps other kvs processes out;
+//! nothing else may write to a kvs data directory while a store has it open.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::index::Index;
 
@@ -67,15 +105,31 @@ impl FileSet {
     }
 }
 
-/// An open log file. Derefs to the [`File`] for writes and syncs.
+/// An open log file: a read-only memory map for reads, and a descriptor while one is needed.
+///
+/// The active file keeps its descriptor (it is written, synced and cut back). A closed file
+/// that could be mapped gives its descriptor up: the map stays valid after `close`, and every
+/// read of it goes through the map (see the module docs).
 pub struct LogFile {
-    file: File,
+    /// `None` once given up. Read-locked for each write, sync or `pread`, so that
+    /// [`LogFile::release_descriptor`] cannot close it under one.
+    file: RwLock<Option<File>>,
     map: Option<Mapping>,
 }
 
 impl LogFile {
-    /// Wraps `file`, mapping its first `map_len` bytes for reads if the OS lets us.
-    pub fn new(file: File, map_len: u64) -> LogFile {
+    /// A closed log file of `len` bytes (it is never written again): mapped whole for reads,
+    /// then its descriptor is closed. If it cannot be mapped, it keeps its descriptor and
+    /// reads use `pread`.
+    pub fn new(file: File, len: u64) -> LogFile {
+        let log_file = LogFile::active(file, len);
+        log_file.release_descriptor(len);
+        log_file
+    }
+
+    /// The active log file: keeps `file` for writes and syncs, and maps its first `map_len`
+    /// bytes for reads if the OS lets us.
+    pub fn active(file: File, map_len: u64) -> LogFile {
         let map = match Mapping::new(&file, map_len) {
             Ok(map) => Some(map),
             Err(e) => {
@@ -83,33 +137,195 @@ impl LogFile {
                 None
             }
         };
-        LogFile { file, map }
+        LogFile {
+            file: RwLock::new(Some(file)),
+            map,
+        }
+    }
+
+    /// Closes the descriptor of a file of `len` bytes that will not be written again, if its
+    /// map covers all of it (a file that is not mapped, or only in part, as when a record
+    /// larger than the file-size limit went past the map of the active file, keeps it for
+    /// `pread`). Only for a file whose every byte is on disk: a later
+    /// [`LogFile::sync_data`] has nothing left to do.
+    pub fn release_descriptor(&self, len: u64) {
+        if self.map.as_ref().is_some_and(|m| m.len as u64 >= len) {
+            self.file.write().unwrap_or_else(|p| p.into_inner()).take();
+        }
+    }
+
+    fn descriptor(&self) -> RwLockReadGuard<'_, Option<File>> {
+        // A panic while holding the lock (it is only ever held around one system call) leaves
+        // nothing half-done.
+        self.file.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Calls `f` with the `len` bytes at `offset`: straight from the map, or read into a
     /// buffer. An `UnexpectedEof` error means the file is shorter than asked.
+    ///
+    /// A read of [`COLD_READ_BYTES`] or more through the map drops the pages it touched from
+    /// this process once `f` returns: a large value read once would otherwise stay resident
+    /// for as long as the file is open.
     pub fn with_bytes<R>(
         &self,
         offset: u64,
         len: usize,
         f: impl FnOnce(&[u8]) -> R,
     ) -> io::Result<R> {
-        if let Some(bytes) = self.map.as_ref().and_then(|m| m.get(offset, len)) {
-            return Ok(f(bytes));
+        if let Some(map) = &self.map {
+            if let Some(bytes) = map.get(offset, len) {
+                let result = f(bytes);
+                if len >= COLD_READ_BYTES {
+                    map.drop_pages(offset, len);
+                }
+                return Ok(result);
+            }
         }
         let mut buf = vec![0u8; len];
-        self.file.read_exact_at(&mut buf, offset)?;
+        self.read_exact_at(&mut buf, offset)?;
         Ok(f(&buf))
     }
-}
 
-impl Deref for LogFile {
-    type Target = File;
+    /// `pread` into `buf`, through the descriptor, or copied from the map if the descriptor
+    /// was given up. An `UnexpectedEof` error means the file is shorter than asked.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if let Some(file) = &*self.descriptor() {
+            return file.read_exact_at(buf, offset);
+        }
+        match self.map.as_ref().and_then(|m| m.get(offset, buf.len())) {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of a closed log file",
+            )),
+        }
+    }
 
-    fn deref(&self) -> &File {
-        &self.file
+    /// `pwrite` of all of `buf` at `offset` (the active file only).
+    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.with_descriptor(|file| file.write_all_at(buf, offset))
+    }
+
+    /// Sets the file's length (the active file only; see the module docs for why no read
+    /// can then touch a page past the end).
+    pub fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with_descriptor(|file| file.set_len(len))
+    }
+
+    /// `fdatasync`. A file that gave up its descriptor was synced whole before (see
+    /// [`LogFile::release_descriptor`]): there is nothing to do.
+    pub fn sync_data(&self) -> io::Result<()> {
+        match &*self.descriptor() {
+            Some(file) => file.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    fn with_descriptor<R>(&self, f: impl FnOnce(&File) -> io::Result<R>) -> io::Result<R> {
+        match &*self.descriptor() {
+            Some(file) => f(file),
+            None => Err(io::Error::other(
+                "log file is closed for writes (its descriptor was given up)",
+            )),
+        }
     }
 }
+
+/// Reads records of one log file in increasing offset order, through a descriptor of its own
+/// and chunked `pread`, for compaction: reading a whole file through its map would make all
+/// of its pages resident in this process (page cache pages count towards a process's memory
+/// once it maps them), while `pread` leaves them in the page cache only. A read also cannot
+/// raise SIGBUS if the file was cut short behind kvs's back: it reports the end of the file.
+///
+/// If the file cannot be opened again (no descriptor to spare), reads go through the
+/// [`LogFile`] instead, one record at a time.
+pub struct SeqReader<'a> {
+    log_file: &'a LogFile,
+    own: Option<File>,
+    buf: Vec<u8>,
+    /// `buf[..filled]` holds the file's bytes from `buf_at` on.
+    buf_at: u64,
+    filled: usize,
+}
+
+/// How much a [`SeqReader`] reads at a time.
+const SEQ_CHUNK: usize = 4 << 20;
+
+impl<'a> SeqReader<'a> {
+    /// A reader of `log_file`, which is at `path`.
+    pub fn new(log_file: &'a LogFile, path: &Path) -> SeqReader<'a> {
+        let own = match File::open(path) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                log::debug!(
+                    "{}: reading through the store's own map ({e})",
+                    path.display()
+                );
+                None
+            }
+        };
+        SeqReader {
+            log_file,
+            own,
+            buf: Vec::new(),
+            buf_at: 0,
+            filled: 0,
+        }
+    }
+
+    /// The `len` bytes at `offset`. Reads are cheapest in increasing offset order. An
+    /// `UnexpectedEof` error means the file is shorter than asked.
+    pub fn read(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        let end = offset
+            .checked_add(len as u64)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "read past 2^64"))?;
+        let held = offset >= self.buf_at && end <= self.buf_at + self.filled as u64;
+        if !held {
+            self.fill(offset, len)?;
+        }
+        let start = (offset - self.buf_at) as usize;
+        Ok(&self.buf[start..start + len])
+    }
+
+    fn fill(&mut self, offset: u64, len: usize) -> io::Result<()> {
+        let want = len.max(SEQ_CHUNK);
+        if self.buf.len() < want || self.buf.len() > 2 * want {
+            // Grown for one large record: back to the usual size after it.
+            self.buf = vec![0; want];
+        }
+        self.buf_at = offset;
+        self.filled = 0;
+        let Some(file) = &self.own else {
+            self.log_file.read_exact_at(&mut self.buf[..len], offset)?;
+            self.filled = len;
+            return Ok(());
+        };
+        while self.filled < len {
+            match file.read_at(
+                &mut self.buf[self.filled..want],
+                offset + self.filled as u64,
+            ) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file ends before the record",
+                    ))
+                }
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads through the map of at least this many bytes do not stay resident (see
+/// [`LogFile::with_bytes`]).
+pub const COLD_READ_BYTES: usize = 1 << 20;
 
 /// A read-only, shared memory map of the start of a file.
 struct Mapping {
@@ -163,6 +379,40 @@ impl Mapping {
         // to, which were completely written before the index pointed to them and are never
         // written again (see the module docs), so the slice does not change while it lives.
         Some(unsafe { std::slice::from_raw_parts(self.ptr.add(start), len) })
+    }
+}
+
+impl Mapping {
+    /// Drops the pages holding the `len` bytes at `offset` from this process's memory
+    /// (`MADV_DONTNEED`). The data stays in the file and the page cache: a later read of
+    /// the range faults the pages back in with the same bytes (for a shared file mapping,
+    /// `MADV_DONTNEED` only unmaps pages, it never discards their contents). Best effort.
+    fn drop_pages(&self, offset: u64, len: usize) {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let Ok(page) = usize::try_from(page) else {
+            return;
+        };
+        let Ok(start) = usize::try_from(offset) else {
+            return;
+        };
+        if page == 0 || start >= self.len {
+            return;
+        }
+        let first = start - start % page;
+        let end = start.saturating_add(len).min(self.len);
+        // SAFETY: `first..end` lies inside the mapped range (`first` is `start` rounded down
+        // to a page, `end` is capped at the map's length; the kernel rounds the length up to a
+        // page, which the mapping covers). Slices from `get` over these pages may be in use by
+        // other threads: they go on reading the same bytes, faulted back in from the file,
+        // whose records are never rewritten (see the module docs).
+        unsafe {
+            libc::madvise(
+                self.ptr.add(first) as *mut libc::c_void,
+                end - first,
+                libc::MADV_DONTNEED,
+            );
+        }
     }
 }
 

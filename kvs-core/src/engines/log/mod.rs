@@ -30,7 +30,7 @@ mod recovery;
 mod writer;
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,7 +43,7 @@ use self::format::{check_sizes, encode_record, verify_record, RecordKind, HEADER
 use self::index::{Index, RecordPos};
 use self::log_file::{FileSet, LogFile};
 use self::manifest::Manifest;
-use self::writer::{create_log, log_path, LogWriter, MAX_FILE_BYTES};
+use self::writer::{active_map_len, create_log, log_path, LogWriter, MAX_FILE_BYTES};
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{KvsEngine, KvsError, Result};
 
@@ -143,19 +143,21 @@ impl KvStore {
         let mut files = BTreeMap::new();
         for &id in &recovered.ids {
             let path = log_path(&dir, id);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| KvsError::io_at(&path, e))?;
-            // The newest file is the active one and grows: map it up to the most it can hold.
             let size = recovered.sizes.get(&id).copied().unwrap_or(0);
-            let map_len = if Some(&id) == recovered.ids.last() {
-                size.max(max_file_bytes)
+            let file = if Some(&id) == recovered.ids.last() {
+                // The newest file is the active one and grows: map it up to the most it can
+                // hold, and keep its descriptor for writes.
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map(|file| LogFile::active(file, size.max(active_map_len(max_file_bytes))))
             } else {
-                size
+                // Closed files are only read: mapped, then their descriptor is closed, so a
+                // store of many files needs no descriptor per file.
+                File::open(&path).map(|file| LogFile::new(file, size))
             };
-            files.insert(id, Arc::new(LogFile::new(file, map_len)));
+            files.insert(id, Arc::new(file.map_err(|e| KvsError::io_at(&path, e))?));
         }
         let (active_id, active) = match files.last_key_value() {
             Some((&id, file)) => (id, Arc::clone(file)),
@@ -315,11 +317,6 @@ impl Shared {
                 _ => KvsError::io_at(log_path(&self.dir, pos.file), e),
             })?;
         checked.map_err(corruption)
-    }
-
-    /// Reads and checks the record at `pos`, returning a copy (header included).
-    fn read_record(&self, file: &LogFile, pos: RecordPos) -> Result<Vec<u8>> {
-        self.with_record(file, pos, None, |record| record.to_vec())
     }
 }
 

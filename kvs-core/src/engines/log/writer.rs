@@ -28,13 +28,25 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// end of the log.
 const PRESIZE_STEP: u64 = 8 << 20;
 
+/// The most capacity the write buffer keeps between writes. Records and batches up to this
+/// size reuse it; a larger one (a value of up to 512 MiB, a batch of up to 16 MiB) gets a
+/// buffer of its own, freed after the write.
+const KEEP_BUF_BYTES: usize = 4 << 20;
+
 /// Path of log file `id` in `dir`.
 pub fn log_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id}.log"))
 }
 
+/// How much of the active file to map when log files hold at most `max_file_bytes`: a file
+/// fills up to that, and then gets its seal record, which may go past it. The map must cover
+/// the seal too, or the file could not give its descriptor up once closed (see `log_file.rs`).
+pub fn active_map_len(max_file_bytes: u64) -> u64 {
+    max_file_bytes + (HEADER_LEN + SEAL_VALUE_LEN) as u64
+}
+
 /// Creates log file `id` with its header and syncs the directory, ready for appending and
-/// mapped for reads up to `max_len` bytes.
+/// mapped for reads as a file of at most `max_len` bytes (see [`active_map_len`]).
 ///
 /// If any step fails, the file is removed again: the caller retries with the same id later
 /// (the next write, the next compaction), and a leftover would make that retry fail for good.
@@ -66,7 +78,7 @@ pub fn create_log(dir: &Path, id: u32, max_len: u64) -> Result<Arc<LogFile>> {
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    Ok(Arc::new(LogFile::new(file, max_len)))
+    Ok(Arc::new(LogFile::active(file, active_map_len(max_len))))
 }
 
 /// The append side of the log. Lives behind the store's writer mutex.
@@ -94,6 +106,9 @@ pub struct LogWriter {
     stale: BTreeMap<u32, u64>,
     /// Set when a failed fsync left the state of the file unknown: no more writes.
     poisoned: Option<String>,
+    /// Whether the active file ends with a seal and is synced: once writes move on, it is
+    /// closed, and gives up its descriptor.
+    sealed: bool,
 }
 
 impl LogWriter {
@@ -130,6 +145,7 @@ impl LogWriter {
             sizes,
             stale,
             poisoned: None,
+            sealed: false,
         }
     }
 
@@ -149,7 +165,18 @@ impl LogWriter {
     /// file if this one is full. When this returns `Ok`, the bytes are in the operating system;
     /// with [`SyncPolicy::Always`] the caller then waits for a sync covering them (group commit,
     /// see `Durability` in `mod.rs`).
+    ///
+    /// A buffer grown past [`KEEP_BUF_BYTES`] for a large record is released afterwards: it
+    /// would otherwise stay allocated (and resident) for the life of the store.
     pub fn append(&mut self, files: &FileSet, index: &Index) -> Result<RecordPos> {
+        let result = self.append_buf(files, index);
+        if self.buf.capacity() > KEEP_BUF_BYTES {
+            self.buf = Vec::with_capacity(4096);
+        }
+        result
+    }
+
+    fn append_buf(&mut self, files: &FileSet, index: &Index) -> Result<RecordPos> {
         self.check_usable()?;
         let len = self.buf.len();
         if self.offset > FILE_MAGIC.len() as u64 && self.offset + len as u64 > self.max_file_bytes {
@@ -173,13 +200,12 @@ impl LogWriter {
             // A partial record may be in the file. Cut it off, so the next record lands right
             // after the last good one; if even that fails, the next write overwrites it, and a
             // crash in between leaves it as a torn tail that recovery cuts off.
-            if self.active.set_len(offset).is_ok() {
-                self.file_len = offset;
-            }
+            let _ = self.cut_back();
             return Err(KvsError::io_at(log_path(&self.dir, self.active_id), e));
         }
         self.offset += len as u64;
         self.fingerprint.add_all(&self.buf);
+        self.sealed = false;
         self.sizes.insert(self.active_id, self.offset);
         crash_point::hit("write:before-return");
         Ok(RecordPos {
@@ -306,27 +332,37 @@ impl LogWriter {
         self.check_usable()?;
         let mut seal = Vec::with_capacity(HEADER_LEN + SEAL_VALUE_LEN);
         encode_seal(&mut seal, self.offset);
-        self.active.write_all_at(&seal, self.offset).map_err(|e| {
-            let _ = self.active.set_len(self.offset);
-            KvsError::io_at(log_path(&self.dir, self.active_id), e)
-        })?;
+        if let Err(e) = self.active.write_all_at(&seal, self.offset) {
+            let _ = self.cut_back();
+            return Err(KvsError::io_at(log_path(&self.dir, self.active_id), e));
+        }
         self.offset += seal.len() as u64;
         self.fingerprint.add(&seal);
         self.sizes.insert(self.active_id, self.offset);
         self.add_stale(self.active_id, seal.len() as u64);
         // A closed file ends with its seal: cut off what was extended ahead.
         self.trim()?;
-        self.sync_active()
+        self.sync_active()?;
+        self.sealed = true;
+        Ok(())
     }
 
     /// Cuts the active file back to its last record, if it was extended ahead of it.
     pub fn trim(&mut self) -> Result<()> {
         if self.file_len > self.offset {
-            self.active
-                .set_len(self.offset)
+            self.cut_back()
                 .map_err(|e| KvsError::io_at(log_path(&self.dir, self.active_id), e))?;
-            self.file_len = self.offset;
         }
+        Ok(())
+    }
+
+    /// Cuts the active file back to the end of its last record (`offset`). The only way the
+    /// writer ever shortens a file: every record the index points to ends at or before
+    /// `offset`, so no read through the file's map can touch a page past its new end (see
+    /// `log_file.rs`).
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        self.active.set_len(self.offset)?;
+        self.file_len = self.offset;
         Ok(())
     }
 
@@ -341,10 +377,15 @@ impl LogWriter {
         self.poisoned.get_or_insert(reason);
     }
 
-    /// Makes `file` (already created with its header, and listed) the active file.
+    /// Makes `file` (already created with its header, and listed) the active file. The file
+    /// left behind, sealed and synced, closes its descriptor: reads of it go through its map.
     fn switch_to(&mut self, id: u32, file: Arc<LogFile>) {
+        let left = std::mem::replace(&mut self.active, file);
+        if self.sealed {
+            left.release_descriptor(self.offset);
+        }
+        self.sealed = false;
         self.active_id = id;
-        self.active = file;
         self.fingerprint = Fingerprint::default();
         self.offset = FILE_MAGIC.len() as u64;
         self.file_len = self.offset;

@@ -1,0 +1,167 @@
+//! Log files getting shorter while a store has them memory-mapped.
+//!
+//! A read through a map of a page wholly past the end of its file raises SIGBUS and kills the
+//! process. kvs cuts files itself (the active file's extended-ahead zeros when it is sealed, a
+//! failed append, a torn tail on open) and must never cut one below a record a read can reach;
+//! another program cutting a file is outside kvs's control, but compaction, which reads every
+//! live record, must report it as an error naming the file rather than die.
+//!
+//! The reads run in child processes (this test binary re-run with `--ignored --exact`), so
+//! that a SIGBUS fails the test with the signal instead of killing the test harness.
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError, SyncPolicy};
+use tempfile::TempDir;
+
+use support::log_files_with_ids as log_files;
+
+const DIR_VAR: &str = "KVS_SHRINK_TEST_DIR";
+
+fn child_dir() -> PathBuf {
+    std::env::var_os(DIR_VAR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("{DIR_VAR} must be set"))
+}
+
+/// Runs the child test `name` on `dir`; fails, naming the signal if there was one, unless the
+/// child passed.
+fn run_child(name: &str, dir: &Path) -> String {
+    let exe = std::env::current_exe().expect("test executable");
+    let output = Command::new(exe)
+        .args([
+            "--ignored",
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DIR_VAR, dir)
+        .output()
+        .expect("spawn child");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "child {name} failed: {} (signal {:?})\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        output.status.signal(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// 64 KiB files, extended ahead to their full size by `SyncPolicy::Always` and cut back to
+/// their last record when sealed; no background compaction.
+fn options() -> KvStoreOptions {
+    KvStoreOptions::default()
+        .sync(SyncPolicy::Always)
+        .max_file_size(64 << 10)
+        .compaction_min_stale(u64::MAX)
+}
+
+fn key(i: usize) -> String {
+    format!("key-{i:05}")
+}
+
+/// Values of varying lengths, so that records end anywhere in a page, at its end included.
+fn value(i: usize) -> String {
+    format!("{i:05}-{}", "v".repeat(1000 + (i * 397) % 3100))
+}
+
+const KEYS: usize = 400;
+
+#[test]
+#[ignore = "run as a child process by files_kvs_cuts_back_read_to_their_last_record"]
+fn shrink_child_own_cuts() {
+    let dir = child_dir();
+    let store = KvStore::open_with(&dir, options()).unwrap();
+    for i in 0..KEYS {
+        store.set(key(i), value(i)).unwrap();
+    }
+    // Every file but the active one was extended ahead to 64 KiB while mapped, then cut back
+    // when sealed: none is that long any more.
+    let files = log_files(&dir);
+    assert!(files.len() > 10, "only {} log files", files.len());
+    for (_, path) in &files[..files.len() - 1] {
+        let len = std::fs::metadata(path).unwrap().len();
+        assert!(len < 64 << 10, "{} is {len} bytes", path.display());
+    }
+    // Read through the maps made while the files were longer; the last record of each
+    // closed file ends within bytes of its new end.
+    for i in 0..KEYS {
+        assert_eq!(store.get(key(i)).unwrap(), Some(value(i)), "key {i}");
+    }
+    store.compact().unwrap();
+    for i in 0..KEYS {
+        assert_eq!(store.get(key(i)).unwrap(), Some(value(i)), "key {i}");
+    }
+    println!(
+        "own cuts: {} files cut back, {KEYS} keys read",
+        files.len() - 1
+    );
+}
+
+/// kvs's own cuts never reach a record a read can touch.
+#[test]
+fn files_kvs_cuts_back_read_to_their_last_record() {
+    let dir = TempDir::new().unwrap();
+    let out = run_child("shrink_child_own_cuts", dir.path());
+    let line = out.lines().find_map(|l| l.split_once("own cuts: "));
+    println!("{}", line.map_or("", |(_, rest)| rest));
+}
+
+#[test]
+#[ignore = "run as a child process by compaction_reports_a_file_cut_short_behind_its_back"]
+fn shrink_child_external_cut() {
+    let dir = child_dir();
+    let store = KvStore::open_with(&dir, options()).unwrap();
+    for i in 0..KEYS {
+        store.set(key(i), value(i)).unwrap();
+    }
+    // Another program cuts the oldest file to its first page: the pages after it are now
+    // past the end of the file, under the store's map.
+    let (_, victim) = log_files(&dir).into_iter().next().unwrap();
+    assert!(std::fs::metadata(&victim).unwrap().len() > 3 * 4096);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+
+    let err = store.compact().expect_err("compaction of a file cut short");
+    match &err {
+        KvsError::Corruption {
+            path,
+            offset,
+            reason,
+        } => {
+            assert_eq!(path, &victim, "{err}");
+            // The first record that does not fit in what is left.
+            assert!((8..=4096).contains(offset), "{err}");
+            assert!(reason.contains("ends before the record"), "{err}");
+        }
+        other => panic!("expected a corruption error, got {other}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains(&victim.display().to_string()), "{message}");
+    // The store is unchanged: keys outside the cut file still read back.
+    let last = KEYS - 1;
+    assert_eq!(store.get(key(last)).unwrap(), Some(value(last)));
+    println!("external cut: compaction refused with: {message}");
+}
+
+/// A log file cut short by another program while the store is open: compaction, which reads
+/// every live record, reports the file and offset instead of dying of SIGBUS.
+#[test]
+fn compaction_reports_a_file_cut_short_behind_its_back() {
+    let dir = TempDir::new().unwrap();
+    let out = run_child("shrink_child_external_cut", dir.path());
+    let line = out.lines().find_map(|l| l.split_once("external cut: "));
+    println!("{}", line.map_or("", |(_, rest)| rest));
+}
