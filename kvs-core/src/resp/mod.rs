@@ -29,7 +29,9 @@
 //! - `session`: a connection's request loop between the server's buffers and the commands.
 //!   Requests pipelined in one write are answered in order; the writes that a command marks
 //!   as batchable (plain `SET`s) are held and written together.
-//! - `state`: what all connections of a server share (`INFO` counters, key locks).
+//! - `key_locks`: the striped key locks that make `SET` with `NX`, `XX` or `GET` atomic among
+//!   RESP clients. The server's shared state (`server/state.rs`: `INFO` counters, client ids)
+//!   holds the one set of them every connection uses.
 //! - `info`: the text of `INFO`.
 //!
 //! # RESP3
@@ -52,10 +54,10 @@
 mod commands;
 pub mod frame;
 mod info;
+mod key_locks;
 mod request;
 pub(crate) mod session;
-mod state;
 
 pub use self::frame::{Frame, Limits, Version};
+pub(crate) use self::key_locks::KeyLocks;
 pub(crate) use self::session::Session;
-pub(crate) use self::state::ServerState;

@@ -8,9 +8,10 @@ use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::sniff::is_resp_start;
+use super::state::ServerState;
 use super::OUTPUT_HIGH_WATER;
 use crate::protocol::{frame, ErrorKind, FrameStatus, Request, Response};
-use crate::resp::{self, ServerState, Session};
+use crate::resp::{self, Session};
 use crate::{KvsEngine, KvsError, Result};
 
 /// Buffers larger than this are given back once empty, so idle connections stay small.

@@ -59,6 +59,7 @@
 
 mod connection;
 pub(crate) mod sniff;
+pub(crate) mod state;
 mod worker;
 
 use std::io;
@@ -70,10 +71,10 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use self::sniff::MAX_KVS_FRAME_LEN;
+use self::state::ServerState;
 use self::worker::Worker;
 use crate::protocol::DEFAULT_MAX_FRAME_LEN;
-use self::sniff::MAX_KVS_FRAME_LEN;
-use crate::resp::ServerState;
 use crate::thread_pool::ThreadPool;
 use crate::{KvsEngine, KvsError, Result};
 

@@ -42,7 +42,7 @@ pub(crate) mod strings;
 use super::frame::write_error;
 use super::request::{unknown_command, wrong_arity, Args, Client, ErrorReply, Outcome};
 use super::session::Batch;
-use super::state::ServerState;
+use crate::server::state::ServerState;
 use crate::{KvsEngine, KvsError, Result};
 
 /// kvs's own class of a command: what it may touch. `COMMAND` shows Redis's `write` or
