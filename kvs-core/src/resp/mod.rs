@@ -4,7 +4,7 @@
 //! # Same port as the kvs protocol
 //!
 //! The server tells the two protocols apart by the first byte a connection sends, and a
-//! connection never switches: `*`, an ASCII letter or a blank ([`frame::is_blank`]) starts
+//! connection never switches: `*`, an ASCII letter or a blank (C's `isspace`) starts
 //! RESP, anything else the kvs protocol. Why that rule is sound, and why it caps the kvs
 //! frame limit at [`ServerConfig::MAX_FRAME_LEN`](crate::ServerConfig::MAX_FRAME_LEN), is the
 //! server's business: see `server/sniff.rs`.
@@ -14,7 +14,7 @@
 //! As in [`protocol`](crate::protocol), kept apart:
 //! - [`frame`]: bytes on the wire. An incremental request parser (arrays of bulk strings, and
 //!   inline commands) that checks every length against its [`Limits`] before allocating, and
-//!   the writers of replies; plus [`Frame`], a whole value as a client reads it.
+//!   the writers of replies.
 //! - `request`: what every command sees of a request: its arguments (slices of the input
 //!   buffer), the client that sent it, and Redis's wording for the error replies they share.
 //! - `commands`: the command table, one row per command (name, arity, flags, kvs's class, key
@@ -33,6 +33,16 @@
 //!   RESP clients. The server's shared state (`server/state.rs`: `INFO` counters, client ids)
 //!   holds the one set of them every connection uses.
 //! - `info`: the text of `INFO`.
+//!
+//! # What is public
+//!
+//! Only the request parser: [`RequestParser`], [`RequestStatus`] and [`Limits`] (also at
+//! [`frame`], with the limits' constants). It is the code a server runs on every byte a RESP
+//! client sends, so it is what a tool, a test or a fuzzer needs to drive as the server does
+//! (`fuzz/` and the hostile-input tests do). Everything else here (the reply writers, the
+//! command table, sessions, `INFO`) is reached only through a [`KvsServer`](crate::KvsServer):
+//! the replies on the wire are the interface, and they are Redis's. kvs has no RESP client; a
+//! program that reads RESP replies uses a Redis client library.
 //!
 //! # RESP3
 //!
@@ -58,6 +68,6 @@ mod key_locks;
 mod request;
 pub(crate) mod session;
 
-pub use self::frame::{Frame, Limits, Version};
+pub use self::frame::{Limits, RequestParser, RequestStatus};
 pub(crate) use self::key_locks::KeyLocks;
 pub(crate) use self::session::Session;
