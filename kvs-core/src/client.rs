@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::protocol::{frame, ErrorKind, Request, Response, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
-use crate::resp::MAX_KVS_FRAME_LEN;
+use crate::server::sniff::MAX_KVS_FRAME_LEN;
 use crate::{KvsError, Result};
 
 /// How long [`KvsClient::connect`] waits for each address to accept the connection.

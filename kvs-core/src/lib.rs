@@ -25,8 +25,12 @@
 //! - `data_dir.rs`: the engine recorded in a data directory and its lock.
 //! - [`thread_pool`]: the pools the server runs connections on.
 //! - [`protocol`]: the wire format between client and server (frames and messages).
-//! - [`resp`]: RESP2 and RESP3, the Redis protocol, which the server also speaks (same port).
-//! - [`KvsServer`] (`server/`): serves an engine over TCP.
+//! - [`resp`]: RESP2 and RESP3, the Redis protocol, which the server also speaks (same port):
+//!   the wire format and its request parser (the public part), the command table, a
+//!   connection's session, the text of `INFO`.
+//! - [`KvsServer`] (`server/`): serves an engine over TCP: the workers and their connections,
+//!   which protocol a connection speaks (`sniff.rs`, by its first byte), and the state all
+//!   connections of a server share (`state.rs`: `INFO` counters, client ids, RESP's key locks).
 //! - [`KvsClient`] (`client.rs`): one connection to a server.
 //! - [`KvsError`] (`error.rs`): the one error type.
 #![deny(missing_docs)]

@@ -111,8 +111,8 @@ struct Cli {
 /// limit and the size at fault) would not fit in a frame.
 const MIN_FRAME_BYTES: u64 = 1024;
 
-/// The largest `--max-frame-bytes` (see `kvs::resp` for why).
-const MAX_FRAME_BYTES: u64 = kvs::resp::MAX_KVS_FRAME_LEN as u64;
+/// The largest `--max-frame-bytes` (see `kvs::ServerConfig::MAX_FRAME_LEN` for why).
+const MAX_FRAME_BYTES: u64 = kvs::ServerConfig::MAX_FRAME_LEN as u64;
 
 /// The bounds of `--client-timeout` and `--drain-timeout`, in seconds.
 const TIMEOUT_SECS: std::ops::RangeInclusive<f64> = 0.001..=86_400.0;

@@ -3,10 +3,12 @@
 //! This library is the support the end-to-end tests in `tests/` share:
 //! - [`binaries`]: finds (and if needed builds) the real `kvs-server` and `kvs-client`;
 //! - [`server`]: runs `kvs-server` in a directory on a port the OS picks, and stops it;
-//! - [`redis`]: runs a real `redis-server`, where installed, to compare kvs with.
+//! - [`redis`]: runs a real `redis-server`, where installed, to compare kvs with;
+//! - [`resp`]: [`resp::Frame`], a RESP reply as a client reads it, to check what servers say.
 
 pub mod binaries;
 pub mod redis;
+pub mod resp;
 pub mod server;
 
 pub use binaries::{client, kvs_client, kvs_server};

@@ -10,15 +10,15 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use kvs::resp::{Frame, Limits};
 use kvs::KvsClient;
 use kvs_tests::redis::RedisServer;
+use kvs_tests::resp::Frame;
 use kvs_tests::ServerProcess;
 use tempfile::TempDir;
 
 const ENGINES: [&str; 2] = ["kvs", "sled"];
 
-/// A RESP connection that parses replies with `kvs::resp::Frame`.
+/// A RESP connection that parses replies with `kvs_tests::resp::Frame`.
 struct Resp {
     stream: TcpStream,
     buf: Vec<u8>,
@@ -47,7 +47,7 @@ impl Resp {
     /// Reads one reply; `None` if the server closed the connection first.
     fn read(&mut self) -> Option<Frame> {
         loop {
-            if let Some((frame, len)) = Frame::parse(&self.buf, Limits::for_frame_len(1 << 30))
+            if let Some((frame, len)) = Frame::parse(&self.buf, 1 << 30)
                 .unwrap_or_else(|e| panic!("malformed reply {:?}: {e}", self.buf))
             {
                 self.buf.drain(..len);
@@ -80,11 +80,8 @@ impl Resp {
 }
 
 fn encode(args: &[&[u8]]) -> Vec<u8> {
-    let frame = Frame::Array(Some(
-        args.iter().map(|a| Frame::Bulk(Some(a.to_vec()))).collect(),
-    ));
     let mut out = Vec::new();
-    frame.encode(&mut out);
+    Frame::request(args).encode(&mut out);
     out
 }
 
@@ -184,16 +181,30 @@ fn every_command_replies_as_redis_does_on_both_engines() {
                 int(1),
             ]))
         );
+        // Each of these replies parses whole, and the next reply starts right after it: a
+        // reply with a wrong count or trailing bytes would throw every later one off.
         let Frame::Array(Some(all)) = c.line("COMMAND") else {
             panic!("COMMAND is an array");
         };
         assert_eq!(all.len(), 14);
+        assert!(all
+            .iter()
+            .all(|entry| matches!(entry, Frame::Array(Some(fields)) if fields.len() == 6)));
         let Frame::Array(Some(docs)) = c.line("COMMAND DOCS set") else {
             panic!("COMMAND DOCS is an array");
         };
+        assert_eq!(docs.len(), 2);
         assert_eq!(docs[0], bulk(b"set"));
         assert!(
             matches!(&docs[1], Frame::Array(Some(fields)) if fields.contains(&bulk(b"summary")))
+        );
+        let Frame::Array(Some(docs)) = c.line("COMMAND DOCS") else {
+            panic!("COMMAND DOCS is an array");
+        };
+        assert_eq!(
+            docs.len(),
+            2 * 14,
+            "a name and its fields for every command"
         );
 
         let Frame::Bulk(Some(text)) = c.line("INFO") else {

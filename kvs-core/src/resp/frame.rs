@@ -1,4 +1,8 @@
-//! RESP2 frames: cutting requests out of a byte stream, and writing replies.
+//! RESP frames on the wire: cutting requests out of a byte stream, and writing replies.
+//!
+//! The request parser ([`RequestParser`], with its [`Limits`]) is public: it is the code a
+//! server runs on every byte a RESP client sends, and tools and fuzzers drive it as the server
+//! does. The writers of replies are the server's own.
 //!
 //! # The frames, byte by byte
 //!
@@ -19,8 +23,8 @@
 //!
 //! A *request* is an array of bulk strings (the command name, then its arguments), or an
 //! *inline command*: one line of words separated by blanks, split as redis-server splits them
-//! (see [`is_blank`]; `PING\r\n`, as typed into telnet; no quoting; a line of blanks only is
-//! an empty request, which the server skips). Requests follow each other with nothing in between (pipelining).
+//! (blanks are C's `isspace` bytes: space, `\t`, `\n`, `\v`, `\f`, `\r`; `PING\r\n`, as typed
+//! into telnet; no quoting; a line of blanks only is an empty request, which the server skips). Requests follow each other with nothing in between (pipelining).
 //!
 //! # Limits
 //!
@@ -318,7 +322,7 @@ fn protocol(message: &str) -> KvsError {
 /// The RESP version a connection speaks: RESP2 until the client asks for RESP3 with
 /// `HELLO 3`. Only nulls and maps differ in what kvs sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Version {
+pub(crate) enum Version {
     /// RESP2: null is `$-1`, a map is a flat array of keys and values.
     #[default]
     Resp2,
@@ -330,12 +334,12 @@ pub enum Version {
 /// (space, `\t`, `\n`, `\v`, `\f`, `\r`), as in redis-server. A line of blanks only is an
 /// empty request, which the server skips. (A word itself ends at a space, tab, CR or LF only:
 /// `\v` and `\f` inside a word are part of it, as in Redis.)
-pub fn is_blank(b: u8) -> bool {
+pub(crate) fn is_blank(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 /// Appends "no value": `$-1\r\n` in RESP2, `_\r\n` in RESP3.
-pub fn write_nil(out: &mut Vec<u8>, version: Version) {
+pub(crate) fn write_nil(out: &mut Vec<u8>, version: Version) {
     match version {
         Version::Resp2 => write_null(out),
         Version::Resp3 => out.extend_from_slice(b"_\r\n"),
@@ -344,7 +348,7 @@ pub fn write_nil(out: &mut Vec<u8>, version: Version) {
 
 /// Appends a map header for `len` key/value pairs: `*2len` in RESP2, `%len` in RESP3. The
 /// keys and values follow, alternating.
-pub fn write_map_len(out: &mut Vec<u8>, len: usize, version: Version) {
+pub(crate) fn write_map_len(out: &mut Vec<u8>, len: usize, version: Version) {
     match version {
         Version::Resp2 => write_array_len(out, len * 2),
         Version::Resp3 => {
@@ -356,7 +360,7 @@ pub fn write_map_len(out: &mut Vec<u8>, len: usize, version: Version) {
 }
 
 /// Appends a simple string, `+text\r\n`. `text` must hold no `\r` or `\n`.
-pub fn write_simple(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn write_simple(out: &mut Vec<u8>, text: &str) {
     out.push(b'+');
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -364,7 +368,7 @@ pub fn write_simple(out: &mut Vec<u8>, text: &str) {
 
 /// Appends an error, `-message\r\n`. Line breaks in `message` become spaces, so that no
 /// message can break the stream.
-pub fn write_error(out: &mut Vec<u8>, message: &str) {
+pub(crate) fn write_error(out: &mut Vec<u8>, message: &str) {
     out.push(b'-');
     out.extend(
         message
@@ -375,14 +379,14 @@ pub fn write_error(out: &mut Vec<u8>, message: &str) {
 }
 
 /// Appends an integer, `:n\r\n`.
-pub fn write_integer(out: &mut Vec<u8>, n: i64) {
+pub(crate) fn write_integer(out: &mut Vec<u8>, n: i64) {
     out.push(b':');
     write_decimal(out, n);
     out.extend_from_slice(b"\r\n");
 }
 
 /// Appends a bulk string, `$len\r\nbytes\r\n`.
-pub fn write_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn write_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + 16);
     out.push(b'$');
     write_decimal(out, bytes.len() as i64);
@@ -392,12 +396,12 @@ pub fn write_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Appends a null bulk string, `$-1\r\n`.
-pub fn write_null(out: &mut Vec<u8>) {
+pub(crate) fn write_null(out: &mut Vec<u8>) {
     out.extend_from_slice(b"$-1\r\n");
 }
 
 /// Appends an array header, `*len\r\n`; the `len` elements follow.
-pub fn write_array_len(out: &mut Vec<u8>, len: usize) {
+pub(crate) fn write_array_len(out: &mut Vec<u8>, len: usize) {
     out.push(b'*');
     write_decimal(out, len as i64);
     out.extend_from_slice(b"\r\n");
@@ -420,178 +424,6 @@ fn write_decimal(out: &mut Vec<u8>, n: i64) {
         out.push(b'-');
     }
     out.extend_from_slice(&digits[at..]);
-}
-
-/// A whole RESP2 value, as a client reads it: for tests and tools, not the server's hot path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    /// `+text`
-    Simple(String),
-    /// `-message`
-    Error(String),
-    /// `:n`
-    Integer(i64),
-    /// `$len bytes`, or `$-1` (`None`).
-    Bulk(Option<Vec<u8>>),
-    /// `*len frames`, or `*-1` (`None`).
-    Array(Option<Vec<Frame>>),
-    /// RESP3 `_`: no value.
-    Null,
-    /// RESP3 `%len`: key/value pairs.
-    Map(Vec<(Frame, Frame)>),
-}
-
-/// How deep arrays may nest in a [`Frame`] (replies of kvs nest at most 3 deep).
-const MAX_DEPTH: usize = 32;
-
-impl Frame {
-    /// Parses one value at the start of `buf`: `Ok(None)` if it is not all in yet, else the
-    /// value and its length. Bulk lengths and array counts over `limits` are refused before
-    /// anything is allocated for them.
-    pub fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Frame, usize)>> {
-        parse_frame(buf, 0, limits, 0)
-    }
-
-    /// Appends this value, encoded, to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            Frame::Simple(text) => write_simple(out, text),
-            Frame::Error(message) => write_error(out, message),
-            Frame::Integer(n) => write_integer(out, *n),
-            Frame::Bulk(Some(bytes)) => write_bulk(out, bytes),
-            Frame::Bulk(None) => write_null(out),
-            Frame::Array(Some(items)) => {
-                write_array_len(out, items.len());
-                for item in items {
-                    item.encode(out);
-                }
-            }
-            Frame::Array(None) => out.extend_from_slice(b"*-1\r\n"),
-            Frame::Null => write_nil(out, Version::Resp3),
-            Frame::Map(pairs) => {
-                write_map_len(out, pairs.len(), Version::Resp3);
-                for (key, value) in pairs {
-                    key.encode(out);
-                    value.encode(out);
-                }
-            }
-        }
-    }
-}
-
-fn parse_frame(
-    buf: &[u8],
-    start: usize,
-    limits: Limits,
-    depth: usize,
-) -> Result<Option<(Frame, usize)>> {
-    let Some(&marker) = buf.get(start) else {
-        return Ok(None);
-    };
-    let line = |start: usize| -> Result<Option<(&[u8], usize)>> {
-        match buf[start..].windows(2).position(|w| w == b"\r\n") {
-            Some(at) => Ok(Some((&buf[start + 1..start + at], start + at + 2))),
-            None => Ok(None),
-        }
-    };
-    let text = |bytes: &[u8]| {
-        String::from_utf8(bytes.to_vec()).map_err(|_| protocol("reply line is not UTF-8"))
-    };
-    match marker {
-        b'+' | b'-' | b':' => {
-            let Some((content, next)) = line(start)? else {
-                return Ok(None);
-            };
-            let frame = match marker {
-                b'+' => Frame::Simple(text(content)?),
-                b'-' => Frame::Error(text(content)?),
-                _ => Frame::Integer(
-                    parse_integer(content).ok_or_else(|| protocol("invalid integer"))?,
-                ),
-            };
-            Ok(Some((frame, next)))
-        }
-        b'$' => {
-            let Some((len, data)) = header_line(buf, start)? else {
-                return Ok(None);
-            };
-            if len == -1 {
-                return Ok(Some((Frame::Bulk(None), data)));
-            }
-            let len = match usize::try_from(len) {
-                Ok(len) if len <= limits.max_bulk_len => len,
-                _ => return Err(protocol("invalid bulk length")),
-            };
-            let end = data + len + 2;
-            if buf.len() < end {
-                return Ok(None);
-            }
-            if &buf[end - 2..end] != b"\r\n" {
-                return Err(protocol("bulk string not followed by CRLF"));
-            }
-            Ok(Some((
-                Frame::Bulk(Some(buf[data..data + len].to_vec())),
-                end,
-            )))
-        }
-        b'_' => match line(start)? {
-            Some((b"", next)) => Ok(Some((Frame::Null, next))),
-            Some(_) => Err(protocol("invalid null")),
-            None => Ok(None),
-        },
-        b'%' => {
-            let Some((count, mut next)) = header_line(buf, start)? else {
-                return Ok(None);
-            };
-            let count = match usize::try_from(count) {
-                Ok(count) if count <= limits.max_args => count,
-                _ => return Err(protocol("invalid map length")),
-            };
-            if depth >= MAX_DEPTH {
-                return Err(protocol("maps nested too deep"));
-            }
-            let mut pairs = Vec::with_capacity(count.min(1024));
-            for _ in 0..count {
-                let Some((key, after)) = parse_frame(buf, next, limits, depth + 1)? else {
-                    return Ok(None);
-                };
-                let Some((value, after)) = parse_frame(buf, after, limits, depth + 1)? else {
-                    return Ok(None);
-                };
-                pairs.push((key, value));
-                next = after;
-            }
-            Ok(Some((Frame::Map(pairs), next)))
-        }
-        b'*' => {
-            let Some((count, mut next)) = header_line(buf, start)? else {
-                return Ok(None);
-            };
-            if count == -1 {
-                return Ok(Some((Frame::Array(None), next)));
-            }
-            let count = match usize::try_from(count) {
-                Ok(count) if count <= limits.max_args => count,
-                _ => return Err(protocol("invalid multibulk length")),
-            };
-            if depth >= MAX_DEPTH {
-                return Err(protocol("arrays nested too deep"));
-            }
-            let mut items = Vec::with_capacity(count.min(1024));
-            for _ in 0..count {
-                let Some((item, after)) = parse_frame(buf, next, limits, depth + 1)? else {
-                    return Ok(None);
-                };
-                items.push(item);
-                next = after;
-            }
-            Ok(Some((Frame::Array(Some(items)), next)))
-        }
-        other => Err(protocol(&format!(
-            "unexpected reply type '{}'",
-            char::from(other).escape_default()
-        ))),
-    }
 }
 
 #[cfg(test)]
@@ -743,32 +575,5 @@ mod tests {
             out,
             b"+OK\r\n-ERR bad  line\r\n:-42\r\n:0\r\n$4\r\na\r\nb\r\n$-1\r\n*2\r\n"
         );
-    }
-
-    #[test]
-    fn frames_round_trip_and_wait_for_all_their_bytes() {
-        let frame = Frame::Array(Some(vec![
-            Frame::Simple("OK".into()),
-            Frame::Error("ERR x".into()),
-            Frame::Integer(i64::MIN + 1),
-            Frame::Bulk(Some(vec![0, 255, b'\r'])),
-            Frame::Bulk(None),
-            Frame::Array(None),
-            Frame::Array(Some(vec![])),
-            Frame::Null,
-            Frame::Map(vec![(Frame::Simple("proto".into()), Frame::Integer(3))]),
-        ]));
-        let mut out = Vec::new();
-        frame.encode(&mut out);
-        let limits = Limits::for_frame_len(1024);
-        for n in 0..out.len() {
-            assert_eq!(Frame::parse(&out[..n], limits).unwrap(), None, "{n}");
-        }
-        assert_eq!(
-            Frame::parse(&out, limits).unwrap(),
-            Some((frame, out.len()))
-        );
-        assert!(Frame::parse(b"?x\r\n", limits).is_err());
-        assert!(Frame::parse(b"$2000\r\n", limits).is_err());
     }
 }

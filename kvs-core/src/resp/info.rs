@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::commands::Engine;
 use super::request::Args;
-use super::state::ServerState;
+use crate::server::state::ServerState;
 use crate::Result;
 
 /// The Redis version whose replies kvs's commands follow. Clients read `redis_version` to pick

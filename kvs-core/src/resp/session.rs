@@ -6,7 +6,7 @@
 use super::commands::{dispatch, Context};
 use super::frame::{write_error, write_simple, Limits, RequestParser, RequestStatus, Version};
 use super::request::{Args, Client, Outcome};
-use super::state::ServerState;
+use crate::server::state::ServerState;
 use crate::{KvsEngine, KvsError, Result};
 
 /// The RESP state of one connection.
@@ -180,7 +180,10 @@ impl<'a> Batch<'a> {
         let result = {
             // The same key locks as every other RESP write: SET NX/XX stay atomic against
             // these.
-            let _guards = cx.state.lock_many(self.pairs.iter().map(|(key, _)| *key));
+            let _guards = cx
+                .state
+                .key_locks()
+                .lock_many(self.pairs.iter().map(|(key, _)| *key));
             cx.engine.set_many_bytes(&self.pairs)
         };
         if let Err(e) = &result {

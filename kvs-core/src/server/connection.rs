@@ -1,15 +1,17 @@
 //! One client connection inside a worker: its buffers, and the requests it carries.
 //!
-//! A connection speaks the kvs protocol or RESP, as its first byte says (see [`crate::resp`]);
+//! A connection speaks the kvs protocol or RESP, as its first byte says (see [`super::sniff`]);
 //! buffering, back-pressure, timeouts and shutdown are the same for both.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::sniff::is_resp_start;
+use super::state::ServerState;
 use super::OUTPUT_HIGH_WATER;
 use crate::protocol::{frame, ErrorKind, FrameStatus, Request, Response};
-use crate::resp::{self, ServerState, Session};
+use crate::resp::{self, Session};
 use crate::{KvsEngine, KvsError, Result};
 
 /// Buffers larger than this are given back once empty, so idle connections stay small.
@@ -256,7 +258,7 @@ impl Connection {
         if let Protocol::Unknown = self.protocol {
             match self.input.first() {
                 None => return Ok(0),
-                Some(&first) if resp::is_resp_start(first) => {
+                Some(&first) if is_resp_start(first) => {
                     let limits = resp::Limits::for_frame_len(max_frame_len);
                     let id = state.next_client_id();
                     self.protocol = Protocol::Resp(Box::new(Session::new(limits, id)));

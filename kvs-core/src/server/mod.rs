@@ -58,6 +58,8 @@
 //! engine and returns, so every write carried out, acknowledged or not, is kept.
 
 mod connection;
+pub(crate) mod sniff;
+pub(crate) mod state;
 mod worker;
 
 use std::io;
@@ -69,9 +71,10 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use self::sniff::MAX_KVS_FRAME_LEN;
+use self::state::ServerState;
 use self::worker::Worker;
 use crate::protocol::DEFAULT_MAX_FRAME_LEN;
-use crate::resp::{ServerState, MAX_KVS_FRAME_LEN};
 use crate::thread_pool::ThreadPool;
 use crate::{KvsEngine, KvsError, Result};
 
@@ -105,13 +108,22 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The largest frame limit a server takes, in bytes (144 MiB - 1):
+    /// [`max_frame_len`](ServerConfig::max_frame_len) caps its argument here.
+    ///
+    /// The server tells a kvs-protocol connection from a RESP one by its first byte, which for
+    /// a kvs frame is the top byte of the frame's 4-byte big-endian length. Every length up to
+    /// this one starts with 0x08 or less; a larger one could start with `\t` (0x09) or `\n`,
+    /// as a blank or an empty line before a RESP command does, and be taken for RESP.
+    pub const MAX_FRAME_LEN: usize = MAX_KVS_FRAME_LEN;
+
     /// The largest request or reply payload, in bytes (default
     /// [`DEFAULT_MAX_FRAME_LEN`], 32 MiB). A client
     /// announcing a larger request is disconnected; a value too large to send back is answered
     /// with an error. RESP requests have the same limit on their bulk strings.
     ///
-    /// At most [`MAX_KVS_FRAME_LEN`] (144 MiB - 1): larger kvs frames could not be told
-    /// apart from RESP requests (see [`crate::resp`]).
+    /// At most [`MAX_FRAME_LEN`](ServerConfig::MAX_FRAME_LEN) (144 MiB - 1): larger kvs
+    /// frames could not be told apart from RESP requests.
     pub fn max_frame_len(mut self, bytes: usize) -> Self {
         self.max_frame_len = bytes.min(MAX_KVS_FRAME_LEN);
         self

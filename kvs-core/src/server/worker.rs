@@ -11,8 +11,8 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::connection::{Connection, Next};
+use super::state::ServerState;
 use super::{ServerConfig, ShutdownHandle};
-use crate::resp::ServerState;
 use crate::{KvsEngine, Result};
 
 /// Token of the worker's waker; connections use their slot index.

@@ -58,7 +58,7 @@ impl Command for Del {
         let mut removed = 0;
         for key in keys.iter() {
             // The key's lock, as every RESP write holds it (see `strings`).
-            let _guard = cx.state.lock(key);
+            let _guard = cx.state.key_locks().lock(key);
             match cx.engine.remove_bytes(key) {
                 Ok(()) => removed += 1,
                 Err(KvsError::KeyNotFound) => {}

@@ -235,28 +235,44 @@ mod tests {
     use super::*;
     use std::ops::Range;
 
-    use crate::resp::frame::{Frame, Limits};
+    /// The reply to `query` in `version`, as text.
+    fn reply(query: Query<'_, '_>, version: Version) -> String {
+        let mut out = Vec::new();
+        introspect(query, version, &mut out);
+        String::from_utf8(out).unwrap()
+    }
 
     #[test]
-    fn command_docs_and_info_are_well_formed_replies() {
-        let limits = Limits::for_frame_len(1 << 20);
-        let mut out = Vec::new();
-        introspect(Query::All, Version::Resp2, &mut out);
-        let Some((Frame::Array(Some(all)), end)) = Frame::parse(&out, limits).unwrap() else {
-            panic!("COMMAND is an array");
-        };
-        assert_eq!((all.len(), end), (TABLE.len(), out.len()));
-        let ranges = [Range { start: 0, end: 3 }];
-        out.clear();
-        introspect(
-            Query::Docs(Args::new(b"get", &ranges)),
-            Version::Resp2,
-            &mut out,
+    fn command_docs_and_info_have_redis_layout() {
+        let get = [Range { start: 0, end: 3 }];
+        let docs = |version| reply(Query::Docs(Args::new(b"get", &get)), version);
+        let fields = "$7\r\nsummary\r\n$22\r\nGet the value of a key\r\n\
+                      $5\r\nsince\r\n$5\r\n1.0.0\r\n$5\r\ngroup\r\n$6\r\nstring\r\n";
+        assert_eq!(
+            docs(Version::Resp2),
+            format!("*2\r\n$3\r\nget\r\n*6\r\n{fields}")
         );
-        let Some((Frame::Array(Some(docs)), _)) = Frame::parse(&out, limits).unwrap() else {
-            panic!("COMMAND DOCS is an array");
-        };
-        assert_eq!(docs[0], Frame::Bulk(Some(b"get".to_vec())));
-        assert_eq!(docs.len(), 2);
+        assert_eq!(
+            docs(Version::Resp3),
+            format!("%1\r\n$3\r\nget\r\n%3\r\n{fields}")
+        );
+        assert_eq!(
+            reply(Query::Info(Args::new(b"get", &get)), Version::Resp2),
+            "*1\r\n*6\r\n$3\r\nget\r\n:2\r\n*2\r\n+readonly\r\n+fast\r\n:1\r\n:1\r\n:1\r\n"
+        );
+        // COMMAND: every row's entry, as COMMAND INFO gives it, in table order, in one array.
+        let mut all = format!("*{}\r\n", TABLE.len());
+        for row in &TABLE {
+            let name = [Range {
+                start: 0,
+                end: row.name.len(),
+            }];
+            let info = reply(
+                Query::Info(Args::new(row.name.as_bytes(), &name)),
+                Version::Resp2,
+            );
+            all += info.strip_prefix("*1\r\n").unwrap();
+        }
+        assert_eq!(reply(Query::All, Version::Resp2), all);
     }
 }

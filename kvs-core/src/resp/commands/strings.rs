@@ -1,6 +1,6 @@
 //! String commands: `SET` (`NX`, `XX`, `GET`), `GET`, `MGET`, `MSET`.
 //!
-//! Every write holds its key's stripe lock (`ServerState::lock`) while
+//! Every write holds its key's stripe lock (`KeyLocks::lock`, in `resp/key_locks.rs`) while
 //! it checks and writes, so that `SET NX`/`XX`/`GET` are atomic against every other RESP
 //! command. Writers through the kvs protocol or the library take no lock and can slip in
 //! between: the engine offers no compare-and-set to close that gap.
@@ -138,7 +138,7 @@ impl Command for Set {
             condition,
             get,
         } = set;
-        let _guard = cx.state.lock(key);
+        let _guard = cx.state.key_locks().lock(key);
         let old = match (condition, get) {
             (None, false) => None,
             (Some(_), false) => Some(cx.engine.contains_key(key)?.then(Vec::new)),
@@ -232,7 +232,7 @@ impl Command for MSet {
         // some set and not others, and a failure leaves the earlier ones set.
         for i in (0..pairs.len()).step_by(2) {
             let key = pairs.get(i);
-            let _guard = cx.state.lock(key);
+            let _guard = cx.state.key_locks().lock(key);
             cx.engine.set_bytes(key, pairs.get(i + 1))?;
         }
         write_simple(cx.out, "OK");
