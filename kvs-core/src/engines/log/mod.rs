@@ -40,7 +40,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use self::durability::Durability;
 use self::format::{check_sizes, encode_record, verify_record, RecordKind, HEADER_LEN};
-use self::index::{Index, RecordPos};
+use self::index::{Index, LogEnd, RecordPos};
 use self::log_file::{FileSet, LogFile};
 use self::manifest::Manifest;
 use self::writer::{active_map_len, create_log, log_path, LogWriter, MAX_FILE_BYTES};
@@ -341,7 +341,7 @@ impl KvsEngine for KvStore {
         let shared = &*self.shared;
         let end = self.set_locked(key, value)?;
         if shared.options.sync == SyncPolicy::Always {
-            shared.wait_durable(end.0, end.1)?;
+            shared.wait_durable(end)?;
         }
         Ok(())
     }
@@ -361,7 +361,7 @@ impl KvsEngine for KvStore {
         }
         let end = self.set_batch_locked(pairs)?;
         if self.shared.options.sync == SyncPolicy::Always {
-            self.shared.wait_durable(end.0, end.1)?;
+            self.shared.wait_durable(end)?;
         }
         Ok(())
     }
@@ -388,7 +388,7 @@ impl KvsEngine for KvStore {
         let shared = &*self.shared;
         let end = self.remove_locked(key)?;
         if shared.options.sync == SyncPolicy::Always {
-            shared.wait_durable(end.0, end.1)?;
+            shared.wait_durable(end)?;
         }
         Ok(())
     }
@@ -414,7 +414,7 @@ impl KvsEngine for KvStore {
 
 impl KvStore {
     /// The write half of `set`, under the writer lock. Returns where the record ends.
-    fn set_locked(&self, key: &[u8], value: &[u8]) -> Result<(u32, u64)> {
+    fn set_locked(&self, key: &[u8], value: &[u8]) -> Result<LogEnd> {
         let shared = &*self.shared;
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
@@ -428,12 +428,12 @@ impl KvStore {
             writer.add_stale(old.file, old.len as u64);
             writer.maybe_request_compaction(shared);
         }
-        Ok((pos.file, pos.offset as u64 + pos.len as u64))
+        Ok(pos.end())
     }
 
     /// The write half of `set_many_bytes`: every record encoded back to back and written with
     /// one `pwrite`, then the index updated in order. Returns where the last record ends.
-    fn set_batch_locked(&self, pairs: &[(&[u8], &[u8])]) -> Result<(u32, u64)> {
+    fn set_batch_locked(&self, pairs: &[(&[u8], &[u8])]) -> Result<LogEnd> {
         let shared = &*self.shared;
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
@@ -461,11 +461,11 @@ impl KvStore {
         if stale {
             writer.maybe_request_compaction(shared);
         }
-        Ok((batch.file, batch.offset as u64 + batch.len as u64))
+        Ok(batch.end())
     }
 
     /// The write half of `remove`, under the writer lock. Returns where the tombstone ends.
-    fn remove_locked(&self, key: &[u8]) -> Result<(u32, u64)> {
+    fn remove_locked(&self, key: &[u8]) -> Result<LogEnd> {
         let shared = &*self.shared;
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
@@ -483,10 +483,7 @@ impl KvStore {
             writer.add_stale(old.file, old.len as u64);
         }
         writer.maybe_request_compaction(shared);
-        Ok((
-            tombstone.file,
-            tombstone.offset as u64 + tombstone.len as u64,
-        ))
+        Ok(tombstone.end())
     }
 }
 

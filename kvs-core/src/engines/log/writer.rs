@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::crash_point;
 use super::format::{encode_seal, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN};
-use super::index::{Index, RecordPos};
+use super::index::{Index, LogEnd, RecordPos};
 use super::log_file::{FileSet, LogFile};
 use super::manifest::{self, Fingerprint, Manifest};
 use super::SyncPolicy;
@@ -366,10 +366,13 @@ impl LogWriter {
         Ok(())
     }
 
-    /// The active file, its id and the end of its last record: what a group-commit sync
-    /// covers.
-    pub fn sync_target(&self) -> (u32, Arc<LogFile>, u64) {
-        (self.active_id, Arc::clone(&self.active), self.offset)
+    /// The active file and the end of its last record: what a group-commit sync covers.
+    pub fn sync_target(&self) -> (Arc<LogFile>, LogEnd) {
+        let end = LogEnd {
+            file: self.active_id,
+            offset: self.offset,
+        };
+        (Arc::clone(&self.active), end)
     }
 
     /// Refuses further writes after a failed fsync (see [`LogWriter::sync_active`]).
