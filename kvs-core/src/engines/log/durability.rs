@@ -64,8 +64,10 @@ impl Shared {
             match result {
                 Ok(()) => state.durable = state.durable.max(upto),
                 Err(e) => {
-                    let reason =
-                        format!("fsync of {} failed: {e}", log_path(&self.dir, upto.file).display());
+                    let reason = format!(
+                        "fsync of {} failed: {e}",
+                        log_path(&self.dir, upto.file).display()
+                    );
                     self.lock_writer().poison(reason.clone());
                     state.failure = Some(reason);
                 }

@@ -39,7 +39,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use self::durability::Durability;
-use self::format::{check_sizes, encode_record, verify_record, RecordKind, HEADER_LEN};
+use self::format::{check_sizes, verify_record, HEADER_LEN};
 use self::index::{Index, LogEnd, RecordPos};
 use self::log_file::{FileSet, LogFile};
 use self::manifest::Manifest;
@@ -418,9 +418,7 @@ impl KvStore {
         let shared = &*self.shared;
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
-        writer.buf.clear();
-        encode_record(&mut writer.buf, RecordKind::Set, key, value);
-        let pos = writer.append(&shared.files, &shared.index)?;
+        let pos = writer.append_set(key, value, &shared.files, &shared.index)?;
         // An index over 128 GiB of keys is the only way this fails; the record is then in
         // the log without being acknowledged, as if the process had died right after it.
         let old = shared.index.insert(key, pos).map_err(|_| index_full())?;
@@ -437,21 +435,11 @@ impl KvStore {
         let shared = &*self.shared;
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
-        writer.buf.clear();
-        for (key, value) in pairs {
-            encode_record(&mut writer.buf, RecordKind::Set, key, value);
-        }
-        let batch = writer.append(&shared.files, &shared.index)?;
-        let mut offset = batch.offset;
+        let positions = writer.append_sets(pairs, &shared.files, &shared.index)?;
         let mut stale = false;
-        for (key, value) in pairs {
-            let len = (HEADER_LEN + key.len() + value.len()) as u32;
-            let pos = RecordPos {
-                file: batch.file,
-                offset,
-                len,
-            };
-            offset += len;
+        let mut end = LogEnd::default();
+        for ((key, _), &pos) in pairs.iter().zip(&positions) {
+            end = pos.end();
             let old = shared.index.insert(key, pos).map_err(|_| index_full())?;
             if let Some(old) = old {
                 writer.add_stale(old.file, old.len as u64);
@@ -461,7 +449,7 @@ impl KvStore {
         if stale {
             writer.maybe_request_compaction(shared);
         }
-        Ok(batch.end())
+        Ok(end)
     }
 
     /// The write half of `remove`, under the writer lock. Returns where the tombstone ends.
@@ -474,9 +462,7 @@ impl KvStore {
         if !shared.index.contains(key) {
             return Err(KvsError::KeyNotFound);
         }
-        writer.buf.clear();
-        encode_record(&mut writer.buf, RecordKind::Remove, key, b"");
-        let tombstone = writer.append(&shared.files, &shared.index)?;
+        let tombstone = writer.append_remove(key, &shared.files, &shared.index)?;
         let old = shared.index.remove(key);
         writer.add_stale(tombstone.file, tombstone.len as u64);
         if let Some(old) = old {
