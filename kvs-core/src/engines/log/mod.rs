@@ -26,6 +26,7 @@ mod index;
 mod log_file;
 mod manifest;
 mod options;
+mod reader;
 mod recovery;
 mod writer;
 
@@ -302,7 +303,7 @@ impl Shared {
         };
         let checked = file
             .with_bytes(pos.offset as u64, pos.len as usize, |record| {
-                verify_record(record)?;
+                verify_record(record).map_err(|e| e.to_string())?;
                 if let Some(key) = key {
                     if record.get(HEADER_LEN..HEADER_LEN + key.len()) != Some(key) {
                         return Err("record holds another key than the index says".to_string());
