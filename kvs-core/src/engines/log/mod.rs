@@ -6,9 +6,10 @@
 //! When more than half of the log is stale (overwritten or removed data), a background thread
 //! copies the live records into a new file and deletes the old ones.
 //!
-//! - `format.rs`: the record layout, byte by byte.
-//! - `writer.rs`: appends to the active file, counts stale bytes.
-//! - `index.rs`: the sharded key to position map.
+//! - `format.rs`: the record layout, byte by byte; encoding and checking one record.
+//! - `reader.rs`: reading a log file's records in order, and what is wrong where it stops.
+//! - `writer.rs`: encodes and appends records to the active file, counts stale bytes.
+//! - `index.rs`: the sharded key to position map; positions and log ends.
 //! - `log_file.rs`: an open log file, memory-mapped for reads.
 //! - `manifest.rs`: the `MANIFEST`, the list of the store's log files, byte by byte; what open
 //!   checks against it.

@@ -38,7 +38,8 @@
 //! crafted to be full of bytes that decode as headers makes it slow, never wrong.
 //!
 //! Replay itself reads each record through a window of a few MiB, its checksum computed on the
-//! way, so a 512 MiB value is not held in memory to be checked.
+//! way, so a 512 MiB value is not held in memory to be checked (see `reader.rs`, which reads
+//! the records and says what is wrong with a bad one; this file decides what that means).
 //!
 //! **The blind spot** of format version 1: nothing checks a header before the record it
 //! declares is read. A bit flip in a length field of one of the last records of the newest file
