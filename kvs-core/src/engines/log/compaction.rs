@@ -208,7 +208,7 @@ fn copy_live_records(
             return Ok(None);
         }
         let record = read_checked(shared, &files, &mut reader, m.from, m.from.len as usize)?;
-        verify_record(record).map_err(|reason| corruption(shared, m.from, reason))?;
+        verify_record(record).map_err(|e| corruption(shared, m.from, e.to_string()))?;
         m.to = output.append(record)?;
     }
     Ok(Some(moved))
@@ -229,7 +229,7 @@ fn switch_index(shared: &Shared, moved: &[Moved]) -> Result<BTreeMap<u32, u64>> 
         let header: &[u8; HEADER_LEN] = header
             .try_into()
             .map_err(|_| corruption(shared, m.to, "short record header".into()))?;
-        let header = decode_header(header).map_err(|reason| corruption(shared, m.to, reason))?;
+        let header = decode_header(header).map_err(|e| corruption(shared, m.to, e.to_string()))?;
         if header.record_len() != m.to.len as usize {
             return Err(corruption(
                 shared,

@@ -2,6 +2,7 @@
 
 use std::sync::{Condvar, Mutex};
 
+use super::index::LogEnd;
 use super::writer::log_path;
 use super::Shared;
 use crate::{KvsError, Result};
@@ -22,16 +23,16 @@ pub(super) struct Durability {
 
 #[derive(Default)]
 struct SyncState {
-    /// Every record up to this (file id, end offset) is on disk. Files older than the active
-    /// one are synced whole before writes leave them (`LogWriter::seal_active`).
-    durable: (u32, u64),
+    /// Every record up to this point is on disk. Files older than the active one are synced
+    /// whole before writes leave them (`LogWriter::seal_active`).
+    durable: LogEnd,
     leader_running: bool,
     failure: Option<String>,
 }
 
 impl Shared {
-    /// Waits until the record ending at `end` of file `file` is on disk.
-    pub(super) fn wait_durable(&self, file: u32, end: u64) -> Result<()> {
+    /// Waits until every record up to `end` is on disk.
+    pub(super) fn wait_durable(&self, end: LogEnd) -> Result<()> {
         let lock = || {
             self.durability
                 .state
@@ -43,7 +44,7 @@ impl Shared {
             if let Some(reason) = &state.failure {
                 return Err(KvsError::Poisoned(reason.clone()));
             }
-            if state.durable >= (file, end) {
+            if state.durable >= end {
                 return Ok(());
             }
             if state.leader_running {
@@ -56,15 +57,17 @@ impl Shared {
             }
             state.leader_running = true;
             drop(state);
-            let (id, active, upto) = self.lock_writer().sync_target();
+            let (active, upto) = self.lock_writer().sync_target();
             let result = active.sync_data();
             state = lock();
             state.leader_running = false;
             match result {
-                Ok(()) => state.durable = state.durable.max((id, upto)),
+                Ok(()) => state.durable = state.durable.max(upto),
                 Err(e) => {
-                    let reason =
-                        format!("fsync of {} failed: {e}", log_path(&self.dir, id).display());
+                    let reason = format!(
+                        "fsync of {} failed: {e}",
+                        log_path(&self.dir, upto.file).display()
+                    );
                     self.lock_writer().poison(reason.clone());
                     state.failure = Some(reason);
                 }

@@ -34,6 +34,8 @@
 //! and its checksum matches. Anything else is a torn write (at the end of the newest file) or
 //! corruption (anywhere else); see `recovery.rs`.
 
+use std::fmt;
+
 use crate::{KvsError, Result};
 
 /// The first 8 bytes of every log file.
@@ -107,34 +109,60 @@ pub fn encode_record(buf: &mut Vec<u8>, kind: RecordKind, key: &[u8], value: &[u
     buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
     buf.extend_from_slice(key);
     buf.extend_from_slice(value);
-    let crc = crc32fast::hash(&buf[start + 4..]);
-    buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    let mut checksum = RecordChecksum::new();
+    checksum.update(&buf[start..]);
+    buf[start..start + 4].copy_from_slice(&checksum.value().to_le_bytes());
 }
 
-/// Parses a record header. Returns a reason string when the bytes cannot be a header.
-pub fn decode_header(bytes: &[u8; HEADER_LEN]) -> std::result::Result<RecordHeader, String> {
+/// Why 13 bytes are not a record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderError {
+    UnknownKind(u8),
+    KeyTooLong(usize),
+    ValueTooLong(usize),
+    RemoveWithValue(usize),
+    MalformedSeal { key_len: usize, value_len: usize },
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            HeaderError::UnknownKind(kind) => write!(f, "unknown record kind {kind}"),
+            HeaderError::KeyTooLong(len) => write!(f, "key length {len} over the limit"),
+            HeaderError::ValueTooLong(len) => write!(f, "value length {len} over the limit"),
+            HeaderError::RemoveWithValue(len) => {
+                write!(f, "remove record with a {len}-byte value")
+            }
+            HeaderError::MalformedSeal { key_len, value_len } => write!(
+                f,
+                "seal record with a {key_len}-byte key and a {value_len}-byte value"
+            ),
+        }
+    }
+}
+
+/// Parses a record header: kind and lengths in range, and the shape its kind requires.
+pub fn decode_header(bytes: &[u8; HEADER_LEN]) -> std::result::Result<RecordHeader, HeaderError> {
     let crc = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let kind = match bytes[4] {
         1 => RecordKind::Set,
         2 => RecordKind::Remove,
         3 => RecordKind::Seal,
-        other => return Err(format!("unknown record kind {other}")),
+        other => return Err(HeaderError::UnknownKind(other)),
     };
     let key_len = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
     let value_len = u32::from_le_bytes([bytes[9], bytes[10], bytes[11], bytes[12]]) as usize;
     if key_len > MAX_KEY_LEN {
-        return Err(format!("key length {key_len} over the limit"));
+        return Err(HeaderError::KeyTooLong(key_len));
     }
     if value_len > MAX_VALUE_LEN {
-        return Err(format!("value length {value_len} over the limit"));
+        return Err(HeaderError::ValueTooLong(value_len));
     }
     if kind == RecordKind::Remove && value_len != 0 {
-        return Err(format!("remove record with a {value_len}-byte value"));
+        return Err(HeaderError::RemoveWithValue(value_len));
     }
     if kind == RecordKind::Seal && (key_len != 0 || value_len != SEAL_VALUE_LEN) {
-        return Err(format!(
-            "seal record with a {key_len}-byte key and a {value_len}-byte value"
-        ));
+        return Err(HeaderError::MalformedSeal { key_len, value_len });
     }
     Ok(RecordHeader {
         crc,
@@ -144,27 +172,109 @@ pub fn decode_header(bytes: &[u8; HEADER_LEN]) -> std::result::Result<RecordHead
     })
 }
 
+/// A record whose bytes do not have the checksum its header stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChecksumMismatch {
+    pub stored: u32,
+    pub computed: u32,
+}
+
+impl fmt::Display for ChecksumMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "checksum mismatch (stored {:#010x}, computed {:#010x})",
+            self.stored, self.computed
+        )
+    }
+}
+
+/// The checksum of a record, fed its bytes in order from its first byte on, in one piece or
+/// in many: the crc field itself (the first 4 bytes) is skipped. The one place a record's
+/// checksum is computed, for writing it and for every check of it (a whole record in memory,
+/// one read in chunks by replay, a candidate of the scan after a bad record).
+pub struct RecordChecksum {
+    hasher: crc32fast::Hasher,
+    /// How many bytes of the record were fed so far.
+    seen: usize,
+}
+
+impl RecordChecksum {
+    pub fn new() -> RecordChecksum {
+        RecordChecksum {
+            hasher: crc32fast::Hasher::new(),
+            seen: 0,
+        }
+    }
+
+    /// Feeds the next `bytes` of the record.
+    pub fn update(&mut self, bytes: &[u8]) {
+        let skip = 4usize.saturating_sub(self.seen).min(bytes.len());
+        self.hasher.update(&bytes[skip..]);
+        self.seen += bytes.len();
+    }
+
+    /// The checksum of the bytes fed so far.
+    pub fn value(&self) -> u32 {
+        self.hasher.clone().finalize()
+    }
+
+    /// Checks the bytes fed so far against the checksum `header` stores.
+    pub fn check(&self, header: &RecordHeader) -> std::result::Result<(), ChecksumMismatch> {
+        let computed = self.value();
+        if computed != header.crc {
+            return Err(ChecksumMismatch {
+                stored: header.crc,
+                computed,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why bytes held in memory are not a valid record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordError {
+    /// Fewer bytes than a header.
+    Short,
+    Header(HeaderError),
+    /// The header declares a record of `declared` bytes.
+    LengthMismatch {
+        len: usize,
+        declared: usize,
+    },
+    Checksum(ChecksumMismatch),
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordError::Short => f.write_str("record shorter than its header"),
+            RecordError::Header(e) => e.fmt(f),
+            RecordError::LengthMismatch { len, declared } => {
+                write!(f, "record is {len} bytes, its header says {declared}")
+            }
+            RecordError::Checksum(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Checks a whole record (header included) held in `record`: header, length and checksum.
-pub fn verify_record(record: &[u8]) -> std::result::Result<RecordHeader, String> {
+pub fn verify_record(record: &[u8]) -> std::result::Result<RecordHeader, RecordError> {
     let header_bytes: &[u8; HEADER_LEN] = record
         .get(..HEADER_LEN)
         .and_then(|h| h.try_into().ok())
-        .ok_or_else(|| "record shorter than its header".to_string())?;
-    let header = decode_header(header_bytes)?;
+        .ok_or(RecordError::Short)?;
+    let header = decode_header(header_bytes).map_err(RecordError::Header)?;
     if record.len() != header.record_len() {
-        return Err(format!(
-            "record is {} bytes, its header says {}",
-            record.len(),
-            header.record_len()
-        ));
+        return Err(RecordError::LengthMismatch {
+            len: record.len(),
+            declared: header.record_len(),
+        });
     }
-    let actual = crc32fast::hash(&record[4..]);
-    if actual != header.crc {
-        return Err(format!(
-            "checksum mismatch (stored {:#010x}, computed {actual:#010x})",
-            header.crc
-        ));
-    }
+    let mut checksum = RecordChecksum::new();
+    checksum.update(record);
+    checksum.check(&header).map_err(RecordError::Checksum)?;
     Ok(header)
 }
 
@@ -221,6 +331,78 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_checksum_is_the_same_whatever_the_pieces() {
+        let mut buf = Vec::new();
+        encode_record(&mut buf, RecordKind::Set, b"key", b"a value of some length");
+        let header = verify_record(&buf).unwrap();
+        for first in 0..buf.len() {
+            for second in first..buf.len() {
+                let mut checksum = RecordChecksum::new();
+                checksum.update(&buf[..first]);
+                checksum.update(&buf[first..second]);
+                checksum.update(&buf[second..]);
+                assert_eq!(
+                    checksum.value(),
+                    header.crc,
+                    "split at {first} and {second}"
+                );
+                assert_eq!(checksum.check(&header), Ok(()));
+            }
+        }
+        let mut short = RecordChecksum::new();
+        short.update(&buf[..buf.len() - 1]);
+        assert!(short.check(&header).is_err());
+    }
+
+    #[test]
+    fn bad_records_say_what_is_wrong() {
+        let mut buf = Vec::new();
+        encode_record(&mut buf, RecordKind::Set, b"k", b"v");
+        let reason = |bytes: &[u8]| verify_record(bytes).unwrap_err().to_string();
+        assert_eq!(reason(&buf[..5]), "record shorter than its header");
+        assert_eq!(
+            reason(&buf[..buf.len() - 1]),
+            "record is 14 bytes, its header says 15"
+        );
+        let mut bad = buf.clone();
+        bad[14] ^= 1;
+        let stored = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let mut checksum = RecordChecksum::new();
+        checksum.update(&bad);
+        assert_eq!(
+            reason(&bad),
+            format!(
+                "checksum mismatch (stored {stored:#010x}, computed {:#010x})",
+                checksum.value()
+            )
+        );
+        let mut header = [0u8; HEADER_LEN];
+        header[4] = 9;
+        assert_eq!(reason(&header), "unknown record kind 9");
+        header[4] = 2;
+        header[9] = 1;
+        assert_eq!(reason(&header), "remove record with a 1-byte value");
+        header[4] = 3;
+        header[5] = 2;
+        assert_eq!(
+            reason(&header),
+            "seal record with a 2-byte key and a 1-byte value"
+        );
+        header[4] = 1;
+        header[5..9].copy_from_slice(&(MAX_KEY_LEN as u32 + 1).to_le_bytes());
+        assert_eq!(
+            reason(&header),
+            format!("key length {} over the limit", MAX_KEY_LEN + 1)
+        );
+        header[5..9].copy_from_slice(&[0; 4]);
+        header[9..13].copy_from_slice(&(MAX_VALUE_LEN as u32 + 1).to_le_bytes());
+        assert_eq!(
+            reason(&header),
+            format!("value length {} over the limit", MAX_VALUE_LEN + 1)
+        );
     }
 
     #[test]

@@ -29,6 +29,24 @@ pub struct RecordPos {
     pub len: u32,
 }
 
+impl RecordPos {
+    /// Where the record ends: what a write waits to be durable (see `durability.rs`).
+    pub fn end(&self) -> LogEnd {
+        LogEnd {
+            file: self.file,
+            offset: self.offset as u64 + self.len as u64,
+        }
+    }
+}
+
+/// A point in the log: the end of a record, `offset` bytes into file `file`. Points order as
+/// the log does: by file, then by offset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogEnd {
+    pub file: u32,
+    pub offset: u64,
+}
+
 /// A hash-table slot: the key's place in the shard's arena and the record's place on disk.
 #[derive(Clone, Copy)]
 struct Slot {
@@ -250,6 +268,32 @@ mod tests {
             offset: n * 10,
             len: n + 1,
         }
+    }
+
+    #[test]
+    fn a_record_ends_past_its_last_byte_and_ends_order_as_the_log() {
+        let last = RecordPos {
+            file: 3,
+            offset: u32::MAX - 10,
+            len: 20,
+        };
+        // No 32-bit wrap: the end of a record near 4 GiB is past 4 GiB.
+        assert_eq!(
+            last.end(),
+            LogEnd {
+                file: 3,
+                offset: u32::MAX as u64 + 10
+            }
+        );
+        // Any point of a newer file comes after every point of an older one.
+        let early_in_next = RecordPos {
+            file: 4,
+            offset: 8,
+            len: 1,
+        };
+        assert!(last.end() < early_in_next.end());
+        assert!(pos(2).end() < pos(3).end());
+        assert!(LogEnd::default() < pos(0).end());
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! When more than half of the log is stale (overwritten or removed data), a background thread
 //! copies the live records into a new file and deletes the old ones.
 //!
-//! - `format.rs`: the record layout, byte by byte.
-//! - `writer.rs`: appends to the active file, counts stale bytes.
-//! - `index.rs`: the sharded key to position map.
+//! - `format.rs`: the record layout, byte by byte; encoding and checking one record.
+//! - `reader.rs`: reading a log file's records in order, and what is wrong where it stops.
+//! - `writer.rs`: encodes and appends records to the active file, counts stale bytes.
+//! - `index.rs`: the sharded key to position map; positions and log ends.
 //! - `log_file.rs`: an open log file, memory-mapped for reads.
 //! - `manifest.rs`: the `MANIFEST`, the list of the store's log files, byte by byte; what open
 //!   checks against it.
@@ -26,6 +27,7 @@ mod index;
 mod log_file;
 mod manifest;
 mod options;
+mod reader;
 mod recovery;
 mod writer;
 
@@ -39,8 +41,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use self::durability::Durability;
-use self::format::{check_sizes, encode_record, verify_record, RecordKind, HEADER_LEN};
-use self::index::{Index, RecordPos};
+use self::format::{check_sizes, verify_record, HEADER_LEN};
+use self::index::{Index, LogEnd, RecordPos};
 use self::log_file::{FileSet, LogFile};
 use self::manifest::Manifest;
 use self::writer::{active_map_len, create_log, log_path, LogWriter, MAX_FILE_BYTES};
@@ -302,7 +304,7 @@ impl Shared {
         };
         let checked = file
             .with_bytes(pos.offset as u64, pos.len as usize, |record| {
-                verify_record(record)?;
+                verify_record(record).map_err(|e| e.to_string())?;
                 if let Some(key) = key {
                     if record.get(HEADER_LEN..HEADER_LEN + key.len()) != Some(key) {
                         return Err("record holds another key than the index says".to_string());
@@ -341,7 +343,7 @@ impl KvsEngine for KvStore {
         let shared = &*self.shared;
         let end = self.set_locked(key, value)?;
         if shared.options.sync == SyncPolicy::Always {
-            shared.wait_durable(end.0, end.1)?;
+            shared.wait_durable(end)?;
         }
         Ok(())
     }
@@ -361,7 +363,7 @@ impl KvsEngine for KvStore {
         }
         let end = self.set_batch_locked(pairs)?;
         if self.shared.options.sync == SyncPolicy::Always {
-            self.shared.wait_durable(end.0, end.1)?;
+            self.shared.wait_durable(end)?;
         }
         Ok(())
     }
@@ -388,7 +390,7 @@ impl KvsEngine for KvStore {
         let shared = &*self.shared;
         let end = self.remove_locked(key)?;
         if shared.options.sync == SyncPolicy::Always {
-            shared.wait_durable(end.0, end.1)?;
+            shared.wait_durable(end)?;
         }
         Ok(())
     }
@@ -414,13 +416,11 @@ impl KvsEngine for KvStore {
 
 impl KvStore {
     /// The write half of `set`, under the writer lock. Returns where the record ends.
-    fn set_locked(&self, key: &[u8], value: &[u8]) -> Result<(u32, u64)> {
+    fn set_locked(&self, key: &[u8], value: &[u8]) -> Result<LogEnd> {
         let shared = &*self.shared;
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
-        writer.buf.clear();
-        encode_record(&mut writer.buf, RecordKind::Set, key, value);
-        let pos = writer.append(&shared.files, &shared.index)?;
+        let pos = writer.append_set(key, value, &shared.files, &shared.index)?;
         // An index over 128 GiB of keys is the only way this fails; the record is then in
         // the log without being acknowledged, as if the process had died right after it.
         let old = shared.index.insert(key, pos).map_err(|_| index_full())?;
@@ -428,30 +428,20 @@ impl KvStore {
             writer.add_stale(old.file, old.len as u64);
             writer.maybe_request_compaction(shared);
         }
-        Ok((pos.file, pos.offset as u64 + pos.len as u64))
+        Ok(pos.end())
     }
 
     /// The write half of `set_many_bytes`: every record encoded back to back and written with
     /// one `pwrite`, then the index updated in order. Returns where the last record ends.
-    fn set_batch_locked(&self, pairs: &[(&[u8], &[u8])]) -> Result<(u32, u64)> {
+    fn set_batch_locked(&self, pairs: &[(&[u8], &[u8])]) -> Result<LogEnd> {
         let shared = &*self.shared;
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
-        writer.buf.clear();
-        for (key, value) in pairs {
-            encode_record(&mut writer.buf, RecordKind::Set, key, value);
-        }
-        let batch = writer.append(&shared.files, &shared.index)?;
-        let mut offset = batch.offset;
+        let positions = writer.append_sets(pairs, &shared.files, &shared.index)?;
         let mut stale = false;
-        for (key, value) in pairs {
-            let len = (HEADER_LEN + key.len() + value.len()) as u32;
-            let pos = RecordPos {
-                file: batch.file,
-                offset,
-                len,
-            };
-            offset += len;
+        let mut end = LogEnd::default();
+        for ((key, _), &pos) in pairs.iter().zip(&positions) {
+            end = pos.end();
             let old = shared.index.insert(key, pos).map_err(|_| index_full())?;
             if let Some(old) = old {
                 writer.add_stale(old.file, old.len as u64);
@@ -461,11 +451,11 @@ impl KvStore {
         if stale {
             writer.maybe_request_compaction(shared);
         }
-        Ok((batch.file, batch.offset as u64 + batch.len as u64))
+        Ok(end)
     }
 
     /// The write half of `remove`, under the writer lock. Returns where the tombstone ends.
-    fn remove_locked(&self, key: &[u8]) -> Result<(u32, u64)> {
+    fn remove_locked(&self, key: &[u8]) -> Result<LogEnd> {
         let shared = &*self.shared;
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
@@ -474,19 +464,14 @@ impl KvStore {
         if !shared.index.contains(key) {
             return Err(KvsError::KeyNotFound);
         }
-        writer.buf.clear();
-        encode_record(&mut writer.buf, RecordKind::Remove, key, b"");
-        let tombstone = writer.append(&shared.files, &shared.index)?;
+        let tombstone = writer.append_remove(key, &shared.files, &shared.index)?;
         let old = shared.index.remove(key);
         writer.add_stale(tombstone.file, tombstone.len as u64);
         if let Some(old) = old {
             writer.add_stale(old.file, old.len as u64);
         }
         writer.maybe_request_compaction(shared);
-        Ok((
-            tombstone.file,
-            tombstone.offset as u64 + tombstone.len as u64,
-        ))
+        Ok(tombstone.end())
     }
 }
 

@@ -38,7 +38,8 @@
 //! crafted to be full of bytes that decode as headers makes it slow, never wrong.
 //!
 //! Replay itself reads each record through a window of a few MiB, its checksum computed on the
-//! way, so a 512 MiB value is not held in memory to be checked.
+//! way, so a 512 MiB value is not held in memory to be checked (see `reader.rs`, which reads
+//! the records and says what is wrong with a bad one; this file decides what that means).
 //!
 //! **The blind spot** of format version 1: nothing checks a header before the record it
 //! declares is read. A bit flip in a length field of one of the last records of the newest file
@@ -55,11 +56,12 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::format::{decode_header, RecordKind, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN};
+use super::format::{RecordKind, FILE_MAGIC};
 use super::index::{Index, RecordPos};
 use super::manifest::{
     self, parse_id, FileState, Fingerprint, Manifest, MANIFEST_FILE, MANIFEST_TMP,
 };
+use super::reader::{find_valid_record, Damage, Extent, LogReader, Record, Step};
 use super::writer::log_path;
 use super::RecoveryMode;
 use crate::data_dir::{sync_dir, ENGINE_FILE, LOCK_FILE};
@@ -464,156 +466,171 @@ fn replay_file(
     fingerprint: &mut Fingerprint,
 ) -> Result<u64> {
     let path = log_path(dir, id);
-    let file = File::open(&path).map_err(|e| KvsError::io_at(&path, e))?;
-    let file_len = file
-        .metadata()
-        .map_err(|e| KvsError::io_at(&path, e))?
-        .len();
+    let io_err = |e| KvsError::io_at(&path, e);
+    let file = File::open(&path).map_err(io_err)?;
+    let file_len = file.metadata().map_err(io_err)?.len();
     if file_len > u32::MAX as u64 {
-        return Err(KvsError::Corruption {
+        return Err(corruption(
             path,
-            offset: u32::MAX as u64,
-            reason: format!("log file is {file_len} bytes; kvs never writes one over 4 GiB"),
-        });
+            u32::MAX as u64,
+            format!("log file is {file_len} bytes; kvs never writes one over 4 GiB"),
+        ));
     }
-    let mut window = Window::new(&file, file_len);
-
-    let magic_ok = window
-        .fill(FILE_MAGIC.len())
-        .map_err(|e| KvsError::io_at(&path, e))?;
-    if !magic_ok || window.bytes()[..FILE_MAGIC.len()] != FILE_MAGIC {
-        let header = window.bytes();
-        let reason = if !magic_ok {
-            format!("file is {file_len} bytes, shorter than its header")
-        } else if header[..FILE_MAGIC.len() - 1] == FILE_MAGIC[..FILE_MAGIC.len() - 1] {
-            // The magic is right and the version byte is not one this release writes: a file
-            // of a newer kvs (or a damaged version byte). Never read as version 1.
-            format!(
-                "unsupported format version {} (this kvs reads version {}): the file was \
-                 written by a newer kvs, or its header is damaged",
-                header[FILE_MAGIC.len() - 1],
-                FILE_MAGIC[FILE_MAGIC.len() - 1]
-            )
-        } else {
-            "not a kvs log file (bad magic)".to_string()
-        };
-        if !magic_ok && is_newest && mode == RecoveryMode::TolerateTornTail {
-            // Crashed while creating the file: nothing in it was ever acknowledged.
-            log::warn!("{}: {reason}; rewriting its header", path.display());
-            OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_len(0).map(|()| f))
-                .and_then(|f| f.write_all_at(&FILE_MAGIC, 0).map(|()| f))
-                .and_then(|f| f.sync_all())
-                .map_err(|e| KvsError::io_at(&path, e))?;
-            return Ok(FILE_MAGIC.len() as u64);
-        }
-        return Err(KvsError::Corruption {
-            path,
-            offset: 0,
-            reason,
-        });
-    }
-    window.consume(FILE_MAGIC.len());
-
-    let mut offset = FILE_MAGIC.len() as u64;
+    let mut reader = match LogReader::open(&file, file_len).map_err(io_err)? {
+        Ok(reader) => reader,
+        Err(damage) => return bad_file_header(&path, damage, is_newest, mode),
+    };
     let mut sealed = false;
-    // The key of the record just read (or a seal's value), reused across records.
-    let mut payload = Vec::new();
     loop {
-        if offset == file_len {
-            if !is_newest && !sealed {
-                // Every closed file ends with a seal (format.rs): this one was cut short,
-                // maybe exactly at a record boundary, and its last records are gone.
-                return Err(KvsError::Corruption {
-                    path,
-                    offset,
-                    reason: "a closed log file ends without its seal record: it was cut short"
-                        .into(),
-                });
+        let offset = reader.offset();
+        match reader.next().map_err(io_err)? {
+            Step::Record(record) => {
+                sealed = replay_record(&path, id, &record, index, stale, fingerprint)?;
             }
-            return Ok(offset);
-        }
-        let (bad, extent) = match next_record(&mut window, file_len - offset, &mut payload) {
-            Ok((RecordKind::Seal, len, crc)) => {
-                let mut value = [0u8; SEAL_VALUE_LEN];
-                value.copy_from_slice(&payload[..SEAL_VALUE_LEN]);
-                if u64::from_le_bytes(value) != offset {
-                    // A seal says where it was written: one elsewhere means records before it
-                    // were removed or the file was pieced together.
-                    return Err(KvsError::Corruption {
-                        path,
-                        offset,
-                        reason: format!(
-                            "seal record written at offset {}, found at {offset}",
-                            u64::from_le_bytes(value)
-                        ),
-                    });
-                }
-                *stale.entry(id).or_insert(0) += len as u64;
-                fingerprint.add(&crc.to_le_bytes());
-                offset += len as u64;
-                sealed = true;
-                continue;
+            Step::End => {
+                check_ends_sealed(&path, offset, is_newest, sealed)?;
+                return Ok(offset);
             }
-            Ok((kind, len, crc)) => {
-                sealed = false;
-                let pos = RecordPos {
-                    file: id,
-                    // Fits: the file is under 4 GiB (checked above).
-                    offset: offset as u32,
-                    len: len as u32,
-                };
-                apply(index, stale, kind, &payload, pos)?;
-                fingerprint.add(&crc.to_le_bytes());
-                offset += len as u64;
-                continue;
-            }
-            Err(ReadError::Io(e)) => return Err(KvsError::io_at(&path, e)),
-            Err(ReadError::Bad { reason, extent }) => (reason, extent),
-        };
-        if is_newest && all_zeros(&file, offset, file_len).map_err(|e| KvsError::io_at(&path, e))? {
-            // Extended ahead of its records (`SyncPolicy::Always`, see `writer.rs`) and not cut
-            // back, as the store was not closed: the log ends here. Nothing was written there.
-            log::debug!(
-                "{}: {} zero bytes past the last record, cut off",
-                path.display(),
-                file_len - offset
-            );
-            return cut_at(&path, offset);
-        }
-        if !is_newest || mode == RecoveryMode::Strict {
-            return Err(KvsError::Corruption {
-                path,
-                offset,
-                reason: bad,
-            });
-        }
-        // Where a valid record would prove that the log goes on past this bad one (see the
-        // module docs). The bytes of the bad record's own extent are its payload: a value may
-        // hold anything, kvs records included, so they prove nothing.
-        let scan_from = match extent {
-            Extent::PastEnd => None,
-            Extent::Inside(len) => Some(offset + len),
-            Extent::Unknown => Some(offset + 1),
-        };
-        if let Some(from) = scan_from {
-            if let Some(found) = find_valid_record(&file, &path, from, file_len)? {
-                return Err(KvsError::Corruption {
-                    path,
-                    offset,
-                    reason: format!("{bad}; a valid record follows at offset {found}"),
-                });
+            Step::Damage(damage) => {
+                return bad_record(&file, &path, damage, file_len, is_newest, mode)
             }
         }
-        log::warn!(
-            "{}: cutting off a torn tail of {} bytes at offset {offset} ({bad})",
+    }
+}
+
+/// A file whose header is bad: a newest file cut short while it was being created gets its
+/// header rewritten (in [`RecoveryMode::TolerateTornTail`]); anything else is corruption.
+fn bad_file_header(
+    path: &Path,
+    damage: Damage,
+    is_newest: bool,
+    mode: RecoveryMode,
+) -> Result<u64> {
+    let short = matches!(damage, Damage::ShortFile { .. });
+    if short && is_newest && mode == RecoveryMode::TolerateTornTail {
+        // Crashed while creating the file: nothing in it was ever acknowledged.
+        log::warn!("{}: {damage}; rewriting its header", path.display());
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(0).map(|()| f))
+            .and_then(|f| f.write_all_at(&FILE_MAGIC, 0).map(|()| f))
+            .and_then(|f| f.sync_all())
+            .map_err(|e| KvsError::io_at(path, e))?;
+        return Ok(FILE_MAGIC.len() as u64);
+    }
+    Err(corruption(path.to_path_buf(), 0, damage.to_string()))
+}
+
+/// Applies one valid record of file `id` (at `path`) to the index, the stale-byte counts and
+/// the file's fingerprint. Returns whether it is a seal.
+fn replay_record(
+    path: &Path,
+    id: u32,
+    record: &Record<'_>,
+    index: &Index,
+    stale: &mut BTreeMap<u32, u64>,
+    fingerprint: &mut Fingerprint,
+) -> Result<bool> {
+    let is_seal = match record.sealed_at {
+        Some(sealed_at) => {
+            check_seal(path, record.offset, sealed_at)?;
+            *stale.entry(id).or_insert(0) += record.len as u64;
+            true
+        }
+        None => {
+            let pos = RecordPos {
+                file: id,
+                // Fits: the file is under 4 GiB (checked by `replay_file`).
+                offset: record.offset as u32,
+                len: record.len as u32,
+            };
+            apply(index, stale, record.kind, record.key, pos)?;
+            false
+        }
+    };
+    fingerprint.add(&record.crc.to_le_bytes());
+    Ok(is_seal)
+}
+
+/// A seal says where it was written: one elsewhere means records before it were removed or
+/// the file was pieced together.
+fn check_seal(path: &Path, offset: u64, sealed_at: u64) -> Result<()> {
+    if sealed_at != offset {
+        return Err(corruption(
+            path.to_path_buf(),
+            offset,
+            format!("seal record written at offset {sealed_at}, found at {offset}"),
+        ));
+    }
+    Ok(())
+}
+
+/// At the end of a file's records, `offset` bytes in: every closed file ends with a seal
+/// (format.rs). One that does not was cut short, maybe exactly at a record boundary, and its
+/// last records are gone.
+fn check_ends_sealed(path: &Path, offset: u64, is_newest: bool, sealed: bool) -> Result<()> {
+    if !is_newest && !sealed {
+        return Err(corruption(
+            path.to_path_buf(),
+            offset,
+            "a closed log file ends without its seal record: it was cut short".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Decides what the first bad record of a file means (see the module docs): the end of the
+/// log (a zero tail), a torn tail (cut off; returns the file's new length) or corruption.
+fn bad_record(
+    file: &File,
+    path: &Path,
+    damage: Damage,
+    file_len: u64,
+    is_newest: bool,
+    mode: RecoveryMode,
+) -> Result<u64> {
+    let io_err = |e| KvsError::io_at(path, e);
+    let offset = damage.offset();
+    if is_newest && all_zeros(file, offset, file_len).map_err(io_err)? {
+        // Extended ahead of its records (`SyncPolicy::Always`, see `writer.rs`) and not cut
+        // back, as the store was not closed: the log ends here. Nothing was written there.
+        log::debug!(
+            "{}: {} zero bytes past the last record, cut off",
             path.display(),
             file_len - offset
         );
-        return cut_at(&path, offset);
+        return cut_at(path, offset);
     }
+    if !is_newest || mode == RecoveryMode::Strict {
+        return Err(corruption(path.to_path_buf(), offset, damage.to_string()));
+    }
+    if let Some(found) = valid_record_after(file, damage, file_len).map_err(io_err)? {
+        return Err(corruption(
+            path.to_path_buf(),
+            offset,
+            format!("{damage}; a valid record follows at offset {found}"),
+        ));
+    }
+    log::warn!(
+        "{}: cutting off a torn tail of {} bytes at offset {offset} ({damage})",
+        path.display(),
+        file_len - offset
+    );
+    cut_at(path, offset)
+}
+
+/// The first valid record that proves the log goes on past the bad record `damage` describes
+/// (see the module docs). The bytes of the bad record's own extent are its payload: a value
+/// may hold anything, kvs records included, so they prove nothing.
+fn valid_record_after(file: &File, damage: Damage, file_len: u64) -> io::Result<Option<u64>> {
+    let offset = damage.offset();
+    let scan_from = match damage.extent() {
+        Extent::PastEnd => return Ok(None),
+        Extent::Inside(len) => offset + len,
+        Extent::Unknown => offset + 1,
+    };
+    find_valid_record(file, scan_from, file_len)
 }
 
 /// Cuts the file at `path` back to `offset` bytes, durably; returns the new length.
@@ -655,169 +672,6 @@ fn apply(
     Ok(())
 }
 
-/// What a bad record's header says about where the record ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Extent {
-    /// The header is cut short or does not decode: the record's length is unknown.
-    Unknown,
-    /// The header decodes, and the record it declares runs past the end of the file.
-    PastEnd,
-    /// The header decodes and the record it declares, of this many bytes, lies inside the file,
-    /// but its checksum fails.
-    Inside(u64),
-}
-
-enum ReadError {
-    Io(io::Error),
-    Bad { reason: String, extent: Extent },
-}
-
-impl ReadError {
-    fn bad(reason: String, extent: Extent) -> ReadError {
-        ReadError::Bad { reason, extent }
-    }
-}
-
-/// Checks the next record in `window` (with `remaining` bytes left in the file) and consumes
-/// it; returns its kind, length and stored checksum, and leaves its key (for a seal, its value) in `payload`.
-///
-/// The record goes through the window a chunk at a time, its checksum computed on the way, so
-/// a value of hundreds of MiB is never held in memory whole. After an error the window is left
-/// anywhere inside the bad record: the caller only looks at the file from then on.
-fn next_record(
-    window: &mut Window<'_>,
-    remaining: u64,
-    payload: &mut Vec<u8>,
-) -> std::result::Result<(RecordKind, usize, u32), ReadError> {
-    if !window.fill(HEADER_LEN).map_err(ReadError::Io)? {
-        return Err(ReadError::bad(
-            format!("truncated record header ({remaining} of {HEADER_LEN} bytes)"),
-            Extent::Unknown,
-        ));
-    }
-    let header_bytes: [u8; HEADER_LEN] = window.bytes()[..HEADER_LEN]
-        .try_into()
-        .map_err(|_| ReadError::bad("short header".into(), Extent::Unknown))?;
-    let header = decode_header(&header_bytes).map_err(|e| ReadError::bad(e, Extent::Unknown))?;
-    let len = header.record_len();
-    if len as u64 > remaining {
-        return Err(ReadError::bad(
-            format!("record of {len} bytes runs past the end of the file ({remaining} bytes left)"),
-            Extent::PastEnd,
-        ));
-    }
-    // What replay keeps: the key, or a seal's value (a seal's key is empty).
-    let keep_len = match header.kind {
-        RecordKind::Seal => SEAL_VALUE_LEN,
-        RecordKind::Set | RecordKind::Remove => header.key_len,
-    };
-    let keep = HEADER_LEN..HEADER_LEN + keep_len;
-    payload.clear();
-    let mut hasher = crc32fast::Hasher::new();
-    // `window.bytes()` starts `at` bytes into the record.
-    let mut at = 0;
-    while at < len {
-        if !window.fill((len - at).min(CHUNK)).map_err(ReadError::Io)? {
-            // The file shrank since its length was read.
-            return Err(ReadError::bad(
-                "file ended inside a record".into(),
-                Extent::PastEnd,
-            ));
-        }
-        let n = window.bytes().len().min(len - at);
-        let piece = &window.bytes()[..n];
-        // The checksum covers every byte after the crc field.
-        hasher.update(&piece[4usize.saturating_sub(at).min(n)..]);
-        let (lo, hi) = (keep.start.max(at), keep.end.min(at + n));
-        if lo < hi {
-            payload.extend_from_slice(&piece[lo - at..hi - at]);
-        }
-        window.consume(n);
-        at += n;
-    }
-    let actual = hasher.finalize();
-    if actual != header.crc {
-        return Err(ReadError::bad(
-            format!(
-                "checksum mismatch (stored {:#010x}, computed {actual:#010x})",
-                header.crc
-            ),
-            Extent::Inside(len as u64),
-        ));
-    }
-    Ok((header.kind, len, header.crc))
-}
-
-/// A sliding window over a file, read in large chunks with `pread`: replay parses records in
-/// place instead of issuing reads per record.
-struct Window<'a> {
-    file: &'a File,
-    file_len: u64,
-    buf: Vec<u8>,
-    /// `buf[start..end]` holds the file's bytes from `file_pos - (end - start)` on.
-    start: usize,
-    end: usize,
-    file_pos: u64,
-}
-
-const CHUNK: usize = 4 << 20;
-
-impl<'a> Window<'a> {
-    fn new(file: &'a File, file_len: u64) -> Window<'a> {
-        Window {
-            file,
-            file_len,
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-            file_pos: 0,
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-    }
-
-    /// Makes at least `need` bytes available; `false` if the file ends first.
-    fn fill(&mut self, need: usize) -> io::Result<bool> {
-        if self.end - self.start >= need {
-            return Ok(true);
-        }
-        // Slide what is left to the front, and grow the buffer for records over CHUNK.
-        self.buf.copy_within(self.start..self.end, 0);
-        self.end -= self.start;
-        self.start = 0;
-        // No bigger than the file: small files (the common case in tests) stay cheap.
-        let want = need.max(CHUNK.min(self.file_len as usize));
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
-        }
-        while self.end < need {
-            let room = (self.buf.len() - self.end) as u64;
-            let to_read = room.min(self.file_len.saturating_sub(self.file_pos)) as usize;
-            if to_read == 0 {
-                return Ok(false);
-            }
-            let n = match self
-                .file
-                .read_at(&mut self.buf[self.end..self.end + to_read], self.file_pos)
-            {
-                Ok(0) => return Ok(false),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            self.end += n;
-            self.file_pos += n as u64;
-        }
-        Ok(true)
-    }
-}
-
 /// Whether every byte of the file from `from` to `to` is zero.
 fn all_zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
     let mut buf = vec![0u8; (to - from).min(1 << 20) as usize];
@@ -831,142 +685,4 @@ fn all_zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
         at += n as u64;
     }
     Ok(true)
-}
-
-/// How much of the file [`find_valid_record`] reads at a time.
-const SCAN_CHUNK: usize = 1 << 20;
-
-/// Looks for a valid record starting at or after `from`; returns the offset of the first.
-///
-/// Reads the file a chunk at a time, and checks the checksum of a candidate (a position where
-/// a header decodes and declares a record that fits in the file) by reading its extent a chunk
-/// at a time too: memory stays at two chunks whatever the size of the file or of the records
-/// its bytes declare. A file full of bytes that decode as headers makes this slow, never wrong.
-fn find_valid_record(file: &File, path: &Path, from: u64, file_len: u64) -> Result<Option<u64>> {
-    let io_err = |e| KvsError::io_at(path, e);
-    let span = (file_len.saturating_sub(from) as usize).min(SCAN_CHUNK + HEADER_LEN);
-    let mut buf = vec![0u8; span];
-    let mut extent_buf = Vec::new();
-    // `buf[..n]` holds the file's bytes from `start` on.
-    let mut start = from;
-    while start + HEADER_LEN as u64 <= file_len {
-        let n = ((file_len - start) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..n], start).map_err(io_err)?;
-        // Candidates start in `buf[..=last]`; the next chunk starts right after `last`, so
-        // chunks overlap by a header's length less one byte and no position is missed.
-        let last = n - HEADER_LEN;
-        for i in 0..=last {
-            let Ok(header) = <&[u8; HEADER_LEN]>::try_from(&buf[i..i + HEADER_LEN]) else {
-                break;
-            };
-            // Most positions fail here, on the kind byte.
-            let Ok(header) = decode_header(header) else {
-                continue;
-            };
-            let at = start + i as u64;
-            let len = header.record_len();
-            if at + len as u64 > file_len {
-                continue;
-            }
-            let crc = if i + len <= n {
-                crc32fast::hash(&buf[i + 4..i + len])
-            } else {
-                crc_of_extent(file, at + 4, at + len as u64, &mut extent_buf).map_err(io_err)?
-            };
-            if crc == header.crc {
-                return Ok(Some(at));
-            }
-        }
-        start += last as u64 + 1;
-    }
-    Ok(None)
-}
-
-/// CRC-32 of the file's bytes `from..to`, read `SCAN_CHUNK` bytes at a time into `buf`.
-fn crc_of_extent(file: &File, from: u64, to: u64, buf: &mut Vec<u8>) -> io::Result<u32> {
-    buf.resize(SCAN_CHUNK, 0);
-    let mut hasher = crc32fast::Hasher::new();
-    let mut at = from;
-    while at < to {
-        let n = buf.len().min((to - at) as usize);
-        file.read_exact_at(&mut buf[..n], at)?;
-        hasher.update(&buf[..n]);
-        at += n as u64;
-    }
-    Ok(hasher.finalize())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-
-    use super::*;
-    use crate::engines::log::format::encode_record;
-
-    /// A file of `len` bytes that never decode as a header (kind 0xff), with the records in
-    /// `records` at their offsets.
-    fn file_with(len: usize, records: &[(usize, &[u8])]) -> (tempfile::TempDir, PathBuf, File) {
-        let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("1.log");
-        let mut bytes = vec![0xffu8; len];
-        for &(at, record) in records {
-            bytes[at..at + record.len()].copy_from_slice(record);
-        }
-        fs::write(&path, &bytes).unwrap();
-        let file = File::open(&path).unwrap();
-        (dir, path, file)
-    }
-
-    fn record(value_len: usize) -> Vec<u8> {
-        let mut buf = Vec::new();
-        encode_record(&mut buf, RecordKind::Set, b"key", &vec![7u8; value_len]);
-        buf
-    }
-
-    #[test]
-    fn the_scan_finds_a_record_wherever_it_falls_against_its_chunks() {
-        let small = record(20);
-        let len = 2 * SCAN_CHUNK + 64;
-        for at in [
-            0,
-            1,
-            SCAN_CHUNK - HEADER_LEN,
-            SCAN_CHUNK - 5,
-            SCAN_CHUNK,
-            SCAN_CHUNK + 1,
-            SCAN_CHUNK + 7,
-            2 * SCAN_CHUNK + 3,
-            len - small.len(),
-        ] {
-            let (_dir, path, file) = file_with(len, &[(at, &small)]);
-            let found = find_valid_record(&file, &path, 0, len as u64).unwrap();
-            assert_eq!(found, Some(at as u64), "record at {at}");
-            // Not before where the scan starts.
-            let after = find_valid_record(&file, &path, at as u64 + 1, len as u64).unwrap();
-            assert_eq!(after, None, "scan from past the record at {at}");
-        }
-    }
-
-    #[test]
-    fn the_scan_checks_records_longer_than_its_chunks() {
-        let big = record(3 * SCAN_CHUNK);
-        let len = big.len() + SCAN_CHUNK;
-        let (_dir, path, file) = file_with(len, &[(100, &big)]);
-        assert_eq!(
-            find_valid_record(&file, &path, 0, len as u64).unwrap(),
-            Some(100)
-        );
-        // The same record with one byte of its value changed is no record.
-        let mut bad = big.clone();
-        bad[2 * SCAN_CHUNK] ^= 1;
-        let (_dir, path, file) = file_with(len, &[(100, &bad)]);
-        assert_eq!(
-            find_valid_record(&file, &path, 0, len as u64).unwrap(),
-            None
-        );
-        // Nor is one cut short by the end of the file.
-        let (_dir, path, file) = file_with(len, &[(100, &big)]);
-        let short = (100 + big.len() - 1) as u64;
-        assert_eq!(find_valid_record(&file, &path, 0, short).unwrap(), None);
-    }
 }

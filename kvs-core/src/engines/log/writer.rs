@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::crash_point;
-use super::format::{encode_seal, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN};
-use super::index::{Index, RecordPos};
+use super::format::{
+    encode_record, encode_seal, RecordKind, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN,
+};
+use super::index::{Index, LogEnd, RecordPos};
 use super::log_file::{FileSet, LogFile};
 use super::manifest::{self, Fingerprint, Manifest};
 use super::SyncPolicy;
@@ -99,7 +101,7 @@ pub struct LogWriter {
     /// rotations and compaction commits write it one at a time.
     manifest: Manifest,
     /// Scratch space for encoding records, reused across writes.
-    pub buf: Vec<u8>,
+    buf: Vec<u8>,
     /// Size in bytes of each log file.
     sizes: BTreeMap<u32, u64>,
     /// Bytes of each log file that no longer matter (overwritten, removed, tombstones).
@@ -161,14 +163,71 @@ impl LogWriter {
         self.active_id
     }
 
-    /// Appends the record encoded in `self.buf` to the active file, first moving on to a new
+    /// Appends a record setting `key` to `value`; returns where it lies. Sizes must have
+    /// passed [`check_sizes`](super::format::check_sizes).
+    pub fn append_set(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        files: &FileSet,
+        index: &Index,
+    ) -> Result<RecordPos> {
+        self.buf.clear();
+        encode_record(&mut self.buf, RecordKind::Set, key, value);
+        self.append(files, index)
+    }
+
+    /// Appends a tombstone for `key`; returns where it lies.
+    pub fn append_remove(
+        &mut self,
+        key: &[u8],
+        files: &FileSet,
+        index: &Index,
+    ) -> Result<RecordPos> {
+        self.buf.clear();
+        encode_record(&mut self.buf, RecordKind::Remove, key, b"");
+        self.append(files, index)
+    }
+
+    /// Appends one set record per pair, back to back in one write (all in the same file);
+    /// returns where each lies, in order. Sizes must have passed
+    /// [`check_sizes`](super::format::check_sizes).
+    pub fn append_sets(
+        &mut self,
+        pairs: &[(&[u8], &[u8])],
+        files: &FileSet,
+        index: &Index,
+    ) -> Result<Vec<RecordPos>> {
+        self.buf.clear();
+        let mut ends = Vec::with_capacity(pairs.len());
+        for (key, value) in pairs {
+            encode_record(&mut self.buf, RecordKind::Set, key, value);
+            ends.push(self.buf.len() as u32);
+        }
+        let batch = self.append(files, index)?;
+        let mut start = 0;
+        Ok(ends
+            .into_iter()
+            .map(|end| {
+                let pos = RecordPos {
+                    file: batch.file,
+                    offset: batch.offset + start,
+                    len: end - start,
+                };
+                start = end;
+                pos
+            })
+            .collect())
+    }
+
+    /// Appends the records encoded in `self.buf` to the active file, first moving on to a new
     /// file if this one is full. When this returns `Ok`, the bytes are in the operating system;
     /// with [`SyncPolicy::Always`] the caller then waits for a sync covering them (group commit,
     /// see `Durability` in `mod.rs`).
     ///
     /// A buffer grown past [`KEEP_BUF_BYTES`] for a large record is released afterwards: it
     /// would otherwise stay allocated (and resident) for the life of the store.
-    pub fn append(&mut self, files: &FileSet, index: &Index) -> Result<RecordPos> {
+    fn append(&mut self, files: &FileSet, index: &Index) -> Result<RecordPos> {
         let result = self.append_buf(files, index);
         if self.buf.capacity() > KEEP_BUF_BYTES {
             self.buf = Vec::with_capacity(4096);
@@ -366,10 +425,13 @@ impl LogWriter {
         Ok(())
     }
 
-    /// The active file, its id and the end of its last record: what a group-commit sync
-    /// covers.
-    pub fn sync_target(&self) -> (u32, Arc<LogFile>, u64) {
-        (self.active_id, Arc::clone(&self.active), self.offset)
+    /// The active file and the end of its last record: what a group-commit sync covers.
+    pub fn sync_target(&self) -> (Arc<LogFile>, LogEnd) {
+        let end = LogEnd {
+            file: self.active_id,
+            offset: self.offset,
+        };
+        (Arc::clone(&self.active), end)
     }
 
     /// Refuses further writes after a failed fsync (see [`LogWriter::sync_active`]).
@@ -416,5 +478,95 @@ impl LogWriter {
     /// Stale bytes in all log files.
     pub fn stale_bytes(&self) -> u64 {
         self.stale.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engines::log::format::verify_record;
+
+    fn writer(dir: &Path, max_file_bytes: u64) -> (LogWriter, FileSet, Index) {
+        let active = create_log(dir, 1, max_file_bytes).unwrap();
+        let index = Index::new();
+        let files = FileSet::new(BTreeMap::from([(1, Arc::clone(&active))]), &index);
+        let writer = LogWriter::new(
+            dir.to_path_buf(),
+            SyncPolicy::Os,
+            max_file_bytes,
+            1,
+            active,
+            BTreeMap::new(),
+            BTreeMap::new(),
+            0,
+            Manifest::default(),
+        );
+        (writer, files, index)
+    }
+
+    /// The bytes of the record at `pos`, checked.
+    fn record_at(dir: &Path, pos: RecordPos) -> Vec<u8> {
+        let bytes = std::fs::read(log_path(dir, pos.file)).unwrap();
+        let record = bytes[pos.offset as usize..(pos.offset + pos.len) as usize].to_vec();
+        verify_record(&record).unwrap();
+        record
+    }
+
+    #[test]
+    fn appends_return_where_each_record_lies() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (mut writer, files, index) = writer(dir.path(), 1 << 20);
+        let set = writer.append_set(b"a", b"one", &files, &index).unwrap();
+        let sets = writer
+            .append_sets(
+                &[(b"bb", b"two"), (b"c", b""), (b"d", b"four")],
+                &files,
+                &index,
+            )
+            .unwrap();
+        let removed = writer.append_remove(b"a", &files, &index).unwrap();
+
+        let expected = [
+            (set, 1, b"a".as_slice(), b"one".as_slice()),
+            (sets[0], 1, b"bb", b"two"),
+            (sets[1], 1, b"c", b""),
+            (sets[2], 1, b"d", b"four"),
+            (removed, 2, b"a", b""),
+        ];
+        assert_eq!(sets.len(), 3);
+        let mut offset = FILE_MAGIC.len() as u32;
+        for (pos, kind, key, value) in expected {
+            assert_eq!(
+                pos,
+                RecordPos {
+                    file: 1,
+                    offset,
+                    len: (HEADER_LEN + key.len() + value.len()) as u32
+                }
+            );
+            let record = record_at(dir.path(), pos);
+            assert_eq!(record[4], kind);
+            assert_eq!(&record[HEADER_LEN..], [key, value].concat());
+            offset += pos.len;
+        }
+        assert_eq!(writer.sync_target().1, removed.end());
+    }
+
+    #[test]
+    fn a_batch_that_does_not_fit_goes_whole_into_the_next_file() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (mut writer, files, index) = writer(dir.path(), 4096);
+        let big = vec![7u8; 3000];
+        writer.append_set(b"first", &big, &files, &index).unwrap();
+        let sets = writer
+            .append_sets(&[(b"x", &big), (b"y", b"small")], &files, &index)
+            .unwrap();
+        assert_eq!(sets[0].file, 2);
+        assert_eq!(sets[0].offset, FILE_MAGIC.len() as u32);
+        assert_eq!(sets[1].file, 2);
+        assert_eq!(sets[1].offset, sets[0].offset + sets[0].len);
+        for pos in sets {
+            record_at(dir.path(), pos);
+        }
     }
 }
