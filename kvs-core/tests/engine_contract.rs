@@ -18,7 +18,22 @@ impl Fixture for KvStore {
 
 impl Fixture for SledKvsEngine {
     fn open(dir: &std::path::Path) -> Self {
-        SledKvsEngine::new(sled::open(dir).expect("open sled"))
+        // A sled handle just dropped lets go of sled's file lock a moment later, from sled's
+        // flusher thread (`AnyEngine` waits for it the same way): on a loaded machine the
+        // reopen of `data_survives_reopen` can come first.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match sled::open(dir) {
+                Ok(db) => return SledKvsEngine::new(db),
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("open sled: {e}"),
+            }
+        }
     }
 }
 
