@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::process::{ProcessGuard, STORE};
 use crate::{KvsError, Result};
 
 /// Name of the file that records the engine of a data directory.
@@ -139,9 +140,29 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 }
 
 /// An exclusive lock on a data directory, released when dropped.
+///
+/// `flock` locks belong to the open file description, which a child of `fork()` shares with
+/// its parent: the lock is released by an explicit unlock from either process, or when the
+/// last descriptor of the description is closed. So the process that took the lock unlocks
+/// it explicitly on drop (closing alone would leave it held for as long as a child that
+/// inherited the descriptor lives, and the parent could not reopen its own store), and a
+/// child never does (that would release the parent's lock): it only closes its copy.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    file: File,
+    owner: ProcessGuard,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        if self.owner.is_inherited() {
+            return;
+        }
+        if let Err(e) = self.file.unlock() {
+            // The lock still goes when the descriptor closes, right after this.
+            log::warn!("unlocking a kvs data directory failed: {e}");
+        }
+    }
 }
 
 impl DirLock {
@@ -162,7 +183,12 @@ impl DirLock {
         let deadline = Instant::now() + wait;
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(DirLock { _file: file }),
+                Ok(()) => {
+                    return Ok(DirLock {
+                        file,
+                        owner: ProcessGuard::current(STORE),
+                    })
+                }
                 Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
                     thread::sleep(Duration::from_millis(5));
                 }
@@ -174,6 +200,19 @@ impl DirLock {
                 Err(TryLockError::Error(e)) => return Err(KvsError::io_at(&path, e)),
             }
         }
+    }
+
+    /// Fails with [`KvsError::Forked`] in a child of the process that took the lock: the
+    /// check every operation of a store makes first.
+    #[inline]
+    pub(crate) fn check_process(&self) -> Result<()> {
+        self.owner.check()
+    }
+
+    /// Whether this is a child of the process that took the lock (see
+    /// [`ProcessGuard::is_inherited`]): a store dropped there must leave the files alone.
+    pub(crate) fn is_inherited(&self) -> bool {
+        self.owner.is_inherited()
     }
 }
 

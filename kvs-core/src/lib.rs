@@ -29,6 +29,7 @@
 //! - [`KvsServer`] (`server.rs`): serves an engine over TCP.
 //! - [`KvsClient`] (`client.rs`): one connection to a server.
 //! - [`KvsError`] (`error.rs`): the one error type.
+//! - `process.rs`: the fork guard: a handle is refused in a child of the process that opened it.
 #![deny(missing_docs)]
 
 mod client;
@@ -36,6 +37,7 @@ pub mod data_dir;
 mod engine;
 mod engines;
 mod error;
+mod process;
 pub mod protocol;
 pub mod resp;
 mod server;

@@ -27,7 +27,10 @@ fn workload() -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     }
     ops.push((b"\x00bin\xffkey".to_vec(), Some(vec![0, 1, 2, 255, 254])));
     ops.push((b"empty".to_vec(), Some(Vec::new())));
-    ops.push((b"large".to_vec(), Some((0..9000u32).map(|i| i as u8).collect())));
+    ops.push((
+        b"large".to_vec(),
+        Some((0..9000u32).map(|i| i as u8).collect()),
+    ));
     ops
 }
 

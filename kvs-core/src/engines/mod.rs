@@ -18,6 +18,11 @@ pub const SLED_SUBDIR: &str = "sled";
 
 /// Either engine, chosen when a data directory is opened. This is how `kvs-server`, the C
 /// library and the Python package open stores.
+///
+/// A handle belongs to the process that opened it: in a child made by `fork()`, every
+/// operation fails with [`KvsError::Forked`] and dropping the handle leaves the store alone.
+/// Open the store again in the child, after the parent has closed it (the directory lock
+/// admits one process), or in a fresh process.
 #[derive(Clone)]
 pub enum AnyEngine {
     /// kvs's own log-structured engine.
@@ -57,10 +62,14 @@ impl AnyEngine {
         match kind {
             EngineKind::Kvs => Ok(AnyEngine::Kvs(KvStore::open_with(dir, options)?)),
             EngineKind::Sled => {
+                crate::process::check_sled_usable()?;
                 let lock = DirLock::acquire(&dir, data_dir::DEFAULT_LOCK_WAIT)?;
                 data_dir::record_engine(&dir, EngineKind::Sled)?;
-                let db = open_sled(&dir.join(SLED_SUBDIR))?;
-                Ok(AnyEngine::Sled(SledKvsEngine::with_lock(db, lock)))
+                let sled_dir = dir.join(SLED_SUBDIR);
+                let db = open_sled(&sled_dir)?;
+                Ok(AnyEngine::Sled(SledKvsEngine::with_lock(
+                    db, lock, &sled_dir,
+                )))
             }
         }
     }
