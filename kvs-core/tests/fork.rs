@@ -274,7 +274,7 @@ fn scenario_child_opens_after_parent_closed() {
     let (dir, engine) = scenario_setup();
     let store = AnyEngine::open(&dir, Some(engine)).unwrap();
     write_phase(&store, "before");
-    let (mut go_reader, mut go_writer) = std::io::pipe().unwrap();
+    let (mut go_reader, go_writer) = std::io::pipe().unwrap();
     let parent = std::process::id();
 
     let mut slot = Some(store);
@@ -352,4 +352,74 @@ fn the_child_opens_the_store_once_the_parent_closed_it_kvs() {
 #[test]
 fn the_child_opens_the_store_once_the_parent_closed_it_sled() {
     run_scenario("scenario_child_opens_after_parent_closed", EngineKind::Sled);
+}
+
+/// A client connected before fork(): the child's requests fail with `Forked` without sending
+/// anything on the shared connection, and the parent's requests on it go on in step.
+#[test]
+#[ignore = "run in a process of its own by the fork tests"]
+fn scenario_inherited_client_is_refused() {
+    let (dir, engine) = scenario_setup();
+    let store = AnyEngine::open(&dir, Some(engine)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pool =
+        <kvs::thread_pool::SharedQueueThreadPool as kvs::thread_pool::ThreadPool>::new(2).unwrap();
+    let server = kvs::KvsServer::new(store, pool);
+    let stop = server.shutdown_handle();
+    let running = std::thread::spawn(move || server.serve(listener));
+
+    let mut client = kvs::KvsClient::connect(addr).unwrap();
+    client.set_bytes(b"before", b"1").unwrap();
+    let parent = std::process::id();
+    let expected = format!(
+        "this client was connected by process {parent}; a client connection does not survive \
+         fork(): connect again in this process"
+    );
+    let mut slot = Some(client);
+    let report = fork_child(|out| {
+        let Some(mut client) = slot.take() else {
+            return;
+        };
+        let results = [
+            ("set", client.set_bytes(b"child", b"1")),
+            ("get", client.get_bytes(b"before").map(drop)),
+            ("remove", client.remove_bytes(b"before")),
+            ("set_timeout", client.set_timeout(None)),
+        ];
+        for (op, result) in results {
+            match result {
+                Err(e @ KvsError::Forked { opened_by, .. })
+                    if opened_by == parent && e.to_string() == expected =>
+                {
+                    writeln!(out, "ok {op}").unwrap()
+                }
+                other => writeln!(out, "FAIL {op}: {other:?}").unwrap(),
+            }
+        }
+        drop(client);
+        writeln!(out, "ok dropped").unwrap();
+    })
+    .wait();
+    assert_eq!(report.lines().count(), 5, "child report:\n{report}");
+
+    let Some(mut client) = slot else {
+        unreachable!()
+    };
+    for i in 0..50u32 {
+        client.set_bytes(&i.to_le_bytes(), b"after").unwrap();
+        assert_eq!(
+            client.get_bytes(&i.to_le_bytes()).unwrap(),
+            Some(b"after".to_vec())
+        );
+    }
+    assert_eq!(client.get_bytes(b"before").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(client.get_bytes(b"child").unwrap(), None);
+    stop.shutdown();
+    running.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_client_connected_before_fork_is_refused_in_the_child() {
+    run_scenario("scenario_inherited_client_is_refused", EngineKind::Kvs);
 }
