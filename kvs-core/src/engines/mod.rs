@@ -5,6 +5,8 @@ mod sled;
 
 use std::path::PathBuf;
 
+/// The header of every kvs log file (see `log/format.rs`), which tells kvs data apart.
+pub(crate) use self::log::FILE_MAGIC as KVS_LOG_MAGIC;
 pub use self::log::{
     DiskStats, KvStore, KvStoreOptions, RecoveryMode, SyncPolicy, MAX_KEY_LEN, MAX_VALUE_LEN,
 };
@@ -37,7 +39,8 @@ impl AnyEngine {
     ///
     /// The engine is recorded in the directory before anything else is written; asking for an
     /// engine other than the recorded one fails with [`KvsError::EngineMismatch`] and touches
-    /// nothing.
+    /// nothing. If the `engine` file is lost, the engine is told from the data files present
+    /// (see [`data_dir::detect_engine`]) and recorded again.
     pub fn open(path: impl Into<PathBuf>, engine: Option<EngineKind>) -> Result<AnyEngine> {
         AnyEngine::open_with(path, engine, KvStoreOptions::default())
     }
@@ -50,7 +53,8 @@ impl AnyEngine {
     ) -> Result<AnyEngine> {
         let dir = path.into();
         data_dir::ensure_dir(&dir)?;
-        let recorded = data_dir::recorded_engine(&dir)?;
+        // The recorded engine, or the one whose data is there if the record is lost.
+        let recorded = data_dir::engine_of(&dir)?;
         let kind = match (engine, recorded) {
             (Some(wanted), _) => {
                 data_dir::check_recorded(&dir, recorded, wanted)?;

@@ -43,6 +43,7 @@ use self::writer::{create_log, log_path, LogWriter, MAX_FILE_BYTES};
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{KvsEngine, KvsError, Result};
 
+pub(crate) use self::format::FILE_MAGIC;
 pub use self::format::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use self::options::{KvStoreOptions, RecoveryMode, SyncPolicy};
 
