@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -541,7 +542,7 @@ static void lost_engine_file_is_judged_by_the_data(void)
 /* ---- fork() -------------------------------------------------------------------------- */
 
 /* Run in the forked child: every call on the inherited handle is KVS_FORKED, with a message
- * naming the parent; kvs_close() of it is safe. Returns the exit code (0: all as expected). */
+ * naming the parent; kvs_close() of it is safe. Returns the verdict (0: all as expected). */
 static int use_inherited_handle(kvs_db *db, const char *parent_pid)
 {
     int code = 0;
@@ -569,20 +570,35 @@ static void forked_child_gets_kvs_forked_and_the_parent_keeps_its_data(void)
     CHECK_STATUS(kvs_open(dir, &db), KVS_OK);
     CHECK_STATUS(kvs_set(db, S("before"), S("1")), KVS_OK);
     snprintf(parent_pid, sizeof parent_pid, "process %d;", (int)getpid());
+    int report[2];
+    CHECK(pipe(report) == 0);
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
-    if (pid == 0)
-        _exit(use_inherited_handle(db, parent_pid));
+    if (pid == 0) {
+        close(report[0]);
+        unsigned char code = (unsigned char)use_inherited_handle(db, parent_pid);
+        ssize_t written = write(report[1], &code, 1);
+        (void)written;
+        /* Not _exit: under valgrind, the leak check at the child's exit would count the
+         * memory of the parent's threads (the store's compactor), which a child inherits
+         * without the threads, as lost. The verdict is on the pipe. */
+        raise(SIGKILL);
+    }
+    close(report[1]);
+    unsigned char code = 0xff;
+    ssize_t got = pid > 0 ? read(report[0], &code, 1) : -1;
+    close(report[0]);
     int status = -1;
     int waited = pid > 0 && waitpid(pid, &status, 0) == pid;
     /* The parent's handle goes on: a write after the child is gone, then a reopen. */
     kvs_status after = kvs_set(db, S("after"), S("2"));
     kvs_close(db);
     CHECK(waited);
-    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-        check_failed(__FILE__, __LINE__, "child exit status %d (bits: 1 set, 2 message, 4 get, 8 remove)",
-                     WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    if (got != 1 || code != 0)
+        check_failed(__FILE__, __LINE__,
+                     "child verdict %d (bits: 1 set, 2 message, 4 get, 8 remove; 255 none)",
+                     got == 1 ? code : 255);
     CHECK_STATUS(after, KVS_OK);
     CHECK_STATUS(kvs_open(dir, &db), KVS_OK);
     int intact = has_value(db, S("before"), "1", 1) && has_value(db, S("after"), "2", 1) &&
