@@ -89,7 +89,8 @@ pub const MANIFEST_FILE: &str = "MANIFEST";
 /// The first bytes of every kvs log file, whatever its format version (the magic's last
 /// byte is the version).
 const KVS_LOG_MAGIC: &[u8] = {
-    let (name, _version) = crate::engines::KVS_LOG_MAGIC.split_at(7);
+    let magic = &crate::engines::KVS_LOG_MAGIC;
+    let (name, _version) = magic.split_at(magic.len() - 1);
     name
 };
 
