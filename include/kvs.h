@@ -41,6 +41,14 @@
  * - Processes: one open handle per directory. Another open of the same directory, from this
  *   process or another, fails with KVS_IO_ERROR (after waiting about two seconds for the
  *   holder to close it).
+ * - fork(): a handle belongs to the process that opened it. In a child made by fork() (a
+ *   pre-fork server's workers, say), every call on an inherited handle returns KVS_FORKED and
+ *   touches nothing; kvs_close() on it is safe and frees only the child's copy. Open the store
+ *   in the child after the parent has closed it, or (always, with the sled engine) in a fresh
+ *   process. (A child made with a raw clone() system call instead of fork() is not detected.)
+ * - Other programs must not truncate or rewrite a store's log files while it is open: kvs maps
+ *   them into memory, and a file shrunk under the map kills the process with SIGBUS on the
+ *   next read.
  * - Panics: an internal error never unwinds into C; it is reported as KVS_ERROR.
  */
 
@@ -94,6 +102,17 @@ typedef enum kvs_status {
      * and a store that refuses writes after an earlier failed write (close and reopen it).
      */
     KVS_ERROR = 5,
+    /**
+     * The handle was opened by another process, of which this one is a child made by
+     * `fork()`: a handle belongs to the process that opened it. Nothing was read or written,
+     * and the parent's handle is unharmed. `kvs_close()` of the inherited handle is safe in
+     * the child (it releases nothing of the parent's). To use the store in the child, open it
+     * there after the parent has closed it (the directory lock admits one process), or in a
+     * fresh process; with the `sled` engine, only a fresh (not forked) process can open a
+     * store once its parent has used sled, and `kvs_open*()` in such a child returns this
+     * status too.
+     */
+    KVS_FORKED = 6,
 } kvs_status;
 
 /**
@@ -104,6 +123,11 @@ typedef enum kvs_status {
  * `kvs_close()` may be called concurrently on it); only one open handle per directory may
  * exist at a time, in this process or any other. `kvs_close()` must not run while another
  * thread is still using the handle, and the handle must not be used after it.
+ *
+ * A handle belongs to the process that opened it. In a child made by `fork()`, every call on
+ * an inherited handle returns `KVS_FORKED` (touching nothing), and `kvs_close()` on it only
+ * frees the child's copy; the parent goes on unharmed. To use the store in the child, open
+ * it there once the parent has closed it, or in a fresh process.
  */
 typedef struct kvs_db kvs_db;
 
@@ -122,7 +146,8 @@ extern "C" {
  *
  * Statuses: `KVS_INVALID_ARGUMENT` (NULL `path` or `db_out`, empty path), `KVS_IO_ERROR`
  * (`path` is a regular file, cannot be created, or the store is open elsewhere),
- * `KVS_CORRUPTION` (damaged data).
+ * `KVS_CORRUPTION` (damaged data), `KVS_FORKED` (a `sled` store, in a forked child of a
+ * process that uses sled).
  *
  * # Safety
  * `path` is NULL or a valid NUL-terminated string; `db_out` is NULL or valid for writing a
@@ -134,14 +159,17 @@ enum kvs_status kvs_open(const char *path, struct kvs_db **db_out);
  * Opens the store in directory `path` with the engine named `engine`: `"kvs"` or `"sled"`.
  *
  * A new directory records the engine; opening a directory that records another engine fails
- * with `KVS_INVALID_ARGUMENT` and touches nothing. Otherwise as `kvs_open()`; an unknown
+ * with `KVS_INVALID_ARGUMENT` and touches nothing. A directory whose `engine` file is lost is
+ * judged by the data files in it: the other engine's data is refused the same way. Otherwise as `kvs_open()`; an unknown
  * engine name or a NULL `engine` is `KVS_INVALID_ARGUMENT`.
  *
  * # Safety
  * `path` and `engine` are NULL or valid NUL-terminated strings; `db_out` is NULL or valid for
  * writing a pointer.
  */
-enum kvs_status kvs_open_engine(const char *path, const char *engine, struct kvs_db **db_out);
+enum kvs_status kvs_open_engine(const char *path,
+                                const char *engine,
+                                struct kvs_db **db_out);
 
 /**
  * Sets `key` to `value`, replacing any previous value.
@@ -152,7 +180,8 @@ enum kvs_status kvs_open_engine(const char *path, const char *engine, struct kvs
  * operating system and survives a crash of the process.
  *
  * Statuses: `KVS_INVALID_ARGUMENT` (NULL `db`, NULL data with a length, key or value too
- * large), `KVS_IO_ERROR`, `KVS_ERROR`.
+ * large), `KVS_IO_ERROR`, `KVS_ERROR`, `KVS_FORKED` (`db` was opened by the parent of this
+ * process).
  *
  * # Safety
  * `db` is NULL or a handle from `kvs_open*()` not yet closed; `key` points to `key_len`
@@ -177,7 +206,8 @@ enum kvs_status kvs_set(struct kvs_db *db,
  *
  * Statuses: `KVS_NOT_FOUND`, `KVS_INVALID_ARGUMENT` (NULL `db`, `value_out` or
  * `value_len_out`, NULL key with a length), `KVS_IO_ERROR`, `KVS_CORRUPTION` (the stored value
- * failed its checksum: a value never comes back wrong).
+ * failed its checksum: a value never comes back wrong), `KVS_FORKED` (`db` was opened by the
+ * parent of this process).
  *
  * # Safety
  * `db` is NULL or an open handle; `key` points to `key_len` readable bytes (or is NULL with
@@ -196,7 +226,7 @@ enum kvs_status kvs_get(struct kvs_db *db,
  * operating system.
  *
  * Statuses: `KVS_NOT_FOUND`, `KVS_INVALID_ARGUMENT` (NULL `db`, NULL key with a length),
- * `KVS_IO_ERROR`, `KVS_ERROR`.
+ * `KVS_IO_ERROR`, `KVS_ERROR`, `KVS_FORKED` (`db` was opened by the parent of this process).
  *
  * # Safety
  * `db` is NULL or an open handle; `key` points to `key_len` readable bytes (or is NULL with
@@ -217,7 +247,9 @@ void kvs_value_free(uint8_t *value, size_t value_len);
 /**
  * Closes a handle: waits for the store's background work to stop and releases the directory,
  * which can be opened again right away. Every acknowledged write is already on its way to
- * disk. `kvs_close(NULL)` does nothing.
+ * disk. `kvs_close(NULL)` does nothing. In a child of `fork()`, closing a handle the parent
+ * opened only frees the child's copy: it waits for nothing and touches neither the files nor
+ * the parent's lock.
  *
  * # Safety
  * `db` is NULL or an open handle that no other thread is using; it must not be used again.

@@ -4,6 +4,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::process::{ProcessGuard, CLIENT};
 use crate::protocol::{frame, ErrorKind, Request, Response, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::server::sniff::MAX_KVS_FRAME_LEN;
 use crate::{KvsError, Result};
@@ -25,6 +26,10 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 ///   HTTP, SMTP or Redis server answers), the message says that the server at the address is
 ///   not a kvs server and quotes what it answered.
 /// - [`KvsError::InvalidArgument`]: the request is over the frame limit and was not sent.
+/// - [`KvsError::Forked`]: this is a child of the process that connected (made by `fork()`):
+///   parent and child would share one TCP stream and interleave their frames. A client
+///   belongs to the process that connected it; connect again in the child. Dropping the
+///   inherited client only closes the child's copy of the socket.
 ///
 /// ```no_run
 /// # fn main() -> kvs::Result<()> {
@@ -45,6 +50,8 @@ pub struct KvsClient {
     /// Buffers reused across requests.
     out: Vec<u8>,
     payload: Vec<u8>,
+    /// The process that connected: a child of `fork()` shares the socket and must not use it.
+    process: ProcessGuard,
 }
 
 impl std::fmt::Debug for KvsClient {
@@ -93,6 +100,7 @@ impl KvsClient {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             out: Vec::new(),
             payload: Vec::new(),
+            process: ProcessGuard::current(CLIENT),
         };
         client.reconnect()?;
         Ok(client)
@@ -111,6 +119,7 @@ impl KvsClient {
                 "a timeout must be longer than zero".to_string(),
             ));
         }
+        self.process.check()?;
         self.timeout = timeout;
         if let Some(stream) = &self.stream {
             apply_timeout(stream.get_ref(), timeout).map_err(|e| self.lost(e))?;
@@ -168,6 +177,7 @@ impl KvsClient {
         request: Request<'_>,
         answer: impl FnOnce(Response<'_>) -> Result<T>,
     ) -> Result<T> {
+        self.process.check()?;
         self.out.clear();
         if let Err(e) = request.encode_frame(&mut self.out, self.max_frame_len) {
             return Err(KvsError::InvalidArgument(format!("request not sent: {e}")));

@@ -80,6 +80,21 @@ pub enum KvsError {
     #[error("the store refuses writes after an earlier failure ({0}); reopen it")]
     Poisoned(String),
 
+    /// The handle was opened (or the client connected) by another process, of which this one
+    /// is a child made by `fork()`. A handle belongs to the process that opened it: in the
+    /// child, open the store again (once the parent has closed it: the directory lock admits
+    /// one process), or connect again. Nothing was read or written; the parent's handle is
+    /// unharmed.
+    #[error("{}", forked_message(*opened_by, handle))]
+    Forked {
+        /// The pid of the process that opened the handle.
+        opened_by: u32,
+        /// What the handle is: `"store"`, `"client"`, or `"sled engine"` when a sled store
+        /// cannot be opened at all in a child of a process that runs sled (sled's background
+        /// threads do not survive `fork()`; use a fresh process).
+        handle: &'static str,
+    },
+
     /// An error from the sled engine.
     #[error("sled error: {0}")]
     Sled(#[from] sled::Error),
@@ -121,6 +136,26 @@ pub enum KvsError {
     },
 }
 
+fn forked_message(opened_by: u32, handle: &str) -> String {
+    if handle == crate::process::CLIENT {
+        format!(
+            "this client was connected by process {opened_by}; a client connection does not \
+             survive fork(): connect again in this process"
+        )
+    } else if handle == crate::process::SLED_ENGINE {
+        format!(
+            "this process is a fork() child of process {opened_by}, which runs the sled \
+             engine: sled's background threads do not survive fork(), so no sled store can \
+             be opened here; open it in a fresh process instead"
+        )
+    } else {
+        format!(
+            "this {handle} was opened by process {opened_by}; a {handle} handle does not \
+             survive fork(): open the {handle} again in this process"
+        )
+    }
+}
+
 /// `Result` with [`KvsError`].
 pub type Result<T> = std::result::Result<T, KvsError>;
 
@@ -135,6 +170,12 @@ impl KvsError {
     /// Whether this error means that data on disk is damaged.
     pub fn is_corruption(&self) -> bool {
         matches!(self, KvsError::Corruption { .. })
+    }
+
+    /// Whether this error means the handle was inherited through `fork()`
+    /// ([`KvsError::Forked`]).
+    pub fn is_forked(&self) -> bool {
+        matches!(self, KvsError::Forked { .. })
     }
 
     /// Whether this error comes from the operating system's I/O.

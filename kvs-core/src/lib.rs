@@ -33,6 +33,7 @@
 //!   connections of a server share (`state.rs`: `INFO` counters, client ids, RESP's key locks).
 //! - [`KvsClient`] (`client.rs`): one connection to a server.
 //! - [`KvsError`] (`error.rs`): the one error type.
+//! - `process.rs`: the fork guard: a handle is refused in a child of the process that opened it.
 #![deny(missing_docs)]
 
 mod client;
@@ -40,6 +41,7 @@ pub mod data_dir;
 mod engine;
 mod engines;
 mod error;
+mod process;
 pub mod protocol;
 pub mod resp;
 mod server;

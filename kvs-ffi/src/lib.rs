@@ -38,6 +38,11 @@ pub use crate::status::kvs_status;
 /// `kvs_close()` may be called concurrently on it); only one open handle per directory may
 /// exist at a time, in this process or any other. `kvs_close()` must not run while another
 /// thread is still using the handle, and the handle must not be used after it.
+///
+/// A handle belongs to the process that opened it. In a child made by `fork()`, every call on
+/// an inherited handle returns `KVS_FORKED` (touching nothing), and `kvs_close()` on it only
+/// frees the child's copy; the parent goes on unharmed. To use the store in the child, open
+/// it there once the parent has closed it, or in a fresh process.
 pub struct kvs_db {
     engine: AnyEngine,
 }
@@ -52,7 +57,8 @@ pub struct kvs_db {
 ///
 /// Statuses: `KVS_INVALID_ARGUMENT` (NULL `path` or `db_out`, empty path), `KVS_IO_ERROR`
 /// (`path` is a regular file, cannot be created, or the store is open elsewhere),
-/// `KVS_CORRUPTION` (damaged data).
+/// `KVS_CORRUPTION` (damaged data), `KVS_FORKED` (a `sled` store, in a forked child of a
+/// process that uses sled).
 ///
 /// # Safety
 /// `path` is NULL or a valid NUL-terminated string; `db_out` is NULL or valid for writing a
@@ -66,7 +72,8 @@ pub unsafe extern "C" fn kvs_open(path: *const c_char, db_out: *mut *mut kvs_db)
 /// Opens the store in directory `path` with the engine named `engine`: `"kvs"` or `"sled"`.
 ///
 /// A new directory records the engine; opening a directory that records another engine fails
-/// with `KVS_INVALID_ARGUMENT` and touches nothing. Otherwise as `kvs_open()`; an unknown
+/// with `KVS_INVALID_ARGUMENT` and touches nothing. A directory whose `engine` file is lost is
+/// judged by the data files in it: the other engine's data is refused the same way. Otherwise as `kvs_open()`; an unknown
 /// engine name or a NULL `engine` is `KVS_INVALID_ARGUMENT`.
 ///
 /// # Safety
@@ -95,7 +102,8 @@ pub unsafe extern "C" fn kvs_open_engine(
 /// operating system and survives a crash of the process.
 ///
 /// Statuses: `KVS_INVALID_ARGUMENT` (NULL `db`, NULL data with a length, key or value too
-/// large), `KVS_IO_ERROR`, `KVS_ERROR`.
+/// large), `KVS_IO_ERROR`, `KVS_ERROR`, `KVS_FORKED` (`db` was opened by the parent of this
+/// process).
 ///
 /// # Safety
 /// `db` is NULL or a handle from `kvs_open*()` not yet closed; `key` points to `key_len`
@@ -133,7 +141,8 @@ pub unsafe extern "C" fn kvs_set(
 ///
 /// Statuses: `KVS_NOT_FOUND`, `KVS_INVALID_ARGUMENT` (NULL `db`, `value_out` or
 /// `value_len_out`, NULL key with a length), `KVS_IO_ERROR`, `KVS_CORRUPTION` (the stored value
-/// failed its checksum: a value never comes back wrong).
+/// failed its checksum: a value never comes back wrong), `KVS_FORKED` (`db` was opened by the
+/// parent of this process).
 ///
 /// # Safety
 /// `db` is NULL or an open handle; `key` points to `key_len` readable bytes (or is NULL with
@@ -186,7 +195,7 @@ pub unsafe extern "C" fn kvs_get(
 /// operating system.
 ///
 /// Statuses: `KVS_NOT_FOUND`, `KVS_INVALID_ARGUMENT` (NULL `db`, NULL key with a length),
-/// `KVS_IO_ERROR`, `KVS_ERROR`.
+/// `KVS_IO_ERROR`, `KVS_ERROR`, `KVS_FORKED` (`db` was opened by the parent of this process).
 ///
 /// # Safety
 /// `db` is NULL or an open handle; `key` points to `key_len` readable bytes (or is NULL with
@@ -219,7 +228,9 @@ pub unsafe extern "C" fn kvs_value_free(value: *mut u8, value_len: usize) {
 
 /// Closes a handle: waits for the store's background work to stop and releases the directory,
 /// which can be opened again right away. Every acknowledged write is already on its way to
-/// disk. `kvs_close(NULL)` does nothing.
+/// disk. `kvs_close(NULL)` does nothing. In a child of `fork()`, closing a handle the parent
+/// opened only frees the child's copy: it waits for nothing and touches neither the files nor
+/// the parent's lock.
 ///
 /// # Safety
 /// `db` is NULL or an open handle that no other thread is using; it must not be used again.

@@ -32,6 +32,15 @@ pub enum kvs_status {
     /// Any other failure, including an internal error (a Rust panic, which never crosses into C)
     /// and a store that refuses writes after an earlier failed write (close and reopen it).
     KVS_ERROR = 5,
+    /// The handle was opened by another process, of which this one is a child made by
+    /// `fork()`: a handle belongs to the process that opened it. Nothing was read or written,
+    /// and the parent's handle is unharmed. `kvs_close()` of the inherited handle is safe in
+    /// the child (it releases nothing of the parent's). To use the store in the child, open it
+    /// there after the parent has closed it (the directory lock admits one process), or in a
+    /// fresh process; with the `sled` engine, only a fresh (not forked) process can open a
+    /// store once its parent has used sled, and `kvs_open*()` in such a child returns this
+    /// status too.
+    KVS_FORKED = 6,
 }
 
 impl kvs_status {
@@ -48,6 +57,7 @@ impl kvs_status {
                 kvs_status::KVS_IO_ERROR
             }
             KvsError::Corruption { .. } => kvs_status::KVS_CORRUPTION,
+            KvsError::Forked { .. } => kvs_status::KVS_FORKED,
             KvsError::Sled(sled::Error::Io(_)) => kvs_status::KVS_IO_ERROR,
             KvsError::Sled(sled::Error::Corruption { .. }) => kvs_status::KVS_CORRUPTION,
             _ => kvs_status::KVS_ERROR,
@@ -70,6 +80,7 @@ mod tests {
         assert_eq!(kvs_status::KVS_IO_ERROR as i32, 3);
         assert_eq!(kvs_status::KVS_CORRUPTION as i32, 4);
         assert_eq!(kvs_status::KVS_ERROR as i32, 5);
+        assert_eq!(kvs_status::KVS_FORKED as i32, 6);
     }
 
     #[test]
@@ -115,6 +126,13 @@ mod tests {
                 kvs_status::KVS_IO_ERROR,
             ),
             (KvsError::Poisoned("x".into()), kvs_status::KVS_ERROR),
+            (
+                KvsError::Forked {
+                    opened_by: 1234,
+                    handle: "store",
+                },
+                kvs_status::KVS_FORKED,
+            ),
             (KvsError::Protocol("x".into()), kvs_status::KVS_ERROR),
         ];
         for (error, status) in cases {

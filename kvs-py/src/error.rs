@@ -7,6 +7,7 @@
 //!     ├── kvs.KvsIOError            the operating system failed an I/O (also an OSError)
 //!     ├── kvs.LockedError           another process or handle has the directory open
 //!     ├── kvs.EngineMismatchError   the directory holds the other engine's data
+//!     ├── kvs.ForkedError           the store or client was opened by the parent process
 //!     └── kvs.ServerError           the server reported an error or broke the protocol
 //! ```
 //! Builtin exceptions where Python users expect them: `KeyError` for a missing key,
@@ -51,6 +52,15 @@ pyo3::create_exception!(
     EngineMismatchError,
     KvsError,
     "The data directory was written by another engine than the one asked for."
+);
+pyo3::create_exception!(
+    kvs,
+    ForkedError,
+    KvsError,
+    "The store (or client) was opened by another process, of which this one is a child made by \
+     fork() (multiprocessing's 'fork' start method, os.fork()). A handle belongs to the process \
+     that opened it: open the store again in this process once the parent has closed it, or \
+     in a fresh process. Nothing was read or written."
 );
 pyo3::create_exception!(
     kvs,
@@ -110,6 +120,7 @@ pub fn to_py_err(py: Python<'_>, err: kvs::KvsError, key: Option<&Bound<'_, PyAn
         }
         E::Locked { .. } => LockedError::new_err(message),
         E::EngineMismatch { .. } => EngineMismatchError::new_err(message),
+        E::Forked { .. } => ForkedError::new_err(message),
         E::UnknownEngine(_) | E::InvalidArgument(_) => PyValueError::new_err(message),
         E::Protocol(_) => ServerError::new_err(message),
         // However connecting failed (refused, unreachable, timed out, unresolvable), the

@@ -26,7 +26,9 @@ mod _kvs {
     #[pymodule_export]
     use crate::client::Client;
     #[pymodule_export]
-    use crate::error::{CorruptionError, EngineMismatchError, KvsError, LockedError, ServerError};
+    use crate::error::{
+        CorruptionError, EngineMismatchError, ForkedError, KvsError, LockedError, ServerError,
+    };
     #[pymodule_export]
     use crate::store::Store;
 

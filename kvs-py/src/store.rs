@@ -159,7 +159,8 @@ impl Store {
     }
 
     /// Flushes and releases the store; the directory can be reopened at once. Closing a
-    /// closed store does nothing.
+    /// closed store does nothing; closing a store inherited through fork() only releases the
+    /// child's copy, without error.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let flushed = py.detach(|| {
             let engine = self
@@ -171,6 +172,9 @@ impl Store {
             engine.map(|e| e.flush())
         });
         match flushed {
+            // A store inherited through fork(): closing it in the child only lets go of the
+            // child's copy, which is what the caller asked for.
+            Some(Err(kvs::KvsError::Forked { .. })) => Ok(()),
             Some(Err(err)) => Err(to_py_err(py, err, None)),
             _ => Ok(()),
         }

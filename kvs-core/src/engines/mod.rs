@@ -5,6 +5,8 @@ mod sled;
 
 use std::path::PathBuf;
 
+/// The header of every kvs log file (see `log/format.rs`), which tells kvs data apart.
+pub(crate) use self::log::FILE_MAGIC as KVS_LOG_MAGIC;
 pub use self::log::{
     DiskStats, KvStore, KvStoreOptions, RecoveryMode, SyncPolicy, MAX_KEY_LEN, MAX_VALUE_LEN,
 };
@@ -18,6 +20,11 @@ pub const SLED_SUBDIR: &str = "sled";
 
 /// Either engine, chosen when a data directory is opened. This is how `kvs-server`, the C
 /// library and the Python package open stores.
+///
+/// A handle belongs to the process that opened it: in a child made by `fork()`, every
+/// operation fails with [`KvsError::Forked`] and dropping the handle leaves the store alone.
+/// Open the store again in the child, after the parent has closed it (the directory lock
+/// admits one process), or in a fresh process.
 #[derive(Clone)]
 pub enum AnyEngine {
     /// kvs's own log-structured engine.
@@ -32,7 +39,8 @@ impl AnyEngine {
     ///
     /// The engine is recorded in the directory before anything else is written; asking for an
     /// engine other than the recorded one fails with [`KvsError::EngineMismatch`] and touches
-    /// nothing.
+    /// nothing. If the `engine` file is lost, the engine is told from the data files present
+    /// (see [`data_dir::detect_engine`]) and recorded again.
     pub fn open(path: impl Into<PathBuf>, engine: Option<EngineKind>) -> Result<AnyEngine> {
         AnyEngine::open_with(path, engine, KvStoreOptions::default())
     }
@@ -45,7 +53,8 @@ impl AnyEngine {
     ) -> Result<AnyEngine> {
         let dir = path.into();
         data_dir::ensure_dir(&dir)?;
-        let recorded = data_dir::recorded_engine(&dir)?;
+        // The recorded engine, or the one whose data is there if the record is lost.
+        let recorded = data_dir::engine_of(&dir)?;
         let kind = match (engine, recorded) {
             (Some(wanted), _) => {
                 data_dir::check_recorded(&dir, recorded, wanted)?;
@@ -57,10 +66,14 @@ impl AnyEngine {
         match kind {
             EngineKind::Kvs => Ok(AnyEngine::Kvs(KvStore::open_with(dir, options)?)),
             EngineKind::Sled => {
+                crate::process::check_sled_usable()?;
                 let lock = DirLock::acquire(&dir, data_dir::DEFAULT_LOCK_WAIT)?;
                 data_dir::record_engine(&dir, EngineKind::Sled)?;
-                let db = open_sled(&dir.join(SLED_SUBDIR))?;
-                Ok(AnyEngine::Sled(SledKvsEngine::with_lock(db, lock)))
+                let sled_dir = dir.join(SLED_SUBDIR);
+                let db = open_sled(&sled_dir)?;
+                Ok(AnyEngine::Sled(SledKvsEngine::with_lock(
+                    db, lock, &sled_dir,
+                )))
             }
         }
     }

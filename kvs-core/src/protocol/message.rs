@@ -103,6 +103,9 @@ impl ErrorKind {
             KvsError::Corruption { .. } => ErrorKind::Corruption,
             KvsError::Protocol(_) => ErrorKind::Protocol,
             KvsError::Remote { kind, .. } => *kind,
+            // A server that uses a store inherited through fork(): its own fault, which the
+            // client cannot act on; the message says what happened.
+            KvsError::Forked { .. } => ErrorKind::Other,
             _ => ErrorKind::Other,
         }
     }

@@ -27,6 +27,7 @@ from ._kvs import (
     Client,
     CorruptionError,
     EngineMismatchError,
+    ForkedError,
     KvsError,
     KvsIOError,
     LockedError,
@@ -42,6 +43,7 @@ __all__ = [
     "KvsIOError",
     "LockedError",
     "EngineMismatchError",
+    "ForkedError",
     "ServerError",
     "__version__",
 ]
@@ -61,6 +63,12 @@ class KvStore(_kvs.KvStore, MutableMapping[bytes, bytes]):
     of the process); ``flush()`` also forces it to disk. One store may be used from many
     threads; the GIL is released while the engine works. ``close()`` (or leaving a ``with``
     block) flushes and releases the directory; any later use raises ``ValueError``.
+
+    A store belongs to the process that opened it: in a child made by ``fork()``
+    (``multiprocessing`` with the "fork" start method, ``os.fork()``), any use of an
+    inherited store raises ``ForkedError``; ``close()`` it there, and open the store again
+    in the child once the parent has closed it, or in a fresh process (the "spawn" start
+    method; always with the sled engine).
     """
 
     __slots__ = ()

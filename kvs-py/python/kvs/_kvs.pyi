@@ -18,6 +18,7 @@ Exceptions
         ├── KvsIOError         the operating system failed an I/O (also an OSError)
         ├── LockedError        another process or handle has the directory open
         ├── EngineMismatchError  the directory holds the other engine's data
+        ├── ForkedError        the store or client was opened by the parent process
         └── ServerError        the server reported an error or broke the protocol
 
     and builtin ones: ``KeyError`` for a missing key (carrying the key as given),
@@ -31,6 +32,24 @@ Exceptions
 Threads
     A ``KvStore`` or ``Client`` may be shared between threads. The GIL is released while
     the engine or the network works, so other Python threads keep running.
+
+Processes and fork()
+    A ``KvStore`` or ``Client`` belongs to the process that opened it. In a child made by
+    ``fork()`` (``multiprocessing`` with the "fork" start method, the default on Linux
+    before Python 3.14, or ``os.fork()``), any use of an inherited one raises
+    ``ForkedError`` and touches nothing: the parent's store is unharmed. ``close()`` of an
+    inherited store is safe and releases only the child's copy. To use the store in a child,
+    open it there after the parent has closed it (one process at a time may have a
+    directory open), or in a fresh process (the "spawn" or "forkserver" start method). With
+    the sled engine a forked child cannot open any store at all once its parent has used
+    sled (sled's background threads do not survive fork()): that open raises
+    ``ForkedError`` too; use a fresh process.
+
+Files
+    Other programs must not truncate or rewrite a store's log files while it is open: kvs
+    maps them into memory, and a file shrunk under the map kills the process with SIGBUS
+    on the next read. If a directory's ``engine`` file is lost, kvs tells the engine from
+    the data files present: asking for the other engine raises ``EngineMismatchError``.
 """
 
 import os
@@ -48,6 +67,7 @@ __all__ = [
     "Client",
     "CorruptionError",
     "EngineMismatchError",
+    "ForkedError",
     "KvStore",
     "KvsError",
     "KvsIOError",
@@ -76,6 +96,11 @@ class LockedError(KvsError):
 class EngineMismatchError(KvsError):
     """The directory was written by another engine than the one asked for. Nothing was
     touched."""
+
+class ForkedError(KvsError):
+    """The store or client was opened by another process, of which this one is a child made
+    by ``fork()``. Nothing was read or written. Open the store again in this process once
+    the parent has closed it, or in a fresh process (see "Processes and fork()" above)."""
 
 class ServerError(KvsError):
     """A kvs server reported an error, or its reply broke the protocol."""
@@ -128,6 +153,7 @@ class KvStore:
     def close(self) -> None:
         """Flushes and releases the store; the directory may be reopened right away.
         Closing a closed store does nothing; any other use of it raises ``ValueError``.
+        Closing a store inherited through ``fork()`` releases only this process's copy.
         """
     @property
     def closed(self) -> bool:

@@ -49,6 +49,7 @@ use self::writer::{active_map_len, create_log, log_path, LogWriter, MAX_FILE_BYT
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{KvsEngine, KvsError, Result};
 
+pub(crate) use self::format::FILE_MAGIC;
 pub use self::format::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use self::options::{KvStoreOptions, RecoveryMode, SyncPolicy};
 
@@ -57,6 +58,11 @@ pub use self::options::{KvStoreOptions, RecoveryMode, SyncPolicy};
 /// Cloning is cheap; all clones share one store and may be used from any thread. Reads run in
 /// parallel; writes are serialized. Dropping the last clone stops compaction, syncs the log
 /// and releases the directory.
+///
+/// A store belongs to the process that opened it. In a child made by `fork()`, every
+/// operation fails with [`KvsError::Forked`] and dropping the inherited handle touches
+/// nothing (the parent goes on unharmed); to use the store in the child, open it again there,
+/// after the parent has closed it (the directory lock admits one process at a time).
 ///
 /// ```
 /// use kvs::{KvStore, KvsEngine};
@@ -101,6 +107,18 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        if self.shared._lock.is_inherited() {
+            // A child of fork(): the compactor thread is not in this process and the log is
+            // the parent's. Touch neither (see process.rs); forget the thread's handle
+            // rather than detach a thread that does not exist here.
+            std::mem::forget(
+                self.compactor
+                    .get_mut()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take(),
+            );
+            return;
+        }
         self.shared.closing.store(true, Ordering::SeqCst);
         // Wake the compactor so it sees `closing`; a full channel already wakes it.
         let _ = self.shared.compact_tx.try_send(());
@@ -238,6 +256,7 @@ impl KvStore {
 
     /// Runs a compaction now, on the calling thread, whatever the stale-byte counts say.
     pub fn compact(&self) -> Result<()> {
+        self.shared._lock.check_process()?;
         compaction::compact(&self.shared)
     }
 
@@ -339,6 +358,7 @@ impl LogWriter {
 
 impl KvsEngine for KvStore {
     fn set_bytes(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.shared._lock.check_process()?;
         check_sizes(key, value)?;
         let shared = &*self.shared;
         let end = self.set_locked(key, value)?;
@@ -349,6 +369,7 @@ impl KvsEngine for KvStore {
     }
 
     fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
+        self.shared._lock.check_process()?;
         let mut total = 0u64;
         for (key, value) in pairs {
             check_sizes(key, value)?;
@@ -369,6 +390,7 @@ impl KvsEngine for KvStore {
     }
 
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.shared._lock.check_process()?;
         let shared = &*self.shared;
         shared.index.get_with(key, |found| match found {
             None => Ok(None),
@@ -386,6 +408,7 @@ impl KvsEngine for KvStore {
     }
 
     fn remove_bytes(&self, key: &[u8]) -> Result<()> {
+        self.shared._lock.check_process()?;
         check_sizes(key, b"")?;
         let shared = &*self.shared;
         let end = self.remove_locked(key)?;
@@ -396,20 +419,24 @@ impl KvsEngine for KvStore {
     }
 
     fn contains_key(&self, key: &[u8]) -> Result<bool> {
+        self.shared._lock.check_process()?;
         Ok(self.shared.index.contains(key))
     }
 
     fn len(&self) -> Result<usize> {
+        self.shared._lock.check_process()?;
         Ok(self.shared.index.len())
     }
 
     fn keys(&self) -> Result<Vec<Vec<u8>>> {
+        self.shared._lock.check_process()?;
         let mut keys = Vec::new();
         self.shared.index.for_each(|key, _| keys.push(key.to_vec()));
         Ok(keys)
     }
 
     fn flush(&self) -> Result<()> {
+        self.shared._lock.check_process()?;
         self.shared.lock_writer().sync_active()
     }
 }
