@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError, SyncPolicy};
@@ -100,15 +100,7 @@ fn run_named_child(
     kill_after_acks: Option<usize>,
     env: &[(&str, &str)],
 ) -> Report {
-    let exe = std::env::current_exe().expect("test executable");
-    let mut child = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            child,
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = support::child_test(child)
         .env(DIR_VAR, dir)
         .env(CYCLE_VAR, cycle.to_string())
         .envs(env.iter().copied())
@@ -238,9 +230,7 @@ fn every_acknowledged_write_survives_kill_9() {
 #[test]
 fn a_second_process_gets_a_clear_lock_error() {
     let dir = TempDir::new().unwrap();
-    let exe = std::env::current_exe().expect("test executable");
-    let mut child = Command::new(exe)
-        .args(["--ignored", "--exact", "crash_child_writer", "--nocapture"])
+    let mut child = support::child_test("crash_child_writer")
         .env(DIR_VAR, dir.path())
         .env(CYCLE_VAR, "0")
         .stdout(Stdio::piped())

@@ -20,6 +20,8 @@ use std::process::Command;
 use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError, SyncPolicy};
 use tempfile::TempDir;
 
+mod support;
+
 const DIR_VAR: &str = "KVS_FAULT_TEST_DIR";
 const SYNC_VAR: &str = "KVS_FAULT_TEST_SYNC";
 
@@ -76,27 +78,9 @@ fn child_sync() -> SyncPolicy {
 
 /// Runs the child test `name` on `dir` and fails if it fails; returns its stdout.
 fn run_child(name: &str, dir: &Path, env: &[(&str, &str)]) -> String {
-    let exe = std::env::current_exe().expect("test executable");
-    let output = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            name,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DIR_VAR, dir)
-        .envs(env.iter().copied())
-        .output()
-        .expect("spawn child");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "child {name} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    let mut child = support::child_test(name);
+    child.env(DIR_VAR, dir).envs(env.iter().copied());
+    support::run_child_test(child)
 }
 
 /// The child's one-line summary, from its output.

@@ -10,11 +10,12 @@
 //! outer test asserts that it passed.
 
 use std::io::{Read, Write};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kvs::{AnyEngine, EngineKind, KvStoreOptions, KvsEngine, KvsError};
 use tempfile::TempDir;
+
+mod support;
 
 const DIR_VAR: &str = "KVS_FORK_TEST_DIR";
 const ENGINE_VAR: &str = "KVS_FORK_TEST_ENGINE";
@@ -22,25 +23,11 @@ const ENGINE_VAR: &str = "KVS_FORK_TEST_ENGINE";
 /// Runs scenario `name` in a fresh process of this test binary and asserts it passed.
 fn run_scenario(name: &str, engine: EngineKind) {
     let dir = TempDir::new().unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            name,
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = support::child_test(name);
+    child
         .env(DIR_VAR, dir.path())
-        .env(ENGINE_VAR, engine.name())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "scenario {name} ({engine}) failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .env(ENGINE_VAR, engine.name());
+    support::run_child_test(child);
 }
 
 fn scenario_setup() -> (std::path::PathBuf, EngineKind) {

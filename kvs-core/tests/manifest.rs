@@ -581,24 +581,10 @@ fn manifest_child_failed_appends() {
 #[test]
 fn a_failed_append_is_left_out_of_the_fingerprint() {
     let dir = TempDir::new().unwrap();
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "manifest_child_failed_appends",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR_VAR, dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("child: reopened"),
-        "child failed: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut child = support::child_test("manifest_child_failed_appends");
+    child.env(CHILD_DIR_VAR, dir.path());
+    let stdout = support::run_child_test(child);
+    assert!(stdout.contains("child: reopened"), "{stdout}");
 }
 
 #[test]

@@ -12,9 +12,7 @@
 
 mod support;
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError, SyncPolicy};
 use tempfile::TempDir;
@@ -32,27 +30,9 @@ fn child_dir() -> PathBuf {
 /// Runs the child test `name` on `dir`; fails, naming the signal if there was one, unless the
 /// child passed.
 fn run_child(name: &str, dir: &Path) -> String {
-    let exe = std::env::current_exe().expect("test executable");
-    let output = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            name,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DIR_VAR, dir)
-        .output()
-        .expect("spawn child");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "child {name} failed: {} (signal {:?})\nstdout:\n{stdout}\nstderr:\n{}",
-        output.status,
-        output.status.signal(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    let mut child = support::child_test(name);
+    child.env(DIR_VAR, dir);
+    support::run_child_test(child)
 }
 
 /// 64 KiB files, extended ahead to their full size by `SyncPolicy::Always` and cut back to

@@ -84,3 +84,37 @@ pub fn manifest_entries(dir: &Path) -> Vec<(u32, u8, u64, u32)> {
         })
         .collect()
 }
+
+/// A command that runs the `#[ignore]`d test `name` of the running test binary alone, in a
+/// child process: how kvs-core's tests crash, fork, or put limits on a process of their own
+/// without touching the test harness's. Add the child's environment, then spawn it.
+#[allow(dead_code)]
+pub fn child_test(name: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    command.args([
+        "--ignored",
+        "--exact",
+        name,
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    command
+}
+
+/// Runs `command` (from [`child_test`]) to its end and fails, with its status (the signal, if
+/// one ended it) and both outputs, unless it passed; returns its stdout.
+#[allow(dead_code)]
+pub fn run_child_test(mut command: std::process::Command) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let output = command.output().expect("spawn child test");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "child test {:?} failed: {} (signal {:?})\nstdout:\n{stdout}\nstderr:\n{}",
+        command.get_args().nth(2).unwrap_or_default(),
+        output.status,
+        output.status.signal(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
