@@ -16,17 +16,22 @@ pub struct RedisServer {
     pub addr: String,
 }
 
+/// Whether `program` (a Redis tool: `redis-server`, `redis-cli`, `redis-benchmark`) is on the
+/// PATH and runs.
+pub fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 impl RedisServer {
     /// Starts `redis-server` in `dir` on a free port of 127.0.0.1 and waits until it accepts
     /// connections; `None`, after saying loudly that the test skips, if it is not installed.
     pub fn start(dir: &Path) -> Option<RedisServer> {
-        let found = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
+        if !installed("redis-server") {
             eprintln!(
                 "\n*** SKIPPED: redis-server is not installed (Debian's redis-server package; \
                  `bash tests/setup.sh` installs it), so kvs is not \

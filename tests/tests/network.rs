@@ -36,6 +36,22 @@ fn read_payload(stream: &mut TcpStream) -> Vec<u8> {
     payload
 }
 
+/// The number of whole kvs response frames in `bytes`, each of which must be `Ok`.
+fn count_ok_responses(bytes: &[u8]) -> usize {
+    let mut count = 0;
+    let mut at = 0;
+    while at + 4 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        assert_eq!(
+            Response::decode(&bytes[at + 4..at + 4 + len]).unwrap(),
+            Response::Ok
+        );
+        at += 4 + len;
+        count += 1;
+    }
+    count
+}
+
 /// Reads until the server closes the connection; returns what came before.
 fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     let mut rest = Vec::new();
@@ -341,18 +357,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
             "SIG{signal}: {status:?}\n{}",
             server.stderr()
         );
-        let mut answered = 1;
-        let rest = read_until_closed(&mut stream);
-        let mut at = 0;
-        while at + 4 <= rest.len() {
-            let len = u32::from_be_bytes(rest[at..at + 4].try_into().unwrap()) as usize;
-            assert_eq!(
-                Response::decode(&rest[at + 4..at + 4 + len]).unwrap(),
-                Response::Ok
-            );
-            at += 4 + len;
-            answered += 1;
-        }
+        let answered = 1 + count_ok_responses(&read_until_closed(&mut stream));
         assert_eq!(answered, 50, "SIG{signal}");
 
         let server = ServerProcess::start(dir.path(), &[]);
@@ -449,18 +454,7 @@ fn sigterm_does_not_wait_for_a_client_that_never_reads() {
     );
 
     // The pipelined requests were all answered.
-    let rest = read_until_closed(&mut pipelined);
-    let mut answered = 1;
-    let mut at = 0;
-    while at + 4 <= rest.len() {
-        let len = u32::from_be_bytes(rest[at..at + 4].try_into().unwrap()) as usize;
-        assert_eq!(
-            Response::decode(&rest[at + 4..at + 4 + len]).unwrap(),
-            Response::Ok
-        );
-        at += 4 + len;
-        answered += 1;
-    }
+    let answered = 1 + count_ok_responses(&read_until_closed(&mut pipelined));
     assert_eq!(answered, 50);
     drop(greedy);
 

@@ -552,13 +552,7 @@ fn concurrent_set_nx_has_exactly_one_winner() {
 
 /// The real `redis-cli`, or `None` after saying loudly why the test skips.
 fn redis_tool(program: &str) -> Option<&str> {
-    let found = Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
+    if !kvs_tests::redis::installed(program) {
         eprintln!(
             "\n*** SKIPPED: {program} is not installed. Run `bash tests/setup.sh` (installs \
              Debian's redis-tools) to test kvs-server with the real Redis tools. ***\n"
