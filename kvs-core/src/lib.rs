@@ -32,7 +32,8 @@
 //!   which protocol a connection speaks (`sniff.rs`, by its first byte), and the state all
 //!   connections of a server share (`state.rs`: `INFO` counters, client ids, RESP's key locks).
 //! - [`KvsClient`] (`client.rs`): one connection to a server.
-//! - [`KvsError`] (`error.rs`): the one error type.
+//! - [`KvsError`] (`error.rs`): the one error type, and its [`ErrorKind`], which the wire
+//!   protocol, the C API and the Python exceptions all map from.
 //! - `process.rs`: the fork guard: a handle is refused in a child of the process that opened it.
 #![deny(missing_docs)]
 
@@ -54,7 +55,7 @@ pub use engines::{
     AnyEngine, DiskStats, KvStore, KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy,
     MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
 };
-pub use error::{KvsError, Result};
+pub use error::{ErrorKind, KvsError, Result};
 pub use server::{KvsServer, ServerConfig, ShutdownHandle};
 
 /// The version of kvs, the same for every crate of the workspace.

@@ -13,7 +13,7 @@ pub use self::log::{
 pub use self::sled::SledKvsEngine;
 
 use crate::data_dir::{self, DirLock, EngineKind};
-use crate::{KvsEngine, KvsError, Result};
+use crate::{KvsEngine, Result};
 
 /// Name of the sub-directory of a data directory that holds a sled database.
 pub const SLED_SUBDIR: &str = "sled";
@@ -102,7 +102,7 @@ fn open_sled(path: &std::path::Path) -> Result<::sled::Db> {
             {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            Err(e) => return Err(KvsError::from(e)),
+            Err(e) => return Err(self::sled::to_kvs_error(e, Some(path))),
         }
     }
 }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use super::sniff::is_resp_start;
 use super::state::ServerState;
 use super::OUTPUT_HIGH_WATER;
-use crate::protocol::{frame, ErrorKind, FrameStatus, Request, Response};
+use crate::protocol::{frame, FrameStatus, Request, Response};
 use crate::resp::{self, Session};
-use crate::{KvsEngine, KvsError, Result};
+use crate::{ErrorKind, KvsEngine, KvsError, Result};
 
 /// Buffers larger than this are given back once empty, so idle connections stay small.
 const KEEP_CAPACITY: usize = 64 << 10;
