@@ -12,6 +12,9 @@ test: lint test-rust test-c test-python
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	# kvs without its network half (feature `net`), as libkvs links it.
+	$(CARGO) build -p kvs --no-default-features
+	$(CARGO) clippy -p kvs --no-default-features --all-targets -- -D warnings
 
 test-rust:
 	bash tests/setup.sh

@@ -6,7 +6,7 @@
 //!   followed by that many bytes of payload. The reader refuses a length over its limit before
 //!   allocating anything for it.
 //! - [`message`]: what a payload means. A [`Request`] (`Get`, `Set`, `Remove`) or a [`Response`]
-//!   (`Ok`, `Value`, `Error` with an [`ErrorKind`](crate::ErrorKind), as its one-byte code, and
+//!   (`Ok`, `Value`, `Error` with an [`ErrorKind`], as its one-byte code, and
 //!   a message), encoded with bincode 2 over serde. Keys and values are bytes.
 //!
 //! A connection carries any number of frames in each direction; requests may be pipelined and
