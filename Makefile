@@ -12,6 +12,11 @@ test: lint test-rust test-c test-python
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	# kvs without its network half (feature `net`), as libkvs links it; and libkvs must not
+	# pull the network stack back in.
+	$(CARGO) build -p kvs --no-default-features
+	$(CARGO) clippy -p kvs --no-default-features --all-targets -- -D warnings
+	! $(CARGO) tree -p kvs-ffi -e normal --prefix none | grep -E '^(mio|bincode|serde) '
 
 test-rust:
 	bash tests/setup.sh

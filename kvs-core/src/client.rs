@@ -5,9 +5,9 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::process::{ProcessGuard, CLIENT};
-use crate::protocol::{frame, ErrorKind, Request, Response, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::protocol::{frame, Request, Response, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::server::sniff::MAX_KVS_FRAME_LEN;
-use crate::{KvsError, Result};
+use crate::{ErrorKind, KvsError, Result};
 
 /// How long [`KvsClient::connect`] waits for each address to accept the connection.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

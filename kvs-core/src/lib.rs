@@ -32,21 +32,38 @@
 //!   which protocol a connection speaks (`sniff.rs`, by its first byte), and the state all
 //!   connections of a server share (`state.rs`: `INFO` counters, client ids, RESP's key locks).
 //! - [`KvsClient`] (`client.rs`): one connection to a server.
-//! - [`KvsError`] (`error.rs`): the one error type.
+//! - [`KvsError`] (`error.rs`): the one error type, and its [`ErrorKind`], which the wire
+//!   protocol, the C API and the Python exceptions all map from.
 //! - `process.rs`: the fork guard: a handle is refused in a child of the process that opened it.
+//!
+//! # Features
+//! - `net` (on by default): the network half, [`protocol`], [`resp`], [`KvsServer`],
+//!   [`ServerConfig`], [`ShutdownHandle`] and [`KvsClient`], and the crates only they use
+//!   (mio, serde, bincode). A program that only opens local stores can leave it out
+//!   (`kvs = { version = "...", default-features = false }`), as libkvs, the C library, does.
+//!   Everything else, [`KvsError`] included (its network variants too, so that the type does
+//!   not change with the feature), is there either way.
 #![deny(missing_docs)]
+// These docs link the network half, which is not there without `net`; they are read (and
+// published) with the default features.
+#![cfg_attr(not(feature = "net"), allow(rustdoc::broken_intra_doc_links))]
 
+#[cfg(feature = "net")]
 mod client;
 pub mod data_dir;
 mod engine;
 mod engines;
 mod error;
 mod process;
+#[cfg(feature = "net")]
 pub mod protocol;
+#[cfg(feature = "net")]
 pub mod resp;
+#[cfg(feature = "net")]
 mod server;
 pub mod thread_pool;
 
+#[cfg(feature = "net")]
 pub use client::KvsClient;
 pub use data_dir::EngineKind;
 pub use engine::KvsEngine;
@@ -54,7 +71,8 @@ pub use engines::{
     AnyEngine, DiskStats, KvStore, KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy,
     MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
 };
-pub use error::{KvsError, Result};
+pub use error::{ErrorKind, KvsError, Result};
+#[cfg(feature = "net")]
 pub use server::{KvsServer, ServerConfig, ShutdownHandle};
 
 /// The version of kvs, the same for every crate of the workspace.

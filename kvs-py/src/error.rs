@@ -1,4 +1,5 @@
-//! The Python exceptions of kvs, and the one function that maps every [`KvsError`] to them.
+//! The Python exceptions of kvs, and the one function that maps every kvs error to them, by
+//! its kind.
 //!
 //! ```text
 //! Exception
@@ -18,7 +19,7 @@
 
 use std::io;
 
-use kvs::protocol::ErrorKind;
+use kvs::ErrorKind;
 use pyo3::exceptions::{
     PyBrokenPipeError, PyConnectionAbortedError, PyConnectionError, PyConnectionRefusedError,
     PyConnectionResetError, PyException, PyKeyError, PyOSError, PyTimeoutError, PyValueError,
@@ -102,50 +103,49 @@ pub fn kvs_io_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 /// Turns a kvs error into the Python exception users catch. `key` is the key of the
 /// operation, if any: a `KeyError` carries it, as `dict`'s does.
 ///
-/// This is the only place that decides which Python exception a kvs error becomes.
+/// This is the only place that decides which Python exception a kvs error becomes. The class
+/// follows from the error's kind ([`kvs::KvsError::kind`]): an error a server reported maps
+/// like the same error of a local store. The error itself only adds the message, `errno` and
+/// `filename`, and which `ConnectionError` subclass a connection failure is.
 pub fn to_py_err(py: Python<'_>, err: kvs::KvsError, key: Option<&Bound<'_, PyAny>>) -> PyErr {
-    use kvs::KvsError as E;
     let message = err.to_string();
-    match err {
-        E::KeyNotFound => key_error(key, message),
-        E::Io(e) | E::Sled(sled::Error::Io(e)) => kvs_io_error(py, message, e.raw_os_error(), None),
-        E::IoAt { path, source } => kvs_io_error(
+    let os_error = err
+        .os_error()
+        .map(|source| (source.kind(), source.raw_os_error()));
+    match err.kind() {
+        ErrorKind::KeyNotFound => key_error(key, message),
+        ErrorKind::InvalidArgument => PyValueError::new_err(message),
+        ErrorKind::Io => kvs_io_error(
             py,
             message,
-            source.raw_os_error(),
-            Some(path.to_string_lossy().into_owned()),
+            os_error.and_then(|(_, errno)| errno),
+            err.path().map(|path| path.to_string_lossy().into_owned()),
         ),
-        E::Corruption { .. } | E::Sled(sled::Error::Corruption { .. }) => {
-            CorruptionError::new_err(message)
-        }
-        E::Locked { .. } => LockedError::new_err(message),
-        E::EngineMismatch { .. } => EngineMismatchError::new_err(message),
-        E::Forked { .. } => ForkedError::new_err(message),
-        E::UnknownEngine(_) | E::InvalidArgument(_) => PyValueError::new_err(message),
-        E::Protocol(_) => ServerError::new_err(message),
+        ErrorKind::Corruption => CorruptionError::new_err(message),
+        ErrorKind::Locked => LockedError::new_err(message),
+        ErrorKind::EngineMismatch => EngineMismatchError::new_err(message),
+        ErrorKind::Forked => ForkedError::new_err(message),
+        ErrorKind::Protocol => ServerError::new_err(message),
         // However connecting failed (refused, unreachable, timed out, unresolvable), the
         // server cannot be reached: ConnectionError, as Python clients do.
-        E::Connect { source, .. } => match source.kind() {
-            io::ErrorKind::ConnectionRefused => PyConnectionRefusedError::new_err(message),
+        ErrorKind::Connect => match os_error {
+            Some((io::ErrorKind::ConnectionRefused, _)) => {
+                PyConnectionRefusedError::new_err(message)
+            }
             _ => PyConnectionError::new_err(message),
         },
-        E::ConnectionLost { source, .. } => match source.kind() {
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => PyTimeoutError::new_err(message),
-            io::ErrorKind::ConnectionReset => PyConnectionResetError::new_err(message),
-            io::ErrorKind::ConnectionAborted => PyConnectionAbortedError::new_err(message),
-            io::ErrorKind::BrokenPipe => PyBrokenPipeError::new_err(message),
+        ErrorKind::ConnectionLost => match os_error.map(|(kind, _)| kind) {
+            Some(io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+                PyTimeoutError::new_err(message)
+            }
+            Some(io::ErrorKind::ConnectionReset) => PyConnectionResetError::new_err(message),
+            Some(io::ErrorKind::ConnectionAborted) => PyConnectionAbortedError::new_err(message),
+            Some(io::ErrorKind::BrokenPipe) => PyBrokenPipeError::new_err(message),
             _ => PyConnectionError::new_err(message),
         },
-        // An error the server reports maps like the same error of a local store.
-        E::Remote { kind, .. } => match kind {
-            ErrorKind::KeyNotFound => key_error(key, message),
-            ErrorKind::InvalidArgument => PyValueError::new_err(message),
-            ErrorKind::Io => kvs_io_error(py, message, None, None),
-            ErrorKind::Corruption => CorruptionError::new_err(message),
-            _ => ServerError::new_err(message),
-        },
-        // Poisoned, NotUtf8 (unreachable: Python reads bytes), other sled errors and any
-        // variant added later.
+        // Any other failure a server reported (its store locked, poisoned, ...): the server's.
+        _ if err.is_remote() => ServerError::new_err(message),
+        // Poisoned, an engine's own failure, and any kind added later.
         _ => KvsError::new_err(message),
     }
 }

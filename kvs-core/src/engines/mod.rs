@@ -13,7 +13,7 @@ pub use self::log::{
 pub use self::sled::SledKvsEngine;
 
 use crate::data_dir::{self, DirLock, EngineKind};
-use crate::{KvsEngine, KvsError, Result};
+use crate::{KvsEngine, Result};
 
 /// Name of the sub-directory of a data directory that holds a sled database.
 pub const SLED_SUBDIR: &str = "sled";
@@ -22,7 +22,7 @@ pub const SLED_SUBDIR: &str = "sled";
 /// library and the Python package open stores.
 ///
 /// A handle belongs to the process that opened it: in a child made by `fork()`, every
-/// operation fails with [`KvsError::Forked`] and dropping the handle leaves the store alone.
+/// operation fails with [`KvsError::Forked`](crate::KvsError::Forked) and dropping the handle leaves the store alone.
 /// Open the store again in the child, after the parent has closed it (the directory lock
 /// admits one process), or in a fresh process.
 #[derive(Clone)]
@@ -38,7 +38,7 @@ impl AnyEngine {
     /// `engine` is `None` (`kvs` for a new directory).
     ///
     /// The engine is recorded in the directory before anything else is written; asking for an
-    /// engine other than the recorded one fails with [`KvsError::EngineMismatch`] and touches
+    /// engine other than the recorded one fails with [`KvsError::EngineMismatch`](crate::KvsError::EngineMismatch) and touches
     /// nothing. If the `engine` file is lost, the engine is told from the data files present
     /// (see [`data_dir::detect_engine`]) and recorded again.
     pub fn open(path: impl Into<PathBuf>, engine: Option<EngineKind>) -> Result<AnyEngine> {
@@ -102,7 +102,7 @@ fn open_sled(path: &std::path::Path) -> Result<::sled::Db> {
             {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            Err(e) => return Err(KvsError::from(e)),
+            Err(e) => return Err(self::sled::to_kvs_error(e, Some(path))),
         }
     }
 }

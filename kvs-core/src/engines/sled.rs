@@ -3,7 +3,7 @@
 use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::data_dir::DirLock;
@@ -23,6 +23,9 @@ pub struct SledKvsEngine {
     /// Never dropped in a child of `fork()`: see `Drop` below.
     db: ManuallyDrop<sled::Db>,
     process: ProcessGuard,
+    /// The directory of the sled database, when known (not for [`SledKvsEngine::new`]): errors
+    /// name it.
+    sled_dir: Option<Arc<Path>>,
     /// Held when the engine was opened through a kvs data directory (see `AnyEngine::open`).
     dir: Option<Arc<DataDir>>,
 }
@@ -43,6 +46,7 @@ impl SledKvsEngine {
         SledKvsEngine {
             db: ManuallyDrop::new(db),
             process: ProcessGuard::current(STORE),
+            sled_dir: None,
             dir: None,
         }
     }
@@ -53,6 +57,7 @@ impl SledKvsEngine {
         SledKvsEngine {
             db: ManuallyDrop::new(db),
             process: ProcessGuard::current(STORE),
+            sled_dir: Some(Arc::from(sled_dir)),
             dir: Some(Arc::new(DataDir {
                 _lock: lock,
                 sled_fds: descriptors_under(sled_dir),
@@ -156,17 +161,68 @@ fn is_file(fd: RawFd, dev: u64, ino: u64) -> bool {
     stat.st_dev == dev && stat.st_ino == ino
 }
 
+impl SledKvsEngine {
+    /// `err` as a kvs error, naming this database's directory when it is known.
+    fn error(&self, err: sled::Error) -> KvsError {
+        to_kvs_error(err, self.sled_dir.as_deref())
+    }
+}
+
+/// A sled error as a kvs error: the one place that looks inside `sled::Error`, so that no
+/// type of sled's shows in [`KvsError`] (nor in what the bindings match on).
+///
+/// - `Io` is [`KvsError::IoAt`] on the database's directory (`sled_dir`), or
+///   [`KvsError::Io`] when the directory is not known;
+/// - `Corruption` is [`KvsError::Corruption`], at the offset in sled's log (`db`, or the blob
+///   file that the log points to) where sled found it, when sled says;
+/// - the rest (a collection that no longer exists, an unsupported use, a bug sled reports) is
+///   [`KvsError::Engine`].
+pub(crate) fn to_kvs_error(err: sled::Error, sled_dir: Option<&Path>) -> KvsError {
+    match err {
+        sled::Error::Io(source) => match sled_dir {
+            Some(dir) => KvsError::io_at(dir, source),
+            None => KvsError::Io(source),
+        },
+        sled::Error::Corruption { at, .. } => {
+            let dir = sled_dir.map_or_else(|| PathBuf::from("sled database"), Path::to_path_buf);
+            let (path, offset, reason) = match at {
+                Some(sled::DiskPtr::Inline(offset)) => {
+                    (dir.join("db"), offset, "sled found damaged data".to_owned())
+                }
+                Some(sled::DiskPtr::Blob(offset, blob)) => (
+                    dir.join("blobs").join(blob.to_string()),
+                    0,
+                    format!(
+                        "sled found a damaged blob (pointed to from offset {offset} of its log)"
+                    ),
+                ),
+                None => (dir, 0, "sled found damaged data".to_owned()),
+            };
+            KvsError::Corruption {
+                path,
+                offset,
+                reason,
+            }
+        }
+        other => KvsError::Engine {
+            engine: "sled",
+            message: other.to_string(),
+        },
+    }
+}
+
 impl KvsEngine for SledKvsEngine {
     fn set_bytes(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.process.check()?;
-        self.db.insert(key, value)?;
-        self.db.flush()?;
+        self.db.insert(key, value).map_err(|e| self.error(e))?;
+        self.db.flush().map_err(|e| self.error(e))?;
         Ok(())
     }
 
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.process.check()?;
-        Ok(self.db.get(key)?.map(|v| v.to_vec()))
+        let value = self.db.get(key).map_err(|e| self.error(e))?;
+        Ok(value.map(|v| v.to_vec()))
     }
 
     fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
@@ -179,14 +235,17 @@ impl KvsEngine for SledKvsEngine {
 
     fn remove_bytes(&self, key: &[u8]) -> Result<()> {
         self.process.check()?;
-        self.db.remove(key)?.ok_or(KvsError::KeyNotFound)?;
-        self.db.flush()?;
+        self.db
+            .remove(key)
+            .map_err(|e| self.error(e))?
+            .ok_or(KvsError::KeyNotFound)?;
+        self.db.flush().map_err(|e| self.error(e))?;
         Ok(())
     }
 
     fn contains_key(&self, key: &[u8]) -> Result<bool> {
         self.process.check()?;
-        Ok(self.db.contains_key(key)?)
+        self.db.contains_key(key).map_err(|e| self.error(e))
     }
 
     fn len(&self) -> Result<usize> {
@@ -199,13 +258,71 @@ impl KvsEngine for SledKvsEngine {
         self.db
             .iter()
             .keys()
-            .map(|k| k.map(|k| k.to_vec()).map_err(KvsError::from))
+            .map(|k| k.map(|k| k.to_vec()).map_err(|e| self.error(e)))
             .collect()
     }
 
     fn flush(&self) -> Result<()> {
         self.process.check()?;
-        self.db.flush()?;
+        self.db.flush().map_err(|e| self.error(e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn sled_io_errors_name_the_database_directory() {
+        let err = to_kvs_error(
+            sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+            Some(Path::new("/data/sled")),
+        );
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert_eq!(err.path(), Some(Path::new("/data/sled")));
+        assert_eq!(
+            err.os_error().and_then(std::io::Error::raw_os_error),
+            Some(libc::ENOSPC)
+        );
+        assert!(err.to_string().contains("/data/sled"), "{err}");
+
+        let unknown_dir = to_kvs_error(sled::Error::Io(std::io::Error::other("x")), None);
+        assert!(matches!(unknown_dir, KvsError::Io(_)), "{unknown_dir:?}");
+    }
+
+    #[test]
+    fn sled_corruption_is_kvs_corruption_at_sleds_offset() {
+        let err = to_kvs_error(
+            sled::Error::Corruption {
+                at: Some(sled::DiskPtr::Inline(4096)),
+                bt: (),
+            },
+            Some(Path::new("/data/sled")),
+        );
+        match &err {
+            KvsError::Corruption { path, offset, .. } => {
+                assert_eq!(path, Path::new("/data/sled/db"));
+                assert_eq!(*offset, 4096);
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        assert!(err.is_corruption());
+
+        let nowhere = to_kvs_error(sled::Error::Corruption { at: None, bt: () }, None);
+        assert_eq!(nowhere.kind(), ErrorKind::Corruption);
+        assert!(nowhere.to_string().contains("sled database"), "{nowhere}");
+    }
+
+    #[test]
+    fn other_sled_errors_are_the_engines_own() {
+        let err = to_kvs_error(
+            sled::Error::Unsupported("no".into()),
+            Some(Path::new("/data/sled")),
+        );
+        assert_eq!(err.kind(), ErrorKind::Other);
+        assert!(matches!(err, KvsError::Engine { engine: "sled", .. }));
+        assert!(err.to_string().starts_with("sled error: "), "{err}");
     }
 }

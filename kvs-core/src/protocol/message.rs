@@ -12,7 +12,7 @@
 //!   0x00 Get     key: bytes            0x00 Ok                 (answer to Set and Remove)
 //!   0x01 Set     key: bytes            0x01 Value  0x00        (Get: key not set)
 //!                value: bytes                      0x01 bytes  (Get: the value)
-//!   0x02 Remove  key: bytes            0x02 Error  kind: u8 (one raw byte, see ErrorKind)
+//!   0x02 Remove  key: bytes            0x02 Error  kind: u8 (one raw byte, see code_of)
 //!                                                  message: str
 //! ```
 //!
@@ -23,12 +23,10 @@
 //! Decoding borrows keys, values and messages from the payload, so a length inside a payload
 //! can never make the decoder allocate: it can only point past the end, which is an error.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::frame;
-use crate::{KvsError, Result};
+use crate::{ErrorKind, KvsError, Result};
 
 /// A request from a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,91 +64,69 @@ pub enum Response<'a> {
     Value(#[serde(borrow, serialize_with = "optional_bytes")] Option<&'a [u8]>),
     /// The request failed.
     Error {
-        /// What kind of failure, so that a client can act on it.
+        /// What kind of failure, so that a client can act on it; travels as its code (see
+        /// [`code_of`]).
+        #[serde(with = "error_code")]
         kind: ErrorKind,
         /// A message for people.
         message: &'a str,
     },
 }
 
-/// The kind of a failure reported by the server. Travels as one byte; a byte this version does
-/// not know decodes as [`ErrorKind::Other`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "u8", into = "u8")]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// Anything not listed below (code 0).
-    Other,
-    /// `Remove` of a key that is not set (code 1).
-    KeyNotFound,
-    /// The request cannot be carried out as asked, e.g. a key over the engine's limit (code 2).
-    InvalidArgument,
-    /// The server's storage failed with an I/O error (code 3).
-    Io,
-    /// The server's storage found damaged data (code 4).
-    Corruption,
-    /// The request broke the protocol (code 5).
-    Protocol,
-}
-
-impl ErrorKind {
-    /// The kind of `err` as the server reports it.
-    pub fn of(err: &KvsError) -> ErrorKind {
-        match err {
-            KvsError::KeyNotFound => ErrorKind::KeyNotFound,
-            KvsError::InvalidArgument(_) | KvsError::NotUtf8 { .. } => ErrorKind::InvalidArgument,
-            KvsError::Io(_) | KvsError::IoAt { .. } => ErrorKind::Io,
-            KvsError::Corruption { .. } => ErrorKind::Corruption,
-            KvsError::Protocol(_) => ErrorKind::Protocol,
-            KvsError::Remote { kind, .. } => *kind,
-            // A server that uses a store inherited through fork(): its own fault, which the
-            // client cannot act on; the message says what happened.
-            KvsError::Forked { .. } => ErrorKind::Other,
-            _ => ErrorKind::Other,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            ErrorKind::Other => "other",
-            ErrorKind::KeyNotFound => "key not found",
-            ErrorKind::InvalidArgument => "invalid argument",
-            ErrorKind::Io => "I/O",
-            ErrorKind::Corruption => "corruption",
-            ErrorKind::Protocol => "protocol",
-        }
+/// The one-byte code of an error kind on the wire.
+///
+/// ```text
+/// code  kind                      sent for
+///    0  Other                     anything without a code below: a store that is locked,
+///                                 poisoned or inherited through fork() on the server, an
+///                                 engine's own failure, ...
+///    1  KeyNotFound               Remove of a key that is not set
+///    2  InvalidArgument           a request kvs cannot carry out as asked (a key over the
+///                                 engine's limit, a value too large for a reply frame)
+///    3  Io                        the server's storage failed with an I/O error
+///    4  Corruption                the server's storage found damaged data
+///    5  Protocol                  the request broke the protocol
+/// ```
+///
+/// The codes never change and are never reused; a new one may only be appended. The kinds
+/// without a code of their own are conditions of the server's store that a client cannot
+/// remedy (it cannot reopen the server's store); the message says what happened.
+pub fn code_of(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::KeyNotFound => 1,
+        ErrorKind::InvalidArgument => 2,
+        ErrorKind::Io => 3,
+        ErrorKind::Corruption => 4,
+        ErrorKind::Protocol => 5,
+        _ => 0,
     }
 }
 
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The error kind a code on the wire stands for (see [`code_of`]); a code this version does
+/// not know is [`ErrorKind::Other`].
+pub fn kind_of(code: u8) -> ErrorKind {
+    match code {
+        1 => ErrorKind::KeyNotFound,
+        2 => ErrorKind::InvalidArgument,
+        3 => ErrorKind::Io,
+        4 => ErrorKind::Corruption,
+        5 => ErrorKind::Protocol,
+        _ => ErrorKind::Other,
     }
 }
 
-impl From<ErrorKind> for u8 {
-    fn from(kind: ErrorKind) -> u8 {
-        match kind {
-            ErrorKind::Other => 0,
-            ErrorKind::KeyNotFound => 1,
-            ErrorKind::InvalidArgument => 2,
-            ErrorKind::Io => 3,
-            ErrorKind::Corruption => 4,
-            ErrorKind::Protocol => 5,
-        }
-    }
-}
+/// `Response::Error`'s kind travels as its one-byte code.
+mod error_code {
+    use serde::{Deserialize, Deserializer, Serializer};
 
-impl From<u8> for ErrorKind {
-    fn from(code: u8) -> ErrorKind {
-        match code {
-            1 => ErrorKind::KeyNotFound,
-            2 => ErrorKind::InvalidArgument,
-            3 => ErrorKind::Io,
-            4 => ErrorKind::Corruption,
-            5 => ErrorKind::Protocol,
-            _ => ErrorKind::Other,
-        }
+    use crate::ErrorKind;
+
+    pub fn serialize<S: Serializer>(kind: &ErrorKind, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u8(super::code_of(*kind))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ErrorKind, D::Error> {
+        u8::deserialize(deserializer).map(super::kind_of)
     }
 }
 
@@ -180,7 +156,7 @@ impl<'a> Response<'a> {
     /// The error response for `err`.
     pub fn error(err: &KvsError, message: &'a str) -> Response<'a> {
         Response::Error {
-            kind: ErrorKind::of(err),
+            kind: err.kind(),
             message,
         }
     }
@@ -316,6 +292,56 @@ mod tests {
         let response = Response::Value(Some(value));
         let out = framed(|o| response.encode_frame(o, DEFAULT_MAX_FRAME_LEN));
         assert_eq!(Response::decode(&out[4..]).unwrap(), response);
+    }
+
+    #[test]
+    fn error_codes_are_fixed() {
+        let codes = [
+            (ErrorKind::Other, 0),
+            (ErrorKind::KeyNotFound, 1),
+            (ErrorKind::InvalidArgument, 2),
+            (ErrorKind::Io, 3),
+            (ErrorKind::Corruption, 4),
+            (ErrorKind::Protocol, 5),
+        ];
+        for (kind, code) in codes {
+            assert_eq!(code_of(kind), code, "{kind}");
+            assert_eq!(kind_of(code), kind, "{code}");
+            let response = Response::Error { kind, message: "" };
+            let out = framed(|o| response.encode_frame(o, DEFAULT_MAX_FRAME_LEN));
+            assert_eq!(out, [0, 0, 0, 3, 0x02, code, 0]);
+        }
+        // The kinds without a code of their own travel as Other.
+        for kind in [
+            ErrorKind::EngineMismatch,
+            ErrorKind::Locked,
+            ErrorKind::Poisoned,
+            ErrorKind::Forked,
+            ErrorKind::Connect,
+            ErrorKind::ConnectionLost,
+        ] {
+            assert_eq!(code_of(kind), 0, "{kind}");
+        }
+    }
+
+    #[test]
+    fn an_error_response_carries_the_errors_kind() {
+        let err = KvsError::io_at("/srv/kvs/1.log", std::io::Error::other("disk on fire"));
+        assert_eq!(
+            Response::error(&err, "m"),
+            Response::Error {
+                kind: ErrorKind::Io,
+                message: "m"
+            }
+        );
+        let poisoned = KvsError::Poisoned("x".into());
+        assert_eq!(
+            Response::error(&poisoned, "m"),
+            Response::Error {
+                kind: ErrorKind::Poisoned,
+                message: "m"
+            }
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //!   followed by that many bytes of payload. The reader refuses a length over its limit before
 //!   allocating anything for it.
 //! - [`message`]: what a payload means. A [`Request`] (`Get`, `Set`, `Remove`) or a [`Response`]
-//!   (`Ok`, `Value`, `Error` with an [`ErrorKind`] and a message), encoded with bincode 2 over
-//!   serde. Keys and values are bytes.
+//!   (`Ok`, `Value`, `Error` with an [`ErrorKind`], as its one-byte code, and
+//!   a message), encoded with bincode 2 over serde. Keys and values are bytes.
 //!
 //! A connection carries any number of frames in each direction; requests may be pipelined and
 //! are answered in order, one response per request.
@@ -16,4 +16,7 @@ pub mod frame;
 pub mod message;
 
 pub use self::frame::{FrameStatus, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
-pub use self::message::{ErrorKind, Request, Response};
+pub use self::message::{code_of, kind_of, Request, Response};
+/// The error kinds a response carries: [`kvs::ErrorKind`](crate::ErrorKind), under the name
+/// this module has always given it.
+pub use crate::ErrorKind;

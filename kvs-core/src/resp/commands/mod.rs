@@ -43,7 +43,7 @@ use super::frame::write_error;
 use super::request::{unknown_command, wrong_arity, Args, Client, ErrorReply, Outcome};
 use super::session::Batch;
 use crate::server::state::ServerState;
-use crate::{KvsEngine, KvsError, Result};
+use crate::{ErrorKind, KvsEngine, Result};
 
 /// kvs's own class of a command: what it may touch. `COMMAND` shows Redis's `write` or
 /// `readonly` flag from it, so the two cannot disagree.
@@ -270,9 +270,8 @@ fn handle<'a, C: Command>(
         // Engine failures become `ERR` replies: one failed command does not end the
         // connection.
         Err(e) => {
-            match &e {
-                KvsError::InvalidArgument(_) => {}
-                other => log::error!("command failed: {other}"),
+            if e.kind() != ErrorKind::InvalidArgument {
+                log::error!("command failed: {e}");
             }
             write_error(cx.out, &format!("ERR {e}"));
             Outcome::Continue
