@@ -181,6 +181,17 @@ pub(crate) trait Engine {
     fn remove_bytes(&self, key: &[u8]) -> Result<()>;
     fn contains_key(&self, key: &[u8]) -> Result<bool>;
     fn len(&self) -> Result<usize>;
+    fn compare_and_set_bytes(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool>;
+    fn update_bytes(
+        &self,
+        key: &[u8],
+        f: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>>;
 }
 
 impl<E: KvsEngine> Engine for E {
@@ -201,6 +212,21 @@ impl<E: KvsEngine> Engine for E {
     }
     fn len(&self) -> Result<usize> {
         KvsEngine::len(self)
+    }
+    fn compare_and_set_bytes(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        KvsEngine::compare_and_set_bytes(self, key, expected, new)
+    }
+    fn update_bytes(
+        &self,
+        key: &[u8],
+        f: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>> {
+        KvsEngine::update_bytes(self, key, f)
     }
 }
 
