@@ -172,6 +172,9 @@ pub(crate) struct Context<'c> {
     pub(crate) out: &'c mut Vec<u8>,
 }
 
+/// The function of [`Engine::update_bytes`], as a trait object.
+pub(crate) type UpdateFn<'f> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'f;
+
 /// The engine as commands use it: the byte-level part of [`KvsEngine`] (which, being `Clone`,
 /// cannot be a trait object itself). Every engine is one.
 pub(crate) trait Engine {
@@ -187,11 +190,7 @@ pub(crate) trait Engine {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool>;
-    fn update_bytes(
-        &self,
-        key: &[u8],
-        f: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
-    ) -> Result<Option<Vec<u8>>>;
+    fn update_bytes(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<Option<Vec<u8>>>;
 }
 
 impl<E: KvsEngine> Engine for E {
@@ -221,11 +220,7 @@ impl<E: KvsEngine> Engine for E {
     ) -> Result<bool> {
         KvsEngine::compare_and_set_bytes(self, key, expected, new)
     }
-    fn update_bytes(
-        &self,
-        key: &[u8],
-        f: &mut dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
-    ) -> Result<Option<Vec<u8>>> {
+    fn update_bytes(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<Option<Vec<u8>>> {
         KvsEngine::update_bytes(self, key, f)
     }
 }
