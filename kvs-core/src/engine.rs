@@ -82,9 +82,9 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     /// Atomic against every other write of `key` through any handle of the store in this
     /// process (`set`, `remove`, `set_many_bytes`, this, [`update_bytes`](KvsEngine::update_bytes)).
     /// A `true` is acknowledged as [`set`](KvsEngine::set) is: the new state has reached the
-    /// operating system (and, with a durable sync policy, the disk). A `false` writes nothing.
-    /// `expected == None` with `new == None` on a key that is not set succeeds and writes
-    /// nothing.
+    /// operating system (and, with a durable sync policy, the disk). A `false` writes nothing;
+    /// `KvStore` writes nothing either when `new` is `expected` (`None` for `None` on a key
+    /// that is not set, or a value replaced by itself).
     ///
     /// A counter, incremented by any number of threads without losing a step:
     ///
@@ -113,7 +113,8 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
 
     /// Atomically replaces the value of `key` with `f(current)` (`None` in: the key is not
     /// set; `None` out: remove it) and returns the new value. Durable as
-    /// [`set`](KvsEngine::set) is; if `f` leaves a missing key missing, nothing is written.
+    /// [`set`](KvsEngine::set) is. If `f` returns the current state (a missing key left
+    /// missing; with `KvStore`, also the value it was given), nothing is written.
     ///
     /// How `f` runs depends on the engine:
     /// - `KvStore` calls `f` exactly once, holding the store's writer lock: every other write

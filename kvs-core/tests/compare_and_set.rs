@@ -9,8 +9,9 @@ use std::thread;
 use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError, SyncPolicy, MAX_KEY_LEN, MAX_VALUE_LEN};
 use tempfile::TempDir;
 
-/// A compare-and-set that does not match appends nothing to the log, nor does one that
-/// leaves a missing key missing, nor an update that does; a matching one appends one record.
+/// A compare-and-set that does not match appends nothing to the log, nor does one (or an
+/// update) that changes nothing: a missing key left missing, a value replaced by itself. One
+/// that changes the value appends a record.
 #[test]
 fn a_compare_and_set_that_changes_nothing_writes_nothing() {
     let dir = TempDir::new().unwrap();
@@ -28,7 +29,15 @@ fn a_compare_and_set_that_changes_nothing_writes_nothing() {
         .unwrap());
     assert!(store.compare_and_set_bytes(b"absent", None, None).unwrap());
     assert_eq!(store.update_bytes(b"absent", |_| None).unwrap(), None);
+    assert!(store
+        .compare_and_set_bytes(b"k", Some(b"v"), Some(b"v"))
+        .unwrap());
+    assert_eq!(
+        store.update_bytes(b"k", |v| v.map(<[u8]>::to_vec)).unwrap(),
+        Some(b"v".to_vec())
+    );
     assert_eq!(store.disk_stats().total_bytes, before);
+    assert_eq!(store.get_bytes(b"k").unwrap(), Some(b"v".to_vec()));
 
     assert!(store
         .compare_and_set_bytes(b"k", Some(b"v"), Some(b"w"))

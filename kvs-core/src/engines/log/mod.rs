@@ -465,7 +465,7 @@ impl KvsEngine for KvStore {
             if !self.shared.with_value(key, |current| current == expected)? {
                 return Ok(false);
             }
-            self.write_value_locked(&mut writer, key, new, expected.is_some())?
+            self.write_value_locked(&mut writer, key, expected, new)?
         };
         self.wait_written(written)?;
         Ok(true)
@@ -491,7 +491,7 @@ impl KvsEngine for KvStore {
                 check_sizes(key, value)?;
             }
             let written =
-                self.write_value_locked(&mut writer, key, new.as_deref(), current.is_some())?;
+                self.write_value_locked(&mut writer, key, current.as_deref(), new.as_deref())?;
             (written, new)
         };
         self.wait_written(written)?;
@@ -575,21 +575,22 @@ impl KvStore {
 
 impl KvStore {
     /// The write of a compare-and-set or update that passed, with the writer lock held:
-    /// sets `key` to `new`, or removes it (`new == None`) if it `is_set`. Returns where the
-    /// log ended after it, the end a durable acknowledgement waits for: with nothing to write
-    /// (a key that is not set stays so), the end of the log as it is, which covers whatever
-    /// write made the key what it is.
+    /// takes `key` from `current` (its value now) to `new` (`None`: not set). Returns where
+    /// the log ended after it, the end a durable acknowledgement waits for. With nothing to
+    /// write (`new` is `current`: a missing key stays missing, or a value is replaced by
+    /// itself), nothing is written, and the end is that of the log as it is, which covers
+    /// whatever write made the key what it is.
     fn write_value_locked(
         &self,
         writer: &mut LogWriter,
         key: &[u8],
+        current: Option<&[u8]>,
         new: Option<&[u8]>,
-        is_set: bool,
     ) -> Result<LogEnd> {
-        match (new, is_set) {
-            (Some(value), _) => self.write_set(writer, key, value),
-            (None, true) => self.write_remove(writer, key),
-            (None, false) => Ok(writer.sync_target().1),
+        match new {
+            _ if new == current => Ok(writer.sync_target().1),
+            Some(value) => self.write_set(writer, key, value),
+            None => self.write_remove(writer, key),
         }
     }
 
