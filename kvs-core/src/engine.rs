@@ -80,7 +80,8 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     /// `false`.
     ///
     /// Atomic against every other write of `key` through any handle of the store in this
-    /// process (`set`, `remove`, `set_many_bytes`, this, [`update_bytes`](KvsEngine::update_bytes)).
+    /// process (`set`, `remove`, `set_many_bytes`, this,
+    /// [`update_bytes`](KvsEngine::update_bytes)).
     /// A `true` is acknowledged as [`set`](KvsEngine::set) is: the new state has reached the
     /// operating system (and, with a durable sync policy, the disk). A `false` writes nothing;
     /// `KvStore` writes nothing either when `new` is `expected` (`None` for `None` on a key
@@ -95,7 +96,10 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     /// let store = KvStore::open(dir.path())?;
     /// loop {
     ///     let old = store.get_bytes(b"hits")?;
-    ///     let n: u64 = old.as_deref().map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+    ///     let n: u64 = match old.as_deref() {
+    ///         None => 0,
+    ///         Some(v) => std::str::from_utf8(v).unwrap().parse().unwrap(),
+    ///     };
     ///     let new = (n + 1).to_string();
     ///     if store.compare_and_set_bytes(b"hits", old.as_deref(), Some(new.as_bytes()))? {
     ///         break;
