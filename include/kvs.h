@@ -273,6 +273,46 @@ const char *kvs_last_error(void);
  */
 const char *kvs_version(void);
 
+/**
+ * Atomically: if the value of `key` is the expected one, replaces it with the new one and
+ * sets `*swapped_out` to 1; otherwise changes nothing and sets `*swapped_out` to 0. Both
+ * outcomes are `KVS_OK`: a value that does not match is not an error.
+ *
+ * The expected state is "absent" when `expected_present` is 0 (`expected` and
+ * `expected_len` are then not read), else the `expected_len` bytes at `expected`. Likewise
+ * the new state: `new_value_present` 0 removes the key, else it is set to the
+ * `new_value_len` bytes at `new_value`. Bytes are as in `kvs_set()` (only read during the
+ * call; NULL with a length of 0 is an empty value, which is present, not absent). Expecting
+ * absence and asking for absence on a missing key succeeds without writing.
+ *
+ * Atomic against every other write of `key` through this handle, from any thread (`kvs_set`,
+ * `kvs_remove`, this). A swap is acknowledged as `kvs_set()` is: it has reached the operating
+ * system. No swap writes nothing. To increment a counter, read it with `kvs_get()`, compute
+ * the new value, and call this with the value read as expected; retry while `*swapped_out`
+ * is 0.
+ *
+ * `*swapped_out` is set to 0 on every failure (when `swapped_out` is not NULL).
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `db` or `swapped_out`, NULL data with a length,
+ * key or new value too large), `KVS_IO_ERROR`, `KVS_CORRUPTION` (the stored value failed its
+ * checksum), `KVS_ERROR`, `KVS_FORKED` (`db` was opened by the parent of this process).
+ *
+ * # Safety
+ * `db` is NULL or an open handle; `key` points to `key_len` readable bytes (or is NULL with
+ * `key_len` 0), and likewise `expected` (when `expected_present` is not 0) and `new_value`
+ * (when `new_value_present` is not 0); `swapped_out` is NULL or valid for writing an `int`.
+ */
+enum kvs_status kvs_compare_and_set(struct kvs_db *db,
+                                    const uint8_t *key,
+                                    size_t key_len,
+                                    const uint8_t *expected,
+                                    size_t expected_len,
+                                    int expected_present,
+                                    const uint8_t *new_value,
+                                    size_t new_value_len,
+                                    int new_value_present,
+                                    int *swapped_out);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

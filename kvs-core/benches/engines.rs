@@ -2,6 +2,10 @@
 //!
 //! - `set/*`: sets of 16-byte keys and 100-byte values into a fresh store, one call each.
 //! - `get/*`: uniformly random gets from a store of 100,000 such keys.
+//! - `set/kvs/.. overwriting ..`, `cas/kvs`, `update/kvs`: a `set`, a matching
+//!   `compare_and_set_bytes` and an `update_bytes` of keys of a store of 100,000, each call
+//!   replacing a 100-byte value with another (automatic compaction off, so that each measures
+//!   the call itself).
 //! - `durable_set/*`: sets that are on disk (fsynced) before they return, from 1 and from 8
 //!   threads: `KvStore` with `SyncPolicy::Always` (group commit) against sled flushing after
 //!   every set.
@@ -175,12 +179,84 @@ fn gets(c: &mut Criterion) {
     bench_get(c, "sled", SledKvsEngine::new(db));
 }
 
+/// `set`, `compare_and_set_bytes` and `update_bytes`, each replacing the value of one of
+/// `KEYS` keys: pass `n` over the keys turns every value from `VALUE` into `OTHER` (even
+/// passes) or back (odd ones), so that a compare-and-set always matches.
+fn replacing_writes(c: &mut Criterion) {
+    const OTHER: [u8; 100] = [b'w'; 100];
+    let values = |i: u64| match (i / KEYS) % 2 {
+        0 => (&VALUE, &OTHER),
+        _ => (&OTHER, &VALUE),
+    };
+    let open = |dir: &TempDir| {
+        let options = KvStoreOptions::default().compaction_min_stale(u64::MAX);
+        let store = KvStore::open_with(dir.path(), options).expect("open KvStore");
+        for i in 0..KEYS {
+            store.set_bytes(&key(i), &VALUE).expect("fill kvs");
+        }
+        store
+    };
+    let id = || BenchmarkId::new("kvs", "16B key, overwriting 100B value");
+
+    let dir = TempDir::new().expect("temp dir");
+    let store = open(&dir);
+    let mut group = c.benchmark_group("set");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0u64;
+    group.bench_function(id(), |b| {
+        b.iter(|| {
+            let (_, new) = values(i);
+            store.set_bytes(&key(i % KEYS), new).expect("set");
+            i += 1;
+        })
+    });
+    group.finish();
+    drop(store);
+
+    let dir = TempDir::new().expect("temp dir");
+    let store = open(&dir);
+    let mut group = c.benchmark_group("cas");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0u64;
+    group.bench_function(id(), |b| {
+        b.iter(|| {
+            let (old, new) = values(i);
+            let swapped = store
+                .compare_and_set_bytes(&key(i % KEYS), Some(old), Some(new))
+                .expect("compare and set");
+            assert!(swapped);
+            i += 1;
+        })
+    });
+    group.finish();
+    drop(store);
+
+    let dir = TempDir::new().expect("temp dir");
+    let store = open(&dir);
+    let mut group = c.benchmark_group("update");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0u64;
+    group.bench_function(id(), |b| {
+        b.iter(|| {
+            let (old, new) = values(i);
+            store
+                .update_bytes(&key(i % KEYS), |current| {
+                    assert_eq!(current, Some(&old[..]));
+                    Some(new.to_vec())
+                })
+                .expect("update");
+            i += 1;
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .measurement_time(std::time::Duration::from_secs(4))
         .warm_up_time(std::time::Duration::from_secs(1));
-    targets = sets, gets, durable_sets
+    targets = sets, gets, durable_sets, replacing_writes
 }
 criterion_main!(benches);

@@ -74,4 +74,63 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
 
     /// Forces every acknowledged write onto stable storage (fsync).
     fn flush(&self) -> Result<()>;
+
+    /// Atomically: if the value of `key` is `expected` (`None`: the key is not set), sets it
+    /// to `new` (`None`: removes it) and returns `true`; otherwise changes nothing and returns
+    /// `false`.
+    ///
+    /// Atomic against every other write of `key` through any handle of the store in this
+    /// process (`set`, `remove`, `set_many_bytes`, this,
+    /// [`update_bytes`](KvsEngine::update_bytes)).
+    /// A `true` is acknowledged as [`set`](KvsEngine::set) is: the new state has reached the
+    /// operating system (and, with a durable sync policy, the disk). A `false` writes nothing;
+    /// `KvStore` writes nothing either when `new` is `expected` (`None` for `None` on a key
+    /// that is not set, or a value replaced by itself).
+    ///
+    /// A counter, incremented by any number of threads without losing a step:
+    ///
+    /// ```
+    /// use kvs::{KvStore, KvsEngine};
+    /// # fn main() -> kvs::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = KvStore::open(dir.path())?;
+    /// loop {
+    ///     let old = store.get_bytes(b"hits")?;
+    ///     let n: u64 = match old.as_deref() {
+    ///         None => 0,
+    ///         Some(v) => std::str::from_utf8(v).unwrap().parse().unwrap(),
+    ///     };
+    ///     let new = (n + 1).to_string();
+    ///     if store.compare_and_set_bytes(b"hits", old.as_deref(), Some(new.as_bytes()))? {
+    ///         break;
+    ///     }
+    /// }
+    /// assert_eq!(store.get_bytes(b"hits")?, Some(b"1".to_vec()));
+    /// # Ok(()) }
+    /// ```
+    fn compare_and_set_bytes(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool>;
+
+    /// Atomically replaces the value of `key` with `f(current)` (`None` in: the key is not
+    /// set; `None` out: remove it) and returns the new value. Durable as
+    /// [`set`](KvsEngine::set) is. If `f` returns the current state (a missing key left
+    /// missing; with `KvStore`, also the value it was given), nothing is written.
+    ///
+    /// How `f` runs depends on the engine:
+    /// - `KvStore` calls `f` exactly once, holding the store's writer lock: every other write
+    ///   to the store waits for it, so keep `f` short, and never write to the same store from
+    ///   inside `f` (that deadlocks). Reads from inside `f` are fine.
+    /// - `SledKvsEngine` runs sled's compare-and-swap loop (`update_and_fetch`): `f` may run
+    ///   **more than once**, when another write changed the key in between; only the last
+    ///   call's result is stored. `f` must not count on running once.
+    ///
+    /// A value `f` returns that is too large for the engine is an error and nothing is
+    /// written.
+    fn update_bytes<F>(&self, key: &[u8], f: F) -> Result<Option<Vec<u8>>>
+    where
+        F: FnMut(Option<&[u8]>) -> Option<Vec<u8>>;
 }

@@ -30,7 +30,7 @@
 //!   connection's session, the text of `INFO`.
 //! - [`KvsServer`] (`server/`): serves an engine over TCP: the workers and their connections,
 //!   which protocol a connection speaks (`sniff.rs`, by its first byte), and the state all
-//!   connections of a server share (`state.rs`: `INFO` counters, client ids, RESP's key locks).
+//!   connections of a server share (`state.rs`: `INFO` counters, client ids).
 //! - [`KvsClient`] (`client.rs`): one connection to a server.
 //! - [`KvsError`] (`error.rs`): the one error type, and its [`ErrorKind`], which the wire
 //!   protocol, the C API and the Python exceptions all map from.

@@ -229,6 +229,247 @@ fn flush_succeeds_and_keeps_data<E: Fixture>() {
     assert_eq!(store.get(s("k")).unwrap(), Some(s("v")));
 }
 
+// ---- Compare-and-set and update --------------------------------------------------------
+
+/// Every case of compare-and-set: the key absent or set, `expected` matching or not, a new
+/// value or a removal. A `false` leaves the store as it was.
+fn compare_and_set_follows_its_table<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    // (value before, expected, new, swapped, value after)
+    type Case = (
+        Option<&'static [u8]>,
+        Option<&'static [u8]>,
+        Option<&'static [u8]>,
+        bool,
+        Option<&'static [u8]>,
+    );
+    let cases: [Case; 12] = [
+        // Absent, expected absent: matches.
+        (None, None, Some(b"new"), true, Some(b"new")),
+        (None, None, None, true, None),
+        // Absent, expected a value: no match, nothing changes.
+        (None, Some(b"old"), Some(b"new"), false, None),
+        (None, Some(b"old"), None, false, None),
+        (None, Some(b""), Some(b"new"), false, None),
+        // Set, expected its value: matches.
+        (Some(b"old"), Some(b"old"), Some(b"new"), true, Some(b"new")),
+        (Some(b"old"), Some(b"old"), None, true, None),
+        (Some(b"old"), Some(b"old"), Some(b"old"), true, Some(b"old")),
+        // Set, expected another value, or absence: no match.
+        (
+            Some(b"old"),
+            Some(b"other"),
+            Some(b"new"),
+            false,
+            Some(b"old"),
+        ),
+        (Some(b"old"), Some(b"ol"), None, false, Some(b"old")),
+        (Some(b"old"), None, Some(b"new"), false, Some(b"old")),
+        // The empty value is a value, not absence.
+        (Some(b""), None, Some(b"new"), false, Some(b"")),
+    ];
+    for (i, &(before, expected, new, swapped, after)) in cases.iter().enumerate() {
+        let key = format!("case{i}");
+        let key = key.as_bytes();
+        if let Some(value) = before {
+            store.set_bytes(key, value).unwrap();
+        }
+        let case = format!("case {i}: {before:?} expected {expected:?} new {new:?}");
+        assert_eq!(
+            store.compare_and_set_bytes(key, expected, new).unwrap(),
+            swapped,
+            "{case}"
+        );
+        assert_eq!(store.get_bytes(key).unwrap().as_deref(), after, "{case}");
+        assert_eq!(store.contains_key(key).unwrap(), after.is_some(), "{case}");
+    }
+    let live = cases.iter().filter(|c| c.4.is_some()).count();
+    assert_eq!(store.len().unwrap(), live);
+}
+
+/// `update_bytes` sees the current value, stores what `f` returns and returns it; `None`
+/// removes the key, and on a missing key leaves it missing.
+fn update_stores_what_f_returns<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    let mut seen = Vec::new();
+    let new = store
+        .update_bytes(b"k", |old| {
+            seen.push(old.map(<[u8]>::to_vec));
+            Some(b"1".to_vec())
+        })
+        .unwrap();
+    assert_eq!(new, Some(b"1".to_vec()));
+    assert_eq!(seen.last(), Some(&None));
+    let new = store
+        .update_bytes(b"k", |old| {
+            let mut v = old.unwrap_or_default().to_vec();
+            v.push(b'2');
+            Some(v)
+        })
+        .unwrap();
+    assert_eq!(new, Some(b"12".to_vec()));
+    assert_eq!(store.get_bytes(b"k").unwrap(), Some(b"12".to_vec()));
+    assert_eq!(store.update_bytes(b"k", |_| None).unwrap(), None);
+    assert_eq!(store.get_bytes(b"k").unwrap(), None);
+    assert_eq!(store.update_bytes(b"absent", |_| None).unwrap(), None);
+    assert!(!store.contains_key(b"absent").unwrap());
+    assert_eq!(store.len().unwrap(), 0);
+}
+
+/// The value of a counter as these tests write it: a decimal number, absent for 0.
+fn counter(value: Option<&[u8]>) -> u64 {
+    value.map_or(0, |v| {
+        std::str::from_utf8(v)
+            .expect("counter is UTF-8")
+            .parse()
+            .expect("counter is a number")
+    })
+}
+
+const COUNTER_THREADS: usize = 8;
+const COUNTER_STEPS: u64 = 250;
+
+/// Runs `COUNTER_THREADS` threads, each calling `step(store, thread, i)` `COUNTER_STEPS`
+/// times, all started together.
+fn on_threads<E: Fixture>(store: &E, step: impl Fn(&E, usize, u64) + Send + Sync + 'static) {
+    let barrier = Arc::new(Barrier::new(COUNTER_THREADS));
+    let step = Arc::new(step);
+    let handles: Vec<_> = (0..COUNTER_THREADS)
+        .map(|t| {
+            let (store, barrier, step) = (store.clone(), Arc::clone(&barrier), Arc::clone(&step));
+            thread::spawn(move || {
+                barrier.wait();
+                for i in 0..COUNTER_STEPS {
+                    step(&store, t, i);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+/// Threads incrementing shared counters through `update_bytes` lose no increment. Two
+/// counters, each thread adding to both, so that the threads collide on each.
+fn concurrent_updates_give_exact_totals<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    on_threads(&store, |store: &E, _, _| {
+        for key in [&b"a"[..], b"b"] {
+            store
+                .update_bytes(key, |old| Some((counter(old) + 1).to_string().into_bytes()))
+                .unwrap();
+        }
+    });
+    let total = COUNTER_THREADS as u64 * COUNTER_STEPS;
+    assert_eq!(counter(store.get_bytes(b"a").unwrap().as_deref()), total);
+    assert_eq!(counter(store.get_bytes(b"b").unwrap().as_deref()), total);
+}
+
+/// Threads incrementing shared counters with a read-then-compare-and-set retry loop lose no
+/// increment; the counter starts absent, so the first step swaps from `None`.
+fn concurrent_compare_and_set_loops_give_exact_totals<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    on_threads(&store, |store: &E, _, _| {
+        for key in [&b"a"[..], b"b"] {
+            loop {
+                let old = store.get_bytes(key).unwrap();
+                let new = (counter(old.as_deref()) + 1).to_string();
+                if store
+                    .compare_and_set_bytes(key, old.as_deref(), Some(new.as_bytes()))
+                    .unwrap()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    let total = COUNTER_THREADS as u64 * COUNTER_STEPS;
+    assert_eq!(counter(store.get_bytes(b"a").unwrap().as_deref()), total);
+    assert_eq!(counter(store.get_bytes(b"b").unwrap().as_deref()), total);
+}
+
+/// A lock built on compare-and-set excludes: threads claim a key (absent -> their token),
+/// and while they hold it, do a plain, non-atomic `get` then `set` of a second key. If two
+/// threads ever held the lock together, an increment of the second key would be lost.
+fn compare_and_set_gives_mutual_exclusion<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    let claims = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let claimed = Arc::clone(&claims);
+    on_threads(&store, move |store: &E, t, i| {
+        let token = format!("{t}-{i}");
+        if !store
+            .compare_and_set_bytes(b"lock", None, Some(token.as_bytes()))
+            .unwrap()
+        {
+            return;
+        }
+        claimed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = counter(store.get_bytes(b"guarded").unwrap().as_deref());
+        store
+            .set_bytes(b"guarded", (n + 1).to_string().as_bytes())
+            .unwrap();
+        // Released by its holder only: the token is still there.
+        assert!(store
+            .compare_and_set_bytes(b"lock", Some(token.as_bytes()), None)
+            .unwrap());
+    });
+    let claims = claims.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(claims > 0);
+    assert_eq!(
+        counter(store.get_bytes(b"guarded").unwrap().as_deref()),
+        claims
+    );
+    assert_eq!(store.get_bytes(b"lock").unwrap(), None);
+}
+
+/// What compare-and-set and update write is in the store after a reopen.
+fn compare_and_set_and_update_survive_reopen<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = E::open(dir.path());
+        assert!(store
+            .compare_and_set_bytes(b"created", None, Some(b"1"))
+            .unwrap());
+        store.set_bytes(b"replaced", b"old").unwrap();
+        assert!(store
+            .compare_and_set_bytes(b"replaced", Some(b"old"), Some(b"new"))
+            .unwrap());
+        store.set_bytes(b"removed", b"x").unwrap();
+        assert!(store
+            .compare_and_set_bytes(b"removed", Some(b"x"), None)
+            .unwrap());
+        assert!(!store
+            .compare_and_set_bytes(b"refused", Some(b"x"), Some(b"y"))
+            .unwrap());
+        store
+            .update_bytes(b"updated", |old| {
+                Some((counter(old) + 41).to_string().into_bytes())
+            })
+            .unwrap();
+        store
+            .update_bytes(b"updated", |old| {
+                Some((counter(old) + 1).to_string().into_bytes())
+            })
+            .unwrap();
+        store.set_bytes(b"update-removed", b"x").unwrap();
+        store.update_bytes(b"update-removed", |_| None).unwrap();
+    }
+    let store = E::open(dir.path());
+    assert_eq!(store.get_bytes(b"created").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(store.get_bytes(b"replaced").unwrap(), Some(b"new".to_vec()));
+    assert_eq!(store.get_bytes(b"removed").unwrap(), None);
+    assert_eq!(store.get_bytes(b"refused").unwrap(), None);
+    assert_eq!(store.get_bytes(b"updated").unwrap(), Some(b"42".to_vec()));
+    assert_eq!(store.get_bytes(b"update-removed").unwrap(), None);
+    assert_eq!(store.len().unwrap(), 3);
+}
+
 macro_rules! contract_suite {
     ($module:ident, $engine:ty) => {
         mod $module {
@@ -284,6 +525,30 @@ macro_rules! contract_suite {
             #[test]
             fn flush_succeeds_and_keeps_data() {
                 super::flush_succeeds_and_keeps_data::<$engine>()
+            }
+            #[test]
+            fn compare_and_set_follows_its_table() {
+                super::compare_and_set_follows_its_table::<$engine>()
+            }
+            #[test]
+            fn update_stores_what_f_returns() {
+                super::update_stores_what_f_returns::<$engine>()
+            }
+            #[test]
+            fn concurrent_updates_give_exact_totals() {
+                super::concurrent_updates_give_exact_totals::<$engine>()
+            }
+            #[test]
+            fn concurrent_compare_and_set_loops_give_exact_totals() {
+                super::concurrent_compare_and_set_loops_give_exact_totals::<$engine>()
+            }
+            #[test]
+            fn compare_and_set_gives_mutual_exclusion() {
+                super::compare_and_set_gives_mutual_exclusion::<$engine>()
+            }
+            #[test]
+            fn compare_and_set_and_update_survive_reopen() {
+                super::compare_and_set_and_update_survive_reopen::<$engine>()
             }
         }
     };

@@ -180,12 +180,24 @@ fn use_inherited(store: &AnyEngine, parent: u32, out: &mut dyn Write) {
     report("is_empty", store.is_empty().map(drop));
     report("keys", store.keys().map(drop));
     report("flush", store.flush());
+    report(
+        "compare_and_set",
+        store
+            .compare_and_set_bytes(&key, None, Some(b"child-value"))
+            .map(drop),
+    );
+    report(
+        "update",
+        store
+            .update_bytes(&key, |_| Some(b"child-value".to_vec()))
+            .map(drop),
+    );
     if let AnyEngine::Kvs(kvs) = store {
         report("compact", kvs.compact());
     }
 }
 
-const CHILD_OPS: usize = 11;
+const CHILD_OPS: usize = 13;
 
 /// The parent writes, forks, the child tries every operation and drops its copy, the parent
 /// writes on; after a reopen every parent write is there and no child write is.

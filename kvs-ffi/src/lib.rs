@@ -21,7 +21,7 @@ mod last_error;
 mod panic;
 mod status;
 
-use std::ffi::{c_char, CStr, OsStr};
+use std::ffi::{c_char, c_int, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::{ptr, slice};
@@ -367,6 +367,78 @@ unsafe fn bytes<'a>(data: *const u8, len: usize, what: &str) -> kvs::Result<&'a 
 
 fn null_argument(name: &str) -> KvsError {
     KvsError::InvalidArgument(format!("{name} is NULL"))
+}
+
+/// Atomically: if the value of `key` is the expected one, replaces it with the new one and
+/// sets `*swapped_out` to 1; otherwise changes nothing and sets `*swapped_out` to 0. Both
+/// outcomes are `KVS_OK`: a value that does not match is not an error.
+///
+/// The expected state is "absent" when `expected_present` is 0 (`expected` and
+/// `expected_len` are then not read), else the `expected_len` bytes at `expected`. Likewise
+/// the new state: `new_value_present` 0 removes the key, else it is set to the
+/// `new_value_len` bytes at `new_value`. Bytes are as in `kvs_set()` (only read during the
+/// call; NULL with a length of 0 is an empty value, which is present, not absent). Expecting
+/// absence and asking for absence on a missing key succeeds without writing.
+///
+/// Atomic against every other write of `key` through this handle, from any thread (`kvs_set`,
+/// `kvs_remove`, this). A swap is acknowledged as `kvs_set()` is: it has reached the operating
+/// system. No swap writes nothing. To increment a counter, read it with `kvs_get()`, compute
+/// the new value, and call this with the value read as expected; retry while `*swapped_out`
+/// is 0.
+///
+/// `*swapped_out` is set to 0 on every failure (when `swapped_out` is not NULL).
+///
+/// Statuses: `KVS_INVALID_ARGUMENT` (NULL `db` or `swapped_out`, NULL data with a length,
+/// key or new value too large), `KVS_IO_ERROR`, `KVS_CORRUPTION` (the stored value failed its
+/// checksum), `KVS_ERROR`, `KVS_FORKED` (`db` was opened by the parent of this process).
+///
+/// # Safety
+/// `db` is NULL or an open handle; `key` points to `key_len` readable bytes (or is NULL with
+/// `key_len` 0), and likewise `expected` (when `expected_present` is not 0) and `new_value`
+/// (when `new_value_present` is not 0); `swapped_out` is NULL or valid for writing an `int`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn kvs_compare_and_set(
+    db: *mut kvs_db,
+    key: *const u8,
+    key_len: usize,
+    expected: *const u8,
+    expected_len: usize,
+    expected_present: c_int,
+    new_value: *const u8,
+    new_value_len: usize,
+    new_value_present: c_int,
+    swapped_out: *mut c_int,
+) -> kvs_status {
+    if !swapped_out.is_null() {
+        // SAFETY: non-NULL, and writable as the caller guarantees.
+        unsafe { *swapped_out = 0 };
+    }
+    guard(|| {
+        // SAFETY: the caller guarantees db, key, and expected and new_value when present, as
+        // documented above; absent ones are not read.
+        let (db, key, expected, new_value) = unsafe {
+            (
+                handle(db)?,
+                bytes(key, key_len, "key")?,
+                match expected_present {
+                    0 => None,
+                    _ => Some(bytes(expected, expected_len, "expected")?),
+                },
+                match new_value_present {
+                    0 => None,
+                    _ => Some(bytes(new_value, new_value_len, "new_value")?),
+                },
+            )
+        };
+        if swapped_out.is_null() {
+            return Err(null_argument("swapped_out"));
+        }
+        let swapped = db.engine.compare_and_set_bytes(key, expected, new_value)?;
+        // SAFETY: checked non-NULL above; the caller guarantees it is writable.
+        unsafe { *swapped_out = c_int::from(swapped) };
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -213,4 +213,58 @@ impl Store {
         self.close(py)?;
         Ok(false)
     }
+
+    /// Atomically: if the value of `key` is `expected` (None: not set), sets it to `new`
+    /// (None: removes it) and returns True; otherwise changes nothing and returns False.
+    /// The engine call runs with the GIL released.
+    fn compare_and_set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        expected: Option<&Bound<'_, PyAny>>,
+        new: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let k = bytes_of(key, "key")?;
+        let expected = expected.map(|v| bytes_of(v, "expected")).transpose()?;
+        let new = new.map(|v| bytes_of(v, "new")).transpose()?;
+        self.with_engine(py, |e| {
+            e.compare_and_set_bytes(&k, expected.as_deref(), new.as_deref())
+        })?
+        .map_err(|err| to_py_err(py, err, Some(key)))
+    }
+
+    /// Atomically replaces the value of `key` with `func(old)` and returns the new value.
+    ///
+    /// Built as a compare-and-set loop, not on the engine's `update_bytes`: that one calls
+    /// its function with the engine's writer lock held, and `func` is Python code, which
+    /// needs the GIL, which another thread may hold while it waits for that lock. Here no
+    /// lock of kvs is held while `func` runs (the GIL is held, as Python code needs), and the
+    /// engine calls release the GIL; `func` runs again whenever another write changed the key
+    /// between the read and the swap.
+    fn update_value<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        func: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let k = bytes_of(key, "key")?;
+        loop {
+            let old = self
+                .with_engine(py, |e| e.get_bytes(&k))?
+                .map_err(|err| to_py_err(py, err, Some(key)))?;
+            let result = func.call1((old.as_deref().map(|v| PyBytes::new(py, v)),))?;
+            let new = match result.is_none() {
+                true => None,
+                false => Some(bytes_of(&result, "value")?.into_owned()),
+            };
+            let swapped = self
+                .with_engine(py, |e| {
+                    e.compare_and_set_bytes(&k, old.as_deref(), new.as_deref())
+                })?
+                .map_err(|err| to_py_err(py, err, Some(key)))?;
+            if swapped {
+                return Ok(new.map(|v| PyBytes::new(py, &v)));
+            }
+        }
+    }
 }

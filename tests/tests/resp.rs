@@ -550,6 +550,48 @@ fn concurrent_set_nx_has_exactly_one_winner() {
     }
 }
 
+/// `SET NX` is atomic against kvs-protocol writes too, not only against other RESP clients:
+/// a RESP client's `SET k resp NX` races a kvs client's `set k kvs` on a fresh key, round
+/// after round. Both may succeed only in the order NX, then set: an `OK` from NX with `resp`
+/// left in the key means the set landed between NX's check and its write.
+#[test]
+fn set_nx_is_atomic_against_kvs_protocol_writes() {
+    for engine in ENGINES {
+        let dir = TempDir::new().unwrap();
+        let server = start(&dir, engine);
+        let mut resp = Resp::connect(&server);
+        let mut kvs = KvsClient::connect(server.addr).unwrap();
+        let mut check = Resp::connect(&server);
+        let (mut nx_won, mut set_won) = (0, 0);
+        for round in 0..300 {
+            let key = format!("race{round}");
+            let barrier = Arc::new(Barrier::new(2));
+            let racer = {
+                let (barrier, key) = (Arc::clone(&barrier), key.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    let reply = resp.call(&[b"SET", key.as_bytes(), b"resp", b"NX"]);
+                    (resp, reply)
+                })
+            };
+            barrier.wait();
+            kvs.set(key.clone(), "kvs".to_owned()).unwrap();
+            let (back, reply) = racer.join().unwrap();
+            resp = back;
+            let value = check.line(&format!("GET {key}"));
+            if reply == ok() {
+                assert_eq!(value, bulk(b"kvs"), "{engine} round {round}: NX said OK");
+                nx_won += 1;
+            } else {
+                assert_eq!(reply, nil(), "{engine} round {round}");
+                assert_eq!(value, bulk(b"kvs"), "{engine} round {round}");
+                set_won += 1;
+            }
+        }
+        eprintln!("{engine}: NX first {nx_won} times, set first {set_won} times");
+    }
+}
+
 /// The real `redis-cli`, or `None` after saying loudly why the test skips.
 fn redis_tool(program: &str) -> Option<&str> {
     if !kvs_tests::redis::installed(program) {

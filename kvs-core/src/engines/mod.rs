@@ -148,4 +148,20 @@ impl KvsEngine for AnyEngine {
     fn flush(&self) -> Result<()> {
         delegate!(self, e => e.flush())
     }
+
+    fn compare_and_set_bytes(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        delegate!(self, e => e.compare_and_set_bytes(key, expected, new))
+    }
+
+    fn update_bytes<F>(&self, key: &[u8], f: F) -> Result<Option<Vec<u8>>>
+    where
+        F: FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    {
+        delegate!(self, e => e.update_bytes(key, f))
+    }
 }

@@ -267,6 +267,35 @@ impl KvsEngine for SledKvsEngine {
         self.db.flush().map_err(|e| self.error(e))?;
         Ok(())
     }
+
+    /// sled's own `compare_and_swap`, then a flush when it changed the key.
+    fn compare_and_set_bytes(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        self.process.check()?;
+        match self.db.compare_and_swap(key, expected, new)? {
+            Ok(()) => {
+                self.db.flush()?;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// sled's `update_and_fetch`: a compare-and-swap loop, so `f` runs again each time
+    /// another write changed the key between its read and its swap.
+    fn update_bytes<F>(&self, key: &[u8], f: F) -> Result<Option<Vec<u8>>>
+    where
+        F: FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    {
+        self.process.check()?;
+        let new = self.db.update_and_fetch(key, f)?;
+        self.db.flush()?;
+        Ok(new.map(|v| v.to_vec()))
+    }
 }
 
 #[cfg(test)]

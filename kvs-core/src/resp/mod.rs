@@ -29,9 +29,6 @@
 //! - `session`: a connection's request loop between the server's buffers and the commands.
 //!   Requests pipelined in one write are answered in order; the writes that a command marks
 //!   as batchable (plain `SET`s) are held and written together.
-//! - `key_locks`: the striped key locks that make `SET` with `NX`, `XX` or `GET` atomic among
-//!   RESP clients. The server's shared state (`server/state.rs`: `INFO` counters, client ids)
-//!   holds the one set of them every connection uses.
 //! - `info`: the text of `INFO`.
 //!
 //! # What is public
@@ -64,10 +61,8 @@
 mod commands;
 pub mod frame;
 mod info;
-mod key_locks;
 mod request;
 pub(crate) mod session;
 
 pub use self::frame::{Limits, RequestParser, RequestStatus};
-pub(crate) use self::key_locks::KeyLocks;
 pub(crate) use self::session::Session;

@@ -170,22 +170,14 @@ impl<'a> Batch<'a> {
         self.pairs.push((key, value));
     }
 
-    /// Writes the pairs held with one `set_many_bytes` under their key locks, and appends a
+    /// Writes the pairs held with one `set_many_bytes`, and appends a
     /// reply for each: `+OK`, or the error for all of them if the batch failed (some may then
     /// have been written, as after a lost connection).
     pub(crate) fn write(&mut self, cx: &mut Context<'_>) {
         if self.pairs.is_empty() {
             return;
         }
-        let result = {
-            // The same key locks as every other RESP write: SET NX/XX stay atomic against
-            // these.
-            let _guards = cx
-                .state
-                .key_locks()
-                .lock_many(self.pairs.iter().map(|(key, _)| *key));
-            cx.engine.set_many_bytes(&self.pairs)
-        };
+        let result = cx.engine.set_many_bytes(&self.pairs);
         if let Err(e) = &result {
             log::error!("command failed: {e}");
         }

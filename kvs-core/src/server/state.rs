@@ -1,21 +1,14 @@
 //! What every connection of one server shares, whichever protocol it speaks: the counters that
-//! `INFO` shows (connections, commands, key hits and misses, uptime, port), the numbering of
-//! RESP clients, and RESP's key locks.
+//! `INFO` shows (connections, commands, key hits and misses, uptime, port) and the numbering
+//! of RESP clients.
 //!
 //! The server makes one [`ServerState`] when it starts serving and hands it to every worker,
 //! which updates the connection counts as it accepts and closes connections, and passes it to
 //! each RESP session. It lives here, with the server, because its lifetime and its sharing are
 //! the server's: one per [`KvsServer::serve`](crate::KvsServer::serve), across all workers.
-//!
-//! The key locks are held here for the same reason (one set for the whole server), but they
-//! are defined with RESP ([`KeyLocks`], `resp/key_locks.rs`): only RESP commands take them,
-//! and what they guarantee (which writes exclude which) is a promise of those commands, not of
-//! the server: kvs-protocol and library writes do not take them.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
-
-use crate::resp::KeyLocks;
 
 /// State shared by every connection of one server.
 #[derive(Debug)]
@@ -28,7 +21,6 @@ pub(crate) struct ServerState {
     hits: AtomicU64,
     misses: AtomicU64,
     next_id: AtomicU64,
-    key_locks: KeyLocks,
 }
 
 impl ServerState {
@@ -43,7 +35,6 @@ impl ServerState {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
-            key_locks: KeyLocks::new(),
         }
     }
 
@@ -70,11 +61,6 @@ impl ServerState {
     pub(crate) fn lookup(&self, found: bool) {
         let counter = if found { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The locks RESP writes of a key hold while they check and write it (see [`KeyLocks`]).
-    pub(crate) fn key_locks(&self) -> &KeyLocks {
-        &self.key_locks
     }
 
     pub(crate) fn stats(&self) -> Stats {

@@ -34,7 +34,7 @@ pub(super) struct Worker<E: KvsEngine> {
     free: Vec<usize>,
     /// Open connections, read by the accepting loop to balance load.
     count: Arc<AtomicUsize>,
-    /// Shared by the server's connections: counters, RESP key locks.
+    /// Shared by the server's connections: counters, RESP client ids.
     state: Arc<ServerState>,
     /// Connections that used up their turn with work left (`Next::Yield`), to drive again
     /// after the next round of events.

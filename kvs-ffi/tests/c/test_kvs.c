@@ -711,6 +711,168 @@ static void last_error_is_per_thread(void)
     CHECK(kvs_last_error() != NULL && strstr(kvs_last_error(), "path") != NULL);
 }
 
+/* kvs_compare_and_set(db, key, expected, new) with string literals; NULL for absence. */
+static kvs_status cas(kvs_db *db, const char *key, const char *expected, const char *new_value,
+                      int *swapped)
+{
+    return kvs_compare_and_set(db, (const uint8_t *)key, strlen(key), (const uint8_t *)expected,
+                               expected ? strlen(expected) : 0, expected != NULL,
+                               (const uint8_t *)new_value, new_value ? strlen(new_value) : 0,
+                               new_value != NULL, swapped);
+}
+
+static void compare_and_set_swaps_only_on_a_match(void)
+{
+    kvs_db *db = open_or_null("cas");
+    CHECK(db != NULL);
+    int swapped = -1;
+    int ok = 1;
+    /* Absent, expected absent: set. */
+    ok = ok && cas(db, "k", NULL, "one", &swapped) == KVS_OK && swapped == 1;
+    ok = ok && has_value(db, S("k"), "one", 3);
+    /* Present, expected absent or another value: nothing changes. */
+    ok = ok && cas(db, "k", NULL, "two", &swapped) == KVS_OK && swapped == 0;
+    ok = ok && cas(db, "k", "on", "two", &swapped) == KVS_OK && swapped == 0;
+    ok = ok && cas(db, "k", "", NULL, &swapped) == KVS_OK && swapped == 0;
+    ok = ok && has_value(db, S("k"), "one", 3);
+    /* Present, expected its value: replaced, then removed. */
+    ok = ok && cas(db, "k", "one", "two", &swapped) == KVS_OK && swapped == 1;
+    ok = ok && has_value(db, S("k"), "two", 3);
+    ok = ok && cas(db, "k", "two", NULL, &swapped) == KVS_OK && swapped == 1;
+    ok = ok && is_missing(db, S("k"));
+    /* Absent, expected a value: nothing; expected absent and removal: succeeds, no key. */
+    ok = ok && cas(db, "k", "two", "three", &swapped) == KVS_OK && swapped == 0;
+    ok = ok && cas(db, "k", NULL, NULL, &swapped) == KVS_OK && swapped == 1;
+    ok = ok && is_missing(db, S("k"));
+    /* An empty value is present: NULL with length 0 and expected_present 1 matches it, and
+     * absent pointers are not read (garbage ones here). */
+    ok = ok && kvs_set(db, S("empty"), NULL, 0) == KVS_OK;
+    ok = ok && kvs_compare_and_set(db, S("empty"), (const uint8_t *)8, 99, 0, S("x"), 1,
+                                   &swapped) == KVS_OK && swapped == 0;
+    ok = ok && kvs_compare_and_set(db, S("empty"), NULL, 0, 1, (const uint8_t *)8, 99, 0,
+                                   &swapped) == KVS_OK && swapped == 1;
+    ok = ok && is_missing(db, S("empty"));
+    /* Binary bytes, NUL included, compare whole. */
+    ok = ok && kvs_set(db, S("bin"), S("a\0b")) == KVS_OK;
+    ok = ok && kvs_compare_and_set(db, S("bin"), S("a"), 1, S("c"), 1, &swapped) == KVS_OK &&
+         swapped == 0;
+    ok = ok && kvs_compare_and_set(db, S("bin"), S("a\0b"), 1, S("c\0d"), 1, &swapped) ==
+                   KVS_OK && swapped == 1;
+    ok = ok && has_value(db, S("bin"), "c\0d", 3);
+    kvs_close(db);
+    CHECK(ok);
+}
+
+static void compare_and_set_checks_its_arguments(void)
+{
+    kvs_db *db = open_or_null("cas_args");
+    CHECK(db != NULL);
+    int swapped = -1;
+    int ok = kvs_set(db, S("k"), S("v")) == KVS_OK;
+    /* NULL swapped_out, NULL db, NULL data with a length: refused, nothing changes. */
+    ok = ok && kvs_compare_and_set(db, S("k"), S("v"), 1, S("w"), 1, NULL) ==
+                   KVS_INVALID_ARGUMENT;
+    ok = ok && cas(NULL, "k", "v", "w", &swapped) == KVS_INVALID_ARGUMENT && swapped == 0;
+    swapped = -1;
+    ok = ok && kvs_compare_and_set(db, S("k"), NULL, 1, 1, S("w"), 1, &swapped) ==
+                   KVS_INVALID_ARGUMENT && swapped == 0;
+    ok = ok && kvs_compare_and_set(db, S("k"), S("v"), 1, NULL, 1, 1, &swapped) ==
+                   KVS_INVALID_ARGUMENT;
+    ok = ok && has_value(db, S("k"), "v", 1);
+    /* A key over the 1 MiB limit: refused, as by kvs_set(). */
+    size_t len = ((size_t)1 << 20) + 1;
+    uint8_t *key = calloc(len, 1);
+    ok = ok && key != NULL &&
+         kvs_compare_and_set(db, key, len, NULL, 0, 0, S("v"), 1, &swapped) ==
+             KVS_INVALID_ARGUMENT;
+    free(key);
+    ok = ok && has_value(db, S("k"), "v", 1);
+    kvs_close(db);
+    CHECK(ok);
+}
+
+#define CAS_THREADS 4
+#define CAS_STEPS 200
+
+struct incrementer {
+    kvs_db *db;
+    int errors;
+    int retries;
+};
+
+/* Adds 1 to the decimal counter "n" CAS_STEPS times: read, compute, compare-and-set, retry. */
+static void *incrementer_run(void *arg)
+{
+    struct incrementer *w = arg;
+    for (int i = 0; i < CAS_STEPS; i++) {
+        for (;;) {
+            uint8_t *old = NULL;
+            size_t old_len = 0;
+            kvs_status status = kvs_get(w->db, S("n"), &old, &old_len);
+            if (status != KVS_OK && status != KVS_NOT_FOUND) {
+                w->errors++;
+                break;
+            }
+            char digits[32] = {0};
+            if (old_len >= sizeof digits) {
+                kvs_value_free(old, old_len);
+                w->errors++;
+                break;
+            }
+            if (old_len > 0)
+                memcpy(digits, old, old_len);
+            long n = status == KVS_OK ? strtol(digits, NULL, 10) : 0;
+            char next[32];
+            int next_len = snprintf(next, sizeof next, "%ld", n + 1);
+            int swapped = 0;
+            /* An empty value (NULL, 0) with KVS_OK is present; the counter never is empty. */
+            status = kvs_compare_and_set(w->db, S("n"), old, old_len, status == KVS_OK,
+                                         (const uint8_t *)next, (size_t)next_len, 1, &swapped);
+            kvs_value_free(old, old_len);
+            if (status != KVS_OK) {
+                w->errors++;
+                break;
+            }
+            if (swapped)
+                break;
+            w->retries++;
+        }
+    }
+    return NULL;
+}
+
+static void threads_increment_a_counter_with_compare_and_set(void)
+{
+    kvs_db *db = open_or_null("cas_threads");
+    CHECK(db != NULL);
+    pthread_t threads[CAS_THREADS];
+    struct incrementer workers[CAS_THREADS];
+    int started = 0;
+    for (int t = 0; t < CAS_THREADS; t++) {
+        workers[t] = (struct incrementer){.db = db, .errors = 0, .retries = 0};
+        if (pthread_create(&threads[t], NULL, incrementer_run, &workers[t]) == 0)
+            started++;
+    }
+    int errors = 0;
+    for (int t = 0; t < started; t++) {
+        pthread_join(threads[t], NULL);
+        errors += workers[t].errors;
+    }
+    char want[32];
+    int want_len = snprintf(want, sizeof want, "%d", CAS_THREADS * CAS_STEPS);
+    int ok = has_value(db, S("n"), want, (size_t)want_len);
+    kvs_close(db);
+    /* Reopened: the last swap is on disk. */
+    kvs_db *again = open_or_null("cas_threads");
+    CHECK(again != NULL);
+    int kept = has_value(again, S("n"), want, (size_t)want_len);
+    kvs_close(again);
+    CHECK(started == CAS_THREADS);
+    CHECK(errors == 0);
+    CHECK(ok);
+    CHECK(kept);
+}
+
 /* ---- runner ------------------------------------------------------------------------- */
 
 struct test {
@@ -746,6 +908,9 @@ static const struct test tests[] = {
     TEST(forked_child_gets_kvs_forked_and_the_parent_keeps_its_data),
     TEST(threads_share_one_handle),
     TEST(last_error_is_per_thread),
+    TEST(compare_and_set_swaps_only_on_a_match),
+    TEST(compare_and_set_checks_its_arguments),
+    TEST(threads_increment_a_counter_with_compare_and_set),
 };
 
 int main(int argc, char **argv)

@@ -54,7 +54,7 @@ Files
 
 import os
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Optional, TypeVar, Union, final, overload
 
@@ -172,6 +172,36 @@ class KvStore:
         tb: Optional[TracebackType],
     ) -> bool:
         """Closes the store (see ``close()``)."""
+    def compare_and_set(
+        self, key: _Bytes, expected: Optional[_Bytes], new: Optional[_Bytes]
+    ) -> bool:
+        """Atomically: if the value of ``key`` is ``expected`` (None: the key is not set),
+        sets it to ``new`` (None: removes it) and returns True; otherwise changes nothing
+        and returns False. ``b""`` is a value, not absence.
+
+        Atomic against every other write of ``key`` through this store, from any thread. A
+        True is acknowledged as ``set`` is (the write has reached the operating system); a
+        False writes nothing. The GIL is released while the engine works. To increment a
+        counter::
+
+            while True:
+                old = db.get("n")
+                if db.compare_and_set("n", old, str(int(old or 0) + 1)):
+                    break
+        """
+    def update_value(
+        self, key: _Bytes, func: Callable[[Optional[bytes]], Optional[_Bytes]]
+    ) -> Optional[bytes]:
+        """Atomically replaces the value of ``key`` with ``func(old)`` (``old`` is None if
+        the key is not set; ``func`` returning None removes it) and returns the new value,
+        as ``bytes``, or None.
+
+        A loop over ``get`` and ``compare_and_set``: ``func`` is called with no lock of kvs
+        held (the GIL is, as for any Python code), so it may use the store, and it is called
+        **again** whenever another write changed the key in between: it must not count on
+        running once. An exception from ``func`` propagates and nothing is written. (Not
+        named ``update``: that is ``MutableMapping.update``.)
+        """
 
 @final
 class Client:

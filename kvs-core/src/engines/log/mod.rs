@@ -302,8 +302,10 @@ fn spawn_compactor(shared: Arc<Shared>, rx: Receiver<()>) -> Result<JoinHandle<(
 
 impl Shared {
     fn lock_writer(&self) -> MutexGuard<'_, LogWriter> {
-        // A panic while holding the writer can only come from a bug, never from a half-written
-        // record (the index is updated after the append); the writer stays consistent.
+        // A panic while holding the writer can only come from a bug, or from the caller's
+        // function in `update_bytes`, which runs before anything is written; never from a
+        // half-written record (the index is updated after the append): the writer stays
+        // consistent.
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -338,6 +340,24 @@ impl Shared {
                 _ => KvsError::io_at(log_path(&self.dir, pos.file), e),
             })?;
         checked.map_err(corruption)
+    }
+}
+
+impl Shared {
+    /// Calls `f` with the value of `key` (`None` if it is not set), checked, straight from
+    /// its log file: nothing is copied unless `f` copies it.
+    fn with_value<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+        self.index.get_with(key, |found| match found {
+            None => Ok(f(None)),
+            Some((pos, Some(file))) => self.with_record(file, pos, Some(key), |record| {
+                f(Some(&record[HEADER_LEN + key.len()..]))
+            }),
+            Some((pos, None)) => Err(KvsError::Corruption {
+                path: log_path(&self.dir, pos.file),
+                offset: pos.offset as u64,
+                reason: "the index points into a log file that is not open".into(),
+            }),
+        })
     }
 }
 
@@ -391,20 +411,8 @@ impl KvsEngine for KvStore {
 
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.shared._lock.check_process()?;
-        let shared = &*self.shared;
-        shared.index.get_with(key, |found| match found {
-            None => Ok(None),
-            Some((pos, Some(file))) => shared
-                .with_record(file, pos, Some(key), |record| {
-                    record[HEADER_LEN + key.len()..].to_vec()
-                })
-                .map(Some),
-            Some((pos, None)) => Err(KvsError::Corruption {
-                path: log_path(&shared.dir, pos.file),
-                offset: pos.offset as u64,
-                reason: "the index points into a log file that is not open".into(),
-            }),
-        })
+        self.shared
+            .with_value(key, |value| value.map(<[u8]>::to_vec))
     }
 
     fn remove_bytes(&self, key: &[u8]) -> Result<()> {
@@ -439,14 +447,70 @@ impl KvsEngine for KvStore {
         self.shared._lock.check_process()?;
         self.shared.lock_writer().sync_active()
     }
+
+    /// Compares and writes under the writer lock: every write of the store is serialized
+    /// by it, so the value compared is the one replaced.
+    fn compare_and_set_bytes(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        self.shared._lock.check_process()?;
+        check_sizes(key, new.unwrap_or_default())?;
+        let written = {
+            let mut writer = self.shared.lock_writer();
+            writer.check_usable()?;
+            // Compared in place, in the record's file: no copy of the current value.
+            if !self.shared.with_value(key, |current| current == expected)? {
+                return Ok(false);
+            }
+            self.write_value_locked(&mut writer, key, expected, new)?
+        };
+        self.wait_written(written)?;
+        Ok(true)
+    }
+
+    /// Reads, calls `f` once and writes, all under the writer lock.
+    fn update_bytes<F>(&self, key: &[u8], mut f: F) -> Result<Option<Vec<u8>>>
+    where
+        F: FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    {
+        self.shared._lock.check_process()?;
+        check_sizes(key, b"")?;
+        let (written, new) = {
+            let mut writer = self.shared.lock_writer();
+            writer.check_usable()?;
+            // Copied out: `f` is the caller's code, and must not run with an index shard
+            // locked (a read of the same store from `f` could then wait for ever).
+            let current = self
+                .shared
+                .with_value(key, |value| value.map(<[u8]>::to_vec))?;
+            let new = f(current.as_deref());
+            if let Some(value) = &new {
+                check_sizes(key, value)?;
+            }
+            let written =
+                self.write_value_locked(&mut writer, key, current.as_deref(), new.as_deref())?;
+            (written, new)
+        };
+        self.wait_written(written)?;
+        Ok(new)
+    }
 }
 
 impl KvStore {
     /// The write half of `set`, under the writer lock. Returns where the record ends.
     fn set_locked(&self, key: &[u8], value: &[u8]) -> Result<LogEnd> {
-        let shared = &*self.shared;
-        let mut writer = shared.lock_writer();
+        let mut writer = self.shared.lock_writer();
         writer.check_usable()?;
+        self.write_set(&mut writer, key, value)
+    }
+
+    /// Appends a set record and points the index at it, with the writer lock held (`writer`
+    /// is its guard). Returns where the record ends.
+    fn write_set(&self, writer: &mut LogWriter, key: &[u8], value: &[u8]) -> Result<LogEnd> {
+        let shared = &*self.shared;
         let pos = writer.append_set(key, value, &shared.files, &shared.index)?;
         // An index over 128 GiB of keys is the only way this fails; the record is then in
         // the log without being acknowledged, as if the process had died right after it.
@@ -491,6 +555,13 @@ impl KvStore {
         if !shared.index.contains(key) {
             return Err(KvsError::KeyNotFound);
         }
+        self.write_remove(&mut writer, key)
+    }
+
+    /// Appends a tombstone for `key`, which is set, and takes it out of the index, with the
+    /// writer lock held (`writer` is its guard). Returns where the tombstone ends.
+    fn write_remove(&self, writer: &mut LogWriter, key: &[u8]) -> Result<LogEnd> {
+        let shared = &*self.shared;
         let tombstone = writer.append_remove(key, &shared.files, &shared.index)?;
         let old = shared.index.remove(key);
         writer.add_stale(tombstone.file, tombstone.len as u64);
@@ -499,6 +570,36 @@ impl KvStore {
         }
         writer.maybe_request_compaction(shared);
         Ok(tombstone.end())
+    }
+}
+
+impl KvStore {
+    /// The write of a compare-and-set or update that passed, with the writer lock held:
+    /// takes `key` from `current` (its value now) to `new` (`None`: not set). Returns where
+    /// the log ended after it, the end a durable acknowledgement waits for. With nothing to
+    /// write (`new` is `current`: a missing key stays missing, or a value is replaced by
+    /// itself), nothing is written, and the end is that of the log as it is, which covers
+    /// whatever write made the key what it is.
+    fn write_value_locked(
+        &self,
+        writer: &mut LogWriter,
+        key: &[u8],
+        current: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<LogEnd> {
+        match new {
+            _ if new == current => Ok(writer.sync_target().1),
+            Some(value) => self.write_set(writer, key, value),
+            None => self.write_remove(writer, key),
+        }
+    }
+
+    /// Waits, with [`SyncPolicy::Always`], for the log to be durable up to `end`.
+    fn wait_written(&self, end: LogEnd) -> Result<()> {
+        if self.shared.options.sync == SyncPolicy::Always {
+            self.shared.wait_durable(end)?;
+        }
+        Ok(())
     }
 }
 

@@ -57,8 +57,6 @@ impl Command for Del {
     fn run(keys: Args<'_, '_>, cx: &mut Context<'_>) -> Result<Outcome> {
         let mut removed = 0;
         for key in keys.iter() {
-            // The key's lock, as every RESP write holds it (see `strings`).
-            let _guard = cx.state.key_locks().lock(key);
             match cx.engine.remove_bytes(key) {
                 Ok(()) => removed += 1,
                 Err(KvsError::KeyNotFound) => {}

@@ -172,6 +172,9 @@ pub(crate) struct Context<'c> {
     pub(crate) out: &'c mut Vec<u8>,
 }
 
+/// The function of [`Engine::update_bytes`], as a trait object.
+pub(crate) type UpdateFn<'f> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'f;
+
 /// The engine as commands use it: the byte-level part of [`KvsEngine`] (which, being `Clone`,
 /// cannot be a trait object itself). Every engine is one.
 pub(crate) trait Engine {
@@ -181,6 +184,13 @@ pub(crate) trait Engine {
     fn remove_bytes(&self, key: &[u8]) -> Result<()>;
     fn contains_key(&self, key: &[u8]) -> Result<bool>;
     fn len(&self) -> Result<usize>;
+    fn compare_and_set_bytes(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool>;
+    fn update_bytes(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<Option<Vec<u8>>>;
 }
 
 impl<E: KvsEngine> Engine for E {
@@ -201,6 +211,17 @@ impl<E: KvsEngine> Engine for E {
     }
     fn len(&self) -> Result<usize> {
         KvsEngine::len(self)
+    }
+    fn compare_and_set_bytes(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        KvsEngine::compare_and_set_bytes(self, key, expected, new)
+    }
+    fn update_bytes(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<Option<Vec<u8>>> {
+        KvsEngine::update_bytes(self, key, f)
     }
 }
 

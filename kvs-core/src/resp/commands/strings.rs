@@ -1,9 +1,8 @@
 //! String commands: `SET` (`NX`, `XX`, `GET`), `GET`, `MGET`, `MSET`.
 //!
-//! Every write holds its key's stripe lock (`KeyLocks::lock`, in `resp/key_locks.rs`) while
-//! it checks and writes, so that `SET NX`/`XX`/`GET` are atomic against every other RESP
-//! command. Writers through the kvs protocol or the library take no lock and can slip in
-//! between: the engine offers no compare-and-set to close that gap.
+//! `SET` with `NX`, `XX` or `GET` is one atomic step of the engine (a compare-and-set or an
+//! update), so it is atomic against every other write of the key: RESP, kvs protocol or
+//! library.
 //!
 //! Its rows of the command table are `COMMANDS` below; each command is a unit struct with its
 //! [`Command`] impl (see [the table](super) for how to add one).
@@ -138,20 +137,41 @@ impl Command for Set {
             condition,
             get,
         } = set;
-        let _guard = cx.state.key_locks().lock(key);
-        let old = match (condition, get) {
-            (None, false) => None,
-            (Some(_), false) => Some(cx.engine.contains_key(key)?.then(Vec::new)),
-            (_, true) => Some(cx.engine.get_bytes(key)?),
+        // `old`: the value replaced (or kept), when `GET` asks for it.
+        let (allowed, old) = match (condition, get) {
+            (None, false) => {
+                cx.engine.set_bytes(key, value)?;
+                (true, None)
+            }
+            (Some(Condition::NotExists), false) => {
+                let set = cx.engine.compare_and_set_bytes(key, None, Some(value))?;
+                (set, None)
+            }
+            (Some(Condition::NotExists), true) => loop {
+                // A set key is kept (nothing written); a missing one is claimed, or, if
+                // another write got there first, looked at again.
+                match cx.engine.get_bytes(key)? {
+                    Some(old) => break (false, Some(Some(old))),
+                    None if cx.engine.compare_and_set_bytes(key, None, Some(value))? => {
+                        break (true, Some(None))
+                    }
+                    None => continue,
+                }
+            },
+            (Some(Condition::Exists) | None, _) => {
+                // `XX` replaces a set key and leaves a missing one missing (nothing written),
+                // `GET` alone always replaces. The function may run more than once (sled):
+                // what its last run saw is what was replaced.
+                let mut seen = None;
+                let mut allowed = false;
+                cx.engine.update_bytes(key, &mut |current| {
+                    allowed = condition.is_none() || current.is_some();
+                    seen = current.map(<[u8]>::to_vec);
+                    allowed.then(|| value.to_vec())
+                })?;
+                (allowed, Some(seen))
+            }
         };
-        let allowed = match (condition, &old) {
-            (Some(Condition::NotExists), Some(old)) => old.is_none(),
-            (Some(Condition::Exists), Some(old)) => old.is_some(),
-            _ => true,
-        };
-        if allowed {
-            cx.engine.set_bytes(key, value)?;
-        }
         let version = cx.client.version;
         match (get, old) {
             (true, Some(Some(old))) => write_bulk(cx.out, &old),
@@ -231,9 +251,7 @@ impl Command for MSet {
         // Not atomic as in Redis: the keys are set one after the other, so a reader can see
         // some set and not others, and a failure leaves the earlier ones set.
         for i in (0..pairs.len()).step_by(2) {
-            let key = pairs.get(i);
-            let _guard = cx.state.key_locks().lock(key);
-            cx.engine.set_bytes(key, pairs.get(i + 1))?;
+            cx.engine.set_bytes(pairs.get(i), pairs.get(i + 1))?;
         }
         write_simple(cx.out, "OK");
         Ok(Outcome::Continue)
