@@ -276,9 +276,13 @@ impl KvsEngine for SledKvsEngine {
         new: Option<&[u8]>,
     ) -> Result<bool> {
         self.process.check()?;
-        match self.db.compare_and_swap(key, expected, new)? {
+        match self
+            .db
+            .compare_and_swap(key, expected, new)
+            .map_err(|e| self.error(e))?
+        {
             Ok(()) => {
-                self.db.flush()?;
+                self.db.flush().map_err(|e| self.error(e))?;
                 Ok(true)
             }
             Err(_) => Ok(false),
@@ -292,8 +296,11 @@ impl KvsEngine for SledKvsEngine {
         F: FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
     {
         self.process.check()?;
-        let new = self.db.update_and_fetch(key, f)?;
-        self.db.flush()?;
+        let new = self
+            .db
+            .update_and_fetch(key, f)
+            .map_err(|e| self.error(e))?;
+        self.db.flush().map_err(|e| self.error(e))?;
         Ok(new.map(|v| v.to_vec()))
     }
 }
