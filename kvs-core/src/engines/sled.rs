@@ -4,9 +4,9 @@ use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use crate::data_dir::DirLock;
+use crate::data_dir::{self, DirLock, EngineKind};
 use crate::process::{self, ProcessGuard, STORE};
 use crate::{KvsEngine, KvsError, Result};
 
@@ -25,6 +25,9 @@ pub struct SledKvsEngine {
     process: ProcessGuard,
     /// Held when the engine was opened through a kvs data directory (see `AnyEngine::open`).
     dir: Option<Arc<DataDir>>,
+    /// Shared by every write through the handle and its clones, taken exclusively by a
+    /// checkpoint for its copy (see [`SledKvsEngine::checkpoint`](KvsEngine::checkpoint)).
+    writes: Arc<RwLock<()>>,
 }
 
 /// What a handle opened through a kvs data directory holds on to.
@@ -44,6 +47,7 @@ impl SledKvsEngine {
             db: ManuallyDrop::new(db),
             process: ProcessGuard::current(STORE),
             dir: None,
+            writes: Arc::default(),
         }
     }
 
@@ -57,7 +61,16 @@ impl SledKvsEngine {
                 _lock: lock,
                 sled_fds: descriptors_under(sled_dir),
             })),
+            writes: Arc::default(),
         }
+    }
+
+    /// Held by every write for its duration: a checkpoint's copy waits for writes in progress
+    /// and holds new ones off.
+    fn write_guard(&self) -> RwLockReadGuard<'_, ()> {
+        // Nothing is guarded but the exclusion itself: a panic while holding it leaves
+        // nothing inconsistent.
+        self.writes.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -159,6 +172,7 @@ fn is_file(fd: RawFd, dev: u64, ino: u64) -> bool {
 impl KvsEngine for SledKvsEngine {
     fn set_bytes(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.process.check()?;
+        let _write = self.write_guard();
         self.db.insert(key, value)?;
         self.db.flush()?;
         Ok(())
@@ -179,6 +193,7 @@ impl KvsEngine for SledKvsEngine {
 
     fn remove_bytes(&self, key: &[u8]) -> Result<()> {
         self.process.check()?;
+        let _write = self.write_guard();
         self.db.remove(key)?.ok_or(KvsError::KeyNotFound)?;
         self.db.flush()?;
         Ok(())
@@ -208,4 +223,55 @@ impl KvsEngine for SledKvsEngine {
         self.db.flush()?;
         Ok(())
     }
+
+    /// Writes an online checkpoint into `dest` (see [`KvsEngine::checkpoint`]): a kvs data
+    /// directory recording the `sled` engine, with a new sled database in its `sled`
+    /// sub-directory, as [`AnyEngine::open`](crate::AnyEngine::open) makes and opens.
+    ///
+    /// sled 0.34 has no checkpoint, and its iterators are not snapshots (each step reads the
+    /// tree as it is then; `Db::export` is such an iteration, and panics on an I/O error), so
+    /// **writes through this handle and its clones wait for the whole copy**: the checkpoint
+    /// waits for writes in progress to end, holds new ones off, copies every key into the new
+    /// database, and lets writes go on before that database is flushed and closed. Reads go on
+    /// throughout. The copy holds exactly the writes acknowledged before it started. Writes
+    /// made to the `sled::Db` directly (not through a `SledKvsEngine`) are not held off, and
+    /// only the default tree (the one the engine uses) is copied.
+    fn checkpoint(&self, dest: &Path) -> Result<()> {
+        self.process.check()?;
+        crate::process::check_sled_usable()?;
+        let target = super::CheckpointDir::prepare(dest)?;
+        let result = self.copy_into(target.path());
+        target.finish(result)
+    }
 }
+
+impl SledKvsEngine {
+    /// The checkpoint's copy into the empty data directory `dest` (see `checkpoint`).
+    fn copy_into(&self, dest: &Path) -> Result<()> {
+        data_dir::record_engine(dest, EngineKind::Sled)?;
+        let sled_dir = dest.join(super::SLED_SUBDIR);
+        let copy = sled::open(&sled_dir)?;
+        {
+            let _no_writes = self.writes.write().unwrap_or_else(|p| p.into_inner());
+            let mut batch = sled::Batch::default();
+            let mut batched = 0usize;
+            for pair in self.db.iter() {
+                let (key, value) = pair?;
+                batched += key.len() + value.len();
+                batch.insert(key, value);
+                if batched >= COPY_BATCH_BYTES {
+                    copy.apply_batch(std::mem::take(&mut batch))?;
+                    batched = 0;
+                }
+            }
+            copy.apply_batch(batch)?;
+        }
+        copy.flush()?;
+        drop(copy);
+        data_dir::sync_dir(&sled_dir)
+    }
+}
+
+/// How many bytes of keys and values a checkpoint of a sled store writes into the copy at a
+/// time.
+const COPY_BATCH_BYTES: usize = 4 << 20;

@@ -15,10 +15,12 @@
 //!   checks against it.
 //! - `recovery.rs`: finding the files and replaying them on open, torn tails and corruption.
 //! - `compaction.rs`: the crash-safe compaction.
+//! - `checkpoint.rs`: online checkpoints, a consistent copy of the live store.
 //! - `options.rs`: [`KvStoreOptions`], [`SyncPolicy`], [`RecoveryMode`].
 //! - `durability.rs`: group commit for [`SyncPolicy::Always`].
 //! - `crash_point.rs`: named points where tests make the process die (feature `crash-points`).
 
+mod checkpoint;
 mod compaction;
 mod crash_point;
 mod durability;
@@ -438,6 +440,20 @@ impl KvsEngine for KvStore {
     fn flush(&self) -> Result<()> {
         self.shared._lock.check_process()?;
         self.shared.lock_writer().sync_active()
+    }
+
+    /// Writes an online checkpoint into `dest` (see [`KvsEngine::checkpoint`]).
+    ///
+    /// Writers wait only while the cut is taken under the writer lock (a copy of the list of
+    /// files: microseconds), not for the copy. Closed log files are hard-linked into `dest`
+    /// (copied where `dest` is on another file system), the active file is copied up to the
+    /// end of the last record appended at the cut; compaction waits until the checkpoint
+    /// ends. A store whose writes failed for good ([`KvsError::Poisoned`]) is refused.
+    fn checkpoint(&self, dest: &Path) -> Result<()> {
+        self.shared._lock.check_process()?;
+        let target = crate::engines::CheckpointDir::prepare(dest)?;
+        let result = checkpoint::checkpoint(&self.shared, target.path());
+        target.finish(result)
     }
 }
 
