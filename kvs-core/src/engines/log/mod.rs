@@ -444,11 +444,13 @@ impl KvsEngine for KvStore {
 
     /// Writes an online checkpoint into `dest` (see [`KvsEngine::checkpoint`]).
     ///
-    /// Writers wait only while the cut is taken under the writer lock (a copy of the list of
-    /// files: microseconds), not for the copy. Closed log files are hard-linked into `dest`
-    /// (copied where `dest` is on another file system), the active file is copied up to the
-    /// end of the last record appended at the cut; compaction waits until the checkpoint
-    /// ends. A store whose writes failed for good ([`KvsError::Poisoned`]) is refused.
+    /// Writers wait only while the cut is taken under the writer lock: the list of files, one
+    /// hard link per closed log file (closed files never change) and one `open` of the active
+    /// file; not for the copy. The active file is then copied up to the end of the last record
+    /// appended at the cut, with writers going on; where `dest` is on another file system the
+    /// closed files are copied too (opened under the lock, copied after it). Compaction goes on
+    /// meanwhile and is never waited for. A store whose writes failed for good
+    /// ([`KvsError::Poisoned`]) is refused.
     fn checkpoint(&self, dest: &Path) -> Result<()> {
         self.shared._lock.check_process()?;
         let target = crate::engines::CheckpointDir::prepare(dest)?;
