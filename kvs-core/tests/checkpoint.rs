@@ -38,6 +38,8 @@ struct Progress {
 struct Writers {
     stop: Arc<AtomicBool>,
     counter: Arc<Progress>,
+    /// The thread setting `a-pair` then `z-pair` to 1, 2, 3... (see `check_pair`).
+    pair: Arc<Progress>,
     appenders: Vec<Arc<Progress>>,
     threads: Vec<thread::JoinHandle<()>>,
 }
@@ -78,6 +80,20 @@ fn start_writers<E: KvsEngine>(store: &E, appenders: usize) -> Writers {
             }
         }));
     }
+    let pair = Arc::new(Progress::default());
+    {
+        let (store, stop, progress) = (store.clone(), Arc::clone(&stop), Arc::clone(&pair));
+        threads.push(thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                progress.issued.store(n, Ordering::SeqCst);
+                store.set("a-pair".into(), n.to_string()).unwrap();
+                store.set("z-pair".into(), n.to_string()).unwrap();
+                progress.acked.store(n, Ordering::SeqCst);
+            }
+        }));
+    }
     let mut progress = Vec::new();
     for t in 0..appenders {
         let mine = Arc::new(Progress::default());
@@ -101,6 +117,7 @@ fn start_writers<E: KvsEngine>(store: &E, appenders: usize) -> Writers {
     Writers {
         stop,
         counter,
+        pair,
         appenders: progress,
         threads,
     }
@@ -119,8 +136,8 @@ impl Writers {
     fn acked(&self) -> (u64, Vec<u64>) {
         (
             self.counter.acked.load(Ordering::SeqCst),
-            self.appenders
-                .iter()
+            std::iter::once(&self.pair)
+                .chain(&self.appenders)
                 .map(|p| p.acked.load(Ordering::SeqCst))
                 .collect(),
         )
@@ -129,8 +146,8 @@ impl Writers {
     fn issued(&self) -> (u64, Vec<u64>) {
         (
             self.counter.issued.load(Ordering::SeqCst),
-            self.appenders
-                .iter()
+            std::iter::once(&self.pair)
+                .chain(&self.appenders)
                 .map(|p| p.issued.load(Ordering::SeqCst))
                 .collect(),
         )
@@ -147,7 +164,9 @@ impl Writers {
 /// The keys appender operations `1..=n` leave: operation `i` sets key `i` when `i % 3 != 0`
 /// and removes key `i - 1` when `i % 3 == 0`.
 fn appender_state(n: u64) -> Vec<u64> {
-    (1..=n).filter(|&i| i % 3 == 1 || (i % 3 == 2 && i == n)).collect()
+    (1..=n)
+        .filter(|&i| i % 3 == 1 || (i % 3 == 2 && i == n))
+        .collect()
 }
 
 /// The numbers of operations of appender `t` whose state the store `copy` holds (two
@@ -201,13 +220,33 @@ fn check_copy(copy: &impl KvsEngine, lower: &(u64, Vec<u64>), upper: &(u64, Vec<
         .into_iter()
         .map(|k| String::from_utf8(k).unwrap())
         .collect();
-    for t in 0..lower.1.len() {
+    // The pair: `a-pair` is written before `z-pair`, so a prefix of the writes holds both at
+    // n, or `a-pair` one ahead. A copy read key by key while the thread writes (a sled
+    // iteration is not a snapshot) reads `a-pair` first and `z-pair` later, ahead of it.
+    let pair = |key: &str| {
+        copy.get(key.into())
+            .unwrap()
+            .map_or(0, |v| v.parse::<u64>().unwrap())
+    };
+    let (a, z) = (pair("a-pair"), pair("z-pair"));
+    assert!(
+        a == z || a == z + 1,
+        "a-pair {a} and z-pair {z}: no prefix of the writes"
+    );
+    assert!(
+        lower.1[0] <= z && a <= upper.1[0],
+        "pair {a}/{z} outside [{}, {}]",
+        lower.1[0],
+        upper.1[0]
+    );
+    for t in 0..lower.1.len() - 1 {
+        let (lower, upper) = (&lower.1[1..], &upper.1[1..]);
         let found = appender_prefixes(copy, t, &keys);
         assert!(
-            found.iter().any(|&n| lower.1[t] <= n && n <= upper.1[t]),
+            found.iter().any(|&n| lower[t] <= n && n <= upper[t]),
             "appender {t}: copy holds the state of {found:?} operations, outside [{}, {}]",
-            lower.1[t],
-            upper.1[t]
+            lower[t],
+            upper[t]
         );
     }
     counter
@@ -240,6 +279,12 @@ fn live_store_checkpoint(engine: EngineKind) {
         .max_file_size(16 << 10)
         .compaction_min_stale(16 << 10);
     let store = AnyEngine::open_with(src.path(), Some(engine), options.clone()).unwrap();
+    // Keys between `a-pair` and `z-pair`, so that a copy made key by key takes a while to
+    // get from one to the other.
+    let filler = "f".repeat(4096);
+    for i in 0..2000 {
+        store.set(format!("m-{i:05}"), filler.clone()).unwrap();
+    }
     let writers = start_writers(&store, 2);
     writers.wait_for(300);
     let (lower, upper, took, slowest) = checkpoint_mid_stream(&store, &writers, &dest);
@@ -254,7 +299,11 @@ fn live_store_checkpoint(engine: EngineKind) {
     );
 
     let copy = AnyEngine::open_with(&dest, None, options.clone()).unwrap();
-    assert_eq!(copy.kind(), engine, "the copy is a store of the same engine");
+    assert_eq!(
+        copy.kind(),
+        engine,
+        "the copy is a store of the same engine"
+    );
     let counter = check_copy(&copy, &lower, &upper);
 
     // Independent: writes to the copy do not reach the source, and the source goes on.
@@ -280,8 +329,14 @@ fn live_store_checkpoint(engine: EngineKind) {
         source.get_bytes(&key).unwrap().unwrap();
     }
     let copy = AnyEngine::open_with(&dest, None, options).unwrap();
-    assert_eq!(copy.get("only-in-copy".into()).unwrap().as_deref(), Some("yes"));
-    assert_eq!(copy.get("counter".into()).unwrap().as_deref(), Some("copy's"));
+    assert_eq!(
+        copy.get("only-in-copy".into()).unwrap().as_deref(),
+        Some("yes")
+    );
+    assert_eq!(
+        copy.get("counter".into()).unwrap().as_deref(),
+        Some("copy's")
+    );
 }
 
 #[test]

@@ -19,8 +19,9 @@
 //!    writer lock. (A compaction that committed before the cut may still be renaming its
 //!    outputs from `<id>.log.compacting` to `<id>.log`: either name is taken, whichever is
 //!    there.) Compaction is never waited for: a checkpoint does not depend on how busy it is.
-//!    Writers wait for one `link` per closed file, and one `open`: a store of a few dozen
-//!    files holds them for well under a millisecond on a local disk.
+//!    Writers wait for one `link` per closed file, and one `open`: measured (ext4, a busy
+//!    2-core machine) 35 µs for 2 closed files, 0.3-4 ms for 20-100, 11 ms for 670 (about
+//!    16 µs a link). Stores with files of the default size have few files.
 //! 3. **The active file** is opened under the lock too (the descriptor keeps its bytes
 //!    readable even if a compaction deletes the file meanwhile), then, with writers going on,
 //!    copied up to the cut, and becomes the copy's active file. The source goes on appending
