@@ -373,8 +373,9 @@ fn checkpoints_during_compaction_are_consistent() {
         })
     };
     let mut last_counter = 0;
-    for round in 0..8 {
-        writers.wait_for(writers.acked().0 + 200);
+    let mut first_copied = Vec::new();
+    for round in 0..20 {
+        writers.wait_for(writers.acked().0 + 50);
         let dest = out.path().join(format!("copy{round}"));
         let (lower, upper, took, slowest) = checkpoint_mid_stream(&store, &writers, &dest);
         eprintln!("checkpoint {round}: took {took:?}, slowest counter write {slowest:?}");
@@ -382,12 +383,28 @@ fn checkpoints_during_compaction_are_consistent() {
         let counter = check_copy(&copy, &lower, &upper);
         assert!(counter >= last_counter);
         last_counter = counter;
-        assert!(log_files_with_ids(&dest).len() >= 2, "several files copied");
+        let copied = log_files_with_ids(&dest);
+        assert!(copied.len() >= 2, "several files copied");
+        if round == 0 {
+            first_copied = copied.into_iter().map(|(id, _)| id).collect();
+        }
     }
     compacting.store(false, Ordering::SeqCst);
     let runs = compactor.join().unwrap();
     writers.stop();
     assert!(runs > 0);
+    // Compaction did replace files while the checkpoints ran: the files of the first copy
+    // are gone from the source (the copy keeps its own links to them).
+    let now: Vec<u32> = log_files_with_ids(src.path())
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        first_copied.iter().all(|id| !now.contains(id)),
+        "{first_copied:?} still in {now:?}"
+    );
+    let first = KvStore::open_with(out.path().join("copy0"), options).unwrap();
+    first.get("counter".into()).unwrap().unwrap();
     eprintln!("{runs} compactions ran during the checkpoints");
 }
 
