@@ -25,6 +25,9 @@ use tempfile::TempDir;
 
 use support::log_files_with_ids;
 
+/// Operations counted per writer thread: the counter's, then the pair's and each appender's.
+type Counts = (u64, Vec<u64>);
+
 /// What one writer thread has issued and had acknowledged.
 #[derive(Default)]
 struct Progress {
@@ -133,7 +136,7 @@ impl Writers {
         }
     }
 
-    fn acked(&self) -> (u64, Vec<u64>) {
+    fn acked(&self) -> Counts {
         (
             self.counter.acked.load(Ordering::SeqCst),
             std::iter::once(&self.pair)
@@ -143,7 +146,7 @@ impl Writers {
         )
     }
 
-    fn issued(&self) -> (u64, Vec<u64>) {
+    fn issued(&self) -> Counts {
         (
             self.counter.issued.load(Ordering::SeqCst),
             std::iter::once(&self.pair)
@@ -204,7 +207,7 @@ fn appender_prefixes(copy: &impl KvsEngine, t: usize, keys: &[String]) -> Vec<u6
 /// Checks that `copy` holds a state between `lower` (acknowledged before the checkpoint) and
 /// `upper` (issued before it returned): the counter's value, and each appender's prefix.
 /// Returns the counter's value in the copy.
-fn check_copy(copy: &impl KvsEngine, lower: &(u64, Vec<u64>), upper: &(u64, Vec<u64>)) -> u64 {
+fn check_copy(copy: &impl KvsEngine, lower: &Counts, upper: &Counts) -> u64 {
     let value = copy.get("counter".into()).unwrap().expect("the counter");
     let counter: u64 = value[..12].parse().unwrap();
     assert_eq!(value, counter_value(counter));
@@ -258,7 +261,7 @@ fn checkpoint_mid_stream<E: KvsEngine>(
     store: &E,
     writers: &Writers,
     dest: &Path,
-) -> ((u64, Vec<u64>), (u64, Vec<u64>), Duration, Duration) {
+) -> (Counts, Counts, Duration, Duration) {
     writers.counter.slowest_us.store(0, Ordering::SeqCst);
     let lower = writers.acked();
     let start = Instant::now();
