@@ -380,7 +380,9 @@ def test_checkpoint_while_a_thread_writes(tmp_path: Path, engine: str) -> None:
     db.close()
 
 
-def test_checkpoint_into_a_non_empty_directory_fails_untouched(tmp_path: Path, db: kvs.KvStore) -> None:
+def test_checkpoint_into_a_non_empty_directory_fails_untouched(
+    tmp_path: Path, db: kvs.KvStore
+) -> None:
     db[b"k"] = b"v"
     dest = tmp_path / "dest"
     dest.mkdir()
