@@ -581,3 +581,33 @@ fn kvs_checkpoint_refuses_a_destination_that_is_not_new_or_empty() {
 fn sled_checkpoint_refuses_a_destination_that_is_not_new_or_empty() {
     refuses_unusable_destinations(EngineKind::Sled);
 }
+
+/// A checkpoint that fails half-way (here: a closed log file of the source was deleted behind
+/// the store's back) names the file, and removes what it wrote: a directory it created is gone,
+/// an empty one it was given is empty again.
+#[test]
+fn a_failed_checkpoint_names_the_file_and_removes_what_it_wrote() {
+    let src = TempDir::new().unwrap();
+    let out = TempDir::new().unwrap();
+    let options = KvStoreOptions::default().max_file_size(4096);
+    let store = KvStore::open_with(src.path(), options).unwrap();
+    for i in 0..400 {
+        store.set(format!("k{i}"), "z".repeat(100)).unwrap();
+    }
+    let files = log_files_with_ids(src.path());
+    assert!(files.len() > 3);
+    // Linked before the failure: the copy then has something to remove.
+    let (lost_id, lost) = files[files.len() / 2].clone();
+    fs::remove_file(&lost).unwrap();
+
+    let created = out.path().join("new");
+    let err = store.checkpoint(&created).unwrap_err().to_string();
+    assert!(err.contains(&format!("{lost_id}.log")), "{err}");
+    assert!(!created.exists(), "the directory it created is removed");
+
+    let given = out.path().join("given");
+    fs::create_dir(&given).unwrap();
+    let err = store.checkpoint(&given).unwrap_err().to_string();
+    assert!(err.contains(&format!("{lost_id}.log")), "{err}");
+    assert_eq!(fs::read_dir(&given).unwrap().count(), 0, "emptied again");
+}
