@@ -274,6 +274,29 @@ const char *kvs_last_error(void);
 const char *kvs_version(void);
 
 /**
+ * Writes an online checkpoint of the store into directory `dest`: a consistent copy holding
+ * exactly the writes acknowledged before one point in time during the call, while other
+ * threads go on using `db`. `dest` then opens with `kvs_open()` as an ordinary store of the
+ * same engine, independent of this one; the copy is durable when this returns `KVS_OK`.
+ *
+ * `dest` is a NUL-terminated path (any bytes), only read during the call. It must not exist,
+ * or be an empty directory: anything else is `KVS_IO_ERROR` and touches nothing. If the call
+ * fails, what it wrote is removed; if the process dies during it, `dest` is incomplete and
+ * must be deleted. With the `kvs` engine, writers wait only a moment (closed log files are
+ * hard-linked, the active one copied up to the point in time); with `sled`, writes through
+ * `db` wait for the whole copy.
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `db` or `dest`, empty `dest`), `KVS_IO_ERROR`
+ * (`dest` exists and is not an empty directory, or cannot be written), `KVS_CORRUPTION` (a
+ * log file of the store is shorter than its records), `KVS_ERROR` (the store refuses writes
+ * after a failed fsync), `KVS_FORKED` (`db` was opened by the parent of this process).
+ *
+ * # Safety
+ * `db` is NULL or an open handle; `dest` is NULL or a valid NUL-terminated string.
+ */
+enum kvs_status kvs_checkpoint(struct kvs_db *db, const char *dest);
+
+/**
  * Atomically: if the value of `key` is the expected one, replaces it with the new one and
  * sets `*swapped_out` to 1; otherwise changes nothing and sets `*swapped_out` to 0. Both
  * outcomes are `KVS_OK`: a value that does not match is not an error.

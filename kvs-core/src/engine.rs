@@ -1,5 +1,7 @@
 //! The [`KvsEngine`] trait every storage engine implements.
 
+use std::path::Path;
+
 use crate::{KvsError, Result};
 
 /// A key/value storage engine.
@@ -133,4 +135,18 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     fn update_bytes<F>(&self, key: &[u8], f: F) -> Result<Option<Vec<u8>>>
     where
         F: FnMut(Option<&[u8]>) -> Option<Vec<u8>>;
+
+    /// Writes an online checkpoint of the store into `dest`: a consistent copy holding exactly
+    /// the writes acknowledged before one point in time during the call (every write that
+    /// returned before the call started, none issued after it returned, and never a later
+    /// write of a thread without its earlier ones), taken while other threads go on using the
+    /// store. `dest` then opens as an ordinary store of the same engine (it holds its `engine`
+    /// file), independent of this one; the copy is durable when this returns `Ok`.
+    ///
+    /// `dest` must not exist, or be an empty directory: anything else fails without touching
+    /// it. If the checkpoint fails, what it wrote is removed again; if the process dies during
+    /// it, `dest` is incomplete and must be deleted. How long writers wait depends on the
+    /// engine: see [`KvStore`](crate::KvStore) (a moment, not the copy) and
+    /// [`SledKvsEngine`](crate::SledKvsEngine) (the whole copy).
+    fn checkpoint(&self, dest: &Path) -> Result<()>;
 }

@@ -23,7 +23,7 @@ mod status;
 
 use std::ffi::{c_char, c_int, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::{ptr, slice};
 
 use kvs::{AnyEngine, EngineKind, KvsEngine, KvsError};
@@ -266,6 +266,42 @@ pub extern "C" fn kvs_last_error() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn kvs_version() -> *const c_char {
     VERSION.as_ptr()
+}
+
+/// Writes an online checkpoint of the store into directory `dest`: a consistent copy holding
+/// exactly the writes acknowledged before one point in time during the call, while other
+/// threads go on using `db`. `dest` then opens with `kvs_open()` as an ordinary store of the
+/// same engine, independent of this one; the copy is durable when this returns `KVS_OK`.
+///
+/// `dest` is a NUL-terminated path (any bytes), only read during the call. It must not exist,
+/// or be an empty directory: anything else is `KVS_IO_ERROR` and touches nothing. If the call
+/// fails, what it wrote is removed; if the process dies during it, `dest` is incomplete and
+/// must be deleted. With the `kvs` engine, writers wait only a moment (closed log files are
+/// hard-linked, the active one copied up to the point in time); with `sled`, writes through
+/// `db` wait for the whole copy.
+///
+/// Statuses: `KVS_INVALID_ARGUMENT` (NULL `db` or `dest`, empty `dest`), `KVS_IO_ERROR`
+/// (`dest` exists and is not an empty directory, or cannot be written), `KVS_CORRUPTION` (a
+/// log file of the store is shorter than its records), `KVS_ERROR` (the store refuses writes
+/// after a failed fsync), `KVS_FORKED` (`db` was opened by the parent of this process).
+///
+/// # Safety
+/// `db` is NULL or an open handle; `dest` is NULL or a valid NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn kvs_checkpoint(db: *mut kvs_db, dest: *const c_char) -> kvs_status {
+    guard(|| {
+        // SAFETY: db is NULL or an open handle, as the caller guarantees.
+        let db = unsafe { handle(db)? };
+        if dest.is_null() {
+            return Err(null_argument("dest"));
+        }
+        // SAFETY: dest is non-NULL and NUL-terminated, as the caller guarantees.
+        let dest = unsafe { CStr::from_ptr(dest) }.to_bytes();
+        if dest.is_empty() {
+            return Err(KvsError::InvalidArgument("dest is empty".into()));
+        }
+        db.engine.checkpoint(Path::new(OsStr::from_bytes(dest)))
+    })
 }
 
 /// The workspace version (the same as `kvs::VERSION`, checked by a test), NUL-terminated at

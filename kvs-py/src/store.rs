@@ -267,4 +267,12 @@ impl Store {
             }
         }
     }
+
+    /// Writes an online checkpoint into directory `dest` (see `KvsEngine::checkpoint`): a
+    /// consistent copy of the writes acknowledged before one point during the call, taken
+    /// while other threads go on using the store (the GIL is released).
+    fn checkpoint(&self, py: Python<'_>, dest: PathBuf) -> PyResult<()> {
+        self.with_engine(py, |e| e.checkpoint(&dest))?
+            .map_err(|err| to_py_err(py, err, None))
+    }
 }

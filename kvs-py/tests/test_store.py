@@ -324,3 +324,72 @@ def test_other_python_threads_run_while_the_store_works(tmp_path: Path) -> None:
             sys.setswitchinterval(old_interval)
             thread.join()
     assert ran_during_call
+
+
+def test_checkpoint_while_a_thread_writes(tmp_path: Path, engine: str) -> None:
+    """The copy holds a counter value between the last one acknowledged before the call and
+    the last one issued before it returned, opens as a store of the same engine, and is
+    independent of its source."""
+    db = kvs.KvStore(tmp_path / "data", engine=engine)
+    progress = {"issued": 0, "acked": 0}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        n = 0
+        try:
+            while not stop.is_set():
+                n += 1
+                progress["issued"] = n
+                db[b"counter"] = str(n).encode()
+                progress["acked"] = n
+        except BaseException as e:  # reported by the test thread
+            errors.append(e)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while progress["acked"] < 50 and not errors:
+            assert time.monotonic() < deadline, "the writer made no progress"
+            time.sleep(0.001)
+        lower = progress["acked"]
+        # str and os.PathLike both name the destination.
+        db.checkpoint(str(tmp_path / "copy"))
+        upper = progress["issued"]
+        db.checkpoint(tmp_path / "copy2")
+        while progress["acked"] < upper + 20 and not errors:
+            assert time.monotonic() < deadline, "the writer stopped after the checkpoint"
+            time.sleep(0.001)
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors
+    source_counter = int(db[b"counter"])
+
+    with kvs.KvStore(tmp_path / "copy") as copy:
+        assert copy.engine == engine
+        copied = int(copy[b"counter"])
+        assert lower <= copied <= upper
+        copy[b"only-in-copy"] = b"1"
+    assert source_counter > copied
+    assert b"only-in-copy" not in db
+    assert int(db[b"counter"]) == source_counter
+    with kvs.KvStore(tmp_path / "copy2") as copy2:
+        assert int(copy2[b"counter"]) >= copied
+    db.close()
+
+
+def test_checkpoint_into_a_non_empty_directory_fails_untouched(
+    tmp_path: Path, db: kvs.KvStore
+) -> None:
+    db[b"k"] = b"v"
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "precious").write_bytes(b"keep me")
+    with pytest.raises(kvs.KvsIOError) as info:
+        db.checkpoint(dest)
+    assert "not empty" in str(info.value)
+    assert isinstance(info.value, OSError)
+    assert sorted(p.name for p in dest.iterdir()) == ["precious"]
+    assert (dest / "precious").read_bytes() == b"keep me"

@@ -3,7 +3,9 @@
 mod log;
 mod sled;
 
-use std::path::PathBuf;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
 
 /// The header of every kvs log file (see `log/format.rs`), which tells kvs data apart.
 pub(crate) use self::log::FILE_MAGIC as KVS_LOG_MAGIC;
@@ -13,7 +15,7 @@ pub use self::log::{
 pub use self::sled::SledKvsEngine;
 
 use crate::data_dir::{self, DirLock, EngineKind};
-use crate::{KvsEngine, Result};
+use crate::{KvsEngine, KvsError, Result};
 
 /// Name of the sub-directory of a data directory that holds a sled database.
 pub const SLED_SUBDIR: &str = "sled";
@@ -163,5 +165,101 @@ impl KvsEngine for AnyEngine {
         F: FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
     {
         delegate!(self, e => e.update_bytes(key, f))
+    }
+
+    fn checkpoint(&self, dest: &Path) -> Result<()> {
+        delegate!(self, e => e.checkpoint(dest))
+    }
+}
+
+/// The destination directory of a checkpoint (see [`KvsEngine::checkpoint`]), locked while the
+/// checkpoint is written into it, so that no store is opened on a half-made copy.
+pub(crate) struct CheckpointDir {
+    path: PathBuf,
+    /// Whether the checkpoint created the directory (rather than finding it empty).
+    created: bool,
+    lock: DirLock,
+}
+
+impl CheckpointDir {
+    /// Takes `dest`: creates it, or takes it if it is an empty directory. Anything else (a
+    /// file, a directory with anything in it) fails, naming `dest`, and touches nothing.
+    pub(crate) fn prepare(dest: &Path) -> Result<CheckpointDir> {
+        let refuse = |kind: io::ErrorKind, what: &str| {
+            KvsError::io_at(
+                dest,
+                io::Error::new(
+                    kind,
+                    format!("{what}: a checkpoint is written into a new or empty directory"),
+                ),
+            )
+        };
+        let created = match fs::create_dir(dest) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !dest.is_dir() {
+                    return Err(refuse(io::ErrorKind::NotADirectory, "not a directory"));
+                }
+                let mut entries = fs::read_dir(dest).map_err(|e| KvsError::io_at(dest, e))?;
+                if entries.next().is_some() {
+                    return Err(refuse(io::ErrorKind::DirectoryNotEmpty, "not empty"));
+                }
+                false
+            }
+            Err(e) => return Err(KvsError::io_at(dest, e)),
+        };
+        match DirLock::acquire(dest, std::time::Duration::ZERO) {
+            Ok(lock) => Ok(CheckpointDir {
+                path: dest.to_path_buf(),
+                created,
+                lock,
+            }),
+            Err(e) => {
+                if created {
+                    let _ = fs::remove_dir_all(dest);
+                } else {
+                    let _ = fs::remove_file(dest.join(data_dir::LOCK_FILE));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Ends a checkpoint that `result` says was written: makes the directory's entries durable
+    /// (and its own entry, in its parent, when it was created) and lets go of it. If `result`
+    /// is an error, removes what was written instead (the whole directory if the checkpoint
+    /// created it) and returns the error.
+    pub(crate) fn finish(self, result: Result<()>) -> Result<()> {
+        let result = result.and_then(|()| {
+            data_dir::sync_dir(&self.path)?;
+            if self.created {
+                let parent = match self.path.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => parent,
+                    _ => Path::new("."),
+                };
+                data_dir::sync_dir(parent)?;
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            if self.created {
+                let _ = fs::remove_dir_all(&self.path);
+            } else if let Ok(entries) = fs::read_dir(&self.path) {
+                // The directory was empty: everything in it is the checkpoint's.
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let _ = match entry.file_type() {
+                        Ok(kind) if kind.is_dir() => fs::remove_dir_all(&path),
+                        _ => fs::remove_file(&path),
+                    };
+                }
+            }
+        }
+        drop(self.lock);
+        result
     }
 }

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <sched.h>
 
 _Static_assert(KVS_OK == 0, "status numbers are fixed");
 _Static_assert(KVS_NOT_FOUND == 1, "status numbers are fixed");
@@ -873,6 +874,144 @@ static void threads_increment_a_counter_with_compare_and_set(void)
     CHECK(kept);
 }
 
+/* ---- checkpoints -------------------------------------------------------------------- */
+
+/* One writer thread overwriting "counter" with 1, 2, 3...: `issued` is the last value it
+ * started to write, `acked` the last one kvs_set() returned KVS_OK for. */
+struct counter_writer {
+    kvs_db *db;
+    unsigned long issued;
+    unsigned long acked;
+    int stop;
+    int errors;
+};
+
+static void *counter_run(void *arg)
+{
+    struct counter_writer *w = arg;
+    char value[32];
+    for (unsigned long n = 1; !__atomic_load_n(&w->stop, __ATOMIC_SEQ_CST); n++) {
+        int vl = snprintf(value, sizeof value, "%lu", n);
+        __atomic_store_n(&w->issued, n, __ATOMIC_SEQ_CST);
+        if (kvs_set(w->db, S("counter"), (const uint8_t *)value, (size_t)vl) != KVS_OK)
+            w->errors++;
+        __atomic_store_n(&w->acked, n, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
+}
+
+/* The counter's value in `db`, or 0 if it is missing or not a number. */
+static unsigned long counter_in(kvs_db *db)
+{
+    uint8_t *value = NULL;
+    size_t len = 0;
+    unsigned long n = 0;
+    if (kvs_get(db, S("counter"), &value, &len) == KVS_OK && len > 0 && len < 32) {
+        char text[32];
+        memcpy(text, value, len);
+        text[len] = '\0';
+        n = strtoul(text, NULL, 10);
+    }
+    kvs_value_free(value, len);
+    return n;
+}
+
+/* A checkpoint of `engine` taken while a thread writes holds a counter value between the
+ * last one acknowledged before the call and the last one issued before it returned; the copy
+ * opens as a store of its own. */
+static void checkpoint_while_writing(const char *engine, const char *name)
+{
+    char dir[4096], dest[4096];
+    test_dir(dir, sizeof dir, name);
+    snprintf(dest, sizeof dest, "%s/%s-copy", scratch, name);
+    kvs_db *db = NULL;
+    CHECK_STATUS(kvs_open_engine(dir, engine, &db), KVS_OK);
+    struct counter_writer w = {.db = db};
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, counter_run, &w) != 0) {
+        kvs_close(db);
+        CHECK(!"pthread_create");
+    }
+    while (__atomic_load_n(&w.acked, __ATOMIC_SEQ_CST) < 50)
+        sched_yield();
+    unsigned long lower = __atomic_load_n(&w.acked, __ATOMIC_SEQ_CST);
+    kvs_status status = kvs_checkpoint(db, dest);
+    unsigned long upper = __atomic_load_n(&w.issued, __ATOMIC_SEQ_CST);
+    /* The writer goes on after the checkpoint. */
+    while (__atomic_load_n(&w.acked, __ATOMIC_SEQ_CST) < upper + 20)
+        sched_yield();
+    __atomic_store_n(&w.stop, 1, __ATOMIC_SEQ_CST);
+    pthread_join(thread, NULL);
+    unsigned long source_counter = counter_in(db);
+    kvs_close(db);
+    CHECK(w.errors == 0);
+    CHECK_STATUS(status, KVS_OK);
+
+    kvs_db *copy = NULL;
+    CHECK_STATUS(kvs_open(dest, &copy), KVS_OK);
+    unsigned long copied = counter_in(copy);
+    int independent = kvs_set(copy, S("only-in-copy"), S("1")) == KVS_OK;
+    kvs_close(copy);
+    if (copied < lower || copied > upper)
+        fprintf(stderr, "    counter %lu outside [%lu, %lu]\n", copied, lower, upper);
+    CHECK(lower <= copied && copied <= upper);
+    CHECK(source_counter > copied);
+    CHECK(independent);
+    /* The source is unaffected by the copy's write. */
+    CHECK_STATUS(kvs_open(dir, &db), KVS_OK);
+    int untouched = counter_in(db) == source_counter && is_missing(db, S("only-in-copy"));
+    kvs_close(db);
+    CHECK(untouched);
+}
+
+static void kvs_checkpoint_of_a_live_store(void)
+{
+    checkpoint_while_writing("kvs", "checkpoint_kvs");
+}
+
+static void sled_checkpoint_of_a_live_store(void)
+{
+    checkpoint_while_writing("sled", "checkpoint_sled");
+}
+
+static void checkpoint_refuses_a_non_empty_destination(void)
+{
+    kvs_db *db = open_or_null("checkpoint_refused");
+    CHECK(db != NULL);
+    char dest[4096], precious[4200];
+    snprintf(dest, sizeof dest, "%s/checkpoint_refused-dest", scratch);
+    snprintf(precious, sizeof precious, "%s/precious", dest);
+    int made = mkdir(dest, 0700) == 0;
+    FILE *f = made ? fopen(precious, "w") : NULL;
+    if (f) {
+        fputs("keep me", f);
+        fclose(f);
+    }
+    kvs_status full = kvs_checkpoint(db, dest);
+    const char *message = kvs_last_error();
+    int names_dest = message != NULL && strstr(message, "not empty") != NULL;
+    kvs_status null_dest = kvs_checkpoint(db, NULL);
+    kvs_status empty_dest = kvs_checkpoint(db, "");
+    kvs_status null_db = kvs_checkpoint(NULL, dest);
+    kvs_close(db);
+    CHECK(made && f != NULL);
+    CHECK_STATUS(full, KVS_IO_ERROR);
+    CHECK(names_dest);
+    CHECK_STATUS(null_dest, KVS_INVALID_ARGUMENT);
+    CHECK_STATUS(empty_dest, KVS_INVALID_ARGUMENT);
+    CHECK_STATUS(null_db, KVS_INVALID_ARGUMENT);
+    /* Untouched: the one file, with its bytes. */
+    char engine_file[4200], buf[16] = {0};
+    snprintf(engine_file, sizeof engine_file, "%s/engine", dest);
+    struct stat st;
+    CHECK(stat(engine_file, &st) != 0 && errno == ENOENT);
+    f = fopen(precious, "r");
+    CHECK(f != NULL);
+    size_t got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    CHECK(got == 7 && strcmp(buf, "keep me") == 0);
+}
+
 /* ---- runner ------------------------------------------------------------------------- */
 
 struct test {
@@ -911,6 +1050,9 @@ static const struct test tests[] = {
     TEST(compare_and_set_swaps_only_on_a_match),
     TEST(compare_and_set_checks_its_arguments),
     TEST(threads_increment_a_counter_with_compare_and_set),
+    TEST(kvs_checkpoint_of_a_live_store),
+    TEST(sled_checkpoint_of_a_live_store),
+    TEST(checkpoint_refuses_a_non_empty_destination),
 };
 
 int main(int argc, char **argv)

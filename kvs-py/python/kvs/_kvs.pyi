@@ -202,6 +202,15 @@ class KvStore:
         running once. An exception from ``func`` propagates and nothing is written. (Not
         named ``update``: that is ``MutableMapping.update``.)
         """
+    def checkpoint(self, dest: Union[str, os.PathLike[str]]) -> None:
+        """Writes an online checkpoint of the store into the directory ``dest``: a
+        consistent copy holding exactly the writes acknowledged before one point in time
+        during the call, taken while other threads go on using the store (the GIL is
+        released). ``dest`` must not exist, or be an empty directory; anything else raises
+        ``KvsIOError`` and touches nothing. ``dest`` then opens with ``KvStore(dest)`` as a
+        store of the same engine, independent of this one. With the ``"kvs"`` engine writers
+        wait only a moment; with ``"sled"`` they wait for the whole copy.
+        """
 
 @final
 class Client:

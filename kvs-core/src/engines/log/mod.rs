@@ -15,10 +15,12 @@
 //!   checks against it.
 //! - `recovery.rs`: finding the files and replaying them on open, torn tails and corruption.
 //! - `compaction.rs`: the crash-safe compaction.
+//! - `checkpoint.rs`: online checkpoints, a consistent copy of the live store.
 //! - `options.rs`: [`KvStoreOptions`], [`SyncPolicy`], [`RecoveryMode`].
 //! - `durability.rs`: group commit for [`SyncPolicy::Always`].
 //! - `crash_point.rs`: named points where tests make the process die (feature `crash-points`).
 
+mod checkpoint;
 mod compaction;
 mod crash_point;
 mod durability;
@@ -496,6 +498,22 @@ impl KvsEngine for KvStore {
         };
         self.wait_written(written)?;
         Ok(new)
+    }
+
+    /// Writes an online checkpoint into `dest` (see [`KvsEngine::checkpoint`]).
+    ///
+    /// Writers wait only while the cut is taken under the writer lock: the list of files, one
+    /// hard link per closed log file (closed files never change) and one `open` of the active
+    /// file; not for the copy. The active file is then copied up to the end of the last record
+    /// appended at the cut, with writers going on; where `dest` is on another file system the
+    /// closed files are copied too (opened under the lock, copied after it). Compaction goes on
+    /// meanwhile and is never waited for. A store whose writes failed for good
+    /// ([`KvsError::Poisoned`]) is refused.
+    fn checkpoint(&self, dest: &Path) -> Result<()> {
+        self.shared._lock.check_process()?;
+        let target = crate::engines::CheckpointDir::prepare(dest)?;
+        let result = checkpoint::checkpoint(&self.shared, target.path());
+        target.finish(result)
     }
 }
 

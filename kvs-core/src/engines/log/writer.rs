@@ -479,6 +479,13 @@ impl LogWriter {
     pub fn stale_bytes(&self) -> u64 {
         self.stale.values().sum()
     }
+
+    /// The cut of a checkpoint (see `checkpoint.rs`): the files as the manifest lists them and
+    /// the end of the last record appended (the active file holds nothing else before it, and
+    /// what lies before it never changes).
+    pub fn checkpoint_cut(&self) -> (Manifest, LogEnd) {
+        (self.manifest.clone(), self.sync_target().1)
+    }
 }
 
 #[cfg(test)]
