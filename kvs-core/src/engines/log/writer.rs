@@ -106,6 +106,11 @@ pub struct LogWriter {
     sizes: BTreeMap<u32, u64>,
     /// Bytes of each log file that no longer matter (overwritten, removed, tombstones).
     stale: BTreeMap<u32, u64>,
+    /// The sums of `sizes` and of `stale`, kept as they change: every overwrite asks whether
+    /// to compact, and summing the maps made each write cost O(files), which a store of many
+    /// small files paid on every write.
+    total_sum: u64,
+    stale_sum: u64,
     /// Set when a failed fsync left the state of the file unknown: no more writes.
     poisoned: Option<String>,
     /// Whether the active file ends with a seal and is synced: once writes move on, it is
@@ -144,6 +149,8 @@ impl LogWriter {
             fingerprint: Fingerprint::resume(fingerprint),
             manifest,
             buf: Vec::with_capacity(4096),
+            total_sum: sizes.values().sum(),
+            stale_sum: stale.values().sum(),
             sizes,
             stale,
             poisoned: None,
@@ -265,7 +272,7 @@ impl LogWriter {
         self.offset += len as u64;
         self.fingerprint.add_all(&self.buf);
         self.sealed = false;
-        self.sizes.insert(self.active_id, self.offset);
+        self.set_size(self.active_id, self.offset);
         crash_point::hit("write:before-return");
         Ok(RecordPos {
             file: self.active_id,
@@ -397,7 +404,7 @@ impl LogWriter {
         }
         self.offset += seal.len() as u64;
         self.fingerprint.add(&seal);
-        self.sizes.insert(self.active_id, self.offset);
+        self.set_size(self.active_id, self.offset);
         self.add_stale(self.active_id, seal.len() as u64);
         // A closed file ends with its seal: cut off what was extended ahead.
         self.trim()?;
@@ -451,33 +458,40 @@ impl LogWriter {
         self.fingerprint = Fingerprint::default();
         self.offset = FILE_MAGIC.len() as u64;
         self.file_len = self.offset;
-        self.sizes.insert(id, self.offset);
+        self.set_size(id, self.offset);
     }
 
     /// Counts `len` bytes of file `file` as stale.
     pub fn add_stale(&mut self, file: u32, len: u64) {
         *self.stale.entry(file).or_insert(0) += len;
+        self.stale_sum += len;
     }
 
     /// Forgets the counts of a file that compaction deleted.
     pub fn forget_file(&mut self, id: u32) {
-        self.sizes.remove(&id);
-        self.stale.remove(&id);
+        self.total_sum -= self.sizes.remove(&id).unwrap_or(0);
+        self.stale_sum -= self.stale.remove(&id).unwrap_or(0);
     }
 
     /// Records the size of a file that compaction wrote.
     pub fn add_file(&mut self, id: u32, size: u64) {
-        self.sizes.insert(id, size);
+        self.set_size(id, size);
+    }
+
+    /// Sets the size of file `id`, keeping the total in step.
+    fn set_size(&mut self, id: u32, size: u64) {
+        let old = self.sizes.insert(id, size).unwrap_or(0);
+        self.total_sum = self.total_sum - old + size;
     }
 
     /// Total bytes in all log files.
     pub fn total_bytes(&self) -> u64 {
-        self.sizes.values().sum()
+        self.total_sum
     }
 
     /// Stale bytes in all log files.
     pub fn stale_bytes(&self) -> u64 {
-        self.stale.values().sum()
+        self.stale_sum
     }
 
     /// The cut of a checkpoint (see `checkpoint.rs`): the files as the manifest lists them and
@@ -575,5 +589,40 @@ mod tests {
         for pos in sets {
             record_at(dir.path(), pos);
         }
+    }
+
+    #[test]
+    fn running_totals_match_the_per_file_counts() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (mut writer, files, index) = writer(dir.path(), 4096);
+        let check = |w: &LogWriter| {
+            assert_eq!(w.total_bytes(), w.sizes.values().sum::<u64>());
+            assert_eq!(w.stale_bytes(), w.stale.values().sum::<u64>());
+        };
+        // Enough 300-byte records to rotate through several files, each counted stale later.
+        let value = [7u8; 300];
+        let mut positions = Vec::new();
+        for i in 0..40u32 {
+            positions.push(
+                writer
+                    .append_set(&i.to_le_bytes(), &value, &files, &index)
+                    .unwrap(),
+            );
+            check(&writer);
+        }
+        assert!(writer.active_id() > 2, "the writes rotated");
+        for pos in &positions[..20] {
+            writer.add_stale(pos.file, pos.len as u64);
+            check(&writer);
+        }
+        writer.add_file(1000, 12345);
+        check(&writer);
+        writer.add_file(1000, 99);
+        check(&writer);
+        for id in [1, 2, 1000, 424242] {
+            writer.forget_file(id);
+            check(&writer);
+        }
+        assert!(writer.total_bytes() > 0 && writer.stale_bytes() > 0);
     }
 }
