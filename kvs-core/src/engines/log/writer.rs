@@ -108,6 +108,8 @@ pub struct LogWriter {
     stale: BTreeMap<u32, u64>,
     /// Set when a failed fsync left the state of the file unknown: no more writes.
     poisoned: Option<String>,
+    /// Set for a store opened read-only: no writes at all (see [`LogWriter::set_read_only`]).
+    read_only: bool,
     /// Whether the active file ends with a seal and is synced: once writes move on, it is
     /// closed, and gives up its descriptor.
     sealed: bool,
@@ -147,12 +149,16 @@ impl LogWriter {
             sizes,
             stale,
             poisoned: None,
+            read_only: false,
             sealed: false,
         }
     }
 
     /// Fails if an earlier failure made writing unsafe.
     pub fn check_usable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(read_only_error());
+        }
         match &self.poisoned {
             Some(reason) => Err(KvsError::Poisoned(reason.clone())),
             None => Ok(()),
@@ -479,6 +485,21 @@ impl LogWriter {
     pub fn stale_bytes(&self) -> u64 {
         self.stale.values().sum()
     }
+}
+
+impl LogWriter {
+    /// Refuses every write from now on (a store opened read-only): [`check_usable`], which
+    /// every append, sync, seal and compaction commit calls first, fails.
+    ///
+    /// [`check_usable`]: LogWriter::check_usable
+    pub fn set_read_only(&mut self) {
+        self.read_only = true;
+    }
+}
+
+/// The error of a write to a store opened read-only.
+pub fn read_only_error() -> KvsError {
+    KvsError::InvalidArgument("the store is open read-only".into())
 }
 
 #[cfg(test)]
