@@ -61,6 +61,18 @@
 #include <stdint.h>
 
 /**
+ * `kvs_options.sync`: a write returns once it is in the operating system (it survives a crash
+ * of the process, not a power loss). The default.
+ */
+#define KVS_SYNC_OS 0
+
+/**
+ * `kvs_options.sync`: a write returns once it is on disk (`fdatasync`): it also survives a
+ * power loss. Much slower.
+ */
+#define KVS_SYNC_ALWAYS 1
+
+/**
  * The result of a kvs call.
  *
  * The numbers are part of the ABI: they never change and are never reused; new codes are only
@@ -130,6 +142,61 @@ typedef enum kvs_status {
  * it there once the parent has closed it, or in a fresh process.
  */
 typedef struct kvs_db kvs_db;
+
+/**
+ * Settings for `kvs_open_with()`. Fill it with `kvs_options_init()`, then change the fields
+ * you need:
+ *
+ *     kvs_options options;
+ *     kvs_options_init(&options);
+ *     options.sync = KVS_SYNC_ALWAYS;
+ *     kvs_status status = kvs_open_with("/tmp/store", NULL, &options, &db);
+ *
+ * The struct grows at its end in later releases, never changing a field: `size` (set by
+ * `kvs_options_init()` to `sizeof(kvs_options)` as the caller's header declares it) tells
+ * the library how much of it the caller has, so a program built against this header keeps
+ * working with a later libkvs, the fields it does not know taking their defaults. A plain
+ * struct rather than an opaque object with setters: it lives on the caller's stack (nothing
+ * to allocate or free, no failure path for each setting) and a debugger shows it whole.
+ *
+ * The options other than `read_only` are for the `kvs` engine; `sled` ignores them.
+ */
+typedef struct kvs_options {
+    /**
+     * `sizeof(kvs_options)`: set by `kvs_options_init()`. A size smaller than the first
+     * version of the struct (this one), or larger than the library knows, is
+     * `KVS_INVALID_ARGUMENT`.
+     */
+    size_t size;
+    /**
+     * When a write counts as done: `KVS_SYNC_OS` (the default) or `KVS_SYNC_ALWAYS`. Any
+     * other value is `KVS_INVALID_ARGUMENT`.
+     */
+    uint32_t sync;
+    /**
+     * 1 to open the store read-only, 0 (the default) to open it for reading and writing; any
+     * other value is `KVS_INVALID_ARGUMENT`. A read-only open writes nothing at all to the
+     * directory (it may be on read-only media; it must already hold a `kvs` store), takes a
+     * shared lock (any number of read-only handles, in any processes, coexist; a writer is
+     * kept out while one is open, and the reverse), and every `kvs_set()` or `kvs_remove()`
+     * returns `KVS_INVALID_ARGUMENT`. A damaged (torn) end of the log, left by a crash, is
+     * left in place: the records before it are served. The `sled` engine cannot open a store
+     * read-only: `KVS_INVALID_ARGUMENT`. The log must not be written by anyone while it is
+     * open read-only.
+     */
+    uint32_t read_only;
+    /**
+     * The size in bytes at which writes move on to a new log file: 4096 (4 KiB) to
+     * 1073741824 (1 GiB, the default); outside that range, `KVS_INVALID_ARGUMENT`.
+     */
+    uint64_t max_file_size;
+    /**
+     * Background compaction starts once at least this many bytes of the log are stale
+     * (overwritten or removed data) and they are at least half of it. Default 4194304
+     * (4 MiB); any value is accepted (`UINT64_MAX`: never).
+     */
+    uint64_t compaction_min_stale;
+} kvs_options;
 
 #ifdef __cplusplus
 extern "C" {
@@ -272,6 +339,38 @@ const char *kvs_last_error(void);
  * be freed. Safe to call from any thread at any time.
  */
 const char *kvs_version(void);
+
+/**
+ * Fills `*options` with the defaults and sets `options->size` to `sizeof(kvs_options)`:
+ * call it before changing any field. Returns `KVS_INVALID_ARGUMENT` for a NULL `options`.
+ *
+ * # Safety
+ * `options` is NULL or valid for writing a `kvs_options`.
+ */
+enum kvs_status kvs_options_init(struct kvs_options *options);
+
+/**
+ * Opens the store in directory `path` with settings: the engine named `engine` (`"kvs"` or
+ * `"sled"`, as in `kvs_open_engine()`), or with NULL the engine recorded there (`kvs` for a new
+ * directory, as in `kvs_open()`); `options` filled by `kvs_options_init()` and then changed,
+ * or NULL for the defaults (then this is `kvs_open()` or `kvs_open_engine()`).
+ *
+ * `*options` is only read during the call. A bad value in it (see `kvs_options`) is
+ * `KVS_INVALID_ARGUMENT`, naming the field, and nothing is opened or created. Otherwise as
+ * `kvs_open()`: `*db_out` receives the handle, or NULL on failure. A read-only open of a
+ * directory that does not exist or holds no store is `KVS_IO_ERROR` (it creates nothing);
+ * of a store whose last compaction was interrupted after it committed, `KVS_INVALID_ARGUMENT`
+ * (open it once read-write to finish the compaction).
+ *
+ * # Safety
+ * `path` is NULL or a valid NUL-terminated string, and so is `engine`; `options` is NULL or
+ * points to a `kvs_options` whose first `options->size` bytes are readable; `db_out` is NULL
+ * or valid for writing a pointer.
+ */
+enum kvs_status kvs_open_with(const char *path,
+                              const char *engine,
+                              const struct kvs_options *options,
+                              struct kvs_db **db_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -116,4 +116,22 @@ impl KvStoreOptions {
     pub fn is_read_only(&self) -> bool {
         self.read_only
     }
+
+    /// Like [`max_file_size`](KvStoreOptions::max_file_size), but a size outside 4 KiB to
+    /// 1 GiB fails with [`KvsError::InvalidArgument`] instead of being brought into the range:
+    /// for values that come from users (the C and Python bindings).
+    ///
+    /// [`KvsError::InvalidArgument`]: crate::KvsError::InvalidArgument
+    pub fn try_max_file_size(self, bytes: u64) -> crate::Result<Self> {
+        if !(MIN_FILE_BYTES..=MAX_FILE_BYTES).contains(&bytes) {
+            return Err(crate::KvsError::InvalidArgument(format!(
+                "max_file_size {bytes} is out of range: it must be between {MIN_FILE_BYTES} \
+                 (4 KiB) and {MAX_FILE_BYTES} (1 GiB)"
+            )));
+        }
+        Ok(self.max_file_size(bytes))
+    }
 }
+
+/// The smallest file size [`KvStoreOptions::max_file_size`] takes.
+const MIN_FILE_BYTES: u64 = 4096;
