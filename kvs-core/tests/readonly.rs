@@ -407,7 +407,10 @@ fn while_child_holds(dir: &Path, mode: &str, f: impl FnOnce()) {
         }
         if read == 0 {
             let mut stderr = String::new();
-            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+            let _ = child
+                .stderr
+                .take()
+                .map(|mut e| e.read_to_string(&mut stderr));
             panic!("child exited before opening the store:\n{seen}\n{stderr}");
         }
     }
@@ -451,7 +454,10 @@ fn a_writer_in_another_process_keeps_read_only_opens_out() {
     write_store(dir.path());
     while_child_holds(dir.path(), "write", || {
         assert!(matches!(
-            KvStore::open_with(dir.path(), read_only().lock_wait(Duration::from_millis(100))),
+            KvStore::open_with(
+                dir.path(),
+                read_only().lock_wait(Duration::from_millis(100))
+            ),
             Err(KvsError::Locked { .. })
         ));
     });

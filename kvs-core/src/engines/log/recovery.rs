@@ -221,11 +221,7 @@ fn corruption(path: PathBuf, offset: u64, reason: String) -> KvsError {
 
 /// A store without a manifest (written by release 0.1.0, or a new directory): its files are
 /// the canonical `<id>.log` names. Deletes unfinished compaction outputs. Returns the ids.
-fn prepare_unlisted(
-    dir: &Path,
-    listing: &[(String, Listed)],
-    read_only: bool,
-) -> Result<Vec<u32>> {
+fn prepare_unlisted(dir: &Path, listing: &[(String, Listed)], read_only: bool) -> Result<Vec<u32>> {
     let mut ids = Vec::new();
     for (name, what) in listing {
         let path = dir.join(name);
@@ -492,7 +488,9 @@ fn with_listed_len(dir: &Path, id: u32, listed_len: u64, err: KvsError) -> KvsEr
     }
 }
 
-/// Replays one file; returns its size after any torn tail was cut off.
+/// Replays one file; returns its size after any torn tail was cut off (or, with `read_only`,
+/// the end of its last good record).
+#[allow(clippy::too_many_arguments)]
 fn replay_file(
     dir: &Path,
     id: u32,
@@ -548,7 +546,10 @@ fn bad_file_header(
     let short = matches!(damage, Damage::ShortFile { .. });
     if short && is_newest && mode == RecoveryMode::TolerateTornTail && read_only {
         // As below, but left as it is: the file serves no records.
-        log::warn!("{}: {damage}; it holds no records (read-only: left as it is)", path.display());
+        log::warn!(
+            "{}: {damage}; it holds no records (read-only: left as it is)",
+            path.display()
+        );
         return Ok(0);
     }
     if short && is_newest && mode == RecoveryMode::TolerateTornTail {
@@ -644,7 +645,11 @@ fn bad_record(
             "{}: {} zero bytes past the last record, {}",
             path.display(),
             file_len - offset,
-            if read_only { "ignored (read-only)" } else { "cut off" }
+            if read_only {
+                "ignored (read-only)"
+            } else {
+                "cut off"
+            }
         );
         return cut_at(path, offset, read_only);
     }
