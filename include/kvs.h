@@ -40,7 +40,8 @@
  *   may be called concurrently, except that kvs_close() must be the last call on a handle.
  * - Processes: one open handle per directory. Another open of the same directory, from this
  *   process or another, fails with KVS_IO_ERROR (after waiting about two seconds for the
- *   holder to close it).
+ *   holder to close it). Read-only handles (kvs_options.read_only) are the exception: any
+ *   number of them may be open on one directory, while no writer is.
  * - fork(): a handle belongs to the process that opened it. In a child made by fork() (a
  *   pre-fork server's workers, say), every call on an inherited handle returns KVS_FORKED and
  *   touches nothing; kvs_close() on it is safe and frees only the child's copy. Open the store
@@ -133,7 +134,8 @@ typedef enum kvs_status {
  * Opaque: create it with `kvs_open()` or `kvs_open_engine()`, release it with `kvs_close()`.
  * One handle may be used by any number of threads at the same time (every function but
  * `kvs_close()` may be called concurrently on it); only one open handle per directory may
- * exist at a time, in this process or any other. `kvs_close()` must not run while another
+ * exist at a time, in this process or any other (except read-only handles, any number of
+ * which may be open together: see `kvs_options.read_only`). `kvs_close()` must not run while another
  * thread is still using the handle, and the handle must not be used after it.
  *
  * A handle belongs to the process that opened it. In a child made by `fork()`, every call on

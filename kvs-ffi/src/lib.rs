@@ -36,7 +36,8 @@ pub use crate::status::kvs_status;
 /// Opaque: create it with `kvs_open()` or `kvs_open_engine()`, release it with `kvs_close()`.
 /// One handle may be used by any number of threads at the same time (every function but
 /// `kvs_close()` may be called concurrently on it); only one open handle per directory may
-/// exist at a time, in this process or any other. `kvs_close()` must not run while another
+/// exist at a time, in this process or any other (except read-only handles, any number of
+/// which may be open together: see `kvs_options.read_only`). `kvs_close()` must not run while another
 /// thread is still using the handle, and the handle must not be used after it.
 ///
 /// A handle belongs to the process that opened it. In a child made by `fork()`, every call on

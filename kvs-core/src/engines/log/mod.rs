@@ -222,27 +222,20 @@ impl KvStore {
         let fingerprints = recovered.fingerprints;
         let manifest = match recovered.manifest {
             Some(manifest) => manifest,
-            None if read_only => {
-                // As below, in memory only: nothing is written.
-                let mut manifest = Manifest::default();
-                for (&id, &size) in sizes.range(..active_id) {
-                    let fingerprint = fingerprints.get(&id).copied().unwrap_or_default();
-                    manifest.set_closed(id, size, fingerprint);
-                }
-                manifest.set_active(active_id);
-                manifest
-            }
             None => {
                 // A store without a manifest (written by release 0.1.0, or new), replayed as
-                // that release did: from now on, it is guarded by one.
+                // that release did: from now on, it is guarded by one (read-only: in memory
+                // only, nothing is written).
                 let mut manifest = Manifest::default();
                 for (&id, &size) in sizes.range(..active_id) {
                     let fingerprint = fingerprints.get(&id).copied().unwrap_or_default();
                     manifest.set_closed(id, size, fingerprint);
                 }
                 manifest.set_active(active_id);
-                manifest::replace(&dir, &manifest)?;
-                data_dir::sync_dir(&dir)?;
+                if !read_only {
+                    manifest::replace(&dir, &manifest)?;
+                    data_dir::sync_dir(&dir)?;
+                }
                 manifest
             }
         };
