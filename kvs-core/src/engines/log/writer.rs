@@ -590,4 +590,37 @@ mod tests {
             record_at(dir.path(), pos);
         }
     }
+
+    #[test]
+    fn a_read_only_writer_refuses_every_write_and_leaves_the_file_alone() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (mut writer, files, index) = writer(dir.path(), 4096);
+        let path = log_path(dir.path(), 1);
+        let before = std::fs::read(&path).unwrap();
+        writer.set_read_only();
+        let refused = |result: Result<()>, what: &str| match result {
+            Err(KvsError::InvalidArgument(message)) => {
+                assert!(message.contains("read-only"), "{what}: {message}")
+            }
+            other => panic!("{what} on a read-only writer: {other:?}"),
+        };
+        refused(writer.check_usable(), "check_usable");
+        refused(
+            writer.append_set(b"k", b"v", &files, &index).map(|_| ()),
+            "append_set",
+        );
+        refused(
+            writer.append_remove(b"k", &files, &index).map(|_| ()),
+            "append_remove",
+        );
+        refused(
+            writer
+                .append_sets(&[(b"a", b"1"), (b"b", b"2")], &files, &index)
+                .map(|_| ()),
+            "append_sets",
+        );
+        refused(writer.seal_active(), "seal_active");
+        refused(writer.sync_active(), "sync_active");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
 }
