@@ -40,7 +40,8 @@
  *   may be called concurrently, except that kvs_close() must be the last call on a handle.
  * - Processes: one open handle per directory. Another open of the same directory, from this
  *   process or another, fails with KVS_IO_ERROR (after waiting about two seconds for the
- *   holder to close it).
+ *   holder to close it). Read-only handles (kvs_options.read_only) are the exception: any
+ *   number of them may be open on one directory, while no writer is.
  * - fork(): a handle belongs to the process that opened it. In a child made by fork() (a
  *   pre-fork server's workers, say), every call on an inherited handle returns KVS_FORKED and
  *   touches nothing; kvs_close() on it is safe and frees only the child's copy. Open the store
@@ -59,6 +60,18 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/**
+ * `kvs_options.sync`: a write returns once it is in the operating system (it survives a crash
+ * of the process, not a power loss). The default.
+ */
+#define KVS_SYNC_OS 0
+
+/**
+ * `kvs_options.sync`: a write returns once it is on disk (`fdatasync`): it also survives a
+ * power loss. Much slower.
+ */
+#define KVS_SYNC_ALWAYS 1
 
 /**
  * The result of a kvs call.
@@ -121,7 +134,8 @@ typedef enum kvs_status {
  * Opaque: create it with `kvs_open()` or `kvs_open_engine()`, release it with `kvs_close()`.
  * One handle may be used by any number of threads at the same time (every function but
  * `kvs_close()` may be called concurrently on it); only one open handle per directory may
- * exist at a time, in this process or any other. `kvs_close()` must not run while another
+ * exist at a time, in this process or any other (except read-only handles, any number of
+ * which may be open together: see `kvs_options.read_only`). `kvs_close()` must not run while another
  * thread is still using the handle, and the handle must not be used after it.
  *
  * A handle belongs to the process that opened it. In a child made by `fork()`, every call on
@@ -130,6 +144,61 @@ typedef enum kvs_status {
  * it there once the parent has closed it, or in a fresh process.
  */
 typedef struct kvs_db kvs_db;
+
+/**
+ * Settings for `kvs_open_with()`. Fill it with `kvs_options_init()`, then change the fields
+ * you need:
+ *
+ *     kvs_options options;
+ *     kvs_options_init(&options);
+ *     options.sync = KVS_SYNC_ALWAYS;
+ *     kvs_status status = kvs_open_with("/tmp/store", NULL, &options, &db);
+ *
+ * The struct grows at its end in later releases, never changing a field: `size` (set by
+ * `kvs_options_init()` to `sizeof(kvs_options)` as the caller's header declares it) tells
+ * the library how much of it the caller has, so a program built against this header keeps
+ * working with a later libkvs, the fields it does not know taking their defaults. A plain
+ * struct rather than an opaque object with setters: it lives on the caller's stack (nothing
+ * to allocate or free, no failure path for each setting) and a debugger shows it whole.
+ *
+ * The options other than `read_only` are for the `kvs` engine; `sled` ignores them.
+ */
+typedef struct kvs_options {
+    /**
+     * `sizeof(kvs_options)`: set by `kvs_options_init()`. A size smaller than the first
+     * version of the struct (this one), or larger than the library knows, is
+     * `KVS_INVALID_ARGUMENT`.
+     */
+    size_t size;
+    /**
+     * When a write counts as done: `KVS_SYNC_OS` (the default) or `KVS_SYNC_ALWAYS`. Any
+     * other value is `KVS_INVALID_ARGUMENT`.
+     */
+    uint32_t sync;
+    /**
+     * 1 to open the store read-only, 0 (the default) to open it for reading and writing; any
+     * other value is `KVS_INVALID_ARGUMENT`. A read-only open writes nothing at all to the
+     * directory (it may be on read-only media; it must already hold a `kvs` store), takes a
+     * shared lock (any number of read-only handles, in any processes, coexist; a writer is
+     * kept out while one is open, and the reverse), and every `kvs_set()` or `kvs_remove()`
+     * returns `KVS_INVALID_ARGUMENT`. A damaged (torn) end of the log, left by a crash, is
+     * left in place: the records before it are served. The `sled` engine cannot open a store
+     * read-only: `KVS_INVALID_ARGUMENT`. The log must not be written by anyone while it is
+     * open read-only.
+     */
+    uint32_t read_only;
+    /**
+     * The size in bytes at which writes move on to a new log file: 4096 (4 KiB) to
+     * 1073741824 (1 GiB, the default); outside that range, `KVS_INVALID_ARGUMENT`.
+     */
+    uint64_t max_file_size;
+    /**
+     * Background compaction starts once at least this many bytes of the log are stale
+     * (overwritten or removed data) and they are at least half of it. Default 4194304
+     * (4 MiB); any value is accepted (`UINT64_MAX`: never).
+     */
+    uint64_t compaction_min_stale;
+} kvs_options;
 
 #ifdef __cplusplus
 extern "C" {
@@ -335,6 +404,38 @@ enum kvs_status kvs_compare_and_set(struct kvs_db *db,
                                     size_t new_value_len,
                                     int new_value_present,
                                     int *swapped_out);
+
+/**
+ * Fills `*options` with the defaults and sets `options->size` to `sizeof(kvs_options)`:
+ * call it before changing any field. Returns `KVS_INVALID_ARGUMENT` for a NULL `options`.
+ *
+ * # Safety
+ * `options` is NULL or valid for writing a `kvs_options`.
+ */
+enum kvs_status kvs_options_init(struct kvs_options *options);
+
+/**
+ * Opens the store in directory `path` with settings: the engine named `engine` (`"kvs"` or
+ * `"sled"`, as in `kvs_open_engine()`), or with NULL the engine recorded there (`kvs` for a new
+ * directory, as in `kvs_open()`); `options` filled by `kvs_options_init()` and then changed,
+ * or NULL for the defaults (then this is `kvs_open()` or `kvs_open_engine()`).
+ *
+ * `*options` is only read during the call. A bad value in it (see `kvs_options`) is
+ * `KVS_INVALID_ARGUMENT`, naming the field, and nothing is opened or created. Otherwise as
+ * `kvs_open()`: `*db_out` receives the handle, or NULL on failure. A read-only open of a
+ * directory that does not exist or holds no store is `KVS_IO_ERROR` (it creates nothing);
+ * of a store whose last compaction was interrupted after it committed, `KVS_INVALID_ARGUMENT`
+ * (open it once read-write to finish the compaction).
+ *
+ * # Safety
+ * `path` is NULL or a valid NUL-terminated string, and so is `engine`; `options` is NULL or
+ * points to a `kvs_options` whose first `options->size` bytes are readable; `db_out` is NULL
+ * or valid for writing a pointer.
+ */
+enum kvs_status kvs_open_with(const char *path,
+                              const char *engine,
+                              const struct kvs_options *options,
+                              struct kvs_db **db_out);
 
 #ifdef __cplusplus
 }  // extern "C"

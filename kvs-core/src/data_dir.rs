@@ -264,7 +264,9 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 /// child never does (that would release the parent's lock): it only closes its copy.
 #[derive(Debug)]
 pub struct DirLock {
-    file: File,
+    /// `None` for a read-only open of a directory without a `LOCK` file (see
+    /// [`DirLock::acquire_shared`]).
+    file: Option<File>,
     owner: ProcessGuard,
 }
 
@@ -273,7 +275,8 @@ impl Drop for DirLock {
         if self.owner.is_inherited() {
             return;
         }
-        if let Err(e) = self.file.unlock() {
+        let Some(file) = &self.file else { return };
+        if let Err(e) = file.unlock() {
             // The lock still goes when the descriptor closes, right after this.
             log::warn!("unlocking a kvs data directory failed: {e}");
         }
@@ -300,7 +303,7 @@ impl DirLock {
             match file.try_lock() {
                 Ok(()) => {
                     return Ok(DirLock {
-                        file,
+                        file: Some(file),
                         owner: ProcessGuard::current(STORE),
                     })
                 }
@@ -328,6 +331,51 @@ impl DirLock {
     /// [`ProcessGuard::is_inherited`]): a store dropped there must leave the files alone.
     pub(crate) fn is_inherited(&self) -> bool {
         self.owner.is_inherited()
+    }
+
+    /// Takes a *shared* lock of `dir` for a read-only open, waiting up to `wait` for a writer
+    /// to let go: any number of shared holders coexist, and an exclusive
+    /// [`acquire`](DirLock::acquire) is refused while one is held (and the reverse).
+    ///
+    /// Creates nothing: `LOCK` is opened for reading only. A directory without one (a store
+    /// copied without it, on read-only media) is used without a lock, with a warning; nothing
+    /// then keeps a writer out.
+    pub fn acquire_shared(dir: &Path, wait: Duration) -> Result<DirLock> {
+        let path = dir.join(LOCK_FILE);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                log::warn!(
+                    "{} has no {LOCK_FILE} file: opening it read-only without a lock",
+                    dir.display()
+                );
+                return Ok(DirLock {
+                    file: None,
+                    owner: ProcessGuard::current(STORE),
+                });
+            }
+            Err(e) => return Err(KvsError::io_at(&path, e)),
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            match file.try_lock_shared() {
+                Ok(()) => {
+                    return Ok(DirLock {
+                        file: Some(file),
+                        owner: ProcessGuard::current(STORE),
+                    })
+                }
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(KvsError::Locked {
+                        dir: dir.to_path_buf(),
+                    })
+                }
+                Err(TryLockError::Error(e)) => return Err(KvsError::io_at(&path, e)),
+            }
+        }
     }
 }
 

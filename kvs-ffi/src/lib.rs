@@ -26,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::{ptr, slice};
 
-use kvs::{AnyEngine, EngineKind, KvsEngine, KvsError};
+use kvs::{AnyEngine, EngineKind, KvStoreOptions, KvsEngine, KvsError, SyncPolicy};
 
 use crate::panic::guard;
 pub use crate::status::kvs_status;
@@ -36,7 +36,8 @@ pub use crate::status::kvs_status;
 /// Opaque: create it with `kvs_open()` or `kvs_open_engine()`, release it with `kvs_close()`.
 /// One handle may be used by any number of threads at the same time (every function but
 /// `kvs_close()` may be called concurrently on it); only one open handle per directory may
-/// exist at a time, in this process or any other. `kvs_close()` must not run while another
+/// exist at a time, in this process or any other (except read-only handles, any number of
+/// which may be open together: see `kvs_options.read_only`). `kvs_close()` must not run while another
 /// thread is still using the handle, and the handle must not be used after it.
 ///
 /// A handle belongs to the process that opened it. In a child made by `fork()`, every call on
@@ -66,7 +67,7 @@ pub struct kvs_db {
 #[no_mangle]
 pub unsafe extern "C" fn kvs_open(path: *const c_char, db_out: *mut *mut kvs_db) -> kvs_status {
     // SAFETY: forwarded with the caller's guarantees; no engine name means the recorded one.
-    unsafe { open(path, None, db_out) }
+    unsafe { open(path, None, KvStoreOptions::default(), db_out) }
 }
 
 /// Opens the store in directory `path` with the engine named `engine`: `"kvs"` or `"sled"`.
@@ -91,7 +92,7 @@ pub unsafe extern "C" fn kvs_open_engine(
         return guard(|| Err(null_argument("engine")));
     }
     // SAFETY: forwarded with the caller's guarantees.
-    unsafe { open(path, Some(engine), db_out) }
+    unsafe { open(path, Some(engine), KvStoreOptions::default(), db_out) }
 }
 
 /// Sets `key` to `value`, replacing any previous value.
@@ -319,6 +320,7 @@ const VERSION: &CStr =
 unsafe fn open(
     path: *const c_char,
     engine: Option<*const c_char>,
+    options: KvStoreOptions,
     db_out: *mut *mut kvs_db,
 ) -> kvs_status {
     // SAFETY: db_out is NULL or writable, as the caller guarantees.
@@ -348,7 +350,7 @@ unsafe fn open(
                 Some(name.parse::<EngineKind>()?)
             }
         };
-        let engine = AnyEngine::open(path, kind)?;
+        let engine = AnyEngine::open_with(path, kind, options)?;
         let db = Box::into_raw(Box::new(kvs_db { engine }));
         // SAFETY: db_out is non-NULL (checked above) and writable.
         unsafe { *db_out = db };
@@ -475,6 +477,202 @@ pub unsafe extern "C" fn kvs_compare_and_set(
         unsafe { *swapped_out = c_int::from(swapped) };
         Ok(())
     })
+}
+
+/// `kvs_options.sync`: a write returns once it is in the operating system (it survives a crash
+/// of the process, not a power loss). The default.
+pub const KVS_SYNC_OS: u32 = 0;
+/// `kvs_options.sync`: a write returns once it is on disk (`fdatasync`): it also survives a
+/// power loss. Much slower.
+pub const KVS_SYNC_ALWAYS: u32 = 1;
+
+/// Settings for `kvs_open_with()`. Fill it with `kvs_options_init()`, then change the fields
+/// you need:
+///
+///     kvs_options options;
+///     kvs_options_init(&options);
+///     options.sync = KVS_SYNC_ALWAYS;
+///     kvs_status status = kvs_open_with("/tmp/store", NULL, &options, &db);
+///
+/// The struct grows at its end in later releases, never changing a field: `size` (set by
+/// `kvs_options_init()` to `sizeof(kvs_options)` as the caller's header declares it) tells
+/// the library how much of it the caller has, so a program built against this header keeps
+/// working with a later libkvs, the fields it does not know taking their defaults. A plain
+/// struct rather than an opaque object with setters: it lives on the caller's stack (nothing
+/// to allocate or free, no failure path for each setting) and a debugger shows it whole.
+///
+/// The options other than `read_only` are for the `kvs` engine; `sled` ignores them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct kvs_options {
+    /// `sizeof(kvs_options)`: set by `kvs_options_init()`. A size smaller than the first
+    /// version of the struct (this one), or larger than the library knows, is
+    /// `KVS_INVALID_ARGUMENT`.
+    pub size: usize,
+    /// When a write counts as done: `KVS_SYNC_OS` (the default) or `KVS_SYNC_ALWAYS`. Any
+    /// other value is `KVS_INVALID_ARGUMENT`.
+    pub sync: u32,
+    /// 1 to open the store read-only, 0 (the default) to open it for reading and writing; any
+    /// other value is `KVS_INVALID_ARGUMENT`. A read-only open writes nothing at all to the
+    /// directory (it may be on read-only media; it must already hold a `kvs` store), takes a
+    /// shared lock (any number of read-only handles, in any processes, coexist; a writer is
+    /// kept out while one is open, and the reverse), and every `kvs_set()` or `kvs_remove()`
+    /// returns `KVS_INVALID_ARGUMENT`. A damaged (torn) end of the log, left by a crash, is
+    /// left in place: the records before it are served. The `sled` engine cannot open a store
+    /// read-only: `KVS_INVALID_ARGUMENT`. The log must not be written by anyone while it is
+    /// open read-only.
+    pub read_only: u32,
+    /// The size in bytes at which writes move on to a new log file: 4096 (4 KiB) to
+    /// 1073741824 (1 GiB, the default); outside that range, `KVS_INVALID_ARGUMENT`.
+    pub max_file_size: u64,
+    /// Background compaction starts once at least this many bytes of the log are stale
+    /// (overwritten or removed data) and they are at least half of it. Default 4194304
+    /// (4 MiB); any value is accepted (`UINT64_MAX`: never).
+    pub compaction_min_stale: u64,
+}
+
+/// The size of the first version of `kvs_options` (this one): the least `size` accepted.
+const KVS_OPTIONS_V1_SIZE: usize = std::mem::size_of::<kvs_options>();
+
+impl Default for kvs_options {
+    fn default() -> Self {
+        kvs_options {
+            size: std::mem::size_of::<kvs_options>(),
+            sync: KVS_SYNC_OS,
+            read_only: 0,
+            max_file_size: 1 << 30,
+            compaction_min_stale: 4 << 20,
+        }
+    }
+}
+
+impl kvs_options {
+    /// The store options these settings ask for, or the first bad value.
+    fn to_store_options(self) -> kvs::Result<KvStoreOptions> {
+        let sync = match self.sync {
+            KVS_SYNC_OS => SyncPolicy::Os,
+            KVS_SYNC_ALWAYS => SyncPolicy::Always,
+            other => {
+                return Err(KvsError::InvalidArgument(format!(
+                    "kvs_options.sync is {other}: expected KVS_SYNC_OS (0) or KVS_SYNC_ALWAYS (1)"
+                )))
+            }
+        };
+        let read_only = match self.read_only {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(KvsError::InvalidArgument(format!(
+                    "kvs_options.read_only is {other}: expected 0 or 1"
+                )))
+            }
+        };
+        KvStoreOptions::default()
+            .sync(sync)
+            .read_only(read_only)
+            .compaction_min_stale(self.compaction_min_stale)
+            .try_max_file_size(self.max_file_size)
+            .map_err(|e| match e {
+                KvsError::InvalidArgument(message) => {
+                    KvsError::InvalidArgument(format!("kvs_options.{message}"))
+                }
+                other => other,
+            })
+    }
+}
+
+/// Fills `*options` with the defaults and sets `options->size` to `sizeof(kvs_options)`:
+/// call it before changing any field. Returns `KVS_INVALID_ARGUMENT` for a NULL `options`.
+///
+/// # Safety
+/// `options` is NULL or valid for writing a `kvs_options`.
+#[no_mangle]
+pub unsafe extern "C" fn kvs_options_init(options: *mut kvs_options) -> kvs_status {
+    guard(|| {
+        if options.is_null() {
+            return Err(null_argument("options"));
+        }
+        // SAFETY: non-NULL, and writable for a whole kvs_options as the caller guarantees.
+        unsafe { options.write(kvs_options::default()) };
+        Ok(())
+    })
+}
+
+/// Opens the store in directory `path` with settings: the engine named `engine` (`"kvs"` or
+/// `"sled"`, as in `kvs_open_engine()`), or with NULL the engine recorded there (`kvs` for a new
+/// directory, as in `kvs_open()`); `options` filled by `kvs_options_init()` and then changed,
+/// or NULL for the defaults (then this is `kvs_open()` or `kvs_open_engine()`).
+///
+/// `*options` is only read during the call. A bad value in it (see `kvs_options`) is
+/// `KVS_INVALID_ARGUMENT`, naming the field, and nothing is opened or created. Otherwise as
+/// `kvs_open()`: `*db_out` receives the handle, or NULL on failure. A read-only open of a
+/// directory that does not exist or holds no store is `KVS_IO_ERROR` (it creates nothing);
+/// of a store whose last compaction was interrupted after it committed, `KVS_INVALID_ARGUMENT`
+/// (open it once read-write to finish the compaction).
+///
+/// # Safety
+/// `path` is NULL or a valid NUL-terminated string, and so is `engine`; `options` is NULL or
+/// points to a `kvs_options` whose first `options->size` bytes are readable; `db_out` is NULL
+/// or valid for writing a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn kvs_open_with(
+    path: *const c_char,
+    engine: *const c_char,
+    options: *const kvs_options,
+    db_out: *mut *mut kvs_db,
+) -> kvs_status {
+    // SAFETY: options is NULL or readable for options->size bytes, as the caller guarantees.
+    let store_options = match unsafe { read_options(options) } {
+        Ok(store_options) => store_options,
+        Err(e) => {
+            // SAFETY: db_out is NULL or writable, as the caller guarantees.
+            unsafe { clear_out(db_out) };
+            return guard(|| Err(e));
+        }
+    };
+    let engine = (!engine.is_null()).then_some(engine);
+    // SAFETY: forwarded with the caller's guarantees; a NULL engine means the recorded one.
+    unsafe { open(path, engine, store_options, db_out) }
+}
+
+/// The store options `*options` asks for (the defaults for NULL), or the first bad value.
+///
+/// # Safety
+/// `options` is NULL or points to a `kvs_options` whose first `options->size` bytes are
+/// readable.
+unsafe fn read_options(options: *const kvs_options) -> kvs::Result<KvStoreOptions> {
+    if options.is_null() {
+        return Ok(KvStoreOptions::default());
+    }
+    // SAFETY: non-NULL; `size` is the first field, readable whatever version of the struct
+    // the caller has. read_unaligned: the caller may have packed it anywhere.
+    let size = unsafe { ptr::addr_of!((*options).size).read_unaligned() };
+    if size < KVS_OPTIONS_V1_SIZE {
+        return Err(KvsError::InvalidArgument(format!(
+            "kvs_options.size is {size}, less than any kvs_options ({KVS_OPTIONS_V1_SIZE}): fill              the struct with kvs_options_init()"
+        )));
+    }
+    if size > std::mem::size_of::<kvs_options>() {
+        return Err(KvsError::InvalidArgument(format!(
+            "kvs_options.size is {size}: this libkvs ({}) knows a kvs_options of at most {}              bytes; the program was built against a newer kvs.h than the library it runs with",
+            env!("CARGO_PKG_VERSION"),
+            std::mem::size_of::<kvs_options>()
+        )));
+    }
+    // The fields the caller's struct has, over the defaults for the rest (none yet: every
+    // accepted size is this version's).
+    let mut read = kvs_options::default();
+    // SAFETY: the caller's struct has `size` readable bytes, and `size` is at most the size
+    // of `read`; the two do not overlap (`read` is a local). Every field is a plain integer,
+    // valid for any bytes.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            options.cast::<u8>(),
+            ptr::addr_of_mut!(read).cast::<u8>(),
+            size,
+        )
+    };
+    read.to_store_options()
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@
 use std::path::PathBuf;
 use std::sync::{PoisonError, RwLock};
 
-use kvs::{AnyEngine, EngineKind, KvsEngine};
-use pyo3::exceptions::{PyKeyError, PyValueError};
+use kvs::{AnyEngine, EngineKind, KvStoreOptions, KvsEngine, SyncPolicy};
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyIterator, PyList};
+use pyo3::types::{PyBool, PyBytes, PyInt, PyIterator, PyList, PyString};
 
 use crate::error::to_py_err;
 use crate::input::bytes_of;
@@ -24,6 +24,7 @@ pub struct Store {
     engine: RwLock<Option<AnyEngine>>,
     path: PathBuf,
     kind: EngineKind,
+    read_only: bool,
 }
 
 impl Store {
@@ -59,20 +60,39 @@ impl Store {
 #[pymethods]
 impl Store {
     #[new]
-    #[pyo3(signature = (path, engine=None))]
-    fn new(py: Python<'_>, path: PathBuf, engine: Option<&str>) -> PyResult<Self> {
+    #[pyo3(signature = (
+        path,
+        engine=None,
+        *,
+        sync=None,
+        read_only=None,
+        max_file_size=None,
+        compaction_min_stale=None,
+    ))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        engine: Option<&str>,
+        sync: Option<&Bound<'_, PyAny>>,
+        read_only: Option<&Bound<'_, PyAny>>,
+        max_file_size: Option<&Bound<'_, PyAny>>,
+        compaction_min_stale: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
         let wanted = engine
             .map(|name| name.parse::<EngineKind>())
             .transpose()
             .map_err(|err| to_py_err(py, err, None))?;
+        let options = store_options(py, sync, read_only, max_file_size, compaction_min_stale)?;
+        let read_only = options.is_read_only();
         let dir = path.clone();
         let opened = py
-            .detach(move || AnyEngine::open(dir, wanted))
+            .detach(move || AnyEngine::open_with(dir, wanted, options))
             .map_err(|err| to_py_err(py, err, None))?;
         Ok(Store {
             kind: opened.kind(),
             engine: RwLock::new(Some(opened)),
             path,
+            read_only,
         })
     }
 
@@ -204,6 +224,12 @@ impl Store {
         self.path.clone()
     }
 
+    /// Whether the store was opened with ``read_only=True``.
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
@@ -275,4 +301,76 @@ impl Store {
         self.with_engine(py, |e| e.checkpoint(&dest))?
             .map_err(|err| to_py_err(py, err, None))
     }
+}
+
+/// The store options of `KvStore(...)`'s keyword arguments (`None`: the default):
+/// `TypeError` for a value of the wrong type, `ValueError` for one out of range.
+fn store_options(
+    py: Python<'_>,
+    sync: Option<&Bound<'_, PyAny>>,
+    read_only: Option<&Bound<'_, PyAny>>,
+    max_file_size: Option<&Bound<'_, PyAny>>,
+    compaction_min_stale: Option<&Bound<'_, PyAny>>,
+) -> PyResult<KvStoreOptions> {
+    let mut options = KvStoreOptions::default();
+    if let Some(sync) = sync.filter(|v| !v.is_none()) {
+        let name = sync.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "sync must be \"os\" or \"always\", not {}",
+                type_name(sync)
+            ))
+        })?;
+        options = options.sync(match &*name.to_cow()? {
+            "os" => SyncPolicy::Os,
+            "always" => SyncPolicy::Always,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "sync must be \"os\" or \"always\", not {other:?}"
+                )))
+            }
+        });
+    }
+    if let Some(read_only) = read_only.filter(|v| !v.is_none()) {
+        let flag = read_only.cast::<PyBool>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "read_only must be True or False, not {}",
+                type_name(read_only)
+            ))
+        })?;
+        options = options.read_only(flag.is_true());
+    }
+    if let Some(bytes) = max_file_size.filter(|v| !v.is_none()) {
+        let bytes = byte_count(bytes, "max_file_size")?;
+        options = options
+            .try_max_file_size(bytes)
+            .map_err(|err| to_py_err(py, err, None))?;
+    }
+    if let Some(bytes) = compaction_min_stale.filter(|v| !v.is_none()) {
+        options = options.compaction_min_stale(byte_count(bytes, "compaction_min_stale")?);
+    }
+    Ok(options)
+}
+
+/// A non-negative `int` (not a `bool`) that fits in 64 bits.
+fn byte_count(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be an int (a number of bytes) or None, not {}",
+            type_name(value)
+        )));
+    }
+    value.extract::<u64>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} must be a number of bytes from 0 to 2**64 - 1, not {value}"
+        ))
+    })
+}
+
+/// The name of `value`'s type, for error messages.
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map(|name| name.to_string())
+        .unwrap_or_else(|_| "an object".into())
 }

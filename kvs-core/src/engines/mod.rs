@@ -48,13 +48,20 @@ impl AnyEngine {
     }
 
     /// Like [`open`](AnyEngine::open), with options for the `kvs` engine.
+    ///
+    /// [`KvStoreOptions::read_only`] applies to both engines: a `kvs` store opens read-only;
+    /// a `sled` store is refused with [`KvsError::InvalidArgument`] (sled 0.34 has no
+    /// read-only mode), having touched nothing. The other options are for `kvs` only.
     pub fn open_with(
         path: impl Into<PathBuf>,
         engine: Option<EngineKind>,
         options: KvStoreOptions,
     ) -> Result<AnyEngine> {
         let dir = path.into();
-        data_dir::ensure_dir(&dir)?;
+        if !options.is_read_only() {
+            // A read-only open creates nothing; `KvStore::open_with` checks the directory.
+            data_dir::ensure_dir(&dir)?;
+        }
         // The recorded engine, or the one whose data is there if the record is lost.
         let recorded = data_dir::engine_of(&dir)?;
         let kind = match (engine, recorded) {
@@ -67,6 +74,11 @@ impl AnyEngine {
         };
         match kind {
             EngineKind::Kvs => Ok(AnyEngine::Kvs(KvStore::open_with(dir, options)?)),
+            EngineKind::Sled if options.is_read_only() => Err(KvsError::InvalidArgument(format!(
+                "{} holds a sled store, and sled cannot open a store read-only (it writes to \
+                 its files whenever it opens them); open it read-write, or use the kvs engine",
+                dir.display()
+            ))),
             EngineKind::Sled => {
                 crate::process::check_sled_usable()?;
                 let lock = DirLock::acquire(&dir, data_dir::DEFAULT_LOCK_WAIT)?;

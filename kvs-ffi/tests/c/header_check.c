@@ -24,6 +24,16 @@ int main(void)
     const char *(*version_fn)(void) = kvs_version;
     (void)open_fn; (void)open_engine_fn; (void)set_fn; (void)get_fn; (void)remove_fn;
     (void)value_free_fn; (void)close_fn; (void)last_error_fn;
+    kvs_status (*open_with_fn)(const char *, const char *, const kvs_options *, kvs_db **) =
+        kvs_open_with;
+    kvs_status (*options_init_fn)(kvs_options *) = kvs_options_init;
+    (void)open_with_fn;
+
+    /* The options struct, filled with its defaults. */
+    kvs_options options;
+    if (options_init_fn(&options) != KVS_OK || options.size != sizeof options ||
+        options.sync != KVS_SYNC_OS || KVS_SYNC_ALWAYS == KVS_SYNC_OS)
+        return 1;
 
     /* A NULL handle is an argument error, not a crash: safe to run without a store. */
     status = get_fn(db, NULL, 0, &value, &value_len);

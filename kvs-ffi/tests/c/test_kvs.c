@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <sched.h>
+#include <dirent.h>
 
 _Static_assert(KVS_OK == 0, "status numbers are fixed");
 _Static_assert(KVS_NOT_FOUND == 1, "status numbers are fixed");
@@ -1012,6 +1013,198 @@ static void checkpoint_refuses_a_non_empty_destination(void)
     CHECK(got == 7 && strcmp(buf, "keep me") == 0);
 }
 
+/* ---- kvs_open_with() and kvs_options -------------------------------------------------- */
+
+/* The number of `<id>.log` files in `dir`, or -1 if it cannot be read. */
+static int count_log_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int count = 0;
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL) {
+        size_t len = strlen(entry->d_name);
+        if (len > 4 && strcmp(entry->d_name + len - 4, ".log") == 0)
+            count++;
+    }
+    closedir(d);
+    return count;
+}
+
+static void options_init_fills_the_defaults(void)
+{
+    kvs_options options;
+    memset(&options, 0xAB, sizeof options);
+    CHECK_STATUS(kvs_options_init(&options), KVS_OK);
+    CHECK(options.size == sizeof(kvs_options));
+    CHECK(options.sync == KVS_SYNC_OS);
+    CHECK(options.read_only == 0);
+    CHECK(options.max_file_size == (uint64_t)1 << 30);
+    CHECK(options.compaction_min_stale == (uint64_t)4 << 20);
+    CHECK_STATUS(kvs_options_init(NULL), KVS_INVALID_ARGUMENT);
+}
+
+static void open_with_sync_always_and_small_files(void)
+{
+    char dir[4096];
+    test_dir(dir, sizeof dir, "open_with_sync");
+    kvs_options options;
+    CHECK_STATUS(kvs_options_init(&options), KVS_OK);
+    options.sync = KVS_SYNC_ALWAYS;
+    options.max_file_size = 4096;
+    options.compaction_min_stale = UINT64_MAX;
+    kvs_db *db = NULL;
+    CHECK_STATUS(kvs_open_with(dir, NULL, &options, &db), KVS_OK);
+    uint8_t value[200];
+    memset(value, 'v', sizeof value);
+    char key[32];
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof key, "key-%03d", i);
+        CHECK_STATUS(kvs_set(db, (const uint8_t *)key, strlen(key), value, sizeof value), KVS_OK);
+    }
+    kvs_close(db);
+    /* 100 records of over 200 bytes in files of 4 KiB: the size reached the store. */
+    CHECK(count_log_files(dir) >= 5);
+    /* NULL options: the defaults, the recorded engine. */
+    db = NULL;
+    CHECK_STATUS(kvs_open_with(dir, NULL, NULL, &db), KVS_OK);
+    int ok = has_value(db, S("key-099"), value, sizeof value);
+    kvs_close(db);
+    CHECK(ok);
+    db = NULL;
+    CHECK_STATUS(kvs_open_with(dir, "kvs", &options, &db), KVS_OK);
+    ok = has_value(db, S("key-000"), value, sizeof value);
+    kvs_close(db);
+    CHECK(ok);
+}
+
+static void read_only_open_serves_reads_and_refuses_writes(void)
+{
+    char dir[4096], missing[4096];
+    test_dir(dir, sizeof dir, "read_only");
+    kvs_db *db = NULL;
+    CHECK_STATUS(kvs_open(dir, &db), KVS_OK);
+    CHECK_STATUS(kvs_set(db, S("k"), S("v")), KVS_OK);
+    kvs_close(db);
+
+    kvs_options options;
+    CHECK_STATUS(kvs_options_init(&options), KVS_OK);
+    options.read_only = 1;
+    kvs_db *reader = NULL, *second = NULL;
+    CHECK_STATUS(kvs_open_with(dir, NULL, &options, &reader), KVS_OK);
+    int read_ok = has_value(reader, S("k"), "v", 1);
+    kvs_status set = kvs_set(reader, S("k"), S("new"));
+    const char *message = kvs_last_error();
+    int message_ok = message != NULL && strstr(message, "read-only") != NULL;
+    kvs_status remove = kvs_remove(reader, S("k"));
+    kvs_status remove_missing = kvs_remove(reader, S("missing"));
+    int still_ok = has_value(reader, S("k"), "v", 1);
+    /* Read-only handles share the directory; a writer is kept out. */
+    kvs_status shared = kvs_open_with(dir, "kvs", &options, &second);
+    kvs_db *writer = (kvs_db *)&writer;
+    kvs_status write_open = kvs_open(dir, &writer);
+    kvs_close(second);
+    kvs_close(reader);
+    CHECK(read_ok && still_ok);
+    CHECK(set == KVS_INVALID_ARGUMENT && message_ok);
+    CHECK(remove == KVS_INVALID_ARGUMENT && remove_missing == KVS_INVALID_ARGUMENT);
+    CHECK(shared == KVS_OK);
+    CHECK(write_open == KVS_IO_ERROR && writer == NULL);
+    /* Once the readers are gone, a writer gets in. */
+    writer = open_or_null("read_only");
+    CHECK(writer != NULL);
+    kvs_close(writer);
+
+    /* Read-only creates nothing: a missing directory stays missing. */
+    test_dir(missing, sizeof missing, "read_only_missing");
+    db = (kvs_db *)&db;
+    CHECK_STATUS(kvs_open_with(missing, NULL, &options, &db), KVS_IO_ERROR);
+    CHECK(db == NULL);
+    struct stat st;
+    CHECK(stat(missing, &st) != 0 && errno == ENOENT);
+}
+
+static void read_only_sled_is_refused(void)
+{
+    char dir[4096];
+    test_dir(dir, sizeof dir, "read_only_sled");
+    kvs_db *db = NULL;
+    CHECK_STATUS(kvs_open_engine(dir, "sled", &db), KVS_OK);
+    CHECK_STATUS(kvs_set(db, S("k"), S("v")), KVS_OK);
+    kvs_close(db);
+    kvs_options options;
+    CHECK_STATUS(kvs_options_init(&options), KVS_OK);
+    options.read_only = 1;
+    db = (kvs_db *)&db;
+    CHECK_STATUS(kvs_open_with(dir, "sled", &options, &db), KVS_INVALID_ARGUMENT);
+    CHECK(db == NULL);
+    const char *message = kvs_last_error();
+    CHECK(message != NULL && strstr(message, "sled") != NULL && strstr(message, "read-only"));
+    CHECK_STATUS(kvs_open_with(dir, NULL, &options, &db), KVS_INVALID_ARGUMENT);
+    CHECK(db == NULL);
+}
+
+/* Opens a new directory with `options`: must be KVS_INVALID_ARGUMENT naming `field`, with
+ * nothing created. Returns whether it was. */
+static int refused_naming(const kvs_options *options, const char *name, const char *field)
+{
+    char dir[4096];
+    test_dir(dir, sizeof dir, name);
+    kvs_db *db = (kvs_db *)&db;
+    kvs_status status = kvs_open_with(dir, NULL, options, &db);
+    const char *message = kvs_last_error();
+    struct stat st;
+    int ok = status == KVS_INVALID_ARGUMENT && db == NULL && message != NULL &&
+             strstr(message, field) != NULL && stat(dir, &st) != 0 && errno == ENOENT;
+    if (!ok)
+        fprintf(stderr, "    %s: status %d, message %s\n", name, (int)status,
+                message ? message : "NULL");
+    if (status == KVS_OK)
+        kvs_close(db);
+    return ok;
+}
+
+static void bad_options_are_invalid_argument(void)
+{
+    kvs_options options;
+    CHECK_STATUS(kvs_options_init(&options), KVS_OK);
+    options.sync = 7;
+    CHECK(refused_naming(&options, "bad_sync", "sync"));
+    CHECK_STATUS(kvs_options_init(&options), KVS_OK);
+    options.read_only = 2;
+    CHECK(refused_naming(&options, "bad_read_only", "read_only"));
+    CHECK_STATUS(kvs_options_init(&options), KVS_OK);
+    options.max_file_size = 100;
+    CHECK(refused_naming(&options, "small_files", "max_file_size"));
+    options.max_file_size = ((uint64_t)1 << 30) + 1;
+    CHECK(refused_naming(&options, "large_files", "max_file_size"));
+    options.max_file_size = 0;
+    CHECK(refused_naming(&options, "zero_files", "max_file_size"));
+    /* A struct not filled by kvs_options_init(). */
+    CHECK_STATUS(kvs_options_init(&options), KVS_OK);
+    options.size = 0;
+    CHECK(refused_naming(&options, "size_zero", "size"));
+    /* A struct from a newer kvs.h, larger than this library knows. */
+    struct {
+        kvs_options options;
+        uint64_t newer_field;
+    } newer;
+    CHECK_STATUS(kvs_options_init(&newer.options), KVS_OK);
+    newer.options.size = sizeof newer;
+    newer.newer_field = 1;
+    CHECK(refused_naming(&newer.options, "size_newer", "newer kvs.h"));
+    /* The open functions' own argument checks still hold. */
+    CHECK_STATUS(kvs_options_init(&options), KVS_OK);
+    kvs_db *db = (kvs_db *)&db;
+    CHECK_STATUS(kvs_open_with(NULL, NULL, &options, &db), KVS_INVALID_ARGUMENT);
+    CHECK(db == NULL);
+    char dir[4096];
+    test_dir(dir, sizeof dir, "bad_engine_with");
+    CHECK_STATUS(kvs_open_with(dir, "rocksdb", &options, &db), KVS_INVALID_ARGUMENT);
+    CHECK_STATUS(kvs_open_with(dir, NULL, &options, NULL), KVS_INVALID_ARGUMENT);
+}
+
 /* ---- runner ------------------------------------------------------------------------- */
 
 struct test {
@@ -1053,6 +1246,11 @@ static const struct test tests[] = {
     TEST(kvs_checkpoint_of_a_live_store),
     TEST(sled_checkpoint_of_a_live_store),
     TEST(checkpoint_refuses_a_non_empty_destination),
+    TEST(options_init_fills_the_defaults),
+    TEST(open_with_sync_always_and_small_files),
+    TEST(read_only_open_serves_reads_and_refuses_writes),
+    TEST(read_only_sled_is_refused),
+    TEST(bad_options_are_invalid_argument),
 };
 
 int main(int argc, char **argv)

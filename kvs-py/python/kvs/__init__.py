@@ -59,6 +59,11 @@ class KvStore(_kvs.KvStore, MutableMapping[bytes, bytes]):
     one raises ``EngineMismatchError``; a directory another process has open raises
     ``LockedError``.
 
+    Keyword-only options tune the store: ``sync="always"`` (a write returns once it is on
+    disk), ``read_only=True`` (open an existing store without writing anything; writes
+    raise ``ValueError``), ``max_file_size`` and ``compaction_min_stale`` (bytes); see
+    ``_kvs.pyi`` for each.
+
     Every write has reached the operating system when the call returns (it survives a crash
     of the process); ``flush()`` also forces it to disk. One store may be used from many
     threads; the GIL is released while the engine works. ``close()`` (or leaving a ``with``

@@ -56,7 +56,7 @@ import os
 import pathlib
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Optional, TypeVar, Union, final, overload
+from typing import Literal, Optional, TypeVar, Union, final, overload
 
 from typing_extensions import Self
 
@@ -120,10 +120,39 @@ class KvStore:
 
     Every write has reached the operating system when the call returns: it survives a
     crash of the process. ``flush()`` also forces it onto the disk.
+
+    Keyword-only options (None: the default; a value of the wrong type raises
+    ``TypeError``, one out of range ``ValueError``, before anything is opened):
+
+    - ``sync``: ``"os"`` (the default: a write returns once it is in the operating
+      system) or ``"always"`` (once it is on disk, ``fdatasync``: it also survives a power
+      loss; much slower).
+    - ``read_only``: ``True`` opens an existing store without writing anything to its
+      directory (it may be on read-only media): writes raise ``ValueError``, ``flush()``
+      does nothing. Any number of read-only stores, in any processes, may be open on one
+      directory; a writer is kept out while one is (``LockedError``), and the reverse. A
+      torn end of the log left by a crash is left in place, the records before it served.
+      A missing directory, or one without a kvs store, raises ``KvsIOError``; the sled
+      engine cannot open a store read-only (``ValueError``). Nobody may write the log while
+      it is open read-only.
+    - ``max_file_size``: the size in bytes at which writes move on to a new log file, from
+      4096 to 2**30 (the default).
+    - ``compaction_min_stale``: background compaction starts once at least this many bytes
+      of the log are stale (overwritten or removed) and they are at least half of it
+      (default 4 MiB).
+
+    The options other than ``read_only`` are for the kvs engine; sled ignores them.
     """
 
     def __new__(
-        cls, path: Union[str, os.PathLike[str]], engine: Optional[str] = None
+        cls,
+        path: Union[str, os.PathLike[str]],
+        engine: Optional[str] = None,
+        *,
+        sync: Optional[Literal["os", "always"]] = None,
+        read_only: Optional[bool] = None,
+        max_file_size: Optional[int] = None,
+        compaction_min_stale: Optional[int] = None,
     ) -> Self: ...
     def __getitem__(self, key: _Bytes, /) -> bytes:
         """The value of ``key``; ``KeyError`` if it is not set."""
@@ -164,6 +193,9 @@ class KvStore:
     @property
     def path(self) -> pathlib.Path:
         """The data directory."""
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened with ``read_only=True``."""
     def __enter__(self) -> Self: ...
     def __exit__(
         self,

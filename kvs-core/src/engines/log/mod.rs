@@ -132,6 +132,10 @@ impl Drop for Handle {
         if let Some(thread) = compactor {
             let _ = thread.join();
         }
+        if self.shared.options.read_only {
+            // Nothing was written, so there is nothing to cut back or sync.
+            return;
+        }
         let mut writer = self.shared.lock_writer();
         if let Err(e) = writer.trim().and_then(|()| writer.sync_active()) {
             log::error!("syncing {} on close failed: {e}", self.shared.dir.display());
@@ -152,21 +156,36 @@ impl KvStore {
     /// log file is damaged anywhere but at its torn tail, if a log file the store's `MANIFEST`
     /// lists is missing or is not the file the store wrote, or if the `MANIFEST` itself is
     /// damaged. Files the `MANIFEST` does not list are left alone, with a warning.
+    ///
+    /// With [`KvStoreOptions::read_only`], writes nothing and creates nothing (see there); the
+    /// directory must hold a kvs store.
     pub fn open_with(path: impl Into<PathBuf>, options: KvStoreOptions) -> Result<KvStore> {
         let dir = path.into();
-        data_dir::ensure_dir(&dir)?;
-        data_dir::check_engine(&dir, EngineKind::Kvs)?;
-        let lock = DirLock::acquire(&dir, options.lock_wait)?;
-        data_dir::record_engine(&dir, EngineKind::Kvs)?;
+        let read_only = options.read_only;
+        let lock = if read_only {
+            check_read_only_dir(&dir)?;
+            data_dir::check_engine(&dir, EngineKind::Kvs)?;
+            DirLock::acquire_shared(&dir, options.lock_wait)?
+        } else {
+            data_dir::ensure_dir(&dir)?;
+            data_dir::check_engine(&dir, EngineKind::Kvs)?;
+            let lock = DirLock::acquire(&dir, options.lock_wait)?;
+            data_dir::record_engine(&dir, EngineKind::Kvs)?;
+            lock
+        };
 
         let index = Index::new();
-        let recovered = recovery::recover(&dir, options.recovery, &index)?;
+        let recovered = recovery::recover(&dir, options.recovery, read_only, &index)?;
         let max_file_bytes = options.max_file_bytes.clamp(4096, MAX_FILE_BYTES);
         let mut files = BTreeMap::new();
         for &id in &recovered.ids {
             let path = log_path(&dir, id);
             let size = recovered.sizes.get(&id).copied().unwrap_or(0);
-            let file = if Some(&id) == recovered.ids.last() {
+            let file = if read_only {
+                // Nothing is written: every file, the newest included, is mapped as it is
+                // and opened for reading only.
+                File::open(&path).map(|file| LogFile::new(file, size))
+            } else if Some(&id) == recovered.ids.last() {
                 // The newest file is the active one and grows: map it up to the most it can
                 // hold, and keep its descriptor for writes.
                 OpenOptions::new()
@@ -183,6 +202,15 @@ impl KvStore {
         }
         let (active_id, active) = match files.last_key_value() {
             Some((&id, file)) => (id, Arc::clone(file)),
+            None if read_only => {
+                return Err(KvsError::io_at(
+                    &dir,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "holds no kvs log files: there is no store to open read-only",
+                    ),
+                ))
+            }
             None => {
                 let file = create_log(&dir, 1, max_file_bytes)?;
                 files.insert(1, Arc::clone(&file));
@@ -198,19 +226,22 @@ impl KvStore {
             Some(manifest) => manifest,
             None => {
                 // A store without a manifest (written by release 0.1.0, or new), replayed as
-                // that release did: from now on, it is guarded by one.
+                // that release did: from now on, it is guarded by one (read-only: in memory
+                // only, nothing is written).
                 let mut manifest = Manifest::default();
                 for (&id, &size) in sizes.range(..active_id) {
                     let fingerprint = fingerprints.get(&id).copied().unwrap_or_default();
                     manifest.set_closed(id, size, fingerprint);
                 }
                 manifest.set_active(active_id);
-                manifest::replace(&dir, &manifest)?;
-                data_dir::sync_dir(&dir)?;
+                if !read_only {
+                    manifest::replace(&dir, &manifest)?;
+                    data_dir::sync_dir(&dir)?;
+                }
                 manifest
             }
         };
-        let writer = LogWriter::new(
+        let mut writer = LogWriter::new(
             dir.clone(),
             options.sync,
             options.max_file_bytes,
@@ -221,6 +252,9 @@ impl KvStore {
             fingerprints.get(&active_id).copied().unwrap_or_default(),
             manifest,
         );
+        if read_only {
+            writer.set_read_only();
+        }
 
         let files = FileSet::new(files, &index);
         let (compact_tx, compact_rx) = crossbeam_channel::bounded(1);
@@ -236,18 +270,24 @@ impl KvStore {
             closing: AtomicBool::new(false),
             _lock: lock,
         });
-        let compactor = spawn_compactor(Arc::clone(&shared), compact_rx)?;
+        let compactor = if read_only {
+            None
+        } else {
+            Some(spawn_compactor(Arc::clone(&shared), compact_rx)?)
+        };
         let store = KvStore {
             _handle: Arc::new(Handle {
                 shared: Arc::clone(&shared),
-                compactor: Mutex::new(Some(compactor)),
+                compactor: Mutex::new(compactor),
             }),
             shared,
         };
-        store
-            .shared
-            .lock_writer()
-            .maybe_request_compaction(&store.shared);
+        if !read_only {
+            store
+                .shared
+                .lock_writer()
+                .maybe_request_compaction(&store.shared);
+        }
         Ok(store)
     }
 
@@ -259,6 +299,7 @@ impl KvStore {
     /// Runs a compaction now, on the calling thread, whatever the stale-byte counts say.
     pub fn compact(&self) -> Result<()> {
         self.shared._lock.check_process()?;
+        self.shared.check_writable()?;
         compaction::compact(&self.shared)
     }
 
@@ -343,6 +384,16 @@ impl Shared {
             })?;
         checked.map_err(corruption)
     }
+
+    /// Fails for a store opened read-only: the first check of every write. (The writer
+    /// refuses too, in [`LogWriter::check_usable`]; this answers before any argument is
+    /// looked at, so a read-only store says so rather than, say, "key not found".)
+    fn check_writable(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(writer::read_only_error());
+        }
+        Ok(())
+    }
 }
 
 impl Shared {
@@ -381,6 +432,7 @@ impl LogWriter {
 impl KvsEngine for KvStore {
     fn set_bytes(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.shared._lock.check_process()?;
+        self.shared.check_writable()?;
         check_sizes(key, value)?;
         let shared = &*self.shared;
         let end = self.set_locked(key, value)?;
@@ -392,6 +444,7 @@ impl KvsEngine for KvStore {
 
     fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
         self.shared._lock.check_process()?;
+        self.shared.check_writable()?;
         let mut total = 0u64;
         for (key, value) in pairs {
             check_sizes(key, value)?;
@@ -419,6 +472,7 @@ impl KvsEngine for KvStore {
 
     fn remove_bytes(&self, key: &[u8]) -> Result<()> {
         self.shared._lock.check_process()?;
+        self.shared.check_writable()?;
         check_sizes(key, b"")?;
         let shared = &*self.shared;
         let end = self.remove_locked(key)?;
@@ -447,6 +501,10 @@ impl KvsEngine for KvStore {
 
     fn flush(&self) -> Result<()> {
         self.shared._lock.check_process()?;
+        if self.shared.options.read_only {
+            // Nothing was written: nothing to make durable.
+            return Ok(());
+        }
         self.shared.lock_writer().sync_active()
     }
 
@@ -631,3 +689,16 @@ fn index_full() -> KvsError {
 
 /// The largest batch `set_many_bytes` writes as one piece; larger ones go record by record.
 const MAX_BATCH_BYTES: u64 = 16 << 20;
+
+/// Checks that `dir`, to be opened read-only, is an existing directory (read-only open
+/// creates nothing).
+fn check_read_only_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::metadata(dir).map_err(|e| KvsError::io_at(dir, e))?;
+    if !meta.is_dir() {
+        return Err(KvsError::io_at(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+        ));
+    }
+    Ok(())
+}

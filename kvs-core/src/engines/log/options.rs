@@ -39,6 +39,7 @@ pub struct KvStoreOptions {
     pub(super) compaction_min_stale: u64,
     pub(super) max_file_bytes: u64,
     pub(super) lock_wait: Duration,
+    pub(super) read_only: bool,
 }
 
 impl Default for KvStoreOptions {
@@ -49,6 +50,7 @@ impl Default for KvStoreOptions {
             compaction_min_stale: 4 << 20,
             max_file_bytes: MAX_FILE_BYTES,
             lock_wait: data_dir::DEFAULT_LOCK_WAIT,
+            read_only: false,
         }
     }
 }
@@ -85,4 +87,51 @@ impl KvStoreOptions {
         self.lock_wait = wait;
         self
     }
+
+    /// Opens the store read-only (default `false`): for a store on read-only media, or a
+    /// process that only reads. Open then writes nothing at all: no `engine` file, no
+    /// `MANIFEST`, no `LOCK` file if there is none; a torn or zero tail of the newest log file
+    /// is left in place (the records before it are served, with a warning), leftovers of an
+    /// interrupted compaction are left alone, and no compaction thread runs. Every write
+    /// (`set`, `remove`, `set_many`, `compact`) fails with [`KvsError::InvalidArgument`]
+    /// (`flush` does nothing).
+    ///
+    /// Open takes a *shared* lock on the directory's `LOCK` file: any number of read-only
+    /// handles, in any processes, coexist, and a writer is kept out while they are open (and
+    /// they while a writer is). A directory without a `LOCK` file is opened without a lock,
+    /// with a warning. The log must not change while it is open read-only: kvs has no way to
+    /// follow another process's writes.
+    ///
+    /// Fails if the directory does not exist or holds no kvs store, or if a compaction was
+    /// interrupted after it committed (finishing it needs a rename: open the store once
+    /// read-write).
+    ///
+    /// [`KvsError::InvalidArgument`]: crate::KvsError::InvalidArgument
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Whether [`read_only`](KvStoreOptions::read_only) is set.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Like [`max_file_size`](KvStoreOptions::max_file_size), but a size outside 4 KiB to
+    /// 1 GiB fails with [`KvsError::InvalidArgument`] instead of being brought into the range:
+    /// for values that come from users (the C and Python bindings).
+    ///
+    /// [`KvsError::InvalidArgument`]: crate::KvsError::InvalidArgument
+    pub fn try_max_file_size(self, bytes: u64) -> crate::Result<Self> {
+        if !(MIN_FILE_BYTES..=MAX_FILE_BYTES).contains(&bytes) {
+            return Err(crate::KvsError::InvalidArgument(format!(
+                "max_file_size {bytes} is out of range: it must be between {MIN_FILE_BYTES} \
+                 (4 KiB) and {MAX_FILE_BYTES} (1 GiB)"
+            )));
+        }
+        Ok(self.max_file_size(bytes))
+    }
 }
+
+/// The smallest file size [`KvStoreOptions::max_file_size`] takes.
+const MIN_FILE_BYTES: u64 = 4096;

@@ -17,6 +17,13 @@
 //! the file was extended ahead of its records (`SyncPolicy::Always`, see `writer.rs`). They are
 //! cut off in either mode.
 //!
+//! **Read-only** (`KvStoreOptions::read_only`): the same decisions, but nothing on disk is
+//! changed. A torn or zero tail is left in place and the log is served up to it (a torn tail
+//! with a warning); unfinished compaction outputs, obsolete files and empty leftovers of a
+//! rotation are left where they are; a newest file cut short in its header serves nothing. The
+//! one repair that cannot be skipped is the rename of a committed compaction's output (its
+//! records are only under the `.compacting` name): open refuses, asking for one read-write open.
+//!
 //! # Torn tail or corruption
 //!
 //! Each record is written with one `pwrite`, header first, at the end of the newest file; a
@@ -88,12 +95,19 @@ pub struct Recovered {
 /// finishes what a crash interrupted (unfinished compaction outputs, renames, deletions), and
 /// replays every file into `index`. With a manifest, checks that every listed file is the one
 /// the store wrote (see `manifest.rs`).
-pub fn recover(dir: &Path, mode: RecoveryMode, index: &Index) -> Result<Recovered> {
+///
+/// With `read_only`, changes nothing on disk (see the module docs).
+pub fn recover(
+    dir: &Path,
+    mode: RecoveryMode,
+    read_only: bool,
+    index: &Index,
+) -> Result<Recovered> {
     let manifest = manifest::read(dir)?;
     let listing = list_dir(dir)?;
     let ids = match &manifest {
-        Some(manifest) => prepare_listed(dir, manifest, &listing)?,
-        None => prepare_unlisted(dir, &listing)?,
+        Some(manifest) => prepare_listed(dir, manifest, &listing, read_only)?,
+        None => prepare_unlisted(dir, &listing, read_only)?,
     };
 
     let mut recovered = Recovered {
@@ -115,6 +129,7 @@ pub fn recover(dir: &Path, mode: RecoveryMode, index: &Index) -> Result<Recovere
             id,
             is_newest,
             mode,
+            read_only,
             index,
             &mut recovered.stale,
             &mut fingerprint,
@@ -206,11 +221,14 @@ fn corruption(path: PathBuf, offset: u64, reason: String) -> KvsError {
 
 /// A store without a manifest (written by release 0.1.0, or a new directory): its files are
 /// the canonical `<id>.log` names. Deletes unfinished compaction outputs. Returns the ids.
-fn prepare_unlisted(dir: &Path, listing: &[(String, Listed)]) -> Result<Vec<u32>> {
+fn prepare_unlisted(dir: &Path, listing: &[(String, Listed)], read_only: bool) -> Result<Vec<u32>> {
     let mut ids = Vec::new();
     for (name, what) in listing {
         let path = dir.join(name);
         match *what {
+            Listed::Compacting(_) if read_only => {
+                log::info!("leaving unfinished compaction output {name} (read-only)");
+            }
             Listed::Compacting(_) => {
                 // Compaction crashed before its output was complete; the files it was
                 // compacting are all still here.
@@ -240,6 +258,7 @@ fn prepare_listed(
     dir: &Path,
     manifest: &Manifest,
     listing: &[(String, Listed)],
+    read_only: bool,
 ) -> Result<Vec<u32>> {
     let compacting: Vec<u32> = listing
         .iter()
@@ -334,6 +353,20 @@ fn prepare_listed(
         }
     }
 
+    if read_only {
+        if let Some(&id) = renames.first() {
+            let from = dir.join(format!("{id}{COMPACTING_SUFFIX}"));
+            return Err(KvsError::InvalidArgument(format!(
+                "cannot open {} read-only: a compaction committed but its output {} was not \
+                 renamed into place yet; open the store once read-write to finish it",
+                dir.display(),
+                from.display()
+            )));
+        }
+        // Obsolete files, unfinished outputs and rotation leftovers stay; none is replayed.
+        ids.sort_unstable();
+        return Ok(ids);
+    }
     let mut changed = false;
     for &id in &renames {
         let from = dir.join(format!("{id}{COMPACTING_SUFFIX}"));
@@ -455,12 +488,15 @@ fn with_listed_len(dir: &Path, id: u32, listed_len: u64, err: KvsError) -> KvsEr
     }
 }
 
-/// Replays one file; returns its size after any torn tail was cut off.
+/// Replays one file; returns its size after any torn tail was cut off (or, with `read_only`,
+/// the end of its last good record).
+#[allow(clippy::too_many_arguments)]
 fn replay_file(
     dir: &Path,
     id: u32,
     is_newest: bool,
     mode: RecoveryMode,
+    read_only: bool,
     index: &Index,
     stale: &mut BTreeMap<u32, u64>,
     fingerprint: &mut Fingerprint,
@@ -478,7 +514,7 @@ fn replay_file(
     }
     let mut reader = match LogReader::open(&file, file_len).map_err(io_err)? {
         Ok(reader) => reader,
-        Err(damage) => return bad_file_header(&path, damage, is_newest, mode),
+        Err(damage) => return bad_file_header(&path, damage, is_newest, mode, read_only),
     };
     let mut sealed = false;
     loop {
@@ -492,7 +528,7 @@ fn replay_file(
                 return Ok(offset);
             }
             Step::Damage(damage) => {
-                return bad_record(&file, &path, damage, file_len, is_newest, mode)
+                return bad_record(&file, &path, damage, file_len, is_newest, mode, read_only)
             }
         }
     }
@@ -505,8 +541,17 @@ fn bad_file_header(
     damage: Damage,
     is_newest: bool,
     mode: RecoveryMode,
+    read_only: bool,
 ) -> Result<u64> {
     let short = matches!(damage, Damage::ShortFile { .. });
+    if short && is_newest && mode == RecoveryMode::TolerateTornTail && read_only {
+        // As below, but left as it is: the file serves no records.
+        log::warn!(
+            "{}: {damage}; it holds no records (read-only: left as it is)",
+            path.display()
+        );
+        return Ok(0);
+    }
     if short && is_newest && mode == RecoveryMode::TolerateTornTail {
         // Crashed while creating the file: nothing in it was ever acknowledged.
         log::warn!("{}: {damage}; rewriting its header", path.display());
@@ -589,6 +634,7 @@ fn bad_record(
     file_len: u64,
     is_newest: bool,
     mode: RecoveryMode,
+    read_only: bool,
 ) -> Result<u64> {
     let io_err = |e| KvsError::io_at(path, e);
     let offset = damage.offset();
@@ -596,11 +642,16 @@ fn bad_record(
         // Extended ahead of its records (`SyncPolicy::Always`, see `writer.rs`) and not cut
         // back, as the store was not closed: the log ends here. Nothing was written there.
         log::debug!(
-            "{}: {} zero bytes past the last record, cut off",
+            "{}: {} zero bytes past the last record, {}",
             path.display(),
-            file_len - offset
+            file_len - offset,
+            if read_only {
+                "ignored (read-only)"
+            } else {
+                "cut off"
+            }
         );
-        return cut_at(path, offset);
+        return cut_at(path, offset, read_only);
     }
     if !is_newest || mode == RecoveryMode::Strict {
         return Err(corruption(path.to_path_buf(), offset, damage.to_string()));
@@ -612,12 +663,21 @@ fn bad_record(
             format!("{damage}; a valid record follows at offset {found}"),
         ));
     }
-    log::warn!(
-        "{}: cutting off a torn tail of {} bytes at offset {offset} ({damage})",
-        path.display(),
-        file_len - offset
-    );
-    cut_at(path, offset)
+    if read_only {
+        log::warn!(
+            "{}: ignoring a torn tail of {} bytes at offset {offset} ({damage}); read-only, so \
+             it is left in place",
+            path.display(),
+            file_len - offset
+        );
+    } else {
+        log::warn!(
+            "{}: cutting off a torn tail of {} bytes at offset {offset} ({damage})",
+            path.display(),
+            file_len - offset
+        );
+    }
+    cut_at(path, offset, read_only)
 }
 
 /// The first valid record that proves the log goes on past the bad record `damage` describes
@@ -633,8 +693,12 @@ fn valid_record_after(file: &File, damage: Damage, file_len: u64) -> io::Result<
     find_valid_record(file, scan_from, file_len)
 }
 
-/// Cuts the file at `path` back to `offset` bytes, durably; returns the new length.
-fn cut_at(path: &Path, offset: u64) -> Result<u64> {
+/// Cuts the file at `path` back to `offset` bytes, durably (unless `read_only`: the file is
+/// then left as it is, and served up to `offset`); returns the length of its records.
+fn cut_at(path: &Path, offset: u64, read_only: bool) -> Result<u64> {
+    if read_only {
+        return Ok(offset);
+    }
     OpenOptions::new()
         .write(true)
         .open(path)

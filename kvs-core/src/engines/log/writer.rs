@@ -113,6 +113,8 @@ pub struct LogWriter {
     stale_sum: u64,
     /// Set when a failed fsync left the state of the file unknown: no more writes.
     poisoned: Option<String>,
+    /// Set for a store opened read-only: no writes at all (see [`LogWriter::set_read_only`]).
+    read_only: bool,
     /// Whether the active file ends with a seal and is synced: once writes move on, it is
     /// closed, and gives up its descriptor.
     sealed: bool,
@@ -154,12 +156,16 @@ impl LogWriter {
             sizes,
             stale,
             poisoned: None,
+            read_only: false,
             sealed: false,
         }
     }
 
     /// Fails if an earlier failure made writing unsafe.
     pub fn check_usable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(read_only_error());
+        }
         match &self.poisoned {
             Some(reason) => Err(KvsError::Poisoned(reason.clone())),
             None => Ok(()),
@@ -502,6 +508,21 @@ impl LogWriter {
     }
 }
 
+impl LogWriter {
+    /// Refuses every write from now on (a store opened read-only): [`check_usable`], which
+    /// every append, sync, seal and compaction commit calls first, fails.
+    ///
+    /// [`check_usable`]: LogWriter::check_usable
+    pub fn set_read_only(&mut self) {
+        self.read_only = true;
+    }
+}
+
+/// The error of a write to a store opened read-only.
+pub fn read_only_error() -> KvsError {
+    KvsError::InvalidArgument("the store is open read-only".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,5 +645,38 @@ mod tests {
             check(&writer);
         }
         assert!(writer.total_bytes() > 0 && writer.stale_bytes() > 0);
+    }
+
+    #[test]
+    fn a_read_only_writer_refuses_every_write_and_leaves_the_file_alone() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (mut writer, files, index) = writer(dir.path(), 4096);
+        let path = log_path(dir.path(), 1);
+        let before = std::fs::read(&path).unwrap();
+        writer.set_read_only();
+        let refused = |result: Result<()>, what: &str| match result {
+            Err(KvsError::InvalidArgument(message)) => {
+                assert!(message.contains("read-only"), "{what}: {message}")
+            }
+            other => panic!("{what} on a read-only writer: {other:?}"),
+        };
+        refused(writer.check_usable(), "check_usable");
+        refused(
+            writer.append_set(b"k", b"v", &files, &index).map(|_| ()),
+            "append_set",
+        );
+        refused(
+            writer.append_remove(b"k", &files, &index).map(|_| ()),
+            "append_remove",
+        );
+        refused(
+            writer
+                .append_sets(&[(b"a", b"1"), (b"b", b"2")], &files, &index)
+                .map(|_| ()),
+            "append_sets",
+        );
+        refused(writer.seal_active(), "seal_active");
+        refused(writer.sync_active(), "sync_active");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 }
