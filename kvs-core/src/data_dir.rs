@@ -298,9 +298,20 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| KvsError::io_at(&path, e))?;
+        DirLock::wait_for(file, dir, wait, File::try_lock)
+    }
+
+    /// Takes the lock on the open `LOCK` file with `try_lock` (exclusive or shared), trying
+    /// again every few milliseconds for up to `wait` while another holder has it.
+    fn wait_for(
+        file: File,
+        dir: &Path,
+        wait: Duration,
+        try_lock: fn(&File) -> std::result::Result<(), TryLockError>,
+    ) -> Result<DirLock> {
         let deadline = Instant::now() + wait;
         loop {
-            match file.try_lock() {
+            match try_lock(&file) {
                 Ok(()) => {
                     return Ok(DirLock {
                         file: Some(file),
@@ -315,7 +326,7 @@ impl DirLock {
                         dir: dir.to_path_buf(),
                     })
                 }
-                Err(TryLockError::Error(e)) => return Err(KvsError::io_at(&path, e)),
+                Err(TryLockError::Error(e)) => return Err(KvsError::io_at(dir.join(LOCK_FILE), e)),
             }
         }
     }
@@ -356,26 +367,7 @@ impl DirLock {
             }
             Err(e) => return Err(KvsError::io_at(&path, e)),
         };
-        let deadline = Instant::now() + wait;
-        loop {
-            match file.try_lock_shared() {
-                Ok(()) => {
-                    return Ok(DirLock {
-                        file: Some(file),
-                        owner: ProcessGuard::current(STORE),
-                    })
-                }
-                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(5));
-                }
-                Err(TryLockError::WouldBlock) => {
-                    return Err(KvsError::Locked {
-                        dir: dir.to_path_buf(),
-                    })
-                }
-                Err(TryLockError::Error(e)) => return Err(KvsError::io_at(&path, e)),
-            }
-        }
+        DirLock::wait_for(file, dir, wait, File::try_lock_shared)
     }
 }
 
