@@ -358,7 +358,10 @@ mod tests {
         }
         for swapped in [false, true] {
             let out = framed(|o| Response::Swapped(swapped).encode_frame(o, DEFAULT_MAX_FRAME_LEN));
-            assert_eq!(Response::decode(&out[4..]).unwrap(), Response::Swapped(swapped));
+            assert_eq!(
+                Response::decode(&out[4..]).unwrap(),
+                Response::Swapped(swapped)
+            );
         }
     }
 
