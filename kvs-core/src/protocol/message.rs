@@ -23,7 +23,7 @@
 //!
 //! So `Set { key: "k", value: "v" }` in its frame is `00 00 00 05 01 01 6b 01 76`,
 //! `Value(Some("v"))` is `00 00 00 04 01 01 01 76`, `CompareAndSet { key: "k", expected: None,
-//! new: Some("v") }` is `00 00 00 06 03 01 6b 00 01 01 76` and `Swapped(true)` is
+//! new: Some("v") }` is `00 00 00 07 03 01 6b 00 01 01 76` and `Swapped(true)` is
 //! `00 00 00 02 03 01`. A payload must be exactly one message: trailing bytes are a protocol
 //! error.
 //!
@@ -300,7 +300,7 @@ mod tests {
                     }
                     .encode_frame(o, max)
                 }),
-                &[0, 0, 0, 6, 0x03, 1, b'k', 0x00, 0x01, 1, b'v'],
+                &[0, 0, 0, 7, 0x03, 1, b'k', 0x00, 0x01, 1, b'v'],
             ),
             (
                 framed(|o| {
@@ -311,7 +311,7 @@ mod tests {
                     }
                     .encode_frame(o, max)
                 }),
-                &[0, 0, 0, 7, 0x03, 1, b'k', 0x01, 2, b'a', b'b', 0x00],
+                &[0, 0, 0, 8, 0x03, 1, b'k', 0x01, 2, b'a', b'b', 0x00],
             ),
             (
                 framed(|o| Response::Swapped(true).encode_frame(o, max)),
