@@ -629,6 +629,14 @@ fn values_larger_than_a_read_round_trip_and_oversized_replies_are_refused() {
 /// The engines `kvs-server --engine` accepts; compare-and-set is answered by whichever runs.
 const ENGINES: [&str; 2] = ["kvs", "sled"];
 
+/// A compare-and-set and what it must do: (expected, new, swapped, the value afterwards).
+type CasRow = (
+    Option<&'static [u8]>,
+    Option<&'static [u8]>,
+    bool,
+    Option<&'static [u8]>,
+);
+
 #[test]
 fn compare_and_set_over_the_wire_follows_the_table() {
     for engine in ENGINES {
@@ -636,7 +644,7 @@ fn compare_and_set_over_the_wire_follows_the_table() {
         let mut server = ServerProcess::start(dir.path(), &["--engine", engine]);
         let mut client = KvsClient::connect(server.addr).unwrap();
         // (expected, new, swapped, value afterwards), one after the other on key "k".
-        let table: [(Option<&[u8]>, Option<&[u8]>, bool, Option<&[u8]>); 9] = [
+        let table: [CasRow; 9] = [
             // Not set: only "expect not set" swaps.
             (Some(b"a"), Some(b"x"), false, None),
             (None, Some(b"a"), true, Some(b"a")),
