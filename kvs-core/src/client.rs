@@ -174,7 +174,8 @@ impl KvsClient {
     /// Sets `key` to `new` (removes it when `new` is `None`) if and only if its value on the
     /// server is `expected` (`None`: not set), atomically with respect to every other client.
     /// `Ok(true)` when it swapped, `Ok(false)` when the value was something else (nothing was
-    /// written then). See [`KvsEngine::compare_and_set_bytes`](crate::KvsEngine::compare_and_set_bytes).
+    /// written then). See
+    /// [`KvsEngine::compare_and_set_bytes`](crate::KvsEngine::compare_and_set_bytes).
     ///
     /// A server older than this request answers it with a protocol error.
     pub fn compare_and_set_bytes(
