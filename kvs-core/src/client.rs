@@ -171,6 +171,28 @@ impl KvsClient {
         self.call(Request::Remove { key }, expect_ok)
     }
 
+    /// Sets `key` to `new` (removes it when `new` is `None`) if and only if its value on the
+    /// server is `expected` (`None`: not set), atomically with respect to every other client.
+    /// `Ok(true)` when it swapped, `Ok(false)` when the value was something else (nothing was
+    /// written then). See
+    /// [`KvsEngine::compare_and_set_bytes`](crate::KvsEngine::compare_and_set_bytes).
+    ///
+    /// A server older than this request answers it with a protocol error.
+    pub fn compare_and_set_bytes(
+        &mut self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        self.call(
+            Request::CompareAndSet { key, expected, new },
+            |response| match response {
+                Response::Swapped(swapped) => Ok(swapped),
+                other => Err(unexpected(other)),
+            },
+        )
+    }
+
     /// Sends `request`, waits for its response and hands it to `answer`.
     fn call<T>(
         &mut self,

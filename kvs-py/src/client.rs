@@ -114,6 +114,25 @@ impl Client {
             .map_err(|err| to_py_err(py, err, Some(key)))
     }
 
+    /// Atomically on the server: if the value of `key` is `expected` (None: not set), sets it
+    /// to `new` (None: removes it) and returns True; otherwise changes nothing and returns
+    /// False. The GIL is released while waiting on the network.
+    fn compare_and_set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        expected: Option<&Bound<'_, PyAny>>,
+        new: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let k = bytes_of(key, "key")?;
+        let expected = expected.map(|v| bytes_of(v, "expected")).transpose()?;
+        let new = new.map(|v| bytes_of(v, "new")).transpose()?;
+        self.with_conn(py, |c| {
+            c.compare_and_set_bytes(&k, expected.as_deref(), new.as_deref())
+        })?
+        .map_err(|err| to_py_err(py, err, Some(key)))
+    }
+
     /// Closes the connection. Closing a closed client does nothing.
     fn close(&self, py: Python<'_>) {
         let conn = py.detach(|| {

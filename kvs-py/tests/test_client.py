@@ -156,6 +156,57 @@ def test_one_client_is_safe_to_share_between_threads(client: kvs.Client) -> None
     assert errors == []
 
 
+def test_compare_and_set_follows_the_table(client: kvs.Client) -> None:
+    # (expected, new, swapped, value afterwards), one after the other on one key.
+    table = [
+        (b"a", b"x", False, None),  # not set: only "expect not set" swaps
+        (None, b"a", True, b"a"),
+        (None, b"x", False, b"a"),  # set: "not set", another value or b"" change nothing
+        (b"b", b"x", False, b"a"),
+        (b"", b"x", False, b"a"),
+        ("a", b"", True, b""),  # str is UTF-8; b"" is a value, not absence
+        (b"", b"\0\xff", True, b"\0\xff"),
+        (b"\0\xff", None, True, None),  # to None removes the key
+        (None, None, True, None),
+    ]
+    for i, (expected, new, swapped, after) in enumerate(table):
+        assert client.compare_and_set(b"k", expected, new) is swapped, i
+        assert client.get(b"k") == after, i
+
+
+def test_compare_and_set_rejects_values_of_other_types(client: kvs.Client) -> None:
+    with pytest.raises(TypeError):
+        client.compare_and_set(b"k", 1, b"v")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        client.compare_and_set(b"k", None, 1.5)  # type: ignore[arg-type]
+    assert client.get(b"k") is None
+
+
+def test_clients_in_threads_count_exactly_with_compare_and_set(server: Server) -> None:
+    errors: list[BaseException] = []
+    increments = 100
+
+    def work() -> None:
+        try:
+            with kvs.Client(server.addr) as c:
+                for _ in range(increments):
+                    while True:
+                        old = c.get(b"counter")
+                        if c.compare_and_set(b"counter", old, str(int(old or 0) + 1)):
+                            break
+        except BaseException as e:  # reported below, on the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with kvs.Client(server.addr) as c:
+        assert c.get(b"counter") == str(4 * increments).encode()
+
+
 def test_other_python_threads_run_while_the_client_waits(silent_server: str) -> None:
     # See test_store.py: with a huge switch interval, the ticker runs during the request
     # only if the client released the GIL while waiting on the network.

@@ -625,3 +625,146 @@ fn values_larger_than_a_read_round_trip_and_oversized_replies_are_refused() {
         Some("fine")
     );
 }
+
+/// The engines `kvs-server --engine` accepts; compare-and-set is answered by whichever runs.
+const ENGINES: [&str; 2] = ["kvs", "sled"];
+
+/// A compare-and-set and what it must do: (expected, new, swapped, the value afterwards).
+type CasRow = (
+    Option<&'static [u8]>,
+    Option<&'static [u8]>,
+    bool,
+    Option<&'static [u8]>,
+);
+
+#[test]
+fn compare_and_set_over_the_wire_follows_the_table() {
+    for engine in ENGINES {
+        let dir = TempDir::new().unwrap();
+        let mut server = ServerProcess::start(dir.path(), &["--engine", engine]);
+        let mut client = KvsClient::connect(server.addr).unwrap();
+        // (expected, new, swapped, value afterwards), one after the other on key "k".
+        let table: [CasRow; 9] = [
+            // Not set: only "expect not set" swaps.
+            (Some(b"a"), Some(b"x"), false, None),
+            (None, Some(b"a"), true, Some(b"a")),
+            // Set: a different expected value, or "not set", changes nothing.
+            (None, Some(b"x"), false, Some(b"a")),
+            (Some(b"b"), Some(b"x"), false, Some(b"a")),
+            (Some(b""), Some(b"x"), false, Some(b"a")),
+            // The expected value swaps, to a value or to the empty value (a value, not absence).
+            (Some(b"a"), Some(b""), true, Some(b"")),
+            (Some(b""), Some(b"\0\xff"), true, Some(b"\0\xff")),
+            // To None removes the key; then "not set" to "not set" swaps and changes nothing.
+            (Some(b"\0\xff"), None, true, None),
+            (None, None, true, None),
+        ];
+        for (i, (expected, new, swapped, after)) in table.into_iter().enumerate() {
+            assert_eq!(
+                client.compare_and_set_bytes(b"k", expected, new).unwrap(),
+                swapped,
+                "{engine} row {i}"
+            );
+            assert_eq!(
+                client.get_bytes(b"k").unwrap().as_deref(),
+                after,
+                "{engine} row {i}"
+            );
+        }
+        // A swapped value is acknowledged as a Set is: it survives kill -9.
+        assert!(client
+            .compare_and_set_bytes(b"kept", None, Some(b"v"))
+            .unwrap());
+        assert!(!server.signal_and_wait("KILL").success());
+        let server = ServerProcess::start(dir.path(), &["--engine", engine]);
+        let mut client = KvsClient::connect(server.addr).unwrap();
+        assert_eq!(
+            client.get_bytes(b"kept").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_eq!(client.get_bytes(b"k").unwrap(), None, "{engine}");
+    }
+}
+
+#[test]
+fn compare_and_set_answers_swapped_on_the_wire() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut stream = raw(&server);
+    let request = Request::CompareAndSet {
+        key: b"k",
+        expected: None,
+        new: Some(b"v"),
+    };
+    stream.write_all(&frame(request)).unwrap();
+    stream.write_all(&frame(request)).unwrap();
+    assert_eq!(read_payload(&mut stream), [0x03, 0x01]);
+    assert_eq!(read_payload(&mut stream), [0x03, 0x00]);
+}
+
+#[test]
+fn concurrent_clients_count_exactly_with_compare_and_set() {
+    const THREADS: usize = 4;
+    const INCREMENTS: usize = 100;
+    for engine in ENGINES {
+        let dir = TempDir::new().unwrap();
+        let server = ServerProcess::start(dir.path(), &["--engine", engine]);
+        let addr = server.addr;
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                thread::spawn(move || {
+                    let mut client = KvsClient::connect(addr).unwrap();
+                    let mut retries = 0;
+                    for _ in 0..INCREMENTS {
+                        loop {
+                            let old = client.get_bytes(b"counter").unwrap();
+                            let n: usize = old
+                                .as_deref()
+                                .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+                            let new = (n + 1).to_string();
+                            if client
+                                .compare_and_set_bytes(
+                                    b"counter",
+                                    old.as_deref(),
+                                    Some(new.as_bytes()),
+                                )
+                                .unwrap()
+                            {
+                                break;
+                            }
+                            retries += 1;
+                        }
+                    }
+                    retries
+                })
+            })
+            .collect();
+        let retries: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let mut client = KvsClient::connect(addr).unwrap();
+        assert_eq!(
+            client.get("counter".to_owned()).unwrap(),
+            Some((THREADS * INCREMENTS).to_string()),
+            "{engine} ({retries} retries)"
+        );
+    }
+}
+
+/// What a server answers to a request tag it does not know, as a server older than
+/// `CompareAndSet` does to tag 0x03 (the documented downgrade): a `Protocol` error, then close.
+#[test]
+fn an_unknown_request_tag_is_answered_with_a_protocol_error_and_a_close() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut stream = raw(&server);
+    stream.write_all(&[0, 0, 0, 3, 0x04, 1, b'k']).unwrap();
+    let payload = read_payload(&mut stream);
+    match Response::decode(&payload).unwrap() {
+        Response::Error { kind, message } => {
+            assert_eq!(kind, ErrorKind::Protocol, "{message}");
+            assert!(message.contains("malformed message"), "{message}");
+        }
+        other => panic!("wrong response {other:?}"),
+    }
+    assert_eq!(read_until_closed(&mut stream), b"");
+    assert_serves(&server, "after-unknown-tag");
+}

@@ -13,12 +13,24 @@
 //!   0x01 Set     key: bytes            0x01 Value  0x00        (Get: key not set)
 //!                value: bytes                      0x01 bytes  (Get: the value)
 //!   0x02 Remove  key: bytes            0x02 Error  kind: u8 (one raw byte, see code_of)
-//!                                                  message: str
+//!   0x03 CompareAndSet                             message: str
+//!                key: bytes            0x03 Swapped 0x00 / 0x01 (CompareAndSet: false / true)
+//!                expected: 0x00        (the key must not be set)
+//!                          0x01 bytes  (the key must hold these bytes)
+//!                new:      0x00        (remove the key)
+//!                          0x01 bytes  (set the key to these bytes)
 //! ```
 //!
-//! So `Set { key: "k", value: "v" }` in its frame is `00 00 00 05 01 01 6b 01 76`, and
-//! `Value(Some("v"))` is `00 00 00 03 01 01 76`. A payload must be exactly one message:
-//! trailing bytes are a protocol error.
+//! So `Set { key: "k", value: "v" }` in its frame is `00 00 00 05 01 01 6b 01 76`,
+//! `Value(Some("v"))` is `00 00 00 04 01 01 01 76`, `CompareAndSet { key: "k", expected: None,
+//! new: Some("v") }` is `00 00 00 07 03 01 6b 00 01 01 76` and `Swapped(true)` is
+//! `00 00 00 02 03 01`. A payload must be exactly one message: trailing bytes are a protocol
+//! error.
+//!
+//! Variants are only ever appended, so the tags above never change. `CompareAndSet` and
+//! `Swapped` came after the first three: a client never sends `CompareAndSet` unless its user
+//! asks for it, and a server older than them answers it with an `Error` of kind `Protocol`
+//! (unknown variant) and closes the connection.
 //!
 //! Decoding borrows keys, values and messages from the payload, so a length inside a payload
 //! can never make the decoder allocate: it can only point past the end, which is an error.
@@ -53,6 +65,20 @@ pub enum Request<'a> {
         #[serde(serialize_with = "bytes")]
         key: &'a [u8],
     },
+    /// Set `key` to `new` (or remove it when `new` is `None`) if and only if its value is
+    /// `expected` (`None`: the key is not set), atomically with respect to every other
+    /// request: answered with [`Response::Swapped`], `true` when the swap happened.
+    CompareAndSet {
+        /// The key.
+        #[serde(serialize_with = "bytes")]
+        key: &'a [u8],
+        /// The value the key must hold, or `None` for "not set".
+        #[serde(borrow, serialize_with = "optional_bytes")]
+        expected: Option<&'a [u8]>,
+        /// The value to store, or `None` to remove the key.
+        #[serde(borrow, serialize_with = "optional_bytes")]
+        new: Option<&'a [u8]>,
+    },
 }
 
 /// A response from the server, one per request, in request order.
@@ -71,6 +97,9 @@ pub enum Response<'a> {
         /// A message for people.
         message: &'a str,
     },
+    /// The answer to a `CompareAndSet`: whether the key held the expected value (and now
+    /// holds the new one).
+    Swapped(bool),
 }
 
 /// The one-byte code of an error kind on the wire.
@@ -262,6 +291,36 @@ mod tests {
                 }),
                 &[0, 0, 0, 5, 0x02, 1, 2, b'n', b'o'],
             ),
+            (
+                framed(|o| {
+                    Request::CompareAndSet {
+                        key: b"k",
+                        expected: None,
+                        new: Some(b"v"),
+                    }
+                    .encode_frame(o, max)
+                }),
+                &[0, 0, 0, 7, 0x03, 1, b'k', 0x00, 0x01, 1, b'v'],
+            ),
+            (
+                framed(|o| {
+                    Request::CompareAndSet {
+                        key: b"k",
+                        expected: Some(b"ab"),
+                        new: None,
+                    }
+                    .encode_frame(o, max)
+                }),
+                &[0, 0, 0, 8, 0x03, 1, b'k', 0x01, 2, b'a', b'b', 0x00],
+            ),
+            (
+                framed(|o| Response::Swapped(true).encode_frame(o, max)),
+                &[0, 0, 0, 2, 0x03, 0x01],
+            ),
+            (
+                framed(|o| Response::Swapped(false).encode_frame(o, max)),
+                &[0, 0, 0, 2, 0x03, 0x00],
+            ),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);
@@ -292,6 +351,18 @@ mod tests {
         let response = Response::Value(Some(value));
         let out = framed(|o| response.encode_frame(o, DEFAULT_MAX_FRAME_LEN));
         assert_eq!(Response::decode(&out[4..]).unwrap(), response);
+        for (expected, new) in [(None, None), (Some(value), None), (None, Some(key))] {
+            let request = Request::CompareAndSet { key, expected, new };
+            let out = framed(|o| request.encode_frame(o, DEFAULT_MAX_FRAME_LEN));
+            assert_eq!(Request::decode(&out[4..]).unwrap(), request);
+        }
+        for swapped in [false, true] {
+            let out = framed(|o| Response::Swapped(swapped).encode_frame(o, DEFAULT_MAX_FRAME_LEN));
+            assert_eq!(
+                Response::decode(&out[4..]).unwrap(),
+                Response::Swapped(swapped)
+            );
+        }
     }
 
     #[test]
@@ -365,6 +436,10 @@ mod tests {
             &[0x00, 253, 255, 255, 255, 255, 255, 255, 255, 127],
             &[0x00, 1, b'k', 0],
             &[0x02, 0, 1, 0xff],
+            // CompareAndSet: an option tag that is neither 0 nor 1, a missing `new`.
+            &[0x03, 1, b'k', 2],
+            &[0x03, 1, b'k', 0],
+            &[0x04],
         ];
         for payload in bad {
             let err = Request::decode(payload).unwrap_err();

@@ -386,6 +386,13 @@ fn answer<E: KvsEngine>(
         },
         Request::Set { key, value } => engine.set_bytes(key, value),
         Request::Remove { key } => engine.remove_bytes(key),
+        // Durable as a Set: the reply is encoded only once the engine has carried it out.
+        Request::CompareAndSet { key, expected, new } => {
+            match engine.compare_and_set_bytes(key, expected, new) {
+                Ok(swapped) => return Response::Swapped(swapped).encode_frame(out, max_frame_len),
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(()) => Response::Ok.encode_frame(out, max_frame_len),

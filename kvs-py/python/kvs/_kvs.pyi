@@ -273,6 +273,16 @@ class Client:
         """Sets ``key`` to ``value``; the server has written it when this returns."""
     def remove(self, key: _Bytes) -> None:
         """Removes ``key``; ``KeyError`` if it is not set."""
+    def compare_and_set(
+        self, key: _Bytes, expected: Optional[_Bytes], new: Optional[_Bytes]
+    ) -> bool:
+        """Atomically on the server: if the value of ``key`` is ``expected`` (None: the key
+        is not set), sets it to ``new`` (None: removes it) and returns True; otherwise
+        changes nothing and returns False. ``b""`` is a value, not absence.
+
+        Atomic against every other request of every client of the server. A True is
+        acknowledged as ``set`` is. A server older than this request answers it with a
+        protocol error (``ServerError``) and closes the connection."""
     def close(self) -> None:
         """Closes the connection. Closing twice does nothing; any other use of a closed
         client raises ``ValueError``."""
