@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::error::to_py_err;
-use crate::input::bytes_of;
+use crate::input::{bytes_of, optional_bytes_of};
 
 /// Default for `timeout`: long enough for any sane request, short enough that a stalled
 /// server does not hang a script for good.
@@ -125,8 +125,8 @@ impl Client {
         new: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let k = bytes_of(key, "key")?;
-        let expected = expected.map(|v| bytes_of(v, "expected")).transpose()?;
-        let new = new.map(|v| bytes_of(v, "new")).transpose()?;
+        let expected = optional_bytes_of(expected, "expected")?;
+        let new = optional_bytes_of(new, "new")?;
         self.with_conn(py, |c| {
             c.compare_and_set_bytes(&k, expected.as_deref(), new.as_deref())
         })?

@@ -28,3 +28,12 @@ pub fn bytes_of<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [
         obj.get_type().name()?
     )))
 }
+
+/// [`bytes_of`] for an argument where None means "no value" (a key that is not set): the
+/// `expected` and `new` of compare-and-set.
+pub fn optional_bytes_of<'a>(
+    obj: Option<&'a Bound<'_, PyAny>>,
+    what: &str,
+) -> PyResult<Option<Cow<'a, [u8]>>> {
+    obj.map(|obj| bytes_of(obj, what)).transpose()
+}

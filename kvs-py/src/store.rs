@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyIterator, PyList, PyString};
 
 use crate::error::to_py_err;
-use crate::input::bytes_of;
+use crate::input::{bytes_of, optional_bytes_of};
 
 /// An open kvs data directory (see `kvs.KvStore`).
 #[pyclass(module = "kvs._kvs", name = "KvStore", frozen, subclass, mapping)]
@@ -251,8 +251,8 @@ impl Store {
         new: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let k = bytes_of(key, "key")?;
-        let expected = expected.map(|v| bytes_of(v, "expected")).transpose()?;
-        let new = new.map(|v| bytes_of(v, "new")).transpose()?;
+        let expected = optional_bytes_of(expected, "expected")?;
+        let new = optional_bytes_of(new, "new")?;
         self.with_engine(py, |e| {
             e.compare_and_set_bytes(&k, expected.as_deref(), new.as_deref())
         })?
