@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::{KvsError, Result};
+use crate::{KeyExpiry, KvsError, Result, ScanFilter, ScanPage, WriteBatch};
 
 /// A key/value storage engine.
 ///
@@ -135,6 +135,54 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     fn update_bytes<F>(&self, key: &[u8], f: F) -> Result<Option<Vec<u8>>>
     where
         F: FnMut(Option<&[u8]>) -> Option<Vec<u8>>;
+
+    /// Applies every operation of `batch`, in order, as one atomic write: after this returns
+    /// `Ok`, all of it is in the store (acknowledged as [`set`](KvsEngine::set) is); if it
+    /// fails, or the process dies at any point during it, reopening finds all of it or none
+    /// of it, never a part.
+    ///
+    /// Isolation: readers in the process see the store before the batch or after it, never in
+    /// between: once a read returns a value the batch wrote, every later read of any key the
+    /// batch wrote returns the batch's value (or a later one). [`get_many_bytes`] reads
+    /// several keys at one instant. An empty batch writes nothing.
+    ///
+    /// [`get_many_bytes`]: KvsEngine::get_many_bytes
+    fn apply_batch(&self, batch: &WriteBatch) -> Result<()>;
+
+    /// The values of `keys`, in order (`None`: not set), all read at one instant: no write
+    /// (nor batch) lands between the reads of two of them.
+    fn get_many_bytes(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// Sets `key` to `value`, expiring at `deadline` (milliseconds since the Unix epoch; see
+    /// [`now_millis`](crate::now_millis)). Durable as [`set`](KvsEngine::set) is. A deadline
+    /// that has passed removes the key (as Redis does with a deadline in the past). A plain
+    /// [`set`](KvsEngine::set) clears any deadline the key had.
+    fn set_with_deadline_bytes(&self, key: &[u8], value: &[u8], deadline: u64) -> Result<()>;
+
+    /// Gives the existing `key` the deadline `deadline`, keeping its value; returns whether
+    /// the key was set (`false`: nothing is written). A deadline that has passed removes the
+    /// key and returns `true`.
+    fn expire_at_bytes(&self, key: &[u8], deadline: u64) -> Result<bool>;
+
+    /// Removes the deadline of `key`; returns whether it had one (`false` for a key without
+    /// a deadline or not set: nothing is written).
+    fn persist_bytes(&self, key: &[u8]) -> Result<bool>;
+
+    /// Whether `key` is set, and its deadline if it has one.
+    fn expiry_bytes(&self, key: &[u8]) -> Result<KeyExpiry>;
+
+    /// One page of a walk over the keys that pass `filter`: start with `cursor` 0 and pass
+    /// each page's [`cursor`](ScanPage::cursor) to the next call, until it is 0.
+    ///
+    /// The guarantees of Redis's `SCAN`: every key that is set (and passes the filter) for the
+    /// whole walk is returned at least once (it may be returned more than once); a key set or
+    /// removed during the walk may or may not be; a walk of a store of N keys costs O(N) in
+    /// all, and each call holds memory for about `count` keys, not for the whole key set. Writes
+    /// go on during the walk. `count` is the amount of work per call, as in Redis (how many
+    /// keys are looked at), so a page may hold fewer keys than `count` when a filter is set,
+    /// even none. A cursor this engine did not return is [`KvsError::InvalidArgument`] (or
+    /// silently a walk from somewhere in the store, where it cannot tell).
+    fn scan_bytes(&self, cursor: u64, count: usize, filter: &ScanFilter) -> Result<ScanPage>;
 
     /// Writes an online checkpoint of the store into `dest`: a consistent copy holding exactly
     /// the writes acknowledged before one point in time during the call (every write that

@@ -19,6 +19,8 @@
 //!
 //! # Layout
 //! - [`KvsEngine`] (`engine.rs`): the interface of a store; cloneable, thread-safe handles.
+//!   What its operations take and give: [`WriteBatch`] (`batch.rs`), deadlines and
+//!   [`KeyExpiry`] (`expiry.rs`), [`ScanFilter`], [`ScanPage`] and [`glob_match`] (`scan.rs`).
 //! - `engines/`: [`KvStore`], kvs's log-structured engine (`engines/log/`: format, writer,
 //!   index, recovery, compaction), [`SledKvsEngine`] over sled, and [`AnyEngine`] to open a
 //!   directory by engine name.
@@ -48,21 +50,25 @@
 // published) with the default features.
 #![cfg_attr(not(feature = "net"), allow(rustdoc::broken_intra_doc_links))]
 
+mod batch;
 #[cfg(feature = "net")]
 mod client;
 pub mod data_dir;
 mod engine;
 mod engines;
 mod error;
+mod expiry;
 mod process;
 #[cfg(feature = "net")]
 pub mod protocol;
 #[cfg(feature = "net")]
 pub mod resp;
+mod scan;
 #[cfg(feature = "net")]
 mod server;
 pub mod thread_pool;
 
+pub use batch::{BatchOp, WriteBatch};
 #[cfg(feature = "net")]
 pub use client::KvsClient;
 pub use data_dir::EngineKind;
@@ -72,6 +78,8 @@ pub use engines::{
     MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
 };
 pub use error::{ErrorKind, KvsError, Result};
+pub use expiry::{deadline_after, is_expired, now_millis, KeyExpiry};
+pub use scan::{glob_match, ScanFilter, ScanPage};
 #[cfg(feature = "net")]
 pub use server::{KvsServer, ServerConfig, ShutdownHandle};
 

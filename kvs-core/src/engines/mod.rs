@@ -15,7 +15,7 @@ pub use self::log::{
 pub use self::sled::SledKvsEngine;
 
 use crate::data_dir::{self, DirLock, EngineKind};
-use crate::{KvsEngine, KvsError, Result};
+use crate::{KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, WriteBatch};
 
 /// Name of the sub-directory of a data directory that holds a sled database.
 pub const SLED_SUBDIR: &str = "sled";
@@ -181,6 +181,34 @@ impl KvsEngine for AnyEngine {
 
     fn checkpoint(&self, dest: &Path) -> Result<()> {
         delegate!(self, e => e.checkpoint(dest))
+    }
+
+    fn apply_batch(&self, batch: &WriteBatch) -> Result<()> {
+        delegate!(self, e => e.apply_batch(batch))
+    }
+
+    fn get_many_bytes(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        delegate!(self, e => e.get_many_bytes(keys))
+    }
+
+    fn set_with_deadline_bytes(&self, key: &[u8], value: &[u8], deadline: u64) -> Result<()> {
+        delegate!(self, e => e.set_with_deadline_bytes(key, value, deadline))
+    }
+
+    fn expire_at_bytes(&self, key: &[u8], deadline: u64) -> Result<bool> {
+        delegate!(self, e => e.expire_at_bytes(key, deadline))
+    }
+
+    fn persist_bytes(&self, key: &[u8]) -> Result<bool> {
+        delegate!(self, e => e.persist_bytes(key))
+    }
+
+    fn expiry_bytes(&self, key: &[u8]) -> Result<KeyExpiry> {
+        delegate!(self, e => e.expiry_bytes(key))
+    }
+
+    fn scan_bytes(&self, cursor: u64, count: usize, filter: &ScanFilter) -> Result<ScanPage> {
+        delegate!(self, e => e.scan_bytes(cursor, count, filter))
     }
 }
 
