@@ -554,6 +554,34 @@ mod error_code {
 }
 
 impl<'a> Request<'a> {
+    /// The request's name, as the table above gives it (for messages).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Get { .. } => "Get",
+            Request::Set { .. } => "Set",
+            Request::Remove { .. } => "Remove",
+            Request::CompareAndSet { .. } => "CompareAndSet",
+            Request::ApplyBatch { .. } => "ApplyBatch",
+            Request::GetMany { .. } => "GetMany",
+            Request::SetWithDeadline { .. } => "SetWithDeadline",
+            Request::ExpireAt { .. } => "ExpireAt",
+            Request::Persist { .. } => "Persist",
+            Request::Expiry { .. } => "Expiry",
+            Request::Scan { .. } => "Scan",
+            Request::Checkpoint { .. } => "Checkpoint",
+        }
+    }
+
+    /// Whether every kvs server knows this request: only `Get`, `Set` and `Remove` were there
+    /// from the first release; a server older than any other answers it with a protocol
+    /// error.
+    pub fn is_original(&self) -> bool {
+        matches!(
+            self,
+            Request::Get { .. } | Request::Set { .. } | Request::Remove { .. }
+        )
+    }
+
     /// Appends this request, framed, to `out`; refuses one whose payload is over `max_len`.
     pub fn encode_frame(&self, out: &mut Vec<u8>, max_len: usize) -> Result<()> {
         encode_frame(self, out, max_len)
