@@ -377,7 +377,7 @@ impl KvsClient {
                     Err(KvsError::Remote {
                         kind: ErrorKind::Protocol,
                         message,
-                    }) if !request.is_original() && message.starts_with("malformed message") => {
+                    }) if !request.is_original() && message.contains("malformed message") => {
                         Err(KvsError::Remote {
                             kind: ErrorKind::Protocol,
                             message: format!(
