@@ -168,6 +168,45 @@ fn a_batch_with_one_invalid_op_writes_nothing() {
     }
 }
 
+/// A batch over the server's frame limit is refused from its length alone, before the
+/// server reads any of it: none of its ops is written, on either engine.
+#[test]
+fn a_batch_over_the_servers_frame_limit_writes_nothing() {
+    for engine in ENGINES {
+        let dir = TempDir::new().unwrap();
+        let server = ServerProcess::start(
+            dir.path(),
+            &["--engine", engine, "--max-frame-bytes", "1000000"],
+        );
+        let mut client = KvsClient::connect(server.addr).unwrap();
+        client.set_bytes(b"kept", b"before").unwrap();
+        let large = vec![7u8; 2_000_000];
+        let mut batch = WriteBatch::new();
+        batch
+            .set(b"first", b"1")
+            .remove(b"kept")
+            .set(b"large", &large)
+            .set(b"last", b"2");
+        match client.apply_batch(&batch) {
+            // The server says why and closes; or it closes while the client still sends.
+            Err(KvsError::Remote {
+                kind: ErrorKind::Protocol,
+                message,
+            }) => assert!(message.contains("over the limit"), "{engine}: {message}"),
+            Err(KvsError::ConnectionLost { .. }) => {}
+            other => panic!("{engine}: expected a refusal, got {other:?}"),
+        }
+        let mut client = KvsClient::connect(server.addr).unwrap();
+        assert_eq!(
+            client
+                .get_many_bytes(&[b"first", b"kept", b"large", b"last"])
+                .unwrap(),
+            [None, Some(b"before".to_vec()), None, None],
+            "{engine}"
+        );
+    }
+}
+
 #[test]
 fn get_many_reads_in_order_and_refuses_a_reply_over_the_frame_limit() {
     for engine in ENGINES {
