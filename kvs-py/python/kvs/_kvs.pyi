@@ -430,7 +430,9 @@ class Client:
         one instant, in one request. Values that do not fit in one reply frame all together
         raise ``ValueError``: ask for fewer keys at a time. A single ``bytes`` or ``str``
         raises ``TypeError``."""
-    def update(self, key: _Bytes, func: Callable[[Optional[bytes]], Optional[_Bytes]]) -> Optional[bytes]:
+    def update(
+        self, key: _Bytes, func: Callable[[Optional[bytes]], Optional[_Bytes]]
+    ) -> Optional[bytes]:
         """Atomically replaces the value of ``key`` with ``func(old)`` (``old`` None: the key
         is not set; a return of None removes it) and returns the new value. Built on this
         side as ``get`` and ``compare_and_set``, again from the read when another client
