@@ -8,41 +8,40 @@
 //! length followed by that many raw bytes; *str* is the same with UTF-8 bytes.
 //!
 //! ```text
-//! Request                            Response
-//!   0x00 Get     key: bytes            0x00 Ok                 (answer to Set, Remove,
-//!   0x01 Set     key: bytes                                     ApplyBatch, SetWithDeadline
-//!                value: bytes                                   and Checkpoint)
-//!   0x02 Remove  key: bytes            0x01 Value  0x00        (Get: key not set)
-//!   0x03 CompareAndSet                             0x01 bytes  (Get: the value)
-//!                key: bytes            0x02 Error  kind: u8 (one raw byte, see code_of)
-//!                expected: 0x00        (the key must not be set)
-//!                          0x01 bytes  (the key must hold these bytes)
-//!                new:      0x00        (remove the key)
-//!                          0x01 bytes  (set the key to these bytes)
-//!                                                  message: str
-//!                                      0x03 Swapped 0x00 / 0x01 (CompareAndSet: false / true)
-//!   0x04 ApplyBatch                    0x04 Values list of:  0x00        (not set)
-//!                ops: list of op                             0x01 bytes  (the value)
-//!   0x05 GetMany keys: list of bytes   0x05 Expiry 0x00        (the key is not set)
-//!   0x06 SetWithDeadline                           0x01        (set, no deadline)
-//!                key: bytes                        0x02 varint (set, this deadline)
-//!                value: bytes          0x06 Page   cursor: varint (0: walk over)
-//!                deadline: varint                  keys: list of bytes
-//!   0x07 ExpireAt key: bytes           0x07 Bool   0x00 / 0x01  (ExpireAt: the key was
-//!                deadline: varint                   set; Persist: it had a deadline)
-//!   0x08 Persist key: bytes
-//!   0x09 Expiry  key: bytes
-//!   0x0a Scan    cursor: varint (0: start a walk)
-//!                count: varint (keys to look at)
-//!                prefix: bytes (empty: every key)
-//!                pattern: 0x00 (none) / 0x01 bytes (a glob, Redis's rules)
-//!   0x0b Checkpoint
-//!                path: str (on the server's file system)
+//! Request
+//!   0x00 Get              key: bytes
+//!   0x01 Set              key: bytes, value: bytes
+//!   0x02 Remove           key: bytes
+//!   0x03 CompareAndSet    key: bytes
+//!                         expected: 0x00 (the key must not be set) / 0x01 bytes (its value)
+//!                         new:      0x00 (remove the key) / 0x01 bytes (set it to these bytes)
+//!   0x04 ApplyBatch       ops: list of op
+//!   0x05 GetMany          keys: list of bytes
+//!   0x06 SetWithDeadline  key: bytes, value: bytes, deadline: varint
+//!   0x07 ExpireAt         key: bytes, deadline: varint
+//!   0x08 Persist          key: bytes
+//!   0x09 Expiry           key: bytes
+//!   0x0a Scan             cursor: varint (0 starts a walk)
+//!                         count: varint (how many keys to look at)
+//!                         prefix: bytes (empty: every key)
+//!                         pattern: 0x00 (none) / 0x01 bytes (a glob, Redis's rules)
+//!   0x0b Checkpoint       path: str (a path on the server's machine)
 //!
-//! op:   0x00 (set)    key: bytes, value: bytes, deadline: 0x00 (never) / 0x01 varint
-//!       0x01 (remove) key: bytes
-//! list: a varint byte length, then the items encoded back to back (no count: the items
-//!       fill exactly that many bytes)
+//! Response
+//!   0x00 Ok               (to Set, Remove, ApplyBatch, SetWithDeadline, Checkpoint)
+//!   0x01 Value            0x00 (Get: the key is not set) / 0x01 bytes (Get: the value)
+//!   0x02 Error            kind: u8 (one raw byte, see code_of), message: str
+//!   0x03 Swapped          0x00 / 0x01 (CompareAndSet: false / true)
+//!   0x04 Values           list of: 0x00 (not set) / 0x01 bytes (the value)   (to GetMany)
+//!   0x05 Expiry           0x00 (the key is not set) / 0x01 (set, no deadline)
+//!                         / 0x02 varint (set, expiring at this deadline)
+//!   0x06 Page             cursor: varint (0: the walk is over), keys: list of bytes  (to Scan)
+//!   0x07 Bool             0x00 / 0x01 (ExpireAt: the key was set; Persist: it had a deadline)
+//!
+//! op:    0x00 (set)     key: bytes, value: bytes, deadline: 0x00 (never) / 0x01 varint
+//!        0x01 (remove)  key: bytes
+//! list:  a varint byte length, then the items encoded back to back; no count (the items
+//!        fill exactly that many bytes)
 //! ```
 //!
 //! Deadlines are milliseconds since the Unix epoch. So `Set { key: "k", value: "v" }` in its
