@@ -223,7 +223,7 @@ pub enum Response<'a> {
 }
 
 /// One operation of an `ApplyBatch` request: the borrowed form of a
-/// [`BatchOp`](crate::BatchOp).
+/// [`BatchOp`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op<'a> {
     /// Set `key` to `value`, expiring at `deadline` (`None`: never).
