@@ -620,6 +620,9 @@ fn engine_v2_replies_have_the_documented_bytes() {
         ];
         let keys: [&[u8]; 2] = [b"k", b"j"];
         let deadline: u64 = 1 << 50;
+        let elsewhere = TempDir::new().unwrap();
+        let checkpoint = elsewhere.path().join("copy");
+        let checkpoint = checkpoint.to_str().unwrap();
         let cases: Vec<(Request<'_>, Vec<u8>)> = vec![
             (
                 Request::ApplyBatch {
@@ -666,6 +669,7 @@ fn engine_v2_replies_have_the_documented_bytes() {
                 },
                 vec![0x06, 0x00, 2, 1, b'k'],
             ),
+            (Request::Checkpoint { path: checkpoint }, vec![0x00]),
         ];
         for (request, want) in cases {
             stream.write_all(&frame(request)).unwrap();
