@@ -72,7 +72,7 @@ pub use batch::{BatchOp, WriteBatch};
 #[cfg(feature = "net")]
 pub use client::KvsClient;
 pub use data_dir::EngineKind;
-pub use engine::KvsEngine;
+pub use engine::{KvsEngine, Transaction};
 pub use engines::{
     AnyEngine, DiskStats, KvStore, KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy,
     MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,

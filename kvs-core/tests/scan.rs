@@ -38,7 +38,7 @@ fn a_walk_while_writers_go_on_returns_every_key_present_throughout() {
                 while !stop.load(Ordering::Relaxed) || i < 20_000 {
                     let key = format!("churn-{t}-{i}");
                     store.set_bytes(key.as_bytes(), b"x").unwrap();
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         store.remove_bytes(key.as_bytes()).unwrap();
                     }
                     i += 1;

@@ -51,7 +51,9 @@ use self::log_file::{FileSet, LogFile};
 use self::manifest::Manifest;
 use self::writer::{active_map_len, create_log, log_path, LogWriter, MAX_FILE_BYTES};
 use crate::data_dir::{self, DirLock, EngineKind};
-use crate::{KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, WriteBatch};
+use crate::{
+    KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, Transaction, WriteBatch,
+};
 
 pub(crate) use self::format::FILE_MAGIC;
 pub use self::format::{MAX_KEY_LEN, MAX_VALUE_LEN};
@@ -621,6 +623,13 @@ impl KvsEngine for KvStore {
 
     fn expiry_bytes(&self, _key: &[u8]) -> Result<KeyExpiry> {
         Err(pending("expiry_bytes"))
+    }
+
+    fn transaction<R, F>(&self, _f: F) -> Result<R>
+    where
+        F: FnMut(&mut dyn Transaction) -> Result<R>,
+    {
+        Err(pending("transaction"))
     }
 
     /// Walks the index's hash tables bucket by bucket (see `index.rs` for the cursor and why
