@@ -24,7 +24,7 @@ impl Fixture for SledKvsEngine {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match sled::open(dir) {
-                Ok(db) => return SledKvsEngine::new(db),
+                Ok(db) => return SledKvsEngine::new(db).expect("open SledKvsEngine"),
                 Err(e)
                     if e.to_string().contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>

@@ -1,19 +1,66 @@
 //! [`SledKvsEngine`]: the [`KvsEngine`] interface over the `sled` crate.
+//!
+//! The layout of the data inside sled (format 2, with deadlines) and the migration of a store
+//! of release 0.1.0 are in `layout.rs`; the active sweep of expired keys in `sweep.rs`; the
+//! cursors of scans in `cursors.rs`.
+//!
+//! # What sled 0.34.7 guarantees, and what the engine builds on it
+//!
+//! Read in sled's source (`tree.rs`, `transaction.rs`, `iter.rs`, `concurrency_control.rs`):
+//! - `Tree::apply_batch` and every transaction hold sled's *process-wide* concurrency-control
+//!   lock exclusively (`concurrency_control::write`) while they apply, and every `get`,
+//!   `insert`, `remove`, `compare_and_swap` and each step of an iterator hold it shared
+//!   (`concurrency_control::read`). So a batch or a transaction is isolated from every single
+//!   read: a `get` sees the trees before it or after it. A transaction's own reads
+//!   (`TransactionalTree::get`) run under the exclusive lock, so all of them happen at one
+//!   instant. The price: the first exclusive use switches every later shared use in the
+//!   process from an atomic counter to a real `RwLock` (`ConcurrencyControl::enable`), and
+//!   while a batch or transaction runs, every sled read of the process waits.
+//! - Both write under one log reservation sealed as a batch (`pin_log`, `seal_batch`):
+//!   recovery after a crash replays all of it or none of it.
+//! - Single operations (`insert`, `remove`, `compare_and_swap`) are atomic on their key; an
+//!   iterator is not a snapshot (each step reads the tree as it is then).
+//!
+//! So: a [`WriteBatch`] is one transaction over the record and expiry trees, as is every
+//! write that touches both (a set with a deadline, `expire_at`, `persist`) and
+//! [`get_many_bytes`](KvsEngine::get_many_bytes) (its reads at one instant);
+//! `set_many_bytes` is one `Tree::apply_batch`; plain `set`, `remove`, compare-and-set and
+//! update are single sled operations on the record (they keep or drop the deadline inside
+//! it, and may leave a stale entry in the expiry tree, which the sweep recognises).
 
 use std::mem::ManuallyDrop;
+use std::ops::Bound;
 use std::os::fd::RawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
+use sled::transaction::ConflictableTransactionError;
+use sled::Transactional;
+
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::process::{self, ProcessGuard, STORE};
-use crate::{KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, WriteBatch};
+use crate::{
+    is_expired, now_millis, BatchOp, KeyExpiry, KvsEngine, KvsError, Result, ScanFilter,
+    ScanPage, WriteBatch,
+};
+
+mod cursors;
+mod layout;
+mod sweep;
+
+use self::cursors::Cursors;
+use self::layout::{transaction_error, Record};
+use self::sweep::Sweeper;
 
 /// A [`KvsEngine`] backed by a `sled` database.
 ///
 /// Every write is flushed (`Db::flush`) before it returns, so an acknowledged write survives a
 /// crash of the process, as with [`KvStore`](crate::KvStore).
+///
+/// Deadlines are kept in the sled database with the values (they survive a restart and a
+/// crash); a background thread owned by the handle removes expired keys that nobody reads
+/// (every read hides them at once anyway). [`len`](KvsEngine::len) reads every key (O(n)).
 ///
 /// Like a `KvStore`, a handle belongs to the process that created it: in a child made by
 /// `fork()` every operation fails with [`KvsError::Forked`], and dropping the handle there
@@ -22,6 +69,10 @@ use crate::{KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, WriteB
 pub struct SledKvsEngine {
     /// Never dropped in a child of `fork()`: see `Drop` below.
     db: ManuallyDrop<sled::Db>,
+    /// The records (`kvs-data`): dropped before `db`, never in a child of `fork()`.
+    data: ManuallyDrop<sled::Tree>,
+    /// Keys by deadline (`kvs-expiry`): dropped before `db`, never in a child of `fork()`.
+    expiry: ManuallyDrop<sled::Tree>,
     process: ProcessGuard,
     /// The directory of the sled database, when known (not for [`SledKvsEngine::new`]): errors
     /// name it.
@@ -31,6 +82,10 @@ pub struct SledKvsEngine {
     /// Shared by every write through the handle and its clones, taken exclusively by a
     /// checkpoint for its copy (see [`SledKvsEngine::checkpoint`](KvsEngine::checkpoint)).
     writes: Arc<RwLock<()>>,
+    /// The sweep of expired keys, stopped by the last clone to drop.
+    sweeper: Option<Arc<Sweeper>>,
+    /// The open walks of [`scan_bytes`](KvsEngine::scan_bytes).
+    cursors: Arc<Cursors>,
 }
 
 /// What a handle opened through a kvs data directory holds on to.
@@ -44,30 +99,48 @@ struct DataDir {
 
 impl SledKvsEngine {
     /// Wraps an open sled database. The handle belongs to the calling process.
-    pub fn new(db: sled::Db) -> SledKvsEngine {
-        process::sled_started();
-        SledKvsEngine {
-            db: ManuallyDrop::new(db),
-            process: ProcessGuard::current(STORE),
-            sled_dir: None,
-            dir: None,
-            writes: Arc::default(),
-        }
+    ///
+    /// A database of release 0.1.0 (values in sled's default tree) is migrated to this
+    /// release's layout first (see `layout.rs`), and a new one gets it; a database of a newer
+    /// kvs format is refused with [`KvsError::InvalidArgument`].
+    pub fn new(db: sled::Db) -> Result<SledKvsEngine> {
+        SledKvsEngine::build(db, None, None)
     }
 
     /// A handle on the database in `sled_dir`, just opened while holding `lock`.
-    pub(crate) fn with_lock(db: sled::Db, lock: DirLock, sled_dir: &Path) -> SledKvsEngine {
+    pub(crate) fn with_lock(db: sled::Db, lock: DirLock, sled_dir: &Path) -> Result<SledKvsEngine> {
+        let dir = DataDir {
+            _lock: lock,
+            sled_fds: descriptors_under(sled_dir),
+        };
+        SledKvsEngine::build(db, Some(Arc::from(sled_dir)), Some(Arc::new(dir)))
+    }
+
+    fn build(
+        db: sled::Db,
+        sled_dir: Option<Arc<Path>>,
+        dir: Option<Arc<DataDir>>,
+    ) -> Result<SledKvsEngine> {
         process::sled_started();
-        SledKvsEngine {
+        let trees = layout::prepare(&db, sled_dir.as_deref())?;
+        let writes = Arc::default();
+        let sweeper = Sweeper::start(
+            trees.data.clone(),
+            trees.expiry.clone(),
+            Arc::clone(&writes),
+            sled_dir.clone(),
+        )?;
+        Ok(SledKvsEngine {
             db: ManuallyDrop::new(db),
+            data: ManuallyDrop::new(trees.data),
+            expiry: ManuallyDrop::new(trees.expiry),
             process: ProcessGuard::current(STORE),
-            sled_dir: Some(Arc::from(sled_dir)),
-            dir: Some(Arc::new(DataDir {
-                _lock: lock,
-                sled_fds: descriptors_under(sled_dir),
-            })),
-            writes: Arc::default(),
-        }
+            sled_dir,
+            dir,
+            writes,
+            sweeper: Some(Arc::new(sweeper)),
+            cursors: Arc::new(Cursors::new()),
+        })
     }
 
     /// Held by every write for its duration: a checkpoint's copy waits for writes in progress
@@ -79,10 +152,12 @@ impl SledKvsEngine {
     }
 }
 
-/// In the process that opened it, dropping the last handle closes the database as sled does,
-/// then releases the directory lock (fields drop after `drop` returns).
+/// In the process that opened it, dropping the last handle stops the sweep of expired keys,
+/// closes the database as sled does, then releases the directory lock (fields drop after
+/// `drop` returns).
 ///
-/// In a child of `fork()` the `Db` is leaked instead: sled 0.34's drop flushes its page cache
+/// In a child of `fork()` the `Db` (with the engine's trees and the sweep thread, which does
+/// not exist there) is leaked instead: sled 0.34's drop flushes its page cache
 /// into the files the parent is using (`TreeInner`'s and `Log`'s drops), then waits for its
 /// flusher thread to stop (`Flusher`'s drop), a thread the child does not have, so it would
 /// write into the parent's database and then hang.
@@ -103,7 +178,9 @@ impl Drop for SledKvsEngine {
     fn drop(&mut self) {
         // `Arc::into_inner` gives the data directory to exactly one of the clones: the last.
         let last = self.dir.take().and_then(Arc::into_inner);
+        let sweeper = self.sweeper.take().and_then(Arc::into_inner);
         if self.process.is_inherited() {
+            std::mem::forget(sweeper);
             for &(fd, dev, ino) in last.iter().flat_map(|dir| &dir.sled_fds) {
                 if is_file(fd, dev, ino) {
                     // SAFETY: `fd` is one of sled's descriptors, owned by the `Db` that is
@@ -123,8 +200,16 @@ impl Drop for SledKvsEngine {
             .map(|&(fd, _, _)| unsafe { libc::dup(fd) })
             .filter(|&dup| dup >= 0)
             .collect();
-        // SAFETY: `db` is dropped only here, once, and `self` is not used after drop.
-        unsafe { ManuallyDrop::drop(&mut self.db) };
+        if let Some(sweeper) = sweeper {
+            sweeper.stop();
+        }
+        // SAFETY: `data`, `expiry` and `db` are dropped only here, once each, and `self` is not
+        // used after drop. The trees go first: the last handle's `db` closes the database.
+        unsafe {
+            ManuallyDrop::drop(&mut self.data);
+            ManuallyDrop::drop(&mut self.expiry);
+            ManuallyDrop::drop(&mut self.db);
+        }
         for dup in dups {
             // SAFETY: `dup` is our own descriptor, from `dup` above; unlocking and closing it
             // touch no one else's descriptor (sled has closed its own by now).
@@ -179,6 +264,52 @@ impl SledKvsEngine {
     fn error(&self, err: sled::Error) -> KvsError {
         to_kvs_error(err, self.sled_dir.as_deref())
     }
+
+    fn tx_error(&self, err: sled::transaction::TransactionError<KvsError>) -> KvsError {
+        transaction_error(err, self.sled_dir.as_deref())
+    }
+
+    fn decode<'a>(&self, raw: &'a [u8], key: &[u8]) -> Result<Record<'a>> {
+        layout::decode(raw, key, self.sled_dir.as_deref())
+    }
+
+    /// The record stored for `key` if it is live at `now` (not expired): `None` for a key not
+    /// set or expired.
+    fn live<'a>(&self, raw: Option<&'a [u8]>, key: &[u8], now: u64) -> Result<Option<Record<'a>>> {
+        match raw {
+            None => Ok(None),
+            Some(raw) => {
+                let record = self.decode(raw, key)?;
+                Ok(record
+                    .deadline
+                    .is_none_or(|d| !is_expired(d, now))
+                    .then_some(record))
+            }
+        }
+    }
+
+    fn flush_db(&self) -> Result<()> {
+        self.db.flush().map_err(|e| self.error(e))?;
+        Ok(())
+    }
+}
+
+/// Inside a transaction: the live record of `key` at `now` (value copied, deadline), `None`
+/// for a key not set or expired.
+fn live_in(
+    data: &sled::transaction::TransactionalTree,
+    key: &[u8],
+    now: u64,
+    sled_dir: Option<&Path>,
+) -> std::result::Result<Option<(Vec<u8>, Option<u64>)>, ConflictableTransactionError<KvsError>> {
+    let Some(raw) = data.get(key)? else {
+        return Ok(None);
+    };
+    let record = layout::decode(&raw, key, sled_dir).map_err(ConflictableTransactionError::Abort)?;
+    if record.deadline.is_some_and(|d| is_expired(d, now)) {
+        return Ok(None);
+    }
+    Ok(Some((record.value.to_vec(), record.deadline)))
 }
 
 /// A sled error as a kvs error: the one place that looks inside `sled::Error`, so that no
@@ -225,65 +356,100 @@ pub(crate) fn to_kvs_error(err: sled::Error, sled_dir: Option<&Path>) -> KvsErro
 }
 
 impl KvsEngine for SledKvsEngine {
+    /// Stores the record without a deadline: a deadline the key had is dropped with the old
+    /// record (its entry in the expiry tree is left stale, for the sweep to drop).
     fn set_bytes(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.process.check()?;
         let _write = self.write_guard();
-        self.db.insert(key, value).map_err(|e| self.error(e))?;
-        self.db.flush().map_err(|e| self.error(e))?;
-        Ok(())
+        self.data
+            .insert(key, layout::encode(value, None))
+            .map_err(|e| self.error(e))?;
+        self.flush_db()
     }
 
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.process.check()?;
-        let value = self.db.get(key).map_err(|e| self.error(e))?;
-        Ok(value.map(|v| v.to_vec()))
+        let raw = self.data.get(key).map_err(|e| self.error(e))?;
+        Ok(self
+            .live(raw.as_deref(), key, now_millis())?
+            .map(|r| r.value.to_vec()))
     }
 
+    /// Atomic, unlike the trait's minimum: one `Tree::apply_batch` (all or nothing across a
+    /// crash, and isolated from readers, see the module's documentation).
     fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
         self.process.check()?;
-        for (key, value) in pairs {
-            self.set_bytes(key, value)?;
+        if pairs.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let _write = self.write_guard();
+        let mut batch = sled::Batch::default();
+        for (key, value) in pairs {
+            batch.insert(*key, layout::encode(value, None));
+        }
+        self.data.apply_batch(batch).map_err(|e| self.error(e))?;
+        self.flush_db()
     }
 
+    /// A key whose deadline has passed is not set: removing it is [`KvsError::KeyNotFound`]
+    /// (its record goes all the same).
     fn remove_bytes(&self, key: &[u8]) -> Result<()> {
         self.process.check()?;
         let _write = self.write_guard();
-        self.db
-            .remove(key)
-            .map_err(|e| self.error(e))?
-            .ok_or(KvsError::KeyNotFound)?;
-        self.db.flush().map_err(|e| self.error(e))?;
-        Ok(())
+        let old = self.data.remove(key).map_err(|e| self.error(e))?;
+        // A damaged record that was there is removed, as asked.
+        let was_live = match old.as_deref() {
+            None => false,
+            Some(raw) => self
+                .live(Some(raw), key, now_millis())
+                .map_or(true, |r| r.is_some()),
+        };
+        if !was_live {
+            return Err(KvsError::KeyNotFound);
+        }
+        self.flush_db()
     }
 
     fn contains_key(&self, key: &[u8]) -> Result<bool> {
-        self.process.check()?;
-        self.db.contains_key(key).map_err(|e| self.error(e))
+        Ok(self.get_bytes(key)?.is_some())
     }
 
+    /// Reads every record (O(n)) and counts those not expired.
     fn len(&self) -> Result<usize> {
         self.process.check()?;
-        Ok(self.db.len())
+        let now = now_millis();
+        let mut n = 0;
+        for pair in self.data.iter() {
+            let (key, raw) = pair.map_err(|e| self.error(e))?;
+            if self.live(Some(&raw), &key, now)?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn keys(&self) -> Result<Vec<Vec<u8>>> {
         self.process.check()?;
-        self.db
-            .iter()
-            .keys()
-            .map(|k| k.map(|k| k.to_vec()).map_err(|e| self.error(e)))
-            .collect()
+        let now = now_millis();
+        let mut keys = Vec::new();
+        for pair in self.data.iter() {
+            let (key, raw) = pair.map_err(|e| self.error(e))?;
+            if self.live(Some(&raw), &key, now)?.is_some() {
+                keys.push(key.to_vec());
+            }
+        }
+        Ok(keys)
     }
 
     fn flush(&self) -> Result<()> {
         self.process.check()?;
-        self.db.flush().map_err(|e| self.error(e))?;
-        Ok(())
+        self.flush_db()
     }
 
-    /// sled's own `compare_and_swap`, then a flush when it changed the key.
+    /// sled's own `compare_and_swap` on the record, then a flush when it changed the key.
+    /// The comparison is on the value (an expired key is not set); the new value keeps the
+    /// key's deadline. When another write changes the record between the read and the swap
+    /// (or the sweep removes it), the comparison is made again on what is there then.
     fn compare_and_set_bytes(
         &self,
         key: &[u8],
@@ -292,33 +458,57 @@ impl KvsEngine for SledKvsEngine {
     ) -> Result<bool> {
         self.process.check()?;
         let _write = self.write_guard();
-        match self
-            .db
-            .compare_and_swap(key, expected, new)
-            .map_err(|e| self.error(e))?
-        {
-            Ok(()) => {
-                self.db.flush().map_err(|e| self.error(e))?;
-                Ok(true)
+        loop {
+            let raw = self.data.get(key).map_err(|e| self.error(e))?;
+            let current = self.live(raw.as_deref(), key, now_millis())?;
+            if current.map(|r| r.value) != expected {
+                return Ok(false);
             }
-            Err(_) => Ok(false),
+            if raw.is_none() && new.is_none() {
+                // A missing key left missing: nothing to write.
+                return Ok(true);
+            }
+            let deadline = current.and_then(|r| r.deadline);
+            let record = new.map(|v| layout::encode(v, deadline));
+            let swapped = self
+                .data
+                .compare_and_swap(key, raw.as_deref(), record)
+                .map_err(|e| self.error(e))?;
+            if swapped.is_ok() {
+                self.flush_db()?;
+                return Ok(true);
+            }
         }
     }
 
-    /// sled's `update_and_fetch`: a compare-and-swap loop, so `f` runs again each time
-    /// another write changed the key between its read and its swap.
-    fn update_bytes<F>(&self, key: &[u8], f: F) -> Result<Option<Vec<u8>>>
+    /// A compare-and-swap loop on the record (as sled's `update_and_fetch`, which cannot see
+    /// deadlines): `f` may run **more than once**, when another write changed the key in
+    /// between. The new value keeps the key's deadline; an expired key is given to `f` as not
+    /// set.
+    fn update_bytes<F>(&self, key: &[u8], mut f: F) -> Result<Option<Vec<u8>>>
     where
         F: FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
     {
         self.process.check()?;
         let _write = self.write_guard();
-        let new = self
-            .db
-            .update_and_fetch(key, f)
-            .map_err(|e| self.error(e))?;
-        self.db.flush().map_err(|e| self.error(e))?;
-        Ok(new.map(|v| v.to_vec()))
+        loop {
+            let raw = self.data.get(key).map_err(|e| self.error(e))?;
+            let current = self.live(raw.as_deref(), key, now_millis())?;
+            let new = f(current.map(|r| r.value));
+            if new.as_deref() == current.map(|r| r.value) {
+                return Ok(new);
+            }
+            let deadline = current.and_then(|r| r.deadline);
+            let record = new.as_deref().map(|v| layout::encode(v, deadline));
+            let swapped = self
+                .data
+                .compare_and_swap(key, raw.as_deref(), record)
+                .map_err(|e| self.error(e))?;
+            if swapped.is_ok() {
+                self.flush_db()?;
+                return Ok(new);
+            }
+        }
     }
 
     /// Writes an online checkpoint into `dest` (see [`KvsEngine::checkpoint`]): a kvs data
@@ -331,9 +521,11 @@ impl KvsEngine for SledKvsEngine {
     /// waits for writes in progress to end, holds new ones off, copies every key into the new
     /// database, and lets writes go on before that database is flushed and closed (measured:
     /// writes held 100 ms for 2,200 keys, 8.8 MB, in a debug build on a busy 2-core machine;
-    /// the hold grows with the size of the store). Reads go on throughout. The copy holds exactly the writes acknowledged before it started. Writes
-    /// made to the `sled::Db` directly (not through a `SledKvsEngine`) are not held off, and
-    /// only the default tree (the one the engine uses) is copied.
+    /// the hold grows with the size of the store). Reads go on throughout. The copy holds
+    /// exactly the writes acknowledged before it started (keys already expired are left out;
+    /// deadlines are kept, and the copy's expiry tree is built from them). Writes made to the
+    /// `sled::Db` directly (not through a `SledKvsEngine`) are not held off, and only the
+    /// engine's trees are copied.
     fn checkpoint(&self, dest: &Path) -> Result<()> {
         self.process.check()?;
         crate::process::check_sled_usable()?;
@@ -342,33 +534,219 @@ impl KvsEngine for SledKvsEngine {
         target.finish(result)
     }
 
-    fn apply_batch(&self, _batch: &WriteBatch) -> Result<()> {
-        Err(pending("apply_batch"))
+    /// One transaction over the record and expiry trees (see the module's documentation):
+    /// all or nothing across a crash, and isolated from every reader. A `Set` with a deadline
+    /// that has passed when the batch is applied removes the key.
+    fn apply_batch(&self, batch: &WriteBatch) -> Result<()> {
+        self.process.check()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let _write = self.write_guard();
+        let now = now_millis();
+        (&*self.data, &*self.expiry)
+            .transaction(|(data, expiry)| {
+                for op in batch.ops() {
+                    match op {
+                        BatchOp::Set {
+                            key,
+                            value,
+                            deadline: Some(deadline),
+                        } if is_expired(*deadline, now) => {
+                            data.remove(key.as_slice())?;
+                        }
+                        BatchOp::Set {
+                            key,
+                            value,
+                            deadline,
+                        } => {
+                            data.insert(key.as_slice(), layout::encode(value, *deadline))?;
+                            if let Some(deadline) = deadline {
+                                expiry.insert(layout::expiry_entry(*deadline, key), &[])?;
+                            }
+                        }
+                        BatchOp::Remove { key } => {
+                            data.remove(key.as_slice())?;
+                        }
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<KvsError>>(())
+            })
+            .map_err(|e| self.tx_error(e))?;
+        self.flush_db()
     }
 
-    fn get_many_bytes(&self, _keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        Err(pending("get_many_bytes"))
+    /// The reads are one sled transaction: they run under sled's exclusive process-wide lock
+    /// (see the module's documentation), so no write lands between two of them; every other
+    /// sled operation of the process waits for them.
+    fn get_many_bytes(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.process.check()?;
+        let raws = self
+            .data
+            .transaction(|data| {
+                keys.iter()
+                    .map(|key| data.get(key))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(ConflictableTransactionError::from)
+            })
+            .map_err(|e: sled::transaction::TransactionError<KvsError>| self.tx_error(e))?;
+        let now = now_millis();
+        keys.iter()
+            .zip(raws)
+            .map(|(key, raw)| {
+                Ok(self
+                    .live(raw.as_deref(), key, now)?
+                    .map(|r| r.value.to_vec()))
+            })
+            .collect()
     }
 
-    fn set_with_deadline_bytes(&self, _key: &[u8], _value: &[u8], _deadline: u64) -> Result<()> {
-        Err(pending("set_with_deadline_bytes"))
+    /// One transaction: the record with its deadline, and its entry in the expiry tree (the
+    /// entry of a deadline the key had before is removed).
+    fn set_with_deadline_bytes(&self, key: &[u8], value: &[u8], deadline: u64) -> Result<()> {
+        self.process.check()?;
+        let _write = self.write_guard();
+        let sled_dir = self.sled_dir.as_deref();
+        if is_expired(deadline, now_millis()) {
+            self.data.remove(key).map_err(|e| self.error(e))?;
+            return self.flush_db();
+        }
+        (&*self.data, &*self.expiry)
+            .transaction(|(data, expiry)| {
+                let old = data.insert(key, layout::encode(value, Some(deadline)))?;
+                drop_old_entry(expiry, old.as_deref(), key, deadline, sled_dir)?;
+                expiry.insert(layout::expiry_entry(deadline, key), &[])?;
+                Ok::<_, ConflictableTransactionError<KvsError>>(())
+            })
+            .map_err(|e| self.tx_error(e))?;
+        self.flush_db()
     }
 
-    fn expire_at_bytes(&self, _key: &[u8], _deadline: u64) -> Result<bool> {
-        Err(pending("expire_at_bytes"))
+    fn expire_at_bytes(&self, key: &[u8], deadline: u64) -> Result<bool> {
+        self.process.check()?;
+        let _write = self.write_guard();
+        let sled_dir = self.sled_dir.as_deref();
+        let now = now_millis();
+        let set = (&*self.data, &*self.expiry)
+            .transaction(|(data, expiry)| {
+                let Some((value, old)) = live_in(data, key, now, sled_dir)? else {
+                    return Ok(false);
+                };
+                if let Some(old) = old.filter(|&old| old != deadline) {
+                    expiry.remove(layout::expiry_entry(old, key))?;
+                }
+                if is_expired(deadline, now) {
+                    data.remove(key)?;
+                } else {
+                    data.insert(key, layout::encode(&value, Some(deadline)))?;
+                    expiry.insert(layout::expiry_entry(deadline, key), &[])?;
+                }
+                Ok::<_, ConflictableTransactionError<KvsError>>(true)
+            })
+            .map_err(|e| self.tx_error(e))?;
+        if set {
+            self.flush_db()?;
+        }
+        Ok(set)
     }
 
-    fn persist_bytes(&self, _key: &[u8]) -> Result<bool> {
-        Err(pending("persist_bytes"))
+    fn persist_bytes(&self, key: &[u8]) -> Result<bool> {
+        self.process.check()?;
+        let _write = self.write_guard();
+        let sled_dir = self.sled_dir.as_deref();
+        let now = now_millis();
+        let had = (&*self.data, &*self.expiry)
+            .transaction(|(data, expiry)| {
+                let Some((value, Some(old))) = live_in(data, key, now, sled_dir)? else {
+                    return Ok(false);
+                };
+                data.insert(key, layout::encode(&value, None))?;
+                expiry.remove(layout::expiry_entry(old, key))?;
+                Ok::<_, ConflictableTransactionError<KvsError>>(true)
+            })
+            .map_err(|e| self.tx_error(e))?;
+        if had {
+            self.flush_db()?;
+        }
+        Ok(had)
     }
 
-    fn expiry_bytes(&self, _key: &[u8]) -> Result<KeyExpiry> {
-        Err(pending("expiry_bytes"))
+    fn expiry_bytes(&self, key: &[u8]) -> Result<KeyExpiry> {
+        self.process.check()?;
+        let raw = self.data.get(key).map_err(|e| self.error(e))?;
+        Ok(match self.live(raw.as_deref(), key, now_millis())? {
+            None => KeyExpiry::Missing,
+            Some(Record { deadline: None, .. }) => KeyExpiry::Never,
+            Some(Record {
+                deadline: Some(deadline),
+                ..
+            }) => KeyExpiry::At(deadline),
+        })
     }
 
-    fn scan_bytes(&self, _cursor: u64, _count: usize, _filter: &ScanFilter) -> Result<ScanPage> {
-        Err(pending("scan_bytes"))
+    /// A walk in key order. The cursor stands for the last key the previous page looked at
+    /// (kept in the handle: see `cursors.rs`); the next page resumes right after it, so every
+    /// key set for the whole walk is returned exactly once, and a key set during the walk is
+    /// returned when it sorts after the walk's position. A prefix seeks to it
+    /// (`scan_prefix`); a pattern is checked on each key looked at.
+    ///
+    /// Limits: at most 4,096 walks are open at once per store handle (and its clones): past
+    /// that the walk not continued for the longest is forgotten, and its cursor is
+    /// [`KvsError::InvalidArgument`], as is a cursor this handle did not return (or a cursor
+    /// of another process, or of this store opened again). A cursor may be passed again (a
+    /// retry) until 1,024 later cursors have been passed. A `count` of 0 counts as 1.
+    fn scan_bytes(&self, cursor: u64, count: usize, filter: &ScanFilter) -> Result<ScanPage> {
+        self.process.check()?;
+        let count = count.max(1);
+        let prefix = filter.prefix.as_slice();
+        let iter = match cursor {
+            0 => self.data.scan_prefix(prefix),
+            cursor => {
+                let after = self.cursors.resume(cursor)?;
+                if after.as_slice() < prefix {
+                    self.data.scan_prefix(prefix)
+                } else {
+                    self.data
+                        .range::<&[u8], _>((Bound::Excluded(after.as_slice()), Bound::Unbounded))
+                }
+            }
+        };
+        let mut iter =
+            iter.take_while(|pair| pair.as_ref().map_or(true, |(key, _)| key.starts_with(prefix)));
+        let now = now_millis();
+        let mut keys = Vec::new();
+        let mut last = None;
+        for pair in iter.by_ref().take(count) {
+            let (key, raw) = pair.map_err(|e| self.error(e))?;
+            if self.live(Some(&raw), &key, now)?.is_some() && filter.matches(&key) {
+                keys.push(key.to_vec());
+            }
+            last = Some(key);
+        }
+        let cursor = match (last, iter.next()) {
+            (_, Some(Err(e))) => return Err(self.error(e)),
+            (Some(last), Some(Ok(_))) => self.cursors.open(last.to_vec()),
+            _ => 0,
+        };
+        Ok(ScanPage { cursor, keys })
     }
+}
+
+/// Inside a transaction that has just replaced the record `old` of `key` with one expiring at
+/// `deadline`: removes the expiry entry of `old`'s deadline, if it had another one.
+fn drop_old_entry(
+    expiry: &sled::transaction::TransactionalTree,
+    old: Option<&[u8]>,
+    key: &[u8],
+    deadline: u64,
+    sled_dir: Option<&Path>,
+) -> std::result::Result<(), ConflictableTransactionError<KvsError>> {
+    // A damaged old record is replaced all the same: it has no entry to find.
+    let old = old.and_then(|raw| layout::decode(raw, key, sled_dir).ok());
+    if let Some(old) = old.and_then(|r| r.deadline).filter(|&old| old != deadline) {
+        expiry.remove(layout::expiry_entry(old, key))?;
+    }
+    Ok(())
 }
 
 impl SledKvsEngine {
@@ -378,23 +756,40 @@ impl SledKvsEngine {
         let sled_dir = dest.join(super::SLED_SUBDIR);
         let in_copy = |e| to_kvs_error(e, Some(&sled_dir));
         let copy = sled::open(&sled_dir).map_err(in_copy)?;
+        let trees = layout::prepare(&copy, Some(&sled_dir))?;
         {
             let _no_writes = self.writes.write().unwrap_or_else(|p| p.into_inner());
+            let now = now_millis();
             let mut batch = sled::Batch::default();
+            let mut entries = sled::Batch::default();
             let mut batched = 0usize;
-            for pair in self.db.iter() {
-                let (key, value) = pair.map_err(|e| self.error(e))?;
-                batched += key.len() + value.len();
-                batch.insert(key, value);
+            for pair in self.data.iter() {
+                let (key, raw) = pair.map_err(|e| self.error(e))?;
+                let Some(record) = self.live(Some(&raw), &key, now)? else {
+                    continue;
+                };
+                if let Some(deadline) = record.deadline {
+                    entries.insert(layout::expiry_entry(deadline, &key), &[]);
+                }
+                batched += key.len() + raw.len();
+                batch.insert(key, raw);
                 if batched >= COPY_BATCH_BYTES {
-                    copy.apply_batch(std::mem::take(&mut batch))
+                    trees
+                        .data
+                        .apply_batch(std::mem::take(&mut batch))
+                        .map_err(in_copy)?;
+                    trees
+                        .expiry
+                        .apply_batch(std::mem::take(&mut entries))
                         .map_err(in_copy)?;
                     batched = 0;
                 }
             }
-            copy.apply_batch(batch).map_err(in_copy)?;
+            trees.data.apply_batch(batch).map_err(in_copy)?;
+            trees.expiry.apply_batch(entries).map_err(in_copy)?;
         }
         copy.flush().map_err(in_copy)?;
+        drop(trees);
         drop(copy);
         data_dir::sync_dir(&sled_dir)
     }
@@ -403,11 +798,6 @@ impl SledKvsEngine {
 /// How many bytes of keys and values a checkpoint of a sled store writes into the copy at a
 /// time.
 const COPY_BATCH_BYTES: usize = 4 << 20;
-
-// PENDING(engine v2): replaced by the engine's implementation before this lands in a release.
-fn pending(what: &str) -> KvsError {
-    KvsError::InvalidArgument(format!("{what} is not implemented yet"))
-}
 
 #[cfg(test)]
 mod tests {
