@@ -4,8 +4,9 @@
 //! sled is ordered by key, so a walk resumes after the last key it looked at. Redis's cursors
 //! are integers, so the engine hands out an id for that key and keeps the pair here, shared by
 //! every clone of the handle:
-//! - ids are never reused in the life of the handle (a counter, starting at a value drawn from
-//!   the clock so that a cursor of an earlier process is unknown to this one, skipping 0);
+//! - ids are never reused in the life of the handle (a counter from 1; it would take 2^64
+//!   pages to wrap, and it skips 0); a new handle knows no cursor, so a cursor of an earlier
+//!   handle, or of another process, is unknown;
 //! - at most [`MAX_OPEN_WALKS`] cursors not yet passed back are kept; past that the oldest
 //!   is forgotten (an abandoned walk costs nothing for long);
 //! - a cursor passed back stays valid for a retry until [`MAX_USED_CURSORS`] later ones have
@@ -38,11 +39,7 @@ struct Inner {
 
 impl Cursors {
     pub(crate) fn new() -> Cursors {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        // The top bit clear leaves 2^63 ids before the counter could wrap.
-        Cursors::starting_at((seed & (u64::MAX >> 1)).max(1))
+        Cursors::starting_at(1)
     }
 
     fn starting_at(first: u64) -> Cursors {
