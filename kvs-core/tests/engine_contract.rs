@@ -539,7 +539,9 @@ fn batch_sets_carry_deadlines<E: Fixture>() {
     let dir = TempDir::new().unwrap();
     let store = E::open(dir.path());
     let later = in_an_hour();
-    store.set_with_deadline_bytes(b"cleared", b"v", later).unwrap();
+    store
+        .set_with_deadline_bytes(b"cleared", b"v", later)
+        .unwrap();
     store.set(s("doomed"), s("v")).unwrap();
     let mut batch = WriteBatch::new();
     batch
@@ -548,7 +550,10 @@ fn batch_sets_carry_deadlines<E: Fixture>() {
         .set_with_deadline(b"doomed", b"x", 1)
         .set_with_deadline(b"born-dead", b"x", now_millis() - 1);
     store.apply_batch(&batch).unwrap();
-    assert_eq!(store.expiry_bytes(b"expiring").unwrap(), KeyExpiry::At(later));
+    assert_eq!(
+        store.expiry_bytes(b"expiring").unwrap(),
+        KeyExpiry::At(later)
+    );
     assert_eq!(store.get(s("expiring")).unwrap(), Some(s("e")));
     assert_eq!(store.expiry_bytes(b"cleared").unwrap(), KeyExpiry::Never);
     assert_eq!(store.get(s("cleared")).unwrap(), Some(s("plain")));
@@ -576,7 +581,10 @@ fn get_many_reads_every_key_in_order<E: Fixture>() {
             Some(b"1".to_vec())
         ]
     );
-    assert_eq!(store.get_many_bytes(&[]).unwrap(), Vec::<Option<Vec<u8>>>::new());
+    assert_eq!(
+        store.get_many_bytes(&[]).unwrap(),
+        Vec::<Option<Vec<u8>>>::new()
+    );
 }
 
 /// A writer applies batches that set ten keys to the same number, counting up; readers must
@@ -638,7 +646,12 @@ fn readers_see_a_batch_whole<E: Fixture>() {
         assert!(reader.join().unwrap() > 0);
     }
     let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-    let last: BTreeSet<u64> = store.get_many_bytes(&refs).unwrap().iter().map(number).collect();
+    let last: BTreeSet<u64> = store
+        .get_many_bytes(&refs)
+        .unwrap()
+        .iter()
+        .map(number)
+        .collect();
     assert_eq!(last, BTreeSet::from([BATCHES]));
 }
 
@@ -654,8 +667,15 @@ fn deadlines_follow_set_expire_and_persist<E: Fixture>() {
 
     // expire_at on a key that exists, and one that does not.
     assert!(store.expire_at_bytes(b"k", later + 1000).unwrap());
-    assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::At(later + 1000));
-    assert_eq!(store.get(s("k")).unwrap(), Some(s("v")), "expire_at keeps the value");
+    assert_eq!(
+        store.expiry_bytes(b"k").unwrap(),
+        KeyExpiry::At(later + 1000)
+    );
+    assert_eq!(
+        store.get(s("k")).unwrap(),
+        Some(s("v")),
+        "expire_at keeps the value"
+    );
     assert!(!store.expire_at_bytes(b"missing", later).unwrap());
     assert_eq!(store.expiry_bytes(b"missing").unwrap(), KeyExpiry::Missing);
 
@@ -684,11 +704,21 @@ fn a_passed_deadline_hides_the_key_from_every_read<E: Fixture>() {
     let store = E::open(dir.path());
     store.set(s("stays"), s("v")).unwrap();
     let soon = now_millis() + 200;
-    store.set_with_deadline_bytes(b"p:dies", b"old", soon).unwrap();
-    store.set_with_deadline_bytes(b"p:cas", b"old", soon).unwrap();
-    store.set_with_deadline_bytes(b"p:update", b"old", soon).unwrap();
-    store.set_with_deadline_bytes(b"p:remove", b"old", soon).unwrap();
-    store.set_with_deadline_bytes(b"p:batch", b"old", soon).unwrap();
+    store
+        .set_with_deadline_bytes(b"p:dies", b"old", soon)
+        .unwrap();
+    store
+        .set_with_deadline_bytes(b"p:cas", b"old", soon)
+        .unwrap();
+    store
+        .set_with_deadline_bytes(b"p:update", b"old", soon)
+        .unwrap();
+    store
+        .set_with_deadline_bytes(b"p:remove", b"old", soon)
+        .unwrap();
+    store
+        .set_with_deadline_bytes(b"p:batch", b"old", soon)
+        .unwrap();
     wait_past(soon);
     assert_eq!(store.get(s("p:dies")).unwrap(), None);
     assert!(!store.contains_key(b"p:dies").unwrap());
@@ -699,16 +729,24 @@ fn a_passed_deadline_hides_the_key_from_every_read<E: Fixture>() {
         store.get_many_bytes(&[b"p:dies", b"stays"]).unwrap(),
         vec![None, Some(b"v".to_vec())]
     );
-    assert_eq!(scan_walk(&store, &ScanFilter::prefix(b"p:"), 3), BTreeSet::new());
+    assert_eq!(
+        scan_walk(&store, &ScanFilter::prefix(b"p:"), 3),
+        BTreeSet::new()
+    );
     assert!(!store.expire_at_bytes(b"p:dies", in_an_hour()).unwrap());
     assert!(!store.persist_bytes(b"p:dies").unwrap());
-    assert!(matches!(store.remove(s("p:remove")), Err(KvsError::KeyNotFound)));
+    assert!(matches!(
+        store.remove(s("p:remove")),
+        Err(KvsError::KeyNotFound)
+    ));
 
     // Compare-and-set and update see the key as not set; what they create has no deadline.
     assert!(!store
         .compare_and_set_bytes(b"p:cas", Some(b"old"), Some(b"new"))
         .unwrap());
-    assert!(store.compare_and_set_bytes(b"p:cas", None, Some(b"new")).unwrap());
+    assert!(store
+        .compare_and_set_bytes(b"p:cas", None, Some(b"new"))
+        .unwrap());
     assert_eq!(store.expiry_bytes(b"p:cas").unwrap(), KeyExpiry::Never);
     let mut seen = Vec::new();
     let new = store
@@ -732,7 +770,9 @@ fn compare_and_set_and_update_keep_the_deadline_and_set_clears_it<E: Fixture>() 
     let store = E::open(dir.path());
     let later = in_an_hour();
     store.set_with_deadline_bytes(b"k", b"1", later).unwrap();
-    assert!(store.compare_and_set_bytes(b"k", Some(b"1"), Some(b"2")).unwrap());
+    assert!(store
+        .compare_and_set_bytes(b"k", Some(b"1"), Some(b"2"))
+        .unwrap());
     assert_eq!(store.get(s("k")).unwrap(), Some(s("2")));
     assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::At(later));
     store.update_bytes(b"k", |_| Some(b"3".to_vec())).unwrap();
@@ -760,20 +800,31 @@ fn deadlines_survive_reopen<E: Fixture>() {
     let soon = now_millis() + 200;
     {
         let store = E::open(dir.path());
-        store.set_with_deadline_bytes(b"later", b"v", later).unwrap();
+        store
+            .set_with_deadline_bytes(b"later", b"v", later)
+            .unwrap();
         store.set_with_deadline_bytes(b"soon", b"v", soon).unwrap();
         let mut batch = WriteBatch::new();
         batch.set_with_deadline(b"batched", b"b", later + 1);
         store.apply_batch(&batch).unwrap();
-        store.set_with_deadline_bytes(b"persisted", b"v", later).unwrap();
+        store
+            .set_with_deadline_bytes(b"persisted", b"v", later)
+            .unwrap();
         assert!(store.persist_bytes(b"persisted").unwrap());
     }
     wait_past(soon);
     let store = E::open(dir.path());
     assert_eq!(store.expiry_bytes(b"later").unwrap(), KeyExpiry::At(later));
-    assert_eq!(store.expiry_bytes(b"batched").unwrap(), KeyExpiry::At(later + 1));
+    assert_eq!(
+        store.expiry_bytes(b"batched").unwrap(),
+        KeyExpiry::At(later + 1)
+    );
     assert_eq!(store.expiry_bytes(b"persisted").unwrap(), KeyExpiry::Never);
-    assert_eq!(store.get(s("soon")).unwrap(), None, "expired while the store was closed");
+    assert_eq!(
+        store.get(s("soon")).unwrap(),
+        None,
+        "expired while the store was closed"
+    );
     assert_eq!(store.len().unwrap(), 3);
 }
 
@@ -805,15 +856,24 @@ fn scans_filter_by_prefix_and_pattern<E: Fixture>() {
     for i in 0..40 {
         let name = format!("user:{i}:name").into_bytes();
         store.set_bytes(&name, b"n").unwrap();
-        store.set_bytes(format!("user:{i}:mail").as_bytes(), b"m").unwrap();
-        store.set_bytes(format!("group:{i}").as_bytes(), b"g").unwrap();
+        store
+            .set_bytes(format!("user:{i}:mail").as_bytes(), b"m")
+            .unwrap();
+        store
+            .set_bytes(format!("group:{i}").as_bytes(), b"g")
+            .unwrap();
         expected_prefix.insert(format!("user:{i}:mail").into_bytes());
         expected_prefix.insert(name.clone());
         expected_names.insert(name);
     }
-    store.set_bytes(b"user", b"not under the prefix user:").unwrap();
+    store
+        .set_bytes(b"user", b"not under the prefix user:")
+        .unwrap();
     for count in [1, 7, 1000] {
-        assert_eq!(scan_walk(&store, &ScanFilter::prefix(b"user:"), count), expected_prefix);
+        assert_eq!(
+            scan_walk(&store, &ScanFilter::prefix(b"user:"), count),
+            expected_prefix
+        );
         assert_eq!(
             scan_walk(&store, &ScanFilter::pattern(b"user:*:name"), count),
             expected_names
@@ -829,7 +889,10 @@ fn scans_filter_by_prefix_and_pattern<E: Fixture>() {
             .collect();
         assert_eq!(scan_walk(&store, &both, count), ones);
         assert_eq!(scan_walk(&store, &ScanFilter::all(), count).len(), 121);
-        assert_eq!(scan_walk(&store, &ScanFilter::prefix(b"nothing"), count), BTreeSet::new());
+        assert_eq!(
+            scan_walk(&store, &ScanFilter::prefix(b"nothing"), count),
+            BTreeSet::new()
+        );
     }
 }
 
@@ -849,7 +912,11 @@ fn a_walk_of_n_keys_returns_each_and_ends<E: Fixture>() {
     let pairs: Vec<(&[u8], &[u8])> = all.iter().map(|k| (k.as_slice(), &b"v"[..])).collect();
     store.set_many_bytes(&pairs).unwrap();
     for count in [1, 10, 299, 300, 301] {
-        assert_eq!(scan_walk(&store, &ScanFilter::all(), count), all, "count {count}");
+        assert_eq!(
+            scan_walk(&store, &ScanFilter::all(), count),
+            all,
+            "count {count}"
+        );
     }
 }
 
@@ -871,7 +938,7 @@ fn a_walk_returns_every_stable_key_while_writes_go_on<E: Fixture>() {
                 // Interleaved with the stable keys in key order.
                 let key = format!("s{:04}-tmp", i % 400);
                 store.set_bytes(key.as_bytes(), b"t").unwrap();
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     store.remove_bytes(key.as_bytes()).unwrap();
                 }
                 i += 1;

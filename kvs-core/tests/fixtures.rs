@@ -133,8 +133,12 @@ fn apply_sled_v0_2_0_workload(engine: &impl KvsEngine) {
         for i in 0..40u32 {
             let key = format!("batch-{i:02}");
             let value = format!("batch {i} round {round}");
-            if i % 4 == 0 {
-                batch.set_with_deadline(key.as_bytes(), value.as_bytes(), SLED_FIXTURE_DEADLINE + u64::from(i));
+            if i.is_multiple_of(4) {
+                batch.set_with_deadline(
+                    key.as_bytes(),
+                    value.as_bytes(),
+                    SLED_FIXTURE_DEADLINE + u64::from(i),
+                );
             } else {
                 batch.set(key.as_bytes(), value.as_bytes());
             }
@@ -142,15 +146,27 @@ fn apply_sled_v0_2_0_workload(engine: &impl KvsEngine) {
         batch.remove(format!("batch-{:02}", 39 - round).as_bytes());
         engine.apply_batch(&batch).unwrap();
     }
-    engine.set_with_deadline_bytes(b"ttl-set", b"t", SLED_FIXTURE_DEADLINE).unwrap();
+    engine
+        .set_with_deadline_bytes(b"ttl-set", b"t", SLED_FIXTURE_DEADLINE)
+        .unwrap();
     engine.set_bytes(b"ttl-moved", b"m").unwrap();
-    assert!(engine.expire_at_bytes(b"ttl-moved", SLED_FIXTURE_DEADLINE + 1).unwrap());
-    engine.set_with_deadline_bytes(b"ttl-persisted", b"p", SLED_FIXTURE_DEADLINE).unwrap();
+    assert!(engine
+        .expire_at_bytes(b"ttl-moved", SLED_FIXTURE_DEADLINE + 1)
+        .unwrap());
+    engine
+        .set_with_deadline_bytes(b"ttl-persisted", b"p", SLED_FIXTURE_DEADLINE)
+        .unwrap();
     assert!(engine.persist_bytes(b"ttl-persisted").unwrap());
-    engine.set_with_deadline_bytes(b"ttl-cleared", b"old", SLED_FIXTURE_DEADLINE).unwrap();
+    engine
+        .set_with_deadline_bytes(b"ttl-cleared", b"old", SLED_FIXTURE_DEADLINE)
+        .unwrap();
     engine.set_bytes(b"ttl-cleared", b"new").unwrap();
-    engine.set_with_deadline_bytes(b"ttl-cas", b"1", SLED_FIXTURE_DEADLINE).unwrap();
-    assert!(engine.compare_and_set_bytes(b"ttl-cas", Some(b"1"), Some(b"2")).unwrap());
+    engine
+        .set_with_deadline_bytes(b"ttl-cas", b"1", SLED_FIXTURE_DEADLINE)
+        .unwrap();
+    assert!(engine
+        .compare_and_set_bytes(b"ttl-cas", Some(b"1"), Some(b"2"))
+        .unwrap());
 }
 
 /// What [`apply_sled_v0_2_0_workload`] leaves: key to value and expiry.
@@ -160,15 +176,28 @@ fn sled_v0_2_0_model() -> BTreeMap<Vec<u8>, (Vec<u8>, kvs::KeyExpiry)> {
     // Each round sets every key, then removes one (the later op wins): the last round
     // removes batch-37.
     for i in (0..40u32).filter(|&i| i != 37) {
-        let expiry = if i % 4 == 0 { At(SLED_FIXTURE_DEADLINE + u64::from(i)) } else { Never };
+        let expiry = if i.is_multiple_of(4) {
+            At(SLED_FIXTURE_DEADLINE + u64::from(i))
+        } else {
+            Never
+        };
         let value = format!("batch {i} round 2").into_bytes();
         model.insert(format!("batch-{i:02}").into_bytes(), (value, expiry));
     }
-    model.insert(b"ttl-set".to_vec(), (b"t".to_vec(), At(SLED_FIXTURE_DEADLINE)));
-    model.insert(b"ttl-moved".to_vec(), (b"m".to_vec(), At(SLED_FIXTURE_DEADLINE + 1)));
+    model.insert(
+        b"ttl-set".to_vec(),
+        (b"t".to_vec(), At(SLED_FIXTURE_DEADLINE)),
+    );
+    model.insert(
+        b"ttl-moved".to_vec(),
+        (b"m".to_vec(), At(SLED_FIXTURE_DEADLINE + 1)),
+    );
     model.insert(b"ttl-persisted".to_vec(), (b"p".to_vec(), Never));
     model.insert(b"ttl-cleared".to_vec(), (b"new".to_vec(), Never));
-    model.insert(b"ttl-cas".to_vec(), (b"2".to_vec(), At(SLED_FIXTURE_DEADLINE)));
+    model.insert(
+        b"ttl-cas".to_vec(),
+        (b"2".to_vec(), At(SLED_FIXTURE_DEADLINE)),
+    );
     model
 }
 
@@ -182,7 +211,11 @@ fn assert_holds_sled_v0_2_0_model(engine: &impl KvsEngine) {
     }
     for (key, (value, expiry)) in &extra {
         let shown = String::from_utf8_lossy(key);
-        assert_eq!(engine.get_bytes(key).unwrap().as_ref(), Some(value), "{shown}");
+        assert_eq!(
+            engine.get_bytes(key).unwrap().as_ref(),
+            Some(value),
+            "{shown}"
+        );
         assert_eq!(engine.expiry_bytes(key).unwrap(), *expiry, "{shown}");
     }
     assert_eq!(engine.get_bytes(b"batch-37").unwrap(), None);
@@ -205,7 +238,10 @@ fn sled_store_of_release_0_2_0_opens_with_every_key_and_deadline() {
         engine.expiry_bytes(b"written-later").unwrap(),
         kvs::KeyExpiry::At(SLED_FIXTURE_DEADLINE)
     );
-    assert_eq!(engine.len().unwrap(), model().len() + sled_v0_2_0_model().len() + 1);
+    assert_eq!(
+        engine.len().unwrap(),
+        model().len() + sled_v0_2_0_model().len() + 1
+    );
 }
 
 #[test]

@@ -12,8 +12,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use kvs::{
-    deadline_after, now_millis, AnyEngine, EngineKind, KeyExpiry, KvsEngine, KvsError,
-    ScanFilter, SledKvsEngine, WriteBatch,
+    deadline_after, now_millis, AnyEngine, EngineKind, KeyExpiry, KvsEngine, KvsError, ScanFilter,
+    SledKvsEngine, WriteBatch,
 };
 use tempfile::TempDir;
 
@@ -24,7 +24,9 @@ fn open_db(dir: &Path) -> sled::Db {
     loop {
         match sled::open(dir) {
             Ok(db) => return db,
-            Err(e) if e.to_string().contains("could not acquire lock") && Instant::now() < give_up => {
+            Err(e)
+                if e.to_string().contains("could not acquire lock") && Instant::now() < give_up =>
+            {
                 std::thread::sleep(Duration::from_millis(5))
             }
             Err(e) => panic!("open sled in {}: {e}", dir.display()),
@@ -74,7 +76,9 @@ fn the_store_holds_the_documented_trees_and_bytes() {
     );
     assert_eq!(
         tree_keys(&db, "kvs-expiry"),
-        BTreeSet::from([vec![0x00, 0x00, 0x03, 0xbb, 0x2c, 0xc3, 0xd8, 0x00, b't', b'i', b'm', b'e', b'd']])
+        BTreeSet::from([vec![
+            0x00, 0x00, 0x03, 0xbb, 0x2c, 0xc3, 0xd8, 0x00, b't', b'i', b'm', b'e', b'd'
+        ]])
     );
     assert!(db.is_empty(), "nothing in sled's default tree");
 }
@@ -84,14 +88,26 @@ fn a_store_of_a_newer_format_is_refused_by_version_and_left_alone() {
     let dir = TempDir::new().unwrap();
     {
         let db = open_db(dir.path());
-        db.open_tree("kvs-meta").unwrap().insert(b"format", &[0, 0, 0, 3]).unwrap();
+        db.open_tree("kvs-meta")
+            .unwrap()
+            .insert(b"format", &[0, 0, 0, 3])
+            .unwrap();
         db.insert(b"raw", b"value").unwrap();
         db.flush().unwrap();
-        let err = SledKvsEngine::new(db.clone()).err().expect("a newer format must be refused");
+        let err = SledKvsEngine::new(db.clone())
+            .err()
+            .expect("a newer format must be refused");
         assert!(matches!(err, KvsError::InvalidArgument(_)), "{err:?}");
         let message = err.to_string();
-        assert!(message.contains("format version 3") && message.contains("version 2"), "{message}");
-        assert_eq!(db.get(b"raw").unwrap().unwrap().as_ref(), b"value", "not migrated");
+        assert!(
+            message.contains("format version 3") && message.contains("version 2"),
+            "{message}"
+        );
+        assert_eq!(
+            db.get(b"raw").unwrap().unwrap().as_ref(),
+            b"value",
+            "not migrated"
+        );
         assert!(db.open_tree("kvs-data").unwrap().is_empty());
     }
 }
@@ -105,7 +121,10 @@ fn a_damaged_record_is_reported_with_its_key_and_the_database() {
     let sled_dir = tmp.path().join(kvs::SLED_SUBDIR);
     {
         let db = open_db(&sled_dir);
-        db.open_tree("kvs-data").unwrap().insert(b"bad", &[0x01, 0x00]).unwrap();
+        db.open_tree("kvs-data")
+            .unwrap()
+            .insert(b"bad", &[0x01, 0x00])
+            .unwrap();
         db.flush().unwrap();
     }
     let engine = AnyEngine::open(tmp.path(), None).unwrap();
@@ -113,7 +132,10 @@ fn a_damaged_record_is_reported_with_its_key_and_the_database() {
     assert!(err.is_corruption(), "{err:?}");
     assert_eq!(err.path(), Some(sled_dir.as_path()));
     assert!(err.to_string().contains("\"bad\""), "{err}");
-    assert_eq!(engine.get_bytes(b"fine").unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        engine.get_bytes(b"fine").unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
 }
 
 // ---- Migration from release 0.1.0 --------------------------------------------------------
@@ -144,8 +166,15 @@ fn a_store_of_release_0_1_0_is_migrated_in_place() {
     assert_eq!(engine.len().unwrap(), OLD_KEYS);
     for i in (0..OLD_KEYS).step_by(7) {
         let key = format!("old{i:05}");
-        assert_eq!(engine.get_bytes(key.as_bytes()).unwrap(), Some(old_value(i)), "{key}");
-        assert_eq!(engine.expiry_bytes(key.as_bytes()).unwrap(), KeyExpiry::Never);
+        assert_eq!(
+            engine.get_bytes(key.as_bytes()).unwrap(),
+            Some(old_value(i)),
+            "{key}"
+        );
+        assert_eq!(
+            engine.expiry_bytes(key.as_bytes()).unwrap(),
+            KeyExpiry::Never
+        );
     }
 }
 
@@ -172,13 +201,19 @@ fn a_migration_killed_midway_resumes_and_loses_nothing() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.signal(), Some(libc::SIGABRT), "{stderr}");
-    assert!(stderr.contains("crash point sled-migration:chunk-committed"), "{stderr}");
+    assert!(
+        stderr.contains("crash point sled-migration:chunk-committed"),
+        "{stderr}"
+    );
     {
         // Killed between chunks: two chunks of 1,000 keys moved, the rest where it was.
         let db = open_db(dir.path());
         assert_eq!(db.len(), OLD_KEYS - 2000);
         assert_eq!(tree_keys(&db, "kvs-data").len(), 2000);
-        assert!(db.open_tree("kvs-meta").unwrap().is_empty(), "no format before the end");
+        assert!(
+            db.open_tree("kvs-meta").unwrap().is_empty(),
+            "no format before the end"
+        );
     }
     let db = open_db(dir.path());
     let engine = SledKvsEngine::new(db.clone()).unwrap();
@@ -186,7 +221,11 @@ fn a_migration_killed_midway_resumes_and_loses_nothing() {
     assert_eq!(engine.len().unwrap(), OLD_KEYS);
     for i in 0..OLD_KEYS {
         let key = format!("old{i:05}");
-        assert_eq!(engine.get_bytes(key.as_bytes()).unwrap(), Some(old_value(i)), "{key}");
+        assert_eq!(
+            engine.get_bytes(key.as_bytes()).unwrap(),
+            Some(old_value(i)),
+            "{key}"
+        );
     }
     let meta = db.open_tree("kvs-meta").unwrap();
     assert_eq!(meta.get(b"format").unwrap().unwrap().as_ref(), [0, 0, 0, 2]);
@@ -212,7 +251,10 @@ fn the_sweep_removes_expired_keys_nobody_reads() {
         tree_keys(&db, "kvs-data").len() == 1 && tree_keys(&db, "kvs-expiry").is_empty()
     });
     eprintln!("the sweep removed 300 expired keys {took:?} after the first poll");
-    assert_eq!(tree_keys(&db, "kvs-data"), BTreeSet::from([b"stays".to_vec()]));
+    assert_eq!(
+        tree_keys(&db, "kvs-data"),
+        BTreeSet::from([b"stays".to_vec()])
+    );
 }
 
 #[test]
@@ -223,26 +265,41 @@ fn the_sweep_drops_stale_entries_and_keeps_their_keys() {
     let soon = now_millis() + 100;
     let later = deadline_after(Duration::from_secs(3600));
     // A plain set over a key with a deadline: the entry for `soon` is left stale.
-    engine.set_with_deadline_bytes(b"reset", b"old", soon).unwrap();
+    engine
+        .set_with_deadline_bytes(b"reset", b"old", soon)
+        .unwrap();
     engine.set_bytes(b"reset", b"new").unwrap();
     // A batch giving a key a later deadline: the entry for `soon` is left stale.
-    engine.set_with_deadline_bytes(b"pushed", b"old", soon).unwrap();
+    engine
+        .set_with_deadline_bytes(b"pushed", b"old", soon)
+        .unwrap();
     let mut batch = WriteBatch::new();
     batch.set_with_deadline(b"pushed", b"new", later);
     engine.apply_batch(&batch).unwrap();
     // Removed, then set again without a deadline.
-    engine.set_with_deadline_bytes(b"again", b"old", soon).unwrap();
+    engine
+        .set_with_deadline_bytes(b"again", b"old", soon)
+        .unwrap();
     engine.remove_bytes(b"again").unwrap();
     engine.set_bytes(b"again", b"new").unwrap();
-    assert_eq!(tree_keys(&db, "kvs-expiry").len(), 4, "three stale, one current");
+    assert_eq!(
+        tree_keys(&db, "kvs-expiry").len(),
+        4,
+        "three stale, one current"
+    );
 
-    wait_for(Duration::from_secs(60), "the sweep of stale entries", || {
-        tree_keys(&db, "kvs-expiry").len() == 1
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the sweep of stale entries",
+        || tree_keys(&db, "kvs-expiry").len() == 1,
+    );
     for key in [&b"reset"[..], b"pushed", b"again"] {
         assert_eq!(engine.get_bytes(key).unwrap().as_deref(), Some(&b"new"[..]));
     }
-    assert_eq!(engine.expiry_bytes(b"pushed").unwrap(), KeyExpiry::At(later));
+    assert_eq!(
+        engine.expiry_bytes(b"pushed").unwrap(),
+        KeyExpiry::At(later)
+    );
     assert_eq!(engine.expiry_bytes(b"reset").unwrap(), KeyExpiry::Never);
     assert_eq!(tree_keys(&db, "kvs-data").len(), 3);
 }
@@ -283,14 +340,19 @@ fn batch_writer_child() {
     };
     let deadline: u64 = std::env::var("KVS_TEST_DEADLINE").unwrap().parse().unwrap();
     let engine = AnyEngine::open(dir, Some(EngineKind::Sled)).unwrap();
-    engine.set_with_deadline_bytes(b"ttl", b"v", deadline).unwrap();
+    engine
+        .set_with_deadline_bytes(b"ttl", b"v", deadline)
+        .unwrap();
     println!("ttl set");
     let value = "x".repeat(300);
     // Bounded; the parent kills the child long before.
     for n in 1..=1_000_000u64 {
         let mut batch = WriteBatch::new();
         for k in 0..BATCH_KEYS {
-            batch.set(format!("k{k:02}").as_bytes(), format!("{n} {value}").as_bytes());
+            batch.set(
+                format!("k{k:02}").as_bytes(),
+                format!("{n} {value}").as_bytes(),
+            );
         }
         batch.remove(format!("gone{}", n - 1).as_bytes());
         batch.set(format!("gone{n}").as_bytes(), b"-");
@@ -330,7 +392,9 @@ fn batches_are_all_or_nothing_under_kill_9() {
         }
     }
     let engine = AnyEngine::open(tmp.path(), None).unwrap();
-    let keys: Vec<Vec<u8>> = (0..BATCH_KEYS).map(|k| format!("k{k:02}").into_bytes()).collect();
+    let keys: Vec<Vec<u8>> = (0..BATCH_KEYS)
+        .map(|k| format!("k{k:02}").into_bytes())
+        .collect();
     let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
     let numbers: BTreeSet<u64> = engine
         .get_many_bytes(&refs)
@@ -343,7 +407,10 @@ fn batches_are_all_or_nothing_under_kill_9() {
         .collect();
     assert_eq!(numbers.len(), 1, "a batch was applied in part: {numbers:?}");
     let n = *numbers.first().unwrap();
-    assert!(n == acked || n == acked + 1, "found batch {n}, last acknowledged {acked}");
+    assert!(
+        n == acked || n == acked + 1,
+        "found batch {n}, last acknowledged {acked}"
+    );
     let gone: Vec<Vec<u8>> = engine
         .keys()
         .unwrap()
@@ -351,7 +418,10 @@ fn batches_are_all_or_nothing_under_kill_9() {
         .filter(|k| k.starts_with(b"gone"))
         .collect();
     assert_eq!(gone, vec![format!("gone{n}").into_bytes()]);
-    assert_eq!(engine.expiry_bytes(b"ttl").unwrap(), KeyExpiry::At(deadline));
+    assert_eq!(
+        engine.expiry_bytes(b"ttl").unwrap(),
+        KeyExpiry::At(deadline)
+    );
 }
 
 // ---- Scan cursors ------------------------------------------------------------------------
@@ -364,15 +434,22 @@ fn cursors_are_refused_when_unknown_or_forgotten() {
         engine.set_bytes(format!("k{i}").as_bytes(), b"v").unwrap();
     }
     let unknown = engine.scan_bytes(77, 1, &ScanFilter::all()).unwrap_err();
-    assert!(matches!(unknown, KvsError::InvalidArgument(_)), "{unknown:?}");
+    assert!(
+        matches!(unknown, KvsError::InvalidArgument(_)),
+        "{unknown:?}"
+    );
     assert!(unknown.to_string().contains("scan cursor 77"), "{unknown}");
 
     let first = engine.scan_bytes(0, 1, &ScanFilter::all()).unwrap();
     assert_ne!(first.cursor, 0);
     assert_eq!(first.keys, vec![b"k0".to_vec()]);
     // A retry of the same page answers the same.
-    let second = engine.scan_bytes(first.cursor, 1, &ScanFilter::all()).unwrap();
-    let retry = engine.scan_bytes(first.cursor, 1, &ScanFilter::all()).unwrap();
+    let second = engine
+        .scan_bytes(first.cursor, 1, &ScanFilter::all())
+        .unwrap();
+    let retry = engine
+        .scan_bytes(first.cursor, 1, &ScanFilter::all())
+        .unwrap();
     assert_eq!(second.keys, retry.keys);
     assert_eq!(second.keys, vec![b"k1".to_vec()]);
     assert_ne!(second.cursor, retry.cursor, "cursor ids are never reused");
@@ -381,7 +458,9 @@ fn cursors_are_refused_when_unknown_or_forgotten() {
     let open_walk = second.cursor;
     drop(engine);
     let engine = AnyEngine::open(tmp.path(), None).unwrap();
-    let err = engine.scan_bytes(open_walk, 1, &ScanFilter::all()).unwrap_err();
+    let err = engine
+        .scan_bytes(open_walk, 1, &ScanFilter::all())
+        .unwrap_err();
     assert!(matches!(err, KvsError::InvalidArgument(_)), "{err:?}");
 
     // Past 4,096 open walks, the one left longest is forgotten.
@@ -389,9 +468,13 @@ fn cursors_are_refused_when_unknown_or_forgotten() {
     let newest: Vec<u64> = (0..4096)
         .map(|_| engine.scan_bytes(0, 1, &ScanFilter::all()).unwrap().cursor)
         .collect();
-    let err = engine.scan_bytes(oldest, 1, &ScanFilter::all()).unwrap_err();
+    let err = engine
+        .scan_bytes(oldest, 1, &ScanFilter::all())
+        .unwrap_err();
     assert!(err.to_string().contains("start the walk again"), "{err}");
-    let page = engine.scan_bytes(newest[0], 100, &ScanFilter::all()).unwrap();
+    let page = engine
+        .scan_bytes(newest[0], 100, &ScanFilter::all())
+        .unwrap();
     assert_eq!(page.keys.len(), 9);
     assert_eq!(page.cursor, 0);
 }
@@ -448,7 +531,11 @@ fn a_forked_child_is_refused_and_drops_the_handle_without_its_sweep() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(libc::WIFEXITED(status), "child status {status}");
-    assert_eq!(libc::WEXITSTATUS(status), 0, "a method was not refused in the child");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "a method was not refused in the child"
+    );
     // The parent's handle and its sweep go on.
     engine.apply_batch(&batch).unwrap();
     assert_eq!(engine.get_bytes(b"b").unwrap().as_deref(), Some(&b"1"[..]));

@@ -210,7 +210,10 @@ fn migrate_default_tree(db: &sled::Db, data: &sled::Tree, sled_dir: Option<&Path
 }
 
 /// A failed transaction as a kvs error: sled's own, or the one the transaction aborted with.
-pub(crate) fn transaction_error(err: TransactionError<KvsError>, sled_dir: Option<&Path>) -> KvsError {
+pub(crate) fn transaction_error(
+    err: TransactionError<KvsError>,
+    sled_dir: Option<&Path>,
+) -> KvsError {
     match err {
         TransactionError::Storage(e) => super::to_kvs_error(e, sled_dir),
         TransactionError::Abort(e) => e,
