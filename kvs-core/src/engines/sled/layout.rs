@@ -23,10 +23,13 @@
 //! `01 00 00 01 8b cf e5 68 00 76` (pinned by a test below).
 //!
 //! The record is the truth about a key's deadline. `kvs-expiry` is an index ordered by
-//! deadline for the active sweep: every record with a deadline has its entry there, but an
-//! entry may be *stale* (the key was since removed, set without a deadline, or given another
-//! deadline): the sweep compares each entry with the record and drops the stale ones. A record
-//! whose deadline has passed is hidden from every read until the sweep removes it.
+//! deadline for the active sweep: every record with a deadline has its entry there. A write
+//! that replaces or removes a record with a deadline removes its entry too (in the same
+//! transaction, or, for the single-operation writes, in one right after), so an entry is
+//! *stale* (its key since removed, set without a deadline, or given another deadline) only
+//! after a crash between the two: the sweep compares each entry with the record and drops the
+//! stale ones. A record whose deadline has passed is hidden from every read until the sweep
+//! removes it.
 //!
 //! A record with a flag bit other than bit 0 set, or too short for its deadline, is refused as
 //! corruption of that key (a newer release would raise the format version first).

@@ -21,12 +21,13 @@
 //! - Single operations (`insert`, `remove`, `compare_and_swap`) are atomic on their key; an
 //!   iterator is not a snapshot (each step reads the tree as it is then).
 //!
-//! So: a [`WriteBatch`] is one transaction over the record and expiry trees, as is every
-//! write that touches both (a set with a deadline, `expire_at`, `persist`) and
-//! [`get_many_bytes`](KvsEngine::get_many_bytes) (its reads at one instant);
-//! `set_many_bytes` is one `Tree::apply_batch`; plain `set`, `remove`, compare-and-set and
-//! update are single sled operations on the record (they keep or drop the deadline inside
-//! it, and may leave a stale entry in the expiry tree, which the sweep recognises).
+//! So: a [`WriteBatch`] is one transaction over the record and expiry trees, as are
+//! `set_many_bytes`, every write that sets a deadline (a set with a deadline, `expire_at`,
+//! `persist`) and [`get_many_bytes`](KvsEngine::get_many_bytes) (its reads at one instant).
+//! Plain `set`, `remove`, compare-and-set and update are single sled operations on the record
+//! (they keep or drop the deadline inside it); when one drops a deadline, a small transaction
+//! right after removes its expiry entry. A crash in between leaves that entry stale, and the
+//! sweep recognises it (the record decides).
 
 use std::mem::ManuallyDrop;
 use std::ops::Bound;
@@ -292,6 +293,93 @@ impl SledKvsEngine {
         self.db.flush().map_err(|e| self.error(e))?;
         Ok(())
     }
+
+    /// Applies `ops` in order as one transaction over the record and expiry trees, then
+    /// flushes; nothing for no op. Each record replaced or removed takes its expiry entry
+    /// with it (unless the new record has the same deadline).
+    fn write_ops<'a>(&self, ops: impl Iterator<Item = Op<'a>>) -> Result<()> {
+        let ops: Vec<Op<'a>> = ops.collect();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let _write = self.write_guard();
+        let sled_dir = self.sled_dir.as_deref();
+        let now = now_millis();
+        (&*self.data, &*self.expiry)
+            .transaction(|(data, expiry)| {
+                for op in &ops {
+                    match *op {
+                        Op::Set {
+                            key,
+                            value,
+                            deadline,
+                        } => {
+                            let deadline = match deadline {
+                                Some(d) if is_expired(d, now) => {
+                                    let old = data.remove(key)?;
+                                    drop_old_entry(expiry, old.as_deref(), key, None, sled_dir)?;
+                                    continue;
+                                }
+                                live => live,
+                            };
+                            let old = data.insert(key, layout::encode(value, deadline))?;
+                            drop_old_entry(expiry, old.as_deref(), key, deadline, sled_dir)?;
+                            if let Some(deadline) = deadline {
+                                expiry.insert(layout::expiry_entry(deadline, key), &[])?;
+                            }
+                        }
+                        Op::Remove { key } => {
+                            let old = data.remove(key)?;
+                            drop_old_entry(expiry, old.as_deref(), key, None, sled_dir)?;
+                        }
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<KvsError>>(())
+            })
+            .map_err(|e| self.tx_error(e))?;
+        self.flush_db()
+    }
+
+    /// After a single-operation write replaced or removed the record `old` of `key`: removes
+    /// the expiry entry of `old`'s deadline unless the record now there has that deadline
+    /// again (another write may have set it in between: the check and the removal are one
+    /// transaction). Not flushed: an entry left by a crash before this is stale, and the
+    /// sweep drops it when its deadline comes.
+    fn forget_deadline_of(&self, key: &[u8], old: Option<&[u8]>) -> Result<()> {
+        let sled_dir = self.sled_dir.as_deref();
+        let Some(old) = old
+            .and_then(|raw| layout::decode(raw, key, sled_dir).ok())
+            .and_then(|r| r.deadline)
+        else {
+            return Ok(());
+        };
+        (&*self.data, &*self.expiry)
+            .transaction(|(data, expiry)| {
+                let now = data.get(key)?;
+                let claimed = now
+                    .as_deref()
+                    .and_then(|raw| layout::decode(raw, key, sled_dir).ok())
+                    .is_some_and(|r| r.deadline == Some(old));
+                if !claimed {
+                    expiry.remove(layout::expiry_entry(old, key))?;
+                }
+                Ok::<_, ConflictableTransactionError<KvsError>>(())
+            })
+            .map_err(|e| self.tx_error(e))
+    }
+}
+
+/// One write of [`SledKvsEngine::write_ops`]: a batch's operation, borrowed.
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Set {
+        key: &'a [u8],
+        value: &'a [u8],
+        deadline: Option<u64>,
+    },
+    Remove {
+        key: &'a [u8],
+    },
 }
 
 /// What a step of a transaction of the engine returns.
@@ -360,15 +448,17 @@ pub(crate) fn to_kvs_error(err: sled::Error, sled_dir: Option<&Path>) -> KvsErro
 }
 
 impl KvsEngine for SledKvsEngine {
-    /// Stores the record without a deadline: a deadline the key had is dropped with the old
-    /// record (its entry in the expiry tree is left stale, for the sweep to drop).
+    /// Stores the record without a deadline: a deadline the key had goes with the old record
+    /// (its entry in the expiry tree is removed right after, see `forget_deadline_of`).
     fn set_bytes(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.process.check()?;
         let _write = self.write_guard();
-        self.data
+        let old = self
+            .data
             .insert(key, layout::encode(value, None))
             .map_err(|e| self.error(e))?;
-        self.flush_db()
+        self.flush_db()?;
+        self.forget_deadline_of(key, old.as_deref())
     }
 
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -379,20 +469,17 @@ impl KvsEngine for SledKvsEngine {
             .map(|r| r.value.to_vec()))
     }
 
-    /// Atomic, unlike the trait's minimum: one `Tree::apply_batch` (all or nothing across a
-    /// crash, and isolated from readers, see the module's documentation).
+    /// Atomic, unlike the trait's minimum: one transaction, as
+    /// [`apply_batch`](KvsEngine::apply_batch) (all or nothing across a crash, and isolated
+    /// from readers, see the module's documentation).
     fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
         self.process.check()?;
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        let _write = self.write_guard();
-        let mut batch = sled::Batch::default();
-        for (key, value) in pairs {
-            batch.insert(*key, layout::encode(value, None));
-        }
-        self.data.apply_batch(batch).map_err(|e| self.error(e))?;
-        self.flush_db()
+        let ops = pairs.iter().map(|&(key, value)| Op::Set {
+            key,
+            value,
+            deadline: None,
+        });
+        self.write_ops(ops)
     }
 
     /// A key whose deadline has passed is not set: removing it is [`KvsError::KeyNotFound`]
@@ -409,9 +496,11 @@ impl KvsEngine for SledKvsEngine {
                 .map_or(true, |r| r.is_some()),
         };
         if !was_live {
+            self.forget_deadline_of(key, old.as_deref())?;
             return Err(KvsError::KeyNotFound);
         }
-        self.flush_db()
+        self.flush_db()?;
+        self.forget_deadline_of(key, old.as_deref())
     }
 
     fn contains_key(&self, key: &[u8]) -> Result<bool> {
@@ -474,12 +563,16 @@ impl KvsEngine for SledKvsEngine {
             }
             let deadline = current.and_then(|r| r.deadline);
             let record = new.map(|v| layout::encode(v, deadline));
+            let removes = record.is_none();
             let swapped = self
                 .data
                 .compare_and_swap(key, raw.as_deref(), record)
                 .map_err(|e| self.error(e))?;
             if swapped.is_ok() {
                 self.flush_db()?;
+                if removes {
+                    self.forget_deadline_of(key, raw.as_deref())?;
+                }
                 return Ok(true);
             }
         }
@@ -504,12 +597,16 @@ impl KvsEngine for SledKvsEngine {
             }
             let deadline = current.and_then(|r| r.deadline);
             let record = new.as_deref().map(|v| layout::encode(v, deadline));
+            let removes = record.is_none();
             let swapped = self
                 .data
                 .compare_and_swap(key, raw.as_deref(), record)
                 .map_err(|e| self.error(e))?;
             if swapped.is_ok() {
                 self.flush_db()?;
+                if removes {
+                    self.forget_deadline_of(key, raw.as_deref())?;
+                }
                 return Ok(new);
             }
         }
@@ -543,41 +640,19 @@ impl KvsEngine for SledKvsEngine {
     /// that has passed when the batch is applied removes the key.
     fn apply_batch(&self, batch: &WriteBatch) -> Result<()> {
         self.process.check()?;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let _write = self.write_guard();
-        let now = now_millis();
-        (&*self.data, &*self.expiry)
-            .transaction(|(data, expiry)| {
-                for op in batch.ops() {
-                    match op {
-                        BatchOp::Set {
-                            key,
-                            value,
-                            deadline: Some(deadline),
-                        } if is_expired(*deadline, now) => {
-                            data.remove(key.as_slice())?;
-                        }
-                        BatchOp::Set {
-                            key,
-                            value,
-                            deadline,
-                        } => {
-                            data.insert(key.as_slice(), layout::encode(value, *deadline))?;
-                            if let Some(deadline) = deadline {
-                                expiry.insert(layout::expiry_entry(*deadline, key), &[])?;
-                            }
-                        }
-                        BatchOp::Remove { key } => {
-                            data.remove(key.as_slice())?;
-                        }
-                    }
-                }
-                Ok::<_, ConflictableTransactionError<KvsError>>(())
-            })
-            .map_err(|e| self.tx_error(e))?;
-        self.flush_db()
+        let ops = batch.ops().iter().map(|op| match op {
+            BatchOp::Set {
+                key,
+                value,
+                deadline,
+            } => Op::Set {
+                key,
+                value,
+                deadline: *deadline,
+            },
+            BatchOp::Remove { key } => Op::Remove { key },
+        });
+        self.write_ops(ops)
     }
 
     /// The reads are one sled transaction: they run under sled's exclusive process-wide lock
@@ -613,21 +688,11 @@ impl KvsEngine for SledKvsEngine {
     /// entry of a deadline the key had before is removed).
     fn set_with_deadline_bytes(&self, key: &[u8], value: &[u8], deadline: u64) -> Result<()> {
         self.process.check()?;
-        let _write = self.write_guard();
-        let sled_dir = self.sled_dir.as_deref();
-        if is_expired(deadline, now_millis()) {
-            self.data.remove(key).map_err(|e| self.error(e))?;
-            return self.flush_db();
-        }
-        (&*self.data, &*self.expiry)
-            .transaction(|(data, expiry)| {
-                let old = data.insert(key, layout::encode(value, Some(deadline)))?;
-                drop_old_entry(expiry, old.as_deref(), key, deadline, sled_dir)?;
-                expiry.insert(layout::expiry_entry(deadline, key), &[])?;
-                Ok::<_, ConflictableTransactionError<KvsError>>(())
-            })
-            .map_err(|e| self.tx_error(e))?;
-        self.flush_db()
+        self.write_ops(std::iter::once(Op::Set {
+            key,
+            value,
+            deadline: Some(deadline),
+        }))
     }
 
     fn expire_at_bytes(&self, key: &[u8], deadline: u64) -> Result<bool> {
@@ -743,17 +808,21 @@ impl KvsEngine for SledKvsEngine {
 }
 
 /// Inside a transaction that has just replaced the record `old` of `key` with one expiring at
-/// `deadline`: removes the expiry entry of `old`'s deadline, if it had another one.
+/// `deadline` (`None`: without deadline, or removed): removes the expiry entry of `old`'s
+/// deadline, if it had another one.
 fn drop_old_entry(
     expiry: &sled::transaction::TransactionalTree,
     old: Option<&[u8]>,
     key: &[u8],
-    deadline: u64,
+    deadline: Option<u64>,
     sled_dir: Option<&Path>,
 ) -> TxResult<()> {
     // A damaged old record is replaced all the same: it has no entry to find.
     let old = old.and_then(|raw| layout::decode(raw, key, sled_dir).ok());
-    if let Some(old) = old.and_then(|r| r.deadline).filter(|&old| old != deadline) {
+    if let Some(old) = old
+        .and_then(|r| r.deadline)
+        .filter(|&old| Some(old) != deadline)
+    {
         expiry.remove(layout::expiry_entry(old, key))?;
     }
     Ok(())

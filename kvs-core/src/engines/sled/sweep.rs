@@ -5,8 +5,8 @@
 //! Reads never depend on it (every read hides an expired record at once); it frees the space
 //! of keys nobody reads again. Each round reads the entries due by now, at most
 //! [`SWEEP_CHUNK`] at a time, and for each one, in one transaction over both trees, removes
-//! the record if its own deadline is the entry's (the record decides: an entry left stale by a
-//! later `set`, `persist` or new deadline is only dropped). Its removals are not flushed: one
+//! the record if its own deadline is the entry's (the record decides: a stale entry, which a
+//! crash can leave behind, is only dropped). Its removals are not flushed: one
 //! lost in a crash leaves an expired record, hidden, and its entry, swept again.
 //!
 //! The thread is started by the engine's constructor and stopped (and joined) when the last
