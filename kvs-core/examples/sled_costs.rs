@@ -4,6 +4,7 @@
 //! - sets one call each (each flushed) against the same sets as one `apply_batch` and as one
 //!   `set_many_bytes` (one flush);
 //! - `set_bytes` against a matching `compare_and_set_bytes` replacing an existing value;
+//! - `get_many_bytes` of 10 keys (one transaction) against 10 `get_bytes`;
 //! - `get_bytes` before and after the process's first sled batch: from then on sled's
 //!   process-wide concurrency control takes a real `RwLock` on every read (the price of
 //!   batches isolated from readers; see `engines/sled/mod.rs`). Run alone, in a fresh
@@ -73,6 +74,23 @@ fn main() -> kvs::Result<()> {
     let g1_after = gets(&engine, 1);
     let g2_after = gets(&engine, 2);
 
+    // get_many of 10 keys (one transaction, under sled's exclusive lock) against 10 gets.
+    let ten: Vec<Vec<u8>> = (0..10).map(|i| key(i * 97)).collect();
+    let ten: Vec<&[u8]> = ten.iter().map(Vec::as_slice).collect();
+    let rounds = 20_000;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        assert_eq!(engine.get_many_bytes(&ten)?.len(), 10);
+    }
+    let many_gets = start.elapsed();
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for k in &ten {
+            assert!(engine.get_bytes(k)?.is_some());
+        }
+    }
+    let ten_gets = start.elapsed();
+
     let other = [b'w'; 100];
     let start = Instant::now();
     for i in 0..KEYS {
@@ -92,6 +110,9 @@ fn main() -> kvs::Result<()> {
     println!("replacing a value, per call:");
     println!("  set_bytes                     {}", per(set_again, KEYS));
     println!("  compare_and_set_bytes         {}", per(cas, KEYS));
+    println!("reading 10 keys, per call:");
+    println!("  get_many_bytes of 10          {}", per(many_gets, rounds));
+    println!("  10 get_bytes                  {}", per(ten_gets, rounds));
     println!("{GETS} gets of {KEYS} keys, per get:");
     println!("  before any batch, 1 thread    {}", per(g1, GETS));
     println!("  after a batch, 1 thread       {}", per(g1_after, GETS));

@@ -138,6 +138,27 @@ fn a_damaged_record_is_reported_with_its_key_and_the_database() {
     );
 }
 
+/// `get_many_bytes` only reads: it writes nothing to sled's log (a sled transaction, even a
+/// read-only one, would log a batch marker each time).
+#[test]
+fn get_many_writes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let db = open_db(dir.path());
+    let engine = SledKvsEngine::new(db.clone()).unwrap();
+    engine
+        .set_many_bytes(&[(b"a", b"1"), (b"b", b"2"), (b"c", b"3")])
+        .unwrap();
+    engine.flush().unwrap();
+    let size = || std::fs::metadata(dir.path().join("db")).unwrap().len();
+    let before = size();
+    for _ in 0..5000 {
+        let values = engine.get_many_bytes(&[b"a", b"b", b"missing"]).unwrap();
+        assert_eq!(values[1].as_deref(), Some(&b"2"[..]));
+    }
+    engine.flush().unwrap();
+    assert_eq!(size(), before, "reads grew sled's log");
+}
+
 // ---- Migration from release 0.1.0 --------------------------------------------------------
 
 const OLD_KEYS: usize = 3500;

@@ -38,12 +38,13 @@ pub(crate) struct Sweeper {
 }
 
 impl Sweeper {
-    /// Starts the sweep of `data` and `expiry`. It holds `writes` shared while it removes, as
-    /// every write of the engine does (a checkpoint holds it exclusively).
+    /// Starts the sweep of `data` and `expiry`. It holds `locks` (the engine's write lock,
+    /// then its mutation lock) shared while it removes, as every write of the engine does (a
+    /// checkpoint holds the first exclusively, `get_many_bytes` the second).
     pub(crate) fn start(
         data: sled::Tree,
         expiry: sled::Tree,
-        writes: Arc<RwLock<()>>,
+        locks: [Arc<RwLock<()>>; 2],
         sled_dir: Option<Arc<Path>>,
     ) -> Result<Sweeper> {
         let (stop, stopped) = mpsc::channel::<()>();
@@ -55,7 +56,9 @@ impl Sweeper {
                     Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
                 }
                 let sweep = || {
+                    let [writes, mutations] = &locks;
                     let _write = writes.read().unwrap_or_else(|p| p.into_inner());
+                    let _mutation = mutations.read().unwrap_or_else(|p| p.into_inner());
                     sweep_due(&data, &expiry, now_millis(), sled_dir.as_deref())
                 };
                 // Chunk after chunk while entries are due, checking for a stop in between.
