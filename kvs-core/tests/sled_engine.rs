@@ -554,9 +554,9 @@ fn cursors_are_refused_when_unknown_or_forgotten() {
 // ---- fork --------------------------------------------------------------------------------
 
 /// In a child of `fork()` the new methods are refused like the old ones, and dropping the
-/// handle (whose sweep thread the child does not have) returns at once instead of waiting
-/// for that thread. Forks from a process of its own (`fork_scenario`), not from the test
-/// harness's with its other tests' threads.
+/// handle there (which leaks sled and the sweep thread, which the child does not have)
+/// returns. Forks from a process of its own (`fork_scenario`), not from the test harness's
+/// with its other tests' threads.
 #[test]
 fn a_forked_child_is_refused_and_drops_the_handle_without_its_sweep() {
     let tmp = TempDir::new().unwrap();
@@ -594,8 +594,8 @@ fn fork_scenario() {
         // SAFETY: `_exit` ends the child at once; nothing of the parent's is touched.
         unsafe { libc::_exit(if all_forked { 0 } else { 1 }) };
     }
-    // The child's drop must not wait for a sweep thread it does not have: a hang is the
-    // failure. 120 s is far above the moment the child takes even on a loaded 2-core
+    // The child's drop must not wait for anything of the parent's (sled's flusher, the
+    // sweep): a hang is the failure. 120 s is far above the moment the child takes even on a loaded 2-core
     // machine, so only a real hang reaches it.
     let give_up = Instant::now() + Duration::from_secs(120);
     let status = loop {
