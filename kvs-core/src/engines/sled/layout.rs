@@ -38,7 +38,8 @@
 //!
 //! No `kvs-meta` tree: the user's keys and raw values (no record header) in sled's default
 //! tree. Opening such a store migrates it: the default tree is moved into `kvs-data` in chunks
-//! of [`MIGRATION_CHUNK_KEYS`] keys, each chunk one sled transaction over both trees (insert
+//! of [`MIGRATION_CHUNK_KEYS`] keys (or [`MIGRATION_CHUNK_BYTES`], whichever is fewer), each
+//! chunk one sled transaction over both trees (insert
 //! the record, remove the old key), then `format` is written. A crash in the middle leaves
 //! every key in exactly one of the two trees (a transaction is atomic across a crash), and the
 //! next open moves the rest: nothing is lost or doubled. Every open moves whatever the default
@@ -63,10 +64,13 @@ pub(crate) const EXPIRY_TREE: &str = "kvs-expiry";
 pub(crate) const FORMAT_KEY: &[u8] = b"format";
 /// The format this release writes.
 pub(crate) const FORMAT_VERSION: u32 = 2;
-/// How many keys of a 0.1.0 store one migration transaction moves. A transaction holds sled's
-/// process-wide write lock and its writes in memory: small enough to keep both short, large
-/// enough that a store of a million keys takes a thousand of them.
+/// How many keys of a 0.1.0 store one migration transaction moves at most. A transaction
+/// holds sled's process-wide write lock and its writes in memory: small enough to keep both
+/// short, large enough that a store of a million keys takes a thousand of them.
 pub(crate) const MIGRATION_CHUNK_KEYS: usize = 1000;
+/// How many bytes of keys and values one migration transaction moves at most (past the first
+/// key, which moves whatever its size): large values make smaller chunks.
+pub(crate) const MIGRATION_CHUNK_BYTES: usize = 8 << 20;
 
 /// Flag bit 0 of a record: a deadline follows.
 const HAS_DEADLINE: u8 = 0x01;
@@ -184,17 +188,22 @@ pub(crate) fn prepare(db: &sled::Db, sled_dir: Option<&Path>) -> Result<Trees> {
 }
 
 /// Moves every key of sled's default tree (format 1: raw values) into `data` as a record
-/// without deadline, [`MIGRATION_CHUNK_KEYS`] keys per transaction, each chunk flushed before
-/// the next.
+/// without deadline, a chunk of keys per transaction (see [`MIGRATION_CHUNK_KEYS`]), each
+/// chunk flushed before the next.
 fn migrate_default_tree(db: &sled::Db, data: &sled::Tree, sled_dir: Option<&Path>) -> Result<()> {
     let err = |e| super::to_kvs_error(e, sled_dir);
     let old: &sled::Tree = db;
     loop {
-        let chunk: Vec<(sled::IVec, sled::IVec)> = old
-            .iter()
-            .take(MIGRATION_CHUNK_KEYS)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(err)?;
+        let mut chunk: Vec<(sled::IVec, sled::IVec)> = Vec::new();
+        let mut bytes = 0;
+        for pair in old.iter().take(MIGRATION_CHUNK_KEYS) {
+            let (key, value) = pair.map_err(err)?;
+            bytes += key.len() + value.len();
+            if !chunk.is_empty() && bytes > MIGRATION_CHUNK_BYTES {
+                break;
+            }
+            chunk.push((key, value));
+        }
         if chunk.is_empty() {
             return Ok(());
         }
