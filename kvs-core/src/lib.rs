@@ -67,8 +67,6 @@ mod scan;
 #[cfg(feature = "net")]
 mod server;
 pub mod thread_pool;
-// PENDING(engine v2): the engines' `transaction` uses it once their batches land.
-#[allow(dead_code)]
 mod transaction;
 
 pub use batch::{BatchOp, WriteBatch};
