@@ -67,12 +67,13 @@ mod scan;
 #[cfg(feature = "net")]
 mod server;
 pub mod thread_pool;
+mod transaction;
 
 pub use batch::{BatchOp, WriteBatch};
 #[cfg(feature = "net")]
 pub use client::KvsClient;
 pub use data_dir::EngineKind;
-pub use engine::KvsEngine;
+pub use engine::{KvsEngine, Transaction};
 pub use engines::{
     AnyEngine, DiskStats, KvStore, KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy,
     MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
