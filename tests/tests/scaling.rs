@@ -470,3 +470,111 @@ fn the_deploy_config_is_what_the_test_runs() {
         );
     }
 }
+
+/// What redis-py's `RedisCluster` does against an emulated cluster node at `HOST PORT`: writes
+/// and reads 1,000 keys (spread over many slots) singly, in a pipeline and with MGET, and says
+/// which nodes it found. A server without the mode is refused by redis-py itself.
+const CLUSTER_CLIENT: &str = r#"
+import sys
+from redis.cluster import RedisCluster
+rc = RedisCluster(host=sys.argv[1], port=int(sys.argv[2]), decode_responses=True)
+for i in range(1000):
+    assert rc.set(f"c:{i}", f"v{i}") is True
+assert all(rc.get(f"c:{i}") == f"v{i}" for i in range(1000))
+p = rc.pipeline()
+for i in range(1000):
+    p.set(f"{{tag}}:{i}", f"t{i}")
+assert p.execute() == [True] * 1000
+assert rc.mget_nonatomic([f"c:{i}" for i in range(1000)]) == [f"v{i}" for i in range(1000)]
+slots = {rc.keyslot(f"c:{i}") for i in range(1000)}
+print("slots_used=%d" % len(slots))
+print("nodes=%s" % ",".join(sorted(n.name for n in rc.get_nodes())))
+"#;
+
+/// redis-py's `RedisCluster` and `redis-cli -c` use `kvs-server --cluster-mode emulated`
+/// unchanged, on a host of its own reached at its own address (the server listens on every
+/// address, and tells each client the one it connected to); without the mode, `CLUSTER` is
+/// refused as by a non-cluster Redis, and so is `RedisCluster`.
+#[test]
+fn cluster_clients_use_an_emulated_cluster_node() {
+    if !installed("redis-cli") {
+        eprintln!("\n*** SKIPPED: redis-cli is not installed (`bash tests/setup.sh`). ***\n");
+        return;
+    }
+    let Some(python) = python::with_redis() else {
+        return;
+    };
+    let hosts = Hosts::new(1);
+    let port = hosts.port(Place::Host(0), 6379);
+    // In a namespace of its own the server listens on every address (0.0.0.0), so only the
+    // connection says which one the client used; on the shared loopback, on its own.
+    let listen = if hosts.isolated() {
+        SocketAddr::from(([0, 0, 0, 0], port))
+    } else {
+        SocketAddr::new(hosts.addr(0), port)
+    };
+    let reached = SocketAddr::new(hosts.addr(0), port);
+    let (host, port) = (reached.ip().to_string(), reached.port().to_string());
+    for emulated in [false, true] {
+        let dir = TempDir::new().unwrap();
+        let mut command = hosts.command(Place::Host(0), kvs_server());
+        command.arg("--addr").arg(listen.to_string());
+        if emulated {
+            command.args(["--cluster-mode", "emulated"]);
+        }
+        let server = ServerProcess::start_command(command, dir.path());
+        let cli = |args: &[&str]| {
+            let out = hosts
+                .command(Place::Front, "redis-cli")
+                .args(["-h", &host, "-p", &port])
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("redis-cli runs");
+            String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+        };
+        let client = hosts
+            .command(Place::Front, &python)
+            .args(["-c", CLUSTER_CLIENT, &host, &port])
+            .stdin(Stdio::null())
+            .output()
+            .expect("python runs");
+        let printed = String::from_utf8_lossy(&client.stdout);
+        let errors = String::from_utf8_lossy(&client.stderr);
+        if !emulated {
+            assert_eq!(
+                cli(&["CLUSTER", "SLOTS"]),
+                "ERR This instance has cluster support disabled"
+            );
+            assert!(
+                !client.status.success() && errors.contains("Cluster mode is not enabled"),
+                "RedisCluster without the mode: {printed}\n{errors}"
+            );
+            continue;
+        }
+        assert!(
+            client.status.success(),
+            "RedisCluster failed: {printed}\n{errors}\nkvs-server:\n{}",
+            server.stderr()
+        );
+        // One node, at the address the client used, and keys in many slots.
+        assert!(printed.contains(&format!("nodes={reached}\n")), "{printed}");
+        let used: usize = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("slots_used="))
+            .and_then(|n| n.parse().ok())
+            .expect("slots_used printed");
+        assert!(used > 900, "{printed}");
+        assert_eq!(
+            cli(&["CLUSTER", "SLOTS"]).lines().collect::<Vec<_>>()[..4],
+            ["0", "16383", host.as_str(), port.as_str()]
+        );
+        assert_eq!(cli(&["CLUSTER", "KEYSLOT", "{user1000}.following"]), "3443");
+        // redis-cli in cluster mode, and the keys RedisCluster wrote.
+        assert_eq!(cli(&["-c", "SET", "cli-key", "cli-value"]), "OK");
+        assert_eq!(cli(&["-c", "GET", "cli-key"]), "cli-value");
+        assert_eq!(cli(&["-c", "GET", "c:999"]), "v999");
+        assert_eq!(cli(&["-c", "GET", "{tag}:7"]), "t7");
+        assert_eq!(cli(&["DBSIZE"]), "2001");
+    }
+}
