@@ -90,6 +90,15 @@ impl Hosts {
         self.namespaces.is_some()
     }
 
+    /// The names of the network namespaces made (the front's first); none on loopback
+    /// addresses.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.namespaces
+            .as_ref()
+            .map(|n| [&n.front].into_iter().chain(&n.hosts).cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Host `i`'s address.
     pub fn addr(&self, i: usize) -> IpAddr {
         self.addrs[i]

@@ -11,7 +11,10 @@
 //! - one shard killed with SIGKILL: with `auto_eject_hosts: false` (the file's), exactly its
 //!   keys fail and every other key is served; restarted on the same data directory, it serves
 //!   every key it acknowledged; with `auto_eject_hosts: true`, its keys move to the two others
-//!   (writes to them succeed there) while the others' keys stay where they are.
+//!   (writes to them succeed there) while the others' keys stay where they are;
+//! - `kvs-server --cluster-mode emulated` on a host of its own: redis-py's `RedisCluster` and
+//!   `redis-cli -c` use it unchanged, told the address they connected to;
+//! - the hosts' namespaces are gone once the test ends, panic or not.
 //!
 //! The tests skip, saying so loudly, where nutcracker, redis-cli or redis-py is missing
 //! (`bash tests/setup.sh` installs them).
@@ -577,4 +580,41 @@ fn cluster_clients_use_an_emulated_cluster_node() {
         assert_eq!(cli(&["-c", "GET", "{tag}:7"]), "t7");
         assert_eq!(cli(&["DBSIZE"]), "2001");
     }
+}
+
+/// The network namespaces of [`Hosts`] are deleted when it is dropped, also when the test that
+/// made them panics.
+#[test]
+fn hosts_leave_no_namespace_behind() {
+    let listed = || -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    let hosts = Hosts::new(2);
+    let names = hosts.namespaces();
+    if names.is_empty() {
+        eprintln!("no network namespaces here (loopback addresses): nothing to remove");
+        return;
+    }
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().all(|n| listed().contains(n)), "{names:?}");
+    drop(hosts);
+    assert!(names.iter().all(|n| !listed().contains(n)), "{names:?}");
+
+    let panicked = std::panic::catch_unwind(|| {
+        let hosts = Hosts::new(1);
+        std::panic::panic_any(hosts.namespaces());
+    });
+    let names = *panicked
+        .expect_err("the closure panics")
+        .downcast::<Vec<String>>()
+        .expect("it panics with the names");
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| !listed().contains(n)), "{names:?}");
 }
