@@ -1,6 +1,6 @@
 //! What every connection of one server shares, whichever protocol it speaks: the counters that
-//! `INFO` shows (connections, commands, key hits and misses, uptime, port) and the numbering
-//! of RESP clients.
+//! `INFO` shows (connections, commands, key hits and misses, uptime, port), the numbering
+//! of RESP clients, and the node ID `CLUSTER` shows in emulated cluster mode.
 //!
 //! The server makes one [`ServerState`] when it starts serving and hands it to every worker,
 //! which updates the connection counts as it accepts and closes connections, and passes it to
