@@ -225,7 +225,8 @@ cat <<EOF
 redis-benchmark -t set,get -n $requests -c $clients -P $pipeline -r 100000 -d 100, through
 nutcracker with deploy/nutcracker.yml; $setup; $(nproc) cores, load average at end:
 $(cut -d' ' -f1-3 /proc/loadavg); kvs $(cd "$root" && git rev-parse --short HEAD),
-$("$nutcracker" --version 2>&1 | head -1 | sed 's/^This is //'), $(redis-server --version | cut -d' ' -f1-3).
+$("$nutcracker" --version 2>&1 | head -1 | sed 's/^This is //'),
+$(redis-server --version | cut -d' ' -f1-3).
 
 | setup | SET requests/s | GET requests/s |
 |---|--:|--:|

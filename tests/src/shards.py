@@ -98,7 +98,10 @@ def cmd_read(proxy, n, owners_path):
         counts = by_owner.setdefault(owners[i], {"right": 0, "wrong": 0, "nil": 0, "error": 0})
         counts[kind] += 1
         if kind != "right" and len(examples.setdefault(kind, [])) < 3:
-            shown = f"{type(reply).__name__}: {reply}" if isinstance(reply, Exception) else repr(reply)
+            if isinstance(reply, Exception):
+                shown = f"{type(reply).__name__}: {reply}"
+            else:
+                shown = repr(reply)
             examples[kind].append(f"key:{i} (owner {owners[i]}): {shown}")
     return {"by_owner": by_owner, "examples": examples}
 
