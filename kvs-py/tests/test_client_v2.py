@@ -340,3 +340,35 @@ def test_every_new_request_releases_the_gil_while_it_waits(
             sys.setswitchinterval(old_interval)
             thread.join()
     assert after > before
+
+
+def test_an_older_server_is_named_with_the_request_it_does_not_know() -> None:
+    """A stand-in for a server older than the request: it answers every request as kvs-server
+    answers a tag it does not know (a protocol error, then a close)."""
+    message = b"protocol error: malformed message: unexpected variant"
+    reply_payload = bytes([0x02, 5, len(message)]) + message
+    reply = len(reply_payload).to_bytes(4, "big") + reply_payload
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        host, port = listener.getsockname()
+
+        def serve() -> None:
+            for _ in range(2):
+                conn, _ = listener.accept()
+                with conn:
+                    header = conn.recv(4, socket.MSG_WAITALL)
+                    conn.recv(int.from_bytes(header, "big"), socket.MSG_WAITALL)
+                    conn.sendall(reply)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            with kvs.Client(f"{host}:{port}") as c:
+                with pytest.raises(kvs.ServerError, match="does not know the Scan request"):
+                    c.scan()
+                with pytest.raises(kvs.ServerError, match="does not know the ApplyBatch request"):
+                    with c.batch() as b:
+                        b["k"] = "v"
+        finally:
+            thread.join(timeout=60)
