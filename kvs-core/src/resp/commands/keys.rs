@@ -28,7 +28,6 @@ const fn row(
     arity: i64,
     flags: &'static [&'static str],
     class: Class,
-    keys: Keys,
     summary: &'static str,
     since: &'static str,
     handler: super::Handler,
@@ -38,7 +37,7 @@ const fn row(
         arity,
         flags,
         class,
-        keys,
+        keys: Keys::FIRST,
         group: "generic",
         since,
         summary,
@@ -47,165 +46,186 @@ const fn row(
 }
 
 pub(super) const COMMANDS: &[Row] = &[
-    row(
-        "del",
-        -2,
-        &[],
-        Class::Write,
-        Keys::ALL,
-        "Delete keys",
-        "1.0.0",
-        handler::<Del>(),
-    ),
-    row(
-        "unlink",
-        -2,
-        &["fast"],
-        Class::Write,
-        Keys::ALL,
-        "Delete keys (in Redis, reclaiming memory in the background)",
-        "4.0.0",
-        handler::<Del>(),
-    ),
-    row(
-        "exists",
-        -2,
-        &["fast"],
-        Class::Read,
-        Keys::ALL,
-        "Count how many of the given keys exist",
-        "1.0.0",
-        handler::<Exists>(),
-    ),
-    row(
-        "touch",
-        -2,
-        &["fast"],
-        Class::Read,
-        Keys::ALL,
-        "Count how many of the given keys exist (Redis also marks them as accessed)",
-        "3.2.1",
-        handler::<Exists>(),
-    ),
-    row(
-        "keys",
-        2,
-        &[],
-        Class::Read,
-        Keys::NONE,
-        "Find all keys matching the given pattern",
-        "1.0.0",
-        handler::<KeysMatching>(),
-    ),
-    row(
-        "scan",
-        -2,
-        &[],
-        Class::Read,
-        Keys::NONE,
-        "Incrementally iterate the keys space",
-        "2.8.0",
-        handler::<Scan>(),
-    ),
-    row(
-        "randomkey",
-        1,
-        &[],
-        Class::Read,
-        Keys::NONE,
-        "Return a random key from the keyspace",
-        "1.0.0",
-        handler::<RandomKey>(),
-    ),
+    Row {
+        keys: Keys::ALL,
+        ..row(
+            "del",
+            -2,
+            &[],
+            Class::Write,
+            "Delete keys",
+            "1.0.0",
+            handler::<Del>(),
+        )
+    },
+    Row {
+        keys: Keys::ALL,
+        ..row(
+            "unlink",
+            -2,
+            &["fast"],
+            Class::Write,
+            "Delete keys (in Redis, reclaiming memory in the background)",
+            "4.0.0",
+            handler::<Del>(),
+        )
+    },
+    Row {
+        keys: Keys::ALL,
+        ..row(
+            "exists",
+            -2,
+            &["fast"],
+            Class::Read,
+            "Count how many of the given keys exist",
+            "1.0.0",
+            handler::<Exists>(),
+        )
+    },
+    Row {
+        keys: Keys::ALL,
+        ..row(
+            "touch",
+            -2,
+            &["fast"],
+            Class::Read,
+            "Count how many of the given keys exist (Redis also marks them as accessed)",
+            "3.2.1",
+            handler::<Exists>(),
+        )
+    },
+    Row {
+        keys: Keys::NONE,
+        ..row(
+            "keys",
+            2,
+            &[],
+            Class::Read,
+            "Find all keys matching the given pattern",
+            "1.0.0",
+            handler::<KeysMatching>(),
+        )
+    },
+    Row {
+        keys: Keys::NONE,
+        ..row(
+            "scan",
+            -2,
+            &[],
+            Class::Read,
+            "Incrementally iterate the keys space",
+            "2.8.0",
+            handler::<Scan>(),
+        )
+    },
+    Row {
+        keys: Keys::NONE,
+        ..row(
+            "randomkey",
+            1,
+            &[],
+            Class::Read,
+            "Return a random key from the keyspace",
+            "1.0.0",
+            handler::<RandomKey>(),
+        )
+    },
     row(
         "type",
         2,
         &["fast"],
         Class::Read,
-        Keys::FIRST,
         "Determine the type stored at key",
         "1.0.0",
         handler::<Type>(),
     ),
-    row(
-        "rename",
-        3,
-        &[],
-        Class::Write,
-        Keys::new(1, 2, 1),
-        "Rename a key",
-        "1.0.0",
-        handler::<Rename>(),
-    ),
-    row(
-        "renamenx",
-        3,
-        &["fast"],
-        Class::Write,
-        Keys::new(1, 2, 1),
-        "Rename a key, only if the new key does not exist",
-        "1.0.0",
-        handler::<RenameNx>(),
-    ),
-    row(
-        "copy",
-        -3,
-        &["denyoom"],
-        Class::Write,
-        Keys::new(1, 2, 1),
-        "Copy a key",
-        "6.2.0",
-        handler::<Copy>(),
-    ),
     Row {
+        keys: Keys::new(1, 2, 1),
+        ..row(
+            "rename",
+            3,
+            &[],
+            Class::Write,
+            "Rename a key",
+            "1.0.0",
+            handler::<Rename>(),
+        )
+    },
+    Row {
+        keys: Keys::new(1, 2, 1),
+        ..row(
+            "renamenx",
+            3,
+            &["fast"],
+            Class::Write,
+            "Rename a key, only if the new key does not exist",
+            "1.0.0",
+            handler::<RenameNx>(),
+        )
+    },
+    Row {
+        keys: Keys::new(1, 2, 1),
+        ..row(
+            "copy",
+            -3,
+            &["denyoom"],
+            Class::Write,
+            "Copy a key",
+            "6.2.0",
+            handler::<Copy>(),
+        )
+    },
+    Row {
+        keys: Keys::NONE,
         group: "server",
         ..row(
             "flushdb",
             -1,
             &[],
             Class::Write,
-            Keys::NONE,
             "Remove all keys from the current database",
             "1.0.0",
             handler::<Flush<false>>(),
         )
     },
     Row {
+        keys: Keys::NONE,
         group: "server",
         ..row(
             "flushall",
             -1,
             &[],
             Class::Write,
-            Keys::NONE,
             "Remove all keys from all databases",
             "1.0.0",
             handler::<Flush<true>>(),
         )
     },
     Row {
+        keys: Keys::NONE,
         group: "server",
         ..row(
             "dbsize",
             1,
             &["fast"],
             Class::Read,
-            Keys::NONE,
             "Return the number of keys",
             "1.0.0",
             handler::<DbSize>(),
         )
     },
-    row(
-        "object",
-        -2,
-        &[],
-        Class::Read,
-        Keys::NONE,
-        "Inspect the internals of Redis objects",
-        "2.2.3",
-        handler::<Object>(),
-    ),
+    Row {
+        keys: Keys::NONE,
+        ..row(
+            "object",
+            -2,
+            &[],
+            Class::Read,
+            "Inspect the internals of Redis objects",
+            "2.2.3",
+            handler::<Object>(),
+        )
+    },
 ];
 
 /// `DEL key [key ...]` and `UNLINK key [key ...]`: how many of the keys were removed (a key
@@ -645,7 +665,8 @@ impl Command for Object {
 
     fn parse<'a>(args: Args<'a, '_>) -> std::result::Result<ObjectQuery<'a>, ErrorReply> {
         let sub = args.get(1);
-        let with_key: [(&str, fn(&'a [u8]) -> ObjectQuery<'a>); 4] = [
+        type Query<'a> = fn(&'a [u8]) -> ObjectQuery<'a>;
+        let with_key: [(&str, Query<'a>); 4] = [
             ("encoding", ObjectQuery::Encoding),
             ("freq", ObjectQuery::Freq),
             ("idletime", ObjectQuery::IdleTime),
