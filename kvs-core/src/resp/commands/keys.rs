@@ -387,8 +387,11 @@ impl Command for Scan {
         };
         let page = match cx.engine.scan_bytes(scan.cursor, scan.count, &filter) {
             Ok(page) => page,
-            // A cursor this engine never returned.
-            Err(KvsError::InvalidArgument(_)) => return refuse(cx, "ERR invalid cursor"),
+            // A cursor this engine never returned (or has forgotten): Redis's words, then the
+            // engine's, which say what to do.
+            Err(KvsError::InvalidArgument(why)) => {
+                return refuse(cx, &format!("ERR invalid cursor: {why}"))
+            }
             Err(e) => return Err(e),
         };
         let keys = if scan.other_type {
