@@ -496,3 +496,55 @@ fn deliberate_differences_and_other_data_types() {
         assert_eq!(c.line("DBSIZE"), int(2), "{engine}");
     }
 }
+
+/// `MSET` is one atomic batch and `MGET` reads at one instant: a reader never sees the keys of
+/// one `MSET` from two different ones. `RENAME` is one transaction: `EXISTS` of both names
+/// (read at one instant) always finds exactly one of them.
+#[test]
+fn mset_mget_and_rename_are_atomic_against_concurrent_readers() {
+    for engine in ENGINES {
+        let dir = TempDir::new().unwrap();
+        let server = start(&dir, engine);
+        let addr = server.addr.to_string();
+        let mut c = Resp::connect(&addr);
+        assert_eq!(c.line("MSET a 0 b 0 c 0"), ok());
+        assert_eq!(c.line("SET from x"), ok());
+        let rounds = 300;
+        let writer = {
+            let addr = addr.clone();
+            thread::spawn(move || {
+                let mut c = Resp::connect(&addr);
+                for i in 1..=rounds {
+                    let n = i.to_string();
+                    let n = n.as_bytes();
+                    assert_eq!(c.call(&[b"MSET", b"a", n, b"b", n, b"c", n]), ok());
+                    let (from, to) = if i % 2 == 1 {
+                        ("from", "to")
+                    } else {
+                        ("to", "from")
+                    };
+                    assert_eq!(c.line(&format!("RENAME {from} {to}")), ok());
+                }
+            })
+        };
+        let mut reads = 0;
+        while !writer.is_finished() || reads == 0 {
+            let Frame::Array(Some(values)) = c.line("MGET a b c") else {
+                panic!("MGET is an array");
+            };
+            assert!(
+                values.windows(2).all(|w| w[0] == w[1]),
+                "{engine}: MGET saw parts of two MSETs: {values:?}"
+            );
+            assert_eq!(c.line("EXISTS from to"), int(1), "{engine}: mid-RENAME");
+            reads += 1;
+        }
+        writer.join().unwrap();
+        let n = Frame::Bulk(Some(rounds.to_string().into_bytes()));
+        assert_eq!(
+            c.line("MGET a b c"),
+            Frame::Array(Some(vec![n.clone(), n.clone(), n]))
+        );
+        eprintln!("{engine}: {reads} consistent reads during {rounds} MSETs and RENAMEs");
+    }
+}
