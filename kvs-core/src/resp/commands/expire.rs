@@ -346,52 +346,53 @@ mod tests {
     #[test]
     fn expiry_commands_reply_as_redis() {
         use crate::resp::commands::testing::Server;
-        let mut s = Server::new();
-        s.check(&[
-            ("SET k v", "+OK\r\n"),
-            ("TTL k", ":-1\r\n"),
-            ("TTL missing", ":-2\r\n"),
-            ("EXPIRE k 100 XX", ":0\r\n"),
-            ("EXPIRE k 100 GT", ":0\r\n"),
-            ("EXPIRE k 100 LT", ":1\r\n"),
-            ("TTL k", ":100\r\n"),
-            ("EXPIRE k 50 NX", ":0\r\n"),
-            ("EXPIRE k 300 GT", ":1\r\n"),
-            ("EXPIRE k 400 LT", ":0\r\n"),
-            ("PEXPIRE k 10000 LT", ":1\r\n"),
-            ("TTL k", ":10\r\n"),
-            ("EXPIREAT k 4102444800", ":1\r\n"),
-            ("EXPIRETIME k", ":4102444800\r\n"),
-            ("PEXPIREAT k 4102444800500", ":1\r\n"),
-            ("EXPIRETIME k", ":4102444801\r\n"),
-            ("PEXPIRETIME k", ":4102444800500\r\n"),
-            ("PERSIST k", ":1\r\n"),
-            ("PERSIST k", ":0\r\n"),
-            ("EXPIRE missing 10", ":0\r\n"),
-            (
-                "EXPIRE k 9223372036854776",
-                "-ERR invalid expire time in 'expire' command\r\n",
-            ),
-            (
-                "PEXPIRE k 9223372036854775807",
-                "-ERR invalid expire time in 'pexpire' command\r\n",
-            ),
-            (
-                "EXPIRE k abc NX XX",
-                "-ERR NX and XX, GT or LT options at the same time are not compatible\r\n",
-            ),
-            (
-                "EXPIRE k 1 gt lt",
-                "-ERR GT and LT options at the same time are not compatible\r\n",
-            ),
-            ("EXPIRE k 1 later", "-ERR Unsupported option later\r\n"),
-            ("EXPIRE k -1 GT", ":0\r\n"),
-            ("EXISTS k", ":1\r\n"),
-            ("EXPIRE k -1", ":1\r\n"),
-            ("EXISTS k", ":0\r\n"),
-            ("SET k v", "+OK\r\n"),
-            ("PEXPIREAT k -5 NX", ":1\r\n"),
-            ("EXISTS k", ":0\r\n"),
-        ]);
+        for mut s in Server::both() {
+            s.check(&[
+                ("SET k v", "+OK\r\n"),
+                ("TTL k", ":-1\r\n"),
+                ("TTL missing", ":-2\r\n"),
+                ("EXPIRE k 100 XX", ":0\r\n"),
+                ("EXPIRE k 100 GT", ":0\r\n"),
+                ("EXPIRE k 100 LT", ":1\r\n"),
+                ("TTL k", ":100\r\n"),
+                ("EXPIRE k 50 NX", ":0\r\n"),
+                ("EXPIRE k 300 GT", ":1\r\n"),
+                ("EXPIRE k 400 LT", ":0\r\n"),
+                ("PEXPIRE k 10000 LT", ":1\r\n"),
+                ("TTL k", ":10\r\n"),
+                ("EXPIREAT k 4102444800", ":1\r\n"),
+                ("EXPIRETIME k", ":4102444800\r\n"),
+                ("PEXPIREAT k 4102444800500", ":1\r\n"),
+                ("EXPIRETIME k", ":4102444801\r\n"),
+                ("PEXPIRETIME k", ":4102444800500\r\n"),
+                ("PERSIST k", ":1\r\n"),
+                ("PERSIST k", ":0\r\n"),
+                ("EXPIRE missing 10", ":0\r\n"),
+                (
+                    "EXPIRE k 9223372036854776",
+                    "-ERR invalid expire time in 'expire' command\r\n",
+                ),
+                (
+                    "PEXPIRE k 9223372036854775807",
+                    "-ERR invalid expire time in 'pexpire' command\r\n",
+                ),
+                (
+                    "EXPIRE k abc NX XX",
+                    "-ERR NX and XX, GT or LT options at the same time are not compatible\r\n",
+                ),
+                (
+                    "EXPIRE k 1 gt lt",
+                    "-ERR GT and LT options at the same time are not compatible\r\n",
+                ),
+                ("EXPIRE k 1 later", "-ERR Unsupported option later\r\n"),
+                ("EXPIRE k -1 GT", ":0\r\n"),
+                ("EXISTS k", ":1\r\n"),
+                ("EXPIRE k -1", ":1\r\n"),
+                ("EXISTS k", ":0\r\n"),
+                ("SET k v", "+OK\r\n"),
+                ("PEXPIREAT k -5 NX", ":1\r\n"),
+                ("EXISTS k", ":0\r\n"),
+            ]);
+        }
     }
 }

@@ -775,73 +775,74 @@ mod tests {
     #[test]
     fn key_commands_reply_as_redis() {
         use crate::resp::commands::testing::Server;
-        let mut s = Server::new();
-        s.check(&[
-            ("MSET a 1 b 2 c 3", "+OK\r\n"),
-            ("EXISTS a a d", ":2\r\n"),
-            ("TOUCH a b d", ":2\r\n"),
-            ("DEL a a d", ":1\r\n"),
-            ("UNLINK b", ":1\r\n"),
-            ("SET e 5 EX 100", "+OK\r\n"),
-            ("RENAME e f", "+OK\r\n"),
-            ("TTL f", ":100\r\n"),
-            ("RENAME e f", "-ERR no such key\r\n"),
-            ("RENAMENX f c", ":0\r\n"),
-            ("RENAMENX f f", ":0\r\n"),
-            ("RENAME f f", "+OK\r\n"),
-            ("COPY f g", ":1\r\n"),
-            ("TTL g", ":100\r\n"),
-            ("COPY c g", ":0\r\n"),
-            ("COPY c g REPLACE", ":1\r\n"),
-            ("TTL g", ":-1\r\n"),
-            (
-                "COPY c c",
-                "-ERR source and destination objects are the same\r\n",
-            ),
-            ("COPY c h DB 0", ":1\r\n"),
-            ("COPY c h DB 1", "-ERR DB index is out of range\r\n"),
-            ("TYPE c", "+string\r\n"),
-            ("TYPE nope", "+none\r\n"),
-            ("OBJECT ENCODING c", "$3\r\nint\r\n"),
-            ("OBJECT REFCOUNT c", ":2147483647\r\n"),
-            ("OBJECT FREQ nope", "$-1\r\n"),
-            (
-                "OBJECT ENCODING",
-                "-ERR wrong number of arguments for 'object|encoding' command\r\n",
-            ),
-            ("KEYS [cf]", "*2\r\n$1\r\nc\r\n$1\r\nf\r\n"),
-            ("SCAN 0 COUNT 0", "-ERR syntax error\r\n"),
-            ("SCAN x", "-ERR invalid cursor\r\n"),
-            ("DBSIZE", ":4\r\n"),
-            ("FLUSHALL BOGUS", "-ERR syntax error\r\n"),
-            ("FLUSHDB ASYNC", "+OK\r\n"),
-            ("DBSIZE", ":0\r\n"),
-            ("RANDOMKEY", "$-1\r\n"),
-            ("SET only 1", "+OK\r\n"),
-            ("RANDOMKEY", "$4\r\nonly\r\n"),
-        ]);
-        // A SCAN walk returns every key, a page at a time, until the cursor is 0 again.
-        for i in 0..25 {
-            s.line(&format!("SET key:{i} v"));
-        }
-        let mut cursor = "0".to_string();
-        let mut found = std::collections::BTreeSet::new();
-        loop {
-            let reply = s.line(&format!("SCAN {cursor} MATCH key:* COUNT 7"));
-            let lines: Vec<&str> = reply.split("\r\n").collect();
-            cursor = lines[2].to_string();
-            for key in lines.iter().skip(5).step_by(2) {
-                found.insert(key.to_string());
+        for mut s in Server::both() {
+            s.check(&[
+                ("MSET a 1 b 2 c 3", "+OK\r\n"),
+                ("EXISTS a a d", ":2\r\n"),
+                ("TOUCH a b d", ":2\r\n"),
+                ("DEL a a d", ":1\r\n"),
+                ("UNLINK b", ":1\r\n"),
+                ("SET e 5 EX 100", "+OK\r\n"),
+                ("RENAME e f", "+OK\r\n"),
+                ("TTL f", ":100\r\n"),
+                ("RENAME e f", "-ERR no such key\r\n"),
+                ("RENAMENX f c", ":0\r\n"),
+                ("RENAMENX f f", ":0\r\n"),
+                ("RENAME f f", "+OK\r\n"),
+                ("COPY f g", ":1\r\n"),
+                ("TTL g", ":100\r\n"),
+                ("COPY c g", ":0\r\n"),
+                ("COPY c g REPLACE", ":1\r\n"),
+                ("TTL g", ":-1\r\n"),
+                (
+                    "COPY c c",
+                    "-ERR source and destination objects are the same\r\n",
+                ),
+                ("COPY c h DB 0", ":1\r\n"),
+                ("COPY c h DB 1", "-ERR DB index is out of range\r\n"),
+                ("TYPE c", "+string\r\n"),
+                ("TYPE nope", "+none\r\n"),
+                ("OBJECT ENCODING c", "$3\r\nint\r\n"),
+                ("OBJECT REFCOUNT c", ":2147483647\r\n"),
+                ("OBJECT FREQ nope", "$-1\r\n"),
+                (
+                    "OBJECT ENCODING",
+                    "-ERR wrong number of arguments for 'object|encoding' command\r\n",
+                ),
+                ("KEYS [cf]", "*2\r\n$1\r\nc\r\n$1\r\nf\r\n"),
+                ("SCAN 0 COUNT 0", "-ERR syntax error\r\n"),
+                ("SCAN x", "-ERR invalid cursor\r\n"),
+                ("DBSIZE", ":4\r\n"),
+                ("FLUSHALL BOGUS", "-ERR syntax error\r\n"),
+                ("FLUSHDB ASYNC", "+OK\r\n"),
+                ("DBSIZE", ":0\r\n"),
+                ("RANDOMKEY", "$-1\r\n"),
+                ("SET only 1", "+OK\r\n"),
+                ("RANDOMKEY", "$4\r\nonly\r\n"),
+            ]);
+            // A SCAN walk returns every key, a page at a time, until the cursor is 0 again.
+            for i in 0..25 {
+                s.line(&format!("SET key:{i} v"));
             }
-            if cursor == "0" {
-                break;
+            let mut cursor = "0".to_string();
+            let mut found = std::collections::BTreeSet::new();
+            loop {
+                let reply = s.line(&format!("SCAN {cursor} MATCH key:* COUNT 7"));
+                let lines: Vec<&str> = reply.split("\r\n").collect();
+                cursor = lines[2].to_string();
+                for key in lines.iter().skip(5).step_by(2) {
+                    found.insert(key.to_string());
+                }
+                if cursor == "0" {
+                    break;
+                }
             }
+            found.remove("");
+            assert_eq!(found.len(), 25, "{found:?}");
+            assert_eq!(
+                s.line("SCAN 0 TYPE hash COUNT 100"),
+                "*2\r\n$1\r\n0\r\n*0\r\n"
+            );
         }
-        found.remove("");
-        assert_eq!(found.len(), 25, "{found:?}");
-        assert_eq!(
-            s.line("SCAN 0 TYPE hash COUNT 100"),
-            "*2\r\n$1\r\n0\r\n*0\r\n"
-        );
     }
 }

@@ -1405,96 +1405,97 @@ mod tests {
     #[test]
     fn string_commands_reply_as_redis() {
         use crate::resp::commands::testing::Server;
-        let mut s = Server::new();
-        s.check(&[
-            ("SET k v EX 100", "+OK\r\n"),
-            ("TTL k", ":100\r\n"),
-            ("SET k w KEEPTTL GET", "$1\r\nv\r\n"),
-            ("TTL k", ":100\r\n"),
-            ("SET k x XX", "+OK\r\n"),
-            ("TTL k", ":-1\r\n"),
-            ("SET k y NX EX 10", "$-1\r\n"),
-            ("SET n y NX EX 10", "+OK\r\n"),
-            ("TTL n", ":10\r\n"),
-            ("SET k v EXAT 1", "+OK\r\n"),
-            ("EXISTS k", ":0\r\n"),
-            (
-                "SET k v EX 0",
-                "-ERR invalid expire time in 'set' command\r\n",
-            ),
-            (
-                "SETEX k 9223372036854776 v",
-                "-ERR invalid expire time in 'setex' command\r\n",
-            ),
-            ("PSETEX k 100000 v", "+OK\r\n"),
-            ("GETSET k w", "$1\r\nv\r\n"),
-            ("TTL k", ":-1\r\n"),
-            ("GETEX k PX 200000", "$1\r\nw\r\n"),
-            ("TTL k", ":200\r\n"),
-            ("GETEX k PERSIST", "$1\r\nw\r\n"),
-            ("TTL k", ":-1\r\n"),
-            ("GETEX missing EX 0", "$-1\r\n"),
-            (
-                "GETEX k EX 0",
-                "-ERR invalid expire time in 'getex' command\r\n",
-            ),
-            ("GETDEL k", "$1\r\nw\r\n"),
-            ("GETDEL k", "$-1\r\n"),
-            ("SETNX k 1", ":1\r\n"),
-            ("SETNX k 2", ":0\r\n"),
-            ("MSETNX k 1 x 2", ":0\r\n"),
-            ("MSETNX x 1 y 2", ":1\r\n"),
-            ("MSET a 1 a 2", "+OK\r\n"),
-            ("MGET a x nope", "*3\r\n$1\r\n2\r\n$1\r\n1\r\n$-1\r\n"),
-            ("SET t 10 EX 100", "+OK\r\n"),
-            ("INCRBY t 5", ":15\r\n"),
-            ("TTL t", ":100\r\n"),
-            ("SET big 9223372036854775807", "+OK\r\n"),
-            ("INCR big", "-ERR increment or decrement would overflow\r\n"),
-            (
-                "DECRBY big -9223372036854775808",
-                "-ERR decrement would overflow\r\n",
-            ),
-            ("SET s 01", "+OK\r\n"),
-            ("INCR s", "-ERR value is not an integer or out of range\r\n"),
-            ("INCRBYFLOAT f 10.5", "$4\r\n10.5\r\n"),
-            ("INCRBYFLOAT f 0.1", "$4\r\n10.6\r\n"),
-            (
-                "INCRBYFLOAT f inf",
-                "-ERR increment would produce NaN or Infinity\r\n",
-            ),
-            ("APPEND t x", ":3\r\n"),
-            ("TTL t", ":100\r\n"),
-            ("SETRANGE r 3 ab", ":5\r\n"),
-            ("GET r", "$5\r\n\0\0\0ab\r\n"),
-            (
-                "SETRANGE r 536870911 xx",
-                "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n",
-            ),
-            ("SETRANGE nothing 5 ", ":0\r\n"),
-            ("EXISTS nothing", ":0\r\n"),
-            ("GETRANGE r -2 -1", "$2\r\nab\r\n"),
-            ("STRLEN r", ":5\r\n"),
-            ("MSET key1 ohmytext key2 mynewtext", "+OK\r\n"),
-            ("LCS key1 key2", "$6\r\nmytext\r\n"),
-            (
-                "LCS key1 key2 IDX MINMATCHLEN 4 WITHMATCHLEN",
-                "*4\r\n$7\r\nmatches\r\n*1\r\n*3\r\n*2\r\n:4\r\n:7\r\n*2\r\n:5\r\n:8\r\n:4\r\n\
+        for mut s in Server::both() {
+            s.check(&[
+                ("SET k v EX 100", "+OK\r\n"),
+                ("TTL k", ":100\r\n"),
+                ("SET k w KEEPTTL GET", "$1\r\nv\r\n"),
+                ("TTL k", ":100\r\n"),
+                ("SET k x XX", "+OK\r\n"),
+                ("TTL k", ":-1\r\n"),
+                ("SET k y NX EX 10", "$-1\r\n"),
+                ("SET n y NX EX 10", "+OK\r\n"),
+                ("TTL n", ":10\r\n"),
+                ("SET k v EXAT 1", "+OK\r\n"),
+                ("EXISTS k", ":0\r\n"),
+                (
+                    "SET k v EX 0",
+                    "-ERR invalid expire time in 'set' command\r\n",
+                ),
+                (
+                    "SETEX k 9223372036854776 v",
+                    "-ERR invalid expire time in 'setex' command\r\n",
+                ),
+                ("PSETEX k 100000 v", "+OK\r\n"),
+                ("GETSET k w", "$1\r\nv\r\n"),
+                ("TTL k", ":-1\r\n"),
+                ("GETEX k PX 200000", "$1\r\nw\r\n"),
+                ("TTL k", ":200\r\n"),
+                ("GETEX k PERSIST", "$1\r\nw\r\n"),
+                ("TTL k", ":-1\r\n"),
+                ("GETEX missing EX 0", "$-1\r\n"),
+                (
+                    "GETEX k EX 0",
+                    "-ERR invalid expire time in 'getex' command\r\n",
+                ),
+                ("GETDEL k", "$1\r\nw\r\n"),
+                ("GETDEL k", "$-1\r\n"),
+                ("SETNX k 1", ":1\r\n"),
+                ("SETNX k 2", ":0\r\n"),
+                ("MSETNX k 1 x 2", ":0\r\n"),
+                ("MSETNX x 1 y 2", ":1\r\n"),
+                ("MSET a 1 a 2", "+OK\r\n"),
+                ("MGET a x nope", "*3\r\n$1\r\n2\r\n$1\r\n1\r\n$-1\r\n"),
+                ("SET t 10 EX 100", "+OK\r\n"),
+                ("INCRBY t 5", ":15\r\n"),
+                ("TTL t", ":100\r\n"),
+                ("SET big 9223372036854775807", "+OK\r\n"),
+                ("INCR big", "-ERR increment or decrement would overflow\r\n"),
+                (
+                    "DECRBY big -9223372036854775808",
+                    "-ERR decrement would overflow\r\n",
+                ),
+                ("SET s 01", "+OK\r\n"),
+                ("INCR s", "-ERR value is not an integer or out of range\r\n"),
+                ("INCRBYFLOAT f 10.5", "$4\r\n10.5\r\n"),
+                ("INCRBYFLOAT f 0.1", "$4\r\n10.6\r\n"),
+                (
+                    "INCRBYFLOAT f inf",
+                    "-ERR increment would produce NaN or Infinity\r\n",
+                ),
+                ("APPEND t x", ":3\r\n"),
+                ("TTL t", ":100\r\n"),
+                ("SETRANGE r 3 ab", ":5\r\n"),
+                ("GET r", "$5\r\n\0\0\0ab\r\n"),
+                (
+                    "SETRANGE r 536870911 xx",
+                    "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n",
+                ),
+                ("SETRANGE nothing 5 ", ":0\r\n"),
+                ("EXISTS nothing", ":0\r\n"),
+                ("GETRANGE r -2 -1", "$2\r\nab\r\n"),
+                ("STRLEN r", ":5\r\n"),
+                ("MSET key1 ohmytext key2 mynewtext", "+OK\r\n"),
+                ("LCS key1 key2", "$6\r\nmytext\r\n"),
+                (
+                    "LCS key1 key2 IDX MINMATCHLEN 4 WITHMATCHLEN",
+                    "*4\r\n$7\r\nmatches\r\n*1\r\n*3\r\n*2\r\n:4\r\n:7\r\n*2\r\n:5\r\n:8\r\n:4\r\n\
                  $3\r\nlen\r\n:6\r\n",
-            ),
-            (
-                "LCS key1 key2 LEN IDX",
-                "-ERR If you want both the length and indexes, please just use IDX.\r\n",
-            ),
-        ]);
-        s.resp3();
-        s.check(&[
-            ("GET missing", "_\r\n"),
-            (
-                "LCS key1 key2 IDX",
-                "%2\r\n$7\r\nmatches\r\n*2\r\n*2\r\n*2\r\n:4\r\n:7\r\n*2\r\n:5\r\n:8\r\n\
+                ),
+                (
+                    "LCS key1 key2 LEN IDX",
+                    "-ERR If you want both the length and indexes, please just use IDX.\r\n",
+                ),
+            ]);
+            s.resp3();
+            s.check(&[
+                ("GET missing", "_\r\n"),
+                (
+                    "LCS key1 key2 IDX",
+                    "%2\r\n$7\r\nmatches\r\n*2\r\n*2\r\n*2\r\n:4\r\n:7\r\n*2\r\n:5\r\n:8\r\n\
                  *2\r\n*2\r\n:2\r\n:3\r\n*2\r\n:0\r\n:1\r\n$3\r\nlen\r\n:6\r\n",
-            ),
-        ]);
+                ),
+            ]);
+        }
     }
 }

@@ -22,6 +22,9 @@ type Map = BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>;
 #[derive(Debug, Default)]
 pub(crate) struct MemEngine {
     map: Mutex<Map>,
+    /// Runs the functions given to `update_bytes` and `transaction` twice, keeping the last
+    /// run, as sled may when a write interleaves: commands must not count on one run.
+    retry: bool,
 }
 
 impl MemEngine {
@@ -116,6 +119,9 @@ impl Engine for MemEngine {
     fn update_bytes(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<Option<Vec<u8>>> {
         let mut map = self.live();
         let entry = map.get(key).cloned();
+        if self.retry {
+            f(entry.as_ref().map(|(v, _)| v.as_slice()));
+        }
         let new = f(entry.as_ref().map(|(v, _)| v.as_slice()));
         match &new {
             Some(value) => put(&mut map, key, value, entry.and_then(|(_, d)| d)),
@@ -197,6 +203,12 @@ impl Engine for MemEngine {
     }
     fn transaction(&self, f: &mut TransactionFn<'_>) -> Result<()> {
         let mut map = self.live();
+        if self.retry {
+            // A first run whose writes are thrown away.
+            f(&mut MemTransaction {
+                map: &mut map.clone(),
+            })?;
+        }
         let mut copy = map.clone();
         f(&mut MemTransaction { map: &mut copy })?;
         *map = copy;
@@ -213,8 +225,24 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn new() -> Server {
+        Server::with(MemEngine::default())
+    }
+
+    /// Both kinds of server: one whose engine runs each function once, one whose engine runs
+    /// them twice (see [`MemEngine`]).
+    pub(crate) fn both() -> [Server; 2] {
+        [
+            Server::new(),
+            Server::with(MemEngine {
+                retry: true,
+                ..MemEngine::default()
+            }),
+        ]
+    }
+
+    fn with(engine: MemEngine) -> Server {
         Server {
-            engine: MemEngine::default(),
+            engine,
             state: ServerState::new(0),
             client: Client {
                 id: 1,
