@@ -548,3 +548,33 @@ fn mset_mget_and_rename_are_atomic_against_concurrent_readers() {
         eprintln!("{engine}: {reads} consistent reads during {rounds} MSETs and RENAMEs");
     }
 }
+
+/// `FLUSHALL` and `FLUSHDB` remove every key of a store larger than one page of their walk,
+/// deadlines or not, and leave a store that takes writes.
+#[test]
+fn flush_removes_every_key_of_a_large_store() {
+    for engine in ENGINES {
+        let dir = TempDir::new().unwrap();
+        let server = start(&dir, engine);
+        let mut c = Resp::connect(&server.addr.to_string());
+        for command in ["FLUSHALL", "FLUSHDB ASYNC"] {
+            for chunk in 0..10 {
+                let keys: Vec<String> = (0..500).map(|i| format!("key:{chunk}:{i}")).collect();
+                let mut args: Vec<&[u8]> = vec![b"MSET"];
+                for key in &keys {
+                    args.push(key.as_bytes());
+                    args.push(b"value");
+                }
+                assert_eq!(c.call(&args), ok());
+            }
+            assert_eq!(c.line("SET expiring v EX 1000"), ok());
+            assert_eq!(c.line("DBSIZE"), int(5001), "{engine}");
+            assert_eq!(c.line(command), ok(), "{engine}");
+            assert_eq!(c.line("DBSIZE"), int(0), "{engine}: after {command}");
+            assert_eq!(c.line("KEYS *"), Frame::Array(Some(vec![])), "{engine}");
+            assert_eq!(c.line("SET after v"), ok());
+            assert_eq!(c.line("DBSIZE"), int(1), "{engine}");
+            assert_eq!(c.line("DEL after"), int(1));
+        }
+    }
+}

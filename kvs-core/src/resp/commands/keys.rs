@@ -5,8 +5,10 @@
 //! kvs has one database (Redis's 0) and one type of value (strings). `DEL` of several keys,
 //! `RENAME`, `RENAMENX` and `COPY` are one [`transaction`](super::Engine::transaction) each
 //! (a renamed or copied key keeps its deadline); `EXISTS` and `TOUCH` read their keys at one
-//! instant. `FLUSHDB` and `FLUSHALL` remove, in one atomic batch, every key there was when they
-//! started: a key another client writes while they run may survive them.
+//! instant. `FLUSHDB` and `FLUSHALL` walk the store and remove its keys a page at a time: every
+//! key there was when they started is gone when they answer, but they are not atomic (a key
+//! another client writes while they run may survive them, and a crash during one may leave
+//! part of the keys).
 //!
 //! Its rows of the command table are `COMMANDS` below; each command is a unit struct with its
 //! [`Command`] impl (see [the table](super) for how to add one).
@@ -577,8 +579,16 @@ impl Command for Copy {
     }
 }
 
+/// How many keys a flush asks each page of its walk for.
+const FLUSH_PAGE: usize = 1000;
+
+/// The bytes a flush puts in one batch at most (keys, and a generous allowance for each
+/// record's framing), well under the kvs engine's limit on a batch.
+const FLUSH_BATCH_BYTES: usize = 8 << 20;
+const FLUSH_RECORD_OVERHEAD: usize = 64;
+
 /// `FLUSHDB [ASYNC | SYNC]` and `FLUSHALL [ASYNC | SYNC]` (`ALL`: the latter's name): both
-/// remove every key of kvs's one database, in one batch, before they answer.
+/// remove every key of kvs's one database before they answer.
 struct Flush<const ALL: bool>;
 
 impl<const ALL: bool> Command for Flush<ALL> {
@@ -592,12 +602,36 @@ impl<const ALL: bool> Command for Flush<ALL> {
         }
     }
 
+    /// Walks the store with [`scan_bytes`](super::Engine::scan_bytes) and removes each page's
+    /// keys as a batch: memory and batches stay bounded whatever the size of the store. Every
+    /// key set when the flush starts is returned by the walk (it is set until the walk reaches
+    /// it), so it is gone when the flush answers, unless another client sets it again.
     fn run((): (), cx: &mut Context<'_>) -> Result<Outcome> {
+        let mut cursor = 0;
         let mut batch = WriteBatch::new();
-        for key in cx.engine.keys()? {
-            batch.remove(&key);
+        loop {
+            let page = cx
+                .engine
+                .scan_bytes(cursor, FLUSH_PAGE, &ScanFilter::all())?;
+            let mut bytes = 0;
+            for key in page.keys {
+                bytes += key.len() + FLUSH_RECORD_OVERHEAD;
+                batch.remove(&key);
+                if bytes >= FLUSH_BATCH_BYTES {
+                    cx.engine.apply_batch(&batch)?;
+                    batch.clear();
+                    bytes = 0;
+                }
+            }
+            if !batch.is_empty() {
+                cx.engine.apply_batch(&batch)?;
+                batch.clear();
+            }
+            cursor = page.cursor;
+            if cursor == 0 {
+                break;
+            }
         }
-        cx.engine.apply_batch(&batch)?;
         write_simple(cx.out, "OK");
         Ok(Outcome::Continue)
     }
