@@ -144,7 +144,7 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     /// - `KvStore` calls `f` exactly once, holding the store's writer lock: every other write
     ///   to the store waits for it, so keep `f` short, and never write to the same store from
     ///   inside `f` (that deadlocks). Reads from inside `f` are fine.
-    /// - `SledKvsEngine` runs sled's compare-and-swap loop (`update_and_fetch`): `f` may run
+    /// - `SledKvsEngine` runs a compare-and-swap loop on the key's record: `f` may run
     ///   **more than once**, when another write changed the key in between; only the last
     ///   call's result is stored. `f` must not count on running once.
     ///

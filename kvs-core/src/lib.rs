@@ -67,6 +67,7 @@ mod scan;
 #[cfg(feature = "net")]
 mod server;
 pub mod thread_pool;
+mod transaction;
 
 pub use batch::{BatchOp, WriteBatch};
 #[cfg(feature = "net")]

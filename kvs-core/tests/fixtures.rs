@@ -122,6 +122,128 @@ fn assert_holds_model_plus(engine: &AnyEngine) {
     assert_eq!(engine.len().unwrap(), model().len() + 1);
 }
 
+/// A deadline no test outlives: 2100-01-01T00:00:00Z, in milliseconds since the Unix epoch.
+const SLED_FIXTURE_DEADLINE: u64 = 4_102_444_800_000;
+
+/// What a sled store of release 0.2.0 holds beyond [`workload`]: keys written by batches,
+/// with and without deadlines, and deadlines set, moved and removed one key at a time.
+fn apply_sled_v0_2_0_workload(engine: &impl KvsEngine) {
+    for round in 0..3u32 {
+        let mut batch = kvs::WriteBatch::new();
+        for i in 0..40u32 {
+            let key = format!("batch-{i:02}");
+            let value = format!("batch {i} round {round}");
+            if i.is_multiple_of(4) {
+                batch.set_with_deadline(
+                    key.as_bytes(),
+                    value.as_bytes(),
+                    SLED_FIXTURE_DEADLINE + u64::from(i),
+                );
+            } else {
+                batch.set(key.as_bytes(), value.as_bytes());
+            }
+        }
+        batch.remove(format!("batch-{:02}", 39 - round).as_bytes());
+        engine.apply_batch(&batch).unwrap();
+    }
+    engine
+        .set_with_deadline_bytes(b"ttl-set", b"t", SLED_FIXTURE_DEADLINE)
+        .unwrap();
+    engine.set_bytes(b"ttl-moved", b"m").unwrap();
+    assert!(engine
+        .expire_at_bytes(b"ttl-moved", SLED_FIXTURE_DEADLINE + 1)
+        .unwrap());
+    engine
+        .set_with_deadline_bytes(b"ttl-persisted", b"p", SLED_FIXTURE_DEADLINE)
+        .unwrap();
+    assert!(engine.persist_bytes(b"ttl-persisted").unwrap());
+    engine
+        .set_with_deadline_bytes(b"ttl-cleared", b"old", SLED_FIXTURE_DEADLINE)
+        .unwrap();
+    engine.set_bytes(b"ttl-cleared", b"new").unwrap();
+    engine
+        .set_with_deadline_bytes(b"ttl-cas", b"1", SLED_FIXTURE_DEADLINE)
+        .unwrap();
+    assert!(engine
+        .compare_and_set_bytes(b"ttl-cas", Some(b"1"), Some(b"2"))
+        .unwrap());
+}
+
+/// What [`apply_sled_v0_2_0_workload`] leaves: key to value and expiry.
+fn sled_v0_2_0_model() -> BTreeMap<Vec<u8>, (Vec<u8>, kvs::KeyExpiry)> {
+    use kvs::KeyExpiry::{At, Never};
+    let mut model = BTreeMap::new();
+    // Each round sets every key, then removes one (the later op wins): the last round
+    // removes batch-37.
+    for i in (0..40u32).filter(|&i| i != 37) {
+        let expiry = if i.is_multiple_of(4) {
+            At(SLED_FIXTURE_DEADLINE + u64::from(i))
+        } else {
+            Never
+        };
+        let value = format!("batch {i} round 2").into_bytes();
+        model.insert(format!("batch-{i:02}").into_bytes(), (value, expiry));
+    }
+    model.insert(
+        b"ttl-set".to_vec(),
+        (b"t".to_vec(), At(SLED_FIXTURE_DEADLINE)),
+    );
+    model.insert(
+        b"ttl-moved".to_vec(),
+        (b"m".to_vec(), At(SLED_FIXTURE_DEADLINE + 1)),
+    );
+    model.insert(b"ttl-persisted".to_vec(), (b"p".to_vec(), Never));
+    model.insert(b"ttl-cleared".to_vec(), (b"new".to_vec(), Never));
+    model.insert(
+        b"ttl-cas".to_vec(),
+        (b"2".to_vec(), At(SLED_FIXTURE_DEADLINE)),
+    );
+    model
+}
+
+/// The v0.1.0 model, then the keys and deadlines of [`sled_v0_2_0_model`].
+fn assert_holds_sled_v0_2_0_model(engine: &impl KvsEngine) {
+    let extra = sled_v0_2_0_model();
+    assert_eq!(engine.len().unwrap(), model().len() + extra.len());
+    for (key, value) in &model() {
+        assert_eq!(engine.get_bytes(key).unwrap().as_ref(), Some(value));
+        assert_eq!(engine.expiry_bytes(key).unwrap(), kvs::KeyExpiry::Never);
+    }
+    for (key, (value, expiry)) in &extra {
+        let shown = String::from_utf8_lossy(key);
+        assert_eq!(
+            engine.get_bytes(key).unwrap().as_ref(),
+            Some(value),
+            "{shown}"
+        );
+        assert_eq!(engine.expiry_bytes(key).unwrap(), *expiry, "{shown}");
+    }
+    assert_eq!(engine.get_bytes(b"batch-37").unwrap(), None);
+}
+
+#[test]
+fn sled_store_of_release_0_2_0_opens_with_every_key_and_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("v0.2.0", "sled"), tmp.path());
+    {
+        let engine = AnyEngine::open(tmp.path(), None).unwrap();
+        assert!(matches!(engine, AnyEngine::Sled(_)));
+        assert_holds_sled_v0_2_0_model(&engine);
+        let mut batch = kvs::WriteBatch::new();
+        batch.set_with_deadline(b"written-later", b"new", SLED_FIXTURE_DEADLINE);
+        engine.apply_batch(&batch).unwrap();
+    }
+    let engine = AnyEngine::open(tmp.path(), Some(EngineKind::Sled)).unwrap();
+    assert_eq!(
+        engine.expiry_bytes(b"written-later").unwrap(),
+        kvs::KeyExpiry::At(SLED_FIXTURE_DEADLINE)
+    );
+    assert_eq!(
+        engine.len().unwrap(),
+        model().len() + sled_v0_2_0_model().len() + 1
+    );
+}
+
 #[test]
 fn kvs_store_of_release_0_1_0_opens_with_every_key() {
     check_release("v0.1.0", EngineKind::Kvs);
@@ -189,6 +311,9 @@ fn write_fixture() {
     {
         let engine = AnyEngine::open(&sled_dir, Some(EngineKind::Sled)).unwrap();
         apply_workload(&engine);
+        // Release 0.2.0 and later: batches and deadlines too.
+        apply_sled_v0_2_0_workload(&engine);
+        assert_holds_sled_v0_2_0_model(&engine);
         engine.flush().unwrap();
     }
     let _ = fs::remove_file(sled_dir.join("LOCK"));

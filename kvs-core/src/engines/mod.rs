@@ -89,7 +89,7 @@ impl AnyEngine {
                 let db = open_sled(&sled_dir)?;
                 Ok(AnyEngine::Sled(SledKvsEngine::with_lock(
                     db, lock, &sled_dir,
-                )))
+                )?))
             }
         }
     }

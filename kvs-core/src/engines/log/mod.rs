@@ -22,7 +22,7 @@
 
 mod checkpoint;
 mod compaction;
-mod crash_point;
+pub(crate) mod crash_point;
 mod durability;
 mod format;
 // PENDING(engine v2): batches and expiry, which use the rest of the index, land next.
