@@ -13,7 +13,8 @@
 //! - [`keys`]: `DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `KEYS`, `SCAN`, `RANDOMKEY`, `TYPE`,
 //!   `RENAME`, `RENAMENX`, `COPY`, `FLUSHDB`, `FLUSHALL`, `DBSIZE`, `OBJECT`;
 //! - [`connection`]: `PING`, `ECHO`, `HELLO`, `QUIT`;
-//! - [`server`]: `INFO`, `COMMAND`, `CONFIG`.
+//! - [`server`]: `INFO`, `COMMAND`, `CONFIG`;
+//! - [`cluster`]: `CLUSTER` (Redis Cluster's view: one node owning every slot, when emulated).
 //!
 //! This module holds only the row type, the table and dispatch.
 //!
@@ -39,6 +40,7 @@
 //! byte-level part of [`KvsEngine`] as a trait object, so that one table serves every engine
 //! type (one indirect call per engine operation).
 
+pub(crate) mod cluster;
 pub(crate) mod connection;
 pub(crate) mod expire;
 pub(crate) mod keys;
@@ -299,6 +301,7 @@ const FAMILIES: &[&[Row]] = &[
     keys::COMMANDS,
     connection::COMMANDS,
     server::COMMANDS,
+    cluster::COMMANDS,
 ];
 
 /// Every command, sorted by name: the order `COMMAND` lists them in, and what [`find`]
@@ -474,6 +477,7 @@ mod tests {
                 client: Client {
                     id: 1,
                     version: Version::Resp2,
+                    local_addr: None,
                 },
             }
         }

@@ -247,6 +247,7 @@ impl Server {
             client: Client {
                 id: 1,
                 version: Version::Resp2,
+                local_addr: None,
             },
         }
     }
