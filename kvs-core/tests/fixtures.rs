@@ -205,14 +205,41 @@ fn a_log_file_of_an_unknown_future_format_version_is_refused_by_version() {
         let path = tmp.path().join(file);
         let mut bytes = fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"kvs-log\x01");
-        bytes[7] = 2;
+        bytes[7] = 3;
         fs::write(&path, &bytes).unwrap();
         let err = KvStore::open(tmp.path()).err().expect("open must fail");
         let message = err.to_string();
         assert!(
-            message.contains("unsupported format version 2") && message.contains(file),
+            message.contains("unsupported format version 3") && message.contains(file),
             "{file}: {message}"
         );
+        assert_eq!(fs::read(&path).unwrap(), bytes, "{file} was changed");
+    }
+}
+
+/// Version-1 records under a version-2 file header (a damaged version byte) are not read as
+/// version 2 records, nor cut off as a torn tail: the first record's header fails its
+/// checksum, and open refuses, naming the file, changing nothing.
+#[test]
+fn version_1_records_under_a_version_2_header_are_refused() {
+    for file in ["3.log", "8.log"] {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&fixture("v0.1.0", "kvs"), tmp.path());
+        let path = tmp.path().join(file);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[7] = 2;
+        fs::write(&path, &bytes).unwrap();
+        match KvStore::open(tmp.path()) {
+            Err(kvs::KvsError::Corruption {
+                path: at,
+                offset,
+                reason,
+            }) => {
+                assert_eq!((at, offset), (path.clone(), 8), "{file}: {reason}");
+                assert!(reason.contains("damaged record header"), "{file}: {reason}");
+            }
+            other => panic!("{file}: expected corruption, got {:?}", other.map(|_| ())),
+        }
         assert_eq!(fs::read(&path).unwrap(), bytes, "{file} was changed");
     }
 }

@@ -63,12 +63,15 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::format::{RecordKind, FILE_MAGIC};
+use super::format::{RecordKind, Version, FILE_MAGIC, FILE_MAGIC_V1};
 use super::index::{Index, RecordPos};
+use super::index_shim::IndexV2 as _;
 use super::manifest::{
     self, parse_id, FileState, Fingerprint, Manifest, MANIFEST_FILE, MANIFEST_TMP,
 };
-use super::reader::{find_valid_record, Damage, Extent, LogReader, Record, Step};
+use super::reader::{
+    find_valid_record, valid_record_at, Batch, Damage, Extent, LogReader, Record, Step,
+};
 use super::writer::log_path;
 use super::RecoveryMode;
 use crate::data_dir::{sync_dir, ENGINE_FILE, LOCK_FILE};
@@ -86,6 +89,9 @@ pub struct Recovered {
     pub stale: BTreeMap<u32, u64>,
     /// The fingerprint of each file's records (see `manifest.rs`), as replayed.
     pub fingerprints: BTreeMap<u32, u32>,
+    /// The format version of each file (a file whose header was rewritten, or that serves
+    /// nothing, counts as version 2).
+    pub versions: BTreeMap<u32, Version>,
     /// The store's manifest, obsolete files dropped (they are deleted); `None` if the store had
     /// none, and the caller writes one.
     pub manifest: Option<Manifest>,
@@ -115,6 +121,7 @@ pub fn recover(
         sizes: BTreeMap::new(),
         stale: BTreeMap::new(),
         fingerprints: BTreeMap::new(),
+        versions: BTreeMap::new(),
         manifest: None,
     };
     for (i, &id) in ids.iter().enumerate() {
@@ -135,7 +142,10 @@ pub fn recover(
             &mut fingerprint,
         );
         let size = match (replayed, listed) {
-            (Ok(size), _) => size,
+            (Ok((size, version)), _) => {
+                recovered.versions.insert(id, version);
+                size
+            }
             (Err(e), Some((len, _))) => return Err(with_listed_len(dir, id, len, e)),
             (Err(e), None) => return Err(e),
         };
@@ -429,7 +439,9 @@ fn holds_more_than_a_header(path: &Path) -> Result<Option<bool>> {
         return Ok(Some(true));
     }
     let bytes = fs::read(path).map_err(|e| KvsError::io_at(path, e))?;
-    Ok(Some(!FILE_MAGIC.starts_with(&bytes)))
+    Ok(Some(
+        !FILE_MAGIC.starts_with(&bytes) && !FILE_MAGIC_V1.starts_with(&bytes),
+    ))
 }
 
 /// Checks a replayed closed file against its manifest entry.
@@ -489,7 +501,7 @@ fn with_listed_len(dir: &Path, id: u32, listed_len: u64, err: KvsError) -> KvsEr
 }
 
 /// Replays one file; returns its size after any torn tail was cut off (or, with `read_only`,
-/// the end of its last good record).
+/// the end of its last good record), and its format version.
 #[allow(clippy::too_many_arguments)]
 fn replay_file(
     dir: &Path,
@@ -500,7 +512,7 @@ fn replay_file(
     index: &Index,
     stale: &mut BTreeMap<u32, u64>,
     fingerprint: &mut Fingerprint,
-) -> Result<u64> {
+) -> Result<(u64, Version)> {
     let path = log_path(dir, id);
     let io_err = |e| KvsError::io_at(&path, e);
     let file = File::open(&path).map_err(io_err)?;
@@ -514,8 +526,12 @@ fn replay_file(
     }
     let mut reader = match LogReader::open(&file, file_len).map_err(io_err)? {
         Ok(reader) => reader,
-        Err(damage) => return bad_file_header(&path, damage, is_newest, mode, read_only),
+        Err(damage) => {
+            return bad_file_header(&path, damage, is_newest, mode, read_only)
+                .map(|size| (size, Version::V2))
+        }
     };
+    let version = reader.version();
     let mut sealed = false;
     loop {
         let offset = reader.offset();
@@ -523,12 +539,18 @@ fn replay_file(
             Step::Record(record) => {
                 sealed = replay_record(&path, id, &record, index, stale, fingerprint)?;
             }
+            Step::Batch(batch) => {
+                replay_batch(id, &batch, index, stale, fingerprint)?;
+                sealed = false;
+            }
             Step::End => {
                 check_ends_sealed(&path, offset, is_newest, sealed)?;
-                return Ok(offset);
+                return Ok((offset, version));
             }
             Step::Damage(damage) => {
-                return bad_record(&file, &path, damage, file_len, is_newest, mode, read_only)
+                let at = (&file, version);
+                return bad_record(at, &path, damage, file_len, is_newest, mode, read_only)
+                    .map(|size| (size, version));
             }
         }
     }
@@ -590,12 +612,36 @@ fn replay_record(
                 offset: record.offset as u32,
                 len: record.len as u32,
             };
-            apply(index, stale, record.kind, record.key, pos)?;
+            apply(index, stale, record.kind, record.key, pos, record.deadline)?;
             false
         }
     };
     fingerprint.add(&record.crc.to_le_bytes());
     Ok(is_seal)
+}
+
+/// Applies a whole, valid batch of file `id`: every member in order (see [`apply`]); the
+/// batch record itself only frames them, and is stale at once.
+fn replay_batch(
+    id: u32,
+    batch: &Batch<'_>,
+    index: &Index,
+    stale: &mut BTreeMap<u32, u64>,
+    fingerprint: &mut Fingerprint,
+) -> Result<()> {
+    *stale.entry(id).or_insert(0) += batch.frame_len as u64;
+    fingerprint.add(&batch.crc.to_le_bytes());
+    for member in batch.members {
+        let pos = RecordPos {
+            file: id,
+            // Fits: the file is under 4 GiB (checked by `replay_file`).
+            offset: member.offset as u32,
+            len: member.len as u32,
+        };
+        apply(index, stale, member.kind, &member.key, pos, member.deadline)?;
+        fingerprint.add(&member.crc.to_le_bytes());
+    }
+    Ok(())
 }
 
 /// A seal says where it was written: one elsewhere means records before it were removed or
@@ -628,7 +674,7 @@ fn check_ends_sealed(path: &Path, offset: u64, is_newest: bool, sealed: bool) ->
 /// Decides what the first bad record of a file means (see the module docs): the end of the
 /// log (a zero tail), a torn tail (cut off; returns the file's new length) or corruption.
 fn bad_record(
-    file: &File,
+    (file, version): (&File, Version),
     path: &Path,
     damage: Damage,
     file_len: u64,
@@ -656,7 +702,24 @@ fn bad_record(
     if !is_newest || mode == RecoveryMode::Strict {
         return Err(corruption(path.to_path_buf(), offset, damage.to_string()));
     }
-    if let Some(found) = valid_record_after(file, damage, file_len).map_err(io_err)? {
+    let other = match version {
+        Version::V1 => Version::V2,
+        Version::V2 => Version::V1,
+    };
+    if valid_record_at(file, other, offset, file_len).map_err(io_err)? {
+        // Not a record being written: a whole record of the other version, so the file's
+        // version byte is damaged (or the file was pieced together).
+        return Err(corruption(
+            path.to_path_buf(),
+            offset,
+            format!(
+                "{damage}; a valid version-{} record starts here, but the file header says \
+                 version {}: the file header is damaged",
+                other as u8, version as u8
+            ),
+        ));
+    }
+    if let Some(found) = valid_record_after(file, version, damage, file_len).map_err(io_err)? {
         return Err(corruption(
             path.to_path_buf(),
             offset,
@@ -683,14 +746,19 @@ fn bad_record(
 /// The first valid record that proves the log goes on past the bad record `damage` describes
 /// (see the module docs). The bytes of the bad record's own extent are its payload: a value
 /// may hold anything, kvs records included, so they prove nothing.
-fn valid_record_after(file: &File, damage: Damage, file_len: u64) -> io::Result<Option<u64>> {
+fn valid_record_after(
+    file: &File,
+    version: Version,
+    damage: Damage,
+    file_len: u64,
+) -> io::Result<Option<u64>> {
     let offset = damage.offset();
     let scan_from = match damage.extent() {
         Extent::PastEnd => return Ok(None),
         Extent::Inside(len) => offset + len,
         Extent::Unknown => offset + 1,
     };
-    find_valid_record(file, scan_from, file_len)
+    find_valid_record(file, version, scan_from, file_len)
 }
 
 /// Cuts the file at `path` back to `offset` bytes, durably (unless `read_only`: the file is
@@ -707,16 +775,19 @@ fn cut_at(path: &Path, offset: u64, read_only: bool) -> Result<u64> {
     Ok(offset)
 }
 
-/// Applies one valid record to the index and the stale-byte counts.
+/// Applies one valid record to the index and the stale-byte counts. A set goes in with its
+/// deadline, one already past included: the index hides it from every read, and the sweep
+/// removes it (counting it stale) once the store is open.
 fn apply(
     index: &Index,
     stale: &mut BTreeMap<u32, u64>,
     kind: RecordKind,
     key: &[u8],
     pos: RecordPos,
+    deadline: Option<u64>,
 ) -> Result<()> {
     let old = match kind {
-        RecordKind::Set => index.insert(key, pos).map_err(|_| {
+        RecordKind::Set => index.insert_with_deadline(key, pos, deadline).map_err(|_| {
             KvsError::Io(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 "the in-memory index is full (over 4 GiB of keys in one shard)",
@@ -728,7 +799,7 @@ fn apply(
             index.remove(key)
         }
         // Handled by the caller; never reaches here.
-        RecordKind::Seal => None,
+        RecordKind::Seal | RecordKind::Batch => None,
     };
     if let Some(old) = old {
         *stale.entry(old.file).or_insert(0) += old.len as u64;
