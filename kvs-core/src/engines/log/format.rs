@@ -100,10 +100,10 @@ pub const DEADLINE_LEN: usize = 8;
 pub const MAX_KEY_LEN: usize = 1 << 20;
 /// Longest value accepted, in bytes (the same limit Redis puts on a bulk string).
 pub const MAX_VALUE_LEN: usize = 512 << 20;
-/// Most bytes of member records one batch may hold (encoded). A batch always goes whole into
-/// one file, growing it past its size limit if need be; this bounds how far (record offsets
-/// are kept in 32 bits) and how much memory a batch takes to write and to replay.
-pub const MAX_BATCH_BYTES: usize = 1 << 30;
+/// Most bytes of member records one batch may hold (encoded): 64 MiB. A batch always goes
+/// whole into one file, growing it past its size limit if need be; this bounds how far, and
+/// how much memory a batch takes to write (it is encoded in one buffer) and to replay.
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
 /// Length of a batch record's value (count, members_len, members_crc).
 pub const BATCH_VALUE_LEN: usize = 12;
 /// Length of a whole batch record, the frame in front of the members.

@@ -555,19 +555,30 @@ impl KvsEngine for KvStore {
         Ok(())
     }
 
-    /// An atomic batch of sets (see [`KvsEngine::apply_batch`]), of at most
-    /// [`MAX_BATCH_BYTES`] of records.
+    /// An atomic batch of sets (see [`KvsEngine::apply_batch`]) when its records take at most
+    /// [`MAX_BATCH_BYTES`]. A larger run is written in order as several atomic batches, each
+    /// as large as fits: a crash may then keep the first of them and not the rest (never a
+    /// later pair without every earlier one).
     fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
         self.shared._lock.check_process()?;
         self.shared.check_writable()?;
-        let ops: Vec<Op<'_>> = pairs
-            .iter()
-            .map(|&(key, value)| Op::Set {
+        let mut ops: Vec<Op<'_>> = Vec::with_capacity(pairs.len());
+        let mut size = 0usize;
+        for &(key, value) in pairs {
+            check_sizes(key, value)?;
+            let len = set_record_len(key, value, None);
+            if !ops.is_empty() && size + len > MAX_BATCH_BYTES {
+                self.write_batch(&ops)?;
+                ops.clear();
+                size = 0;
+            }
+            size += len;
+            ops.push(Op::Set {
                 key,
                 value,
                 deadline: None,
-            })
-            .collect();
+            });
+        }
         self.write_batch(&ops)
     }
 
@@ -692,8 +703,10 @@ impl KvsEngine for KvStore {
 
     /// Writes the batch as one framed run of records with one `pwrite`, then makes all of it
     /// visible in the index at once; see the module docs. A remove of a key that is not set
-    /// writes nothing, and a set with a deadline already past acts as a remove. Over
-    /// [`MAX_BATCH_BYTES`] of records: [`KvsError::InvalidArgument`], nothing written.
+    /// writes nothing, and a set with a deadline already past acts as a remove. A batch of
+    /// several operations whose records take more than [`MAX_BATCH_BYTES`] is refused with
+    /// [`KvsError::InvalidArgument`], nothing written (a batch of one is one record, as large
+    /// as a `set` may be).
     fn apply_batch(&self, batch: &WriteBatch) -> Result<()> {
         self.shared._lock.check_process()?;
         self.shared.check_writable()?;
@@ -849,7 +862,7 @@ impl KvStore {
             check_sizes(key, value)?;
             size = size.saturating_add(set_record_len(key, value, deadline));
         }
-        if size > MAX_BATCH_BYTES {
+        if ops.len() > 1 && size > MAX_BATCH_BYTES {
             return Err(batch_too_large(size));
         }
         let end = {

@@ -240,8 +240,8 @@ impl LogWriter {
     /// then every one of them, back to back in one write, all in the same file (which grows
     /// past its size limit for a batch larger than it). A single record needs no frame and
     /// is written alone. Returns where each record lies, in order; the frame is counted stale
-    /// at once. Sizes must have passed [`check_sizes`](super::format::check_sizes), and the
-    /// batch [`MAX_BATCH_BYTES`] (checked again here: over it, nothing is written).
+    /// at once. Sizes must have passed [`check_sizes`](super::format::check_sizes), and a
+    /// framed batch [`MAX_BATCH_BYTES`] (checked again here: over it, nothing is written).
     pub fn append_batch(
         &mut self,
         records: &[BatchRecord<'_>],
@@ -271,7 +271,7 @@ impl LogWriter {
         }
         let frame_len = if framed { BATCH_RECORD_LEN } else { 0 };
         let members_len = self.buf.len() - frame_len;
-        if members_len > MAX_BATCH_BYTES {
+        if framed && members_len > MAX_BATCH_BYTES {
             self.buf.clear();
             return Err(batch_too_large(members_len));
         }
