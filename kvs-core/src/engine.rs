@@ -4,6 +4,24 @@ use std::path::Path;
 
 use crate::{KeyExpiry, KvsError, Result, ScanFilter, ScanPage, WriteBatch};
 
+/// What the function given to [`KvsEngine::transaction`] reads and writes through: the store
+/// as of the transaction, with the transaction's own writes applied on top (a read after a
+/// write in the same transaction sees that write).
+pub trait Transaction {
+    /// The value of `key`, `None` if it is not set (or has expired).
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Whether `key` is set, and its deadline.
+    fn expiry(&mut self, key: &[u8]) -> Result<KeyExpiry>;
+
+    /// Sets `key` to `value` with `deadline` (`None`: no deadline; a deadline that has passed
+    /// removes the key).
+    fn set(&mut self, key: &[u8], value: &[u8], deadline: Option<u64>) -> Result<()>;
+
+    /// Removes `key`; returns whether it was set.
+    fn remove(&mut self, key: &[u8]) -> Result<bool>;
+}
+
 /// A key/value storage engine.
 ///
 /// A value of this type is a *handle*: cloning it is cheap and every clone works on the same
@@ -188,6 +206,21 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     /// even none. A cursor this engine did not return is [`KvsError::InvalidArgument`] (or
     /// silently a walk from somewhere in the store, where it cannot tell).
     fn scan_bytes(&self, cursor: u64, count: usize, filter: &ScanFilter) -> Result<ScanPage>;
+
+    /// Runs `f` as one atomic, isolated transaction: what `f` reads through the
+    /// [`Transaction`] is the store at one point in time plus `f`'s own writes, and what it
+    /// writes is applied as one batch ([`apply_batch`](KvsEngine::apply_batch): all or
+    /// nothing, seen by readers at once, acknowledged as [`set`](KvsEngine::set) is) only if
+    /// `f` returns `Ok`; an `Err` from `f` writes nothing and is returned. No other write of
+    /// the store in this process lands between `f`'s reads and its writes.
+    ///
+    /// How `f` runs depends on the engine, as for [`update_bytes`](KvsEngine::update_bytes):
+    /// `KvStore` calls it once with the writer lock held (keep it short, never use the same
+    /// store's handle from inside it); `SledKvsEngine` may call it **more than once** when a
+    /// conflicting write interleaves, keeping only the last run's writes and result.
+    fn transaction<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnMut(&mut dyn Transaction) -> Result<R>;
 
     /// Writes an online checkpoint of the store into `dest`: a consistent copy holding exactly
     /// the writes acknowledged before one point in time during the call (every write that

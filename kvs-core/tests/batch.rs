@@ -390,7 +390,7 @@ fn readers_never_see_part_of_a_batch() {
             .unwrap()
             .map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap())
     };
-    let readers: Vec<_> = (0..2)
+    let mut readers: Vec<_> = (0..2)
         .map(|_| {
             let store = store.clone();
             let done = Arc::clone(&done);
@@ -406,6 +406,20 @@ fn readers_never_see_part_of_a_batch() {
             })
         })
         .collect();
+    // And get_many_bytes reads both at one instant: always equal.
+    readers.push({
+        let store = store.clone();
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                let both = store.get_many_bytes(&[b"a", b"b"]).unwrap();
+                assert_eq!(both[0], both[1], "get_many_bytes saw part of a batch");
+                checks += 1;
+            }
+            checks
+        })
+    });
     // a is written before b in each batch: were the batch made visible record by record, a
     // reader could see the new a with the old b.
     for i in 1..=5_000u64 {

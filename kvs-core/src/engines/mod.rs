@@ -16,7 +16,9 @@ pub use self::log::{
 pub use self::sled::SledKvsEngine;
 
 use crate::data_dir::{self, DirLock, EngineKind};
-use crate::{KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, WriteBatch};
+use crate::{
+    KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, Transaction, WriteBatch,
+};
 
 /// Name of the sub-directory of a data directory that holds a sled database.
 pub const SLED_SUBDIR: &str = "sled";
@@ -210,6 +212,13 @@ impl KvsEngine for AnyEngine {
 
     fn scan_bytes(&self, cursor: u64, count: usize, filter: &ScanFilter) -> Result<ScanPage> {
         delegate!(self, e => e.scan_bytes(cursor, count, filter))
+    }
+
+    fn transaction<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnMut(&mut dyn Transaction) -> Result<R>,
+    {
+        delegate!(self, e => e.transaction(f))
     }
 }
 

@@ -8,7 +8,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::process::{self, ProcessGuard, STORE};
-use crate::{KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, WriteBatch};
+use crate::{
+    KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, Transaction, WriteBatch,
+};
 
 /// A [`KvsEngine`] backed by a `sled` database.
 ///
@@ -364,6 +366,13 @@ impl KvsEngine for SledKvsEngine {
 
     fn expiry_bytes(&self, _key: &[u8]) -> Result<KeyExpiry> {
         Err(pending("expiry_bytes"))
+    }
+
+    fn transaction<R, F>(&self, _f: F) -> Result<R>
+    where
+        F: FnMut(&mut dyn Transaction) -> Result<R>,
+    {
+        Err(pending("transaction"))
     }
 
     fn scan_bytes(&self, _cursor: u64, _count: usize, _filter: &ScanFilter) -> Result<ScanPage> {

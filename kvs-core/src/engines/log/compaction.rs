@@ -47,7 +47,7 @@ use super::log_file::{FileMap, LogFile, SeqReader};
 use super::manifest::Fingerprint;
 use super::recovery::COMPACTING_SUFFIX;
 use super::writer::log_path;
-use super::Shared;
+use super::{Shared, SWEEP_CHUNK};
 use crate::data_dir::sync_dir;
 use crate::{KvsError, Result};
 
@@ -199,7 +199,7 @@ fn output_ids_needed(live: u64, max_file_bytes: u64) -> u64 {
 /// reading taken during it, unless the system clock was set back meanwhile.)
 fn sweep_after_copy(shared: &Shared, listed_by: u64) -> Result<()> {
     let now = crate::now_millis().max(listed_by);
-    while shared.sweep_chunk(now)? > 0 {}
+    while shared.sweep_chunk(now)? == SWEEP_CHUNK {}
     Ok(())
 }
 

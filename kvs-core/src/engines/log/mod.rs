@@ -39,8 +39,6 @@ mod crash_point;
 mod durability;
 mod format;
 mod index;
-// TEMPORARY: until the index's deadline API is on this branch.
-mod index_shim;
 mod log_file;
 mod manifest;
 mod options;
@@ -60,8 +58,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use self::durability::Durability;
 use self::format::{check_sizes, set_record_len, verify_record, RecordHeader, Version};
-use self::index::{Index, LogEnd, RecordPos};
-use self::index_shim::{Change, IndexV2 as _};
+use self::index::{Change, Index, LogEnd, RecordPos};
 use self::log_file::{FileSet, LogFile};
 use self::manifest::Manifest;
 use self::writer::{
@@ -70,7 +67,7 @@ use self::writer::{
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{
     is_expired, now_millis, BatchOp, KeyExpiry, KvsEngine, KvsError, Result, ScanFilter,
-    ScanPage, WriteBatch,
+    ScanPage, Transaction, WriteBatch,
 };
 
 pub(crate) use self::format::FILE_MAGIC;
@@ -370,6 +367,12 @@ impl KvStore {
         compaction::compact(&self.shared)
     }
 
+    /// How many keys have a deadline that has not passed (what Redis's `INFO` reports as
+    /// `expires=`).
+    pub fn expiring_len(&self) -> usize {
+        self.shared.index.expiring_len()
+    }
+
     /// Statistics about the log files.
     pub fn disk_stats(&self) -> DiskStats {
         let writer = self.shared.lock_writer();
@@ -402,13 +405,10 @@ fn spawn_sweeper(shared: Arc<Shared>, stop: Receiver<()>) -> Result<JoinHandle<(
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
-            if shared.index.expiring_len() == 0 {
-                continue;
-            }
             let now = now_millis();
             while !shared.closing.load(Ordering::SeqCst) {
                 match shared.sweep_chunk(now) {
-                    Ok(0) => break,
+                    Ok(removed) if removed < SWEEP_CHUNK => break,
                     Ok(_) => {}
                     Err(e) => {
                         // The store refuses writes (poisoned): nothing more to count.
@@ -496,7 +496,19 @@ impl Shared {
     /// Calls `f` with the value of `key` (`None` if it is not set), checked, straight from
     /// its log file: nothing is copied unless `f` copies it.
     fn with_value<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
-        self.index.get_with(key, |found| match found {
+        self.index
+            .get_with(key, |found| self.with_found_value(key, found, f))
+    }
+
+    /// Calls `f` with the value of `key` from what the index found for it (see
+    /// [`Index::get_with`]).
+    fn with_found_value<R>(
+        &self,
+        key: &[u8],
+        found: Option<(RecordPos, Option<&LogFile>)>,
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
+        match found {
             None => Ok(f(None)),
             Some((pos, Some(file))) => self.with_record(file, pos, Some(key), |record, header| {
                 f(Some(&record[header.value_start()..]))
@@ -506,14 +518,14 @@ impl Shared {
                 offset: pos.offset as u64,
                 reason: "the index points into a log file that is not open".into(),
             }),
-        })
+        }
     }
 }
 
 impl Shared {
     /// Removes up to [`SWEEP_CHUNK`] keys whose deadline is `now` or earlier from the index,
-    /// under the writer lock, counting their records stale; returns how many (0: none left
-    /// due).
+    /// under the writer lock, counting their records stale; returns how many (fewer than
+    /// [`SWEEP_CHUNK`]: none is left due).
     fn sweep_chunk(&self, now: u64) -> Result<usize> {
         let mut writer = self.lock_writer();
         writer.check_usable()?;
@@ -729,8 +741,19 @@ impl KvsEngine for KvStore {
         self.write_batch(&ops)
     }
 
-    fn get_many_bytes(&self, _keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        Err(pending("get_many_bytes"))
+    /// Looks every key up with the shards they live in read-locked together (see
+    /// [`Index::get_with_many`]): writes of those shards wait while the values are copied.
+    fn get_many_bytes(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.shared._lock.check_process()?;
+        let shared = &*self.shared;
+        shared.index.get_with_many(keys, |found| {
+            keys.iter()
+                .zip(found)
+                .map(|(key, &entry)| {
+                    shared.with_found_value(key, entry, |value| value.map(<[u8]>::to_vec))
+                })
+                .collect()
+        })
     }
 
     fn set_with_deadline_bytes(&self, key: &[u8], value: &[u8], deadline: u64) -> Result<()> {
@@ -806,8 +829,20 @@ impl KvsEngine for KvStore {
         Ok(self.shared.index.deadline(key))
     }
 
-    fn scan_bytes(&self, _cursor: u64, _count: usize, _filter: &ScanFilter) -> Result<ScanPage> {
-        Err(pending("scan_bytes"))
+    fn transaction<R, F>(&self, _f: F) -> Result<R>
+    where
+        F: FnMut(&mut dyn Transaction) -> Result<R>,
+    {
+        Err(pending("transaction"))
+    }
+
+    /// Walks the index's hash tables bucket by bucket (see `index.rs` for the cursor and why
+    /// the walk keeps SCAN's guarantees); keys are copied, values never read. As in Redis,
+    /// every cursor is accepted: one no walk returned goes on from wherever it points.
+    fn scan_bytes(&self, cursor: u64, count: usize, filter: &ScanFilter) -> Result<ScanPage> {
+        self.shared._lock.check_process()?;
+        let (next, keys) = self.shared.index.scan(cursor, count, filter);
+        Ok(ScanPage { cursor: next, keys })
     }
 }
 
@@ -833,10 +868,12 @@ impl KvStore {
         let pos = writer.append_set(key, value, deadline, &shared.files, &shared.index)?;
         // An index over 128 GiB of keys is the only way this fails; the record is then in
         // the log without being acknowledged, as if the process had died right after it.
-        let old = shared
-            .index
-            .insert_with_deadline(key, pos, deadline)
-            .map_err(|_| index_full())?;
+        let old = match deadline {
+            // A plain set clears any deadline the key had.
+            None => shared.index.insert(key, pos),
+            Some(_) => shared.index.insert_with_deadline(key, pos, deadline),
+        }
+        .map_err(|_| index_full())?;
         if let Some(old) = old {
             writer.add_stale(old.file, old.len as u64);
             writer.maybe_request_compaction(shared);

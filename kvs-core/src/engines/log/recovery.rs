@@ -65,7 +65,6 @@ use std::path::{Path, PathBuf};
 
 use super::format::{RecordKind, Version, FILE_MAGIC, FILE_MAGIC_V1};
 use super::index::{Index, RecordPos};
-use super::index_shim::IndexV2 as _;
 use super::manifest::{
     self, parse_id, FileState, Fingerprint, Manifest, MANIFEST_FILE, MANIFEST_TMP,
 };
