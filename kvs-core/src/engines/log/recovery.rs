@@ -26,8 +26,9 @@
 //!
 //! # Torn tail or corruption
 //!
-//! Each record is written with one `pwrite`, header first, at the end of the newest file; a
-//! crash leaves a prefix of it, followed by nothing or (file extended ahead) by zeros. So after
+//! Each record (or batch: its batch record and every member, see `format.rs`) is written with
+//! one `pwrite`, header first, at the end of the newest file; a crash leaves a prefix of it,
+//! followed by nothing or (file extended ahead) by zeros. So after
 //! a crash nothing valid starts after the end of the record being written, while the bytes
 //! *inside* it are its key and value, which may hold anything, kvs records included (a value
 //! may be a copy of a log file). What the bad record's header says decides where to look:
@@ -37,8 +38,15 @@
 //! - The header decodes and the extent lies inside the file, but the checksum fails: a partial
 //!   write into a file extended ahead. A torn tail only if no valid record starts at or after
 //!   the end of the extent; otherwise corruption.
-//! - The header does not decode (or fewer bytes than a header are left): garbage of unknown
-//!   length. A torn tail only if no valid record starts anywhere after its first byte.
+//! - The header does not decode (or fewer bytes than a header are left, or, version 2, it fails
+//!   its own checksum): garbage of unknown length. A torn tail only if no valid record starts
+//!   anywhere after its first byte.
+//! - A batch is judged as one record whose extent is the batch record and its members: one that
+//!   runs past the end of the file is torn; a bad member inside the file makes the batch bad
+//!   with that extent. Either way all of the batch goes, or open fails at the batch's offset.
+//!
+//! Before any of this, a whole valid record of the *other* format version where the bad record
+//! starts means the file header's version byte is damaged: corruption, never a torn tail.
 //!
 //! The scan for a valid record has no size limit and does not hold the rest of the file: it
 //! reads chunks, and checks a candidate's checksum by reading its extent in chunks too. A file
@@ -48,14 +56,19 @@
 //! way, so a 512 MiB value is not held in memory to be checked (see `reader.rs`, which reads
 //! the records and says what is wrong with a bad one; this file decides what that means).
 //!
-//! **The blind spot** of format version 1: nothing checks a header before the record it
-//! declares is read. A bit flip in a length field of one of the last records of the newest file
-//! (those within one maximum record length of its end) that declares an extent running past
-//! the end of the file, or over every record after it, is indistinguishable from a torn write
-//! of that record: it is cut off with the records its extent covers, with a warning, where a
-//! perfect check would refuse to open. A future format version with a checksum over the header
-//! closes it. A flip anywhere else fails the record's checksum: corruption if any record
-//! follows it, a torn tail (that record lost, nothing else) if it is the last.
+//! **Damaged headers.** In format version 2 every header has its own checksum: a bit flip in a
+//! length field fails it, so the header is garbage of unknown length, and the records after it
+//! make it corruption; it never passes for a long record being written. Version 1 has no such
+//! check, and keeps its **blind spot** (for files of release 0.1.0 until compaction rewrites
+//! them): a flip in a length field of one of the last records of the newest file (those within
+//! one maximum record length of its end) that declares an extent running past the end of the
+//! file, or over every record after it, is indistinguishable from a torn write of that record:
+//! it is cut off with the records its extent covers, with a warning, where a perfect check would
+//! refuse to open. In either version a flip anywhere else fails a checksum: corruption if any
+//! record follows it, a torn tail (that record lost, nothing else) if it is the last.
+//!
+//! A set record is replayed with its deadline, one that has passed included: the index hides
+//! it from every read, and the sweeper removes it once the store is open (see `mod.rs`).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
