@@ -392,3 +392,25 @@ fn check_gone(dir: &Path) {
     assert_eq!(get(&store, "k"), None);
     assert_eq!(store.len().unwrap(), 0);
 }
+
+#[test]
+fn sweep_expired_removes_the_expired_keys_at_once() {
+    let dir = TempDir::new().unwrap();
+    // The background sweeper does not run during the test: only the explicit sweep does.
+    let options = KvStoreOptions::default().sweep_interval(Duration::from_secs(3_600));
+    let store = KvStore::open_with(dir.path(), options).unwrap();
+    let deadline = now_millis() + 300;
+    for i in 0..10 {
+        store
+            .set_with_deadline_bytes(format!("e{i}").as_bytes(), b"v", deadline)
+            .unwrap();
+    }
+    store.set_with_deadline_bytes(b"later", b"v", far()).unwrap();
+    wait_past(deadline);
+    let stale = store.disk_stats().stale_bytes;
+    assert_eq!(store.sweep_expired().unwrap(), 10);
+    assert_eq!(store.disk_stats().stale_bytes, stale + 10 * (17 + 8 + 2 + 1));
+    assert_eq!(store.sweep_expired().unwrap(), 0);
+    assert_eq!(store.expiring_len(), 1);
+    assert_eq!(store.len().unwrap(), 1);
+}

@@ -199,6 +199,8 @@ fn output_ids_needed(live: u64, max_file_bytes: u64) -> u64 {
 /// reading taken during it, unless the system clock was set back meanwhile.)
 fn sweep_after_copy(shared: &Shared, listed_by: u64) -> Result<()> {
     let now = crate::now_millis().max(listed_by);
+    // Not `sweep_all`: it stops when the store starts closing, and these keys must go before
+    // their files are deleted.
     while shared.sweep_chunk(now)? == SWEEP_CHUNK {}
     Ok(())
 }

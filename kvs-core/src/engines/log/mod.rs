@@ -14,7 +14,7 @@
 //! new deadline ([`KvsEngine::expire_at_bytes`], [`KvsEngine::persist_bytes`]) rewrites its
 //! record with its value and the new deadline: it costs a write of the value's size. A second
 //! background thread, the **sweeper**, removes expired keys from the index every
-//! [`SWEEP_INTERVAL`], [`SWEEP_CHUNK`] keys at a time under the writer lock (so writers wait at
+//! [`KvStoreOptions::sweep_interval`] (100 ms), [`SWEEP_CHUNK`] keys at a time under the writer lock (so writers wait at
 //! most one chunk), counting their records stale so that compaction reclaims them. Compaction
 //! never copies a key that had expired, and an expired record never comes back on replay: its
 //! deadline is in it.
@@ -52,7 +52,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
@@ -73,8 +72,6 @@ use crate::{
 pub(crate) use self::format::FILE_MAGIC;
 pub use self::format::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN};
 
-/// How often the sweeper looks for expired keys.
-pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// How many expired keys the sweeper removes per hold of the writer lock.
 pub const SWEEP_CHUNK: usize = 1024;
 pub use self::options::{KvStoreOptions, RecoveryMode, SyncPolicy};
@@ -367,6 +364,15 @@ impl KvStore {
         compaction::compact(&self.shared)
     }
 
+    /// Removes every expired key from the index now, counting its record stale, as the
+    /// sweeper does every [`KvStoreOptions::sweep_interval`]; returns how many. Reads hide
+    /// expired keys without this: it only makes their space reclaimable sooner.
+    pub fn sweep_expired(&self) -> Result<usize> {
+        self.shared._lock.check_process()?;
+        self.shared.check_writable()?;
+        self.shared.sweep_all(now_millis())
+    }
+
     /// How many keys have a deadline that has not passed (what Redis's `INFO` reports as
     /// `expires=`).
     pub fn expiring_len(&self) -> usize {
@@ -395,27 +401,20 @@ pub struct DiskStats {
     pub files: usize,
 }
 
-/// The sweeper (see the module docs): every [`SWEEP_INTERVAL`], removes every key then due, a
-/// chunk at a time, until none is left or the store closes.
+/// The sweeper (see the module docs): every [`KvStoreOptions::sweep_interval`], removes every
+/// key then due, a chunk at a time, until none is left or the store closes.
 fn spawn_sweeper(shared: Arc<Shared>, stop: Receiver<()>) -> Result<JoinHandle<()>> {
+    let interval = shared.options.sweep_interval;
     std::thread::Builder::new()
         .name("kvs-sweeper".into())
         .spawn(move || loop {
-            match stop.recv_timeout(SWEEP_INTERVAL) {
+            match stop.recv_timeout(interval) {
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
-            let now = now_millis();
-            while !shared.closing.load(Ordering::SeqCst) {
-                match shared.sweep_chunk(now) {
-                    Ok(removed) if removed < SWEEP_CHUNK => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        // The store refuses writes (poisoned): nothing more to count.
-                        log::debug!("sweep of {} stopped: {e}", shared.dir.display());
-                        break;
-                    }
-                }
+            if let Err(e) = shared.sweep_all(now_millis()) {
+                // The store refuses writes (poisoned): nothing more to count.
+                log::debug!("sweep of {} stopped: {e}", shared.dir.display());
             }
         })
         .map_err(KvsError::Io)
@@ -523,6 +522,21 @@ impl Shared {
 }
 
 impl Shared {
+    /// Removes every key whose deadline is `now` or earlier from the index, a chunk at a time
+    /// (the writer lock is let go between chunks), until none is left due or the store closes;
+    /// returns how many it removed.
+    fn sweep_all(&self, now: u64) -> Result<usize> {
+        let mut total = 0;
+        while !self.closing.load(Ordering::SeqCst) {
+            let removed = self.sweep_chunk(now)?;
+            total += removed;
+            if removed < SWEEP_CHUNK {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
     /// Removes up to [`SWEEP_CHUNK`] keys whose deadline is `now` or earlier from the index,
     /// under the writer lock, counting their records stale; returns how many (fewer than
     /// [`SWEEP_CHUNK`]: none is left due).
