@@ -120,13 +120,19 @@ fn a_batch_over_the_limit_is_refused_and_writes_nothing() {
     let mut one = WriteBatch::new();
     one.set(b"big", &vec![1u8; MAX_BATCH_BYTES + 1]);
     store.apply_batch(&one).unwrap();
-    assert_eq!(store.get_bytes(b"big").unwrap().map(|v| v.len()), Some(MAX_BATCH_BYTES + 1));
+    assert_eq!(
+        store.get_bytes(b"big").unwrap().map(|v| v.len()),
+        Some(MAX_BATCH_BYTES + 1)
+    );
     // set_many_bytes of as much writes it as several batches, in order.
     store
         .set_many_bytes(&[(b"x", &half), (b"y", &half), (b"z", b"last")])
         .unwrap();
     assert_eq!(get(&store, "z").as_deref(), Some("last"));
-    assert_eq!(store.get_bytes(b"y").unwrap().map(|v| v.len()), Some(half.len()));
+    assert_eq!(
+        store.get_bytes(b"y").unwrap().map(|v| v.len()),
+        Some(half.len())
+    );
 }
 
 #[test]
@@ -143,11 +149,17 @@ fn a_batch_larger_than_a_log_file_goes_whole_into_one_file() {
     }
     store.apply_batch(&batch).unwrap();
     let newest = newest_log(dir.path());
-    assert!(fs::metadata(&newest).unwrap().len() > 20 * 1000, "the file grew past 4096");
+    assert!(
+        fs::metadata(&newest).unwrap().len() > 20 * 1000,
+        "the file grew past 4096"
+    );
     drop(store);
     let store = KvStore::open_with(dir.path(), options).unwrap();
     for key in &keys {
-        assert_eq!(store.get_bytes(key.as_bytes()).unwrap(), Some(value.clone()));
+        assert_eq!(
+            store.get_bytes(key.as_bytes()).unwrap(),
+            Some(value.clone())
+        );
     }
     // And writes go on after it, in a new file.
     store.set("after".into(), "2".into()).unwrap();
@@ -202,7 +214,11 @@ fn a_batch_cut_at_any_byte_is_all_there_or_not_at_all() {
                 let expected = whole.then(|| "v".repeat(i * 7 + 1));
                 assert_eq!(get(&store, &format!("b{i}")), expected, "{what}: b{i}");
             }
-            assert_eq!(get(&store, "gone"), (!whole).then(|| "x".to_string()), "{what}");
+            assert_eq!(
+                get(&store, "gone"),
+                (!whole).then(|| "x".to_string()),
+                "{what}"
+            );
             assert_eq!(get(&store, "ttl"), whole.then(|| "t".to_string()), "{what}");
             assert_eq!(store.len().unwrap(), if whole { 7 } else { 2 }, "{what}");
             // The torn batch was cut off whole; the store writes on after it.
@@ -286,9 +302,10 @@ fn batch_child_writer() {
             let value = format!("{n}-{}", "p".repeat(((n * 31 + j * 17) % 200) as usize));
             batch.set(format!("c{cycle}-g{j}").as_bytes(), value.as_bytes());
         }
-        batch
-            .remove(format!("c{cycle}-r{}", n - 1).as_bytes())
-            .set(format!("c{cycle}-r{n}").as_bytes(), n.to_string().as_bytes());
+        batch.remove(format!("c{cycle}-r{}", n - 1).as_bytes()).set(
+            format!("c{cycle}-r{n}").as_bytes(),
+            n.to_string().as_bytes(),
+        );
         writeln!(out, "batch {n}").expect("stdout");
         out.flush().expect("stdout");
         store.apply_batch(&batch).expect("apply_batch");
@@ -336,7 +353,10 @@ fn batch_in_store(store: &KvStore, cycle: u64) -> u64 {
         seen.push(value.split('-').next().unwrap().parse::<u64>().unwrap());
     }
     let n = seen[0];
-    assert!(seen.iter().all(|&m| m == n), "cycle {cycle}: part of a batch: {seen:?}");
+    assert!(
+        seen.iter().all(|&m| m == n),
+        "cycle {cycle}: part of a batch: {seen:?}"
+    );
     assert_eq!(get(store, &format!("c{cycle}-r{n}")), Some(n.to_string()));
     assert_eq!(get(store, &format!("c{cycle}-r{}", n - 1)), None);
     let r_keys = store
@@ -425,7 +445,9 @@ fn readers_never_see_part_of_a_batch() {
     for i in 1..=5_000u64 {
         let mut batch = WriteBatch::new();
         let value = i.to_string();
-        batch.set(b"a", value.as_bytes()).set(b"b", value.as_bytes());
+        batch
+            .set(b"a", value.as_bytes())
+            .set(b"b", value.as_bytes());
         store.apply_batch(&batch).unwrap();
     }
     done.store(true, Ordering::SeqCst);
@@ -479,10 +501,17 @@ fn compaction_during_batches_keeps_everything() {
     let check = |store: &KvStore, when: &str| {
         assert_eq!(store.len().unwrap(), model.len(), "{when}");
         for (key, value) in &model {
-            assert_eq!(store.get_bytes(key).unwrap().as_ref(), Some(value), "{when}");
+            assert_eq!(
+                store.get_bytes(key).unwrap().as_ref(),
+                Some(value),
+                "{when}"
+            );
         }
     };
     check(&store, "before reopen");
     drop(store);
-    check(&KvStore::open_with(dir.path(), options).unwrap(), "after reopen");
+    check(
+        &KvStore::open_with(dir.path(), options).unwrap(),
+        "after reopen",
+    );
 }

@@ -47,7 +47,9 @@ fn scanned(store: &KvStore) -> Vec<Vec<u8>> {
     let mut keys = Vec::new();
     let mut cursor = 0;
     loop {
-        let page = store.scan_bytes(cursor, 100, &ScanFilter::default()).unwrap();
+        let page = store
+            .scan_bytes(cursor, 100, &ScanFilter::default())
+            .unwrap();
         keys.extend(page.keys);
         cursor = page.cursor;
         if cursor == 0 {
@@ -66,7 +68,9 @@ fn every_read_hides_an_expired_key_at_once() {
     store.set("plain".into(), "p".into()).unwrap();
     let deadline = now_millis() + 1_500;
     for key in ["e1", "e2", "e3", "e4", "e5"] {
-        store.set_with_deadline_bytes(key.as_bytes(), b"v", deadline).unwrap();
+        store
+            .set_with_deadline_bytes(key.as_bytes(), b"v", deadline)
+            .unwrap();
     }
     // Before the deadline (checked after the read: if the clock had not passed it then, the
     // read must have seen the key).
@@ -88,12 +92,17 @@ fn every_read_hides_an_expired_key_at_once() {
     assert_eq!(store.expiry_bytes(b"e1").unwrap(), KeyExpiry::Missing);
     assert!(!store.expire_at_bytes(b"e1", far()).unwrap());
     assert!(!store.persist_bytes(b"e1").unwrap());
-    assert!(matches!(store.remove_bytes(b"e1"), Err(KvsError::KeyNotFound)));
+    assert!(matches!(
+        store.remove_bytes(b"e1"),
+        Err(KvsError::KeyNotFound)
+    ));
     // Compare-and-set and update see it missing.
     assert!(!store
         .compare_and_set_bytes(b"e2", Some(b"v"), Some(b"w"))
         .unwrap());
-    assert!(store.compare_and_set_bytes(b"e2", None, Some(b"new")).unwrap());
+    assert!(store
+        .compare_and_set_bytes(b"e2", None, Some(b"new"))
+        .unwrap());
     assert_eq!(get(&store, "e2").as_deref(), Some("new"));
     // A key created by compare-and-set has no deadline.
     assert_eq!(store.expiry_bytes(b"e2").unwrap(), KeyExpiry::Never);
@@ -122,7 +131,9 @@ fn deadlines_are_kept_by_compare_and_set_and_update_and_cleared_by_set() {
     let d = far();
     store.set_with_deadline_bytes(b"k", b"1", d).unwrap();
     assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::At(d));
-    assert!(store.compare_and_set_bytes(b"k", Some(b"1"), Some(b"2")).unwrap());
+    assert!(store
+        .compare_and_set_bytes(b"k", Some(b"1"), Some(b"2"))
+        .unwrap());
     assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::At(d));
     store
         .update_bytes(b"k", |v| v.map(|v| [v, b"3"].concat()))
@@ -131,18 +142,29 @@ fn deadlines_are_kept_by_compare_and_set_and_update_and_cleared_by_set() {
     assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::At(d));
     drop(store);
     let store = KvStore::open(dir.path()).unwrap();
-    assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::At(d), "after reopen");
+    assert_eq!(
+        store.expiry_bytes(b"k").unwrap(),
+        KeyExpiry::At(d),
+        "after reopen"
+    );
     // expire and persist rewrite the record with the new deadline.
     let d2 = d + 1_000;
     assert!(store.expire_at_bytes(b"k", d2).unwrap());
     assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::At(d2));
     assert!(store.persist_bytes(b"k").unwrap());
-    assert!(!store.persist_bytes(b"k").unwrap(), "no deadline left to remove");
+    assert!(
+        !store.persist_bytes(b"k").unwrap(),
+        "no deadline left to remove"
+    );
     assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::Never);
     assert_eq!(get(&store, "k").as_deref(), Some("23"));
     assert!(store.expire_at_bytes(b"k", d2).unwrap());
     store.set("k".into(), "plain".into()).unwrap();
-    assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::Never, "set clears it");
+    assert_eq!(
+        store.expiry_bytes(b"k").unwrap(),
+        KeyExpiry::Never,
+        "set clears it"
+    );
     assert!(!store.expire_at_bytes(b"missing", d).unwrap());
     assert_eq!(store.expiry_bytes(b"missing").unwrap(), KeyExpiry::Missing);
     // A deadline already past removes the key, and says it was there.
@@ -184,14 +206,25 @@ fn deadlines_survive_compaction_and_reopen() {
             } else {
                 KeyExpiry::Never
             };
-            assert_eq!(store.expiry_bytes(format!("k{i}").as_bytes()).unwrap(), expected, "{when}");
-            assert_eq!(get(store, &format!("k{i}")).as_deref(), Some("second"), "{when}");
+            assert_eq!(
+                store.expiry_bytes(format!("k{i}").as_bytes()).unwrap(),
+                expected,
+                "{when}"
+            );
+            assert_eq!(
+                get(store, &format!("k{i}")).as_deref(),
+                Some("second"),
+                "{when}"
+            );
         }
     };
     store.compact().unwrap();
     check(&store, "after compaction");
     drop(store);
-    check(&KvStore::open_with(dir.path(), options).unwrap(), "after reopen");
+    check(
+        &KvStore::open_with(dir.path(), options).unwrap(),
+        "after reopen",
+    );
 }
 
 #[test]
@@ -358,7 +391,9 @@ fn deadlines_survive_kill_9() {
         );
     }
     // The one in flight is there with its deadline, or not at all.
-    let next = store.expiry_bytes(format!("k{}", acked + 1).as_bytes()).unwrap();
+    let next = store
+        .expiry_bytes(format!("k{}", acked + 1).as_bytes())
+        .unwrap();
     assert!(
         next == KeyExpiry::Missing || next == KeyExpiry::At(base + acked + 1),
         "{next:?}"
@@ -376,7 +411,9 @@ fn a_key_expired_while_the_store_was_down_stays_gone() {
     {
         let store = KvStore::open(dir.path()).unwrap();
         store.set("k".into(), "older".into()).unwrap();
-        store.set_with_deadline_bytes(b"k", b"newer", deadline).unwrap();
+        store
+            .set_with_deadline_bytes(b"k", b"newer", deadline)
+            .unwrap();
         // Dropped without the deadline having passed: nothing but the record says it expires.
     }
     wait_past(deadline);
@@ -405,11 +442,16 @@ fn sweep_expired_removes_the_expired_keys_at_once() {
             .set_with_deadline_bytes(format!("e{i}").as_bytes(), b"v", deadline)
             .unwrap();
     }
-    store.set_with_deadline_bytes(b"later", b"v", far()).unwrap();
+    store
+        .set_with_deadline_bytes(b"later", b"v", far())
+        .unwrap();
     wait_past(deadline);
     let stale = store.disk_stats().stale_bytes;
     assert_eq!(store.sweep_expired().unwrap(), 10);
-    assert_eq!(store.disk_stats().stale_bytes, stale + 10 * (17 + 8 + 2 + 1));
+    assert_eq!(
+        store.disk_stats().stale_bytes,
+        stale + 10 * (17 + 8 + 2 + 1)
+    );
     assert_eq!(store.sweep_expired().unwrap(), 0);
     assert_eq!(store.expiring_len(), 1);
     assert_eq!(store.len().unwrap(), 1);

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 mod support;
 
-use kvs::{now_millis, AnyEngine, EngineKind, KeyExpiry, KvStore, KvStoreOptions, KvsEngine, WriteBatch};
+use kvs::{
+    now_millis, AnyEngine, EngineKind, KeyExpiry, KvStore, KvStoreOptions, KvsEngine, WriteBatch,
+};
 
 /// The workload every fixture holds: several log files (small files), overwrites, removes,
 /// binary keys and values, an empty value, and one value larger than a file.
@@ -135,7 +137,10 @@ const FAR_DEADLINE: u64 = 4_102_444_800_000;
 fn apply_workload_0_2_0(store: &KvStore) {
     let mut batch = WriteBatch::new();
     for i in 0..40u32 {
-        batch.set(format!("batch-{i:02}").as_bytes(), format!("b{i}").as_bytes());
+        batch.set(
+            format!("batch-{i:02}").as_bytes(),
+            format!("b{i}").as_bytes(),
+        );
     }
     // Removes of keys set and not set; a set with a deadline.
     batch.remove(b"key-000").remove(b"never-set");
@@ -152,7 +157,9 @@ fn apply_workload_0_2_0(store: &KvStore) {
             .unwrap();
     }
     assert!(store.expire_at_bytes(b"key-001", FAR_DEADLINE).unwrap());
-    store.set_with_deadline_bytes(b"persisted", b"p", FAR_DEADLINE).unwrap();
+    store
+        .set_with_deadline_bytes(b"persisted", b"p", FAR_DEADLINE)
+        .unwrap();
     assert!(store.persist_bytes(b"persisted").unwrap());
     let soon = now_millis() + 1_000;
     for i in 0..20u32 {
@@ -162,7 +169,9 @@ fn apply_workload_0_2_0(store: &KvStore) {
     }
     // An older value under an expiring one: it must not come back either.
     store.set("key-002".into(), "older".into()).unwrap();
-    store.set_with_deadline_bytes(b"key-002", b"newer", soon).unwrap();
+    store
+        .set_with_deadline_bytes(b"key-002", b"newer", soon)
+        .unwrap();
     while now_millis() <= soon {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -182,7 +191,10 @@ fn model_0_2_0() -> BTreeMap<Vec<u8>, (Vec<u8>, KeyExpiry)> {
     }
     model.remove(&b"key-000"[..]);
     model.remove(&b"key-002"[..]);
-    model.insert(b"ttl-far-batch".to_vec(), (b"far".to_vec(), KeyExpiry::At(FAR_DEADLINE)));
+    model.insert(
+        b"ttl-far-batch".to_vec(),
+        (b"far".to_vec(), KeyExpiry::At(FAR_DEADLINE)),
+    );
     for i in 0..6u32 {
         model.insert(
             format!("big-batch-{i}").into_bytes(),
@@ -207,12 +219,26 @@ fn assert_holds_model_0_2_0(store: &KvStore) {
     assert_eq!(store.len().unwrap(), model.len());
     for (key, (value, expiry)) in &model {
         let name = String::from_utf8_lossy(key);
-        assert_eq!(store.get_bytes(key).unwrap().as_ref(), Some(value), "{name}");
+        assert_eq!(
+            store.get_bytes(key).unwrap().as_ref(),
+            Some(value),
+            "{name}"
+        );
         assert_eq!(store.expiry_bytes(key).unwrap(), *expiry, "{name}");
     }
-    for key in ["key-000", "key-002", "never-set", "ttl-past-00", "ttl-past-19"] {
+    for key in [
+        "key-000",
+        "key-002",
+        "never-set",
+        "ttl-past-00",
+        "ttl-past-19",
+    ] {
         assert_eq!(store.get_bytes(key.as_bytes()).unwrap(), None, "{key}");
-        assert_eq!(store.expiry_bytes(key.as_bytes()).unwrap(), KeyExpiry::Missing, "{key}");
+        assert_eq!(
+            store.expiry_bytes(key.as_bytes()).unwrap(),
+            KeyExpiry::Missing,
+            "{key}"
+        );
     }
 }
 
@@ -226,7 +252,10 @@ fn kvs_store_of_release_0_2_0_opens_with_every_key_and_deadline() {
         store.set_bytes(b"written-later", b"new").unwrap();
     }
     let store = KvStore::open(tmp.path()).unwrap();
-    assert_eq!(store.get_bytes(b"written-later").unwrap(), Some(b"new".to_vec()));
+    assert_eq!(
+        store.get_bytes(b"written-later").unwrap(),
+        Some(b"new".to_vec())
+    );
     assert_eq!(store.len().unwrap(), model_0_2_0().len() + 1);
     store.remove_bytes(b"written-later").unwrap();
     // Compaction drops the expired records and keeps every deadline.
@@ -253,7 +282,10 @@ fn kvs_store_of_release_0_2_0_is_of_format_version_2() {
     }
     assert!(support::log_files(&fixture("v0.2.0", "kvs")).len() >= 3);
     for kind in [0x11, 0x12, 0x13, 0x14, 0x15] {
-        assert!(kinds.contains_key(&kind), "no record of kind {kind:#x}: {kinds:?}");
+        assert!(
+            kinds.contains_key(&kind),
+            "no record of kind {kind:#x}: {kinds:?}"
+        );
     }
 }
 
@@ -269,7 +301,10 @@ fn a_store_of_release_0_1_0_writes_on_in_a_version_2_file() {
     }
     let after = support::log_files(tmp.path());
     assert_eq!(after.len(), before.len() + 1);
-    assert_eq!(&fs::read(after.last().unwrap()).unwrap()[..8], b"kvs-log\x02");
+    assert_eq!(
+        &fs::read(after.last().unwrap()).unwrap()[..8],
+        b"kvs-log\x02"
+    );
     // The old active file kept its records and got a version-1 seal (kind 3, its offset).
     let sealed = fs::read(&before[before.len() - 1]).unwrap();
     assert_eq!(&sealed[..old_active.len()], &old_active[..]);
@@ -277,7 +312,10 @@ fn a_store_of_release_0_1_0_writes_on_in_a_version_2_file() {
     assert_eq!(seal.len(), 21);
     assert_eq!(seal[4], 3);
     assert_eq!(&seal[13..], &(old_active.len() as u64).to_le_bytes());
-    assert_eq!(seal, support::v1_record(3, b"", &(old_active.len() as u64).to_le_bytes()));
+    assert_eq!(
+        seal,
+        support::v1_record(3, b"", &(old_active.len() as u64).to_le_bytes())
+    );
     let engine = AnyEngine::open(tmp.path(), Some(EngineKind::Kvs)).unwrap();
     assert_holds_model_plus(&engine);
 }

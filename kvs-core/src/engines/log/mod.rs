@@ -56,7 +56,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use self::durability::Durability;
-use self::format::{check_sizes, set_record_len, verify_record, RecordHeader, Version};
+use self::format::{check_sizes, set_record_len, verify_record_at_read, RecordHeader, Version};
 use self::index::{Change, Index, LogEnd, RecordPos};
 use self::log_file::{FileSet, LogFile};
 use self::manifest::Manifest;
@@ -65,8 +65,8 @@ use self::writer::{
 };
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{
-    is_expired, now_millis, BatchOp, KeyExpiry, KvsEngine, KvsError, Result, ScanFilter,
-    ScanPage, Transaction, WriteBatch,
+    is_expired, now_millis, BatchOp, KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage,
+    Transaction, WriteBatch,
 };
 
 pub(crate) use self::format::FILE_MAGIC;
@@ -463,7 +463,7 @@ impl Shared {
         };
         let checked = file
             .with_bytes(pos.offset as u64, pos.len as usize, |record| {
-                let header = verify_record(record).map_err(|e| e.to_string())?;
+                let header = verify_record_at_read(record).map_err(|e| e.to_string())?;
                 if let Some(key) = key {
                     if record.get(header.key_start()..header.value_start()) != Some(key) {
                         return Err("record holds another key than the index says".to_string());
@@ -920,6 +920,13 @@ impl KvStore {
             let mut writer = shared.lock_writer();
             writer.check_usable()?;
             let now = now_millis();
+            let is_remove = |op: &Op<'_>| match *op {
+                Op::Set { deadline, .. } => deadline.is_some_and(|d| is_expired(d, now)),
+                Op::Remove { .. } => true,
+            };
+            // Only a remove needs to know whether its key is set; a batch of sets (the common
+            // case, `set_many_bytes`) keeps no map.
+            let track = ops.iter().any(is_remove);
             // Whether each key the batch touched is set after the ops so far (keys it has not
             // touched: as the index says).
             let mut set_now = std::collections::HashMap::<&[u8], bool>::new();
@@ -930,13 +937,15 @@ impl KvStore {
                         key,
                         value,
                         deadline,
-                    } if !deadline.is_some_and(|d| is_expired(d, now)) => {
+                    } if !is_remove(op) => {
                         records.push(BatchRecord::Set {
                             key,
                             value,
                             deadline,
                         });
-                        set_now.insert(key, true);
+                        if track {
+                            set_now.insert(key, true);
+                        }
                     }
                     // A remove, or a set whose deadline has passed: a remove, if the key is set.
                     Op::Set { key, .. } | Op::Remove { key } => {
@@ -960,7 +969,9 @@ impl KvStore {
                     .iter()
                     .zip(&positions)
                     .map(|(record, &pos)| match *record {
-                        BatchRecord::Set { key, deadline, .. } => Change::Put { key, pos, deadline },
+                        BatchRecord::Set { key, deadline, .. } => {
+                            Change::Put { key, pos, deadline }
+                        }
                         BatchRecord::Remove { key } => Change::Remove { key },
                     })
                     .collect();
@@ -976,7 +987,9 @@ impl KvStore {
                     }
                 }
                 writer.maybe_request_compaction(shared);
-                positions.last().map_or(writer.sync_target().1, RecordPos::end)
+                positions
+                    .last()
+                    .map_or(writer.sync_target().1, RecordPos::end)
             }
         };
         self.wait_written(end)

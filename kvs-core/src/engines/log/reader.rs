@@ -474,7 +474,9 @@ impl<'a> LogReader<'a> {
         // empty).
         let keep = match header.kind {
             RecordKind::Seal | RecordKind::Batch => header.value_start()..header.record_len(),
-            RecordKind::Set | RecordKind::Remove => header.version.header_len()..header.value_start(),
+            RecordKind::Set | RecordKind::Remove => {
+                header.version.header_len()..header.value_start()
+            }
         };
         self.payload.clear();
         let mut checksum = RecordChecksum::new(&header);
@@ -650,9 +652,7 @@ pub fn valid_record_at(file: &File, version: Version, at: u64, file_len: u64) ->
 /// Splits the kept payload of a set or remove record into its deadline and its key.
 fn split_deadline<'p>(header: &RecordHeader, payload: &'p [u8]) -> (Option<u64>, &'p [u8]) {
     match payload.split_first_chunk::<DEADLINE_LEN>() {
-        Some((deadline, key)) if header.has_deadline => {
-            (Some(u64::from_le_bytes(*deadline)), key)
-        }
+        Some((deadline, key)) if header.has_deadline => (Some(u64::from_le_bytes(*deadline)), key),
         _ => (None, payload),
     }
 }
@@ -680,7 +680,9 @@ fn feed_extent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engines::log::format::{encode_record_v1 as encode_record, FILE_MAGIC_V1, HEADER_LEN_V1};
+    use crate::engines::log::format::{
+        encode_record_v1 as encode_record, FILE_MAGIC_V1, HEADER_LEN_V1,
+    };
 
     /// A file of `len` bytes that never decode as a header (kind 0xff), with the records in
     /// `records` at their offsets.
@@ -778,10 +780,7 @@ mod tests {
             }
         );
         assert_eq!(damage.extent(), Extent::Unknown);
-        assert_eq!(
-            damage.to_string(),
-            "truncated record header (5 bytes left)"
-        );
+        assert_eq!(damage.to_string(), "truncated record header (5 bytes left)");
 
         let mut unknown = good.clone();
         unknown[4] = 7;
@@ -899,16 +898,25 @@ mod tests {
         let big = record(3 * SCAN_CHUNK);
         let len = big.len() + SCAN_CHUNK;
         let (_dir, file) = file_with(len, &[(100, &big)]);
-        assert_eq!(find_valid_record(&file, Version::V1, 0, len as u64).unwrap(), Some(100));
+        assert_eq!(
+            find_valid_record(&file, Version::V1, 0, len as u64).unwrap(),
+            Some(100)
+        );
         // The same record with one byte of its value changed is no record.
         let mut bad = big.clone();
         bad[2 * SCAN_CHUNK] ^= 1;
         let (_dir, file) = file_with(len, &[(100, &bad)]);
-        assert_eq!(find_valid_record(&file, Version::V1, 0, len as u64).unwrap(), None);
+        assert_eq!(
+            find_valid_record(&file, Version::V1, 0, len as u64).unwrap(),
+            None
+        );
         // Nor is one cut short by the end of the file.
         let (_dir, file) = file_with(len, &[(100, &big)]);
         let short = (100 + big.len() - 1) as u64;
-        assert_eq!(find_valid_record(&file, Version::V1, 0, short).unwrap(), None);
+        assert_eq!(
+            find_valid_record(&file, Version::V1, 0, short).unwrap(),
+            None
+        );
     }
 
     // Version 2.
@@ -977,7 +985,12 @@ mod tests {
             body.extend_from_slice(m);
         }
         let mut out = Vec::new();
-        encode_batch(&mut out, members.len() as u32, body.len() as u32, crc.value());
+        encode_batch(
+            &mut out,
+            members.len() as u32,
+            body.len() as u32,
+            crc.value(),
+        );
         out.extend_from_slice(&body);
         out
     }
@@ -998,7 +1011,11 @@ mod tests {
     fn the_reader_yields_v2_records_and_whole_batches() {
         let mut body = set(b"a", b"one", Some(42));
         let batch_at = 8 + body.len() as u64;
-        body.extend(batch(&[set(b"b", b"two", None), remove(b"a"), set(b"c", b"", Some(7))]));
+        body.extend(batch(&[
+            set(b"b", b"two", None),
+            remove(b"a"),
+            set(b"c", b"", Some(7)),
+        ]));
         let seal_at = 8 + body.len() as u64;
         encode_seal(&mut body, seal_at);
         body.extend(set(b"big", &vec![3u8; 2 * CHUNK], None));
@@ -1023,12 +1040,20 @@ mod tests {
     #[test]
     fn a_batch_cut_anywhere_is_damage_at_its_start_running_past_the_end() {
         let first = set(b"k0", b"v0", None);
-        let whole = batch(&[set(b"k1", b"v1", None), set(b"k2", b"v2", Some(9)), remove(b"k0")]);
+        let whole = batch(&[
+            set(b"k1", b"v1", None),
+            set(b"k2", b"v2", Some(9)),
+            remove(b"k0"),
+        ]);
         let at = 8 + first.len() as u64;
         for cut in 0..whole.len() {
             let body = [&first[..], &whole[..cut]].concat();
             let (seen, damage) = walk_v2(&body);
-            assert_eq!(seen.len(), 1, "cut at {cut}: only the record before the batch");
+            assert_eq!(
+                seen.len(),
+                1,
+                "cut at {cut}: only the record before the batch"
+            );
             match damage {
                 None if cut == 0 => {}
                 Some(d) => {
@@ -1077,7 +1102,10 @@ mod tests {
             panic!("{damage:?}");
         };
         assert_eq!(damage_len, len);
-        assert_eq!(member_offset, 8 + (BATCH_RECORD_LEN + members[0].len()) as u64);
+        assert_eq!(
+            member_offset,
+            8 + (BATCH_RECORD_LEN + members[0].len()) as u64
+        );
         assert_eq!(damage.extent(), Extent::Inside(len));
         assert!(damage.to_string().starts_with("bad batch of"), "{damage}");
         // Members swapped: each is valid, the frame's checksum of them is not.

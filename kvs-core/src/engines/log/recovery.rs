@@ -799,12 +799,14 @@ fn apply(
     deadline: Option<u64>,
 ) -> Result<()> {
     let old = match kind {
-        RecordKind::Set => index.insert_with_deadline(key, pos, deadline).map_err(|_| {
-            KvsError::Io(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "the in-memory index is full (over 4 GiB of keys in one shard)",
-            ))
-        })?,
+        RecordKind::Set => index
+            .insert_with_deadline(key, pos, deadline)
+            .map_err(|_| {
+                KvsError::Io(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "the in-memory index is full (over 4 GiB of keys in one shard)",
+                ))
+            })?,
         RecordKind::Remove => {
             // A tombstone only matters until the next compaction.
             *stale.entry(pos.file).or_insert(0) += pos.len as u64;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use super::crash_point;
 use super::format::{
-    encode_batch, encode_remove, encode_seal, encode_seal_v1, encode_set, MembersChecksum,
-    Version, BATCH_RECORD_LEN, FILE_MAGIC, MAX_BATCH_BYTES, SEAL_RECORD_LEN,
+    encode_batch, encode_remove, encode_seal, encode_seal_v1, encode_set, MembersChecksum, Version,
+    BATCH_RECORD_LEN, FILE_MAGIC, MAX_BATCH_BYTES, SEAL_RECORD_LEN,
 };
 use super::index::{Index, LogEnd, RecordPos};
 use super::log_file::{FileSet, LogFile};
@@ -654,7 +654,9 @@ mod tests {
     fn appends_return_where_each_record_lies() {
         let dir = tempfile::TempDir::new().unwrap();
         let (mut writer, files, index) = writer(dir.path(), 1 << 20);
-        let first = writer.append_set(b"a", b"one", None, &files, &index).unwrap();
+        let first = writer
+            .append_set(b"a", b"one", None, &files, &index)
+            .unwrap();
         let sets = writer
             .append_batch(
                 &[
@@ -677,7 +679,13 @@ mod tests {
         let header = HEADER_LEN as u32;
         let expected = [
             (first, 0x11, b"a".as_slice(), b"one".as_slice(), 8),
-            (sets[0], 0x11, b"bb", b"two", 8 + header + 4 + BATCH_RECORD_LEN as u32),
+            (
+                sets[0],
+                0x11,
+                b"bb",
+                b"two",
+                8 + header + 4 + BATCH_RECORD_LEN as u32,
+            ),
             (sets[1], 0x14, b"c", b"", sets[0].offset + sets[0].len),
             (sets[2], 0x12, b"bb", b"", sets[1].offset + sets[1].len),
             (removed, 0x12, b"a", b"", sets[2].offset + sets[2].len),
@@ -699,7 +707,9 @@ mod tests {
         }
         assert_eq!(writer.sync_target().1, removed.end());
         // A batch of one record needs no frame.
-        let one = writer.append_batch(&[set(b"z", b"1")], &files, &index).unwrap();
+        let one = writer
+            .append_batch(&[set(b"z", b"1")], &files, &index)
+            .unwrap();
         assert_eq!(one[0].offset as u64, removed.end().offset);
         assert_eq!(writer.stale_bytes(), BATCH_RECORD_LEN as u64);
     }
@@ -709,7 +719,9 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let (mut writer, files, index) = writer(dir.path(), 4096);
         let big = vec![7u8; 3000];
-        writer.append_set(b"first", &big, None, &files, &index).unwrap();
+        writer
+            .append_set(b"first", &big, None, &files, &index)
+            .unwrap();
         let sets = writer
             .append_batch(&[set(b"x", &big), set(b"y", b"small")], &files, &index)
             .unwrap();
@@ -778,7 +790,9 @@ mod tests {
         };
         refused(writer.check_usable(), "check_usable");
         refused(
-            writer.append_set(b"k", b"v", None, &files, &index).map(|_| ()),
+            writer
+                .append_set(b"k", b"v", None, &files, &index)
+                .map(|_| ()),
             "append_set",
         );
         refused(
