@@ -317,9 +317,21 @@ fn batch_child_writer() {
 /// Runs the child for `cycle` and kills it with SIGKILL after `kill_after` acknowledged
 /// batches; returns the last batch acknowledged.
 fn run_batch_child(dir: &Path, cycle: u64, kill_after: u64) -> u64 {
+    run_batch_child_with(dir, cycle, Some(kill_after), &[])
+}
+
+/// [`run_batch_child`], with `env` for the child; with `kill_after` `None`, waits for the
+/// child to die by itself (at a crash point: SIGABRT).
+fn run_batch_child_with(
+    dir: &Path,
+    cycle: u64,
+    kill_after: Option<u64>,
+    env: &[(&str, &str)],
+) -> u64 {
     let mut child = support::child_test("batch_child_writer")
         .env(DIR_VAR, dir)
         .env(CYCLE_VAR, cycle.to_string())
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -334,14 +346,35 @@ fn run_batch_child(dir: &Path, cycle: u64, kill_after: u64) -> u64 {
             in_flight = Some(line[at + 6..].parse::<u64>().expect("batch number"));
         } else if line == "ok" {
             acked = in_flight.take().expect("ok after a batch");
-            if acked == kill_after {
+            if Some(acked) == kill_after {
                 child.kill().expect("kill child");
             }
         }
     }
-    child.wait().expect("wait child");
-    assert!(acked >= kill_after, "child died after {acked} batches");
+    let status = child.wait().expect("wait child");
+    match kill_after {
+        Some(n) => assert!(acked >= n, "child died after {acked} batches: {status}"),
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(6), "child did not abort: {status}");
+        }
+    }
     acked
+}
+
+/// A child that dies in the middle of writing a batch (crash point `write:mid-record`: half of
+/// the batch's bytes written, then abort), at its 7th, 120th and 2nd batch (three cycles on one directory): on reopen, every
+/// earlier batch is there and nothing of the torn one.
+#[test]
+fn a_batch_torn_by_a_crash_mid_write_is_not_there_at_all() {
+    let dir = TempDir::new().unwrap();
+    for (cycle, at) in [(1u64, 7u64), (2, 120), (3, 2)] {
+        let point = format!("write:mid-record:{at}");
+        let acked = run_batch_child_with(dir.path(), cycle, None, &[("KVS_CRASH_AT", &point)]);
+        assert_eq!(acked, at - 1, "cycle {cycle}");
+        let store = KvStore::open(dir.path()).expect("reopen after the crash");
+        assert_eq!(batch_in_store(&store, cycle), at - 1, "cycle {cycle}");
+    }
 }
 
 /// The batch number whose writes `store` holds for cycle `cycle`, checking that they are
