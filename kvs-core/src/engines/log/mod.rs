@@ -687,9 +687,9 @@ impl KvsEngine for KvStore {
         let (written, new) = {
             let mut writer = self.shared.lock_writer();
             writer.check_usable()?;
+            let deadline = self.shared.index.deadline(key);
             // Copied out: `f` is the caller's code, and must not run with an index shard
             // locked (a read of the same store from `f` could then wait for ever).
-            let deadline = self.shared.index.deadline(key);
             let current = self
                 .shared
                 .with_value(key, |value| value.map(<[u8]>::to_vec))?;
