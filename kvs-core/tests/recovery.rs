@@ -588,6 +588,65 @@ fn a_torn_huge_record_is_cut_off_whatever_its_size() {
     }
 }
 
+/// [`zero_value_record_head`] in format version 1 (release 0.1.0): crc over everything after
+/// it, kind 1, lengths, key.
+fn zero_value_record_head_v1(key: &[u8], value_len: u64) -> Vec<u8> {
+    let mut header = vec![1u8];
+    header.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    header.extend_from_slice(&(value_len as u32).to_le_bytes());
+    header.extend_from_slice(key);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&header);
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = value_len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        crc.update(&zeros[..n]);
+        left -= n as u64;
+    }
+    let mut head = crc.finalize().to_le_bytes().to_vec();
+    head.extend_from_slice(&header);
+    head
+}
+
+#[test]
+fn a_torn_huge_record_in_a_version_1_file_is_cut_off() {
+    // A store of release 0.1.0 (built by hand): its newest file, of version 1, ends with a
+    // torn 300 MiB record. Open cuts it off, then seals the file (a 21-byte version-1 seal)
+    // and writes on in a version-2 file.
+    const BIG: u64 = 300 << 20;
+    let dir = TempDir::new().unwrap();
+    let mut bytes = b"kvs-log\x01".to_vec();
+    for i in 0..5 {
+        bytes.extend(support::v1_record(
+            1,
+            format!("key{i}").as_bytes(),
+            format!("value{i}").as_bytes(),
+        ));
+    }
+    let log = dir.path().join("1.log");
+    fs::write(&log, &bytes).unwrap();
+    fs::write(dir.path().join("engine"), "kvs\n").unwrap();
+    let head = zero_value_record_head_v1(b"big", 3);
+    assert_eq!(
+        [head, vec![0; 3]].concat(),
+        support::v1_record(1, b"big", &[0; 3])
+    );
+    let start = append_zero_value_record(&log, &zero_value_record_head_v1(b"big", BIG), BIG);
+    assert_eq!(start, bytes.len() as u64);
+    set_len(&log, start + (64 << 20) + 1);
+    let store = KvStore::open(dir.path()).unwrap();
+    assert_keys(&store, 5, 5);
+    assert_eq!(store.get_bytes(b"big").unwrap(), None);
+    assert_eq!(fs::metadata(&log).unwrap().len(), start + 21);
+    store.set("after".into(), "tear".into()).unwrap();
+    drop(store);
+    let store = KvStore::open(dir.path()).unwrap();
+    assert_keys(&store, 5, 5);
+    assert_eq!(store.get("after".into()).unwrap(), Some("tear".into()));
+    assert_eq!(log_files(dir.path()).len(), 2);
+}
+
 #[test]
 fn a_torn_huge_record_in_a_file_extended_ahead_is_cut_off() {
     // With `SyncPolicy::Always` the file is extended with zeros ahead of its records, so a
