@@ -31,8 +31,9 @@
 //!   if it is still there, and it is dropped from the next manifest written.
 //!
 //! The **fingerprint** of a closed file is the CRC-32 of the sequence of its records' stored
-//! checksums (the first 4 bytes of each record, the seal included), in file order. Every
-//! record's checksum covers its bytes, so a file with other records, or the same records in
+//! checksums (the first 4 bytes of each record: version 1's crc, version 2's header_crc, which
+//! covers the body's checksum; the seal, batch records and batch members included), in file
+//! order. Every record's checksum covers its bytes, so a file with other records, or the same records in
 //! another order, has another fingerprint; and computing it costs a 4-byte CRC update per
 //! record where the record is at hand anyway (the writer appending it, compaction copying it,
 //! replay checking it), never an extra read.

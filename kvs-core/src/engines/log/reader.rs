@@ -1,11 +1,15 @@
-//! Reading a log file in order: its header, then its records, one at a time, each checked
-//! (see `format.rs`), with what is wrong with the first bad one said as a [`Damage`]. What the
+//! Reading a log file in order: its header (format version 1 or 2), then its records, one at
+//! a time, each checked (see `format.rs`), with what is wrong with the first bad one said as a
+//! [`Damage`]. A batch comes out whole or not at all: its batch record and every member are
+//! read and checked before it is yielded ([`Step::Batch`]), and a bad member is damage of the
+//! whole batch, at the batch's offset. What the
 //! damage means (a torn tail, corruption, the zeros of a file extended ahead) is for the
 //! caller to decide: see `recovery.rs`.
 //!
 //! The file is read through a window of a few MiB ([`Window`]), and a record longer than that
 //! goes through it a chunk at a time, its checksum computed on the way: a 512 MiB value is
-//! never held in memory to be checked. Only the key (for a seal, its value) is kept.
+//! never held in memory to be checked. Only the key and deadline (for a seal or a batch
+//! record, its value) are kept.
 //!
 //! [`find_valid_record`] looks for a valid record at any byte offset (not only where the
 //! records before it end), to tell whether the log goes on past a bad record.
