@@ -408,7 +408,17 @@ fn batch_in_store(store: &KvStore, cycle: u64) -> u64 {
 fn batches_survive_kill_9_whole() {
     let dir = TempDir::new().unwrap();
     let mut found = BTreeMap::new();
-    for (cycle, kill_after) in [(1, 5), (2, 150), (3, 40), (4, 600), (5, 1)] {
+    // The slow suite's KVS_CRASH_CYCLES adds cycles, killed after a random number of batches.
+    let extra: u64 = std::env::var("KVS_CRASH_CYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let mut rng = Rng(0xba7c4);
+    let cycles: Vec<(u64, u64)> = [(1, 5), (2, 150), (3, 40), (4, 600), (5, 1)]
+        .into_iter()
+        .chain((0..extra).map(|i| (6 + i, 1 + rng.below(800))))
+        .collect();
+    for (cycle, kill_after) in cycles {
         let acked = run_batch_child(dir.path(), cycle, kill_after);
         let store = KvStore::open(dir.path()).expect("reopen after kill");
         let n = batch_in_store(&store, cycle);
