@@ -34,7 +34,8 @@ def test_set_with_expiry_and_conditions(r: "redis.Redis") -> None:
     assert r.exists("gone") == 0
     with pytest.raises(redis.ResponseError, match="invalid expire time in 'set' command"):
         r.set("k", "v", ex=-5)
-    assert r.setex("s", 100, "v") is True
+    # SETEX itself (redis-py deprecates its setex() wrapper in favour of set(ex=...)).
+    assert r.execute_command("SETEX", "s", 100, "v") is True
     assert 0 < r.ttl("s") <= 100
     assert r.psetex("p", 100_000, "v") is True
     assert r.setnx("s", "w") is False
