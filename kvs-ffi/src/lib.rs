@@ -799,12 +799,14 @@ unsafe fn read_options(options: *const kvs_options) -> kvs::Result<KvStoreOption
     let size = unsafe { ptr::addr_of!((*options).size).read_unaligned() };
     if size < KVS_OPTIONS_V1_SIZE {
         return Err(KvsError::InvalidArgument(format!(
-            "kvs_options.size is {size}, less than any kvs_options ({KVS_OPTIONS_V1_SIZE}): fill              the struct with kvs_options_init()"
+            "kvs_options.size is {size}, less than any kvs_options ({KVS_OPTIONS_V1_SIZE}): fill \
+             the struct with kvs_options_init()"
         )));
     }
     if size > std::mem::size_of::<kvs_options>() {
         return Err(KvsError::InvalidArgument(format!(
-            "kvs_options.size is {size}: this libkvs ({}) knows a kvs_options of at most {}              bytes; the program was built against a newer kvs.h than the library it runs with",
+            "kvs_options.size is {size}: this libkvs ({}) knows a kvs_options of at most {} \
+             bytes; the program was built against a newer kvs.h than the library it runs with",
             env!("CARGO_PKG_VERSION"),
             std::mem::size_of::<kvs_options>()
         )));
@@ -827,6 +829,22 @@ unsafe fn read_options(options: *const kvs_options) -> kvs::Result<KvStoreOption
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bad_options_size_is_explained_in_plain_sentences() {
+        let mut options = super::kvs_options::default();
+        for size in [0, std::mem::size_of::<super::kvs_options>() + 8] {
+            options.size = size;
+            // SAFETY: a live local struct: its `size` field, the only one read for a size
+            // that is refused, is readable.
+            let message = match unsafe { super::read_options(&options) } {
+                Ok(_) => String::from("accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(message.contains("kvs_options.size is"), "{message}");
+            assert!(!message.contains("  "), "a run of spaces in: {message}");
+        }
+    }
+
     #[test]
     fn version_is_the_workspace_version() {
         assert_eq!(super::VERSION.to_str().ok(), Some(kvs::VERSION));
