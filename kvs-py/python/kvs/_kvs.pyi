@@ -322,8 +322,10 @@ class KvStore:
 @final
 class KeyIterator(Iterator[bytes]):
     """The keys of a ``KvStore``, walked a page of ``scan`` at a time (from ``iter(db)``,
-    ``db.scan_iter()`` and ``db.keys(prefix=..., match=...)``). It keeps the store's object
-    alive; once the store is closed, ``next()`` raises ``ValueError``."""
+    ``db.scan_iter()`` and ``db.keys(prefix=..., match=...)``), holding one page of keys at a
+    time. It keeps the store's object alive; once the store is closed, the ``next()`` that
+    needs a new page raises ``ValueError``. Errors of the store while reading a page raise
+    from ``next()`` as from any other call; calling ``next()`` again retries that page."""
 
     def __iter__(self) -> Self: ...
     def __next__(self) -> bytes: ...
