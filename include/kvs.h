@@ -656,7 +656,8 @@ void kvs_batch_free(struct kvs_batch *batch);
  * `kvs_batch_free()`, and may apply it again). An empty batch writes nothing.
  *
  * Statuses: `KVS_INVALID_ARGUMENT` (NULL `db` or `batch`, a key or value in the batch over
- * the size limits, a read-only store), `KVS_IO_ERROR`, `KVS_ERROR`, `KVS_FORKED` (`db` was
+ * the size limits, a batch of several operations over the engine's limit (with `kvs`, 64 MiB
+ * of records), a read-only store), `KVS_IO_ERROR`, `KVS_ERROR`, `KVS_FORKED` (`db` was
  * opened by the parent of this process).
  *
  * # Safety

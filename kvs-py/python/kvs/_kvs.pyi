@@ -349,7 +349,8 @@ class Batch:
     never in between. Operations apply in the order they were added: a key written twice
     ends with the later write. Removing a key that is not set is not an error in a batch.
     Keys and values are checked for type when added (``TypeError``) and for size when
-    applied (``ValueError``, and nothing is written).
+    applied (``ValueError``, and nothing is written), as is the whole batch (with the kvs
+    engine, a batch of several operations takes at most 64 MiB of records).
 
     Once committed or discarded, a batch is done: adding to it, or committing it again,
     raises ``ValueError``. A ``commit()`` that fails writes nothing and leaves the batch
