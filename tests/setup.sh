@@ -1,25 +1,60 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need beyond cargo and python3: Debian's redis-tools
 # (redis-cli, redis-benchmark) and redis-server (the reference kvs's replies are compared
-# with), for the RESP tests in tests/tests/resp.rs and the foreign-server tests of cli.rs.
+# with), for the RESP tests in tests/tests/resp.rs and the foreign-server tests of cli.rs;
+# Debian's nutcracker (twemproxy, the sharding proxy tests/tests/scaling.rs puts in front of
+# three kvs-servers) and the redis Python package (redis-py, in the virtual environment that
+# kvs-py/tests/run.sh also uses) for scaling.rs.
 # Idempotent: does nothing when they are already there. Needs root or sudo for apt-get; where it cannot
 # install, it says so loudly and exits 0, and those tests skip with the same message.
 #
 #   make test calls it before the Rust tests; run it by hand with `bash tests/setup.sh`.
+#
+#   KVS_PY_VENV      where the virtual environment lives (default: target/py-venv)
+#   CARGO_TARGET_DIR honoured, as cargo does
+#   PYTHON           interpreter to create the environment with (default: python3)
 set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# redis-py for tests/tests/scaling.rs, in the environment kvs-py/tests/run.sh makes (the same
+# path and the same way), so both find it. Failing here only makes those tests skip.
+python_redis() {
+    local venv="${KVS_PY_VENV:-${CARGO_TARGET_DIR:-$root/target}/py-venv}"
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import redis' 2>/dev/null; then
+        return 0
+    fi
+    if ! command -v "${PYTHON:-python3}" >/dev/null 2>&1; then
+        echo "*** tests/setup.sh: no ${PYTHON:-python3}: the redis-py tests will be SKIPPED." >&2
+        return 0
+    fi
+    echo "== tests/setup.sh: installing redis (redis-py) into $venv"
+    if [ ! -x "$venv/bin/python" ]; then
+        "${PYTHON:-python3}" -m venv "$venv" || {
+            echo "*** tests/setup.sh: cannot create $venv: the redis-py tests will be SKIPPED." >&2
+            return 0
+        }
+    fi
+    "$venv/bin/python" -m pip --disable-pip-version-check --quiet install "redis>=5" </dev/null \
+        || echo "*** tests/setup.sh: pip install redis failed: the redis-py tests will be SKIPPED." >&2
+}
+python_redis
 
 want=()
 command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1 \
     || want+=(redis-tools)
 # redis-server is the reference the RESP tests compare kvs's replies against.
 command -v redis-server >/dev/null 2>&1 || want+=(redis-server)
+# nutcracker (twemproxy): the sharding proxy of tests/tests/scaling.rs. Debian installs it in
+# /usr/sbin, which a non-root PATH may lack.
+command -v nutcracker >/dev/null 2>&1 || [ -x /usr/sbin/nutcracker ] || want+=(nutcracker)
 if [ ${#want[@]} -eq 0 ]; then
     exit 0
 fi
 
 warn() {
     echo "*** tests/setup.sh: cannot install ${want[*]}: $1." >&2
-    echo "*** The tests that need redis-cli will be SKIPPED. Install ${want[*]} by hand." >&2
+    echo "*** The tests that need them will be SKIPPED. Install ${want[*]} by hand." >&2
     exit 0
 }
 

@@ -79,8 +79,7 @@ impl Engine {
             Engine::Sled => {
                 let db = open_sled(dir)?;
                 Ok(Store::Sled {
-                    engine: SledKvsEngine::new(db.clone()),
-                    db,
+                    engine: SledKvsEngine::new(db)?,
                 })
             }
             Engine::Fjall => {
@@ -115,8 +114,6 @@ pub enum Store {
     },
     Sled {
         engine: SledKvsEngine,
-        /// The same database, for bulk loading without a flush per key.
-        db: sled::Db,
     },
     Fjall {
         db: fjall::Database,
@@ -189,11 +186,16 @@ impl Store {
                 }
                 store.flush()?;
             }
-            Store::Sled { db, .. } => {
-                for (k, v) in keys {
-                    db.insert(k, v)?;
+            Store::Sled { engine, .. } => {
+                // The engine's own layout (values with their deadline flag): batches of
+                // 10,000 keys, each one sled batch and one flush.
+                let mut keys = keys.peekable();
+                while keys.peek().is_some() {
+                    let chunk: Vec<(Vec<u8>, Vec<u8>)> = keys.by_ref().take(10_000).collect();
+                    let pairs: Vec<(&[u8], &[u8])> =
+                        chunk.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+                    engine.set_many_bytes(&pairs)?;
                 }
-                db.flush()?;
             }
             Store::Fjall { db, keyspace, .. } => {
                 for (k, v) in keys {

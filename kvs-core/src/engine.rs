@@ -4,6 +4,24 @@ use std::path::Path;
 
 use crate::{KeyExpiry, KvsError, Result, ScanFilter, ScanPage, WriteBatch};
 
+/// What the function given to [`KvsEngine::transaction`] reads and writes through: the store
+/// as of the transaction, with the transaction's own writes applied on top (a read after a
+/// write in the same transaction sees that write).
+pub trait Transaction {
+    /// The value of `key`, `None` if it is not set (or has expired).
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Whether `key` is set, and its deadline.
+    fn expiry(&mut self, key: &[u8]) -> Result<KeyExpiry>;
+
+    /// Sets `key` to `value` with `deadline` (`None`: no deadline; a deadline that has passed
+    /// removes the key).
+    fn set(&mut self, key: &[u8], value: &[u8], deadline: Option<u64>) -> Result<()>;
+
+    /// Removes `key`; returns whether it was set.
+    fn remove(&mut self, key: &[u8]) -> Result<bool>;
+}
+
 /// A key/value storage engine.
 ///
 /// A value of this type is a *handle*: cloning it is cheap and every clone works on the same
@@ -45,8 +63,13 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     /// Sets each key to its value, in order, as a batch: engines may write them together
     /// (`KvStore` writes a batch with one system call).
     ///
-    /// Not atomic: if this fails, or the process crashes during it, the first pairs may be set
-    /// and the rest not (never a later pair without an earlier one, for `KvStore`).
+    /// Atomic on `KvStore`, as [`apply_batch`](KvsEngine::apply_batch) of the same sets is: if
+    /// this fails, or the process dies during it, reopening finds all of the pairs or none of
+    /// them, and readers never see some of them without the others. (Pairs whose records take
+    /// more than [`MAX_BATCH_BYTES`](crate::MAX_BATCH_BYTES) are written in order as several
+    /// such batches: a crash may keep the first ones, never a later pair without every earlier
+    /// one.) This default, for engines that do not override it, sets them one by one and is
+    /// not atomic: the first pairs may be set and the rest not.
     fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
         for (key, value) in pairs {
             self.set_bytes(key, value)?;
@@ -126,7 +149,7 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     /// - `KvStore` calls `f` exactly once, holding the store's writer lock: every other write
     ///   to the store waits for it, so keep `f` short, and never write to the same store from
     ///   inside `f` (that deadlocks). Reads from inside `f` are fine.
-    /// - `SledKvsEngine` runs sled's compare-and-swap loop (`update_and_fetch`): `f` may run
+    /// - `SledKvsEngine` runs a compare-and-swap loop on the key's record: `f` may run
     ///   **more than once**, when another write changed the key in between; only the last
     ///   call's result is stored. `f` must not count on running once.
     ///
@@ -183,6 +206,21 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     /// even none. A cursor this engine did not return is [`KvsError::InvalidArgument`] (or
     /// silently a walk from somewhere in the store, where it cannot tell).
     fn scan_bytes(&self, cursor: u64, count: usize, filter: &ScanFilter) -> Result<ScanPage>;
+
+    /// Runs `f` as one atomic, isolated transaction: what `f` reads through the
+    /// [`Transaction`] is the store at one point in time plus `f`'s own writes, and what it
+    /// writes is applied as one batch ([`apply_batch`](KvsEngine::apply_batch): all or
+    /// nothing, seen by readers at once, acknowledged as [`set`](KvsEngine::set) is) only if
+    /// `f` returns `Ok`; an `Err` from `f` writes nothing and is returned. No other write of
+    /// the store in this process lands between `f`'s reads and its writes.
+    ///
+    /// How `f` runs depends on the engine, as for [`update_bytes`](KvsEngine::update_bytes):
+    /// `KvStore` calls it once with the writer lock held (keep it short, never use the same
+    /// store's handle from inside it); `SledKvsEngine` may call it **more than once** when a
+    /// conflicting write interleaves, keeping only the last run's writes and result.
+    fn transaction<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnMut(&mut dyn Transaction) -> Result<R>;
 
     /// Writes an online checkpoint of the store into `dest`: a consistent copy holding exactly
     /// the writes acknowledged before one point in time during the call (every write that

@@ -67,21 +67,22 @@ mod scan;
 #[cfg(feature = "net")]
 mod server;
 pub mod thread_pool;
+mod transaction;
 
 pub use batch::{BatchOp, WriteBatch};
 #[cfg(feature = "net")]
 pub use client::KvsClient;
 pub use data_dir::EngineKind;
-pub use engine::KvsEngine;
+pub use engine::{KvsEngine, Transaction};
 pub use engines::{
     AnyEngine, DiskStats, KvStore, KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy,
-    MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
+    MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
 };
 pub use error::{ErrorKind, KvsError, Result};
 pub use expiry::{deadline_after, is_expired, now_millis, KeyExpiry};
 pub use scan::{glob_match, ScanFilter, ScanPage};
 #[cfg(feature = "net")]
-pub use server::{KvsServer, ServerConfig, ShutdownHandle};
+pub use server::{ClusterMode, KvsServer, ServerConfig, ShutdownHandle};
 
 /// The version of kvs, the same for every crate of the workspace.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -24,7 +24,7 @@ impl Fixture for SledKvsEngine {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match sled::open(dir) {
-                Ok(db) => return SledKvsEngine::new(db),
+                Ok(db) => return SledKvsEngine::new(db).expect("open SledKvsEngine"),
                 Err(e)
                     if e.to_string().contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>
@@ -470,6 +470,598 @@ fn compare_and_set_and_update_survive_reopen<E: Fixture>() {
     assert_eq!(store.len().unwrap(), 3);
 }
 
+// ---- Engine v2: batches, get_many, deadlines, scans ------------------------------------
+
+use kvs::{deadline_after, now_millis, KeyExpiry, ScanFilter, WriteBatch};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// A deadline an hour away: far enough that no test outlives it.
+fn in_an_hour() -> u64 {
+    deadline_after(Duration::from_secs(3600))
+}
+
+/// Waits until the clock has passed `deadline` (waiting on the clock, not timing anything).
+fn wait_past(deadline: u64) {
+    while now_millis() <= deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn batch_applies_in_order_and_the_later_op_wins<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = E::open(dir.path());
+        store.set(s("a"), s("old")).unwrap();
+        store.set(s("b"), s("old")).unwrap();
+        let mut batch = WriteBatch::new();
+        batch
+            .set(b"x", b"1")
+            .set(b"a", b"new")
+            .remove(b"b")
+            .remove(b"never-set")
+            .set(b"x", b"3")
+            .set(b"gone", b"soon")
+            .remove(b"gone")
+            .remove(b"back")
+            .set(b"back", b"again");
+        store.apply_batch(&batch).unwrap();
+        assert_eq!(store.get(s("x")).unwrap(), Some(s("3")));
+        assert_eq!(store.get(s("a")).unwrap(), Some(s("new")));
+        assert_eq!(store.get(s("b")).unwrap(), None);
+        assert_eq!(store.get(s("gone")).unwrap(), None);
+        assert_eq!(store.get(s("back")).unwrap(), Some(s("again")));
+        assert_eq!(store.get(s("never-set")).unwrap(), None);
+        assert_eq!(store.len().unwrap(), 3);
+    }
+    let store = E::open(dir.path());
+    assert_eq!(store.get(s("x")).unwrap(), Some(s("3")));
+    assert_eq!(store.get(s("a")).unwrap(), Some(s("new")));
+    assert_eq!(store.get(s("b")).unwrap(), None);
+    assert_eq!(store.get(s("back")).unwrap(), Some(s("again")));
+    assert_eq!(store.len().unwrap(), 3);
+}
+
+fn an_empty_batch_or_one_of_missing_removes_writes_nothing<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    store.set(s("k"), s("v")).unwrap();
+    store.apply_batch(&WriteBatch::new()).unwrap();
+    let mut removes = WriteBatch::new();
+    removes.remove(b"missing").remove(b"also-missing");
+    store.apply_batch(&removes).unwrap();
+    assert_eq!(store.len().unwrap(), 1);
+    assert_eq!(store.get(s("k")).unwrap(), Some(s("v")));
+    assert_eq!(store.keys().unwrap(), vec![b"k".to_vec()]);
+}
+
+fn batch_sets_carry_deadlines<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    let later = in_an_hour();
+    store
+        .set_with_deadline_bytes(b"cleared", b"v", later)
+        .unwrap();
+    store.set(s("doomed"), s("v")).unwrap();
+    let mut batch = WriteBatch::new();
+    batch
+        .set_with_deadline(b"expiring", b"e", later)
+        .set(b"cleared", b"plain")
+        .set_with_deadline(b"doomed", b"x", 1)
+        .set_with_deadline(b"born-dead", b"x", now_millis() - 1);
+    store.apply_batch(&batch).unwrap();
+    assert_eq!(
+        store.expiry_bytes(b"expiring").unwrap(),
+        KeyExpiry::At(later)
+    );
+    assert_eq!(store.get(s("expiring")).unwrap(), Some(s("e")));
+    assert_eq!(store.expiry_bytes(b"cleared").unwrap(), KeyExpiry::Never);
+    assert_eq!(store.get(s("cleared")).unwrap(), Some(s("plain")));
+    assert_eq!(store.expiry_bytes(b"doomed").unwrap(), KeyExpiry::Missing);
+    assert_eq!(store.get(s("doomed")).unwrap(), None);
+    assert_eq!(store.get(s("born-dead")).unwrap(), None);
+    assert_eq!(store.len().unwrap(), 2);
+}
+
+fn get_many_reads_every_key_in_order<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    store.set(s("a"), s("1")).unwrap();
+    store.set(s("c"), s("3")).unwrap();
+    store.set_bytes(b"bin\xff", b"\x00").unwrap();
+    assert_eq!(
+        store
+            .get_many_bytes(&[b"c", b"missing", b"a", b"bin\xff", b"a"])
+            .unwrap(),
+        vec![
+            Some(b"3".to_vec()),
+            None,
+            Some(b"1".to_vec()),
+            Some(b"\x00".to_vec()),
+            Some(b"1".to_vec())
+        ]
+    );
+    assert_eq!(
+        store.get_many_bytes(&[]).unwrap(),
+        Vec::<Option<Vec<u8>>>::new()
+    );
+}
+
+/// A writer applies batches that set ten keys to the same number, counting up; readers must
+/// never see two numbers at once (`get_many_bytes`), nor a key go back to an older number
+/// once any key of the batch showed the newer one (`get_bytes`).
+fn readers_see_a_batch_whole<E: Fixture>() {
+    const KEYS: usize = 10;
+    const BATCHES: u64 = 150;
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    let keys: Vec<Vec<u8>> = (0..KEYS).map(|i| format!("k{i}").into_bytes()).collect();
+    let mut first = WriteBatch::new();
+    for key in &keys {
+        first.set(key, b"0");
+    }
+    store.apply_batch(&first).unwrap();
+    let number = |v: &Option<Vec<u8>>| -> u64 {
+        std::str::from_utf8(v.as_deref().expect("a batch key is never missing"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|reader| {
+            let (store, keys, done) = (store.clone(), keys.clone(), Arc::clone(&done));
+            thread::spawn(move || {
+                let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                let mut reads = 0u64;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) || reads == 0 {
+                    reads += 1;
+                    if reader == 0 {
+                        let values = store.get_many_bytes(&refs).unwrap();
+                        let seen: BTreeSet<u64> = values.iter().map(number).collect();
+                        assert_eq!(seen.len(), 1, "get_many saw a part of a batch: {seen:?}");
+                    } else {
+                        // The last key first: once it shows n, every key shows n or later.
+                        let last = number(&store.get_bytes(&keys[KEYS - 1]).unwrap());
+                        for key in &keys[..KEYS - 1] {
+                            let v = number(&store.get_bytes(key).unwrap());
+                            assert!(v >= last, "a read saw {v} after another read saw {last}");
+                        }
+                    }
+                }
+                reads
+            })
+        })
+        .collect();
+    for n in 1..=BATCHES {
+        let mut batch = WriteBatch::new();
+        let value = n.to_string();
+        for key in &keys {
+            batch.set(key, value.as_bytes());
+        }
+        store.apply_batch(&batch).unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0);
+    }
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let last: BTreeSet<u64> = store
+        .get_many_bytes(&refs)
+        .unwrap()
+        .iter()
+        .map(number)
+        .collect();
+    assert_eq!(last, BTreeSet::from([BATCHES]));
+}
+
+fn deadlines_follow_set_expire_and_persist<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    let later = in_an_hour();
+    store.set_with_deadline_bytes(b"k", b"v", later).unwrap();
+    assert_eq!(store.get(s("k")).unwrap(), Some(s("v")));
+    assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::At(later));
+    let ttl = store.expiry_bytes(b"k").unwrap().ttl_millis(now_millis());
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "{ttl}");
+
+    // expire_at on a key that exists, and one that does not.
+    assert!(store.expire_at_bytes(b"k", later + 1000).unwrap());
+    assert_eq!(
+        store.expiry_bytes(b"k").unwrap(),
+        KeyExpiry::At(later + 1000)
+    );
+    assert_eq!(
+        store.get(s("k")).unwrap(),
+        Some(s("v")),
+        "expire_at keeps the value"
+    );
+    assert!(!store.expire_at_bytes(b"missing", later).unwrap());
+    assert_eq!(store.expiry_bytes(b"missing").unwrap(), KeyExpiry::Missing);
+
+    // persist: once true, then false; false for a key without deadline or missing.
+    assert!(store.persist_bytes(b"k").unwrap());
+    assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::Never);
+    assert!(!store.persist_bytes(b"k").unwrap());
+    assert!(!store.persist_bytes(b"missing").unwrap());
+    assert_eq!(store.get(s("k")).unwrap(), Some(s("v")));
+
+    // A deadline that has passed removes the key, through either method.
+    store.set_with_deadline_bytes(b"k", b"v2", 1).unwrap();
+    assert_eq!(store.get(s("k")).unwrap(), None);
+    assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::Missing);
+    store.set(s("j"), s("v")).unwrap();
+    assert!(store.expire_at_bytes(b"j", now_millis() - 1).unwrap());
+    assert_eq!(store.get(s("j")).unwrap(), None);
+    assert!(!store.contains_key(b"j").unwrap());
+    assert_eq!(store.len().unwrap(), 0);
+}
+
+/// A key whose deadline passes is gone for every read at once, whether or not anything has
+/// removed it yet, and its deadline leaves no trace on a key set again.
+fn a_passed_deadline_hides_the_key_from_every_read<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    store.set(s("stays"), s("v")).unwrap();
+    // A second away: the sets below land before it even on a loaded machine, so that the keys
+    // expire while they are set.
+    let soon = now_millis() + 1000;
+    store
+        .set_with_deadline_bytes(b"p:dies", b"old", soon)
+        .unwrap();
+    store
+        .set_with_deadline_bytes(b"p:cas", b"old", soon)
+        .unwrap();
+    store
+        .set_with_deadline_bytes(b"p:update", b"old", soon)
+        .unwrap();
+    store
+        .set_with_deadline_bytes(b"p:remove", b"old", soon)
+        .unwrap();
+    store
+        .set_with_deadline_bytes(b"p:batch", b"old", soon)
+        .unwrap();
+    wait_past(soon);
+    assert_eq!(store.get(s("p:dies")).unwrap(), None);
+    assert!(!store.contains_key(b"p:dies").unwrap());
+    assert_eq!(store.expiry_bytes(b"p:dies").unwrap(), KeyExpiry::Missing);
+    assert_eq!(store.len().unwrap(), 1);
+    assert_eq!(store.keys().unwrap(), vec![b"stays".to_vec()]);
+    assert_eq!(
+        store.get_many_bytes(&[b"p:dies", b"stays"]).unwrap(),
+        vec![None, Some(b"v".to_vec())]
+    );
+    assert_eq!(
+        scan_walk(&store, &ScanFilter::prefix(b"p:"), 3),
+        BTreeSet::new()
+    );
+    assert!(!store.expire_at_bytes(b"p:dies", in_an_hour()).unwrap());
+    assert!(!store.persist_bytes(b"p:dies").unwrap());
+    assert!(matches!(
+        store.remove(s("p:remove")),
+        Err(KvsError::KeyNotFound)
+    ));
+
+    // Compare-and-set and update see the key as not set; what they create has no deadline.
+    assert!(!store
+        .compare_and_set_bytes(b"p:cas", Some(b"old"), Some(b"new"))
+        .unwrap());
+    assert!(store
+        .compare_and_set_bytes(b"p:cas", None, Some(b"new"))
+        .unwrap());
+    assert_eq!(store.expiry_bytes(b"p:cas").unwrap(), KeyExpiry::Never);
+    let mut seen = Vec::new();
+    let new = store
+        .update_bytes(b"p:update", |old| {
+            seen.push(old.map(<[u8]>::to_vec));
+            Some(b"fresh".to_vec())
+        })
+        .unwrap();
+    assert_eq!(new, Some(b"fresh".to_vec()));
+    assert!(seen.iter().all(Option::is_none), "{seen:?}");
+    assert_eq!(store.expiry_bytes(b"p:update").unwrap(), KeyExpiry::Never);
+    let mut batch = WriteBatch::new();
+    batch.remove(b"p:batch");
+    store.apply_batch(&batch).unwrap();
+    assert_eq!(store.get(s("p:batch")).unwrap(), None);
+    assert_eq!(store.len().unwrap(), 3);
+}
+
+fn compare_and_set_and_update_keep_the_deadline_and_set_clears_it<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    let later = in_an_hour();
+    store.set_with_deadline_bytes(b"k", b"1", later).unwrap();
+    assert!(store
+        .compare_and_set_bytes(b"k", Some(b"1"), Some(b"2"))
+        .unwrap());
+    assert_eq!(store.get(s("k")).unwrap(), Some(s("2")));
+    assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::At(later));
+    store.update_bytes(b"k", |_| Some(b"3".to_vec())).unwrap();
+    assert_eq!(store.get(s("k")).unwrap(), Some(s("3")));
+    assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::At(later));
+    store.set(s("k"), s("4")).unwrap();
+    assert_eq!(store.expiry_bytes(b"k").unwrap(), KeyExpiry::Never);
+
+    // Keys created by compare-and-set or update have no deadline.
+    assert!(store.compare_and_set_bytes(b"c", None, Some(b"v")).unwrap());
+    store.update_bytes(b"u", |_| Some(b"v".to_vec())).unwrap();
+    assert_eq!(store.expiry_bytes(b"c").unwrap(), KeyExpiry::Never);
+    assert_eq!(store.expiry_bytes(b"u").unwrap(), KeyExpiry::Never);
+
+    // A removal through compare-and-set takes the deadline with it.
+    store.set_with_deadline_bytes(b"r", b"v", later).unwrap();
+    assert!(store.compare_and_set_bytes(b"r", Some(b"v"), None).unwrap());
+    store.set(s("r"), s("again")).unwrap();
+    assert_eq!(store.expiry_bytes(b"r").unwrap(), KeyExpiry::Never);
+}
+
+fn deadlines_survive_reopen<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let later = in_an_hour();
+    let soon = now_millis() + 1000;
+    {
+        let store = E::open(dir.path());
+        store
+            .set_with_deadline_bytes(b"later", b"v", later)
+            .unwrap();
+        store.set_with_deadline_bytes(b"soon", b"v", soon).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.set_with_deadline(b"batched", b"b", later + 1);
+        store.apply_batch(&batch).unwrap();
+        store
+            .set_with_deadline_bytes(b"persisted", b"v", later)
+            .unwrap();
+        assert!(store.persist_bytes(b"persisted").unwrap());
+    }
+    wait_past(soon);
+    let store = E::open(dir.path());
+    assert_eq!(store.expiry_bytes(b"later").unwrap(), KeyExpiry::At(later));
+    assert_eq!(
+        store.expiry_bytes(b"batched").unwrap(),
+        KeyExpiry::At(later + 1)
+    );
+    assert_eq!(store.expiry_bytes(b"persisted").unwrap(), KeyExpiry::Never);
+    assert_eq!(
+        store.get(s("soon")).unwrap(),
+        None,
+        "expired while the store was closed"
+    );
+    assert_eq!(store.len().unwrap(), 3);
+}
+
+/// Every key of a whole walk with `filter`, `count` at a time. Fails if the walk does not end
+/// within a bound far above what N keys take.
+fn scan_walk<E: KvsEngine>(store: &E, filter: &ScanFilter, count: usize) -> BTreeSet<Vec<u8>> {
+    let limit = 100 + 10 * store.len().unwrap();
+    let mut keys = BTreeSet::new();
+    let mut cursor = 0;
+    for _ in 0..limit {
+        let page = store.scan_bytes(cursor, count, filter).unwrap();
+        for key in page.keys {
+            assert!(filter.matches(&key), "{key:?} does not pass {filter:?}");
+            keys.insert(key);
+        }
+        cursor = page.cursor;
+        if cursor == 0 {
+            return keys;
+        }
+    }
+    panic!("a walk did not end within {limit} calls");
+}
+
+fn scans_filter_by_prefix_and_pattern<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    let mut expected_prefix = BTreeSet::new();
+    let mut expected_names = BTreeSet::new();
+    for i in 0..40 {
+        let name = format!("user:{i}:name").into_bytes();
+        store.set_bytes(&name, b"n").unwrap();
+        store
+            .set_bytes(format!("user:{i}:mail").as_bytes(), b"m")
+            .unwrap();
+        store
+            .set_bytes(format!("group:{i}").as_bytes(), b"g")
+            .unwrap();
+        expected_prefix.insert(format!("user:{i}:mail").into_bytes());
+        expected_prefix.insert(name.clone());
+        expected_names.insert(name);
+    }
+    store
+        .set_bytes(b"user", b"not under the prefix user:")
+        .unwrap();
+    for count in [1, 7, 1000] {
+        assert_eq!(
+            scan_walk(&store, &ScanFilter::prefix(b"user:"), count),
+            expected_prefix
+        );
+        assert_eq!(
+            scan_walk(&store, &ScanFilter::pattern(b"user:*:name"), count),
+            expected_names
+        );
+        let both = ScanFilter {
+            prefix: b"user:1".to_vec(),
+            pattern: Some(b"*:nam?".to_vec()),
+        };
+        let ones: BTreeSet<Vec<u8>> = expected_names
+            .iter()
+            .filter(|k| k.starts_with(b"user:1"))
+            .cloned()
+            .collect();
+        assert_eq!(scan_walk(&store, &both, count), ones);
+        assert_eq!(scan_walk(&store, &ScanFilter::all(), count).len(), 121);
+        assert_eq!(
+            scan_walk(&store, &ScanFilter::prefix(b"nothing"), count),
+            BTreeSet::new()
+        );
+    }
+}
+
+fn a_scan_of_an_empty_store_ends_at_once<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    let page = store.scan_bytes(0, 10, &ScanFilter::all()).unwrap();
+    assert_eq!(page.cursor, 0);
+    assert!(page.keys.is_empty());
+}
+
+/// A walk of N keys ends, and returns each of them, with a small `count` as a large one.
+fn a_walk_of_n_keys_returns_each_and_ends<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    let all: BTreeSet<Vec<u8>> = (0..300).map(|i| format!("key{i}").into_bytes()).collect();
+    let pairs: Vec<(&[u8], &[u8])> = all.iter().map(|k| (k.as_slice(), &b"v"[..])).collect();
+    store.set_many_bytes(&pairs).unwrap();
+    for count in [1, 10, 299, 300, 301] {
+        assert_eq!(
+            scan_walk(&store, &ScanFilter::all(), count),
+            all,
+            "count {count}"
+        );
+    }
+}
+
+/// Keys set for the whole walk are all returned while other keys are set and removed.
+fn a_walk_returns_every_stable_key_while_writes_go_on<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    let stable: BTreeSet<Vec<u8>> = (0..400).map(|i| format!("s{i:04}").into_bytes()).collect();
+    for key in &stable {
+        store.set_bytes(key, b"v").unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut i = 0u32;
+            // Bounded, and stopped as soon as the walk is over.
+            while i < 20_000 && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                // Interleaved with the stable keys in key order.
+                let key = format!("s{:04}-tmp", i % 400);
+                store.set_bytes(key.as_bytes(), b"t").unwrap();
+                if i.is_multiple_of(2) {
+                    store.remove_bytes(key.as_bytes()).unwrap();
+                }
+                i += 1;
+            }
+        })
+    };
+    let mut seen = BTreeSet::new();
+    let mut cursor = 0;
+    let mut calls = 0;
+    loop {
+        let page = store.scan_bytes(cursor, 5, &ScanFilter::all()).unwrap();
+        seen.extend(page.keys);
+        cursor = page.cursor;
+        calls += 1;
+        assert!(calls < 100_000, "the walk did not end");
+        if cursor == 0 {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+    let missing: Vec<_> = stable.difference(&seen).collect();
+    assert!(missing.is_empty(), "keys never returned: {missing:?}");
+}
+
+/// A cursor the engine did not hand out is refused as an invalid argument (an engine that
+/// cannot tell may walk from somewhere instead: then it returns real keys only).
+fn an_unknown_cursor_is_an_invalid_argument_or_a_walk<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    store.set(s("a"), s("1")).unwrap();
+    match store.scan_bytes(0x5eed_dead_beef, 10, &ScanFilter::all()) {
+        Err(KvsError::InvalidArgument(message)) => {
+            assert!(message.contains("cursor"), "{message}")
+        }
+        Err(e) => panic!("expected an invalid argument, got {e:?}"),
+        Ok(page) => assert!(page.keys.iter().all(|k| k == b"a"), "{page:?}"),
+    }
+}
+
+/// Threads moving units between two keys inside transactions (read both, write both) lose
+/// nothing and never see a half-done move: the sum stays constant, and counters incremented
+/// through transactions give exact totals.
+fn transactions_are_atomic_and_isolated<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    store.set_bytes(b"left", b"1000").unwrap();
+    store.set_bytes(b"right", b"1000").unwrap();
+    on_threads(&store, |store: &E, t, i| {
+        let (from, to): (&[u8], &[u8]) = if (t + i as usize).is_multiple_of(2) {
+            (b"left", b"right")
+        } else {
+            (b"right", b"left")
+        };
+        store
+            .transaction(|tx| {
+                let a = counter(tx.get(from)?.as_deref());
+                let b = counter(tx.get(to)?.as_deref());
+                assert_eq!(a + b, 2000, "a transaction saw a half-done move");
+                if a > 0 {
+                    tx.set(from, (a - 1).to_string().as_bytes(), None)?;
+                    tx.set(to, (b + 1).to_string().as_bytes(), None)?;
+                }
+                let n = counter(tx.get(b"moves")?.as_deref());
+                tx.set(b"moves", (n + 1).to_string().as_bytes(), None)?;
+                Ok(())
+            })
+            .unwrap();
+    });
+    let left = counter(store.get_bytes(b"left").unwrap().as_deref());
+    let right = counter(store.get_bytes(b"right").unwrap().as_deref());
+    assert_eq!(left + right, 2000);
+    let total = COUNTER_THREADS as u64 * COUNTER_STEPS;
+    assert_eq!(
+        counter(store.get_bytes(b"moves").unwrap().as_deref()),
+        total
+    );
+}
+
+/// A transaction reads its own writes, an error from its function writes nothing, removes
+/// say whether the key was set, and deadlines are read and written through it.
+fn a_transaction_reads_its_writes_and_an_error_writes_nothing<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    store.set_bytes(b"a", b"1").unwrap();
+    let later = in_an_hour();
+    let seen = store
+        .transaction(|tx| {
+            assert_eq!(tx.get(b"a")?, Some(b"1".to_vec()));
+            tx.set(b"a", b"2", Some(later))?;
+            assert_eq!(tx.get(b"a")?, Some(b"2".to_vec()));
+            assert_eq!(tx.expiry(b"a")?, KeyExpiry::At(later));
+            assert!(!tx.remove(b"missing")?);
+            tx.set(b"b", b"x", None)?;
+            assert!(tx.remove(b"b")?);
+            tx.get(b"b")
+        })
+        .unwrap();
+    assert_eq!(seen, None);
+    assert_eq!(store.get_bytes(b"a").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(store.expiry_bytes(b"a").unwrap(), KeyExpiry::At(later));
+    assert_eq!(store.get_bytes(b"b").unwrap(), None);
+
+    let failed = store.transaction(|tx| {
+        tx.set(b"a", b"3", None)?;
+        tx.set(b"c", b"3", None)?;
+        Err::<(), _>(KvsError::InvalidArgument("changed my mind".into()))
+    });
+    assert!(matches!(failed, Err(KvsError::InvalidArgument(m)) if m == "changed my mind"));
+    assert_eq!(store.get_bytes(b"a").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(store.get_bytes(b"c").unwrap(), None);
+    drop(store);
+    let store = E::open(dir.path());
+    assert_eq!(
+        store.get_bytes(b"a").unwrap(),
+        Some(b"2".to_vec()),
+        "committed for good"
+    );
+    assert_eq!(store.expiry_bytes(b"a").unwrap(), KeyExpiry::At(later));
+}
+
 macro_rules! contract_suite {
     ($module:ident, $engine:ty) => {
         mod $module {
@@ -549,6 +1141,70 @@ macro_rules! contract_suite {
             #[test]
             fn compare_and_set_and_update_survive_reopen() {
                 super::compare_and_set_and_update_survive_reopen::<$engine>()
+            }
+            #[test]
+            fn batch_applies_in_order_and_the_later_op_wins() {
+                super::batch_applies_in_order_and_the_later_op_wins::<$engine>()
+            }
+            #[test]
+            fn an_empty_batch_or_one_of_missing_removes_writes_nothing() {
+                super::an_empty_batch_or_one_of_missing_removes_writes_nothing::<$engine>()
+            }
+            #[test]
+            fn batch_sets_carry_deadlines() {
+                super::batch_sets_carry_deadlines::<$engine>()
+            }
+            #[test]
+            fn get_many_reads_every_key_in_order() {
+                super::get_many_reads_every_key_in_order::<$engine>()
+            }
+            #[test]
+            fn readers_see_a_batch_whole() {
+                super::readers_see_a_batch_whole::<$engine>()
+            }
+            #[test]
+            fn deadlines_follow_set_expire_and_persist() {
+                super::deadlines_follow_set_expire_and_persist::<$engine>()
+            }
+            #[test]
+            fn a_passed_deadline_hides_the_key_from_every_read() {
+                super::a_passed_deadline_hides_the_key_from_every_read::<$engine>()
+            }
+            #[test]
+            fn compare_and_set_and_update_keep_the_deadline_and_set_clears_it() {
+                super::compare_and_set_and_update_keep_the_deadline_and_set_clears_it::<$engine>()
+            }
+            #[test]
+            fn deadlines_survive_reopen() {
+                super::deadlines_survive_reopen::<$engine>()
+            }
+            #[test]
+            fn scans_filter_by_prefix_and_pattern() {
+                super::scans_filter_by_prefix_and_pattern::<$engine>()
+            }
+            #[test]
+            fn a_scan_of_an_empty_store_ends_at_once() {
+                super::a_scan_of_an_empty_store_ends_at_once::<$engine>()
+            }
+            #[test]
+            fn a_walk_of_n_keys_returns_each_and_ends() {
+                super::a_walk_of_n_keys_returns_each_and_ends::<$engine>()
+            }
+            #[test]
+            fn a_walk_returns_every_stable_key_while_writes_go_on() {
+                super::a_walk_returns_every_stable_key_while_writes_go_on::<$engine>()
+            }
+            #[test]
+            fn an_unknown_cursor_is_an_invalid_argument_or_a_walk() {
+                super::an_unknown_cursor_is_an_invalid_argument_or_a_walk::<$engine>()
+            }
+            #[test]
+            fn transactions_are_atomic_and_isolated() {
+                super::transactions_are_atomic_and_isolated::<$engine>()
+            }
+            #[test]
+            fn a_transaction_reads_its_writes_and_an_error_writes_nothing() {
+                super::a_transaction_reads_its_writes_and_an_error_writes_nothing::<$engine>()
             }
         }
     };

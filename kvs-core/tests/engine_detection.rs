@@ -150,7 +150,7 @@ fn sled_data_without_engine_file_opens_as_sled_and_is_recorded_again() {
 fn data_of_both_engines_without_engine_file_is_an_error_naming_both() {
     let dir = data_without_engine_file(EngineKind::Kvs);
     let sled_dir = dir.path().join(kvs::SLED_SUBDIR);
-    let sled = SledKvsEngine::new(sled::open(&sled_dir).unwrap());
+    let sled = SledKvsEngine::new(sled::open(&sled_dir).unwrap()).unwrap();
     sled.set("other".into(), "data".into()).unwrap();
     drop(sled);
     let before = snapshot(dir.path());

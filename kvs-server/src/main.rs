@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use kvs::thread_pool::{NaiveThreadPool, RayonThreadPool, SharedQueueThreadPool, ThreadPool};
-use kvs::{AnyEngine, EngineKind, KvStoreOptions, KvsServer, ServerConfig, ShutdownHandle};
+use kvs::{
+    AnyEngine, ClusterMode, EngineKind, KvStoreOptions, KvsServer, ServerConfig, ShutdownHandle,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -97,6 +99,14 @@ struct Cli {
     )]
     max_connections: u32,
 
+    /// Redis Cluster emulation for RESP clients: `off` answers CLUSTER as a Redis server
+    /// without cluster support; `emulated` presents a cluster of one node owning all 16384
+    /// hash slots (CLUSTER SLOTS, SHARDS, NODES, INFO, MYID, KEYSLOT), at the address each
+    /// client connected to, so that cluster clients (redis-cli -c, redis-py's RedisCluster)
+    /// work unchanged. No gossip, failover or slot migration.
+    #[arg(long, value_enum, default_value_t = ClusterArg::Off)]
+    cluster_mode: ClusterArg,
+
     /// Log level when RUST_LOG is not set.
     #[arg(
         long,
@@ -147,6 +157,12 @@ enum Pool {
     Rayon,
     /// A new thread per job.
     Naive,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ClusterArg {
+    Off,
+    Emulated,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -201,13 +217,19 @@ fn run(cli: Cli) -> Result<(), String> {
         .max_frame_len(usize::try_from(cli.max_frame_bytes).unwrap_or(usize::MAX))
         .client_timeout(cli.client_timeout)
         .drain_timeout(cli.drain_timeout)
-        .max_connections(usize::try_from(cli.max_connections).unwrap_or(usize::MAX));
+        .max_connections(usize::try_from(cli.max_connections).unwrap_or(usize::MAX))
+        .cluster_mode(match cli.cluster_mode {
+            ClusterArg::Off => ClusterMode::Off,
+            ClusterArg::Emulated => ClusterMode::Emulated,
+        });
     log::info!(
-        "kvs-server {}, engine {}, listening on {local} ({threads} threads, {} pool, sync {})",
+        "kvs-server {}, engine {}, listening on {local} ({threads} threads, {} pool, sync {}, \
+         cluster mode {})",
         kvs::VERSION,
         store.kind(),
         value_name(cli.pool),
         value_name(cli.sync),
+        value_name(cli.cluster_mode),
     );
     match cli.pool {
         Pool::SharedQueue => {

@@ -35,9 +35,16 @@ impl ServerProcess {
     /// Starts `kvs-server --addr 127.0.0.1:0 <args>` in `dir` and waits until it listens.
     /// Panics if it exits or never says where it listens.
     pub fn start(dir: &Path, args: &[&str]) -> ServerProcess {
-        let mut child = Command::new(kvs_server())
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
+        let mut command = Command::new(kvs_server());
+        command.args(["--addr", "127.0.0.1:0"]).args(args);
+        ServerProcess::start_command(command, dir)
+    }
+
+    /// Runs `command`, which runs `kvs-server` (perhaps through a wrapper that `exec`s it,
+    /// such as `ip netns exec`, so that the process is the server itself), in `dir`, and
+    /// waits until it listens. Panics if it exits or never says where it listens.
+    pub fn start_command(mut command: Command, dir: &Path) -> ServerProcess {
+        let mut child = command
             .current_dir(dir)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -45,7 +45,7 @@ fn shutdown_handle_stops_a_kvs_store_server() {
 #[test]
 fn shutdown_handle_stops_a_sled_server() {
     let dir = TempDir::new().unwrap();
-    let engine = SledKvsEngine::new(sled::open(dir.path()).unwrap());
+    let engine = SledKvsEngine::new(sled::open(dir.path()).unwrap()).unwrap();
     serve_then_shut_down(engine.clone(), RayonThreadPool::new(2).unwrap());
     assert_eq!(engine.get("a".to_owned()).unwrap().as_deref(), Some("1"));
 }

@@ -144,7 +144,7 @@ fn every_command_replies_as_redis_does_on_both_engines() {
             ("DEL key1 key2 key3", int(2)),
             ("DEL key1", int(0)),
             ("DBSIZE", int(2)),
-            ("COMMAND COUNT", int(14)),
+            ("COMMAND COUNT", int(15)),
             (
                 "CONFIG GET save appendonly maxmemory",
                 Frame::Array(Some(vec![
@@ -186,7 +186,7 @@ fn every_command_replies_as_redis_does_on_both_engines() {
         let Frame::Array(Some(all)) = c.line("COMMAND") else {
             panic!("COMMAND is an array");
         };
-        assert_eq!(all.len(), 14);
+        assert_eq!(all.len(), 15);
         assert!(all
             .iter()
             .all(|entry| matches!(entry, Frame::Array(Some(fields)) if fields.len() == 6)));
@@ -203,7 +203,7 @@ fn every_command_replies_as_redis_does_on_both_engines() {
         };
         assert_eq!(
             docs.len(),
-            2 * 14,
+            2 * 15,
             "a name and its fields for every command"
         );
 

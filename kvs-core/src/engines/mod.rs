@@ -10,12 +10,15 @@ use std::path::{Path, PathBuf};
 /// The header of every kvs log file (see `log/format.rs`), which tells kvs data apart.
 pub(crate) use self::log::FILE_MAGIC as KVS_LOG_MAGIC;
 pub use self::log::{
-    DiskStats, KvStore, KvStoreOptions, RecoveryMode, SyncPolicy, MAX_KEY_LEN, MAX_VALUE_LEN,
+    DiskStats, KvStore, KvStoreOptions, RecoveryMode, SyncPolicy, MAX_BATCH_BYTES, MAX_KEY_LEN,
+    MAX_VALUE_LEN,
 };
 pub use self::sled::SledKvsEngine;
 
 use crate::data_dir::{self, DirLock, EngineKind};
-use crate::{KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, WriteBatch};
+use crate::{
+    KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, Transaction, WriteBatch,
+};
 
 /// Name of the sub-directory of a data directory that holds a sled database.
 pub const SLED_SUBDIR: &str = "sled";
@@ -87,7 +90,7 @@ impl AnyEngine {
                 let db = open_sled(&sled_dir)?;
                 Ok(AnyEngine::Sled(SledKvsEngine::with_lock(
                     db, lock, &sled_dir,
-                )))
+                )?))
             }
         }
     }
@@ -209,6 +212,13 @@ impl KvsEngine for AnyEngine {
 
     fn scan_bytes(&self, cursor: u64, count: usize, filter: &ScanFilter) -> Result<ScanPage> {
         delegate!(self, e => e.scan_bytes(cursor, count, filter))
+    }
+
+    fn transaction<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnMut(&mut dyn Transaction) -> Result<R>,
+    {
+        delegate!(self, e => e.transaction(f))
     }
 }
 

@@ -62,6 +62,9 @@ pub struct Client {
     pub id: u64,
     /// The RESP version it speaks (`HELLO 3` switches to RESP3).
     pub version: Version,
+    /// The server's address this client connected to (what `CLUSTER SLOTS` advertises), if
+    /// known.
+    pub local_addr: Option<std::net::SocketAddr>,
 }
 
 /// What the connection does after a command.

@@ -38,9 +38,16 @@ impl Session {
             client: Client {
                 id,
                 version: Version::Resp2,
+                local_addr: None,
             },
             needed: None,
         }
+    }
+
+    /// The same, for a connection that reached the server at `addr`.
+    pub fn with_local_addr(mut self, addr: Option<std::net::SocketAddr>) -> Session {
+        self.client.local_addr = addr;
+        self
     }
 
     /// Carries out the complete requests at the start of `input`, appending replies to `out`,

@@ -261,7 +261,9 @@ impl Connection {
                 Some(&first) if is_resp_start(first) => {
                     let limits = resp::Limits::for_frame_len(max_frame_len);
                     let id = state.next_client_id();
-                    self.protocol = Protocol::Resp(Box::new(Session::new(limits, id)));
+                    let session =
+                        Session::new(limits, id).with_local_addr(self.stream.local_addr().ok());
+                    self.protocol = Protocol::Resp(Box::new(session));
                 }
                 Some(_) => self.protocol = Protocol::Kvs,
             }

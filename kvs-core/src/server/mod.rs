@@ -85,6 +85,19 @@ pub const OUTPUT_HIGH_WATER: usize = 256 << 10;
 /// [`ServerConfig::drain_timeout`].
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Whether a server answers Redis Cluster's `CLUSTER` commands (see
+/// [`ServerConfig::cluster_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClusterMode {
+    /// `CLUSTER` answers as a Redis server without cluster support does (the default).
+    #[default]
+    Off,
+    /// The server presents itself as a Redis Cluster of one node owning all 16384 hash
+    /// slots, so that cluster-aware clients use it unchanged. No gossip, failover or slot
+    /// migration: there is no other node.
+    Emulated,
+}
+
 /// Settings of a [`KvsServer`].
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -93,6 +106,7 @@ pub struct ServerConfig {
     client_timeout: Duration,
     max_connections: usize,
     drain_timeout: Duration,
+    cluster_mode: ClusterMode,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +117,7 @@ impl Default for ServerConfig {
             client_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            cluster_mode: ClusterMode::Off,
         }
     }
 }
@@ -157,6 +172,15 @@ impl ServerConfig {
     /// then). Their requests that were carried out are in the engine, which is flushed.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// Whether RESP clients see a Redis Cluster of one node (default [`ClusterMode::Off`]).
+    /// In [`ClusterMode::Emulated`], `CLUSTER SLOTS`, `SHARDS`, `NODES`, `INFO`, `MYID` and
+    /// `KEYSLOT` describe one node owning every hash slot, at the address each client
+    /// connected to.
+    pub fn cluster_mode(mut self, mode: ClusterMode) -> Self {
+        self.cluster_mode = mode;
         self
     }
 }
@@ -282,7 +306,7 @@ impl<E: KvsEngine, P: ThreadPool> KvsServer<E, P> {
             .add_waker(Arc::new(Waker::new(poll.registry(), WAKE)?));
 
         let port = listener.local_addr().map_or(0, |a| a.port());
-        let state = Arc::new(ServerState::new(port));
+        let state = Arc::new(ServerState::new(port).with_cluster_mode(self.config.cluster_mode));
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
         let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
         let mut slots = Vec::with_capacity(self.config.workers);

@@ -1,6 +1,6 @@
 //! What every connection of one server shares, whichever protocol it speaks: the counters that
-//! `INFO` shows (connections, commands, key hits and misses, uptime, port) and the numbering
-//! of RESP clients.
+//! `INFO` shows (connections, commands, key hits and misses, uptime, port), the numbering
+//! of RESP clients, and the node ID `CLUSTER` shows in emulated cluster mode.
 //!
 //! The server makes one [`ServerState`] when it starts serving and hands it to every worker,
 //! which updates the connection counts as it accepts and closes connections, and passes it to
@@ -9,6 +9,8 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
+
+use super::ClusterMode;
 
 /// State shared by every connection of one server.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub(crate) struct ServerState {
     hits: AtomicU64,
     misses: AtomicU64,
     next_id: AtomicU64,
+    /// In [`ClusterMode::Emulated`], the node's ID (40 hex digits, as Redis's), else `None`.
+    cluster_node: Option<String>,
 }
 
 impl ServerState {
@@ -35,7 +39,23 @@ impl ServerState {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
+            cluster_node: None,
         }
+    }
+
+    /// The same, answering `CLUSTER` as `mode` says; an emulated node gets a new random ID,
+    /// as a Redis node does when it first starts.
+    pub(crate) fn with_cluster_mode(mut self, mode: ClusterMode) -> ServerState {
+        self.cluster_node = match mode {
+            ClusterMode::Off => None,
+            ClusterMode::Emulated => Some(random_node_id()),
+        };
+        self
+    }
+
+    /// The emulated cluster node's ID, if [`ClusterMode::Emulated`].
+    pub(crate) fn cluster_node_id(&self) -> Option<&str> {
+        self.cluster_node.as_deref()
     }
 
     /// A connection (of either protocol) was accepted.
@@ -74,6 +94,26 @@ impl ServerState {
             misses: self.misses.load(Ordering::Relaxed),
         }
     }
+}
+
+/// 40 random hex digits: three 64-bit hashes keyed by std's per-process random keys (each
+/// [`RandomState`](std::collections::hash_map::RandomState) differs), of the time and the
+/// process.
+fn random_node_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut id = String::with_capacity(48);
+    for round in 0u8..3 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(now);
+        hasher.write_u32(std::process::id());
+        hasher.write_u8(round);
+        id += &format!("{:016x}", hasher.finish());
+    }
+    id.truncate(40);
+    id
 }
 
 /// A snapshot of [`ServerState`]'s counters.

@@ -21,6 +21,8 @@
 //!   no old file is deleted.
 //! - `compaction:deleted-one`: the oldest old file is deleted, the others are not.
 //! - `compaction:done`: every old file is deleted.
+//! - `sled-migration:chunk-committed` (the sled engine): one chunk of the migration of a
+//!   store of release 0.1.0 is committed and flushed; the next chunk is not started.
 
 /// Whether the process should die at `point` now. Always `false` without the feature.
 #[cfg(feature = "crash-points")]

@@ -10,13 +10,35 @@
 //! its own length plus a slot, divided by the table's load (44% to 87.5%): 24 to 48 bytes more
 //! than the key. Hashing is done once per operation with a seeded hash (foldhash), which picks
 //! the shard from bits the table itself does not use.
+//!
+//! **Deadlines.** A key with a deadline has a flag bit set in its slot, and its deadline lives
+//! in two side tables of its shard: by arena offset (for lookups) and ordered by deadline (for
+//! the sweep and for counting the keys that are due). A key without a deadline costs nothing
+//! more; the clock is read only when a lookup finds a flagged slot. A key whose deadline has
+//! passed is absent for every lookup at once, and stays in the table until
+//! [`Index::remove_expired`] (the sweep) or a write of the key takes it out.
+//!
+//! **Several keys at once.** [`Index::apply`] (batches) write-locks every shard its changes
+//! touch, and [`Index::get_many_with`] read-locks every shard its keys live in, both in
+//! increasing shard order (so that they cannot deadlock each other), so that a reader sees a
+//! batch whole or not at all.
+//!
+//! **Scans.** A cursor names a shard and a bucket of its hash table: a walk visits the buckets in
+//! order, shard after shard. Inserting and removing keys never moves the others within a table;
+//! only growing it (or rehashing it in place) does, and each shard counts those moves in a
+//! generation that cursors carry: a cursor of an older generation restarts its shard from its
+//! first bucket. So every key present for a whole walk is returned (once, or more than once
+//! after a move), and a walk costs O(keys) plus the restarts, which the table's doubling keeps
+//! in proportion.
 
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use super::log_file::{FileMap, LogFile};
+use crate::{is_expired, now_millis, KeyExpiry, ScanFilter};
 
 /// Where a record lives: which log file, at which byte offset, and how long it is.
 ///
@@ -51,14 +73,64 @@ pub struct LogEnd {
 #[derive(Clone, Copy)]
 struct Slot {
     key_at: u32,
+    /// The key's length, and [`HAS_DEADLINE`] when the key has a deadline (keys are far
+    /// shorter than 2^31 bytes: see `MAX_KEY_LEN`).
     key_len: u32,
     pos: RecordPos,
 }
 
+/// The flag of [`Slot::key_len`] saying that the key has a deadline in its shard's side tables.
+const HAS_DEADLINE: u32 = 1 << 31;
+
 impl Slot {
+    fn len(&self) -> u32 {
+        self.key_len & !HAS_DEADLINE
+    }
+
+    fn has_deadline(&self) -> bool {
+        self.key_len & HAS_DEADLINE != 0
+    }
+
     /// The slot's key in its shard's `arena`.
     fn key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
-        &arena[self.key_at as usize..(self.key_at + self.key_len) as usize]
+        &arena[self.key_at as usize..(self.key_at + self.len()) as usize]
+    }
+}
+
+/// The deadlines of a shard's keys that have one: by arena offset (`key_at`, unique among the
+/// live keys of a shard) and in deadline order, with the key's length so that the sweep can
+/// find the slot.
+#[derive(Default)]
+struct Deadlines {
+    by_key: HashMap<u32, u64>,
+    by_time: BTreeSet<(u64, u32, u32)>,
+}
+
+impl Deadlines {
+    fn get(&self, key_at: u32) -> Option<u64> {
+        self.by_key.get(&key_at).copied()
+    }
+
+    fn set(&mut self, key_at: u32, key_len: u32, deadline: u64) {
+        if let Some(old) = self.by_key.insert(key_at, deadline) {
+            self.by_time.remove(&(old, key_at, key_len));
+        }
+        self.by_time.insert((deadline, key_at, key_len));
+    }
+
+    fn clear(&mut self, key_at: u32, key_len: u32) {
+        if let Some(old) = self.by_key.remove(&key_at) {
+            self.by_time.remove(&(old, key_at, key_len));
+        }
+    }
+
+    /// How many deadlines are due at `now`.
+    fn due(&self, now: u64) -> usize {
+        self.by_time.range(..=(now, u32::MAX, u32::MAX)).count()
+    }
+
+    fn len(&self) -> usize {
+        self.by_key.len()
     }
 }
 
@@ -69,28 +141,152 @@ struct Shard {
     /// Every key of the shard, back to back. Removed keys leave garbage until the next rebuild.
     arena: Vec<u8>,
     garbage: usize,
+    deadlines: Deadlines,
+    /// How many times the table's buckets moved (it grew, or was rehashed in place): scan
+    /// cursors of an older generation restart the shard.
+    generation: u32,
 }
 
 impl Shard {
+    fn new() -> Shard {
+        Shard {
+            files: Arc::new(FileMap::new()),
+            table: HashTable::new(),
+            arena: Vec::new(),
+            garbage: 0,
+            deadlines: Deadlines::default(),
+            generation: 0,
+        }
+    }
+
     fn key(&self, slot: &Slot) -> &[u8] {
         slot.key(&self.arena)
     }
 
-    fn find(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
+    /// The slot of `key`, expired or not.
+    fn find_any(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
         self.table.find(hash, |s| self.key(s) == key)
     }
 
-    /// Copies the live keys into a fresh arena, dropping the garbage of removed keys.
+    /// The slot of `key`, unless its deadline has passed.
+    fn find(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
+        self.find_any(hash, key)
+            .filter(|slot| self.is_live(slot, None))
+    }
+
+    /// The deadline of the key in `slot`, if it has one.
+    fn deadline(&self, slot: &Slot) -> Option<u64> {
+        if slot.has_deadline() {
+            self.deadlines.get(slot.key_at)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the key in `slot` has not expired (at `now`, or at the clock's time when `None`:
+    /// the clock is read only for a key that has a deadline).
+    fn is_live(&self, slot: &Slot, now: Option<u64>) -> bool {
+        match self.deadline(slot) {
+            None => true,
+            Some(deadline) => !is_expired(deadline, now.unwrap_or_else(now_millis)),
+        }
+    }
+
+    /// Sets (or clears) the deadline of the key in `slot`, keeping flag and side tables in
+    /// step.
+    fn set_deadline(deadlines: &mut Deadlines, slot: &mut Slot, deadline: Option<u64>) {
+        match deadline {
+            Some(deadline) => {
+                deadlines.set(slot.key_at, slot.len(), deadline);
+                slot.key_len |= HAS_DEADLINE;
+            }
+            None if slot.has_deadline() => {
+                deadlines.clear(slot.key_at, slot.len());
+                slot.key_len &= !HAS_DEADLINE;
+            }
+            None => {}
+        }
+    }
+
+    /// Sets the position and deadline of `key`, returning the position it replaces.
+    fn put(
+        &mut self,
+        hasher: &DefaultHashBuilder,
+        hash: u64,
+        key: &[u8],
+        pos: RecordPos,
+        deadline: Option<u64>,
+    ) -> Result<Option<RecordPos>, IndexFull> {
+        let (table, arena) = (&mut self.table, &self.arena);
+        if let Some(slot) = table.find_mut(hash, |s| s.key(arena) == key) {
+            let old = std::mem::replace(&mut slot.pos, pos);
+            Shard::set_deadline(&mut self.deadlines, slot, deadline);
+            return Ok(Some(old));
+        }
+        if !self.has_room_for(key.len()) {
+            return Err(IndexFull);
+        }
+        let mut slot = Slot {
+            key_at: self.arena.len() as u32,
+            key_len: key.len() as u32,
+            pos,
+        };
+        Shard::set_deadline(&mut self.deadlines, &mut slot, deadline);
+        self.arena.extend_from_slice(key);
+        if self.table.len() == self.table.capacity() {
+            // No room left: this insert grows the table (or rehashes it in place), which moves
+            // the buckets under any scan in progress.
+            self.generation = self.generation.wrapping_add(1);
+        }
+        let arena = &self.arena;
+        self.table
+            .insert_unique(hash, slot, |s| hasher.hash_one(s.key(arena)));
+        Ok(None)
+    }
+
+    /// Whether the arena can take `len` more key bytes (rebuilding it first if that helps).
+    fn has_room_for(&mut self, len: usize) -> bool {
+        if self.arena.len() + len > MAX_ARENA && self.garbage > 0 {
+            self.rebuild_arena();
+        }
+        self.arena.len() + len <= MAX_ARENA
+    }
+
+    /// Removes `key`, expired or not, returning its position.
+    fn take(&mut self, hash: u64, key: &[u8]) -> Option<RecordPos> {
+        let arena = &self.arena;
+        let entry = self.table.find_entry(hash, |s| s.key(arena) == key).ok()?;
+        let (slot, _) = entry.remove();
+        if slot.has_deadline() {
+            self.deadlines.clear(slot.key_at, slot.len());
+        }
+        self.garbage += slot.len() as usize;
+        // Rebuild once garbage is most of a sizeable arena: amortized O(1) per remove.
+        if self.garbage > 1 << 16 && self.garbage * 2 > self.arena.len() {
+            self.rebuild_arena();
+        }
+        Some(slot.pos)
+    }
+
+    /// Copies the live keys into a fresh arena, dropping the garbage of removed keys (and
+    /// moving the deadlines to the keys' new offsets).
     fn rebuild_arena(&mut self) {
         let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+        let mut deadlines = Deadlines::default();
         for slot in self.table.iter_mut() {
             let start = slot.key_at as usize;
             let at = arena.len() as u32;
-            arena.extend_from_slice(&self.arena[start..start + slot.key_len as usize]);
+            arena.extend_from_slice(&self.arena[start..start + slot.len() as usize]);
+            if slot.has_deadline() {
+                if let Some(deadline) = self.deadlines.get(slot.key_at) {
+                    deadlines.set(at, slot.len(), deadline);
+                }
+            }
             slot.key_at = at;
         }
         self.arena = arena;
         self.garbage = 0;
+        self.deadlines = deadlines;
     }
 }
 
@@ -109,20 +305,47 @@ pub struct Index {
 #[derive(Debug)]
 pub struct IndexFull;
 
+/// A change [`Index::apply`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// Sets the position (and deadline: `None` for none) of `key`.
+    Put {
+        key: &'a [u8],
+        pos: RecordPos,
+        deadline: Option<u64>,
+    },
+    /// Removes `key`.
+    Remove { key: &'a [u8] },
+}
+
+impl Change<'_> {
+    fn key(&self) -> &[u8] {
+        match self {
+            Change::Put { key, .. } | Change::Remove { key } => key,
+        }
+    }
+}
+
+/// A scan cursor: bits 59..64 the shard, 40..59 the shard's generation (its low 19 bits), 0..40
+/// the bucket to go on from. Cursor 0 is the start of a walk (shard 0, bucket 0); a walk over
+/// returns 0. Every u64 is some cursor (as in Redis, which takes any number): one no walk
+/// returned goes on from wherever it points, or restarts its shard.
+const CURSOR_SHARD_SHIFT: u32 = 59;
+const CURSOR_GENERATION_SHIFT: u32 = 40;
+const CURSOR_GENERATION_MASK: u64 = (1 << 19) - 1;
+const CURSOR_BUCKET_MASK: u64 = (1 << 40) - 1;
+
+fn encode_cursor(shard: usize, generation: u32, bucket: usize) -> u64 {
+    ((shard as u64) << CURSOR_SHARD_SHIFT)
+        | ((generation as u64 & CURSOR_GENERATION_MASK) << CURSOR_GENERATION_SHIFT)
+        | (bucket as u64 & CURSOR_BUCKET_MASK)
+}
+
 impl Index {
     pub fn new() -> Index {
         Index {
             hasher: DefaultHashBuilder::default(),
-            shards: (0..SHARDS)
-                .map(|_| {
-                    RwLock::new(Shard {
-                        files: Arc::new(FileMap::new()),
-                        table: HashTable::new(),
-                        arena: Vec::new(),
-                        garbage: 0,
-                    })
-                })
-                .collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::new())).collect(),
         }
     }
 
@@ -131,8 +354,7 @@ impl Index {
     }
 
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
-        // The table uses the low bits (bucket) and the top 7 bits (tag): take bits 40..45.
-        &self.shards[(hash >> 40) as usize % SHARDS]
+        &self.shards[shard_of(hash)]
     }
 
     // A poisoned lock is recovered: a shard is only changed by complete, non-panicking steps
@@ -176,51 +398,27 @@ impl Index {
         }
     }
 
-    /// Sets the position of `key`, returning the one it replaces.
+    /// Sets the position of `key`, without a deadline, returning the one it replaces.
     pub fn insert(&self, key: &[u8], pos: RecordPos) -> Result<Option<RecordPos>, IndexFull> {
-        let hash = self.hash(key);
-        let mut guard = self.write(hash);
-        let shard = &mut *guard;
-        let (table, arena) = (&mut shard.table, &shard.arena);
-        if let Some(slot) = table.find_mut(hash, |s| s.key(arena) == key) {
-            return Ok(Some(std::mem::replace(&mut slot.pos, pos)));
-        }
-        if shard.arena.len() + key.len() > MAX_ARENA {
-            if shard.garbage > 0 {
-                shard.rebuild_arena();
-            }
-            if shard.arena.len() + key.len() > MAX_ARENA {
-                return Err(IndexFull);
-            }
-        }
-        let slot = Slot {
-            key_at: shard.arena.len() as u32,
-            key_len: key.len() as u32,
-            pos,
-        };
-        shard.arena.extend_from_slice(key);
-        let hasher = &self.hasher;
-        let arena = &shard.arena;
-        shard
-            .table
-            .insert_unique(hash, slot, |s| hasher.hash_one(s.key(arena)));
-        Ok(None)
+        self.insert_with_deadline(key, pos, None)
     }
 
-    /// Removes `key`, returning its position.
+    /// Sets the position and the deadline (`None`: none) of `key`, returning the position it
+    /// replaces (that of an expired key too).
+    pub fn insert_with_deadline(
+        &self,
+        key: &[u8],
+        pos: RecordPos,
+        deadline: Option<u64>,
+    ) -> Result<Option<RecordPos>, IndexFull> {
+        let hash = self.hash(key);
+        self.write(hash).put(&self.hasher, hash, key, pos, deadline)
+    }
+
+    /// Removes `key`, expired or not, returning its position.
     pub fn remove(&self, key: &[u8]) -> Option<RecordPos> {
         let hash = self.hash(key);
-        let mut guard = self.write(hash);
-        let shard = &mut *guard;
-        let arena = &shard.arena;
-        let entry = shard.table.find_entry(hash, |s| s.key(arena) == key).ok()?;
-        let (slot, _) = entry.remove();
-        shard.garbage += slot.key_len as usize;
-        // Rebuild once garbage is most of a sizeable arena: amortized O(1) per remove.
-        if shard.garbage > 1 << 16 && shard.garbage * 2 > shard.arena.len() {
-            shard.rebuild_arena();
-        }
-        Some(slot.pos)
+        self.write(hash).take(hash, key)
     }
 
     /// Moves `key` from `from` to `to`, unless it was changed since (compaction's switch).
@@ -239,23 +437,248 @@ impl Index {
         }
     }
 
-    /// Number of keys (a sum over shards, each read at a slightly different moment).
+    /// Number of keys, expired ones not counted (a sum over shards, each read at a slightly
+    /// different moment).
     pub fn len(&self) -> usize {
+        let now = now_millis();
         self.shards
             .iter()
-            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).table.len())
+            .map(|s| {
+                let shard = s.read().unwrap_or_else(|p| p.into_inner());
+                shard.table.len() - shard.deadlines.due(now)
+            })
             .sum()
     }
 
-    /// Calls `f` with every key and position, one shard at a time under its read lock.
+    /// How many keys have a deadline that has not passed.
+    pub fn expiring_len(&self) -> usize {
+        let now = now_millis();
+        self.shards
+            .iter()
+            .map(|s| {
+                let shard = s.read().unwrap_or_else(|p| p.into_inner());
+                shard.deadlines.len() - shard.deadlines.due(now)
+            })
+            .sum()
+    }
+
+    /// Calls `f` with every key and position, one shard at a time under its read lock; keys
+    /// whose deadline has passed are left out.
     pub fn for_each(&self, mut f: impl FnMut(&[u8], RecordPos)) {
+        self.for_each_entry(|key, pos, _| f(key, pos));
+    }
+
+    /// Calls `f` with every key, its position and its deadline, one shard at a time under its
+    /// read lock; keys whose deadline has passed are left out.
+    pub fn for_each_entry(&self, mut f: impl FnMut(&[u8], RecordPos, Option<u64>)) {
+        let now = now_millis();
         for shard in self.shards.iter() {
             let shard = shard.read().unwrap_or_else(|p| p.into_inner());
             for slot in shard.table.iter() {
-                f(shard.key(slot), slot.pos);
+                let deadline = shard.deadline(slot);
+                if deadline.is_none_or(|d| !is_expired(d, now)) {
+                    f(shard.key(slot), slot.pos, deadline);
+                }
             }
         }
     }
+
+    /// Whether `key` is set, and its deadline.
+    pub fn deadline(&self, key: &[u8]) -> KeyExpiry {
+        let hash = self.hash(key);
+        let shard = self.read(hash);
+        let Some(slot) = shard.find_any(hash, key) else {
+            return KeyExpiry::Missing;
+        };
+        match shard.deadline(slot) {
+            None => KeyExpiry::Never,
+            Some(deadline) if is_expired(deadline, now_millis()) => KeyExpiry::Missing,
+            Some(deadline) => KeyExpiry::At(deadline),
+        }
+    }
+
+    /// Applies `changes` in order, with every shard they touch write-locked together (taken in
+    /// increasing shard order): a reader sees none of them or all. Returns, per change, the
+    /// position it replaced or removed (that of an expired key too). Fails before changing
+    /// anything when a shard's arena cannot take the new keys.
+    pub fn apply(&self, changes: &[Change<'_>]) -> Result<Vec<Option<RecordPos>>, IndexFull> {
+        let hashes: Vec<u64> = changes.iter().map(|c| self.hash(c.key())).collect();
+        let mut guards = self.lock_shards_for_write(hashes.iter().copied());
+        // Room first, so that a full arena fails the whole batch rather than part of it.
+        let mut needed = [0usize; SHARDS];
+        for (change, &hash) in changes.iter().zip(&hashes) {
+            if let Change::Put { key, .. } = change {
+                needed[shard_of(hash)] += key.len();
+            }
+        }
+        for (shard, guard) in guards.iter_mut().enumerate() {
+            if let Some(guard) = guard {
+                if needed[shard] > 0 && !guard.has_room_for(needed[shard]) {
+                    return Err(IndexFull);
+                }
+            }
+        }
+        let mut replaced = Vec::with_capacity(changes.len());
+        for (change, &hash) in changes.iter().zip(&hashes) {
+            let Some(shard) = guards[shard_of(hash)].as_mut() else {
+                unreachable!("every shard a change touches is locked");
+            };
+            replaced.push(match *change {
+                Change::Put { key, pos, deadline } => {
+                    shard.put(&self.hasher, hash, key, pos, deadline)?
+                }
+                Change::Remove { key } => shard.take(hash, key),
+            });
+        }
+        Ok(replaced)
+    }
+
+    /// Calls `f` with, for each of `keys` in order, its position and the log file holding it
+    /// (`None`: the key is not set), with every shard the keys live in read-locked together:
+    /// no write lands between two of the lookups, and the files stay open until `f` returns.
+    pub fn get_with_many<R>(
+        &self,
+        keys: &[&[u8]],
+        f: impl FnOnce(&[Option<(RecordPos, Option<&LogFile>)>]) -> R,
+    ) -> R {
+        let hashes: Vec<u64> = keys.iter().map(|k| self.hash(k)).collect();
+        let mut guards: Vec<Option<RwLockReadGuard<'_, Shard>>> =
+            (0..SHARDS).map(|_| None).collect();
+        let mut wanted = [false; SHARDS];
+        for &hash in &hashes {
+            wanted[shard_of(hash)] = true;
+        }
+        for (i, guard) in guards.iter_mut().enumerate() {
+            if wanted[i] {
+                *guard = Some(self.shards[i].read().unwrap_or_else(|p| p.into_inner()));
+            }
+        }
+        let now = now_millis();
+        let found: Vec<Option<(RecordPos, Option<&LogFile>)>> = keys
+            .iter()
+            .zip(&hashes)
+            .map(|(key, &hash)| {
+                let shard = guards[shard_of(hash)].as_ref()?;
+                let slot = shard.find_any(hash, key)?;
+                shard
+                    .is_live(slot, Some(now))
+                    .then(|| (slot.pos, shard.files.get(&slot.pos.file).map(|f| &**f)))
+            })
+            .collect();
+        f(&found)
+    }
+
+    /// Removes up to `max` keys whose deadline is at or before `now`, calling `f` with each
+    /// one's key and position; returns how many it removed (fewer than `max`: none is left
+    /// due). Writes of the store must be held off meanwhile (call it with the writer lock),
+    /// so that a key is not set again between its removal here and its stale accounting.
+    pub fn remove_expired(
+        &self,
+        now: u64,
+        max: usize,
+        mut f: impl FnMut(&[u8], RecordPos),
+    ) -> usize {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            if removed >= max {
+                break;
+            }
+            let mut guard = shard.write().unwrap_or_else(|p| p.into_inner());
+            let shard = &mut *guard;
+            while removed < max {
+                let Some(&(deadline, key_at, key_len)) = shard.deadlines.by_time.first() else {
+                    break;
+                };
+                if !is_expired(deadline, now) {
+                    break;
+                }
+                let start = key_at as usize;
+                let key = shard.arena[start..start + key_len as usize].to_vec();
+                let hash = self.hash(&key);
+                match shard.take(hash, &key) {
+                    Some(pos) => f(&key, pos),
+                    // A side-table entry without its slot would be a bug: drop the entry
+                    // rather than loop on it.
+                    None => {
+                        shard.deadlines.clear(key_at, key_len);
+                    }
+                }
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// One page of a walk over the keys that pass `filter` (see the module docs for how
+    /// cursors work): looks at about `count` keys (at least one) and returns the next cursor
+    /// (0 when the walk is over) and the keys that passed. Expired keys are left out.
+    pub fn scan(&self, cursor: u64, count: usize, filter: &ScanFilter) -> (u64, Vec<Vec<u8>>) {
+        let mut shard_no = (cursor >> CURSOR_SHARD_SHIFT) as usize;
+        let generation = ((cursor >> CURSOR_GENERATION_SHIFT) & CURSOR_GENERATION_MASK) as u32;
+        let mut bucket = (cursor & CURSOR_BUCKET_MASK) as usize;
+        let count = count.max(1);
+        // Empty buckets count too, at a smaller weight, so a sparse table cannot make one
+        // call walk far.
+        let budget = count.saturating_mul(8);
+        let mut spent = 0usize;
+        let mut looked_at = 0usize;
+        let mut keys = Vec::new();
+        let now = now_millis();
+        let mut first = true;
+        while shard_no < SHARDS {
+            let shard = self.shards[shard_no]
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let buckets = shard.table.num_buckets();
+            if !first || bucket == 0 {
+                bucket = 0;
+            } else if (shard.generation as u64 & CURSOR_GENERATION_MASK) != generation as u64
+                || bucket > buckets
+            {
+                // The table moved its buckets since the cursor was made: walk the shard again.
+                bucket = 0;
+            }
+            first = false;
+            while bucket < buckets {
+                if looked_at >= count || spent >= budget {
+                    return (encode_cursor(shard_no, shard.generation, bucket), keys);
+                }
+                spent += 1;
+                if let Some(slot) = shard.table.get_bucket(bucket) {
+                    looked_at += 1;
+                    spent += 7;
+                    let key = shard.key(slot);
+                    if shard.is_live(slot, Some(now)) && filter.matches(key) {
+                        keys.push(key.to_vec());
+                    }
+                }
+                bucket += 1;
+            }
+            shard_no += 1;
+            bucket = 0;
+        }
+        (0, keys)
+    }
+
+    /// Write-locks the shards of `hashes`, in increasing shard order; the others stay `None`.
+    fn lock_shards_for_write(
+        &self,
+        hashes: impl Iterator<Item = u64>,
+    ) -> Vec<Option<RwLockWriteGuard<'_, Shard>>> {
+        let mut wanted = [false; SHARDS];
+        for hash in hashes {
+            wanted[shard_of(hash)] = true;
+        }
+        (0..SHARDS)
+            .map(|i| wanted[i].then(|| self.shards[i].write().unwrap_or_else(|p| p.into_inner())))
+            .collect()
+    }
+}
+
+/// The shard of a key's hash. The table uses the low bits (bucket) and the top 7 bits (tag):
+/// take bits 40..45.
+fn shard_of(hash: u64) -> usize {
+    (hash >> 40) as usize % SHARDS
 }
 
 #[cfg(test)]
@@ -337,5 +760,315 @@ mod tests {
         assert!(!index.replace_if(b"k", pos(1), pos(6)));
         assert_eq!(index.position(b"k"), Some(pos(5)));
         assert!(!index.replace_if(b"missing", pos(1), pos(2)));
+    }
+
+    #[test]
+    fn an_expired_key_is_absent_for_every_lookup_until_swept() {
+        let index = Index::new();
+        let now = now_millis();
+        index
+            .insert_with_deadline(b"past", pos(1), Some(now - 1))
+            .unwrap();
+        index
+            .insert_with_deadline(b"future", pos(2), Some(now + 3_600_000))
+            .unwrap();
+        index.insert(b"plain", pos(3)).unwrap();
+        assert_eq!(index.position(b"past"), None);
+        assert!(!index.contains(b"past"));
+        assert_eq!(index.get_with(b"past", |found| found.map(|(p, _)| p)), None);
+        assert_eq!(index.deadline(b"past"), KeyExpiry::Missing);
+        assert_eq!(index.deadline(b"future"), KeyExpiry::At(now + 3_600_000));
+        assert_eq!(index.deadline(b"plain"), KeyExpiry::Never);
+        assert_eq!(index.deadline(b"nothing"), KeyExpiry::Missing);
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.expiring_len(), 1);
+        let mut seen = Vec::new();
+        index.for_each(|key, _| seen.push(key.to_vec()));
+        seen.sort();
+        assert_eq!(seen, vec![b"future".to_vec(), b"plain".to_vec()]);
+
+        // The sweep takes out the expired key only, and hands back its position.
+        let mut swept = Vec::new();
+        assert_eq!(
+            index.remove_expired(now, 10, |k, p| swept.push((k.to_vec(), p))),
+            1
+        );
+        assert_eq!(swept, vec![(b"past".to_vec(), pos(1))]);
+        assert_eq!(
+            index.remove_expired(now, 10, |_, _| panic!("nothing is due")),
+            0
+        );
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.remove(b"past"), None);
+    }
+
+    #[test]
+    fn a_write_replaces_or_clears_the_deadline() {
+        let index = Index::new();
+        let later = now_millis() + 3_600_000;
+        index
+            .insert_with_deadline(b"k", pos(1), Some(later))
+            .unwrap();
+        assert_eq!(
+            index
+                .insert_with_deadline(b"k", pos(2), Some(later + 5))
+                .unwrap(),
+            Some(pos(1))
+        );
+        assert_eq!(index.deadline(b"k"), KeyExpiry::At(later + 5));
+        assert_eq!(index.insert(b"k", pos(3)).unwrap(), Some(pos(2)));
+        assert_eq!(index.deadline(b"k"), KeyExpiry::Never);
+        assert_eq!(index.expiring_len(), 0);
+        // An expired key set again is set, with what the new write says.
+        index.insert_with_deadline(b"e", pos(4), Some(1)).unwrap();
+        assert_eq!(
+            index.insert(b"e", pos(5)).unwrap(),
+            Some(pos(4)),
+            "its old place is stale"
+        );
+        assert_eq!(index.position(b"e"), Some(pos(5)));
+        assert_eq!(
+            index.remove_expired(u64::MAX - 1, 10, |_, _| {}),
+            0,
+            "no deadline left"
+        );
+    }
+
+    #[test]
+    fn deadlines_follow_their_keys_through_an_arena_rebuild() {
+        let index = Index::new();
+        let later = now_millis() + 3_600_000;
+        for i in 0..50_000u32 {
+            let key = format!("key-{i:08}");
+            let deadline = (i % 3 == 0).then_some(later + i as u64);
+            index
+                .insert_with_deadline(key.as_bytes(), pos(i), deadline)
+                .unwrap();
+        }
+        // Removing most keys rebuilds the arenas (garbage over half), moving every key.
+        for i in (0..50_000u32).filter(|i| i % 5 != 0) {
+            index.remove(format!("key-{i:08}").as_bytes());
+        }
+        for i in (0..50_000u32).filter(|i| i % 5 == 0) {
+            let expected = if i % 3 == 0 {
+                KeyExpiry::At(later + i as u64)
+            } else {
+                KeyExpiry::Never
+            };
+            assert_eq!(
+                index.deadline(format!("key-{i:08}").as_bytes()),
+                expected,
+                "key {i}"
+            );
+        }
+        // And the sweep finds them at their new places.
+        let mut swept = 0;
+        index.remove_expired(u64::MAX, usize::MAX, |key, p| {
+            assert_eq!(key, format!("key-{:08}", p.file).as_bytes());
+            swept += 1;
+        });
+        assert_eq!(swept, (0..50_000u32).filter(|i| i % 15 == 0).count());
+        assert_eq!(index.len(), 10_000 - swept);
+    }
+
+    #[test]
+    fn the_sweep_stops_at_max_and_goes_on_later() {
+        let index = Index::new();
+        for i in 0..100u32 {
+            index
+                .insert_with_deadline(format!("{i}").as_bytes(), pos(i), Some(1))
+                .unwrap();
+        }
+        assert_eq!(index.remove_expired(2, 30, |_, _| {}), 30);
+        assert_eq!(index.remove_expired(2, 1_000, |_, _| {}), 70);
+        assert_eq!(index.remove_expired(2, 1_000, |_, _| {}), 0);
+    }
+
+    #[test]
+    fn apply_changes_in_order_and_reports_what_it_replaced() {
+        let index = Index::new();
+        index.insert(b"a", pos(1)).unwrap();
+        let replaced = index
+            .apply(&[
+                Change::Put {
+                    key: b"a",
+                    pos: pos(2),
+                    deadline: None,
+                },
+                Change::Put {
+                    key: b"b",
+                    pos: pos(3),
+                    deadline: Some(u64::MAX),
+                },
+                Change::Remove { key: b"a" },
+                Change::Put {
+                    key: b"b",
+                    pos: pos(4),
+                    deadline: None,
+                },
+                Change::Remove { key: b"missing" },
+            ])
+            .unwrap();
+        assert_eq!(
+            replaced,
+            vec![Some(pos(1)), None, Some(pos(2)), Some(pos(3)), None]
+        );
+        assert_eq!(index.position(b"a"), None);
+        assert_eq!(index.position(b"b"), Some(pos(4)));
+        assert_eq!(index.deadline(b"b"), KeyExpiry::Never);
+    }
+
+    #[test]
+    fn readers_never_see_part_of_an_applied_batch() {
+        // Each batch writes the same generation to 64 keys spread over the shards; a reader
+        // that looks them all up at one instant must find one generation only, and one that
+        // looks them up one after another never an older one after a newer one.
+        let index = Arc::new(Index::new());
+        let keys: Vec<Vec<u8>> = (0..64).map(|i| format!("key-{i}").into_bytes()).collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (index, keys, stop) = (Arc::clone(&index), keys.clone(), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+                    let mut rounds = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 100 {
+                        index.get_with_many(&refs, |found| {
+                            let first = found[0].map(|(p, _)| p.file);
+                            assert!(found.iter().all(|f| f.map(|(p, _)| p.file) == first));
+                        });
+                        let mut last = 0;
+                        for key in &refs {
+                            let generation = index.position(key).map_or(0, |p| p.file);
+                            assert!(generation >= last, "saw {generation} after {last}");
+                            last = generation;
+                        }
+                        rounds += 1;
+                    }
+                })
+            })
+            .collect();
+        for generation in 1..=2_000u32 {
+            let changes: Vec<Change<'_>> = keys
+                .iter()
+                .map(|key| Change::Put {
+                    key,
+                    pos: pos(generation),
+                    deadline: None,
+                })
+                .collect();
+            index.apply(&changes).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            reader.join().unwrap();
+        }
+    }
+
+    fn walk(index: &Index, count: usize, filter: &ScanFilter) -> Vec<Vec<u8>> {
+        let mut cursor = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, page) = index.scan(cursor, count, filter);
+            assert!(page.len() <= count, "a page holds at most `count` keys");
+            keys.extend(page);
+            if next == 0 {
+                return keys;
+            }
+            cursor = next;
+        }
+    }
+
+    #[test]
+    fn a_walk_returns_every_key_once_when_nothing_changes() {
+        let index = Index::new();
+        assert!(walk(&index, 10, &ScanFilter::all()).is_empty());
+        for i in 0..10_000u32 {
+            index.insert(format!("key-{i}").as_bytes(), pos(i)).unwrap();
+        }
+        index
+            .insert_with_deadline(b"gone", pos(1), Some(1))
+            .unwrap();
+        let mut keys = walk(&index, 100, &ScanFilter::all());
+        keys.sort();
+        let mut expected: Vec<Vec<u8>> = (0..10_000u32)
+            .map(|i| format!("key-{i}").into_bytes())
+            .collect();
+        expected.sort();
+        assert_eq!(
+            keys, expected,
+            "each key exactly once, the expired one left out"
+        );
+        let mut some = walk(&index, 7, &ScanFilter::pattern(b"key-99?"));
+        some.sort();
+        let mut expected: Vec<Vec<u8>> = (990..1000u32)
+            .map(|i| format!("key-{i}").into_bytes())
+            .collect();
+        expected.sort();
+        assert_eq!(some, expected);
+        assert_eq!(walk(&index, 1, &ScanFilter::prefix(b"key-1234")).len(), 1);
+    }
+
+    #[test]
+    fn a_walk_returns_every_key_present_throughout_while_the_table_grows_and_shrinks() {
+        let index = Index::new();
+        for i in 0..1_000u32 {
+            index
+                .insert(format!("stay-{i}").as_bytes(), pos(i))
+                .unwrap();
+        }
+        let mut cursor = 0;
+        let mut seen = std::collections::HashSet::new();
+        let mut round = 0u32;
+        loop {
+            let (next, page) = index.scan(cursor, 50, &ScanFilter::all());
+            seen.extend(page);
+            // Between pages: many new keys (the tables grow, moving buckets), and removals.
+            for j in 0..500u32 {
+                index
+                    .insert(format!("new-{round}-{j}").as_bytes(), pos(j))
+                    .unwrap();
+            }
+            for j in 0..250u32 {
+                index.remove(format!("new-{round}-{j}").as_bytes());
+            }
+            round += 1;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for i in 0..1_000u32 {
+            assert!(
+                seen.contains(format!("stay-{i}").as_bytes()),
+                "stay-{i} missed"
+            );
+        }
+    }
+
+    #[test]
+    fn any_cursor_leads_to_the_end_of_a_walk() {
+        let index = Index::new();
+        for i in 0..1_000u32 {
+            index.insert(format!("key-{i}").as_bytes(), pos(i)).unwrap();
+        }
+        for start in [
+            u64::MAX,
+            1 << 63,
+            12_345,
+            encode_cursor(SHARDS - 1, 7, 1 << 39),
+        ] {
+            let mut cursor = start;
+            let mut calls = 0;
+            loop {
+                let (next, _) = index.scan(cursor, 100, &ScanFilter::all());
+                calls += 1;
+                assert!(calls < 1_000, "the walk from {start} never ends");
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
     }
 }

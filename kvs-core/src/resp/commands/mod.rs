@@ -8,7 +8,8 @@
 //! - [`strings`]: `SET`, `GET`, `MGET`, `MSET`;
 //! - [`keys`]: `DEL`, `EXISTS`, `DBSIZE`;
 //! - [`connection`]: `PING`, `ECHO`, `HELLO`, `QUIT`;
-//! - [`server`]: `INFO`, `COMMAND`, `CONFIG`.
+//! - [`server`]: `INFO`, `COMMAND`, `CONFIG`;
+//! - [`cluster`]: `CLUSTER` (Redis Cluster's view: one node owning every slot, when emulated).
 //!
 //! This module holds only the row type, the table and dispatch.
 //!
@@ -34,6 +35,7 @@
 //! byte-level part of [`KvsEngine`] as a trait object, so that one table serves every engine
 //! type (one indirect call per engine operation).
 
+pub(crate) mod cluster;
 pub(crate) mod connection;
 pub(crate) mod keys;
 pub(crate) mod server;
@@ -231,6 +233,7 @@ const FAMILIES: &[&[Row]] = &[
     keys::COMMANDS,
     connection::COMMANDS,
     server::COMMANDS,
+    cluster::COMMANDS,
 ];
 
 /// Every command, sorted by name: the order `COMMAND` lists them in, and what [`find`]
@@ -406,6 +409,7 @@ mod tests {
                 client: Client {
                     id: 1,
                     version: Version::Resp2,
+                    local_addr: None,
                 },
             }
         }
