@@ -225,7 +225,7 @@ def test_a_batch_survives_kill_9_whole(tmp_path: Path, engine: str) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
     acked = 0
     try:
         for line in proc.stdout:
@@ -234,9 +234,12 @@ def test_a_batch_survives_kill_9_whole(tmp_path: Path, engine: str) -> None:
                 break
     finally:
         proc.send_signal(signal.SIGKILL)
-        rest, err = proc.communicate()
-    for line in rest.splitlines():
+        proc.wait()
+    # The dead writer's last acknowledgements: read through the same buffered file (not
+    # communicate(), which reads the descriptors and would skip what the buffer holds).
+    for line in proc.stdout.read().splitlines():
         acked = int(line)
+    err = proc.stderr.read()
     assert proc.returncode == -signal.SIGKILL, err.decode(errors="replace")
     assert acked >= 50, err.decode(errors="replace")
     with kvs.KvStore(data) as db:
