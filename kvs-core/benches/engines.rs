@@ -9,12 +9,17 @@
 //! - `durable_set/*`: sets that are on disk (fsynced) before they return, from 1 and from 8
 //!   threads: `KvStore` with `SyncPolicy::Always` (group commit) against sled flushing after
 //!   every set.
+//! - `batch/kvs`: `apply_batch` of 1,000 sets of such keys and values into a fresh store, per
+//!   key (compare with `set/kvs`).
+//! - `sweep/kvs`: `sweep_expired` of 100,000 expired keys (the background sweeper held off), per
+//!   key.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use kvs::{KvStore, KvStoreOptions, KvsEngine, SledKvsEngine, SyncPolicy};
+use criterion::BatchSize;
+use kvs::{now_millis, KvStore, KvStoreOptions, KvsEngine, SledKvsEngine, SyncPolicy, WriteBatch};
 use tempfile::TempDir;
 
 const KEYS: u64 = 100_000;
@@ -250,12 +255,85 @@ fn replacing_writes(c: &mut Criterion) {
     group.finish();
 }
 
+/// `apply_batch` of 1,000 sets of fresh keys, counted per key.
+fn batches(c: &mut Criterion) {
+    const BATCH: u64 = 1_000;
+    let mut group = c.benchmark_group("batch");
+    group.throughput(Throughput::Elements(BATCH));
+    let dir = TempDir::new().expect("temp dir");
+    let store = open_kvs(&dir);
+    let mut next = 0u64;
+    group.bench_function(
+        BenchmarkId::new("kvs", "1000 sets, 16B key, 100B value"),
+        |b| {
+            // By reference: building and dropping the batch's own vectors is not measured.
+            b.iter_batched_ref(
+                || {
+                    let mut batch = WriteBatch::new();
+                    for _ in 0..BATCH {
+                        batch.set(&key(next), &VALUE);
+                        next += 1;
+                    }
+                    batch
+                },
+                |batch| store.apply_batch(batch).expect("apply_batch"),
+                BatchSize::SmallInput,
+            )
+        },
+    );
+    group.finish();
+}
+
+/// `sweep_expired` of `SWEEP` keys whose deadline has passed, counted per key. The keys are
+/// set (in batches) and left to expire outside the measurement; the background sweeper is
+/// held off (an interval of an hour) and compaction is off, so only the sweep is measured.
+fn sweeps(c: &mut Criterion) {
+    const SWEEP: u64 = 100_000;
+    let mut group = c.benchmark_group("sweep");
+    group.throughput(Throughput::Elements(SWEEP));
+    group.sample_size(10);
+    let dir = TempDir::new().expect("temp dir");
+    let options = KvStoreOptions::default()
+        .compaction_min_stale(u64::MAX)
+        .sweep_interval(Duration::from_secs(3_600));
+    let store = KvStore::open_with(dir.path(), options).expect("open KvStore");
+    let mut next = 0u64;
+    group.bench_function(BenchmarkId::new("kvs", "100k expired keys"), |b| {
+        b.iter_batched(
+            || {
+                // Each batch's deadline is a little after its write (a deadline already past
+                // would make the set a remove); the last one is waited for.
+                let mut deadline = 0;
+                let mut batch = WriteBatch::new();
+                for _ in 0..SWEEP / 1_000 {
+                    deadline = now_millis() + 20;
+                    for _ in 0..1_000 {
+                        batch.set_with_deadline(&key(next), b"v", deadline);
+                        next += 1;
+                    }
+                    store.apply_batch(&batch).expect("apply_batch");
+                    batch.clear();
+                }
+                while now_millis() <= deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            },
+            |()| {
+                let swept = store.sweep_expired().expect("sweep");
+                assert_eq!(swept as u64, SWEEP);
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .measurement_time(std::time::Duration::from_secs(4))
         .warm_up_time(std::time::Duration::from_secs(1));
-    targets = sets, gets, durable_sets, replacing_writes
+    targets = sets, gets, durable_sets, replacing_writes, batches, sweeps
 }
 criterion_main!(benches);

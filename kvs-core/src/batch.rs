@@ -122,3 +122,34 @@ impl From<Vec<BatchOp>> for WriteBatch {
         WriteBatch { ops }
     }
 }
+
+/// A [`BatchOp`] borrowed, as the engines write it: also what their own single writes are
+/// made of when they go through the batch path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op<'a> {
+    Set {
+        key: &'a [u8],
+        value: &'a [u8],
+        deadline: Option<u64>,
+    },
+    Remove {
+        key: &'a [u8],
+    },
+}
+
+impl<'a> From<&'a BatchOp> for Op<'a> {
+    fn from(op: &'a BatchOp) -> Op<'a> {
+        match op {
+            BatchOp::Set {
+                key,
+                value,
+                deadline,
+            } => Op::Set {
+                key,
+                value,
+                deadline: *deadline,
+            },
+            BatchOp::Remove { key } => Op::Remove { key },
+        }
+    }
+}

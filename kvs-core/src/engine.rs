@@ -63,8 +63,13 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     /// Sets each key to its value, in order, as a batch: engines may write them together
     /// (`KvStore` writes a batch with one system call).
     ///
-    /// Not atomic: if this fails, or the process crashes during it, the first pairs may be set
-    /// and the rest not (never a later pair without an earlier one, for `KvStore`).
+    /// Atomic on `KvStore`, as [`apply_batch`](KvsEngine::apply_batch) of the same sets is: if
+    /// this fails, or the process dies during it, reopening finds all of the pairs or none of
+    /// them, and readers never see some of them without the others. (Pairs whose records take
+    /// more than [`MAX_BATCH_BYTES`](crate::MAX_BATCH_BYTES) are written in order as several
+    /// such batches: a crash may keep the first ones, never a later pair without every earlier
+    /// one.) This default, for engines that do not override it, sets them one by one and is
+    /// not atomic: the first pairs may be set and the rest not.
     fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
         for (key, value) in pairs {
             self.set_bytes(key, value)?;

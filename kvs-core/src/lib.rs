@@ -76,7 +76,7 @@ pub use data_dir::EngineKind;
 pub use engine::{KvsEngine, Transaction};
 pub use engines::{
     AnyEngine, DiskStats, KvStore, KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy,
-    MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
+    MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
 };
 pub use error::{ErrorKind, KvsError, Result};
 pub use expiry::{deadline_after, is_expired, now_millis, KeyExpiry};

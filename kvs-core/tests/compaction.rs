@@ -198,11 +198,9 @@ fn files_as_compaction_leaves_them(dir: &Path) -> Vec<(u32, Vec<u8>)> {
         .map(|(id, p)| (id, fs::read(p).unwrap()))
         .collect();
     if let Some((_, active)) = files.last_mut() {
+        // The store writes format version 2: a version-2 seal (kind 0x13).
         let offset = active.len() as u64;
-        let mut body = vec![3u8, 0, 0, 0, 0, 8, 0, 0, 0];
-        body.extend_from_slice(&offset.to_le_bytes());
-        active.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        active.extend_from_slice(&body);
+        active.extend(support::v2_record(0x13, b"", b"", &offset.to_le_bytes()));
     }
     files
 }

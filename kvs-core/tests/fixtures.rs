@@ -9,7 +9,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kvs::{AnyEngine, EngineKind, KvStore, KvStoreOptions, KvsEngine};
+mod support;
+
+use kvs::{
+    now_millis, AnyEngine, EngineKind, KeyExpiry, KvStore, KvStoreOptions, KvsEngine, WriteBatch,
+};
 
 /// The workload every fixture holds: several log files (small files), overwrites, removes,
 /// binary keys and values, an empty value, and one value larger than a file.
@@ -244,6 +248,200 @@ fn sled_store_of_release_0_2_0_opens_with_every_key_and_deadline() {
     );
 }
 
+/// The deadline of the keys of release 0.2.0's workload that never expire in a test's life:
+/// 2100-01-01T00:00:00Z.
+const FAR_DEADLINE: u64 = 4_102_444_800_000;
+
+/// What release 0.2.0's kvs fixture holds on top of [`workload`]: atomic batches (one larger
+/// than a log file), keys with a far deadline, keys whose deadline passed before the fixture
+/// was closed (their records are in the log, with their deadlines), a deadline given and then
+/// removed again (`persist`), and a deadline given to an existing key (`expire_at`).
+fn apply_workload_0_2_0(store: &KvStore) {
+    let mut batch = WriteBatch::new();
+    for i in 0..40u32 {
+        batch.set(
+            format!("batch-{i:02}").as_bytes(),
+            format!("b{i}").as_bytes(),
+        );
+    }
+    // Removes of keys set and not set; a set with a deadline.
+    batch.remove(b"key-000").remove(b"never-set");
+    batch.set_with_deadline(b"ttl-far-batch", b"far", FAR_DEADLINE);
+    store.apply_batch(&batch).unwrap();
+    let mut big = WriteBatch::new();
+    for i in 0..6u32 {
+        big.set(format!("big-batch-{i}").as_bytes(), &vec![i as u8; 1500]);
+    }
+    store.apply_batch(&big).unwrap();
+    for i in 0..20u32 {
+        store
+            .set_with_deadline_bytes(format!("ttl-far-{i:02}").as_bytes(), b"far", FAR_DEADLINE)
+            .unwrap();
+    }
+    assert!(store.expire_at_bytes(b"key-001", FAR_DEADLINE).unwrap());
+    store
+        .set_with_deadline_bytes(b"persisted", b"p", FAR_DEADLINE)
+        .unwrap();
+    assert!(store.persist_bytes(b"persisted").unwrap());
+    let soon = now_millis() + 1_000;
+    for i in 0..20u32 {
+        store
+            .set_with_deadline_bytes(format!("ttl-past-{i:02}").as_bytes(), b"gone", soon)
+            .unwrap();
+    }
+    // An older value under an expiring one: it must not come back either.
+    store.set("key-002".into(), "older".into()).unwrap();
+    store
+        .set_with_deadline_bytes(b"key-002", b"newer", soon)
+        .unwrap();
+    while now_millis() <= soon {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// What release 0.2.0's kvs fixture leaves: key to value and deadline.
+fn model_0_2_0() -> BTreeMap<Vec<u8>, (Vec<u8>, KeyExpiry)> {
+    let mut model: BTreeMap<Vec<u8>, (Vec<u8>, KeyExpiry)> = model()
+        .into_iter()
+        .map(|(k, v)| (k, (v, KeyExpiry::Never)))
+        .collect();
+    for i in 0..40u32 {
+        model.insert(
+            format!("batch-{i:02}").into_bytes(),
+            (format!("b{i}").into_bytes(), KeyExpiry::Never),
+        );
+    }
+    model.remove(&b"key-000"[..]);
+    model.remove(&b"key-002"[..]);
+    model.insert(
+        b"ttl-far-batch".to_vec(),
+        (b"far".to_vec(), KeyExpiry::At(FAR_DEADLINE)),
+    );
+    for i in 0..6u32 {
+        model.insert(
+            format!("big-batch-{i}").into_bytes(),
+            (vec![i as u8; 1500], KeyExpiry::Never),
+        );
+    }
+    for i in 0..20u32 {
+        model.insert(
+            format!("ttl-far-{i:02}").into_bytes(),
+            (b"far".to_vec(), KeyExpiry::At(FAR_DEADLINE)),
+        );
+    }
+    if let Some(entry) = model.get_mut(&b"key-001"[..]) {
+        entry.1 = KeyExpiry::At(FAR_DEADLINE);
+    }
+    model.insert(b"persisted".to_vec(), (b"p".to_vec(), KeyExpiry::Never));
+    model
+}
+
+fn assert_holds_model_0_2_0(store: &KvStore) {
+    let model = model_0_2_0();
+    assert_eq!(store.len().unwrap(), model.len());
+    for (key, (value, expiry)) in &model {
+        let name = String::from_utf8_lossy(key);
+        assert_eq!(
+            store.get_bytes(key).unwrap().as_ref(),
+            Some(value),
+            "{name}"
+        );
+        assert_eq!(store.expiry_bytes(key).unwrap(), *expiry, "{name}");
+    }
+    for key in [
+        "key-000",
+        "key-002",
+        "never-set",
+        "ttl-past-00",
+        "ttl-past-19",
+    ] {
+        assert_eq!(store.get_bytes(key.as_bytes()).unwrap(), None, "{key}");
+        assert_eq!(
+            store.expiry_bytes(key.as_bytes()).unwrap(),
+            KeyExpiry::Missing,
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn kvs_store_of_release_0_2_0_opens_with_every_key_and_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("v0.2.0", "kvs"), tmp.path());
+    {
+        let store = KvStore::open(tmp.path()).unwrap();
+        assert_holds_model_0_2_0(&store);
+        store.set_bytes(b"written-later", b"new").unwrap();
+    }
+    let store = KvStore::open(tmp.path()).unwrap();
+    assert_eq!(
+        store.get_bytes(b"written-later").unwrap(),
+        Some(b"new".to_vec())
+    );
+    assert_eq!(store.len().unwrap(), model_0_2_0().len() + 1);
+    store.remove_bytes(b"written-later").unwrap();
+    // Compaction drops the expired records and keeps every deadline.
+    store.compact().unwrap();
+    assert_holds_model_0_2_0(&store);
+    drop(store);
+    assert_holds_model_0_2_0(&KvStore::open(tmp.path()).unwrap());
+}
+
+#[test]
+fn kvs_store_of_release_0_2_0_is_of_format_version_2() {
+    // Walked by hand: every file is of version 2, and the log holds batches, records with
+    // deadlines and seals.
+    let mut kinds = BTreeMap::<u8, usize>::new();
+    for (_, path) in support::log_files_with_ids(&fixture("v0.2.0", "kvs")) {
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"kvs-log\x02", "{}", path.display());
+        let mut at = 8;
+        while at < bytes.len() {
+            *kinds.entry(bytes[at + 4]).or_default() += 1;
+            at += support::record_len_at(&bytes, at);
+        }
+        assert_eq!(at, bytes.len(), "{}", path.display());
+    }
+    assert!(support::log_files(&fixture("v0.2.0", "kvs")).len() >= 3);
+    for kind in [0x11, 0x12, 0x13, 0x14, 0x15] {
+        assert!(
+            kinds.contains_key(&kind),
+            "no record of kind {kind:#x}: {kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn a_store_of_release_0_1_0_writes_on_in_a_version_2_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("v0.1.0", "kvs"), tmp.path());
+    let before = support::log_files(tmp.path());
+    let old_active = fs::read(before.last().unwrap()).unwrap();
+    {
+        let store = KvStore::open(tmp.path()).unwrap();
+        store.set_bytes(b"written-later", b"new").unwrap();
+    }
+    let after = support::log_files(tmp.path());
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(
+        &fs::read(after.last().unwrap()).unwrap()[..8],
+        b"kvs-log\x02"
+    );
+    // The old active file kept its records and got a version-1 seal (kind 3, its offset).
+    let sealed = fs::read(&before[before.len() - 1]).unwrap();
+    assert_eq!(&sealed[..old_active.len()], &old_active[..]);
+    let seal = &sealed[old_active.len()..];
+    assert_eq!(seal.len(), 21);
+    assert_eq!(seal[4], 3);
+    assert_eq!(&seal[13..], &(old_active.len() as u64).to_le_bytes());
+    assert_eq!(
+        seal,
+        support::v1_record(3, b"", &(old_active.len() as u64).to_le_bytes())
+    );
+    let engine = AnyEngine::open(tmp.path(), Some(EngineKind::Kvs)).unwrap();
+    assert_holds_model_plus(&engine);
+}
+
 #[test]
 fn kvs_store_of_release_0_1_0_opens_with_every_key() {
     check_release("v0.1.0", EngineKind::Kvs);
@@ -305,6 +503,9 @@ fn write_fixture() {
         let store = KvStore::open_with(&kvs_dir, options).unwrap();
         apply_workload(&store);
         assert_holds_model(&store);
+        // Release 0.2.0: batches and deadlines.
+        apply_workload_0_2_0(&store);
+        assert_holds_model_0_2_0(&store);
     }
     let _ = fs::remove_file(kvs_dir.join("LOCK"));
     let sled_dir = root.join("sled");
@@ -330,14 +531,41 @@ fn a_log_file_of_an_unknown_future_format_version_is_refused_by_version() {
         let path = tmp.path().join(file);
         let mut bytes = fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"kvs-log\x01");
-        bytes[7] = 2;
+        bytes[7] = 3;
         fs::write(&path, &bytes).unwrap();
         let err = KvStore::open(tmp.path()).err().expect("open must fail");
         let message = err.to_string();
         assert!(
-            message.contains("unsupported format version 2") && message.contains(file),
+            message.contains("unsupported format version 3") && message.contains(file),
             "{file}: {message}"
         );
+        assert_eq!(fs::read(&path).unwrap(), bytes, "{file} was changed");
+    }
+}
+
+/// Version-1 records under a version-2 file header (a damaged version byte) are not read as
+/// version 2 records, nor cut off as a torn tail: the first record's header fails its
+/// checksum, and open refuses, naming the file, changing nothing.
+#[test]
+fn version_1_records_under_a_version_2_header_are_refused() {
+    for file in ["3.log", "8.log"] {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&fixture("v0.1.0", "kvs"), tmp.path());
+        let path = tmp.path().join(file);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[7] = 2;
+        fs::write(&path, &bytes).unwrap();
+        match KvStore::open(tmp.path()) {
+            Err(kvs::KvsError::Corruption {
+                path: at,
+                offset,
+                reason,
+            }) => {
+                assert_eq!((at, offset), (path.clone(), 8), "{file}: {reason}");
+                assert!(reason.contains("damaged record header"), "{file}: {reason}");
+            }
+            other => panic!("{file}: expected corruption, got {:?}", other.map(|_| ())),
+        }
         assert_eq!(fs::read(&path).unwrap(), bytes, "{file} was changed");
     }
 }

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use kvs::{KvStore, KvStoreOptions, KvsEngine, KvsError, RecoveryMode};
 use tempfile::TempDir;
 
-use support::log_files;
+use support::{log_files, record_len_at, v2_record};
 
-/// Size of a log file's header and of a record's header (see `format.rs`).
+/// Size of a log file's header and of a record's header (see `format.rs`: the store writes
+/// format version 2).
 const FILE_HEADER: u64 = 8;
-const RECORD_HEADER: u64 = 13;
+const RECORD_HEADER: u64 = support::V2_HEADER as u64;
 
 fn newest_log(dir: &Path) -> PathBuf {
     log_files(dir).pop().expect("a log file")
@@ -179,29 +180,31 @@ fn corruption_in_an_older_file_is_never_treated_as_a_tail() {
     assert_eq!(fs::metadata(older).unwrap().len(), len - 2);
 }
 
-#[test]
-fn bit_flips_never_return_a_wrong_value() {
-    // Every single-bit flip in every record either fails the open or leaves every value that
-    // can be read correct. A flip in the last record is a torn tail and loses only that record.
-    // A flip in a length field can also declare a record that runs past the end of the file
-    // (or over every record after it): in format version 1, with no checksum over the header,
-    // that is indistinguishable from a torn write of that record, which is then cut off with
-    // the records after it, the ones its declared extent covers (see `recovery.rs`).
-    let template = TempDir::new().unwrap();
-    let n = 6;
-    let ends = fill(template.path(), n);
-    let starts: Vec<u64> = std::iter::once(FILE_HEADER)
-        .chain(ends[..n - 1].iter().copied())
-        .collect();
-    let log = newest_log(template.path());
-    let original = fs::read(&log).unwrap();
+/// Flips bits in every byte of the records of `log` (in `template`, a store of key{i} =
+/// value{i} for i in 0..n, whose records start at `starts`) and checks that each flip either
+/// fails the open or leaves every value that can be read correct. A flip in the last record is
+/// a torn tail and loses only that record. With `length_flip_may_cut` (format version 1, with
+/// no checksum over the header), a flip in a length field may also declare a record that runs
+/// past the end of the file (or over every record after it), indistinguishable from a torn
+/// write of that record, which is then cut off with the records its extent covers (see
+/// `recovery.rs`). Open may append `grows_by` bytes to the file (the seal of a version-1 file,
+/// left for a version-2 one).
+fn check_bit_flips(
+    template: &Path,
+    log: &Path,
+    starts: &[u64],
+    n: usize,
+    length_flip_may_cut: bool,
+    grows_by: u64,
+) {
+    let original = fs::read(log).unwrap();
     for byte in FILE_HEADER as usize..original.len() {
         let record = starts.iter().rposition(|&s| s <= byte as u64).unwrap();
-        // key_len and value_len are bytes 5..13 of a record (see `format.rs`).
+        // key_len and value_len are bytes 5..13 of a record of either version.
         let in_length = (5..13).contains(&(byte as u64 - starts[record]));
         for bit in [0, 3, 7] {
             let dir = TempDir::new().unwrap();
-            fs::copy(template.path().join("engine"), dir.path().join("engine")).unwrap();
+            fs::copy(template.join("engine"), dir.path().join("engine")).unwrap();
             let mut bytes = original.clone();
             bytes[byte] ^= 1 << bit;
             let copy = dir.path().join(log.file_name().unwrap());
@@ -221,7 +224,9 @@ fn bit_flips_never_return_a_wrong_value() {
             assert!(
                 lost.is_empty()
                     || lost == [n - 1]
-                    || (in_length && lost == (record..n).collect::<Vec<_>>()),
+                    || (length_flip_may_cut
+                        && in_length
+                        && lost == (record..n).collect::<Vec<_>>()),
                 "flip {byte}:{bit} (record {record}) lost {lost:?}"
             );
             // What was lost was cut off the end of the file, and nothing else.
@@ -232,11 +237,53 @@ fn bit_flips_never_return_a_wrong_value() {
             };
             assert_eq!(
                 fs::metadata(&copy).unwrap().len(),
-                kept_len,
+                kept_len + grows_by,
                 "flip {byte}:{bit}"
             );
         }
     }
+}
+
+#[test]
+fn bit_flips_never_return_a_wrong_value() {
+    // Format version 2: a damaged length fails its header's checksum, so it never cuts off
+    // the records after it.
+    let template = TempDir::new().unwrap();
+    let n = 6;
+    let ends = fill(template.path(), n);
+    let starts: Vec<u64> = std::iter::once(FILE_HEADER)
+        .chain(ends[..n - 1].iter().copied())
+        .collect();
+    let log = newest_log(template.path());
+    check_bit_flips(template.path(), &log, &starts, n, false, 0);
+}
+
+#[test]
+fn bit_flips_in_a_version_1_file_never_return_a_wrong_value() {
+    // A store of release 0.1.0 (no MANIFEST, one version-1 file), built by hand.
+    let template = TempDir::new().unwrap();
+    let n = 6;
+    let mut bytes = b"kvs-log\x01".to_vec();
+    let mut starts = Vec::new();
+    for i in 0..n {
+        starts.push(bytes.len() as u64);
+        bytes.extend(support::v1_record(
+            1,
+            format!("key{i}").as_bytes(),
+            format!("value{i}").as_bytes(),
+        ));
+    }
+    let log = template.path().join("1.log");
+    fs::write(&log, &bytes).unwrap();
+    fs::write(template.path().join("engine"), "kvs\n").unwrap();
+    {
+        // The hand-built store opens whole.
+        let dir = TempDir::new().unwrap();
+        copy_store(template.path(), dir.path());
+        assert_keys(&KvStore::open(dir.path()).unwrap(), n, n);
+    }
+    // Open seals the version-1 file (a 21-byte version-1 seal) and moves on to a new one.
+    check_bit_flips(template.path(), &log, &starts, n, true, 21);
 }
 
 #[test]
@@ -293,7 +340,7 @@ fn a_file_that_is_not_a_log_is_reported_not_replayed() {
 }
 
 #[test]
-fn a_torn_batch_keeps_the_records_before_the_tear() {
+fn a_torn_batch_is_dropped_whole() {
     let dir = TempDir::new().unwrap();
     let (before, after) = {
         let store = KvStore::open(dir.path()).unwrap();
@@ -309,24 +356,26 @@ fn a_torn_batch_keeps_the_records_before_the_tear() {
         store.set_many_bytes(&pairs).unwrap();
         (before, fs::metadata(newest_log(dir.path())).unwrap().len())
     };
-    // Cut the batch in the middle of its 4th record (records here are 13 + 6 + 6 bytes).
-    let cut = before + 3 * 25 + 10;
-    assert!(cut < after);
-    OpenOptions::new()
-        .write(true)
-        .open(newest_log(dir.path()))
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
-    let store = KvStore::open(dir.path()).unwrap();
-    assert_eq!(store.get("first".into()).unwrap(), Some("1".into()));
-    for i in 0..10 {
-        let expected = (i < 3).then(|| format!("value{i}"));
-        assert_eq!(
-            store.get(format!("batch{i}")).unwrap(),
-            expected,
-            "batch{i}"
-        );
+    // Cut the batch in its frame, in the middle of its 4th record (records here are
+    // 17 + 6 + 6 bytes, after a 29-byte frame), and right after its 9th: nothing of it
+    // survives, the record before it does.
+    let template = TempDir::new().unwrap();
+    copy_store(dir.path(), template.path());
+    for cut in [before + 10, before + 29 + 3 * 29 + 10, before + 29 + 9 * 29] {
+        assert!(cut < after);
+        let dir = TempDir::new().unwrap();
+        copy_store(template.path(), dir.path());
+        set_len(&newest_log(dir.path()), cut);
+        let store = KvStore::open(dir.path()).unwrap();
+        assert_eq!(store.get("first".into()).unwrap(), Some("1".into()));
+        for i in 0..10 {
+            assert_eq!(
+                store.get(format!("batch{i}")).unwrap(),
+                None,
+                "batch{i}, cut at {cut}"
+            );
+        }
+        assert_eq!(fs::metadata(newest_log(dir.path())).unwrap().len(), before);
     }
 }
 
@@ -351,19 +400,17 @@ fn a_closed_file_cut_at_a_record_boundary_fails_open() {
     let closed = store_with_closed_files(template.path());
     let victim_name = closed[0].file_name().unwrap().to_owned();
     let bytes = fs::read(&closed[0]).unwrap();
-    // The seal is the last 21 bytes (13-byte header, 8-byte value); records before it are
+    // The seal is the last 25 bytes (17-byte header, 8-byte value); records before it are
     // key{i} = value{i}: cut off the seal alone, then the seal and the record before it, and
     // finally everything but the file header.
-    let seal_len = 21;
+    let seal_len = 25;
     let last_record_len = {
         // Walk the records to find where the last one before the seal starts.
         let mut at = 8usize;
         let mut last = at;
         while at < bytes.len() - seal_len {
             last = at;
-            let kl = u32::from_le_bytes(bytes[at + 5..at + 9].try_into().unwrap()) as usize;
-            let vl = u32::from_le_bytes(bytes[at + 9..at + 13].try_into().unwrap()) as usize;
-            at += 13 + kl + vl;
+            at += record_len_at(&bytes, at);
         }
         bytes.len() - seal_len - last
     };
@@ -409,11 +456,7 @@ fn a_seal_away_from_where_it_was_written_fails_open() {
     let template = TempDir::new().unwrap();
     let closed = store_with_closed_files(template.path());
     let bytes = fs::read(&closed[0]).unwrap();
-    let first_len = {
-        let kl = u32::from_le_bytes(bytes[13..17].try_into().unwrap()) as usize;
-        let vl = u32::from_le_bytes(bytes[17..21].try_into().unwrap()) as usize;
-        13 + kl + vl
-    };
+    let first_len = record_len_at(&bytes, 8);
     let mut spliced = bytes[..8].to_vec();
     spliced.extend_from_slice(&bytes[8 + first_len..]);
     fs::write(&closed[0], &spliced).unwrap();
@@ -437,25 +480,27 @@ fn copy_store(from: &Path, to: &Path) {
     }
 }
 
-/// The start of a set record of `key` to `value_len` zero bytes, built by hand as `format.rs`
-/// documents it: header and key. The zeros are left to a sparse extension of the file (see
-/// [`append_zero_value_record`]), so a record of hundreds of MiB costs neither disk nor memory.
+/// The start of a version-2 set record of `key` to `value_len` zero bytes, built by hand as
+/// `format.rs` documents it: header and key. The zeros are left to a sparse extension of the
+/// file (see [`append_zero_value_record`]), so a record of hundreds of MiB costs neither disk
+/// nor memory.
 fn zero_value_record_head(key: &[u8], value_len: u64) -> Vec<u8> {
-    let mut header = vec![1u8];
-    header.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    header.extend_from_slice(&(value_len as u32).to_le_bytes());
-    header.extend_from_slice(key);
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&header);
+    let mut body_crc = crc32fast::Hasher::new();
+    body_crc.update(key);
     let zeros = vec![0u8; 1 << 20];
     let mut left = value_len;
     while left > 0 {
         let n = left.min(zeros.len() as u64) as usize;
-        crc.update(&zeros[..n]);
+        body_crc.update(&zeros[..n]);
         left -= n as u64;
     }
-    let mut head = crc.finalize().to_le_bytes().to_vec();
+    let mut header = vec![0x11u8];
+    header.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    header.extend_from_slice(&(value_len as u32).to_le_bytes());
+    header.extend_from_slice(&body_crc.finalize().to_le_bytes());
+    let mut head = crc32fast::hash(&header).to_le_bytes().to_vec();
     head.extend_from_slice(&header);
+    head.extend_from_slice(key);
     head
 }
 
@@ -491,6 +536,10 @@ fn a_torn_huge_record_is_cut_off_whatever_its_size() {
 
     // The hand-built record is a valid one: whole, it opens and reads back (small), or is
     // indexed after its checksum was checked (huge).
+    assert_eq!(
+        [zero_value_record_head(b"k", 3), vec![0; 3]].concat(),
+        v2_record(0x11, b"", b"k", &[0; 3])
+    );
     let big_head = zero_value_record_head(b"big", BIG);
     for (head, value_len) in [
         (zero_value_record_head(b"big", 1000), 1000),
@@ -537,6 +586,65 @@ fn a_torn_huge_record_is_cut_off_whatever_its_size() {
         assert_keys(&store, 5, 5);
         assert_eq!(store.get("after".into()).unwrap(), Some("tear".into()));
     }
+}
+
+/// [`zero_value_record_head`] in format version 1 (release 0.1.0): crc over everything after
+/// it, kind 1, lengths, key.
+fn zero_value_record_head_v1(key: &[u8], value_len: u64) -> Vec<u8> {
+    let mut header = vec![1u8];
+    header.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    header.extend_from_slice(&(value_len as u32).to_le_bytes());
+    header.extend_from_slice(key);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&header);
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = value_len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        crc.update(&zeros[..n]);
+        left -= n as u64;
+    }
+    let mut head = crc.finalize().to_le_bytes().to_vec();
+    head.extend_from_slice(&header);
+    head
+}
+
+#[test]
+fn a_torn_huge_record_in_a_version_1_file_is_cut_off() {
+    // A store of release 0.1.0 (built by hand): its newest file, of version 1, ends with a
+    // torn 300 MiB record. Open cuts it off, then seals the file (a 21-byte version-1 seal)
+    // and writes on in a version-2 file.
+    const BIG: u64 = 300 << 20;
+    let dir = TempDir::new().unwrap();
+    let mut bytes = b"kvs-log\x01".to_vec();
+    for i in 0..5 {
+        bytes.extend(support::v1_record(
+            1,
+            format!("key{i}").as_bytes(),
+            format!("value{i}").as_bytes(),
+        ));
+    }
+    let log = dir.path().join("1.log");
+    fs::write(&log, &bytes).unwrap();
+    fs::write(dir.path().join("engine"), "kvs\n").unwrap();
+    let head = zero_value_record_head_v1(b"big", 3);
+    assert_eq!(
+        [head, vec![0; 3]].concat(),
+        support::v1_record(1, b"big", &[0; 3])
+    );
+    let start = append_zero_value_record(&log, &zero_value_record_head_v1(b"big", BIG), BIG);
+    assert_eq!(start, bytes.len() as u64);
+    set_len(&log, start + (64 << 20) + 1);
+    let store = KvStore::open(dir.path()).unwrap();
+    assert_keys(&store, 5, 5);
+    assert_eq!(store.get_bytes(b"big").unwrap(), None);
+    assert_eq!(fs::metadata(&log).unwrap().len(), start + 21);
+    store.set("after".into(), "tear".into()).unwrap();
+    drop(store);
+    let store = KvStore::open(dir.path()).unwrap();
+    assert_keys(&store, 5, 5);
+    assert_eq!(store.get("after".into()).unwrap(), Some("tear".into()));
+    assert_eq!(log_files(dir.path()).len(), 2);
 }
 
 #[test]
@@ -609,10 +717,8 @@ fn a_torn_value_that_holds_kvs_records_is_cut_off() {
     let value_at = start + RECORD_HEADER + 4;
     let mut cuts: Vec<u64> = (start + 1..end).step_by(41).collect();
     let mut at = 8usize;
-    while at + 13 <= inner.len() {
-        let kl = u32::from_le_bytes(inner[at + 5..at + 9].try_into().unwrap()) as usize;
-        let vl = u32::from_le_bytes(inner[at + 9..at + 13].try_into().unwrap()) as usize;
-        at += 13 + kl + vl;
+    while at + RECORD_HEADER as usize <= inner.len() {
+        at += record_len_at(&inner, at);
         cuts.push(value_at + at as u64);
     }
     cuts.retain(|&cut| cut > start && cut < end);

@@ -249,7 +249,10 @@ impl Store {
     }
 
     /// One page of a walk over the keys: `(next_cursor, keys)`, as Redis's SCAN.
-    #[pyo3(signature = (cursor=None, count=None, prefix=None, r#match=None))]
+    #[pyo3(
+        signature = (cursor=None, count=None, prefix=None, r#match=None),
+        text_signature = "(self, cursor=0, count=100, prefix=None, match=None)"
+    )]
     fn scan<'py>(
         &self,
         py: Python<'py>,
@@ -272,7 +275,10 @@ impl Store {
     }
 
     /// An iterator over the keys that pass the filter, walking `scan` pages of `count`.
-    #[pyo3(signature = (prefix=None, r#match=None, count=None))]
+    #[pyo3(
+        signature = (prefix=None, r#match=None, count=None),
+        text_signature = "(self, prefix=None, match=None, count=100)"
+    )]
     fn scan_iter(
         slf: &Bound<'_, Self>,
         prefix: Option<&Bound<'_, PyAny>>,

@@ -82,8 +82,8 @@ def test_set_options_nx_xx_get(r: "redis.Redis") -> None:
     assert r.exists("other") == 0
     assert r.set("k", "3", xx=True, get=True) == b"1"
     assert r.get("k") == b"3"
-    with pytest.raises(redis.ResponseError, match="expire"):
-        r.set("k", "4", ex=10)
+    with pytest.raises(redis.ResponseError, match="invalid expire time in 'set' command"):
+        r.set("k", "4", ex=0)
 
 
 def test_multi_key_commands_and_dbsize(r: "redis.Redis") -> None:
@@ -117,8 +117,8 @@ def test_info_sections_parse(r: "redis.Redis") -> None:
 
 
 def test_errors_are_response_errors(r: "redis.Redis") -> None:
-    with pytest.raises(redis.ResponseError, match="unknown command 'FLUSHALL'"):
-        r.execute_command("FLUSHALL")
+    with pytest.raises(redis.ResponseError, match="unknown command 'LPUSH'"):
+        r.execute_command("LPUSH", "list", "a")
     with pytest.raises(redis.ResponseError, match="wrong number of arguments for 'get'"):
         r.execute_command("GET")
     # The connection is still usable.

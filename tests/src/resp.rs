@@ -110,14 +110,12 @@ fn integer(text: &[u8]) -> Result<i64, String> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return Err(invalid());
     }
-    let mut n: i64 = 0;
+    let mut n: i128 = 0;
     for &d in digits {
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(i64::from(d - b'0')))
-            .ok_or_else(invalid)?;
+        n = n * 10 + i128::from(d - b'0');
     }
-    Ok(if negative { -n } else { n })
+    // The magnitude of i64::MIN is one more than i64::MAX: convert after the sign.
+    i64::try_from(if negative { -n } else { n }).map_err(|_| invalid())
 }
 
 /// A length or count header (`$`, `*`, `%`): `Ok(None)` for -1, refused over `max_len`.
@@ -223,7 +221,7 @@ mod tests {
         let frame = Frame::Array(Some(vec![
             Frame::Simple("OK".into()),
             Frame::Error("ERR x".into()),
-            Frame::Integer(i64::MIN + 1),
+            Frame::Integer(i64::MIN),
             Frame::Bulk(Some(vec![0, 255, b'\r'])),
             Frame::Bulk(None),
             Frame::Array(None),

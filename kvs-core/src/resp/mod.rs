@@ -21,10 +21,11 @@
 //!   positions, `COMMAND DOCS` fields, and how it parses and runs), and the dispatch that
 //!   finds a request's row, checks its arity and runs it on a
 //!   [`KvsEngine`](crate::KvsEngine). One module per family of commands: `strings` (`SET`
-//!   with `NX`, `XX`, `GET`; `GET`, `MGET`, `MSET`), `keys` (`DEL`, `EXISTS`, `DBSIZE`),
-//!   `connection` (`PING`, `ECHO`, `HELLO`, `QUIT`), `server` (`INFO`, `COMMAND` with
-//!   `COUNT`, `LIST`, `INFO`, `DOCS`, answered from the table; `CONFIG GET` of `save` and
-//!   `appendonly`). Replies and error strings are Redis's. Adding a command touches only its
+//!   with every Redis 7 option, `GET`, `GETEX`, `MGET`, `MSET`, `INCR` and the other string
+//!   commands), `expire` (`EXPIRE` and friends, `TTL`, `PTTL`, `PERSIST`), `keys` (`DEL`,
+//!   `EXISTS`, `KEYS`, `SCAN`, `RENAME`, `COPY`, `FLUSHALL`, `OBJECT`, ...), `connection`
+//!   (`PING`, `ECHO`, `HELLO`, `QUIT`), `server` (`INFO`, `COMMAND` with `COUNT`, `LIST`,
+//!   `INFO`, `DOCS`, answered from the table; `CONFIG GET` of `save` and `appendonly`). Replies and error strings are Redis's. Adding a command touches only its
 //!   family's file.
 //! - `session`: a connection's request loop between the server's buffers and the commands.
 //!   Requests pipelined in one write are answered in order; the writes that a command marks

@@ -121,3 +121,89 @@ pub(crate) fn truncate(text: &str, max: usize) -> &str {
     }
     &text[..end]
 }
+
+/// Redis's reply to an option it does not take, or options that do not go together.
+pub(crate) const SYNTAX_ERROR: &str = "ERR syntax error";
+
+/// Redis's reply to an argument, or a stored value, that should be a 64-bit integer and is
+/// not one.
+pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+
+/// `ERR invalid expire time in 'set' command`: a time to live or deadline that is not
+/// positive, or that overflows once converted to a deadline in milliseconds.
+pub(crate) fn invalid_expire_time(command: &str) -> ErrorReply {
+    format!("ERR invalid expire time in '{command}' command")
+}
+
+/// `bytes` as a signed 64-bit integer by Redis's rules (its `string2ll`): an optional `-`,
+/// then digits without a leading zero (`0` alone is fine), at most 20 bytes in all, within
+/// `i64`. No `+`, no blanks, no `-0`.
+pub(crate) fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    if bytes.is_empty() || bytes.len() > 20 {
+        return None;
+    }
+    if bytes == b"0" {
+        return Some(0);
+    }
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    match digits.first() {
+        Some(b'1'..=b'9') => {}
+        _ => return None,
+    }
+    let mut n: i128 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i128::from(d - b'0');
+    }
+    i64::try_from(if negative { -n } else { n }).ok()
+}
+
+/// `bytes` as a 64-bit integer or [`NOT_AN_INTEGER`].
+pub(crate) fn integer_arg(bytes: &[u8]) -> Result<i64, ErrorReply> {
+    parse_i64(bytes).ok_or_else(|| NOT_AN_INTEGER.to_string())
+}
+
+/// Whether two option names are the same, ASCII case folded (Redis's `strcasecmp`).
+pub(crate) fn is_option(arg: &[u8], name: &str) -> bool {
+    arg.eq_ignore_ascii_case(name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_as_redis_string2ll_does() {
+        for (text, want) in [
+            ("0", Some(0)),
+            ("7", Some(7)),
+            ("-7", Some(-7)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("-9223372036854775809", None),
+            ("", None),
+            ("-", None),
+            ("-0", None),
+            ("007", None),
+            ("+1", None),
+            (" 1", None),
+            ("1 ", None),
+            ("1.0", None),
+            ("1e3", None),
+            ("000000000000000000001", None),
+        ] {
+            assert_eq!(parse_i64(text.as_bytes()), want, "{text:?}");
+        }
+        assert_eq!(integer_arg(b"x").unwrap_err(), NOT_AN_INTEGER);
+        assert_eq!(
+            invalid_expire_time("setex"),
+            "ERR invalid expire time in 'setex' command"
+        );
+    }
+}

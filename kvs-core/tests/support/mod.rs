@@ -118,3 +118,53 @@ pub fn run_child_test(mut command: std::process::Command) -> String {
     );
     stdout
 }
+
+/// Size of a version-2 record header (see `format.rs`).
+#[allow(dead_code)]
+pub const V2_HEADER: usize = 17;
+
+/// A version-2 log record built by hand from the layout `format.rs` documents: `kind` (0x11
+/// set, 0x12 remove, 0x13 seal, 0x14 set with deadline, 0x15 batch), `extra` (the deadline
+/// field of a 0x14 record, else empty), key and value; header_crc over bytes 4..17, body_crc
+/// over everything from byte 17 on.
+#[allow(dead_code)]
+pub fn v2_record(kind: u8, extra: &[u8], key: &[u8], value: &[u8]) -> Vec<u8> {
+    let body = [extra, key, value].concat();
+    let mut header = vec![kind];
+    header.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    header.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    header.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    let mut record = crc32fast::hash(&header).to_le_bytes().to_vec();
+    record.extend_from_slice(&header);
+    record.extend_from_slice(&body);
+    record
+}
+
+/// The length of the record starting at `bytes[at..]`, of either format version (its kind
+/// byte says which), from its header: for walking a log file's records in tests.
+#[allow(dead_code)]
+pub fn record_len_at(bytes: &[u8], at: usize) -> usize {
+    let u32_at = |i: usize| u32::from_le_bytes(bytes[at + i..at + i + 4].try_into().unwrap());
+    let (key_len, value_len) = (u32_at(5) as usize, u32_at(9) as usize);
+    match bytes[at + 4] {
+        1..=3 => 13 + key_len + value_len,
+        0x14 => V2_HEADER + 8 + key_len + value_len,
+        0x11..=0x15 => V2_HEADER + key_len + value_len,
+        kind => panic!("no record at {at}: kind {kind}"),
+    }
+}
+
+/// A version-1 log record (release 0.1.0) built by hand from the layout `format.rs`
+/// documents: crc over everything after it, kind (1 set, 2 remove, 3 seal), lengths, key,
+/// value.
+#[allow(dead_code)]
+pub fn v1_record(kind: u8, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut body = vec![kind];
+    body.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    body.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    body.extend_from_slice(key);
+    body.extend_from_slice(value);
+    let mut record = crc32fast::hash(&body).to_le_bytes().to_vec();
+    record.extend_from_slice(&body);
+    record
+}

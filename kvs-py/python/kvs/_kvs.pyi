@@ -322,8 +322,10 @@ class KvStore:
 @final
 class KeyIterator(Iterator[bytes]):
     """The keys of a ``KvStore``, walked a page of ``scan`` at a time (from ``iter(db)``,
-    ``db.scan_iter()`` and ``db.keys(prefix=..., match=...)``). It keeps the store's object
-    alive; once the store is closed, ``next()`` raises ``ValueError``."""
+    ``db.scan_iter()`` and ``db.keys(prefix=..., match=...)``), holding one page of keys at a
+    time. It keeps the store's object alive; once the store is closed, the ``next()`` that
+    needs a new page raises ``ValueError``. Errors of the store while reading a page raise
+    from ``next()`` as from any other call; calling ``next()`` again retries that page."""
 
     def __iter__(self) -> Self: ...
     def __next__(self) -> bytes: ...
@@ -347,7 +349,8 @@ class Batch:
     never in between. Operations apply in the order they were added: a key written twice
     ends with the later write. Removing a key that is not set is not an error in a batch.
     Keys and values are checked for type when added (``TypeError``) and for size when
-    applied (``ValueError``, and nothing is written).
+    applied (``ValueError``, and nothing is written), as is the whole batch (with the kvs
+    engine, a batch of several operations takes at most 64 MiB of records).
 
     Once committed or discarded, a batch is done: adding to it, or committing it again,
     raises ``ValueError``. A ``commit()`` that fails writes nothing and leaves the batch

@@ -39,14 +39,15 @@ use std::sync::Arc;
 
 use super::crash_point;
 use super::format::{
-    decode_header, encode_seal, verify_record, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN,
+    decode_header, encode_seal, encode_set, verify_record, Version, FILE_MAGIC, HEADER_LEN,
+    SEAL_RECORD_LEN,
 };
 use super::index::RecordPos;
 use super::log_file::{FileMap, LogFile, SeqReader};
 use super::manifest::Fingerprint;
 use super::recovery::COMPACTING_SUFFIX;
 use super::writer::log_path;
-use super::Shared;
+use super::{Shared, SWEEP_CHUNK};
 use crate::data_dir::sync_dir;
 use crate::{KvsError, Result};
 
@@ -78,6 +79,10 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         // compaction after being overwritten), tombstones and seals. The index can only
         // move away from files `<= last` from here on: new writes go to the new active file.
         let live = writer.total_bytes().saturating_sub(writer.stale_bytes());
+        // Version-1 records are copied re-encoded, 4 bytes longer each (a version-2 header is
+        // 17 bytes, a version-1 one 13): at most a third longer, as every record is at least
+        // 13 bytes. Unused ids are skipped.
+        let live = live.saturating_add(live / 3);
         let outputs =
             output_ids_needed(live, writer.max_file_bytes()).min(u32::MAX as u64 / 2) as u32;
         let new_id = last.checked_add(outputs + 1).ok_or_else(|| {
@@ -99,7 +104,11 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
 
     // 2. Copy.
     let mut output = Output::new(shared, out_ids);
-    let moved = match copy_live_records(shared, last_old, &mut output) {
+    let copied = copy_live_records(shared, last_old, &mut output);
+    // Every key the copy did not list because it had expired is due by now (see
+    // `sweep_after_copy`).
+    let listed_by = crate::now_millis();
+    let moved = match copied {
         Ok(Some(moved)) => moved,
         Ok(None) => {
             // The store is closing; the old files are untouched.
@@ -116,8 +125,9 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
     let written = output.commit(&old_ids)?;
     crash_point::hit("compaction:committed");
 
-    // 4. Switch the index.
+    // 4. Switch the index, and take out the expired keys the copy left behind.
     let stale_in_out = switch_index(shared, &moved)?;
+    sweep_after_copy(shared, listed_by)?;
     {
         let mut writer = shared.lock_writer();
         for &(id, size) in &written {
@@ -181,7 +191,23 @@ fn output_ids_needed(live: u64, max_file_bytes: u64) -> u64 {
     2 * (live / room) + 1
 }
 
+/// Part of step 4: removes from the index every key whose deadline is `listed_by` or earlier
+/// (counting its record stale), as the sweep does (see `mod.rs`). The copy listed only keys
+/// that had not expired: a key it left out because it had expired still points into a file
+/// about to be deleted, and must be gone from the index first. Its record carries its
+/// deadline, so no replay brings it back. (The clock read after the listing is at least every
+/// reading taken during it, unless the system clock was set back meanwhile.)
+fn sweep_after_copy(shared: &Shared, listed_by: u64) -> Result<()> {
+    let now = crate::now_millis().max(listed_by);
+    // Not `sweep_all`: it stops when the store starts closing, and these keys must go before
+    // their files are deleted.
+    while shared.sweep_chunk(now)? == SWEEP_CHUNK {}
+    Ok(())
+}
+
 /// Step 2: writes every live record in files `<= last_old` to the output, in log order.
+/// Only keys that have not expired are copied, each record with its deadline; version-1
+/// records are re-encoded in version 2 (the output files are of version 2).
 /// Returns `None` if the store started closing meanwhile.
 ///
 /// The old files are read with chunked `pread` ([`SeqReader`]), one file at a time, not
@@ -203,13 +229,24 @@ fn copy_live_records(
 
     let files = shared.files.snapshot();
     let mut reader: Option<(u32, SeqReader<'_>)> = None;
+    let mut reencoded = Vec::new();
     for m in &mut moved {
         if shared.closing.load(Ordering::SeqCst) {
             return Ok(None);
         }
         let record = read_checked(shared, &files, &mut reader, m.from, m.from.len as usize)?;
-        verify_record(record).map_err(|e| corruption(shared, m.from, e.to_string()))?;
-        m.to = output.append(record)?;
+        let header =
+            verify_record(record).map_err(|e| corruption(shared, m.from, e.to_string()))?;
+        m.to = match header.version {
+            Version::V2 => output.append(record)?,
+            Version::V1 => {
+                // Version 1 has no deadlines: the key has none.
+                reencoded.clear();
+                let key = &record[header.key_start()..header.value_start()];
+                encode_set(&mut reencoded, key, &record[header.value_start()..], None);
+                output.append(&reencoded)?
+            }
+        };
     }
     Ok(Some(moved))
 }
@@ -226,10 +263,11 @@ fn switch_index(shared: &Shared, moved: &[Moved]) -> Result<BTreeMap<u32, u64>> 
     let mut stale = BTreeMap::<u32, u64>::new();
     for m in moved {
         let header = read_checked(shared, &files, &mut reader, m.to, HEADER_LEN)?;
-        let header: &[u8; HEADER_LEN] = header
-            .try_into()
-            .map_err(|_| corruption(shared, m.to, "short record header".into()))?;
-        let header = decode_header(header).map_err(|e| corruption(shared, m.to, e.to_string()))?;
+        if header.len() < HEADER_LEN {
+            return Err(corruption(shared, m.to, "short record header".into()));
+        }
+        let header = decode_header(header, Version::V2)
+            .map_err(|e| corruption(shared, m.to, e.to_string()))?;
         if header.record_len() != m.to.len as usize {
             return Err(corruption(
                 shared,
@@ -241,14 +279,11 @@ fn switch_index(shared: &Shared, moved: &[Moved]) -> Result<BTreeMap<u32, u64>> 
                 ),
             ));
         }
-        let record = read_checked(
-            shared,
-            &files,
-            &mut reader,
-            m.to,
-            HEADER_LEN + header.key_len,
-        )?;
-        if !shared.index.replace_if(&record[HEADER_LEN..], m.from, m.to) {
+        let record = read_checked(shared, &files, &mut reader, m.to, header.value_start())?;
+        if !shared
+            .index
+            .replace_if(&record[header.key_start()..], m.from, m.to)
+        {
             *stale.entry(m.to.file).or_insert(0) += m.to.len as u64;
         }
     }
@@ -371,7 +406,7 @@ impl<'a> Output<'a> {
     fn finish_current(&mut self) -> Result<()> {
         if let Some((id, mut out, mut size)) = self.current.take() {
             let path = self.tmp_path(id);
-            let mut seal = Vec::with_capacity(HEADER_LEN + SEAL_VALUE_LEN);
+            let mut seal = Vec::with_capacity(SEAL_RECORD_LEN);
             encode_seal(&mut seal, size);
             size += seal.len() as u64;
             self.fingerprint.add(&seal);

@@ -31,8 +31,9 @@
 //!   if it is still there, and it is dropped from the next manifest written.
 //!
 //! The **fingerprint** of a closed file is the CRC-32 of the sequence of its records' stored
-//! checksums (the first 4 bytes of each record, the seal included), in file order. Every
-//! record's checksum covers its bytes, so a file with other records, or the same records in
+//! checksums (the first 4 bytes of each record: version 1's crc, version 2's header_crc, which
+//! covers the body's checksum; the seal, batch records and batch members included), in file
+//! order. Every record's checksum covers its bytes, so a file with other records, or the same records in
 //! another order, has another fingerprint; and computing it costs a 4-byte CRC update per
 //! record where the record is at hand anyway (the writer appending it, compaction copying it,
 //! replay checking it), never an extra read.
@@ -88,7 +89,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::format::HEADER_LEN;
+use super::format::record_len_unchecked;
 use crate::{KvsError, Result};
 
 /// Name of the manifest in the data directory.
@@ -328,11 +329,9 @@ impl Fingerprint {
     /// the lengths in their headers.
     pub fn add_all(&mut self, records: &[u8]) {
         let mut at = 0;
-        while let Some(header) = records.get(at..at + HEADER_LEN) {
-            self.0.update(&header[..4]);
-            let key_len = u32::from_le_bytes([header[5], header[6], header[7], header[8]]);
-            let value_len = u32::from_le_bytes([header[9], header[10], header[11], header[12]]);
-            at += HEADER_LEN + key_len as usize + value_len as usize;
+        while let Some(len) = records.get(at..).and_then(record_len_unchecked) {
+            self.0.update(&records[at..at + 4]);
+            at += len;
         }
     }
 
@@ -357,7 +356,7 @@ pub fn parse_id(stem: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::format::{encode_record, encode_seal, RecordKind};
+    use super::super::format::{encode_remove, encode_seal, encode_set};
     use super::*;
 
     fn sample() -> Manifest {
@@ -432,9 +431,9 @@ mod tests {
     #[test]
     fn fingerprint_is_the_crc_of_the_record_checksums_in_order() {
         let mut records = Vec::new();
-        encode_record(&mut records, RecordKind::Set, b"a", b"1");
+        encode_set(&mut records, b"a", b"1", None);
         let second = records.len();
-        encode_record(&mut records, RecordKind::Remove, b"b", b"");
+        encode_remove(&mut records, b"b");
         let third = records.len();
         encode_seal(&mut records, 99);
         let mut checksums = Vec::new();

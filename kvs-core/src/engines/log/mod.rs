@@ -6,6 +6,19 @@
 //! When more than half of the log is stale (overwritten or removed data), a background thread
 //! copies the live records into a new file and deletes the old ones.
 //!
+//! **Batches** ([`KvsEngine::apply_batch`], and `set_many_bytes`) are written as one framed run
+//! of records with one `pwrite` (see `format.rs`) and made visible in the index all at once.
+//!
+//! **Expiry**: a key's newest record carries its deadline, if it has one, and the index keeps
+//! it beside the position; every read hides a key whose deadline has passed. Giving a key a
+//! new deadline ([`KvsEngine::expire_at_bytes`], [`KvsEngine::persist_bytes`]) rewrites its
+//! record with its value and the new deadline: it costs a write of the value's size. A second
+//! background thread, the **sweeper**, removes expired keys from the index every
+//! [`KvStoreOptions::sweep_interval`] (100 ms), [`SWEEP_CHUNK`] keys at a time under the writer lock (so writers wait at
+//! most one chunk), counting their records stale so that compaction reclaims them. Compaction
+//! never copies a key that had expired, and an expired record never comes back on replay: its
+//! deadline is in it.
+//!
 //! - `format.rs`: the record layout, byte by byte; encoding and checking one record.
 //! - `reader.rs`: reading a log file's records in order, and what is wrong where it stops.
 //! - `writer.rs`: encodes and appends records to the active file, counts stale bytes.
@@ -25,8 +38,6 @@ mod compaction;
 pub(crate) mod crash_point;
 mod durability;
 mod format;
-// PENDING(engine v2): batches and expiry, which use the rest of the index, land next.
-#[allow(dead_code)]
 mod index;
 mod log_file;
 mod manifest;
@@ -42,21 +53,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use self::durability::Durability;
-use self::format::{check_sizes, verify_record, HEADER_LEN};
-use self::index::{Index, LogEnd, RecordPos};
+use self::format::{check_sizes, set_record_len, verify_record_at_read, RecordHeader, Version};
+use self::index::{Change, Index, LogEnd, RecordPos};
 use self::log_file::{FileSet, LogFile};
 use self::manifest::Manifest;
-use self::writer::{active_map_len, create_log, log_path, LogWriter, MAX_FILE_BYTES};
+use self::writer::{
+    active_map_len, batch_too_large, create_log, log_path, BatchRecord, LogWriter, MAX_FILE_BYTES,
+};
+use crate::batch::Op;
 use crate::data_dir::{self, DirLock, EngineKind};
+use crate::transaction::Overlay;
 use crate::{
-    KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, Transaction, WriteBatch,
+    is_expired, now_millis, KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage,
+    Transaction, WriteBatch,
 };
 
 pub(crate) use self::format::FILE_MAGIC;
-pub use self::format::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use self::format::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN};
+
+/// How many expired keys the sweeper removes per hold of the writer lock.
+pub const SWEEP_CHUNK: usize = 1024;
 pub use self::options::{KvStoreOptions, RecoveryMode, SyncPolicy};
 
 /// kvs's log-structured key/value store.
@@ -109,6 +128,8 @@ struct Shared {
 struct Handle {
     shared: Arc<Shared>,
     compactor: Mutex<Option<JoinHandle<()>>>,
+    /// The sweeper thread, and the sender whose drop stops it.
+    sweeper: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
 
 impl Drop for Handle {
@@ -119,6 +140,12 @@ impl Drop for Handle {
             // rather than detach a thread that does not exist here.
             std::mem::forget(
                 self.compactor
+                    .get_mut()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take(),
+            );
+            std::mem::forget(
+                self.sweeper
                     .get_mut()
                     .unwrap_or_else(|p| p.into_inner())
                     .take(),
@@ -134,6 +161,15 @@ impl Drop for Handle {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(thread) = compactor {
+            let _ = thread.join();
+        }
+        let sweeper = self
+            .sweeper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((stop, thread)) = sweeper {
+            drop(stop);
             let _ = thread.join();
         }
         if self.shared.options.read_only {
@@ -256,11 +292,22 @@ impl KvStore {
             fingerprints.get(&active_id).copied().unwrap_or_default(),
             manifest,
         );
+        writer.set_active_version(
+            recovered
+                .versions
+                .get(&active_id)
+                .copied()
+                .unwrap_or(Version::V2),
+        );
+        let files = FileSet::new(files, &index);
         if read_only {
             writer.set_read_only();
+        } else {
+            // A store of release 0.1.0: its active file is of version 1, and new records are
+            // only written in version 2, in a file of their own.
+            writer.leave_old_version(&files, &index)?;
         }
 
-        let files = FileSet::new(files, &index);
         let (compact_tx, compact_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             dir,
@@ -274,15 +321,27 @@ impl KvStore {
             closing: AtomicBool::new(false),
             _lock: lock,
         });
-        let compactor = if read_only {
-            None
+        let (compactor, sweeper) = if read_only {
+            (None, None)
         } else {
-            Some(spawn_compactor(Arc::clone(&shared), compact_rx)?)
+            let compactor = spawn_compactor(Arc::clone(&shared), compact_rx)?;
+            let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+            let sweeper = match spawn_sweeper(Arc::clone(&shared), stop_rx) {
+                Ok(sweeper) => sweeper,
+                Err(e) => {
+                    shared.closing.store(true, Ordering::SeqCst);
+                    let _ = shared.compact_tx.try_send(());
+                    let _ = compactor.join();
+                    return Err(e);
+                }
+            };
+            (Some(compactor), Some((stop_tx, sweeper)))
         };
         let store = KvStore {
             _handle: Arc::new(Handle {
                 shared: Arc::clone(&shared),
                 compactor: Mutex::new(compactor),
+                sweeper: Mutex::new(sweeper),
             }),
             shared,
         };
@@ -307,6 +366,21 @@ impl KvStore {
         compaction::compact(&self.shared)
     }
 
+    /// Removes every expired key from the index now, counting its record stale, as the
+    /// sweeper does every [`KvStoreOptions::sweep_interval`]; returns how many. Reads hide
+    /// expired keys without this: it only makes their space reclaimable sooner.
+    pub fn sweep_expired(&self) -> Result<usize> {
+        self.shared._lock.check_process()?;
+        self.shared.check_writable()?;
+        self.shared.sweep_all(now_millis())
+    }
+
+    /// How many keys have a deadline that has not passed (what Redis's `INFO` reports as
+    /// `expires=`).
+    pub fn expiring_len(&self) -> usize {
+        self.shared.index.expiring_len()
+    }
+
     /// Statistics about the log files.
     pub fn disk_stats(&self) -> DiskStats {
         let writer = self.shared.lock_writer();
@@ -327,6 +401,25 @@ pub struct DiskStats {
     pub stale_bytes: u64,
     /// Number of log files.
     pub files: usize,
+}
+
+/// The sweeper (see the module docs): every [`KvStoreOptions::sweep_interval`], removes every
+/// key then due, a chunk at a time, until none is left or the store closes.
+fn spawn_sweeper(shared: Arc<Shared>, stop: Receiver<()>) -> Result<JoinHandle<()>> {
+    let interval = shared.options.sweep_interval;
+    std::thread::Builder::new()
+        .name("kvs-sweeper".into())
+        .spawn(move || loop {
+            match stop.recv_timeout(interval) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if let Err(e) = shared.sweep_all(now_millis()) {
+                // The store refuses writes (poisoned): nothing more to count.
+                log::debug!("sweep of {} stopped: {e}", shared.dir.display());
+            }
+        })
+        .map_err(KvsError::Io)
 }
 
 fn spawn_compactor(shared: Arc<Shared>, rx: Receiver<()>) -> Result<JoinHandle<()>> {
@@ -356,14 +449,14 @@ impl Shared {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Checks the record at `pos` (checksum, and that it holds `key` if given) and calls `f`
-    /// with its bytes, header included.
+    /// Checks the record at `pos` (checksums, and that it holds `key` if given) and calls `f`
+    /// with its bytes, header included, and its parsed header.
     fn with_record<R>(
         &self,
         file: &LogFile,
         pos: RecordPos,
         key: Option<&[u8]>,
-        f: impl FnOnce(&[u8]) -> R,
+        f: impl FnOnce(&[u8], &RecordHeader) -> R,
     ) -> Result<R> {
         let corruption = |reason: String| KvsError::Corruption {
             path: log_path(&self.dir, pos.file),
@@ -372,13 +465,13 @@ impl Shared {
         };
         let checked = file
             .with_bytes(pos.offset as u64, pos.len as usize, |record| {
-                verify_record(record).map_err(|e| e.to_string())?;
+                let header = verify_record_at_read(record).map_err(|e| e.to_string())?;
                 if let Some(key) = key {
-                    if record.get(HEADER_LEN..HEADER_LEN + key.len()) != Some(key) {
+                    if record.get(header.key_start()..header.value_start()) != Some(key) {
                         return Err("record holds another key than the index says".to_string());
                     }
                 }
-                Ok(f(record))
+                Ok(f(record, &header))
             })
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => {
@@ -418,8 +511,8 @@ impl Shared {
     ) -> Result<R> {
         match found {
             None => Ok(f(None)),
-            Some((pos, Some(file))) => self.with_record(file, pos, Some(key), |record| {
-                f(Some(&record[HEADER_LEN + key.len()..]))
+            Some((pos, Some(file))) => self.with_record(file, pos, Some(key), |record, header| {
+                f(Some(&record[header.value_start()..]))
             }),
             Some((pos, None)) => Err(KvsError::Corruption {
                 path: log_path(&self.dir, pos.file),
@@ -427,6 +520,38 @@ impl Shared {
                 reason: "the index points into a log file that is not open".into(),
             }),
         }
+    }
+}
+
+impl Shared {
+    /// Removes every key whose deadline is `now` or earlier from the index, a chunk at a time
+    /// (the writer lock is let go between chunks), until none is left due or the store closes;
+    /// returns how many it removed.
+    fn sweep_all(&self, now: u64) -> Result<usize> {
+        let mut total = 0;
+        while !self.closing.load(Ordering::SeqCst) {
+            let removed = self.sweep_chunk(now)?;
+            total += removed;
+            if removed < SWEEP_CHUNK {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Removes up to [`SWEEP_CHUNK`] keys whose deadline is `now` or earlier from the index,
+    /// under the writer lock, counting their records stale; returns how many (fewer than
+    /// [`SWEEP_CHUNK`]: none is left due).
+    fn sweep_chunk(&self, now: u64) -> Result<usize> {
+        let mut writer = self.lock_writer();
+        writer.check_usable()?;
+        let removed = self.index.remove_expired(now, SWEEP_CHUNK, |_, pos| {
+            writer.add_stale(pos.file, pos.len as u64)
+        });
+        if removed > 0 {
+            writer.maybe_request_compaction(self);
+        }
+        Ok(removed)
     }
 }
 
@@ -458,26 +583,31 @@ impl KvsEngine for KvStore {
         Ok(())
     }
 
+    /// An atomic batch of sets (see [`KvsEngine::apply_batch`]) when its records take at most
+    /// [`MAX_BATCH_BYTES`]. A larger run is written in order as several atomic batches, each
+    /// as large as fits: a crash may then keep the first of them and not the rest (never a
+    /// later pair without every earlier one).
     fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
         self.shared._lock.check_process()?;
         self.shared.check_writable()?;
-        let mut total = 0u64;
-        for (key, value) in pairs {
+        let mut ops: Vec<Op<'_>> = Vec::with_capacity(pairs.len());
+        let mut size = 0usize;
+        for &(key, value) in pairs {
             check_sizes(key, value)?;
-            total += (HEADER_LEN + key.len() + value.len()) as u64;
-        }
-        if pairs.len() < 2 || total > MAX_BATCH_BYTES {
-            // Nothing to gain (or a batch too large to hold as one write): one by one.
-            for (key, value) in pairs {
-                self.set_bytes(key, value)?;
+            let len = set_record_len(key, value, None);
+            if !ops.is_empty() && size + len > MAX_BATCH_BYTES {
+                self.write_batch(&ops)?;
+                ops.clear();
+                size = 0;
             }
-            return Ok(());
+            size += len;
+            ops.push(Op::Set {
+                key,
+                value,
+                deadline: None,
+            });
         }
-        let end = self.set_batch_locked(pairs)?;
-        if self.shared.options.sync == SyncPolicy::Always {
-            self.shared.wait_durable(end)?;
-        }
-        Ok(())
+        self.write_batch(&ops)
     }
 
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -525,7 +655,7 @@ impl KvsEngine for KvStore {
     }
 
     /// Compares and writes under the writer lock: every write of the store is serialized
-    /// by it, so the value compared is the one replaced.
+    /// by it, so the value compared is the one replaced. The key keeps its deadline.
     fn compare_and_set_bytes(
         &self,
         key: &[u8],
@@ -537,17 +667,19 @@ impl KvsEngine for KvStore {
         let written = {
             let mut writer = self.shared.lock_writer();
             writer.check_usable()?;
+            let deadline = self.shared.index.deadline(key);
             // Compared in place, in the record's file: no copy of the current value.
             if !self.shared.with_value(key, |current| current == expected)? {
                 return Ok(false);
             }
-            self.write_value_locked(&mut writer, key, expected, new)?
+            self.write_value_locked(&mut writer, key, expected, new, kept(expected, deadline))?
         };
         self.wait_written(written)?;
         Ok(true)
     }
 
-    /// Reads, calls `f` once and writes, all under the writer lock.
+    /// Reads, calls `f` once and writes, all under the writer lock. The key keeps its
+    /// deadline.
     fn update_bytes<F>(&self, key: &[u8], mut f: F) -> Result<Option<Vec<u8>>>
     where
         F: FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
@@ -557,6 +689,7 @@ impl KvsEngine for KvStore {
         let (written, new) = {
             let mut writer = self.shared.lock_writer();
             writer.check_usable()?;
+            let deadline = self.shared.index.deadline(key);
             // Copied out: `f` is the caller's code, and must not run with an index shard
             // locked (a read of the same store from `f` could then wait for ever).
             let current = self
@@ -566,8 +699,14 @@ impl KvsEngine for KvStore {
             if let Some(value) = &new {
                 check_sizes(key, value)?;
             }
-            let written =
-                self.write_value_locked(&mut writer, key, current.as_deref(), new.as_deref())?;
+            let deadline = kept(current.as_deref(), deadline);
+            let written = self.write_value_locked(
+                &mut writer,
+                key,
+                current.as_deref(),
+                new.as_deref(),
+                deadline,
+            )?;
             (written, new)
         };
         self.wait_written(written)?;
@@ -590,8 +729,17 @@ impl KvsEngine for KvStore {
         target.finish(result)
     }
 
-    fn apply_batch(&self, _batch: &WriteBatch) -> Result<()> {
-        Err(pending("apply_batch"))
+    /// Writes the batch as one framed run of records with one `pwrite`, then makes all of it
+    /// visible in the index at once; see the module docs. A remove of a key that is not set
+    /// writes nothing, and a set with a deadline already past acts as a remove. A batch of
+    /// several operations whose records take more than [`MAX_BATCH_BYTES`] is refused with
+    /// [`KvsError::InvalidArgument`], nothing written (a batch of one is one record, as large
+    /// as a `set` may be).
+    fn apply_batch(&self, batch: &WriteBatch) -> Result<()> {
+        self.shared._lock.check_process()?;
+        self.shared.check_writable()?;
+        let ops: Vec<Op<'_>> = batch.ops().iter().map(Op::from).collect();
+        self.write_batch(&ops)
     }
 
     /// Looks every key up with the shards they live in read-locked together (see
@@ -609,27 +757,110 @@ impl KvsEngine for KvStore {
         })
     }
 
-    fn set_with_deadline_bytes(&self, _key: &[u8], _value: &[u8], _deadline: u64) -> Result<()> {
-        Err(pending("set_with_deadline_bytes"))
+    fn set_with_deadline_bytes(&self, key: &[u8], value: &[u8], deadline: u64) -> Result<()> {
+        self.shared._lock.check_process()?;
+        self.shared.check_writable()?;
+        check_sizes(key, value)?;
+        let end = {
+            let mut writer = self.shared.lock_writer();
+            writer.check_usable()?;
+            if is_expired(deadline, now_millis()) {
+                self.remove_if_set(&mut writer, key)?
+            } else {
+                self.write_set(&mut writer, key, value, Some(deadline))?
+            }
+        };
+        self.wait_written(end)
     }
 
-    fn expire_at_bytes(&self, _key: &[u8], _deadline: u64) -> Result<bool> {
-        Err(pending("expire_at_bytes"))
+    /// Rewrites the key's record with its value and the new deadline: costs a write of the
+    /// value's size.
+    fn expire_at_bytes(&self, key: &[u8], deadline: u64) -> Result<bool> {
+        self.shared._lock.check_process()?;
+        self.shared.check_writable()?;
+        check_sizes(key, b"")?;
+        let end = {
+            let mut writer = self.shared.lock_writer();
+            writer.check_usable()?;
+            // Copied out: the index shard must not stay read-locked while the new record is
+            // put in it.
+            let Some(value) = self
+                .shared
+                .with_value(key, |value| value.map(<[u8]>::to_vec))?
+            else {
+                return Ok(false);
+            };
+            if is_expired(deadline, now_millis()) {
+                self.write_remove(&mut writer, key)?
+            } else {
+                self.write_set(&mut writer, key, &value, Some(deadline))?
+            }
+        };
+        self.wait_written(end)?;
+        Ok(true)
     }
 
-    fn persist_bytes(&self, _key: &[u8]) -> Result<bool> {
-        Err(pending("persist_bytes"))
+    /// Rewrites the key's record with its value and no deadline: costs a write of the value's
+    /// size (nothing is written for a key without a deadline).
+    fn persist_bytes(&self, key: &[u8]) -> Result<bool> {
+        self.shared._lock.check_process()?;
+        self.shared.check_writable()?;
+        check_sizes(key, b"")?;
+        let end = {
+            let mut writer = self.shared.lock_writer();
+            writer.check_usable()?;
+            let KeyExpiry::At(_) = self.shared.index.deadline(key) else {
+                return Ok(false);
+            };
+            let Some(value) = self
+                .shared
+                .with_value(key, |value| value.map(<[u8]>::to_vec))?
+            else {
+                // Expired between the two looks.
+                return Ok(false);
+            };
+            self.write_set(&mut writer, key, &value, None)?
+        };
+        self.wait_written(end)?;
+        Ok(true)
     }
 
-    fn expiry_bytes(&self, _key: &[u8]) -> Result<KeyExpiry> {
-        Err(pending("expiry_bytes"))
+    fn expiry_bytes(&self, key: &[u8]) -> Result<KeyExpiry> {
+        self.shared._lock.check_process()?;
+        Ok(self.shared.index.deadline(key))
     }
 
-    fn transaction<R, F>(&self, _f: F) -> Result<R>
+    /// Calls `f` once with the writer lock held: no other write (nor the sweep) runs until its
+    /// writes are applied, as one batch (see [`apply_batch`](KvsEngine::apply_batch)), so
+    /// what it read is what it changes. Readers go on meanwhile and see the batch at once.
+    fn transaction<R, F>(&self, mut f: F) -> Result<R>
     where
         F: FnMut(&mut dyn Transaction) -> Result<R>,
     {
-        Err(pending("transaction"))
+        self.shared._lock.check_process()?;
+        self.shared.check_writable()?;
+        let shared = &*self.shared;
+        let (result, end) = {
+            let mut writer = shared.lock_writer();
+            writer.check_usable()?;
+            let mut tx = Overlay::new(|key: &[u8]| {
+                let deadline = match shared.index.deadline(key) {
+                    KeyExpiry::Missing => return Ok(None),
+                    KeyExpiry::Never => None,
+                    KeyExpiry::At(deadline) => Some(deadline),
+                };
+                let value = shared.with_value(key, |value| value.map(<[u8]>::to_vec))?;
+                Ok(value.map(|value| (value, deadline)))
+            });
+            let result = f(&mut tx)?;
+            let batch = tx.into_batch();
+            let ops: Vec<Op<'_>> = batch.ops().iter().map(Op::from).collect();
+            check_batch(&ops)?;
+            let end = self.write_batch_locked(&mut writer, &ops)?;
+            (result, end)
+        };
+        self.wait_written(end)?;
+        Ok(result)
     }
 
     /// Walks the index's hash tables bucket by bucket (see `index.rs` for the cursor and why
@@ -647,17 +878,29 @@ impl KvStore {
     fn set_locked(&self, key: &[u8], value: &[u8]) -> Result<LogEnd> {
         let mut writer = self.shared.lock_writer();
         writer.check_usable()?;
-        self.write_set(&mut writer, key, value)
+        self.write_set(&mut writer, key, value, None)
     }
 
-    /// Appends a set record and points the index at it, with the writer lock held (`writer`
-    /// is its guard). Returns where the record ends.
-    fn write_set(&self, writer: &mut LogWriter, key: &[u8], value: &[u8]) -> Result<LogEnd> {
+    /// Appends a set record (with `deadline`, if any, which has not passed) and points the
+    /// index at it, with the writer lock held (`writer` is its guard). Returns where the
+    /// record ends.
+    fn write_set(
+        &self,
+        writer: &mut LogWriter,
+        key: &[u8],
+        value: &[u8],
+        deadline: Option<u64>,
+    ) -> Result<LogEnd> {
         let shared = &*self.shared;
-        let pos = writer.append_set(key, value, &shared.files, &shared.index)?;
+        let pos = writer.append_set(key, value, deadline, &shared.files, &shared.index)?;
         // An index over 128 GiB of keys is the only way this fails; the record is then in
         // the log without being acknowledged, as if the process had died right after it.
-        let old = shared.index.insert(key, pos).map_err(|_| index_full())?;
+        let old = match deadline {
+            // A plain set clears any deadline the key had.
+            None => shared.index.insert(key, pos),
+            Some(_) => shared.index.insert_with_deadline(key, pos, deadline),
+        }
+        .map_err(|_| index_full())?;
         if let Some(old) = old {
             writer.add_stale(old.file, old.len as u64);
             writer.maybe_request_compaction(shared);
@@ -665,27 +908,108 @@ impl KvStore {
         Ok(pos.end())
     }
 
-    /// The write half of `set_many_bytes`: every record encoded back to back and written with
-    /// one `pwrite`, then the index updated in order. Returns where the last record ends.
-    fn set_batch_locked(&self, pairs: &[(&[u8], &[u8])]) -> Result<LogEnd> {
+    /// The write of an atomic batch (see [`KvsEngine::apply_batch`]): under the writer lock,
+    /// the records of `ops` encoded and appended as one framed batch, then every index change
+    /// applied at once, then (with [`SyncPolicy::Always`]) one wait for the whole batch.
+    fn write_batch(&self, ops: &[Op<'_>]) -> Result<()> {
+        check_batch(ops)?;
+        let end = {
+            let mut writer = self.shared.lock_writer();
+            writer.check_usable()?;
+            self.write_batch_locked(&mut writer, ops)?
+        };
+        self.wait_written(end)
+    }
+
+    /// The write half of [`write_batch`](KvStore::write_batch), with the writer lock held
+    /// (`writer` is its guard) and `ops` checked by [`check_batch`]: appends the batch and
+    /// applies it to the index. Returns where the log ends after it.
+    fn write_batch_locked(&self, writer: &mut LogWriter, ops: &[Op<'_>]) -> Result<LogEnd> {
         let shared = &*self.shared;
-        let mut writer = shared.lock_writer();
-        writer.check_usable()?;
-        let positions = writer.append_sets(pairs, &shared.files, &shared.index)?;
-        let mut stale = false;
-        let mut end = LogEnd::default();
-        for ((key, _), &pos) in pairs.iter().zip(&positions) {
-            end = pos.end();
-            let old = shared.index.insert(key, pos).map_err(|_| index_full())?;
-            if let Some(old) = old {
-                writer.add_stale(old.file, old.len as u64);
-                stale = true;
+        {
+            let now = now_millis();
+            let is_remove = |op: &Op<'_>| match *op {
+                Op::Set { deadline, .. } => deadline.is_some_and(|d| is_expired(d, now)),
+                Op::Remove { .. } => true,
+            };
+            // Only a remove needs to know whether its key is set; a batch of sets (the common
+            // case, `set_many_bytes`) keeps no map.
+            let track = ops.iter().any(is_remove);
+            // Whether each key the batch touched is set after the ops so far (keys it has not
+            // touched: as the index says).
+            let mut set_now = std::collections::HashMap::<&[u8], bool>::new();
+            let mut records = Vec::with_capacity(ops.len());
+            for op in ops {
+                match *op {
+                    Op::Set {
+                        key,
+                        value,
+                        deadline,
+                    } if !is_remove(op) => {
+                        records.push(BatchRecord::Set {
+                            key,
+                            value,
+                            deadline,
+                        });
+                        if track {
+                            set_now.insert(key, true);
+                        }
+                    }
+                    // A remove, or a set whose deadline has passed: a remove, if the key is set.
+                    Op::Set { key, .. } | Op::Remove { key } => {
+                        let is_set = *set_now
+                            .entry(key)
+                            .or_insert_with(|| shared.index.contains(key));
+                        if is_set {
+                            records.push(BatchRecord::Remove { key });
+                            set_now.insert(key, false);
+                        }
+                    }
+                }
+            }
+            if records.is_empty() {
+                // Nothing to write: the log as it is covers whatever made the keys what they
+                // are.
+                Ok(writer.sync_target().1)
+            } else {
+                let positions = writer.append_batch(&records, &shared.files, &shared.index)?;
+                let changes: Vec<Change<'_>> = records
+                    .iter()
+                    .zip(&positions)
+                    .map(|(record, &pos)| match *record {
+                        BatchRecord::Set { key, deadline, .. } => {
+                            Change::Put { key, pos, deadline }
+                        }
+                        BatchRecord::Remove { key } => Change::Remove { key },
+                    })
+                    .collect();
+                // As in `write_set`: the batch is then in the log without being acknowledged.
+                let replaced = shared.index.apply(&changes).map_err(|_| index_full())?;
+                for ((record, pos), old) in records.iter().zip(&positions).zip(replaced) {
+                    if let BatchRecord::Remove { .. } = record {
+                        // A tombstone only matters until the next compaction.
+                        writer.add_stale(pos.file, pos.len as u64);
+                    }
+                    if let Some(old) = old {
+                        writer.add_stale(old.file, old.len as u64);
+                    }
+                }
+                writer.maybe_request_compaction(shared);
+                Ok(positions
+                    .last()
+                    .map_or(writer.sync_target().1, RecordPos::end))
             }
         }
-        if stale {
-            writer.maybe_request_compaction(shared);
+    }
+
+    /// Writes a tombstone for `key` if it is set (with the writer lock held); returns where
+    /// the log ends after it.
+    fn remove_if_set(&self, writer: &mut LogWriter, key: &[u8]) -> Result<LogEnd> {
+        if self.shared.index.contains(key) {
+            self.write_remove(writer, key)
+        } else {
+            Ok(writer.sync_target().1)
         }
-        Ok(end)
     }
 
     /// The write half of `remove`, under the writer lock. Returns where the tombstone ends.
@@ -722,17 +1046,19 @@ impl KvStore {
     /// the log ended after it, the end a durable acknowledgement waits for. With nothing to
     /// write (`new` is `current`: a missing key stays missing, or a value is replaced by
     /// itself), nothing is written, and the end is that of the log as it is, which covers
-    /// whatever write made the key what it is.
+    /// whatever write made the key what it is. A new value gets `deadline` (the key's own,
+    /// see [`kept`]).
     fn write_value_locked(
         &self,
         writer: &mut LogWriter,
         key: &[u8],
         current: Option<&[u8]>,
         new: Option<&[u8]>,
+        deadline: Option<u64>,
     ) -> Result<LogEnd> {
         match new {
             _ if new == current => Ok(writer.sync_target().1),
-            Some(value) => self.write_set(writer, key, value),
+            Some(value) => self.write_set(writer, key, value, deadline),
             None => self.write_remove(writer, key),
         }
     }
@@ -746,6 +1072,37 @@ impl KvStore {
     }
 }
 
+/// The deadline a compare-and-set or update keeps: the key's own (`expiry`, looked up before
+/// `current` was read), or none for a key they create (`current` is `None`).
+fn kept(current: Option<&[u8]>, expiry: KeyExpiry) -> Option<u64> {
+    match (current, expiry) {
+        (Some(_), KeyExpiry::At(deadline)) => Some(deadline),
+        _ => None,
+    }
+}
+
+/// Checks the sizes of a batch's keys and values and of the batch as a whole, before anything
+/// is written.
+fn check_batch(ops: &[Op<'_>]) -> Result<()> {
+    let mut size = 0usize;
+    for op in ops {
+        let (key, value, deadline) = match *op {
+            Op::Set {
+                key,
+                value,
+                deadline,
+            } => (key, value, deadline),
+            Op::Remove { key } => (key, &[][..], None),
+        };
+        check_sizes(key, value)?;
+        size = size.saturating_add(set_record_len(key, value, deadline));
+    }
+    if ops.len() > 1 && size > MAX_BATCH_BYTES {
+        return Err(batch_too_large(size));
+    }
+    Ok(())
+}
+
 /// The error for an index that cannot take another key.
 fn index_full() -> KvsError {
     KvsError::Io(std::io::Error::new(
@@ -753,9 +1110,6 @@ fn index_full() -> KvsError {
         "the in-memory index is full (over 4 GiB of keys in one shard)",
     ))
 }
-
-/// The largest batch `set_many_bytes` writes as one piece; larger ones go record by record.
-const MAX_BATCH_BYTES: u64 = 16 << 20;
 
 /// Checks that `dir`, to be opened read-only, is an existing directory (read-only open
 /// creates nothing).
@@ -768,9 +1122,4 @@ fn check_read_only_dir(dir: &Path) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-// PENDING(engine v2): replaced by the engine's implementation before this lands in a release.
-fn pending(what: &str) -> KvsError {
-    KvsError::InvalidArgument(format!("{what} is not implemented yet"))
 }

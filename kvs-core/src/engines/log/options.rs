@@ -31,6 +31,9 @@ pub enum RecoveryMode {
     Strict,
 }
 
+/// The default of [`KvStoreOptions::sweep_interval`].
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Settings of a [`KvStore`](super::KvStore).
 #[derive(Debug, Clone)]
 pub struct KvStoreOptions {
@@ -40,6 +43,7 @@ pub struct KvStoreOptions {
     pub(super) max_file_bytes: u64,
     pub(super) lock_wait: Duration,
     pub(super) read_only: bool,
+    pub(super) sweep_interval: Duration,
 }
 
 impl Default for KvStoreOptions {
@@ -51,6 +55,7 @@ impl Default for KvStoreOptions {
             max_file_bytes: MAX_FILE_BYTES,
             lock_wait: data_dir::DEFAULT_LOCK_WAIT,
             read_only: false,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
         }
     }
 }
@@ -79,6 +84,15 @@ impl KvStoreOptions {
     /// 4 KiB). Compaction writes files of the same size.
     pub fn max_file_size(mut self, bytes: u64) -> Self {
         self.max_file_bytes = bytes;
+        self
+    }
+
+    /// How often the sweeper removes expired keys from the index (default 100 ms; see
+    /// [`KvStore::sweep_expired`](super::KvStore::sweep_expired)). Expired keys are hidden
+    /// from every read whatever this is; it sets how soon their records count as stale, for
+    /// compaction to reclaim.
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = interval;
         self
     }
 

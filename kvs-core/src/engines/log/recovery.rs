@@ -26,8 +26,9 @@
 //!
 //! # Torn tail or corruption
 //!
-//! Each record is written with one `pwrite`, header first, at the end of the newest file; a
-//! crash leaves a prefix of it, followed by nothing or (file extended ahead) by zeros. So after
+//! Each record (or batch: its batch record and every member, see `format.rs`) is written with
+//! one `pwrite`, header first, at the end of the newest file; a crash leaves a prefix of it,
+//! followed by nothing or (file extended ahead) by zeros. So after
 //! a crash nothing valid starts after the end of the record being written, while the bytes
 //! *inside* it are its key and value, which may hold anything, kvs records included (a value
 //! may be a copy of a log file). What the bad record's header says decides where to look:
@@ -37,8 +38,15 @@
 //! - The header decodes and the extent lies inside the file, but the checksum fails: a partial
 //!   write into a file extended ahead. A torn tail only if no valid record starts at or after
 //!   the end of the extent; otherwise corruption.
-//! - The header does not decode (or fewer bytes than a header are left): garbage of unknown
-//!   length. A torn tail only if no valid record starts anywhere after its first byte.
+//! - The header does not decode (or fewer bytes than a header are left, or, version 2, it fails
+//!   its own checksum): garbage of unknown length. A torn tail only if no valid record starts
+//!   anywhere after its first byte.
+//! - A batch is judged as one record whose extent is the batch record and its members: one that
+//!   runs past the end of the file is torn; a bad member inside the file makes the batch bad
+//!   with that extent. Either way all of the batch goes, or open fails at the batch's offset.
+//!
+//! Before any of this, a whole valid record of the *other* format version where the bad record
+//! starts means the file header's version byte is damaged: corruption, never a torn tail.
 //!
 //! The scan for a valid record has no size limit and does not hold the rest of the file: it
 //! reads chunks, and checks a candidate's checksum by reading its extent in chunks too. A file
@@ -48,14 +56,19 @@
 //! way, so a 512 MiB value is not held in memory to be checked (see `reader.rs`, which reads
 //! the records and says what is wrong with a bad one; this file decides what that means).
 //!
-//! **The blind spot** of format version 1: nothing checks a header before the record it
-//! declares is read. A bit flip in a length field of one of the last records of the newest file
-//! (those within one maximum record length of its end) that declares an extent running past
-//! the end of the file, or over every record after it, is indistinguishable from a torn write
-//! of that record: it is cut off with the records its extent covers, with a warning, where a
-//! perfect check would refuse to open. A future format version with a checksum over the header
-//! closes it. A flip anywhere else fails the record's checksum: corruption if any record
-//! follows it, a torn tail (that record lost, nothing else) if it is the last.
+//! **Damaged headers.** In format version 2 every header has its own checksum: a bit flip in a
+//! length field fails it, so the header is garbage of unknown length, and the records after it
+//! make it corruption; it never passes for a long record being written. Version 1 has no such
+//! check, and keeps its **blind spot** (for files of release 0.1.0 until compaction rewrites
+//! them): a flip in a length field of one of the last records of the newest file (those within
+//! one maximum record length of its end) that declares an extent running past the end of the
+//! file, or over every record after it, is indistinguishable from a torn write of that record:
+//! it is cut off with the records its extent covers, with a warning, where a perfect check would
+//! refuse to open. In either version a flip anywhere else fails a checksum: corruption if any
+//! record follows it, a torn tail (that record lost, nothing else) if it is the last.
+//!
+//! A set record is replayed with its deadline, one that has passed included: the index hides
+//! it from every read, and the sweeper removes it once the store is open (see `mod.rs`).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -63,12 +76,14 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::format::{RecordKind, FILE_MAGIC};
+use super::format::{RecordKind, Version, FILE_MAGIC, FILE_MAGIC_V1};
 use super::index::{Index, RecordPos};
 use super::manifest::{
     self, parse_id, FileState, Fingerprint, Manifest, MANIFEST_FILE, MANIFEST_TMP,
 };
-use super::reader::{find_valid_record, Damage, Extent, LogReader, Record, Step};
+use super::reader::{
+    find_valid_record, valid_record_at, Batch, Damage, Extent, LogReader, Record, Step,
+};
 use super::writer::log_path;
 use super::RecoveryMode;
 use crate::data_dir::{sync_dir, ENGINE_FILE, LOCK_FILE};
@@ -86,6 +101,9 @@ pub struct Recovered {
     pub stale: BTreeMap<u32, u64>,
     /// The fingerprint of each file's records (see `manifest.rs`), as replayed.
     pub fingerprints: BTreeMap<u32, u32>,
+    /// The format version of each file (a file whose header was rewritten, or that serves
+    /// nothing, counts as version 2).
+    pub versions: BTreeMap<u32, Version>,
     /// The store's manifest, obsolete files dropped (they are deleted); `None` if the store had
     /// none, and the caller writes one.
     pub manifest: Option<Manifest>,
@@ -115,6 +133,7 @@ pub fn recover(
         sizes: BTreeMap::new(),
         stale: BTreeMap::new(),
         fingerprints: BTreeMap::new(),
+        versions: BTreeMap::new(),
         manifest: None,
     };
     for (i, &id) in ids.iter().enumerate() {
@@ -135,7 +154,10 @@ pub fn recover(
             &mut fingerprint,
         );
         let size = match (replayed, listed) {
-            (Ok(size), _) => size,
+            (Ok((size, version)), _) => {
+                recovered.versions.insert(id, version);
+                size
+            }
             (Err(e), Some((len, _))) => return Err(with_listed_len(dir, id, len, e)),
             (Err(e), None) => return Err(e),
         };
@@ -429,7 +451,9 @@ fn holds_more_than_a_header(path: &Path) -> Result<Option<bool>> {
         return Ok(Some(true));
     }
     let bytes = fs::read(path).map_err(|e| KvsError::io_at(path, e))?;
-    Ok(Some(!FILE_MAGIC.starts_with(&bytes)))
+    Ok(Some(
+        !FILE_MAGIC.starts_with(&bytes) && !FILE_MAGIC_V1.starts_with(&bytes),
+    ))
 }
 
 /// Checks a replayed closed file against its manifest entry.
@@ -489,7 +513,7 @@ fn with_listed_len(dir: &Path, id: u32, listed_len: u64, err: KvsError) -> KvsEr
 }
 
 /// Replays one file; returns its size after any torn tail was cut off (or, with `read_only`,
-/// the end of its last good record).
+/// the end of its last good record), and its format version.
 #[allow(clippy::too_many_arguments)]
 fn replay_file(
     dir: &Path,
@@ -500,7 +524,7 @@ fn replay_file(
     index: &Index,
     stale: &mut BTreeMap<u32, u64>,
     fingerprint: &mut Fingerprint,
-) -> Result<u64> {
+) -> Result<(u64, Version)> {
     let path = log_path(dir, id);
     let io_err = |e| KvsError::io_at(&path, e);
     let file = File::open(&path).map_err(io_err)?;
@@ -514,8 +538,12 @@ fn replay_file(
     }
     let mut reader = match LogReader::open(&file, file_len).map_err(io_err)? {
         Ok(reader) => reader,
-        Err(damage) => return bad_file_header(&path, damage, is_newest, mode, read_only),
+        Err(damage) => {
+            return bad_file_header(&path, damage, is_newest, mode, read_only)
+                .map(|size| (size, Version::V2))
+        }
     };
+    let version = reader.version();
     let mut sealed = false;
     loop {
         let offset = reader.offset();
@@ -523,12 +551,18 @@ fn replay_file(
             Step::Record(record) => {
                 sealed = replay_record(&path, id, &record, index, stale, fingerprint)?;
             }
+            Step::Batch(batch) => {
+                replay_batch(id, &batch, index, stale, fingerprint)?;
+                sealed = false;
+            }
             Step::End => {
                 check_ends_sealed(&path, offset, is_newest, sealed)?;
-                return Ok(offset);
+                return Ok((offset, version));
             }
             Step::Damage(damage) => {
-                return bad_record(&file, &path, damage, file_len, is_newest, mode, read_only)
+                let at = (&file, version);
+                return bad_record(at, &path, damage, file_len, is_newest, mode, read_only)
+                    .map(|size| (size, version));
             }
         }
     }
@@ -590,12 +624,36 @@ fn replay_record(
                 offset: record.offset as u32,
                 len: record.len as u32,
             };
-            apply(index, stale, record.kind, record.key, pos)?;
+            apply(index, stale, record.kind, record.key, pos, record.deadline)?;
             false
         }
     };
     fingerprint.add(&record.crc.to_le_bytes());
     Ok(is_seal)
+}
+
+/// Applies a whole, valid batch of file `id`: every member in order (see [`apply`]); the
+/// batch record itself only frames them, and is stale at once.
+fn replay_batch(
+    id: u32,
+    batch: &Batch<'_>,
+    index: &Index,
+    stale: &mut BTreeMap<u32, u64>,
+    fingerprint: &mut Fingerprint,
+) -> Result<()> {
+    *stale.entry(id).or_insert(0) += batch.frame_len as u64;
+    fingerprint.add(&batch.crc.to_le_bytes());
+    for member in batch.members {
+        let pos = RecordPos {
+            file: id,
+            // Fits: the file is under 4 GiB (checked by `replay_file`).
+            offset: member.offset as u32,
+            len: member.len as u32,
+        };
+        apply(index, stale, member.kind, &member.key, pos, member.deadline)?;
+        fingerprint.add(&member.crc.to_le_bytes());
+    }
+    Ok(())
 }
 
 /// A seal says where it was written: one elsewhere means records before it were removed or
@@ -628,7 +686,7 @@ fn check_ends_sealed(path: &Path, offset: u64, is_newest: bool, sealed: bool) ->
 /// Decides what the first bad record of a file means (see the module docs): the end of the
 /// log (a zero tail), a torn tail (cut off; returns the file's new length) or corruption.
 fn bad_record(
-    file: &File,
+    (file, version): (&File, Version),
     path: &Path,
     damage: Damage,
     file_len: u64,
@@ -656,7 +714,24 @@ fn bad_record(
     if !is_newest || mode == RecoveryMode::Strict {
         return Err(corruption(path.to_path_buf(), offset, damage.to_string()));
     }
-    if let Some(found) = valid_record_after(file, damage, file_len).map_err(io_err)? {
+    let other = match version {
+        Version::V1 => Version::V2,
+        Version::V2 => Version::V1,
+    };
+    if valid_record_at(file, other, offset, file_len).map_err(io_err)? {
+        // Not a record being written: a whole record of the other version, so the file's
+        // version byte is damaged (or the file was pieced together).
+        return Err(corruption(
+            path.to_path_buf(),
+            offset,
+            format!(
+                "{damage}; a valid version-{} record starts here, but the file header says \
+                 version {}: the file header is damaged",
+                other as u8, version as u8
+            ),
+        ));
+    }
+    if let Some(found) = valid_record_after(file, version, damage, file_len).map_err(io_err)? {
         return Err(corruption(
             path.to_path_buf(),
             offset,
@@ -683,14 +758,19 @@ fn bad_record(
 /// The first valid record that proves the log goes on past the bad record `damage` describes
 /// (see the module docs). The bytes of the bad record's own extent are its payload: a value
 /// may hold anything, kvs records included, so they prove nothing.
-fn valid_record_after(file: &File, damage: Damage, file_len: u64) -> io::Result<Option<u64>> {
+fn valid_record_after(
+    file: &File,
+    version: Version,
+    damage: Damage,
+    file_len: u64,
+) -> io::Result<Option<u64>> {
     let offset = damage.offset();
     let scan_from = match damage.extent() {
         Extent::PastEnd => return Ok(None),
         Extent::Inside(len) => offset + len,
         Extent::Unknown => offset + 1,
     };
-    find_valid_record(file, scan_from, file_len)
+    find_valid_record(file, version, scan_from, file_len)
 }
 
 /// Cuts the file at `path` back to `offset` bytes, durably (unless `read_only`: the file is
@@ -707,28 +787,33 @@ fn cut_at(path: &Path, offset: u64, read_only: bool) -> Result<u64> {
     Ok(offset)
 }
 
-/// Applies one valid record to the index and the stale-byte counts.
+/// Applies one valid record to the index and the stale-byte counts. A set goes in with its
+/// deadline, one already past included: the index hides it from every read, and the sweep
+/// removes it (counting it stale) once the store is open.
 fn apply(
     index: &Index,
     stale: &mut BTreeMap<u32, u64>,
     kind: RecordKind,
     key: &[u8],
     pos: RecordPos,
+    deadline: Option<u64>,
 ) -> Result<()> {
     let old = match kind {
-        RecordKind::Set => index.insert(key, pos).map_err(|_| {
-            KvsError::Io(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "the in-memory index is full (over 4 GiB of keys in one shard)",
-            ))
-        })?,
+        RecordKind::Set => index
+            .insert_with_deadline(key, pos, deadline)
+            .map_err(|_| {
+                KvsError::Io(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "the in-memory index is full (over 4 GiB of keys in one shard)",
+                ))
+            })?,
         RecordKind::Remove => {
             // A tombstone only matters until the next compaction.
             *stale.entry(pos.file).or_insert(0) += pos.len as u64;
             index.remove(key)
         }
         // Handled by the caller; never reaches here.
-        RecordKind::Seal => None,
+        RecordKind::Seal | RecordKind::Batch => None,
     };
     if let Some(old) = old {
         *stale.entry(old.file).or_insert(0) += old.len as u64;

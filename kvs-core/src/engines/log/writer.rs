@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use super::crash_point;
 use super::format::{
-    encode_record, encode_seal, RecordKind, FILE_MAGIC, HEADER_LEN, SEAL_VALUE_LEN,
+    encode_batch, encode_remove, encode_seal, encode_seal_v1, encode_set, MembersChecksum, Version,
+    BATCH_RECORD_LEN, FILE_MAGIC, MAX_BATCH_BYTES, SEAL_RECORD_LEN,
 };
 use super::index::{Index, LogEnd, RecordPos};
 use super::log_file::{FileSet, LogFile};
@@ -44,10 +45,24 @@ pub fn log_path(dir: &Path, id: u32) -> PathBuf {
 /// fills up to that, and then gets its seal record, which may go past it. The map must cover
 /// the seal too, or the file could not give its descriptor up once closed (see `log_file.rs`).
 pub fn active_map_len(max_file_bytes: u64) -> u64 {
-    max_file_bytes + (HEADER_LEN + SEAL_VALUE_LEN) as u64
+    max_file_bytes + SEAL_RECORD_LEN as u64
 }
 
-/// Creates log file `id` with its header and syncs the directory, ready for appending and
+/// One record of an atomic batch, for [`LogWriter::append_batch`].
+#[derive(Debug, Clone, Copy)]
+pub enum BatchRecord<'a> {
+    Set {
+        key: &'a [u8],
+        value: &'a [u8],
+        deadline: Option<u64>,
+    },
+    Remove {
+        key: &'a [u8],
+    },
+}
+
+/// Creates log file `id` (of the current format version) with its header and syncs the
+/// directory, ready for appending and
 /// mapped for reads as a file of at most `max_len` bytes (see [`active_map_len`]).
 ///
 /// If any step fails, the file is removed again: the caller retries with the same id later
@@ -93,6 +108,9 @@ pub struct LogWriter {
     file_len: u64,
     active_id: u32,
     active: Arc<LogFile>,
+    /// The active file's format version. Records are only ever written in version 2: a
+    /// version-1 active file (release 0.1.0) is sealed and left before the first write.
+    active_version: Version,
     /// Where the next record goes in the active file.
     offset: u64,
     /// The fingerprint of the active file's records so far (see `manifest.rs`).
@@ -147,6 +165,7 @@ impl LogWriter {
             file_len: offset,
             active_id,
             active,
+            active_version: Version::V2,
             offset,
             fingerprint: Fingerprint::resume(fingerprint),
             manifest,
@@ -176,17 +195,32 @@ impl LogWriter {
         self.active_id
     }
 
-    /// Appends a record setting `key` to `value`; returns where it lies. Sizes must have
-    /// passed [`check_sizes`](super::format::check_sizes).
+    /// Tells the writer the active file it was given is of `version` (see `active_version`).
+    pub fn set_active_version(&mut self, version: Version) {
+        self.active_version = version;
+    }
+
+    /// Moves writes on to a new version-2 file if the active file is of an older version.
+    pub fn leave_old_version(&mut self, files: &FileSet, index: &Index) -> Result<()> {
+        if self.active_version != Version::V2 {
+            self.check_usable()?;
+            self.rotate(files, index)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a record setting `key` to `value`, with `deadline` if any; returns where it
+    /// lies. Sizes must have passed [`check_sizes`](super::format::check_sizes).
     pub fn append_set(
         &mut self,
         key: &[u8],
         value: &[u8],
+        deadline: Option<u64>,
         files: &FileSet,
         index: &Index,
     ) -> Result<RecordPos> {
         self.buf.clear();
-        encode_record(&mut self.buf, RecordKind::Set, key, value);
+        encode_set(&mut self.buf, key, value, deadline);
         self.append(files, index)
     }
 
@@ -198,34 +232,73 @@ impl LogWriter {
         index: &Index,
     ) -> Result<RecordPos> {
         self.buf.clear();
-        encode_record(&mut self.buf, RecordKind::Remove, key, b"");
+        encode_remove(&mut self.buf, key);
         self.append(files, index)
     }
 
-    /// Appends one set record per pair, back to back in one write (all in the same file);
-    /// returns where each lies, in order. Sizes must have passed
-    /// [`check_sizes`](super::format::check_sizes).
-    pub fn append_sets(
+    /// Appends `records` as one atomic batch (see `format.rs`): a batch record framing them,
+    /// then every one of them, back to back in one write, all in the same file (which grows
+    /// past its size limit for a batch larger than it). A single record needs no frame and
+    /// is written alone. Returns where each record lies, in order; the frame is counted stale
+    /// at once. Sizes must have passed [`check_sizes`](super::format::check_sizes), and a
+    /// framed batch [`MAX_BATCH_BYTES`] (checked again here: over it, nothing is written).
+    pub fn append_batch(
         &mut self,
-        pairs: &[(&[u8], &[u8])],
+        records: &[BatchRecord<'_>],
         files: &FileSet,
         index: &Index,
     ) -> Result<Vec<RecordPos>> {
         self.buf.clear();
-        let mut ends = Vec::with_capacity(pairs.len());
-        for (key, value) in pairs {
-            encode_record(&mut self.buf, RecordKind::Set, key, value);
-            ends.push(self.buf.len() as u32);
+        let framed = records.len() > 1;
+        if framed {
+            self.buf.resize(BATCH_RECORD_LEN, 0);
+        }
+        let mut ends = Vec::with_capacity(records.len());
+        let mut members_crc = MembersChecksum::default();
+        for record in records {
+            let start = self.buf.len();
+            match *record {
+                BatchRecord::Set {
+                    key,
+                    value,
+                    deadline,
+                } => encode_set(&mut self.buf, key, value, deadline),
+                BatchRecord::Remove { key } => encode_remove(&mut self.buf, key),
+            }
+            let crc = &self.buf[start..start + 4];
+            members_crc.add(u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]));
+            ends.push(self.buf.len());
+        }
+        let frame_len = if framed { BATCH_RECORD_LEN } else { 0 };
+        let members_len = self.buf.len() - frame_len;
+        if framed && members_len > MAX_BATCH_BYTES {
+            self.buf.clear();
+            return Err(batch_too_large(members_len));
+        }
+        if framed {
+            let mut frame = Vec::with_capacity(BATCH_RECORD_LEN);
+            // Fits: members_len is at most MAX_BATCH_BYTES (1 GiB) and each record is at least
+            // one header long.
+            encode_batch(
+                &mut frame,
+                records.len() as u32,
+                members_len as u32,
+                members_crc.value(),
+            );
+            self.buf[..BATCH_RECORD_LEN].copy_from_slice(&frame);
         }
         let batch = self.append(files, index)?;
-        let mut start = 0;
+        if framed {
+            self.add_stale(batch.file, frame_len as u64);
+        }
+        let mut start = frame_len;
         Ok(ends
             .into_iter()
             .map(|end| {
                 let pos = RecordPos {
                     file: batch.file,
-                    offset: batch.offset + start,
-                    len: end - start,
+                    offset: batch.offset + start as u32,
+                    len: (end - start) as u32,
                 };
                 start = end;
                 pos
@@ -251,7 +324,10 @@ impl LogWriter {
     fn append_buf(&mut self, files: &FileSet, index: &Index) -> Result<RecordPos> {
         self.check_usable()?;
         let len = self.buf.len();
-        if self.offset > FILE_MAGIC.len() as u64 && self.offset + len as u64 > self.max_file_bytes {
+        let full =
+            self.offset > FILE_MAGIC.len() as u64 && self.offset + len as u64 > self.max_file_bytes;
+        if full || self.active_version != Version::V2 {
+            // Version-2 records never go into an older version's file (one file, one version).
             self.rotate(files, index)?;
         }
         let offset = self.offset;
@@ -402,8 +478,11 @@ impl LogWriter {
     /// commit only ever syncs the active file). Files are left rarely, so this costs little.
     pub fn seal_active(&mut self) -> Result<()> {
         self.check_usable()?;
-        let mut seal = Vec::with_capacity(HEADER_LEN + SEAL_VALUE_LEN);
-        encode_seal(&mut seal, self.offset);
+        let mut seal = Vec::with_capacity(SEAL_RECORD_LEN);
+        match self.active_version {
+            Version::V1 => encode_seal_v1(&mut seal, self.offset),
+            Version::V2 => encode_seal(&mut seal, self.offset),
+        }
         if let Err(e) = self.active.write_all_at(&seal, self.offset) {
             let _ = self.cut_back();
             return Err(KvsError::io_at(log_path(&self.dir, self.active_id), e));
@@ -461,6 +540,7 @@ impl LogWriter {
         }
         self.sealed = false;
         self.active_id = id;
+        self.active_version = Version::V2;
         self.fingerprint = Fingerprint::default();
         self.offset = FILE_MAGIC.len() as u64;
         self.file_len = self.offset;
@@ -518,6 +598,14 @@ impl LogWriter {
     }
 }
 
+/// The error for a batch over [`MAX_BATCH_BYTES`].
+pub fn batch_too_large(len: usize) -> KvsError {
+    KvsError::InvalidArgument(format!(
+        "batch is {len} bytes of records; the limit is {MAX_BATCH_BYTES} (a batch goes whole \
+         into one log file): split it"
+    ))
+}
+
 /// The error of a write to a store opened read-only.
 pub fn read_only_error() -> KvsError {
     KvsError::InvalidArgument("the store is open read-only".into())
@@ -526,7 +614,7 @@ pub fn read_only_error() -> KvsError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engines::log::format::verify_record;
+    use crate::engines::log::format::{verify_record, HEADER_LEN};
 
     fn writer(dir: &Path, max_file_bytes: u64) -> (LogWriter, FileSet, Index) {
         let active = create_log(dir, 1, max_file_bytes).unwrap();
@@ -554,44 +642,76 @@ mod tests {
         record
     }
 
+    fn set<'a>(key: &'a [u8], value: &'a [u8]) -> BatchRecord<'a> {
+        BatchRecord::Set {
+            key,
+            value,
+            deadline: None,
+        }
+    }
+
     #[test]
     fn appends_return_where_each_record_lies() {
         let dir = tempfile::TempDir::new().unwrap();
         let (mut writer, files, index) = writer(dir.path(), 1 << 20);
-        let set = writer.append_set(b"a", b"one", &files, &index).unwrap();
+        let first = writer
+            .append_set(b"a", b"one", None, &files, &index)
+            .unwrap();
         let sets = writer
-            .append_sets(
-                &[(b"bb", b"two"), (b"c", b""), (b"d", b"four")],
+            .append_batch(
+                &[
+                    set(b"bb", b"two"),
+                    BatchRecord::Set {
+                        key: b"c",
+                        value: b"",
+                        deadline: Some(77),
+                    },
+                    BatchRecord::Remove { key: b"bb" },
+                ],
                 &files,
                 &index,
             )
             .unwrap();
         let removed = writer.append_remove(b"a", &files, &index).unwrap();
-
-        let expected = [
-            (set, 1, b"a".as_slice(), b"one".as_slice()),
-            (sets[0], 1, b"bb", b"two"),
-            (sets[1], 1, b"c", b""),
-            (sets[2], 1, b"d", b"four"),
-            (removed, 2, b"a", b""),
-        ];
         assert_eq!(sets.len(), 3);
-        let mut offset = FILE_MAGIC.len() as u32;
-        for (pos, kind, key, value) in expected {
+        // The batch's frame lies between the first record and its members, and is stale.
+        assert_eq!(writer.stale_bytes(), BATCH_RECORD_LEN as u64);
+        let header = HEADER_LEN as u32;
+        let expected = [
+            (first, 0x11, b"a".as_slice(), b"one".as_slice(), 8),
+            (
+                sets[0],
+                0x11,
+                b"bb",
+                b"two",
+                8 + header + 4 + BATCH_RECORD_LEN as u32,
+            ),
+            (sets[1], 0x14, b"c", b"", sets[0].offset + sets[0].len),
+            (sets[2], 0x12, b"bb", b"", sets[1].offset + sets[1].len),
+            (removed, 0x12, b"a", b"", sets[2].offset + sets[2].len),
+        ];
+        for (pos, kind, key, value, offset) in expected {
+            let deadline = if kind == 0x14 { 8 } else { 0 };
             assert_eq!(
                 pos,
                 RecordPos {
                     file: 1,
                     offset,
-                    len: (HEADER_LEN + key.len() + value.len()) as u32
+                    len: header + deadline + (key.len() + value.len()) as u32
                 }
             );
             let record = record_at(dir.path(), pos);
             assert_eq!(record[4], kind);
-            assert_eq!(&record[HEADER_LEN..], [key, value].concat());
-            offset += pos.len;
+            let at = HEADER_LEN + deadline as usize;
+            assert_eq!(&record[at..], [key, value].concat());
         }
         assert_eq!(writer.sync_target().1, removed.end());
+        // A batch of one record needs no frame.
+        let one = writer
+            .append_batch(&[set(b"z", b"1")], &files, &index)
+            .unwrap();
+        assert_eq!(one[0].offset as u64, removed.end().offset);
+        assert_eq!(writer.stale_bytes(), BATCH_RECORD_LEN as u64);
     }
 
     #[test]
@@ -599,17 +719,25 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let (mut writer, files, index) = writer(dir.path(), 4096);
         let big = vec![7u8; 3000];
-        writer.append_set(b"first", &big, &files, &index).unwrap();
+        writer
+            .append_set(b"first", &big, None, &files, &index)
+            .unwrap();
         let sets = writer
-            .append_sets(&[(b"x", &big), (b"y", b"small")], &files, &index)
+            .append_batch(&[set(b"x", &big), set(b"y", b"small")], &files, &index)
             .unwrap();
         assert_eq!(sets[0].file, 2);
-        assert_eq!(sets[0].offset, FILE_MAGIC.len() as u32);
+        assert_eq!(sets[0].offset, (FILE_MAGIC.len() + BATCH_RECORD_LEN) as u32);
         assert_eq!(sets[1].file, 2);
         assert_eq!(sets[1].offset, sets[0].offset + sets[0].len);
-        for pos in sets {
-            record_at(dir.path(), pos);
+        for pos in &sets {
+            record_at(dir.path(), *pos);
         }
+        // A batch larger than a whole file still goes into one file, which grows past its
+        // limit.
+        let many: Vec<BatchRecord<'_>> = (0..3).map(|_| set(b"x", &big)).collect();
+        let grown = writer.append_batch(&many, &files, &index).unwrap();
+        assert!(grown.iter().all(|p| p.file == 3), "{grown:?}");
+        assert!(grown[2].end().offset > 4096);
     }
 
     #[test]
@@ -626,7 +754,7 @@ mod tests {
         for i in 0..40u32 {
             positions.push(
                 writer
-                    .append_set(&i.to_le_bytes(), &value, &files, &index)
+                    .append_set(&i.to_le_bytes(), &value, None, &files, &index)
                     .unwrap(),
             );
             check(&writer);
@@ -662,7 +790,9 @@ mod tests {
         };
         refused(writer.check_usable(), "check_usable");
         refused(
-            writer.append_set(b"k", b"v", &files, &index).map(|_| ()),
+            writer
+                .append_set(b"k", b"v", None, &files, &index)
+                .map(|_| ()),
             "append_set",
         );
         refused(
@@ -671,9 +801,9 @@ mod tests {
         );
         refused(
             writer
-                .append_sets(&[(b"a", b"1"), (b"b", b"2")], &files, &index)
+                .append_batch(&[set(b"a", b"1"), set(b"b", b"2")], &files, &index)
                 .map(|_| ()),
-            "append_sets",
+            "append_batch",
         );
         refused(writer.seal_active(), "seal_active");
         refused(writer.sync_active(), "sync_active");

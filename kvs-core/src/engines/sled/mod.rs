@@ -42,11 +42,12 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
+use crate::batch::Op;
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::process::{self, ProcessGuard, STORE};
 use crate::transaction::Overlay;
 use crate::{
-    is_expired, now_millis, BatchOp, KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage,
+    is_expired, now_millis, KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage,
     Transaction, WriteBatch,
 };
 
@@ -357,36 +358,6 @@ impl SledKvsEngine {
                 Ok::<_, ConflictableTransactionError<KvsError>>(())
             })
             .map_err(|e| self.tx_error(e))
-    }
-}
-
-/// One write of [`SledKvsEngine::write_ops`]: a batch's operation, borrowed.
-#[derive(Clone, Copy)]
-enum Op<'a> {
-    Set {
-        key: &'a [u8],
-        value: &'a [u8],
-        deadline: Option<u64>,
-    },
-    Remove {
-        key: &'a [u8],
-    },
-}
-
-impl<'a> From<&'a BatchOp> for Op<'a> {
-    fn from(op: &'a BatchOp) -> Op<'a> {
-        match op {
-            BatchOp::Set {
-                key,
-                value,
-                deadline,
-            } => Op::Set {
-                key,
-                value,
-                deadline: *deadline,
-            },
-            BatchOp::Remove { key } => Op::Remove { key },
-        }
     }
 }
 

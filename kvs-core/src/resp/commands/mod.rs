@@ -5,8 +5,13 @@
 //!
 //! One module per family, each with its rows ([`Row`]) in a `COMMANDS` slice at the top and a
 //! [`Command`] impl per command below:
-//! - [`strings`]: `SET`, `GET`, `MGET`, `MSET`;
-//! - [`keys`]: `DEL`, `EXISTS`, `DBSIZE`;
+//! - [`strings`]: `SET` (with every option of Redis 7), `GET`, `SETEX`, `PSETEX`, `SETNX`,
+//!   `GETSET`, `GETDEL`, `GETEX`, `MGET`, `MSET`, `MSETNX`, `APPEND`, `STRLEN`, `GETRANGE`,
+//!   `SUBSTR`, `SETRANGE`, `INCR`, `DECR`, `INCRBY`, `DECRBY`, `INCRBYFLOAT`, `LCS`;
+//! - [`expire`]: `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT`, `TTL`, `PTTL`, `EXPIRETIME`,
+//!   `PEXPIRETIME`, `PERSIST`;
+//! - [`keys`]: `DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `KEYS`, `SCAN`, `RANDOMKEY`, `TYPE`,
+//!   `RENAME`, `RENAMENX`, `COPY`, `FLUSHDB`, `FLUSHALL`, `DBSIZE`, `OBJECT`;
 //! - [`connection`]: `PING`, `ECHO`, `HELLO`, `QUIT`;
 //! - [`server`]: `INFO`, `COMMAND`, `CONFIG`;
 //! - [`cluster`]: `CLUSTER` (Redis Cluster's view: one node owning every slot, when emulated).
@@ -37,15 +42,21 @@
 
 pub(crate) mod cluster;
 pub(crate) mod connection;
+pub(crate) mod expire;
 pub(crate) mod keys;
 pub(crate) mod server;
 pub(crate) mod strings;
+#[cfg(test)]
+mod testing;
 
 use super::frame::write_error;
 use super::request::{unknown_command, wrong_arity, Args, Client, ErrorReply, Outcome};
 use super::session::Batch;
 use crate::server::state::ServerState;
-use crate::{ErrorKind, KvsEngine, Result};
+use crate::{
+    ErrorKind, KeyExpiry, KvsEngine, KvsError, Result, ScanFilter, ScanPage, Transaction,
+    WriteBatch,
+};
 
 /// kvs's own class of a command: what it may touch. `COMMAND` shows Redis's `write` or
 /// `readonly` flag from it, so the two cannot disagree.
@@ -177,8 +188,12 @@ pub(crate) struct Context<'c> {
 /// The function of [`Engine::update_bytes`], as a trait object.
 pub(crate) type UpdateFn<'f> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'f;
 
+/// The function of [`Engine::transaction`], as a trait object.
+pub(crate) type TransactionFn<'f> = dyn FnMut(&mut dyn Transaction) -> Result<()> + 'f;
+
 /// The engine as commands use it: the byte-level part of [`KvsEngine`] (which, being `Clone`,
-/// cannot be a trait object itself). Every engine is one.
+/// cannot be a trait object itself). Every engine is one. Each method is the [`KvsEngine`]
+/// method of the same name, with its contract; generic ones take a trait object.
 pub(crate) trait Engine {
     fn set_bytes(&self, key: &[u8], value: &[u8]) -> Result<()>;
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -193,6 +208,31 @@ pub(crate) trait Engine {
         new: Option<&[u8]>,
     ) -> Result<bool>;
     fn update_bytes(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<Option<Vec<u8>>>;
+    fn keys(&self) -> Result<Vec<Vec<u8>>>;
+    fn apply_batch(&self, batch: &WriteBatch) -> Result<()>;
+    fn get_many_bytes(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>>;
+    fn set_with_deadline_bytes(&self, key: &[u8], value: &[u8], deadline: u64) -> Result<()>;
+    fn expire_at_bytes(&self, key: &[u8], deadline: u64) -> Result<bool>;
+    fn persist_bytes(&self, key: &[u8]) -> Result<bool>;
+    fn expiry_bytes(&self, key: &[u8]) -> Result<KeyExpiry>;
+    fn scan_bytes(&self, cursor: u64, count: usize, filter: &ScanFilter) -> Result<ScanPage>;
+    /// [`KvsEngine::transaction`]: `f` may run more than once (sled), and only its last run's
+    /// writes are kept; what it finds out goes to variables it captures.
+    fn transaction(&self, f: &mut TransactionFn<'_>) -> Result<()>;
+}
+
+/// Runs `f` as one [`Engine::transaction`] and returns what its last run returned.
+pub(crate) fn transact<R>(
+    engine: &dyn Engine,
+    mut f: impl FnMut(&mut dyn Transaction) -> Result<R>,
+) -> Result<R> {
+    let mut result = None;
+    engine.transaction(&mut |tx| {
+        result = Some(f(tx)?);
+        Ok(())
+    })?;
+    // A transaction that returned `Ok` ran `f` to an `Ok` at least once.
+    result.ok_or_else(|| KvsError::InvalidArgument("the transaction never ran".to_string()))
 }
 
 impl<E: KvsEngine> Engine for E {
@@ -225,11 +265,39 @@ impl<E: KvsEngine> Engine for E {
     fn update_bytes(&self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<Option<Vec<u8>>> {
         KvsEngine::update_bytes(self, key, f)
     }
+    fn keys(&self) -> Result<Vec<Vec<u8>>> {
+        KvsEngine::keys(self)
+    }
+    fn apply_batch(&self, batch: &WriteBatch) -> Result<()> {
+        KvsEngine::apply_batch(self, batch)
+    }
+    fn get_many_bytes(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        KvsEngine::get_many_bytes(self, keys)
+    }
+    fn set_with_deadline_bytes(&self, key: &[u8], value: &[u8], deadline: u64) -> Result<()> {
+        KvsEngine::set_with_deadline_bytes(self, key, value, deadline)
+    }
+    fn expire_at_bytes(&self, key: &[u8], deadline: u64) -> Result<bool> {
+        KvsEngine::expire_at_bytes(self, key, deadline)
+    }
+    fn persist_bytes(&self, key: &[u8]) -> Result<bool> {
+        KvsEngine::persist_bytes(self, key)
+    }
+    fn expiry_bytes(&self, key: &[u8]) -> Result<KeyExpiry> {
+        KvsEngine::expiry_bytes(self, key)
+    }
+    fn scan_bytes(&self, cursor: u64, count: usize, filter: &ScanFilter) -> Result<ScanPage> {
+        KvsEngine::scan_bytes(self, cursor, count, filter)
+    }
+    fn transaction(&self, f: &mut TransactionFn<'_>) -> Result<()> {
+        KvsEngine::transaction(self, |tx| f(tx))
+    }
 }
 
 /// The families whose rows make up the table.
 const FAMILIES: &[&[Row]] = &[
     strings::COMMANDS,
+    expire::COMMANDS,
     keys::COMMANDS,
     connection::COMMANDS,
     server::COMMANDS,
@@ -475,7 +543,7 @@ mod tests {
                 );
             }
         }
-        for name in ["", "ge", "gets", "flushall", "zzz", "aaa", "get\0"] {
+        for name in ["", "ge", "gets", "lpush", "zzz", "aaa", "get\0"] {
             assert!(find(name.as_bytes()).is_none(), "{name:?}");
         }
     }
@@ -544,8 +612,8 @@ mod tests {
             error("ERR unknown command 'foo', with args beginning with: 'a' 'b' ")
         );
         assert_eq!(
-            server.line("FLUSHALL"),
-            error("ERR unknown command 'FLUSHALL', with args beginning with: ")
+            server.line("LPUSH"),
+            error("ERR unknown command 'LPUSH', with args beginning with: ")
         );
         assert_eq!(
             server.line("COMMAND NOPE"),
