@@ -503,7 +503,7 @@ impl KeyIterator {
 
 /// A scan cursor: 0 to start, else one that `scan` returned. `TypeError` for anything but an
 /// `int`, `ValueError` for one outside 0 to 2**64 - 1.
-fn cursor_of(cursor: &Bound<'_, PyAny>) -> PyResult<u64> {
+pub(crate) fn cursor_of(cursor: &Bound<'_, PyAny>) -> PyResult<u64> {
     if cursor.is_instance_of::<PyBool>() || !cursor.is_instance_of::<PyInt>() {
         return Err(PyTypeError::new_err(format!(
             "cursor must be an int (0, or a cursor scan returned), not {}",
@@ -519,7 +519,7 @@ fn cursor_of(cursor: &Bound<'_, PyAny>) -> PyResult<u64> {
 
 /// The `count` of a scan (None: 100, as `scan`'s default): a positive `int`. `TypeError` for
 /// anything else, `ValueError` for 0 or less (as Redis refuses `COUNT 0`).
-fn count_of(count: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+pub(crate) fn count_of(count: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
     let Some(count) = count.filter(|c| !c.is_none()) else {
         return Ok(100);
     };
@@ -537,7 +537,7 @@ fn count_of(count: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
 }
 
 /// The scan filter of `prefix` and `match` (each bytes, str or None).
-fn filter_of(
+pub(crate) fn filter_of(
     prefix: Option<&Bound<'_, PyAny>>,
     pattern: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<ScanFilter> {

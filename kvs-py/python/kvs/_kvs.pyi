@@ -414,8 +414,78 @@ class Client:
     ) -> Self: ...
     def get(self, key: _Bytes) -> Optional[bytes]:
         """The value of ``key``, or None if it is not set."""
-    def set(self, key: _Bytes, value: _Bytes) -> None:
-        """Sets ``key`` to ``value``; the server has written it when this returns."""
+    def set(self, key: _Bytes, value: _Bytes, ttl: Optional[_Seconds] = None) -> None:
+        """Sets ``key`` to ``value``; the server has written it when this returns. With a
+        ``ttl`` (seconds, ``int``, ``float`` or ``datetime.timedelta``, more than 0), the key
+        expires that long from now, as ``KvStore.set``; without one, any deadline it had is
+        cleared. Deadlines are kept on the server's clock."""
+    def expire(self, key: _Bytes, seconds: _Seconds) -> bool:
+        """Gives the existing ``key`` a deadline ``seconds`` from now, keeping its value;
+        whether the key was set (False: nothing is written). Zero or fewer seconds remove
+        the key (and answer True), as Redis's ``EXPIRE``."""
+    def ttl(self, key: _Bytes) -> Optional[float]:
+        """Seconds left before ``key`` expires; None when it has no deadline; ``KeyError``
+        when it is not set (or has expired)."""
+    def persist(self, key: _Bytes) -> bool:
+        """Removes the deadline of ``key``; whether it had one."""
+    def get_many(self, keys: Iterable[_Bytes]) -> list[Optional[bytes]]:
+        """The values of ``keys``, in order (None for a key not set), read on the server at
+        one instant, in one request. Values that do not fit in one reply frame all together
+        raise ``ValueError``: ask for fewer keys at a time. A single ``bytes`` or ``str``
+        raises ``TypeError``."""
+    def update(
+        self, key: _Bytes, func: Callable[[Optional[bytes]], Optional[_Bytes]]
+    ) -> Optional[bytes]:
+        """Atomically replaces the value of ``key`` with ``func(old)`` (``old`` None: the key
+        is not set; a return of None removes it) and returns the new value. Built on this
+        side as ``get`` and ``compare_and_set``, again from the read when another client
+        changed the key in between: **``func`` may run more than once**, and only its last
+        result is stored, so it must not count on running once. When ``func`` returns the
+        value it was given, nothing is written. The key keeps its deadline. ``func`` runs
+        with the GIL held; the requests release it."""
+    def scan(
+        self,
+        cursor: int = 0,
+        count: int = 100,
+        prefix: Optional[_Bytes] = None,
+        match: Optional[_Bytes] = None,
+    ) -> tuple[int, list[bytes]]:
+        """One page of a walk over the server's keys, as ``KvStore.scan`` (the same
+        guarantees, filters and errors): returns ``(cursor, keys)``; pass each cursor to
+        the next call until it is 0. The server looks at no more than 65 536 keys per call
+        and makes a page smaller when it would not fit in a reply frame."""
+    def scan_iter(
+        self,
+        prefix: Optional[_Bytes] = None,
+        match: Optional[_Bytes] = None,
+        count: int = 100,
+    ) -> Iterator[bytes]:
+        """The server's keys that start with ``prefix`` and match ``match``, walked with
+        ``scan`` pages of ``count``: one page is in memory at a time."""
+    def keys(
+        self, prefix: Optional[_Bytes] = None, match: Optional[_Bytes] = None
+    ) -> Iterator[bytes]:
+        """The server's keys (starting with ``prefix``, matching the glob ``match``), walked
+        a ``scan`` page at a time (``scan_iter``): never the whole key set at once."""
+    def __iter__(self) -> Iterator[bytes]:
+        """Every key of the server, walked a ``scan`` page at a time."""
+    def batch(self) -> Batch:
+        """A new, empty batch of writes sent to the server as one request and applied
+        there all at once, or not at all (see ``Batch``)::
+
+            with client.batch() as b:
+                b["from"] = b"7"
+                del b["pending"]
+                b.set("session", b"...", ttl=30)
+
+        The batch is sent when the block ends normally; if the block raises, nothing is
+        sent."""
+    def checkpoint(self, dest: Union[str, os.PathLike[str]]) -> None:
+        """Writes an online checkpoint of the server's store into ``dest`` (see
+        ``KvStore.checkpoint``). ``dest`` is a path on the **server's** machine, written by
+        the server's process: the server's user must be able to create it there (a
+        relative path starts in the server's working directory). ``dest`` must not exist,
+        or be an empty directory."""
     def remove(self, key: _Bytes) -> None:
         """Removes ``key``; ``KeyError`` if it is not set."""
     def compare_and_set(
