@@ -191,7 +191,7 @@ impl Client {
     /// Atomically replaces the value of `key` with `func(old)` (None: not set / remove it)
     /// and returns the new value: a read and a compare-and-set, again whenever another client
     /// changed the key in between, so `func` may run more than once.
-    fn update<'py>(
+    fn update_value<'py>(
         &self,
         py: Python<'py>,
         key: &Bound<'py, PyAny>,

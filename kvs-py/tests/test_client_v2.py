@@ -233,7 +233,7 @@ def test_update_counts_exactly_across_threads_and_clients(engine_server: Server)
                 return str(int(old or b"0") + 1).encode()
 
             for _ in range(increments):
-                c.update("counter", bump)
+                c.update_value("counter", bump)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(threads_n)]
     for t in threads:
@@ -244,17 +244,17 @@ def test_update_counts_exactly_across_threads_and_clients(engine_server: Server)
         assert c.get("counter") == str(threads_n * increments).encode(), calls
         assert sum(calls) >= threads_n * increments
         # None removes; the new value comes back; an exception from func writes nothing.
-        assert c.update("counter", lambda old: None) is None
+        assert c.update_value("counter", lambda old: None) is None
         assert c.get("counter") is None
-        assert c.update("fresh", lambda old: b"made" if old is None else b"wrong") == b"made"
+        assert c.update_value("fresh", lambda old: b"made" if old is None else b"wrong") == b"made"
         with pytest.raises(ZeroDivisionError):
-            c.update("fresh", lambda old: 1 / 0)
+            c.update_value("fresh", lambda old: 1 / 0)
         assert c.get("fresh") == b"made"
 
 
 def test_update_keeps_the_deadline(client: kvs.Client) -> None:
     client.set("n", "1", ttl=3600)
-    assert client.update("n", lambda old: old + b"0" if old else b"?") == b"10"
+    assert client.update_value("n", lambda old: old + b"0" if old else b"?") == b"10"
     left = client.ttl("n")
     assert left is not None and left > 3500
 
@@ -303,7 +303,7 @@ def _commit_a_batch(c: kvs.Client) -> None:
         lambda c: c.get_many(["k"]),
         lambda c: c.scan(),
         lambda c: next(iter(c)),
-        lambda c: c.update("k", lambda old: b"v"),
+        lambda c: c.update_value("k", lambda old: b"v"),
         lambda c: c.checkpoint("/nowhere"),
         _commit_a_batch,
     ],

@@ -433,7 +433,7 @@ class Client:
         one instant, in one request. Values that do not fit in one reply frame all together
         raise ``ValueError``: ask for fewer keys at a time. A single ``bytes`` or ``str``
         raises ``TypeError``."""
-    def update(
+    def update_value(
         self, key: _Bytes, func: Callable[[Optional[bytes]], Optional[_Bytes]]
     ) -> Optional[bytes]:
         """Atomically replaces the value of ``key`` with ``func(old)`` (``old`` None: the key
