@@ -3,6 +3,7 @@
 //! The server's connection owns the buffers and the socket; this owns the parsing state between
 //! reads, and the [`Batch`] of writes held back while one input is served.
 
+use super::commands::transactions::Multi;
 use super::commands::{dispatch, Context};
 use super::frame::{write_error, write_simple, Limits, RequestParser, RequestStatus, Version};
 use super::request::{Args, Client, Outcome};
@@ -16,6 +17,9 @@ pub struct Session {
     client: Client,
     /// Bytes the request being received needs at least, once known.
     needed: Option<usize>,
+    /// `MULTI`'s queue and the watched keys. Dropped with the session: closing the
+    /// connection discards the transaction.
+    multi: Multi,
 }
 
 /// What [`Session::serve`] did.
@@ -41,6 +45,7 @@ impl Session {
                 local_addr: None,
             },
             needed: None,
+            multi: Multi::default(),
         }
     }
 
@@ -75,6 +80,7 @@ impl Session {
             state,
             client: &mut self.client,
             out,
+            multi: &mut self.multi,
         };
         let served = serve_requests(
             &mut self.parser,
