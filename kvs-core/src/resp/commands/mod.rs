@@ -340,6 +340,10 @@ pub(crate) fn dispatch<'a>(
         return refuse(&unknown_command(args), cx, batch);
     };
     if !row.accepts(args.len()) {
+        if row.name == "exec" {
+            batch.write(cx);
+            return transactions::refuse_exec(&wrong_arity(row.name), cx);
+        }
         return refuse(&wrong_arity(row.name), cx, batch);
     }
     (row.handler)(args, cx, batch)
@@ -564,10 +568,14 @@ mod tests {
     fn the_arity_check_uses_the_rows_arity() {
         let mut server = Server::new();
         for row in &TABLE {
-            let wrong = error(&format!(
-                "ERR wrong number of arguments for '{}' command",
-                row.name
-            ));
+            let wrong = format!("wrong number of arguments for '{}' command", row.name);
+            // Redis refuses EXEC, which ends a transaction, with its own prefix.
+            let wrong = match row.name {
+                "exec" => error(&format!(
+                    "EXECABORT Transaction discarded because of: {wrong}"
+                )),
+                _ => error(&format!("ERR {wrong}")),
+            };
             let with = |n: usize| {
                 let mut args = vec![row.name.as_bytes()];
                 args.resize(n, b"x");

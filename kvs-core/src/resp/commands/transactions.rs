@@ -10,7 +10,9 @@
 //! After `MULTI`, [`dispatch`](super::dispatch) hands every request to [`queue`]: one that
 //! names no command, or has the wrong number of arguments, is answered with the error it
 //! would get outside a transaction and marks the transaction aborted (`EXEC` then answers
-//! `-EXECABORT Transaction discarded because of previous errors.`, as Redis does); `EXEC`,
+//! `-EXECABORT Transaction discarded because of previous errors.`, as Redis does; an `EXEC`
+//! with arguments, in a transaction or not, is refused with `-EXECABORT Transaction
+//! discarded because of: ...` and ends any transaction); `EXEC`,
 //! `DISCARD`, `MULTI`, `WATCH`, `QUIT` and `RESET` run at once (the last two end the
 //! transaction, as the connection or its state goes away); anything else is copied into the
 //! queue and answered `+QUEUED`. As in Redis, the other errors of a command (a bad option, a
@@ -207,6 +209,9 @@ pub(super) fn queue<'a>(
     batch.write(cx);
     let refused = match row {
         None => unknown_command(args),
+        Some(row) if !row.accepts(args.len()) && row.name == "exec" => {
+            return refuse_exec(&wrong_arity(row.name), cx);
+        }
         Some(row) if !row.accepts(args.len()) => wrong_arity(row.name),
         Some(row) => match row.name {
             "exec" | "discard" | "multi" | "watch" | "quit" | "reset" => {
@@ -242,6 +247,18 @@ pub(super) fn queue<'a>(
         queue.aborted = true;
     }
     write_error(cx.out, &refused);
+    Outcome::Continue
+}
+
+/// Refuses an `EXEC` (with or without `MULTI`) whose request is wrong, as Redis does: it ends
+/// any transaction and says why, as `EXECABORT`.
+pub(super) fn refuse_exec(reason: &str, cx: &mut Context<'_>) -> Outcome {
+    cx.multi.clear();
+    let reason = reason.strip_prefix("ERR ").unwrap_or(reason);
+    write_error(
+        cx.out,
+        &format!("EXECABORT Transaction discarded because of: {reason}"),
+    );
     Outcome::Continue
 }
 
@@ -658,6 +675,20 @@ mod tests {
                 ("MGET a b", "*2\r\n$1\r\nx\r\n$1\r\n2\r\n"),
                 ("MULTI", "+OK\r\n"),
                 ("EXEC", "*0\r\n"),
+                ("MULTI", "+OK\r\n"),
+                ("SET a 9", "+QUEUED\r\n"),
+                (
+                    "EXEC x",
+                    "-EXECABORT Transaction discarded because of: \
+                     wrong number of arguments for 'exec' command\r\n",
+                ),
+                ("EXEC", "-ERR EXEC without MULTI\r\n"),
+                ("GET a", "$1\r\nx\r\n"),
+                (
+                    "EXEC x",
+                    "-EXECABORT Transaction discarded because of: \
+                     wrong number of arguments for 'exec' command\r\n",
+                ),
             ]);
         }
     }
