@@ -40,9 +40,13 @@
 //! it succeeds.
 //!
 //! What does not go through the transaction: `SCAN`, `KEYS`, `RANDOMKEY`, `DBSIZE` (and
-//! `FLUSHALL`/`FLUSHDB`, which walk the keys) see the store as of before the transaction's
-//! own writes, not the keys it has set or removed so far; the engine keeps no ordered view of
-//! a transaction's writes to merge them into a walk.
+//! `FLUSHALL`/`FLUSHDB`, which walk the keys) see the store as of before the transaction,
+//! not the keys it has set or removed so far: a [`Transaction`] has no walk, and sled's
+//! cannot even walk the store from inside one (its transaction holds a lock its walks need).
+//! So walks are read on the engine outside the transaction ([`Walks`]): a run of the
+//! transaction that asks for one not read yet writes nothing; the walk is read (with the pages
+//! that follow it, up to [`READ_AHEAD_KEYS`] keys), and the transaction runs again. An `EXEC`
+//! without walks runs once.
 //!
 //! # WATCH
 //!
@@ -375,35 +379,55 @@ impl Command for Exec {
         let engine = cx.engine;
         let (state, client) = (cx.state, &mut *cx.client);
         let mut replies = Vec::new();
-        let ran = transact(engine, |tx| {
-            // This run's replies only (sled may run it again).
-            replies.clear();
-            for (key, seen) in &watched {
-                if fingerprint(tx, key)? != *seen {
-                    return Ok(false);
+        // The walks of the store (SCAN, DBSIZE, ...) the commands asked for, read outside the
+        // transaction (see `Walks`): each run that asks for one not read yet writes nothing,
+        // and runs again once it has been read.
+        let mut walks = Walks::default();
+        let ran = loop {
+            let missing = RefCell::new(None);
+            let ran = transact(engine, |tx| {
+                // This run's replies only (sled may run it again).
+                replies.clear();
+                *missing.borrow_mut() = None;
+                for (key, seen) in &watched {
+                    if fingerprint(tx, key)? != *seen {
+                        return Ok(false);
+                    }
                 }
+                let inner = InTransaction {
+                    tx: RefCell::new(tx),
+                    walks: &walks,
+                    missing: &missing,
+                };
+                // The queued commands are never MULTI, EXEC, DISCARD or WATCH; an UNWATCH
+                // among them finds nothing to forget (EXEC has already forgotten the watched
+                // keys).
+                let mut multi = Multi::default();
+                let mut cx = Context {
+                    engine: &inner,
+                    state,
+                    client: &mut *client,
+                    out: &mut replies,
+                    multi: &mut multi,
+                };
+                for ranges in &queue.requests {
+                    let mut batch = Batch::default();
+                    dispatch(Args::new(&queue.buf, ranges), &mut cx, &mut batch);
+                    batch.write(&mut cx);
+                }
+                if missing.borrow().is_some() {
+                    // Nothing of this run is kept.
+                    return Err(KvsError::InvalidArgument(
+                        "EXEC needs a walk of the store first".to_string(),
+                    ));
+                }
+                Ok(true)
+            });
+            match missing.into_inner() {
+                Some(walk) => walks.read(engine, walk)?,
+                None => break ran,
             }
-            let inner = InTransaction {
-                tx: RefCell::new(tx),
-                engine,
-            };
-            // The queued commands are never MULTI, EXEC, DISCARD or WATCH; an UNWATCH among
-            // them finds nothing to forget (EXEC has already forgotten the watched keys).
-            let mut multi = Multi::default();
-            let mut cx = Context {
-                engine: &inner,
-                state,
-                client: &mut *client,
-                out: &mut replies,
-                multi: &mut multi,
-            };
-            for ranges in &queue.requests {
-                let mut batch = Batch::default();
-                dispatch(Args::new(&queue.buf, ranges), &mut cx, &mut batch);
-                batch.write(&mut cx);
-            }
-            Ok(true)
-        });
+        };
         match ran {
             Ok(true) => {
                 write_array_len(cx.out, queue.requests.len());
@@ -421,12 +445,72 @@ impl Command for Exec {
 }
 
 /// The engine as the commands of an `EXEC` see it: every read and write of a key goes
-/// through the transaction `tx` (a transaction begun inside is the same one), walks of the
-/// keys and `DBSIZE` read `engine` as of before the transaction's own writes (see the module
-/// docs).
-struct InTransaction<'t, 'e> {
+/// through the transaction `tx` (a transaction begun inside is a [`Nested`] one); walks of the
+/// keys and `DBSIZE` are answered from `walks`, read before the transaction (see the module
+/// docs), and one not read yet is noted in `missing` and fails.
+struct InTransaction<'t, 'w> {
     tx: RefCell<&'t mut dyn Transaction>,
-    engine: &'e dyn Engine,
+    walks: &'w Walks,
+    missing: &'w RefCell<Option<Walk>>,
+}
+
+/// A walk of the store a command inside `EXEC` asked for.
+#[derive(Debug, Clone)]
+enum Walk {
+    Len,
+    Keys,
+    Scan(u64, usize, ScanFilter),
+}
+
+/// The key of a page of [`Walks::pages`]: cursor, count, prefix and pattern.
+type PageKey = (u64, usize, Vec<u8>, Option<Vec<u8>>);
+
+fn page_key(cursor: u64, count: usize, filter: &ScanFilter) -> PageKey {
+    (cursor, count, filter.prefix.clone(), filter.pattern.clone())
+}
+
+/// What the commands of an `EXEC` read of the store as a whole, read on the engine outside
+/// its transaction: the engine cannot walk its keys from inside one (sled's transactions
+/// hold a lock its walks need). Read before the transaction runs (again), so they are the
+/// store as of before the transaction's writes.
+#[derive(Debug, Default)]
+struct Walks {
+    len: Option<usize>,
+    keys: Option<Vec<Vec<u8>>>,
+    pages: HashMap<PageKey, ScanPage>,
+}
+
+/// How many keys [`Walks::read`] reads ahead along a walk, at most: the pages after the one
+/// asked for, which a command that walks the whole store (`FLUSHALL`, `KEYS` through `SCAN`)
+/// asks for next, so that each run of the transaction does not stop at the next page.
+const READ_AHEAD_KEYS: usize = 1 << 16;
+
+impl Walks {
+    /// Reads `walk` on `engine`, and for a page the pages after it along the walk (up to
+    /// [`READ_AHEAD_KEYS`] keys).
+    fn read(&mut self, engine: &dyn Engine, walk: Walk) -> Result<()> {
+        match walk {
+            Walk::Len => self.len = Some(engine.len()?),
+            Walk::Keys => self.keys = Some(engine.keys()?),
+            Walk::Scan(mut cursor, count, filter) => {
+                let mut read = 0;
+                loop {
+                    let page = engine.scan_bytes(cursor, count, &filter)?;
+                    let next = page.cursor;
+                    read += page.keys.len().max(1);
+                    self.pages.insert(page_key(cursor, count, &filter), page);
+                    if next == 0
+                        || read >= READ_AHEAD_KEYS
+                        || self.pages.contains_key(&page_key(next, count, &filter))
+                    {
+                        return Ok(());
+                    }
+                    cursor = next;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl InTransaction<'_, '_> {
@@ -437,6 +521,19 @@ impl InTransaction<'_, '_> {
             KvsError::InvalidArgument("the transaction is already in use".to_string())
         })?;
         f(&mut **tx)
+    }
+
+    /// `found`, or the error that says `walk` must be read first (and notes it).
+    fn walked<T: Clone>(&self, found: Option<&T>, walk: Walk) -> Result<T> {
+        match found {
+            Some(found) => Ok(found.clone()),
+            None => {
+                *self.missing.borrow_mut() = Some(walk);
+                Err(KvsError::InvalidArgument(
+                    "EXEC needs a walk of the store first".to_string(),
+                ))
+            }
+        }
     }
 
     /// The value of `key` and its deadline, `None` if it is not set.
@@ -475,7 +572,7 @@ impl Engine for InTransaction<'_, '_> {
         self.with(|tx| Ok(tx.expiry(key)? != KeyExpiry::Missing))
     }
     fn len(&self) -> Result<usize> {
-        self.engine.len()
+        self.walked(self.walks.len.as_ref(), Walk::Len)
     }
     fn compare_and_set_bytes(
         &self,
@@ -515,7 +612,7 @@ impl Engine for InTransaction<'_, '_> {
         })
     }
     fn keys(&self) -> Result<Vec<Vec<u8>>> {
-        self.engine.keys()
+        self.walked(self.walks.keys.as_ref(), Walk::Keys)
     }
     fn apply_batch(&self, batch: &WriteBatch) -> Result<()> {
         self.with(|tx| {
@@ -556,7 +653,8 @@ impl Engine for InTransaction<'_, '_> {
         self.with(|tx| tx.expiry(key))
     }
     fn scan_bytes(&self, cursor: u64, count: usize, filter: &ScanFilter) -> Result<ScanPage> {
-        self.engine.scan_bytes(cursor, count, filter)
+        let page = self.walks.pages.get(&page_key(cursor, count, filter));
+        self.walked(page, Walk::Scan(cursor, count, filter.clone()))
     }
     fn transaction(&self, f: &mut TransactionFn<'_>) -> Result<()> {
         self.with(|tx| {
@@ -841,6 +939,44 @@ mod tests {
                 ("EXEC", "*2\r\n-ERR no such key\r\n+OK\r\n"),
                 ("GET t", "$1\r\n1\r\n"),
                 ("EXISTS s", ":0\r\n"),
+            ]);
+        }
+    }
+
+    /// Walks inside EXEC (read outside its transaction, as of before it): DBSIZE, KEYS,
+    /// SCAN and FLUSHALL see the keys there were before the transaction, on an engine that
+    /// runs each transaction once and on one that runs it twice.
+    #[test]
+    fn walks_inside_exec_see_the_store_as_before_it() {
+        for mut server in Server::both() {
+            server.check(&[("SET a 1", "+OK\r\n"), ("SET b 2", "+OK\r\n")]);
+            server.check(&[
+                ("MULTI", "+OK\r\n"),
+                ("SET c 3", "+QUEUED\r\n"),
+                ("DBSIZE", "+QUEUED\r\n"),
+                ("EXISTS c", "+QUEUED\r\n"),
+                ("KEYS *", "+QUEUED\r\n"),
+                ("SCAN 0 COUNT 1", "+QUEUED\r\n"),
+                ("SCAN 0 MATCH b", "+QUEUED\r\n"),
+                ("DEL a", "+QUEUED\r\n"),
+                ("DBSIZE", "+QUEUED\r\n"),
+            ]);
+            let reply = server.line("EXEC");
+            let sorted_keys = "*2\r\n$1\r\na\r\n$1\r\nb\r\n";
+            let start = "*8\r\n+OK\r\n:2\r\n:1\r\n";
+            assert!(reply.starts_with(start), "{reply}");
+            assert!(reply[start.len()..].starts_with(sorted_keys), "{reply}");
+            assert!(
+                reply.ends_with("*2\r\n$1\r\n0\r\n*1\r\n$1\r\nb\r\n:1\r\n:2\r\n"),
+                "{reply}"
+            );
+            // FLUSHALL removes what there was before the transaction.
+            server.check(&[
+                ("MULTI", "+OK\r\n"),
+                ("SET d 4", "+QUEUED\r\n"),
+                ("FLUSHALL", "+QUEUED\r\n"),
+                ("EXEC", "*2\r\n+OK\r\n+OK\r\n"),
+                ("KEYS *", "*1\r\n$1\r\nd\r\n"),
             ]);
         }
     }
