@@ -57,12 +57,12 @@ trap cleanup EXIT
 
 # Starts the kvs-server binary $1 in a fresh directory; sets $pid and $port.
 start() {
-    local dir="$work/data.$RANDOM"
-    mkdir -p "$dir"
+    local dir
+    dir="$(mktemp -d "$work/data.XXXXXX")"
     (cd "$dir" && RUST_LOG=info exec "$1" --addr 127.0.0.1:0 >"$dir/out" 2>"$dir/err") &
     pid=$!
     for _ in $(seq 600); do
-        port="$(grep -o '127\.0\.0\.1:[0-9]*' "$dir/err" | head -1 | cut -d: -f2 || true)"
+        port="$(grep -so '127\.0\.0\.1:[0-9]*' "$dir/err" | head -1 | cut -d: -f2 || true)"
         [ -n "$port" ] && redis-cli -p "$port" PING >/dev/null 2>&1 && return 0
         sleep 0.1
     done

@@ -44,9 +44,14 @@ impl Resp {
     }
 
     fn send(&mut self, args: &[&[u8]]) {
+        self.try_send(args).unwrap();
+    }
+
+    /// `send`, failing if the server has gone (killed).
+    fn try_send(&mut self, args: &[&[u8]]) -> std::io::Result<()> {
         let mut out = Vec::new();
         Frame::request(args).encode(&mut out);
-        self.stream.write_all(&out).unwrap();
+        self.stream.write_all(&out)
     }
 
     /// The next reply; `None` if the connection was closed first.
@@ -441,12 +446,19 @@ fn exec_is_all_or_nothing_across_kill_9() {
                     let mut acknowledged = Vec::new();
                     for round in 0.. {
                         let tx = format!("{id}.{round}");
-                        c.send(&[b"MULTI"]);
+                        let mut request = vec![(b"MULTI".to_vec(), Vec::new())];
                         for i in 0..KEYS {
-                            let key = format!("t{tx}:{i}");
-                            c.send(&[b"SET", key.as_bytes(), tx.as_bytes()]);
+                            request
+                                .push((format!("t{tx}:{i}").into_bytes(), tx.clone().into_bytes()));
                         }
-                        c.send(&[b"EXEC"]);
+                        let mut sent = c.try_send(&[b"MULTI"]);
+                        for (key, value) in &request[1..] {
+                            sent = sent.and_then(|()| c.try_send(&[b"SET", key, value]));
+                        }
+                        // The server is killed at some point: a send then fails.
+                        if sent.and_then(|()| c.try_send(&[b"EXEC"])).is_err() {
+                            return acknowledged;
+                        }
                         for _ in 0..KEYS + 1 {
                             if c.reply().is_none() {
                                 return acknowledged;

@@ -346,6 +346,10 @@ pub(crate) fn dispatch<'a>(
         }
         return refuse(&wrong_arity(row.name), cx, batch);
     }
+    if batch.holds(row.name) {
+        batch.hold_request(args, cx);
+        return Outcome::Continue;
+    }
     (row.handler)(args, cx, batch)
 }
 

@@ -182,7 +182,7 @@ struct Queue {
 
 /// What a watched key was: `None` if it was not set, else its deadline and its value's length
 /// and hash.
-type Fingerprint = Option<(Option<u64>, usize, u64)>;
+pub(crate) type Fingerprint = Option<(Option<u64>, usize, u64)>;
 
 /// The fingerprint of `key` as `tx` sees it.
 fn fingerprint(tx: &mut dyn Transaction, key: &[u8]) -> Result<Fingerprint> {
@@ -376,58 +376,8 @@ impl Command for Exec {
             );
             return Ok(Outcome::Continue);
         }
-        let engine = cx.engine;
-        let (state, client) = (cx.state, &mut *cx.client);
         let mut replies = Vec::new();
-        // The walks of the store (SCAN, DBSIZE, ...) the commands asked for, read outside the
-        // transaction (see `Walks`): each run that asks for one not read yet writes nothing,
-        // and runs again once it has been read.
-        let mut walks = Walks::default();
-        let ran = loop {
-            let missing = RefCell::new(None);
-            let ran = transact(engine, |tx| {
-                // This run's replies only (sled may run it again).
-                replies.clear();
-                *missing.borrow_mut() = None;
-                for (key, seen) in &watched {
-                    if fingerprint(tx, key)? != *seen {
-                        return Ok(false);
-                    }
-                }
-                let inner = InTransaction {
-                    tx: RefCell::new(tx),
-                    walks: &walks,
-                    missing: &missing,
-                };
-                // The queued commands are never MULTI, EXEC, DISCARD or WATCH; an UNWATCH
-                // among them finds nothing to forget (EXEC has already forgotten the watched
-                // keys).
-                let mut multi = Multi::default();
-                let mut cx = Context {
-                    engine: &inner,
-                    state,
-                    client: &mut *client,
-                    out: &mut replies,
-                    multi: &mut multi,
-                };
-                for ranges in &queue.requests {
-                    let mut batch = Batch::default();
-                    dispatch(Args::new(&queue.buf, ranges), &mut cx, &mut batch);
-                    batch.write(&mut cx);
-                }
-                if missing.borrow().is_some() {
-                    // Nothing of this run is kept.
-                    return Err(KvsError::InvalidArgument(
-                        "EXEC needs a walk of the store first".to_string(),
-                    ));
-                }
-                Ok(true)
-            });
-            match missing.into_inner() {
-                Some(walk) => walks.read(engine, walk)?,
-                None => break ran,
-            }
-        };
+        let ran = run_requests(cx, &watched, &queue.buf, &queue.requests, &mut replies);
         match ran {
             Ok(true) => {
                 write_array_len(cx.out, queue.requests.len());
@@ -441,6 +391,71 @@ impl Command for Exec {
             Err(e) => return Err(e),
         }
         Ok(Outcome::Continue)
+    }
+}
+
+/// Runs `requests` (each the ranges of its arguments in `buf`) in order as one
+/// [`Engine::transaction`] on `cx.engine`, their replies appended to `replies`: what `EXEC`
+/// does, and what the session does with a run of held writes ([`Batch`]). `Ok(false)`, with
+/// nothing run or written, if a key of `watched` is no longer what it was. Held requests are
+/// never `MULTI`, `EXEC`, `DISCARD` or `WATCH`; an `UNWATCH` among them finds nothing to
+/// forget.
+pub(crate) fn run_requests(
+    cx: &mut Context<'_>,
+    watched: &HashMap<Vec<u8>, Fingerprint>,
+    buf: &[u8],
+    requests: &[Vec<Range<usize>>],
+    replies: &mut Vec<u8>,
+) -> Result<bool> {
+    let engine = cx.engine;
+    let (state, client) = (cx.state, &mut *cx.client);
+    // The walks of the store (SCAN, DBSIZE, ...) the commands asked for, read outside the
+    // transaction (see `Walks`): each run that asks for one not read yet writes nothing, and
+    // runs again once it has been read.
+    let mut walks = Walks::default();
+    loop {
+        let missing = RefCell::new(None);
+        let ran = transact(engine, |tx| {
+            // This run's replies only (sled may run it again).
+            replies.clear();
+            *missing.borrow_mut() = None;
+            for (key, seen) in watched {
+                if fingerprint(tx, key)? != *seen {
+                    return Ok(false);
+                }
+            }
+            let inner = InTransaction {
+                tx: RefCell::new(tx),
+                walks: &walks,
+                missing: &missing,
+            };
+            let mut multi = Multi::default();
+            let mut cx = Context {
+                engine: &inner,
+                state,
+                client: &mut *client,
+                out: &mut *replies,
+                multi: &mut multi,
+            };
+            for ranges in requests {
+                // A batch that holds nothing but plain SETs: they are written through the
+                // transaction anyway.
+                let mut batch = Batch::default();
+                dispatch(Args::new(buf, ranges), &mut cx, &mut batch);
+                batch.write(&mut cx);
+            }
+            if missing.borrow().is_some() {
+                // Nothing of this run is kept.
+                return Err(KvsError::InvalidArgument(
+                    "EXEC needs a walk of the store first".to_string(),
+                ));
+            }
+            Ok(true)
+        });
+        match missing.into_inner() {
+            Some(walk) => walks.read(engine, walk)?,
+            None => return ran,
+        }
     }
 }
 
@@ -537,7 +552,7 @@ impl InTransaction<'_, '_> {
     }
 
     /// The value of `key` and its deadline, `None` if it is not set.
-    fn entry(tx: &mut dyn Transaction, key: &[u8]) -> Result<Option<(Vec<u8>, Option<u64>)>> {
+    fn entry(tx: &mut dyn Transaction, key: &[u8]) -> Result<Entry> {
         let deadline = match tx.expiry(key)? {
             KeyExpiry::Missing => return Ok(None),
             KeyExpiry::Never => None,
@@ -683,8 +698,11 @@ impl Engine for InTransaction<'_, '_> {
 /// until the caller applies them.
 struct Nested<'o> {
     outer: &'o mut dyn Transaction,
-    writes: HashMap<Vec<u8>, Option<(Vec<u8>, Option<u64>)>>,
+    writes: HashMap<Vec<u8>, Entry>,
 }
+
+/// A key as a [`Nested`] transaction left it: its value and deadline, or `None` if removed.
+type Entry = Option<(Vec<u8>, Option<u64>)>;
 
 impl Transaction for Nested<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
