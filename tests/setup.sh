@@ -4,7 +4,8 @@
 # with), for the RESP tests in tests/tests/resp.rs and the foreign-server tests of cli.rs;
 # Debian's nutcracker (twemproxy, the sharding proxy tests/tests/scaling.rs puts in front of
 # three kvs-servers) and the redis Python package (redis-py, in the virtual environment that
-# kvs-py/tests/run.sh also uses) for scaling.rs.
+# kvs-py/tests/run.sh also uses) for scaling.rs; Django (in the same environment) and Node's
+# ioredis (npm, into target/node, never globally) for the client tests of redis_multi.rs.
 # Idempotent: does nothing when they are already there. Needs root or sudo for apt-get; where it cannot
 # install, it says so loudly and exits 0, and those tests skip with the same message.
 #
@@ -13,6 +14,7 @@
 #   KVS_PY_VENV      where the virtual environment lives (default: target/py-venv)
 #   CARGO_TARGET_DIR honoured, as cargo does
 #   PYTHON           interpreter to create the environment with (default: python3)
+#   KVS_NODE_DIR     where ioredis is installed (default: target/node)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +41,37 @@ python_redis() {
         || echo "*** tests/setup.sh: pip install redis failed: the redis-py tests will be SKIPPED." >&2
 }
 python_redis
+
+# Django, for the Django cache test of tests/tests/redis_multi.rs, beside redis-py.
+python_django() {
+    local venv="${KVS_PY_VENV:-${CARGO_TARGET_DIR:-$root/target}/py-venv}"
+    [ -x "$venv/bin/python" ] || return 0
+    if "$venv/bin/python" -c 'import django' 2>/dev/null; then
+        return 0
+    fi
+    echo "== tests/setup.sh: installing django into $venv"
+    "$venv/bin/python" -m pip --disable-pip-version-check --quiet install "django>=4.2" </dev/null \
+        || echo "*** tests/setup.sh: pip install django failed: the Django test will be SKIPPED." >&2
+}
+python_django
+
+# ioredis, for the Node test of tests/tests/redis_multi.rs: with npm, into a directory under
+# target/ (KVS_NODE_DIR), never globally. Failing here only makes that test skip.
+node_ioredis() {
+    local dir="${KVS_NODE_DIR:-${CARGO_TARGET_DIR:-$root/target}/node}"
+    if [ -f "$dir/node_modules/ioredis/package.json" ]; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+        echo "*** tests/setup.sh: no node or npm: the ioredis test will be SKIPPED." >&2
+        return 0
+    fi
+    echo "== tests/setup.sh: installing ioredis into $dir"
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --no-audit --no-fund --silent "ioredis@5" </dev/null \
+        || echo "*** tests/setup.sh: npm install ioredis failed: the ioredis test will be SKIPPED." >&2
+}
+node_ioredis
 
 want=()
 command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1 \

@@ -19,7 +19,7 @@ use tempfile::TempDir;
 const ENGINES: [&str; 2] = ["kvs", "sled"];
 
 /// How many commands kvs-server knows (`COMMAND COUNT`).
-const COMMANDS: i64 = 54;
+const COMMANDS: i64 = 59;
 
 /// A RESP connection that parses replies with `kvs_tests::resp::Frame`.
 struct Resp {

@@ -24,12 +24,16 @@
 //!   with every Redis 7 option, `GET`, `GETEX`, `MGET`, `MSET`, `INCR` and the other string
 //!   commands), `expire` (`EXPIRE` and friends, `TTL`, `PTTL`, `PERSIST`), `keys` (`DEL`,
 //!   `EXISTS`, `KEYS`, `SCAN`, `RENAME`, `COPY`, `FLUSHALL`, `OBJECT`, ...), `connection`
-//!   (`PING`, `ECHO`, `HELLO`, `QUIT`), `server` (`INFO`, `COMMAND` with `COUNT`, `LIST`,
+//!   (`PING`, `ECHO`, `HELLO`, `QUIT`), `transactions` (`MULTI`, `EXEC`, `DISCARD`, `WATCH`,
+//!   `UNWATCH`), `server` (`INFO`, `COMMAND` with `COUNT`, `LIST`,
 //!   `INFO`, `DOCS`, answered from the table; `CONFIG GET` of `save` and `appendonly`). Replies and error strings are Redis's. Adding a command touches only its
 //!   family's file.
 //! - `session`: a connection's request loop between the server's buffers and the commands.
 //!   Requests pipelined in one write are answered in order; the writes that a command marks
-//!   as batchable (plain `SET`s) are held and written together.
+//!   as batchable (plain `SET`s) are held and written together, and a run of pipelined counter
+//!   updates (`INCR` and friends) runs as one engine transaction. The connection's
+//!   transaction state (`MULTI`'s queue, the `WATCH`ed keys) lives here too; the family
+//!   `transactions` has the commands.
 //! - `info`: the text of `INFO`.
 //!
 //! # What is public

@@ -3,6 +3,9 @@
 //! The server's connection owns the buffers and the socket; this owns the parsing state between
 //! reads, and the [`Batch`] of writes held back while one input is served.
 
+use std::ops::Range;
+
+use super::commands::transactions::{run_requests, Multi};
 use super::commands::{dispatch, Context};
 use super::frame::{write_error, write_simple, Limits, RequestParser, RequestStatus, Version};
 use super::request::{Args, Client, Outcome};
@@ -16,6 +19,9 @@ pub struct Session {
     client: Client,
     /// Bytes the request being received needs at least, once known.
     needed: Option<usize>,
+    /// `MULTI`'s queue and the watched keys. Dropped with the session: closing the
+    /// connection discards the transaction.
+    multi: Multi,
 }
 
 /// What [`Session::serve`] did.
@@ -41,6 +47,7 @@ impl Session {
                 local_addr: None,
             },
             needed: None,
+            multi: Multi::default(),
         }
     }
 
@@ -69,12 +76,13 @@ impl Session {
             requests: 0,
             close: false,
         };
-        let mut batch = Batch::default();
+        let mut batch = Batch::for_session();
         let mut cx = Context {
             engine,
             state,
             client: &mut self.client,
             out,
+            multi: &mut self.multi,
         };
         let served = serve_requests(
             &mut self.parser,
@@ -160,27 +168,100 @@ pub fn write_refusal(out: &mut Vec<u8>, err: &KvsError) {
     }
 }
 
-/// Writes held back while an input is served: the (key, value) pairs of requests that a
-/// command's batchable-write hook ([`Command::batch`](super::commands::Command::batch)) lets
-/// through, today plain `SET key value`s. A run of them is written together (one
-/// `set_many_bytes`: one system call for the kvs engine) before the next other request is
-/// answered, or at the end of the input. Replies still come in order, and only once the write
-/// has returned. Keys and values borrow the input.
+/// Writes held back while an input is served, so that a run of them is written together
+/// before the next other request is answered, or at the end of the input. Replies still come
+/// in order, and only once the write has returned. Two kinds of run:
+///
+/// - the (key, value) pairs of requests that a command's batchable-write hook
+///   ([`Command::batch`](super::commands::Command::batch)) lets through, today plain
+///   `SET key value`s: written with one `set_many_bytes` (one system call for the kvs engine).
+///   Keys and values borrow the input.
+/// - in a session's batch ([`Batch::for_session`]), counter updates too (`INCR`, `DECR`,
+///   `INCRBY`, `DECRBY`, `INCRBYFLOAT`, `APPEND`: [`HELD_UPDATES`]): a run of them, with the
+///   `SET`s among them, runs as one engine transaction, each command as it would alone (the
+///   same replies, each atomic), and is written as one batch. Copied, as the parser reuses its
+///   list of arguments.
 #[derive(Debug, Default)]
 pub(crate) struct Batch<'a> {
     pairs: Vec<(&'a [u8], &'a [u8])>,
+    /// Whether updates are held too (a session's batch; not inside `EXEC`, which is one
+    /// transaction already).
+    updates: bool,
+    /// The held requests of a run of updates: their arguments, one after the other...
+    buf: Vec<u8>,
+    /// ... and each request's, as ranges of `buf`.
+    requests: Vec<Vec<Range<usize>>>,
 }
 
+/// The commands a session's batch holds (see [`Batch`]): updates of one key, whose only
+/// effect is that key's new value and the reply.
+pub(crate) const HELD_UPDATES: &[&str] =
+    &["append", "decr", "decrby", "incr", "incrby", "incrbyfloat"];
+
 impl<'a> Batch<'a> {
-    /// Holds back setting `key` to `value`, to be answered `+OK` once written.
-    pub(crate) fn hold(&mut self, key: &'a [u8], value: &'a [u8]) {
-        self.pairs.push((key, value));
+    /// A batch that also holds updates ([`HELD_UPDATES`]).
+    pub(crate) fn for_session() -> Batch<'a> {
+        Batch {
+            updates: true,
+            ..Batch::default()
+        }
     }
 
-    /// Writes the pairs held with one `set_many_bytes`, and appends a
-    /// reply for each: `+OK`, or the error for all of them if the batch failed (some may then
-    /// have been written, as after a lost connection).
+    /// Whether requests of `row_name` are held (by [`hold_request`](Batch::hold_request)).
+    pub(crate) fn holds(&self, row_name: &str) -> bool {
+        self.updates && HELD_UPDATES.contains(&row_name)
+    }
+
+    /// Holds back setting `key` to `value`, to be answered `+OK` once written.
+    pub(crate) fn hold(&mut self, key: &'a [u8], value: &'a [u8]) {
+        if self.requests.is_empty() {
+            self.pairs.push((key, value));
+        } else {
+            // In a run of updates: a SET of the same transaction, in its place.
+            self.copy(&[b"SET", key, value]);
+        }
+    }
+
+    /// Holds back the request `args`, of a command [`holds`](Batch::holds) says yes to,
+    /// writing any pairs held before it first.
+    pub(crate) fn hold_request(&mut self, args: Args<'_, '_>, cx: &mut Context<'_>) {
+        if !self.pairs.is_empty() {
+            self.write(cx);
+        }
+        let args: Vec<&[u8]> = args.iter().collect();
+        self.copy(&args);
+    }
+
+    fn copy(&mut self, args: &[&[u8]]) {
+        let mut ranges = Vec::with_capacity(args.len());
+        for arg in args {
+            ranges.push(self.buf.len()..self.buf.len() + arg.len());
+            self.buf.extend_from_slice(arg);
+        }
+        self.requests.push(ranges);
+    }
+
+    /// Writes what is held, and appends a reply for each request: for pairs, one
+    /// `set_many_bytes` and `+OK`, or the error for all of them if the batch failed (some may
+    /// then have been written, as after a lost connection); for a run of updates, one
+    /// transaction and each command's reply, or the error for all of them (nothing written).
     pub(crate) fn write(&mut self, cx: &mut Context<'_>) {
+        if !self.requests.is_empty() {
+            let mut replies = Vec::new();
+            let no_watch = Default::default();
+            match run_requests(cx, &no_watch, &self.buf, &self.requests, &mut replies) {
+                Ok(_) => cx.out.extend_from_slice(&replies),
+                Err(e) => {
+                    log::error!("command failed: {e}");
+                    for _ in &self.requests {
+                        write_error(cx.out, &format!("ERR {e}"));
+                    }
+                }
+            }
+            self.buf.clear();
+            self.requests.clear();
+            return;
+        }
         if self.pairs.is_empty() {
             return;
         }
@@ -241,6 +322,42 @@ mod tests {
         );
         assert_eq!(engine.get_bytes(b"d").unwrap(), Some(b"6".to_vec()));
         assert_eq!(engine.get_bytes(b"c").unwrap(), Some(b"4".to_vec()));
+    }
+
+    /// Pipelined updates (INCR and friends) are held and run together as one transaction,
+    /// with the SETs among them: each gets the reply it would get alone (errors included),
+    /// in order, and reads after them see their writes.
+    #[test]
+    fn pipelined_updates_run_together_and_answer_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvStore::open(dir.path()).unwrap();
+        let state = ServerState::new(0);
+        let mut session = Session::new(Limits::for_frame_len(1 << 20), 1);
+        let input = b"SET a 1\r\nINCR a\r\nSET b x\r\nINCR b\r\nINCRBY a 10\r\nAPPEND b y\r\n\
+                      INCRBYFLOAT f 1.5\r\nDECR n\r\nGET a\r\nINCR a\r\nSET c 3\r\nINCR c\r\n";
+        let mut out = Vec::new();
+        let progress = session
+            .serve(&engine, &state, input, &mut out, usize::MAX)
+            .unwrap();
+        assert_eq!(progress.requests, 12);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "+OK\r\n:2\r\n+OK\r\n-ERR value is not an integer or out of range\r\n:12\r\n\
+             :2\r\n$3\r\n1.5\r\n:-1\r\n$2\r\n12\r\n:13\r\n+OK\r\n:4\r\n"
+        );
+        for (key, value) in [
+            ("a", "13"),
+            ("b", "xy"),
+            ("c", "4"),
+            ("f", "1.5"),
+            ("n", "-1"),
+        ] {
+            assert_eq!(
+                engine.get_bytes(key.as_bytes()).unwrap(),
+                Some(value.as_bytes().to_vec()),
+                "{key}"
+            );
+        }
     }
 
     /// Held SETs are answered before any reply that follows them, errors included: a request

@@ -388,6 +388,7 @@ mod dispatch_tests {
                 state: &self.state,
                 client: &mut client,
                 out: &mut out,
+                multi: &mut Default::default(),
             };
             let mut batch = Batch::default();
             dispatch(Args::new(&buf, &ranges), &mut cx, &mut batch);

@@ -14,7 +14,9 @@
 //!   `RENAME`, `RENAMENX`, `COPY`, `FLUSHDB`, `FLUSHALL`, `DBSIZE`, `OBJECT`;
 //! - [`connection`]: `PING`, `ECHO`, `HELLO`, `QUIT`;
 //! - [`server`]: `INFO`, `COMMAND`, `CONFIG`;
-//! - [`cluster`]: `CLUSTER` (Redis Cluster's view: one node owning every slot, when emulated).
+//! - [`cluster`]: `CLUSTER` (Redis Cluster's view: one node owning every slot, when emulated);
+//! - [`transactions`]: `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH` (between `MULTI` and
+//!   `EXEC`, [`dispatch`] queues requests instead of running them).
 //!
 //! This module holds only the row type, the table and dispatch.
 //!
@@ -48,7 +50,9 @@ pub(crate) mod server;
 pub(crate) mod strings;
 #[cfg(test)]
 mod testing;
+pub(crate) mod transactions;
 
+use self::transactions::Multi;
 use super::frame::write_error;
 use super::request::{unknown_command, wrong_arity, Args, Client, ErrorReply, Outcome};
 use super::session::Batch;
@@ -177,12 +181,14 @@ pub(crate) trait Command {
 }
 
 /// What a command runs on: the engine, what the server's connections share, its own
-/// connection, and the replies being written.
+/// connection, the replies being written, and the connection's transaction state.
 pub(crate) struct Context<'c> {
     pub(crate) engine: &'c dyn Engine,
     pub(crate) state: &'c ServerState,
     pub(crate) client: &'c mut Client,
     pub(crate) out: &'c mut Vec<u8>,
+    /// `MULTI`'s queue and the `WATCH`ed keys (see [`transactions`]).
+    pub(crate) multi: &'c mut Multi,
 }
 
 /// The function of [`Engine::update_bytes`], as a trait object.
@@ -302,6 +308,7 @@ const FAMILIES: &[&[Row]] = &[
     connection::COMMANDS,
     server::COMMANDS,
     cluster::COMMANDS,
+    transactions::COMMANDS,
 ];
 
 /// Every command, sorted by name: the order `COMMAND` lists them in, and what [`find`]
@@ -319,17 +326,29 @@ pub(crate) fn find(name: &[u8]) -> Option<&'static Row> {
 
 /// Carries out the request `args` (at least a name), appending its reply to `cx.out`, or holds
 /// it in `batch` if it is a batchable write. Before anything else is answered, the writes held
-/// in `batch` are written and answered, so replies keep the order of the requests.
+/// in `batch` are written and answered, so replies keep the order of the requests. Between
+/// `MULTI` and `EXEC`, requests are queued instead ([`transactions::queue`]).
 pub(crate) fn dispatch<'a>(
     args: Args<'a, '_>,
     cx: &mut Context<'_>,
     batch: &mut Batch<'a>,
 ) -> Outcome {
+    if cx.multi.is_queuing() {
+        return transactions::queue(find(args.get(0)), args, cx, batch);
+    }
     let Some(row) = find(args.get(0)) else {
         return refuse(&unknown_command(args), cx, batch);
     };
     if !row.accepts(args.len()) {
+        if row.name == "exec" {
+            batch.write(cx);
+            return transactions::refuse_exec(&wrong_arity(row.name), cx);
+        }
         return refuse(&wrong_arity(row.name), cx, batch);
+    }
+    if batch.holds(row.name) {
+        batch.hold_request(args, cx);
+        return Outcome::Continue;
     }
     (row.handler)(args, cx, batch)
 }
@@ -496,6 +515,7 @@ mod tests {
                 state: &self.state,
                 client: &mut self.client,
                 out: &mut out,
+                multi: &mut Multi::default(),
             };
             let mut batch = Batch::default();
             let outcome = dispatch(Args::new(&buf, &ranges), &mut cx, &mut batch);
@@ -552,10 +572,14 @@ mod tests {
     fn the_arity_check_uses_the_rows_arity() {
         let mut server = Server::new();
         for row in &TABLE {
-            let wrong = error(&format!(
-                "ERR wrong number of arguments for '{}' command",
-                row.name
-            ));
+            let wrong = format!("wrong number of arguments for '{}' command", row.name);
+            // Redis refuses EXEC, which ends a transaction, with its own prefix.
+            let wrong = match row.name {
+                "exec" => error(&format!(
+                    "EXECABORT Transaction discarded because of: {wrong}"
+                )),
+                _ => error(&format!("ERR {wrong}")),
+            };
             let with = |n: usize| {
                 let mut args = vec![row.name.as_bytes()];
                 args.resize(n, b"x");

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use super::transactions::Multi;
 use super::{dispatch, Context, Engine, TransactionFn, UpdateFn};
 use crate::resp::frame::Version;
 use crate::resp::request::{Args, Client};
@@ -221,6 +222,8 @@ pub(crate) struct Server {
     pub(crate) engine: MemEngine,
     state: ServerState,
     client: Client,
+    /// The client's transaction state, kept between requests as a session keeps it.
+    multi: Multi,
 }
 
 impl Server {
@@ -249,6 +252,7 @@ impl Server {
                 version: Version::Resp2,
                 local_addr: None,
             },
+            multi: Multi::default(),
         }
     }
 
@@ -271,6 +275,7 @@ impl Server {
             state: &self.state,
             client: &mut self.client,
             out: &mut out,
+            multi: &mut self.multi,
         };
         let mut batch = Batch::default();
         dispatch(Args::new(&buf, &ranges), &mut cx, &mut batch);
