@@ -7,7 +7,8 @@
 # kvs-py/tests/run.sh also uses) for scaling.rs; Django (in the same environment) and Node's
 # ioredis (npm, into target/node, never globally) for the client tests of redis_multi.rs.
 # Idempotent: does nothing when they are already there. Needs root or sudo for apt-get; where it cannot
-# install, it says so loudly and exits 0, and those tests skip with the same message.
+# install, it says so loudly and exits 0, and those tests skip with the same message; on CI
+# (CI=true), where nothing may be skipped, it fails instead.
 #
 #   make test calls it before the Rust tests; run it by hand with `bash tests/setup.sh`.
 #
@@ -19,6 +20,15 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# Says that something could not be installed and that its tests will skip; on CI, fails.
+skipped() {
+    echo "*** tests/setup.sh: $1: the tests that need it will be SKIPPED." >&2
+    if [ "${CI:-}" = true ]; then
+        echo "*** tests/setup.sh: CI=true, where every test must run: failing." >&2
+        exit 1
+    fi
+}
+
 # redis-py for tests/tests/scaling.rs, in the environment kvs-py/tests/run.sh makes (the same
 # path and the same way), so both find it. Failing here only makes those tests skip.
 python_redis() {
@@ -27,18 +37,18 @@ python_redis() {
         return 0
     fi
     if ! command -v "${PYTHON:-python3}" >/dev/null 2>&1; then
-        echo "*** tests/setup.sh: no ${PYTHON:-python3}: the redis-py tests will be SKIPPED." >&2
+        skipped "no ${PYTHON:-python3}"
         return 0
     fi
     echo "== tests/setup.sh: installing redis (redis-py) into $venv"
     if [ ! -x "$venv/bin/python" ]; then
         "${PYTHON:-python3}" -m venv "$venv" || {
-            echo "*** tests/setup.sh: cannot create $venv: the redis-py tests will be SKIPPED." >&2
+            skipped "cannot create $venv"
             return 0
         }
     fi
     "$venv/bin/python" -m pip --disable-pip-version-check --quiet install "redis>=5" </dev/null \
-        || echo "*** tests/setup.sh: pip install redis failed: the redis-py tests will be SKIPPED." >&2
+        || skipped "pip install redis failed"
 }
 python_redis
 
@@ -51,7 +61,7 @@ python_django() {
     fi
     echo "== tests/setup.sh: installing django into $venv"
     "$venv/bin/python" -m pip --disable-pip-version-check --quiet install "django>=4.2" </dev/null \
-        || echo "*** tests/setup.sh: pip install django failed: the Django test will be SKIPPED." >&2
+        || skipped "pip install django failed"
 }
 python_django
 
@@ -63,13 +73,13 @@ node_ioredis() {
         return 0
     fi
     if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
-        echo "*** tests/setup.sh: no node or npm: the ioredis test will be SKIPPED." >&2
+        skipped "no node or npm"
         return 0
     fi
     echo "== tests/setup.sh: installing ioredis into $dir"
     mkdir -p "$dir"
     npm install --prefix "$dir" --no-audit --no-fund --silent "ioredis@5" </dev/null \
-        || echo "*** tests/setup.sh: npm install ioredis failed: the ioredis test will be SKIPPED." >&2
+        || skipped "npm install ioredis failed"
 }
 node_ioredis
 
@@ -86,8 +96,7 @@ if [ ${#want[@]} -eq 0 ]; then
 fi
 
 warn() {
-    echo "*** tests/setup.sh: cannot install ${want[*]}: $1." >&2
-    echo "*** The tests that need them will be SKIPPED. Install ${want[*]} by hand." >&2
+    skipped "cannot install ${want[*]} ($1; install them by hand)"
     exit 0
 }
 
