@@ -4,9 +4,9 @@
 //! reads, and the [`Batch`] of writes held back while one input is served.
 
 use super::commands::{dispatch, Context};
-use super::frame::{write_error, write_simple, Limits, RequestParser, RequestStatus, Version};
+use super::frame::{write_error, write_simple, Limits, RequestParser, RequestStatus};
 use super::request::{Args, Client, Outcome};
-use crate::server::state::ServerState;
+use crate::server::state::{ClientInfo, ServerState};
 use crate::{KvsEngine, KvsError, Result};
 
 /// The RESP state of one connection.
@@ -35,19 +35,25 @@ impl Session {
     pub fn new(limits: Limits, id: u64) -> Session {
         Session {
             parser: RequestParser::new(limits),
-            client: Client {
-                id,
-                version: Version::Resp2,
-                local_addr: None,
-            },
+            client: Client::new(id),
             needed: None,
         }
     }
 
-    /// The same, for a connection that reached the server at `addr`.
-    pub fn with_local_addr(mut self, addr: Option<std::net::SocketAddr>) -> Session {
-        self.client.local_addr = addr;
+    /// The same, for a connection from `peer` that reached the server at `local`.
+    pub fn with_addrs(
+        mut self,
+        peer: Option<std::net::SocketAddr>,
+        local: Option<std::net::SocketAddr>,
+    ) -> Session {
+        self.client.local_addr = local;
+        self.client.info = std::sync::Arc::new(ClientInfo::new(self.client.id, peer, local));
         self
+    }
+
+    /// What `CLIENT LIST` shows of this connection.
+    pub fn client_info(&self) -> std::sync::Arc<ClientInfo> {
+        self.client.info.clone()
     }
 
     /// Carries out the complete requests at the start of `input`, appending replies to `out`,

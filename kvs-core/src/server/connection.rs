@@ -236,6 +236,22 @@ impl Connection {
         Ok(true)
     }
 
+    /// Whether `CLIENT KILL` asked for this connection to be closed.
+    pub(super) fn is_killed(&self) -> bool {
+        match &self.protocol {
+            Protocol::Resp(session) => session.client_info().is_killed(),
+            _ => false,
+        }
+    }
+
+    /// The RESP client id of this connection, if it speaks RESP.
+    pub(super) fn resp_client_id(&self) -> Option<u64> {
+        match &self.protocol {
+            Protocol::Resp(session) => Some(session.client_info().id),
+            _ => None,
+        }
+    }
+
     /// Whether the client has left a request half-sent, or replies unread, for longer than
     /// `timeout`.
     pub(super) fn is_stalled(&self, now: Instant, timeout: Duration) -> bool {
@@ -261,8 +277,9 @@ impl Connection {
                 Some(&first) if is_resp_start(first) => {
                     let limits = resp::Limits::for_frame_len(max_frame_len);
                     let id = state.next_client_id();
-                    let session =
-                        Session::new(limits, id).with_local_addr(self.stream.local_addr().ok());
+                    let session = Session::new(limits, id)
+                        .with_addrs(Some(self.peer), self.stream.local_addr().ok());
+                    state.client_opened(session.client_info());
                     self.protocol = Protocol::Resp(Box::new(session));
                 }
                 Some(_) => self.protocol = Protocol::Kvs,
