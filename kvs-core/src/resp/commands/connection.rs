@@ -24,7 +24,6 @@ use crate::resp::frame::{
 use crate::resp::info::REDIS_VERSION;
 use crate::resp::request::{
     integer_arg, truncate, unknown_subcommand, wrong_arity, Args, ErrorReply, Outcome, ReplyMode,
-    NOT_AN_INTEGER,
 };
 use crate::server::state::ClientInfo;
 use crate::Result;
@@ -385,7 +384,10 @@ impl Command for Select {
     fn parse(args: Args<'_, '_>) -> std::result::Result<(), ErrorReply> {
         let index = integer_arg(args.get(1))?;
         if i32::try_from(index).is_err() {
-            return Err(NOT_AN_INTEGER.to_string());
+            return Err(
+                "ERR value is out of range, value must between -2147483648 and 2147483647"
+                    .to_string(),
+            );
         }
         if index != 0 {
             return Err("ERR DB index is out of range".to_string());
@@ -662,6 +664,9 @@ fn parse_kill<'a>(args: Args<'a, '_>) -> std::result::Result<Kill<'a>, ErrorRepl
         laddr: None,
         skip_me: true,
     };
+    if args.len() == 2 {
+        return Err(wrong_arity("client|kill"));
+    }
     if args.len() == 3 {
         kill.old_form = true;
         kill.addr = Some(args.get(2));

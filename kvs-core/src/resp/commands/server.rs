@@ -214,7 +214,7 @@ impl Command for Shutdown {
     type Parsed<'a, 'r> = ();
 
     fn parse(args: Args<'_, '_>) -> std::result::Result<(), ErrorReply> {
-        let mut save_given = false;
+        let (mut save_given, mut abort, mut other) = (false, false, false);
         for option in args.skip(1).iter() {
             let is = |name: &[u8]| option.eq_ignore_ascii_case(name);
             if is(b"save") || is(b"nosave") {
@@ -223,10 +223,19 @@ impl Command for Shutdown {
                 }
                 save_given = true;
             } else if is(b"abort") {
-                return Err("ERR No shutdown in progress.".to_string());
-            } else if !is(b"now") && !is(b"force") {
+                abort = true;
+            } else if is(b"now") || is(b"force") {
+                other = true;
+            } else {
                 return Err(SYNTAX.to_string());
             }
+        }
+        if abort && (save_given || other) {
+            return Err(SYNTAX.to_string());
+        }
+        if abort {
+            // A shutdown starts at once and cannot be called back.
+            return Err("ERR No shutdown in progress.".to_string());
         }
         Ok(())
     }
@@ -438,8 +447,11 @@ impl Command for Config {
             }
             Ok(ConfigQuery::Get(args.skip(2)))
         } else if sub.eq_ignore_ascii_case(b"set") {
-            if args.len() < 4 || args.len() % 2 != 0 {
+            if args.len() < 4 {
                 return Err(wrong_arity("config|set"));
+            }
+            if args.len() % 2 != 0 {
+                return Err(SYNTAX.to_string());
             }
             Ok(ConfigQuery::Set(args.skip(2)))
         } else {
