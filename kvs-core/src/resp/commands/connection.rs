@@ -56,7 +56,7 @@ pub(super) const COMMANDS: &[Row] = &[
     Row {
         name: "echo",
         arity: 2,
-        flags: &["fast"],
+        flags: &["loading", "stale", "fast"],
         class: Class::Connection,
         keys: Keys::NONE,
         group: "connection",

@@ -51,7 +51,7 @@ pub(super) const COMMANDS: &[Row] = &[
     Row {
         name: "config",
         arity: -2,
-        flags: &["loading", "stale"],
+        flags: &[],
         class: Class::Admin,
         keys: Keys::NONE,
         group: "server",
@@ -346,10 +346,8 @@ fn introspect(query: Query<'_, '_>, version: Version, out: &mut Vec<u8>) {
             for name in names.iter() {
                 match find(name) {
                     Some(row) => write_info(out, row),
-                    None => match version {
-                        Version::Resp2 => out.extend_from_slice(b"*-1\r\n"),
-                        Version::Resp3 => write_nil(out, version),
-                    },
+                    // `$-1` in RESP2, as Redis 7 answers.
+                    None => write_nil(out, version),
                 }
             }
         }
@@ -463,17 +461,30 @@ impl Command for Config {
         let parameters = parameters(cx);
         match query {
             ConfigQuery::Get(patterns) => {
-                let found: Vec<&(&str, String)> = parameters
-                    .iter()
-                    .filter(|(name, _)| {
-                        patterns.iter().any(|pattern| {
+                // A name without wildcards is answered as it was written (Redis does);
+                // the names a pattern matches, in lower case. Each parameter once.
+                let mut found: Vec<(&[u8], &str)> = Vec::new();
+                for pattern in patterns.iter() {
+                    let is_glob = pattern.iter().any(|b| b"*?[".contains(b));
+                    for (name, value) in &parameters {
+                        let matches = if is_glob {
                             glob_match(&pattern.to_ascii_lowercase(), name.as_bytes())
-                        })
-                    })
-                    .collect();
+                        } else {
+                            pattern.eq_ignore_ascii_case(name.as_bytes())
+                        };
+                        if matches
+                            && !found
+                                .iter()
+                                .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                        {
+                            let shown = if is_glob { name.as_bytes() } else { pattern };
+                            found.push((shown, value));
+                        }
+                    }
+                }
                 write_map_len(cx.out, found.len(), cx.client.version);
                 for (name, value) in found {
-                    write_bulk(cx.out, name.as_bytes());
+                    write_bulk(cx.out, name);
                     write_bulk(cx.out, value.as_bytes());
                 }
             }
