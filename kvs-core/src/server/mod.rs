@@ -530,3 +530,32 @@ impl Drop for Running<'_> {
         self.0.store(false, Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_matches_itself_only_and_never_shows() {
+        let config = ServerConfig::default().requirepass("s3cret").unwrap();
+        let secret = config.password.clone().unwrap();
+        assert!(secret.matches(b"s3cret"));
+        for wrong in [
+            &b""[..],
+            b"s",
+            b"s3cre",
+            b"s3cret!",
+            b"s3cret\0",
+            b"S3cret",
+            b"s3cres",
+            b"s3crets3cret",
+        ] {
+            assert!(!secret.matches(wrong), "{wrong:?}");
+        }
+        assert!(!format!("{config:?}").contains("s3cret"), "{config:?}");
+        assert!(config.requires_password());
+        assert!(!ServerConfig::default().requires_password());
+        let empty = ServerConfig::default().requirepass("").unwrap_err();
+        assert_eq!(empty.kind(), crate::ErrorKind::InvalidArgument);
+    }
+}

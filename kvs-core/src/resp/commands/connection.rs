@@ -673,7 +673,7 @@ fn parse_kill<'a>(args: Args<'a, '_>) -> std::result::Result<Kill<'a>, ErrorRepl
         kill.skip_me = false;
         return Ok(kill);
     }
-    if args.len() < 3 || args.len() % 2 != 0 {
+    if args.len() < 3 || !args.len().is_multiple_of(2) {
         return Err(SYNTAX.to_string());
     }
     let mut i = 2;

@@ -448,7 +448,7 @@ impl Command for Config {
             if args.len() < 4 {
                 return Err(wrong_arity("config|set"));
             }
-            if args.len() % 2 != 0 {
+            if !args.len().is_multiple_of(2) {
                 return Err(SYNTAX.to_string());
             }
             Ok(ConfigQuery::Set(args.skip(2)))
