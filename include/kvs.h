@@ -29,15 +29,26 @@
  *   numbers are fixed forever; new codes are only appended, so treat unknown ones as errors.
  * - Errors: after any status other than KVS_OK, kvs_last_error() returns a message for people
  *   (thread-local; valid until the next kvs call on that thread).
- * - Ownership: kvs never keeps a pointer the caller passes in; it reads the bytes during the
- *   call only. What kvs hands out is released with the matching function: a kvs_db with
- *   kvs_close(), a value from kvs_get() with kvs_value_free(). Strings from kvs_last_error()
- *   and kvs_version() belong to kvs and are never freed by the caller.
- * - NULL: a NULL data pointer with a length of 0 is an empty key or value; NULL anywhere else a
- *   pointer is required gives KVS_INVALID_ARGUMENT (and no crash). kvs_close(NULL) and
- *   kvs_value_free(NULL, 0) do nothing.
+ * - Ownership: kvs never keeps a pointer the caller passes in; it reads (or copies) the bytes
+ *   during the call only. What kvs hands out is released with the matching function: a kvs_db
+ *   with kvs_close(), a value from kvs_get() or kvs_get_many() with kvs_value_free(), a
+ *   kvs_batch with kvs_batch_free() (applying a batch does not consume it), a page from
+ *   kvs_scan() with kvs_scan_page_free(), a kvs_iter with kvs_iter_free() (a key from
+ *   kvs_iter_next() belongs to the iterator). Strings from kvs_last_error() and kvs_version()
+ *   belong to kvs and are never freed by the caller.
+ * - NULL: a NULL data pointer with a length of 0 is an empty key or value (or prefix); NULL
+ *   anywhere else a pointer is required gives KVS_INVALID_ARGUMENT (and no crash). The one
+ *   optional pointer is the pattern of kvs_scan() and kvs_iter_new(): NULL there means no
+ *   pattern. kvs_close(NULL), kvs_value_free(NULL, 0), kvs_batch_free(NULL),
+ *   kvs_scan_page_free(NULL) and kvs_iter_free(NULL) do nothing.
+ * - Deadlines: a key may expire at a deadline, in milliseconds since the Unix epoch
+ *   (kvs_now_millis() reads the clock they are compared with). Once it has passed, the key is
+ *   gone for every read (kvs_get, kvs_get_many, kvs_scan, ...), as if removed. kvs_set()
+ *   clears a deadline; kvs_compare_and_set() keeps it.
  * - Threads: a kvs_db may be shared by any number of threads without locking; all functions
- *   may be called concurrently, except that kvs_close() must be the last call on a handle.
+ *   may be called concurrently, except that kvs_close() must be the last call on a handle. A
+ *   kvs_batch or kvs_iter is used by one thread at a time (any number of threads may apply
+ *   one batch together while none changes it).
  * - Processes: one open handle per directory. Another open of the same directory, from this
  *   process or another, fails with KVS_IO_ERROR (after waiting about two seconds for the
  *   holder to close it). Read-only handles (kvs_options.read_only) are the exception: any
@@ -129,6 +140,24 @@ typedef enum kvs_status {
 } kvs_status;
 
 /**
+ * A list of writes (sets, sets with a deadline, removals) that `kvs_apply_batch()` applies
+ * to a store all at once.
+ *
+ * Opaque: create it with `kvs_batch_new()`, fill it with `kvs_batch_set()`,
+ * `kvs_batch_set_with_deadline()` and `kvs_batch_remove()`, apply it with
+ * `kvs_apply_batch()`, release it with `kvs_batch_free()`. It is the caller's, and belongs to
+ * no store: applying does not consume or change it, so one batch may be applied again, or to
+ * another store, and must be freed by the caller in every case (`kvs_batch_clear()` empties
+ * it for reuse). The operations apply in the order they were added: a key written twice ends
+ * with the later write.
+ *
+ * A batch holds copies of its keys and values in memory until it is cleared or freed. It is
+ * not locked: only one thread at a time may change it; `kvs_apply_batch()` only reads it, so
+ * any number of threads may apply one batch at the same time while none changes it.
+ */
+typedef struct kvs_batch kvs_batch;
+
+/**
  * An open store.
  *
  * Opaque: create it with `kvs_open()` or `kvs_open_engine()`, release it with `kvs_close()`.
@@ -144,6 +173,19 @@ typedef enum kvs_status {
  * it there once the parent has closed it, or in a fresh process.
  */
 typedef struct kvs_db kvs_db;
+
+/**
+ * An iterator over the keys of a store that pass a filter, walking it a page at a time (as
+ * `kvs_scan()` does, with its guarantees): it holds one page of keys, never the whole key
+ * set.
+ *
+ * Opaque: create it with `kvs_iter_new()`, take keys with `kvs_iter_next()`, release it with
+ * `kvs_iter_free()`. It may be used by one thread at a time. It holds its own reference to
+ * the store: the store stays open until both `kvs_close()` has been called and every
+ * iterator on it is freed, so free iterators before `kvs_close()` to release the directory
+ * at once.
+ */
+typedef struct kvs_iter kvs_iter;
 
 /**
  * Settings for `kvs_open_with()`. Fill it with `kvs_options_init()`, then change the fields
@@ -199,6 +241,42 @@ typedef struct kvs_options {
      */
     uint64_t compaction_min_stale;
 } kvs_options;
+
+/**
+ * A byte string owned by kvs: `len` bytes at `data`, not NUL-terminated; `data` is NULL for
+ * the empty string.
+ */
+typedef struct kvs_bytes {
+    /**
+     * The first byte (NULL when `len` is 0).
+     */
+    const uint8_t *data;
+    /**
+     * The number of bytes.
+     */
+    size_t len;
+} kvs_bytes;
+
+/**
+ * One page of keys from `kvs_scan()`. Owned by the caller, read-only, valid until it is
+ * passed to `kvs_scan_page_free()` (even after `kvs_close()`); never `free()` it or its
+ * parts.
+ */
+typedef struct kvs_scan_page {
+    /**
+     * The cursor to pass to the next `kvs_scan()` call; 0 when the walk is over.
+     */
+    uint64_t cursor;
+    /**
+     * The keys of this page: `keys[0]` to `keys[count - 1]` (NULL when `count` is 0).
+     */
+    const struct kvs_bytes *keys;
+    /**
+     * How many keys the page holds. Fewer than the count asked for, even none, does not
+     * mean the walk is over: only a `cursor` of 0 does.
+     */
+    size_t count;
+} kvs_scan_page;
 
 #ifdef __cplusplus
 extern "C" {
@@ -289,6 +367,38 @@ enum kvs_status kvs_get(struct kvs_db *db,
                         size_t *value_len_out);
 
 /**
+ * Looks up `count` keys at one instant: no write (nor batch) lands between two of the
+ * reads. Key `i` is the `key_lens[i]` bytes at `keys[i]` (NULL with a length of 0 is the
+ * empty key), only read during the call.
+ *
+ * The three output arrays have room for `count` entries each, written by kvs. On `KVS_OK`,
+ * for each key `i`: `found_out[i]` is 1 if it is set, with `values_out[i]` and
+ * `value_lens_out[i]` a new copy of its value exactly as `kvs_get()` gives one (owned by the
+ * caller, freed with `kvs_value_free(values_out[i], value_lens_out[i])`; NULL and 0 for an
+ * empty value); `found_out[i]` is 0 if it is not set, with NULL and 0. On any other status,
+ * every entry is NULL, 0 and 0 (nothing to free; when the arrays are not NULL). A `count`
+ * of 0 reads nothing (the array pointers may then be NULL).
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `db`, NULL array with a non-zero `count`, a NULL
+ * key with a length, `count` too large), `KVS_IO_ERROR`, `KVS_CORRUPTION` (a stored value
+ * failed its checksum), `KVS_ERROR`, `KVS_FORKED` (`db` was opened by the parent of this
+ * process).
+ *
+ * # Safety
+ * `db` is NULL or an open handle; `keys` and `key_lens` are NULL or point to `count`
+ * readable entries, each `keys[i]` pointing to `key_lens[i]` readable bytes (or NULL with
+ * length 0); `values_out`, `value_lens_out` and `found_out` are NULL or point to `count`
+ * writable entries.
+ */
+enum kvs_status kvs_get_many(struct kvs_db *db,
+                             size_t count,
+                             const uint8_t *const *keys,
+                             const size_t *key_lens,
+                             uint8_t **values_out,
+                             size_t *value_lens_out,
+                             int *found_out);
+
+/**
  * Removes `key`. A missing key is `KVS_NOT_FOUND`.
  *
  * `key` is as in `kvs_set()`. When this returns `KVS_OK`, the removal has reached the
@@ -304,21 +414,23 @@ enum kvs_status kvs_get(struct kvs_db *db,
 enum kvs_status kvs_remove(struct kvs_db *db, const uint8_t *key, size_t key_len);
 
 /**
- * Frees a value returned by `kvs_get()`. `value_len` must be the length `kvs_get()` returned
- * with it. `kvs_value_free(NULL, 0)` does nothing. May be called from any thread, before or
- * after the handle is closed.
+ * Frees a value returned by `kvs_get()` or `kvs_get_many()`. `value_len` must be the length
+ * returned with it. `kvs_value_free(NULL, 0)` does nothing. May be called from any thread,
+ * before or after the handle is closed.
  *
  * # Safety
- * `value` is NULL or a value from `kvs_get()` not yet freed, with its length.
+ * `value` is NULL or a value from `kvs_get()` or `kvs_get_many()` not yet freed, with its
+ * length.
  */
 void kvs_value_free(uint8_t *value, size_t value_len);
 
 /**
  * Closes a handle: waits for the store's background work to stop and releases the directory,
  * which can be opened again right away. Every acknowledged write is already on its way to
- * disk. `kvs_close(NULL)` does nothing. In a child of `fork()`, closing a handle the parent
- * opened only frees the child's copy: it waits for nothing and touches neither the files nor
- * the parent's lock.
+ * disk. An iterator from `kvs_iter_new()` still alive keeps the store open until it is freed
+ * (free iterators first); pages, values and batches do not. `kvs_close(NULL)` does nothing.
+ * In a child of `fork()`, closing a handle the parent opened only frees the child's copy: it
+ * waits for nothing and touches neither the files nor the parent's lock.
  *
  * # Safety
  * `db` is NULL or an open handle that no other thread is using; it must not be used again.
@@ -436,6 +548,326 @@ enum kvs_status kvs_open_with(const char *path,
                               const char *engine,
                               const struct kvs_options *options,
                               struct kvs_db **db_out);
+
+/**
+ * Creates an empty batch. On `KVS_OK`, `*batch_out` receives it, owned by the caller, to be
+ * released with `kvs_batch_free()`; on failure, `*batch_out` is set to NULL (if `batch_out`
+ * is not NULL itself).
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `batch_out`).
+ *
+ * # Safety
+ * `batch_out` is NULL or valid for writing a pointer.
+ */
+enum kvs_status kvs_batch_new(struct kvs_batch **batch_out);
+
+/**
+ * Adds to `batch` a set of `key` to `value`, without a deadline (as `kvs_set()`, it clears
+ * any deadline the key has when the batch is applied).
+ *
+ * Keys and values are as in `kvs_set()` (bytes, NULL with a length of 0 for empty ones);
+ * they are copied into the batch, so the caller's buffers may be reused at once. Their
+ * sizes are checked when the batch is applied: a key or value over the limits fails that
+ * `kvs_apply_batch()`, which then writes nothing.
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `batch`, NULL data with a length).
+ *
+ * # Safety
+ * `batch` is NULL or a batch from `kvs_batch_new()` not yet freed, that no other thread is
+ * using; `key` points to `key_len` readable bytes (or is NULL with `key_len` 0), and
+ * likewise `value`.
+ */
+enum kvs_status kvs_batch_set(struct kvs_batch *batch,
+                              const uint8_t *key,
+                              size_t key_len,
+                              const uint8_t *value,
+                              size_t value_len);
+
+/**
+ * Adds to `batch` a set of `key` to `value` that expires at `deadline`, in milliseconds
+ * since the Unix epoch (see `kvs_now_millis()`). A deadline that has passed when the batch
+ * is applied removes the key. Otherwise as `kvs_batch_set()`.
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `batch`, NULL data with a length).
+ *
+ * # Safety
+ * As `kvs_batch_set()`.
+ */
+enum kvs_status kvs_batch_set_with_deadline(struct kvs_batch *batch,
+                                            const uint8_t *key,
+                                            size_t key_len,
+                                            const uint8_t *value,
+                                            size_t value_len,
+                                            uint64_t deadline);
+
+/**
+ * Adds to `batch` a removal of `key` (copied into the batch). Unlike `kvs_remove()`,
+ * removing a key that is not set is not an error in a batch: it does nothing.
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `batch`, NULL key with a length).
+ *
+ * # Safety
+ * `batch` is as in `kvs_batch_set()`; `key` points to `key_len` readable bytes (or is NULL
+ * with `key_len` 0).
+ */
+enum kvs_status kvs_batch_remove(struct kvs_batch *batch, const uint8_t *key, size_t key_len);
+
+/**
+ * Sets `*len_out` to the number of operations in `batch` (0 on failure, when `len_out` is
+ * not NULL).
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `batch` or `len_out`).
+ *
+ * # Safety
+ * `batch` is NULL or a batch from `kvs_batch_new()` not yet freed, that no other thread
+ * changes meanwhile; `len_out` is NULL or valid for writing a `size_t`.
+ */
+enum kvs_status kvs_batch_len(const struct kvs_batch *batch, size_t *len_out);
+
+/**
+ * Removes every operation from `batch`, which can then be filled again (it keeps its memory
+ * for the next operations).
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `batch`).
+ *
+ * # Safety
+ * `batch` is as in `kvs_batch_set()`.
+ */
+enum kvs_status kvs_batch_clear(struct kvs_batch *batch);
+
+/**
+ * Frees a batch from `kvs_batch_new()`, applied or not. `kvs_batch_free(NULL)` does nothing.
+ * May be called before or after the stores it was applied to are closed.
+ *
+ * # Safety
+ * `batch` is NULL or a batch from `kvs_batch_new()` not yet freed, that no other thread is
+ * using; it must not be used again.
+ */
+void kvs_batch_free(struct kvs_batch *batch);
+
+/**
+ * Applies every operation of `batch` to the store, in order, as one atomic write: on
+ * `KVS_OK` all of it is in the store, acknowledged as `kvs_set()` is (it has reached the
+ * operating system); on any other status none of it is. If the process dies during the call,
+ * reopening the store finds all of the batch or none of it, never a part. Other threads
+ * reading the store see it before the batch or after it, never in between.
+ *
+ * `batch` is only read: it is not consumed, emptied or freed (the caller still frees it with
+ * `kvs_batch_free()`, and may apply it again). An empty batch writes nothing.
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `db` or `batch`, a key or value in the batch over
+ * the size limits, a batch of several operations over the engine's limit (with `kvs`, 64 MiB
+ * of records), a read-only store), `KVS_IO_ERROR`, `KVS_ERROR`, `KVS_FORKED` (`db` was
+ * opened by the parent of this process).
+ *
+ * # Safety
+ * `db` is NULL or an open handle; `batch` is NULL or a batch from `kvs_batch_new()` not yet
+ * freed, that no thread changes during the call.
+ */
+enum kvs_status kvs_apply_batch(struct kvs_db *db, const struct kvs_batch *batch);
+
+/**
+ * The current time in milliseconds since the Unix epoch (the system's real-time clock):
+ * the clock every deadline is compared with. A deadline is the first millisecond at which
+ * its key is gone, so a key set to expire at `kvs_now_millis() + 1000` lives for a second.
+ * A clock set before 1970 reads as 0. Safe to call from any thread at any time.
+ */
+uint64_t kvs_now_millis(void);
+
+/**
+ * Sets `key` to `value`, expiring at `deadline`, in milliseconds since the Unix epoch (see
+ * `kvs_now_millis()`): from then on the key is gone for every read, as if removed. A
+ * deadline that has passed removes the key. A plain `kvs_set()` later clears the deadline;
+ * `kvs_compare_and_set()` keeps it.
+ *
+ * Keys and values are as in `kvs_set()`; durable as `kvs_set()` is.
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `db`, NULL data with a length, key or value too
+ * large, a read-only store), `KVS_IO_ERROR`, `KVS_ERROR`, `KVS_FORKED` (`db` was opened by
+ * the parent of this process).
+ *
+ * # Safety
+ * As `kvs_set()`.
+ */
+enum kvs_status kvs_set_with_deadline(struct kvs_db *db,
+                                      const uint8_t *key,
+                                      size_t key_len,
+                                      const uint8_t *value,
+                                      size_t value_len,
+                                      uint64_t deadline);
+
+/**
+ * Gives the existing `key` the deadline `deadline` (milliseconds since the Unix epoch),
+ * keeping its value, and sets `*found_out` to 1; if the key is not set, writes nothing and
+ * sets `*found_out` to 0. Both are `KVS_OK`. A deadline that has passed removes the key
+ * (`*found_out` is 1). `*found_out` is 0 on every failure (when `found_out` is not NULL).
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `db` or `found_out`, NULL key with a length, a
+ * read-only store), `KVS_IO_ERROR`, `KVS_ERROR`, `KVS_FORKED`.
+ *
+ * # Safety
+ * `db` is NULL or an open handle; `key` points to `key_len` readable bytes (or is NULL with
+ * `key_len` 0); `found_out` is NULL or valid for writing an `int`.
+ */
+enum kvs_status kvs_expire_at(struct kvs_db *db,
+                              const uint8_t *key,
+                              size_t key_len,
+                              uint64_t deadline,
+                              int *found_out);
+
+/**
+ * Removes the deadline of `key`, keeping its value, and sets `*persisted_out` to 1 if it had
+ * one; to 0 if it had none or is not set (nothing is written). Both are `KVS_OK`.
+ * `*persisted_out` is 0 on every failure (when `persisted_out` is not NULL).
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `db` or `persisted_out`, NULL key with a length, a
+ * read-only store), `KVS_IO_ERROR`, `KVS_ERROR`, `KVS_FORKED`.
+ *
+ * # Safety
+ * `db` is NULL or an open handle; `key` points to `key_len` readable bytes (or is NULL with
+ * `key_len` 0); `persisted_out` is NULL or valid for writing an `int`.
+ */
+enum kvs_status kvs_persist(struct kvs_db *db,
+                            const uint8_t *key,
+                            size_t key_len,
+                            int *persisted_out);
+
+/**
+ * Whether `key` is set, and its deadline if it has one.
+ *
+ * - The key is set with a deadline: `KVS_OK`, `*has_deadline_out` = 1 and `*deadline_out` =
+ *   the deadline (milliseconds since the Unix epoch, in the future when read; subtract
+ *   `kvs_now_millis()` for the time left).
+ * - The key is set without a deadline: `KVS_OK`, `*has_deadline_out` = 0, `*deadline_out` = 0.
+ * - The key is not set (or has expired): `KVS_NOT_FOUND`, both 0.
+ *
+ * Both outputs are 0 on every failure (those that are not NULL).
+ *
+ * Statuses: `KVS_NOT_FOUND`, `KVS_INVALID_ARGUMENT` (NULL `db`, `has_deadline_out` or
+ * `deadline_out`, NULL key with a length), `KVS_IO_ERROR`, `KVS_ERROR`, `KVS_FORKED`.
+ *
+ * # Safety
+ * `db` is NULL or an open handle; `key` points to `key_len` readable bytes (or is NULL with
+ * `key_len` 0); `has_deadline_out` is NULL or valid for writing an `int`, `deadline_out`
+ * NULL or valid for writing a `uint64_t`.
+ */
+enum kvs_status kvs_expiry(struct kvs_db *db,
+                           const uint8_t *key,
+                           size_t key_len,
+                           int *has_deadline_out,
+                           uint64_t *deadline_out);
+
+/**
+ * One page of a walk over the keys of the store, as Redis's `SCAN`: start with `cursor` 0
+ * and pass each page's `cursor` to the next call, until it is 0.
+ *
+ *     uint64_t cursor = 0;
+ *     do {
+ *         kvs_scan_page *page;
+ *         if (kvs_scan(db, cursor, 100, NULL, 0, NULL, 0, &page) != KVS_OK)
+ *             break;
+ *         for (size_t i = 0; i < page->count; i++)
+ *             use(page->keys[i].data, page->keys[i].len);
+ *         cursor = page->cursor;
+ *         kvs_scan_page_free(page);
+ *     } while (cursor != 0);
+ *
+ * Only keys that start with the `prefix_len` bytes at `prefix` (NULL with 0, or any pointer
+ * with 0: every key) and, if `pattern` is not NULL, match the `pattern_len` bytes at
+ * `pattern` as a glob with Redis's rules (`*`, `?`, `[abc]`, `[^a-z]`, `\` escapes; byte for
+ * byte, case matters) come back. Unlike keys and values, a NULL `pattern` means "no pattern"
+ * (`pattern_len` must then be 0), while a non-NULL one of length 0 is the empty pattern,
+ * which matches only the empty key. Both are only read during the call.
+ *
+ * `count` (1 or more) is the work per call, as in Redis: how many keys are looked at, so a
+ * page may hold fewer keys, even none, before the walk is over. Every key that is set for
+ * the whole walk comes back at least once (maybe more than once); a key set or removed
+ * during the walk may or may not. A walk holds nothing of the store between calls: other
+ * threads go on writing, and a walk may be abandoned at any point. Each call holds memory
+ * for about `count` keys.
+ *
+ * On `KVS_OK`, `*page_out` receives a page owned by the caller, to be released with
+ * `kvs_scan_page_free()`; on any other status it is set to NULL (if `page_out` is not NULL).
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `db` or `page_out`, NULL prefix with a length, NULL
+ * pattern with a length, `count` 0, a cursor this store did not return, where the engine
+ * can tell), `KVS_IO_ERROR`, `KVS_CORRUPTION`, `KVS_ERROR`, `KVS_FORKED`.
+ *
+ * # Safety
+ * `db` is NULL or an open handle; `prefix` points to `prefix_len` readable bytes (or is NULL
+ * with `prefix_len` 0), and likewise `pattern` when it is not NULL; `page_out` is NULL or
+ * valid for writing a pointer.
+ */
+enum kvs_status kvs_scan(struct kvs_db *db,
+                         uint64_t cursor,
+                         size_t count,
+                         const uint8_t *prefix,
+                         size_t prefix_len,
+                         const uint8_t *pattern,
+                         size_t pattern_len,
+                         struct kvs_scan_page **page_out);
+
+/**
+ * Frees a page from `kvs_scan()`, and every key in it. `kvs_scan_page_free(NULL)` does
+ * nothing. May be called from any thread, before or after the handle is closed.
+ *
+ * # Safety
+ * `page` is NULL or a page from `kvs_scan()` not yet freed; it must not be used again.
+ */
+void kvs_scan_page_free(struct kvs_scan_page *page);
+
+/**
+ * Creates an iterator over the keys of `db` that start with the `prefix_len` bytes at
+ * `prefix` and, if `pattern` is not NULL, match the `pattern_len` bytes at `pattern` (as in
+ * `kvs_scan()`, NULL `pattern`: no pattern). Prefix and pattern are copied.
+ *
+ * On `KVS_OK`, `*iter_out` receives an iterator owned by the caller, to be released with
+ * `kvs_iter_free()`; on any other status, NULL (if `iter_out` is not NULL). Creating it reads
+ * nothing yet.
+ *
+ * Statuses: `KVS_INVALID_ARGUMENT` (NULL `db` or `iter_out`, NULL prefix or pattern with a
+ * length).
+ *
+ * # Safety
+ * `db` is NULL or an open handle; `prefix` and `pattern` as in `kvs_scan()`; `iter_out` is
+ * NULL or valid for writing a pointer.
+ */
+enum kvs_status kvs_iter_new(struct kvs_db *db,
+                             const uint8_t *prefix,
+                             size_t prefix_len,
+                             const uint8_t *pattern,
+                             size_t pattern_len,
+                             struct kvs_iter **iter_out);
+
+/**
+ * Takes the next key from `iter`.
+ *
+ * `KVS_OK`: `*key_out` and `*key_len_out` are the key (NULL and 0 for the empty key), owned
+ * by the iterator, not NUL-terminated, valid until the next `kvs_iter_next()` or
+ * `kvs_iter_free()` of `iter`; copy it to keep it. `KVS_NOT_FOUND`: there are no more keys
+ * (every later call says so too). On that and every other status, `*key_out` is NULL and
+ * `*key_len_out` 0 (when they are not NULL). A failure to read a page (`KVS_IO_ERROR`, ...)
+ * leaves the iterator where it was: calling again retries it.
+ *
+ * Statuses: `KVS_NOT_FOUND` (the end), `KVS_INVALID_ARGUMENT` (NULL `iter`, `key_out` or
+ * `key_len_out`), `KVS_IO_ERROR`, `KVS_CORRUPTION`, `KVS_ERROR`, `KVS_FORKED` (the store was
+ * opened by the parent of this process).
+ *
+ * # Safety
+ * `iter` is NULL or an iterator from `kvs_iter_new()` not yet freed, that no other thread is
+ * using; `key_out` and `key_len_out` are NULL or valid for writing.
+ */
+enum kvs_status kvs_iter_next(struct kvs_iter *iter, const uint8_t **key_out, size_t *key_len_out);
+
+/**
+ * Frees an iterator from `kvs_iter_new()` (and the key it last handed out), letting go of
+ * its reference to the store. `kvs_iter_free(NULL)` does nothing.
+ *
+ * # Safety
+ * `iter` is NULL or an iterator from `kvs_iter_new()` not yet freed, that no other thread is
+ * using; it must not be used again.
+ */
+void kvs_iter_free(struct kvs_iter *iter);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -2,12 +2,13 @@
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::process::{ProcessGuard, CLIENT};
-use crate::protocol::{frame, Request, Response, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::protocol::{frame, List, Op, Request, Response, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::server::sniff::MAX_KVS_FRAME_LEN;
-use crate::{ErrorKind, KvsError, Result};
+use crate::{ErrorKind, KeyExpiry, KvsError, Result, ScanFilter, ScanPage, WriteBatch};
 
 /// How long [`KvsClient::connect`] waits for each address to accept the connection.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -193,6 +194,155 @@ impl KvsClient {
         )
     }
 
+    /// Atomically replaces the value of `key` with `f(current)` (`None` in: not set; `None`
+    /// out: remove it) and returns the new value, as
+    /// [`KvsEngine::update_bytes`](crate::KvsEngine::update_bytes) does, as a loop on this
+    /// side: read the value, compute `f`, and [`compare_and_set_bytes`] it, again from the
+    /// read when another client changed the key in between. So **`f` may run more than
+    /// once** (only the last call's result is stored) and must not count on running once.
+    /// When `f` returns the value it was given, nothing is written. The key keeps its
+    /// deadline.
+    ///
+    /// [`compare_and_set_bytes`]: KvsClient::compare_and_set_bytes
+    pub fn update_bytes<F>(&mut self, key: &[u8], mut f: F) -> Result<Option<Vec<u8>>>
+    where
+        F: FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    {
+        loop {
+            let current = self.get_bytes(key)?;
+            let new = f(current.as_deref());
+            if new == current {
+                return Ok(new);
+            }
+            if self.compare_and_set_bytes(key, current.as_deref(), new.as_deref())? {
+                return Ok(new);
+            }
+        }
+    }
+
+    /// Applies every operation of `batch` on the server as one atomic write: all of it or
+    /// none of it, as [`KvsEngine::apply_batch`](crate::KvsEngine::apply_batch) does. An
+    /// `Ok` is acknowledged as a `set` is. A batch over the frame limit is
+    /// [`KvsError::InvalidArgument`] and is not sent.
+    pub fn apply_batch(&mut self, batch: &WriteBatch) -> Result<()> {
+        let ops: Vec<Op<'_>> = batch.ops().iter().map(Op::from).collect();
+        self.call(
+            Request::ApplyBatch {
+                ops: List::new(&ops),
+            },
+            expect_ok,
+        )
+    }
+
+    /// The values of `keys`, in order (`None`: not set), read on the server at one instant
+    /// ([`KvsEngine::get_many_bytes`](crate::KvsEngine::get_many_bytes)). Values that do not
+    /// fit in one reply frame all together are refused (a [`KvsError::Remote`] of kind
+    /// [`ErrorKind::InvalidArgument`]): ask for fewer keys at a time.
+    pub fn get_many_bytes(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        let asked = keys.len();
+        self.call(
+            Request::GetMany {
+                keys: List::new(keys),
+            },
+            |response| match response {
+                Response::Values(values) => {
+                    let values: Vec<Option<Vec<u8>>> =
+                        values.iter().map(|v| v.map(<[u8]>::to_vec)).collect();
+                    if values.len() == asked {
+                        Ok(values)
+                    } else {
+                        Err(KvsError::Protocol(format!(
+                            "asked for {asked} values, the server answered {}",
+                            values.len()
+                        )))
+                    }
+                }
+                other => Err(unexpected(other)),
+            },
+        )
+    }
+
+    /// Sets `key` to `value`, expiring at `deadline` (milliseconds since the Unix epoch, on
+    /// the server's clock; see [`deadline_after`](crate::deadline_after)), as
+    /// [`KvsEngine::set_with_deadline_bytes`](crate::KvsEngine::set_with_deadline_bytes).
+    pub fn set_with_deadline_bytes(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        deadline: u64,
+    ) -> Result<()> {
+        self.call(
+            Request::SetWithDeadline {
+                key,
+                value,
+                deadline,
+            },
+            expect_ok,
+        )
+    }
+
+    /// Gives the existing `key` the deadline `deadline`; whether the key was set, as
+    /// [`KvsEngine::expire_at_bytes`](crate::KvsEngine::expire_at_bytes).
+    pub fn expire_at_bytes(&mut self, key: &[u8], deadline: u64) -> Result<bool> {
+        self.call(Request::ExpireAt { key, deadline }, expect_bool)
+    }
+
+    /// Removes the deadline of `key`; whether it had one, as
+    /// [`KvsEngine::persist_bytes`](crate::KvsEngine::persist_bytes).
+    pub fn persist_bytes(&mut self, key: &[u8]) -> Result<bool> {
+        self.call(Request::Persist { key }, expect_bool)
+    }
+
+    /// Whether `key` is set, and its deadline if it has one, as
+    /// [`KvsEngine::expiry_bytes`](crate::KvsEngine::expiry_bytes).
+    pub fn expiry_bytes(&mut self, key: &[u8]) -> Result<KeyExpiry> {
+        self.call(Request::Expiry { key }, |response| match response {
+            Response::Expiry(expiry) => Ok(expiry),
+            other => Err(unexpected(other)),
+        })
+    }
+
+    /// One page of a walk over the server's keys that pass `filter`, with the guarantees of
+    /// [`KvsEngine::scan_bytes`](crate::KvsEngine::scan_bytes): start with `cursor` 0 and pass
+    /// each page's cursor to the next call, until it is 0. The server looks at no more than
+    /// 65 536 keys per call, whatever `count` asks, and makes a page smaller when it would not
+    /// fit in a reply frame: the walk then takes more pages.
+    pub fn scan_bytes(
+        &mut self,
+        cursor: u64,
+        count: usize,
+        filter: &ScanFilter,
+    ) -> Result<ScanPage> {
+        let request = Request::Scan {
+            cursor,
+            count: u64::try_from(count).unwrap_or(u64::MAX),
+            prefix: &filter.prefix,
+            pattern: filter.pattern.as_deref(),
+        };
+        self.call(request, |response| match response {
+            Response::Page { cursor, keys } => Ok(ScanPage {
+                cursor,
+                keys: keys.iter().map(<[u8]>::to_vec).collect(),
+            }),
+            other => Err(unexpected(other)),
+        })
+    }
+
+    /// Writes an online checkpoint of the server's store into `dest`, as
+    /// [`KvsEngine::checkpoint`](crate::KvsEngine::checkpoint) does. `dest` is a path on the
+    /// **server's** machine, created by the server's process: its user must be able to write
+    /// there, and a relative path starts in the server's working directory. A path that is not
+    /// UTF-8 is [`KvsError::InvalidArgument`] (the protocol carries paths as text).
+    pub fn checkpoint(&mut self, dest: &Path) -> Result<()> {
+        let Some(path) = dest.to_str() else {
+            return Err(KvsError::InvalidArgument(format!(
+                "checkpoint path {} is not UTF-8; the kvs protocol carries paths as text",
+                dest.display()
+            )));
+        };
+        self.call(Request::Checkpoint { path }, expect_ok)
+    }
+
     /// Sends `request`, waits for its response and hands it to `answer`.
     fn call<T>(
         &mut self,
@@ -223,7 +373,23 @@ impl KvsClient {
         };
         match decoded {
             Ok(response) => {
-                let result = answer(response);
+                let result = match answer(response) {
+                    Err(KvsError::Remote {
+                        kind: ErrorKind::Protocol,
+                        message,
+                    }) if !request.is_original() && message.contains("malformed message") => {
+                        Err(KvsError::Remote {
+                            kind: ErrorKind::Protocol,
+                            message: format!(
+                                "the server at {} does not know the {} request (a kvs-server \
+                                 older than this client answers so): {message}",
+                                self.name,
+                                request.name()
+                            ),
+                        })
+                    }
+                    other => other,
+                };
                 if let Err(KvsError::Remote {
                     kind: ErrorKind::Protocol,
                     ..
@@ -365,6 +531,13 @@ fn describe_answer(answer: &[u8]) -> String {
 fn apply_timeout(stream: &TcpStream, timeout: Option<Duration>) -> io::Result<()> {
     stream.set_read_timeout(timeout)?;
     stream.set_write_timeout(timeout)
+}
+
+fn expect_bool(response: Response<'_>) -> Result<bool> {
+    match response {
+        Response::Bool(answer) => Ok(answer),
+        other => Err(unexpected(other)),
+    }
 }
 
 fn expect_ok(response: Response<'_>) -> Result<()> {

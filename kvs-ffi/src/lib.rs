@@ -6,7 +6,11 @@
 //! engine logic here.
 //!
 //! # Layout
-//! - `lib.rs`: the exported functions and the opaque [`kvs_db`] handle.
+//! - `lib.rs`: the exported functions on single keys, opening and closing, and the opaque
+//!   [`kvs_db`] handle.
+//! - `batch.rs`: [`kvs_batch`](batch::kvs_batch), writes applied all or nothing.
+//! - `expiry.rs`: deadlines (keys that expire) and the clock they are compared with.
+//! - `scan.rs`: walking the keys, a page at a time: `kvs_scan()` and the `kvs_iter` iterator.
 //! - `status.rs`: [`kvs_status`] and the one mapping from `KvsError` to it.
 //! - `panic.rs`: the guard every call runs in; no panic crosses into C.
 //! - `last_error.rs`: the thread-local message behind `kvs_last_error()`.
@@ -17,8 +21,11 @@
 #![deny(missing_docs)]
 #![allow(non_camel_case_types)]
 
+mod batch;
+mod expiry;
 mod last_error;
 mod panic;
+mod scan;
 mod status;
 
 use std::ffi::{c_char, c_int, CStr, OsStr};
@@ -28,7 +35,18 @@ use std::{ptr, slice};
 
 use kvs::{AnyEngine, EngineKind, KvStoreOptions, KvsEngine, KvsError, SyncPolicy};
 
+pub use crate::batch::{
+    kvs_apply_batch, kvs_batch, kvs_batch_clear, kvs_batch_free, kvs_batch_len, kvs_batch_new,
+    kvs_batch_remove, kvs_batch_set, kvs_batch_set_with_deadline,
+};
+pub use crate::expiry::{
+    kvs_expire_at, kvs_expiry, kvs_now_millis, kvs_persist, kvs_set_with_deadline,
+};
 use crate::panic::guard;
+pub use crate::scan::{
+    kvs_bytes, kvs_iter, kvs_iter_free, kvs_iter_new, kvs_iter_next, kvs_scan, kvs_scan_page,
+    kvs_scan_page_free,
+};
 pub use crate::status::kvs_status;
 
 /// An open store.
@@ -190,6 +208,136 @@ pub unsafe extern "C" fn kvs_get(
     })
 }
 
+/// Looks up `count` keys at one instant: no write (nor batch) lands between two of the
+/// reads. Key `i` is the `key_lens[i]` bytes at `keys[i]` (NULL with a length of 0 is the
+/// empty key), only read during the call.
+///
+/// The three output arrays have room for `count` entries each, written by kvs. On `KVS_OK`,
+/// for each key `i`: `found_out[i]` is 1 if it is set, with `values_out[i]` and
+/// `value_lens_out[i]` a new copy of its value exactly as `kvs_get()` gives one (owned by the
+/// caller, freed with `kvs_value_free(values_out[i], value_lens_out[i])`; NULL and 0 for an
+/// empty value); `found_out[i]` is 0 if it is not set, with NULL and 0. On any other status,
+/// every entry is NULL, 0 and 0 (nothing to free; when the arrays are not NULL). A `count`
+/// of 0 reads nothing (the array pointers may then be NULL).
+///
+/// Statuses: `KVS_INVALID_ARGUMENT` (NULL `db`, NULL array with a non-zero `count`, a NULL
+/// key with a length, `count` too large), `KVS_IO_ERROR`, `KVS_CORRUPTION` (a stored value
+/// failed its checksum), `KVS_ERROR`, `KVS_FORKED` (`db` was opened by the parent of this
+/// process).
+///
+/// # Safety
+/// `db` is NULL or an open handle; `keys` and `key_lens` are NULL or point to `count`
+/// readable entries, each `keys[i]` pointing to `key_lens[i]` readable bytes (or NULL with
+/// length 0); `values_out`, `value_lens_out` and `found_out` are NULL or point to `count`
+/// writable entries.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn kvs_get_many(
+    db: *mut kvs_db,
+    count: usize,
+    keys: *const *const u8,
+    key_lens: *const usize,
+    values_out: *mut *mut u8,
+    value_lens_out: *mut usize,
+    found_out: *mut c_int,
+) -> kvs_status {
+    // No slice of more than isize::MAX bytes may exist; a pointer is the largest entry.
+    if count > isize::MAX as usize / std::mem::size_of::<*const u8>() {
+        return guard(|| {
+            Err(KvsError::InvalidArgument(format!(
+                "count {count} is too large"
+            )))
+        });
+    }
+    // Clear the outputs first, so that every failure (even a panic) leaves them NULL / 0.
+    // SAFETY: each array is NULL or has `count` writable entries, as the caller guarantees;
+    // count fits in isize for them (checked above).
+    let (mut values, mut value_lens, mut found) = unsafe {
+        (
+            out_slice(values_out, count),
+            out_slice(value_lens_out, count),
+            out_slice(found_out, count),
+        )
+    };
+    if let Some(slots) = values.as_deref_mut() {
+        slots.fill(ptr::null_mut());
+    }
+    if let Some(slots) = value_lens.as_deref_mut() {
+        slots.fill(0);
+    }
+    if let Some(slots) = found.as_deref_mut() {
+        slots.fill(0);
+    }
+    guard(move || {
+        // SAFETY: db is NULL or an open handle, as the caller guarantees.
+        let db = unsafe { handle(db)? };
+        if count == 0 {
+            return Ok(());
+        }
+        let (Some(values), Some(value_lens), Some(found)) = (values, value_lens, found) else {
+            return Err(null_argument(
+                match (values_out.is_null(), value_lens_out.is_null()) {
+                    (true, _) => "values_out",
+                    (false, true) => "value_lens_out",
+                    (false, false) => "found_out",
+                },
+            ));
+        };
+        if keys.is_null() {
+            return Err(null_argument("keys"));
+        }
+        if key_lens.is_null() {
+            return Err(null_argument("key_lens"));
+        }
+        // SAFETY: both non-NULL with `count` readable entries, as the caller guarantees;
+        // count fits in isize for them (checked above).
+        let (key_ptrs, lens) = unsafe {
+            (
+                slice::from_raw_parts(keys, count),
+                slice::from_raw_parts(key_lens, count),
+            )
+        };
+        let mut key_slices = Vec::with_capacity(count);
+        for (i, (&key, &len)) in key_ptrs.iter().zip(lens).enumerate() {
+            // SAFETY: keys[i] points to key_lens[i] readable bytes (or is NULL with 0), as
+            // the caller guarantees.
+            key_slices.push(unsafe { bytes(key, len, &format!("keys[{i}]"))? });
+        }
+        let read = db.engine.get_many_bytes(&key_slices)?;
+        if read.len() != count {
+            // Not the caller's fault: the engine broke its contract.
+            return Err(KvsError::Engine {
+                engine: db.engine.kind().name(),
+                message: format!("answered {} values for {count} keys", read.len()),
+            });
+        }
+        for (i, value) in read.into_iter().enumerate() {
+            let Some(value) = value else { continue };
+            found[i] = 1;
+            if value.is_empty() {
+                continue;
+            }
+            value_lens[i] = value.len();
+            // A boxed slice of exactly its length, as kvs_get hands out (see there).
+            values[i] = Box::into_raw(value.into_boxed_slice()).cast::<u8>();
+        }
+        Ok(())
+    })
+}
+
+/// The `count` entries at `out` as a mutable slice, or `None` for NULL (or a count of 0).
+///
+/// # Safety
+/// `out` is NULL or points to `count` writable entries, not used otherwise while the slice
+/// lives; `count * size_of::<T>()` fits in `isize`.
+unsafe fn out_slice<'a, T>(out: *mut T, count: usize) -> Option<&'a mut [T]> {
+    if out.is_null() || count == 0 {
+        return None;
+    }
+    // SAFETY: non-NULL with `count` writable entries, as the caller guarantees.
+    Some(unsafe { slice::from_raw_parts_mut(out, count) })
+}
+
 /// Removes `key`. A missing key is `KVS_NOT_FOUND`.
 ///
 /// `key` is as in `kvs_set()`. When this returns `KVS_OK`, the removal has reached the
@@ -210,12 +358,13 @@ pub unsafe extern "C" fn kvs_remove(db: *mut kvs_db, key: *const u8, key_len: us
     })
 }
 
-/// Frees a value returned by `kvs_get()`. `value_len` must be the length `kvs_get()` returned
-/// with it. `kvs_value_free(NULL, 0)` does nothing. May be called from any thread, before or
-/// after the handle is closed.
+/// Frees a value returned by `kvs_get()` or `kvs_get_many()`. `value_len` must be the length
+/// returned with it. `kvs_value_free(NULL, 0)` does nothing. May be called from any thread,
+/// before or after the handle is closed.
 ///
 /// # Safety
-/// `value` is NULL or a value from `kvs_get()` not yet freed, with its length.
+/// `value` is NULL or a value from `kvs_get()` or `kvs_get_many()` not yet freed, with its
+/// length.
 #[no_mangle]
 pub unsafe extern "C" fn kvs_value_free(value: *mut u8, value_len: usize) {
     if value.is_null() {
@@ -229,9 +378,10 @@ pub unsafe extern "C" fn kvs_value_free(value: *mut u8, value_len: usize) {
 
 /// Closes a handle: waits for the store's background work to stop and releases the directory,
 /// which can be opened again right away. Every acknowledged write is already on its way to
-/// disk. `kvs_close(NULL)` does nothing. In a child of `fork()`, closing a handle the parent
-/// opened only frees the child's copy: it waits for nothing and touches neither the files nor
-/// the parent's lock.
+/// disk. An iterator from `kvs_iter_new()` still alive keeps the store open until it is freed
+/// (free iterators first); pages, values and batches do not. `kvs_close(NULL)` does nothing.
+/// In a child of `fork()`, closing a handle the parent opened only frees the child's copy: it
+/// waits for nothing and touches neither the files nor the parent's lock.
 ///
 /// # Safety
 /// `db` is NULL or an open handle that no other thread is using; it must not be used again.
@@ -362,7 +512,7 @@ unsafe fn open(
 ///
 /// # Safety
 /// `out` is NULL or valid for writing a pointer.
-unsafe fn clear_out<T>(out: *mut *mut T) {
+pub(crate) unsafe fn clear_out<T>(out: *mut *mut T) {
     if !out.is_null() {
         // SAFETY: non-NULL, and writable as the caller guarantees.
         unsafe { *out = ptr::null_mut() };
@@ -373,7 +523,7 @@ unsafe fn clear_out<T>(out: *mut *mut T) {
 ///
 /// # Safety
 /// `db` is NULL or an open handle, which outlives the returned reference.
-unsafe fn handle<'a>(db: *mut kvs_db) -> kvs::Result<&'a kvs_db> {
+pub(crate) unsafe fn handle<'a>(db: *mut kvs_db) -> kvs::Result<&'a kvs_db> {
     // SAFETY: non-NULL handles are live boxes from open(), as the caller guarantees; only
     // shared references are made, because AnyEngine is Sync and many threads share a handle.
     unsafe { db.cast_const().as_ref() }.ok_or_else(|| null_argument("db"))
@@ -385,7 +535,7 @@ unsafe fn handle<'a>(db: *mut kvs_db) -> kvs::Result<&'a kvs_db> {
 /// # Safety
 /// `data` is NULL or points to `len` readable bytes that outlive the returned slice and are not
 /// written meanwhile.
-unsafe fn bytes<'a>(data: *const u8, len: usize, what: &str) -> kvs::Result<&'a [u8]> {
+pub(crate) unsafe fn bytes<'a>(data: *const u8, len: usize, what: &str) -> kvs::Result<&'a [u8]> {
     if len == 0 {
         return Ok(&[]);
     }
@@ -403,7 +553,7 @@ unsafe fn bytes<'a>(data: *const u8, len: usize, what: &str) -> kvs::Result<&'a 
     Ok(unsafe { slice::from_raw_parts(data, len) })
 }
 
-fn null_argument(name: &str) -> KvsError {
+pub(crate) fn null_argument(name: &str) -> KvsError {
     KvsError::InvalidArgument(format!("{name} is NULL"))
 }
 
@@ -649,12 +799,14 @@ unsafe fn read_options(options: *const kvs_options) -> kvs::Result<KvStoreOption
     let size = unsafe { ptr::addr_of!((*options).size).read_unaligned() };
     if size < KVS_OPTIONS_V1_SIZE {
         return Err(KvsError::InvalidArgument(format!(
-            "kvs_options.size is {size}, less than any kvs_options ({KVS_OPTIONS_V1_SIZE}): fill              the struct with kvs_options_init()"
+            "kvs_options.size is {size}, less than any kvs_options ({KVS_OPTIONS_V1_SIZE}): fill \
+             the struct with kvs_options_init()"
         )));
     }
     if size > std::mem::size_of::<kvs_options>() {
         return Err(KvsError::InvalidArgument(format!(
-            "kvs_options.size is {size}: this libkvs ({}) knows a kvs_options of at most {}              bytes; the program was built against a newer kvs.h than the library it runs with",
+            "kvs_options.size is {size}: this libkvs ({}) knows a kvs_options of at most {} \
+             bytes; the program was built against a newer kvs.h than the library it runs with",
             env!("CARGO_PKG_VERSION"),
             std::mem::size_of::<kvs_options>()
         )));
@@ -677,6 +829,22 @@ unsafe fn read_options(options: *const kvs_options) -> kvs::Result<KvStoreOption
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bad_options_size_is_explained_in_plain_sentences() {
+        let mut options = super::kvs_options::default();
+        for size in [0, std::mem::size_of::<super::kvs_options>() + 8] {
+            options.size = size;
+            // SAFETY: a live local struct: its `size` field, the only one read for a size
+            // that is refused, is readable.
+            let message = match unsafe { super::read_options(&options) } {
+                Ok(_) => String::from("accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(message.contains("kvs_options.size is"), "{message}");
+            assert!(!message.contains("  "), "a run of spaces in: {message}");
+        }
+    }
+
     #[test]
     fn version_is_the_workspace_version() {
         assert_eq!(super::VERSION.to_str().ok(), Some(kvs::VERSION));

@@ -1,15 +1,20 @@
 //! `kvs.Client`: one reused connection to a kvs server, over [`kvs::KvsClient`].
 
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use kvs::KvsClient;
-use pyo3::exceptions::PyValueError;
+use kvs::{KeyExpiry, KvsClient, ScanFilter, WriteBatch};
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 
+use crate::batch::{Batch, BatchTarget};
 use crate::error::to_py_err;
 use crate::input::{bytes_of, optional_bytes_of};
+use crate::store::{count_of, cursor_of, filter_of};
+use crate::ttl::{deadline_of_expire, deadline_of_ttl, seconds_left};
 
 /// Default for `timeout`: long enough for any sane request, short enough that a stalled
 /// server does not hang a script for good.
@@ -94,17 +99,195 @@ impl Client {
         Ok(value.map(|v| PyBytes::new(py, &v)))
     }
 
-    /// Sets `key` to `value`.
+    /// Sets `key` to `value`, expiring `ttl` seconds from now (None: never; a plain set
+    /// clears any deadline the key had).
+    #[pyo3(signature = (key, value, ttl=None))]
     fn set(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let k = bytes_of(key, "key")?;
         let v = bytes_of(value, "value")?;
-        self.with_conn(py, |c| c.set_bytes(&k, &v))?
+        let deadline = ttl
+            .filter(|ttl| !ttl.is_none())
+            .map(deadline_of_ttl)
+            .transpose()?;
+        self.with_conn(py, |c| match deadline {
+            None => c.set_bytes(&k, &v),
+            Some(deadline) => c.set_with_deadline_bytes(&k, &v, deadline),
+        })?
+        .map_err(|err| to_py_err(py, err, Some(key)))
+    }
+
+    /// Gives the existing `key` a deadline `seconds` from now; whether the key was set.
+    /// Zero or fewer seconds remove the key (as Redis's EXPIRE).
+    fn expire(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        seconds: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let k = bytes_of(key, "key")?;
+        let deadline = deadline_of_expire(seconds)?;
+        self.with_conn(py, |c| c.expire_at_bytes(&k, deadline))?
             .map_err(|err| to_py_err(py, err, Some(key)))
+    }
+
+    /// Seconds left before `key` expires; None if it has no deadline; `KeyError` if it is not
+    /// set.
+    fn ttl(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+        let k = bytes_of(key, "key")?;
+        let expiry = self
+            .with_conn(py, |c| c.expiry_bytes(&k))?
+            .map_err(|err| to_py_err(py, err, Some(key)))?;
+        match expiry {
+            KeyExpiry::Missing => Err(PyKeyError::new_err(key.clone().unbind())),
+            KeyExpiry::Never => Ok(None),
+            KeyExpiry::At(deadline) => Ok(Some(seconds_left(deadline))),
+        }
+    }
+
+    /// Removes the deadline of `key`; whether it had one.
+    fn persist(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let k = bytes_of(key, "key")?;
+        self.with_conn(py, |c| c.persist_bytes(&k))?
+            .map_err(|err| to_py_err(py, err, Some(key)))
+    }
+
+    /// The values of `keys` (None: not set), in order, all read on the server at one
+    /// instant.
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+        if keys.is_instance_of::<PyBytes>() || keys.is_instance_of::<PyString>() {
+            // Iterating over one key would ask for each of its characters.
+            return Err(PyTypeError::new_err(format!(
+                "keys must be an iterable of keys, not a single {} key: use get()",
+                keys.get_type().name()?
+            )));
+        }
+        let objects = keys
+            .try_iter()?
+            .collect::<PyResult<Vec<Bound<'py, PyAny>>>>()?;
+        let owned = objects
+            .iter()
+            .map(|key| bytes_of(key, "key"))
+            .collect::<PyResult<Vec<_>>>()?;
+        let borrowed: Vec<&[u8]> = owned.iter().map(|k| &**k).collect();
+        let values = self
+            .with_conn(py, |c| c.get_many_bytes(&borrowed))?
+            .map_err(|err| to_py_err(py, err, None))?;
+        Ok(values
+            .into_iter()
+            .map(|value| value.map(|v| PyBytes::new(py, &v)))
+            .collect())
+    }
+
+    /// Atomically replaces the value of `key` with `func(old)` (None: not set / remove it)
+    /// and returns the new value: a read and a compare-and-set, again whenever another client
+    /// changed the key in between, so `func` may run more than once.
+    fn update_value<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        func: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let k = bytes_of(key, "key")?;
+        loop {
+            // The GIL is released for each request, and held while `func` (Python) runs; no
+            // lock of the client is held across `func`, so other threads' requests go on.
+            let old = self
+                .with_conn(py, |c| c.get_bytes(&k))?
+                .map_err(|err| to_py_err(py, err, Some(key)))?;
+            let result = func.call1((old.as_deref().map(|v| PyBytes::new(py, v)),))?;
+            let new = match result.is_none() {
+                true => None,
+                false => Some(bytes_of(&result, "value")?.into_owned()),
+            };
+            if new == old {
+                // Nothing to write, as KvsClient::update_bytes.
+                return Ok(new.map(|v| PyBytes::new(py, &v)));
+            }
+            let swapped = self
+                .with_conn(py, |c| {
+                    c.compare_and_set_bytes(&k, old.as_deref(), new.as_deref())
+                })?
+                .map_err(|err| to_py_err(py, err, Some(key)))?;
+            if swapped {
+                return Ok(new.map(|v| PyBytes::new(py, &v)));
+            }
+        }
+    }
+
+    /// One page of a walk over the server's keys: `(next_cursor, keys)`, as Redis's SCAN.
+    #[pyo3(signature = (cursor=None, count=None, prefix=None, r#match=None))]
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        cursor: Option<&Bound<'py, PyAny>>,
+        count: Option<&Bound<'py, PyAny>>,
+        prefix: Option<&Bound<'py, PyAny>>,
+        r#match: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(u64, Vec<Bound<'py, PyBytes>>)> {
+        let cursor = match cursor.filter(|c| !c.is_none()) {
+            None => 0,
+            Some(cursor) => cursor_of(cursor)?,
+        };
+        let count = count_of(count)?;
+        let filter = filter_of(prefix, r#match)?;
+        let page = self
+            .with_conn(py, |c| c.scan_bytes(cursor, count, &filter))?
+            .map_err(|err| to_py_err(py, err, None))?;
+        let keys = page.keys.iter().map(|k| PyBytes::new(py, k)).collect();
+        Ok((page.cursor, keys))
+    }
+
+    /// An iterator over the server's keys that pass the filter, walking `scan` pages of
+    /// `count`.
+    #[pyo3(signature = (prefix=None, r#match=None, count=None))]
+    fn scan_iter(
+        slf: &Bound<'_, Self>,
+        prefix: Option<&Bound<'_, PyAny>>,
+        r#match: Option<&Bound<'_, PyAny>>,
+        count: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<ClientKeyIterator> {
+        let count = count_of(count)?;
+        let filter = filter_of(prefix, r#match)?;
+        Ok(ClientKeyIterator::new(slf, filter, count))
+    }
+
+    /// The server's keys (those starting with `prefix`, matching the glob `match`), walked a
+    /// page at a time.
+    #[pyo3(signature = (prefix=None, r#match=None))]
+    fn keys(
+        slf: &Bound<'_, Self>,
+        prefix: Option<&Bound<'_, PyAny>>,
+        r#match: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<ClientKeyIterator> {
+        Client::scan_iter(slf, prefix, r#match, None)
+    }
+
+    /// Every key of the server, walked a page at a time.
+    fn __iter__(slf: &Bound<'_, Self>) -> PyResult<ClientKeyIterator> {
+        Client::scan_iter(slf, None, None, None)
+    }
+
+    /// A new, empty batch of writes sent to the server as one atomic request (see
+    /// `kvs.Batch`).
+    fn batch(slf: &Bound<'_, Self>) -> Batch {
+        Batch::new(slf)
+    }
+
+    /// Writes an online checkpoint of the server's store into `dest`, a path on the
+    /// server's machine, written by the server's process.
+    fn checkpoint(&self, py: Python<'_>, dest: PathBuf) -> PyResult<()> {
+        self.with_conn(py, |c| c.checkpoint(&dest))?
+            .map_err(|err| to_py_err(py, err, None))
     }
 
     /// Removes `key`; KeyError if it is not set.
@@ -175,5 +358,71 @@ impl Client {
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> bool {
         self.close(py);
         false
+    }
+}
+
+impl BatchTarget for Client {
+    fn apply_batch(&self, py: Python<'_>, batch: &WriteBatch) -> PyResult<()> {
+        self.with_conn(py, |c| c.apply_batch(batch))?
+            .map_err(|err| to_py_err(py, err, None))
+    }
+}
+
+/// `iter(client)`, `client.keys()` and `client.scan_iter()`: the server's keys, walked a
+/// `scan` page at a time, so it holds one page of keys, never the whole key set. The
+/// guarantees are the scan's: every key set for the whole walk comes out (at least once); a
+/// key set or removed meanwhile may or may not.
+#[pyclass(module = "kvs", name = "ClientKeyIterator")]
+pub struct ClientKeyIterator {
+    client: Py<Client>,
+    filter: ScanFilter,
+    count: usize,
+    /// The cursor of the next page.
+    cursor: u64,
+    /// Whether the server returned the last page.
+    done: bool,
+    /// Keys of the current page not yet handed out.
+    page: VecDeque<Vec<u8>>,
+}
+
+impl ClientKeyIterator {
+    fn new(client: &Bound<'_, Client>, filter: ScanFilter, count: usize) -> ClientKeyIterator {
+        ClientKeyIterator {
+            client: client.clone().unbind(),
+            filter,
+            count,
+            cursor: 0,
+            done: false,
+            page: VecDeque::new(),
+        }
+    }
+}
+
+#[pymethods]
+impl ClientKeyIterator {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        loop {
+            if let Some(key) = self.page.pop_front() {
+                return Ok(Some(PyBytes::new(py, &key)));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            // A page may be empty (a filter passed none of the keys looked at) without the
+            // walk being over: only a cursor of 0 ends it.
+            let (cursor, count, filter) = (self.cursor, self.count, &self.filter);
+            let page = self
+                .client
+                .get()
+                .with_conn(py, |c| c.scan_bytes(cursor, count, filter))?
+                .map_err(|err| to_py_err(py, err, None))?;
+            self.cursor = page.cursor;
+            self.done = page.cursor == 0;
+            self.page.extend(page.keys);
+        }
     }
 }

@@ -1,20 +1,26 @@
 //! `kvs._kvs`: the compiled core of the Python package `kvs`.
 //!
 //! # Layout
-//! - `store.rs`: `KvStore`, an open data directory over [`kvs::AnyEngine`].
+//! - `store.rs`: `KvStore`, an open data directory over [`kvs::AnyEngine`], and the
+//!   `KeyIterator` that walks its keys a page at a time.
+//! - `batch.rs`: `Batch`, writes applied all at once by the `KvStore` (or `Client`) that made
+//!   it.
 //! - `client.rs`: `Client`, a connection to a kvs server over [`kvs::KvsClient`].
 //! - `error.rs`: the exception classes and the one function mapping [`kvs::KvsError`] to them.
 //! - `input.rs`: how Python `bytes` and `str` become keys and values.
+//! - `ttl.rs`: how times to live in seconds become kvs's deadlines.
 //!
 //! The Python face (`python/kvs/__init__.py`) builds the public classes on these, and
 //! `python/kvs/_kvs.pyi` documents them for type checkers.
 
 #![deny(missing_docs)]
 
+mod batch;
 mod client;
 mod error;
 mod input;
 mod store;
+mod ttl;
 
 use pyo3::prelude::*;
 
@@ -24,13 +30,15 @@ mod _kvs {
     use super::*;
 
     #[pymodule_export]
+    use crate::batch::Batch;
+    #[pymodule_export]
     use crate::client::Client;
     #[pymodule_export]
     use crate::error::{
         CorruptionError, EngineMismatchError, ForkedError, KvsError, LockedError, ServerError,
     };
     #[pymodule_export]
-    use crate::store::Store;
+    use crate::store::{KeyIterator, Store};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -3,17 +3,29 @@
 //! The mapping methods live here (not in Python) so that `db[k]` goes from the interpreter
 //! straight to Rust; `kvs.KvStore` adds the `collections.abc.MutableMapping` mixins on top.
 //! Every engine call runs with the GIL released.
+//!
+//! Iteration (`iter(db)`, `scan_iter()`) walks the store in pages of
+//! [`KvsEngine::scan_bytes`] through a [`KeyIterator`], holding one page of keys at a time,
+//! never the whole key set.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{PoisonError, RwLock};
 
-use kvs::{AnyEngine, EngineKind, KvStoreOptions, KvsEngine, SyncPolicy};
+use kvs::{
+    AnyEngine, EngineKind, KeyExpiry, KvStoreOptions, KvsEngine, ScanFilter, SyncPolicy, WriteBatch,
+};
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyInt, PyIterator, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyInt, PyString, PyTuple};
 
+use crate::batch::{Batch, BatchTarget};
 use crate::error::to_py_err;
 use crate::input::{bytes_of, optional_bytes_of};
+use crate::ttl::{deadline_of_expire, deadline_of_ttl, seconds_left};
+
+/// Keys a [`KeyIterator`] asks the engine for per page (the `count` of each `scan_bytes`).
+const ITER_PAGE: usize = 256;
 
 /// An open kvs data directory (see `kvs.KvStore`).
 #[pyclass(module = "kvs._kvs", name = "KvStore", frozen, subclass, mapping)]
@@ -111,7 +123,7 @@ impl Store {
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        self.set(py, key, value)
+        self.set(py, key, value, None)
     }
 
     fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -129,13 +141,9 @@ impl Store {
             .map_err(|err| to_py_err(py, err, None))
     }
 
-    /// Iterates over a snapshot of the keys taken when iteration starts.
-    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
-        let keys = self
-            .with_engine(py, |e| e.keys())?
-            .map_err(|err| to_py_err(py, err, None))?;
-        let list = PyList::new(py, keys.iter().map(|k| PyBytes::new(py, k)))?;
-        list.try_iter()
+    /// Iterates over the keys, a page of them at a time (see [`KeyIterator`]).
+    fn __iter__(slf: &Bound<'_, Self>) -> KeyIterator {
+        KeyIterator::new(slf, ScanFilter::all(), ITER_PAGE)
     }
 
     /// The value of `key`, or `default` if it is not set.
@@ -152,17 +160,139 @@ impl Store {
         })
     }
 
-    /// Sets `key` to `value`.
+    /// Sets `key` to `value`, expiring `ttl` seconds from now (None: never; a plain set
+    /// clears any deadline the key had).
+    #[pyo3(signature = (key, value, ttl=None))]
     fn set(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let k = bytes_of(key, "key")?;
         let v = bytes_of(value, "value")?;
-        self.with_engine(py, |e| e.set_bytes(&k, &v))?
+        let deadline = ttl
+            .filter(|ttl| !ttl.is_none())
+            .map(deadline_of_ttl)
+            .transpose()?;
+        self.with_engine(py, |e| match deadline {
+            None => e.set_bytes(&k, &v),
+            Some(deadline) => e.set_with_deadline_bytes(&k, &v, deadline),
+        })?
+        .map_err(|err| to_py_err(py, err, Some(key)))
+    }
+
+    /// Gives the existing `key` a deadline `seconds` from now; whether the key was set.
+    /// Zero or fewer seconds remove the key (as Redis's EXPIRE).
+    fn expire(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        seconds: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let k = bytes_of(key, "key")?;
+        let deadline = deadline_of_expire(seconds)?;
+        self.with_engine(py, |e| e.expire_at_bytes(&k, deadline))?
             .map_err(|err| to_py_err(py, err, Some(key)))
+    }
+
+    /// Seconds left before `key` expires; None if it has no deadline; `KeyError` if it is not
+    /// set.
+    fn ttl(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+        let k = bytes_of(key, "key")?;
+        let expiry = self
+            .with_engine(py, |e| e.expiry_bytes(&k))?
+            .map_err(|err| to_py_err(py, err, Some(key)))?;
+        match expiry {
+            KeyExpiry::Missing => Err(PyKeyError::new_err(key.clone().unbind())),
+            KeyExpiry::Never => Ok(None),
+            KeyExpiry::At(deadline) => Ok(Some(seconds_left(deadline))),
+        }
+    }
+
+    /// Removes the deadline of `key`; whether it had one.
+    fn persist(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let k = bytes_of(key, "key")?;
+        self.with_engine(py, |e| e.persist_bytes(&k))?
+            .map_err(|err| to_py_err(py, err, Some(key)))
+    }
+
+    /// The values of `keys` (None: not set), in order, all read at one instant.
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+        if keys.is_instance_of::<PyBytes>() || keys.is_instance_of::<PyString>() {
+            // Iterating over one key would ask for each of its characters.
+            return Err(PyTypeError::new_err(format!(
+                "keys must be an iterable of keys, not a single {} key: use get()",
+                keys.get_type().name()?
+            )));
+        }
+        let objects = keys
+            .try_iter()?
+            .collect::<PyResult<Vec<Bound<'py, PyAny>>>>()?;
+        let owned = objects
+            .iter()
+            .map(|key| bytes_of(key, "key"))
+            .collect::<PyResult<Vec<_>>>()?;
+        let borrowed: Vec<&[u8]> = owned.iter().map(|k| &**k).collect();
+        let values = self
+            .with_engine(py, |e| e.get_many_bytes(&borrowed))?
+            .map_err(|err| to_py_err(py, err, None))?;
+        Ok(values
+            .into_iter()
+            .map(|value| value.map(|v| PyBytes::new(py, &v)))
+            .collect())
+    }
+
+    /// One page of a walk over the keys: `(next_cursor, keys)`, as Redis's SCAN.
+    #[pyo3(
+        signature = (cursor=None, count=None, prefix=None, r#match=None),
+        text_signature = "(self, cursor=0, count=100, prefix=None, match=None)"
+    )]
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        cursor: Option<&Bound<'py, PyAny>>,
+        count: Option<&Bound<'py, PyAny>>,
+        prefix: Option<&Bound<'py, PyAny>>,
+        r#match: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(u64, Vec<Bound<'py, PyBytes>>)> {
+        let cursor = match cursor.filter(|c| !c.is_none()) {
+            None => 0,
+            Some(cursor) => cursor_of(cursor)?,
+        };
+        let count = count_of(count)?;
+        let filter = filter_of(prefix, r#match)?;
+        let page = self
+            .with_engine(py, |e| e.scan_bytes(cursor, count, &filter))?
+            .map_err(|err| to_py_err(py, err, None))?;
+        let keys = page.keys.iter().map(|k| PyBytes::new(py, k)).collect();
+        Ok((page.cursor, keys))
+    }
+
+    /// An iterator over the keys that pass the filter, walking `scan` pages of `count`.
+    #[pyo3(
+        signature = (prefix=None, r#match=None, count=None),
+        text_signature = "(self, prefix=None, match=None, count=100)"
+    )]
+    fn scan_iter(
+        slf: &Bound<'_, Self>,
+        prefix: Option<&Bound<'_, PyAny>>,
+        r#match: Option<&Bound<'_, PyAny>>,
+        count: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<KeyIterator> {
+        let count = count_of(count)?;
+        let filter = filter_of(prefix, r#match)?;
+        Ok(KeyIterator::new(slf, filter, count))
+    }
+
+    /// A new, empty batch of writes to this store (see `kvs.Batch`).
+    fn batch(slf: &Bound<'_, Self>) -> Batch {
+        Batch::new(slf)
     }
 
     /// Removes `key`; `KeyError` if it is not set.
@@ -235,7 +365,7 @@ impl Store {
     }
 
     #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
     }
@@ -301,6 +431,122 @@ impl Store {
         self.with_engine(py, |e| e.checkpoint(&dest))?
             .map_err(|err| to_py_err(py, err, None))
     }
+}
+
+impl BatchTarget for Store {
+    fn apply_batch(&self, py: Python<'_>, batch: &WriteBatch) -> PyResult<()> {
+        self.with_engine(py, |e| e.apply_batch(batch))?
+            .map_err(|err| to_py_err(py, err, None))
+    }
+}
+
+/// `iter(db)` and `db.scan_iter()`: the keys of a store, walked a page at a time with
+/// [`KvsEngine::scan_bytes`], so it holds one page of keys, never the whole key set.
+///
+/// The guarantees are those of the scan: every key that is set for the whole walk comes out
+/// (at least once: a key may come out twice when the store changes during the walk); a key
+/// set or removed meanwhile may or may not. Changing the store while iterating is safe.
+#[pyclass(module = "kvs", name = "KeyIterator")]
+pub struct KeyIterator {
+    store: Py<Store>,
+    filter: ScanFilter,
+    count: usize,
+    /// The cursor of the next page.
+    cursor: u64,
+    /// Whether the engine returned the last page.
+    done: bool,
+    /// Keys of the current page not yet handed out.
+    page: VecDeque<Vec<u8>>,
+}
+
+impl KeyIterator {
+    fn new(store: &Bound<'_, Store>, filter: ScanFilter, count: usize) -> KeyIterator {
+        KeyIterator {
+            store: store.clone().unbind(),
+            filter,
+            count,
+            cursor: 0,
+            done: false,
+            page: VecDeque::new(),
+        }
+    }
+}
+
+#[pymethods]
+impl KeyIterator {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        loop {
+            if let Some(key) = self.page.pop_front() {
+                return Ok(Some(PyBytes::new(py, &key)));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            // A page may be empty (a filter passed none of the keys looked at) without the
+            // walk being over: only a cursor of 0 ends it.
+            let (cursor, count, filter) = (self.cursor, self.count, &self.filter);
+            let page = self
+                .store
+                .get()
+                .with_engine(py, |e| e.scan_bytes(cursor, count, filter))?
+                .map_err(|err| to_py_err(py, err, None))?;
+            self.cursor = page.cursor;
+            self.done = page.cursor == 0;
+            self.page.extend(page.keys);
+        }
+    }
+}
+
+/// A scan cursor: 0 to start, else one that `scan` returned. `TypeError` for anything but an
+/// `int`, `ValueError` for one outside 0 to 2**64 - 1.
+pub(crate) fn cursor_of(cursor: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if cursor.is_instance_of::<PyBool>() || !cursor.is_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "cursor must be an int (0, or a cursor scan returned), not {}",
+            type_name(cursor)
+        )));
+    }
+    cursor.extract::<u64>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "cursor must be 0 or a cursor scan returned (0 to 2**64 - 1), not {cursor}"
+        ))
+    })
+}
+
+/// The `count` of a scan (None: 100, as `scan`'s default): a positive `int`. `TypeError` for
+/// anything else, `ValueError` for 0 or less (as Redis refuses `COUNT 0`).
+pub(crate) fn count_of(count: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+    let Some(count) = count.filter(|c| !c.is_none()) else {
+        return Ok(100);
+    };
+    if count.is_instance_of::<PyBool>() || !count.is_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "count must be an int, not {}",
+            type_name(count)
+        )));
+    }
+    count
+        .extract::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| PyValueError::new_err(format!("count must be 1 or more, not {count}")))
+}
+
+/// The scan filter of `prefix` and `match` (each bytes, str or None).
+pub(crate) fn filter_of(
+    prefix: Option<&Bound<'_, PyAny>>,
+    pattern: Option<&Bound<'_, PyAny>>,
+) -> PyResult<ScanFilter> {
+    let prefix = optional_bytes_of(prefix.filter(|p| !p.is_none()), "prefix")?;
+    let pattern = optional_bytes_of(pattern.filter(|p| !p.is_none()), "match")?;
+    Ok(ScanFilter {
+        prefix: prefix.map(|p| p.into_owned()).unwrap_or_default(),
+        pattern: pattern.map(|p| p.into_owned()),
+    })
 }
 
 /// The store options of `KvStore(...)`'s keyword arguments (`None`: the default):

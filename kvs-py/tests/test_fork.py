@@ -39,7 +39,20 @@ def inherited_ops(db: kvs.KvStore) -> list[tuple[str, Callable[[], Any]]]:
         ("len", lambda: len(db)),
         ("iter", lambda: list(db)),
         ("flush", db.flush),
+        ("scan", lambda: db.scan()),
+        ("get_many", lambda: db.get_many([b"before0"])),
+        ("set_ttl", lambda: db.set(b"child", b"1", ttl=60)),
+        ("expire", lambda: db.expire(b"before0", 60)),
+        ("ttl", lambda: db.ttl(b"before0")),
+        ("persist", lambda: db.persist(b"before0")),
+        ("batch", lambda: batch_of(db, b"child", b"1").commit()),
     ]
+
+
+def batch_of(db: kvs.KvStore, key: bytes, value: bytes) -> kvs.Batch:
+    batch = db.batch()
+    batch[key] = value
+    return batch
 
 
 def refused_in_child(db: kvs.KvStore, parent: int) -> list[str]:

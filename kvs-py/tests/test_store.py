@@ -72,14 +72,13 @@ def test_iteration_yields_every_key_as_bytes(db: kvs.KvStore) -> None:
     assert sorted(db.values()) == [b"x"] * 100
 
 
-def test_iteration_is_a_snapshot_so_changes_while_iterating_are_safe(db: kvs.KvStore) -> None:
+def test_removing_every_key_while_iterating_is_safe(db: kvs.KvStore) -> None:
+    # Iteration walks the store a page at a time (see test_scan.py for writes during it).
     for i in range(10):
         db[str(i)] = "v"
     for k in db:
         del db[k]
-        db[k + b"-new"] = b"v"
-    assert len(db) == 10
-    assert all(k.endswith(b"-new") for k in db)
+    assert len(db) == 0
 
 
 def test_mutable_mapping_mixins_work(db: kvs.KvStore) -> None:

@@ -5,14 +5,15 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::sniff::is_resp_start;
 use super::state::ServerState;
 use super::OUTPUT_HIGH_WATER;
-use crate::protocol::{frame, FrameStatus, Request, Response};
+use crate::protocol::{frame, FrameStatus, List, Request, Response};
 use crate::resp::{self, Session};
-use crate::{ErrorKind, KvsEngine, KvsError, Result};
+use crate::{BatchOp, ErrorKind, KvsEngine, KvsError, Result, ScanFilter, WriteBatch};
 
 /// Buffers larger than this are given back once empty, so idle connections stay small.
 const KEEP_CAPACITY: usize = 64 << 10;
@@ -412,6 +413,61 @@ fn answer<E: KvsEngine>(
                 Err(e) => Err(e),
             }
         }
+        Request::ApplyBatch { ops } => {
+            let batch = WriteBatch::from(ops.iter().map(BatchOp::from).collect::<Vec<_>>());
+            engine.apply_batch(&batch)
+        }
+        Request::GetMany { keys } => {
+            let keys: Vec<&[u8]> = keys.iter().collect();
+            match engine.get_many_bytes(&keys) {
+                Ok(values) => match answer_values(&values, out, max_frame_len) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        Request::SetWithDeadline {
+            key,
+            value,
+            deadline,
+        } => engine.set_with_deadline_bytes(key, value, deadline),
+        Request::ExpireAt { key, deadline } => match engine.expire_at_bytes(key, deadline) {
+            Ok(was_set) => return Response::Bool(was_set).encode_frame(out, max_frame_len),
+            Err(e) => Err(e),
+        },
+        Request::Persist { key } => match engine.persist_bytes(key) {
+            Ok(had_deadline) => {
+                return Response::Bool(had_deadline).encode_frame(out, max_frame_len)
+            }
+            Err(e) => Err(e),
+        },
+        Request::Expiry { key } => match engine.expiry_bytes(key) {
+            Ok(expiry) => return Response::Expiry(expiry).encode_frame(out, max_frame_len),
+            Err(e) => Err(e),
+        },
+        Request::Scan {
+            cursor,
+            count,
+            prefix,
+            pattern,
+        } => {
+            let filter = ScanFilter {
+                prefix: prefix.to_vec(),
+                pattern: pattern.map(<[u8]>::to_vec),
+            };
+            match answer_scan(engine, cursor, count, &filter, out, max_frame_len) {
+                Ok(()) => return Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Request::Checkpoint { path } => {
+            let result = engine.checkpoint(Path::new(path));
+            if result.is_ok() {
+                log::info!("checkpoint written to {path}");
+            }
+            result
+        }
     };
     match result {
         Ok(()) => Response::Ok.encode_frame(out, max_frame_len),
@@ -423,6 +479,74 @@ fn answer<E: KvsEngine>(
             }
             let message = e.to_string();
             Response::error(&e, &message).encode_frame(out, max_frame_len)
+        }
+    }
+}
+
+/// The most keys one `Scan` request looks at, whatever count it asks for: the engine holds
+/// memory for about that many keys while it answers, and a page is sent whole. A walk still
+/// visits every key; it takes more pages.
+pub(super) const MAX_SCAN_COUNT: usize = 1 << 16;
+
+/// Appends the `Values` reply to a `GetMany`, or fails with [`KvsError::InvalidArgument`]
+/// (and appends nothing) when the values do not fit in one reply frame.
+fn answer_values(
+    values: &[Option<Vec<u8>>],
+    out: &mut Vec<u8>,
+    max_frame_len: usize,
+) -> Result<()> {
+    let too_large = |total: usize| {
+        KvsError::InvalidArgument(format!(
+            "the {} values asked for are {total} bytes in all, too large for a reply frame \
+             (limit {max_frame_len} bytes); ask for fewer keys at a time",
+            values.len()
+        ))
+    };
+    let total = values
+        .iter()
+        .map(|v| v.as_ref().map_or(0, Vec::len))
+        .fold(0usize, usize::saturating_add);
+    if total > max_frame_len {
+        // Not even encoded: the reply could only be refused.
+        return Err(too_large(total));
+    }
+    let views: Vec<Option<&[u8]>> = values.iter().map(Option::as_deref).collect();
+    // Room for the values and their framing, so a large reply is copied once.
+    out.reserve(total + 16 + 10 * values.len());
+    Response::Values(List::new(&views))
+        .encode_frame(out, max_frame_len)
+        .map_err(|_| too_large(total))
+}
+
+/// Appends the `Page` reply to a `Scan`. A page too large for one reply frame is asked for
+/// again from the same cursor with half the count, until it fits: the walk goes on in
+/// smaller pages. Only a single key too large for a frame is refused
+/// ([`KvsError::InvalidArgument`]).
+fn answer_scan<E: KvsEngine>(
+    engine: &E,
+    cursor: u64,
+    count: u64,
+    filter: &ScanFilter,
+    out: &mut Vec<u8>,
+    max_frame_len: usize,
+) -> Result<()> {
+    let mut count = usize::try_from(count).map_or(MAX_SCAN_COUNT, |c| c.min(MAX_SCAN_COUNT));
+    loop {
+        let page = engine.scan_bytes(cursor, count, filter)?;
+        let keys: Vec<&[u8]> = page.keys.iter().map(Vec::as_slice).collect();
+        let response = Response::Page {
+            cursor: page.cursor,
+            keys: List::new(&keys),
+        };
+        match response.encode_frame(out, max_frame_len) {
+            Ok(()) => return Ok(()),
+            Err(_) if count > 1 => count /= 2,
+            Err(_) => {
+                return Err(KvsError::InvalidArgument(format!(
+                    "the key after cursor {cursor} is too large for a reply frame (limit \
+                     {max_frame_len} bytes)"
+                )))
+            }
         }
     }
 }

@@ -20,14 +20,17 @@ subclass (see ``_kvs.pyi`` for the whole hierarchy).
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterator, KeysView, MutableMapping
+from typing import Optional, Union
 
 from . import _kvs
 from ._kvs import (
+    Batch,
     Client,
     CorruptionError,
     EngineMismatchError,
     ForkedError,
+    KeyIterator,
     KvsError,
     KvsIOError,
     LockedError,
@@ -37,6 +40,8 @@ from ._kvs import (
 
 __all__ = [
     "KvStore",
+    "Batch",
+    "KeyIterator",
     "Client",
     "KvsError",
     "CorruptionError",
@@ -77,6 +82,19 @@ class KvStore(_kvs.KvStore, MutableMapping[bytes, bytes]):
     """
 
     __slots__ = ()
+
+    def keys(  # type: ignore[override]
+        self,
+        prefix: Optional[Union[bytes, str]] = None,
+        match: Optional[Union[bytes, str]] = None,
+    ) -> Union[KeysView[bytes], Iterator[bytes]]:
+        """The keys. Without arguments, the mapping's ``KeysView`` (``len()``, ``in`` and
+        set operations work; iterating it walks the store a page at a time). With
+        ``prefix`` or ``match`` (a glob, Redis's rules), an iterator over the keys that pass,
+        walked a page at a time (``scan_iter``): it never copies the whole key set."""
+        if prefix is None and match is None:
+            return KeysView(self)
+        return self.scan_iter(prefix=prefix, match=match)
 
     def clear(self) -> None:
         """Removes every key (those set while this runs may stay)."""

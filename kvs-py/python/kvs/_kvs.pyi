@@ -1,8 +1,10 @@
 """Type stubs and reference for kvs's compiled core, ``kvs._kvs``.
 
 Import from ``kvs``, not from here: ``kvs.KvStore`` is this module's ``KvStore`` with the
-``collections.abc.MutableMapping`` mixins (``keys``, ``items``, ``values``, ``pop``,
-``popitem``, ``setdefault``, ``update``, ``clear``, ``==``) added.
+``collections.abc.MutableMapping`` mixins (``items``, ``values``, ``pop``, ``popitem``,
+``setdefault``, ``update``, ``clear``, ``==``) added, and ``keys(prefix=None, match=None)``:
+the mapping's ``KeysView`` without arguments, else an iterator over the keys that start
+with ``prefix`` and match the glob ``match`` (see ``KvStore.scan``).
 
 Keys and values
     ``bytes``, or ``str`` (encoded as UTF-8; a ``str`` that cannot be encoded raises
@@ -52,22 +54,26 @@ Files
     the data files present: asking for the other engine raises ``EngineMismatchError``.
 """
 
+import datetime
 import os
 import pathlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Literal, Optional, TypeVar, Union, final, overload
 
 from typing_extensions import Self
 
 _Bytes = Union[bytes, str]
+_Seconds = Union[int, float, datetime.timedelta]
 _T = TypeVar("_T")
 
 __all__ = [
+    "Batch",
     "Client",
     "CorruptionError",
     "EngineMismatchError",
     "ForkedError",
+    "KeyIterator",
     "KvStore",
     "KvsError",
     "KvsIOError",
@@ -164,19 +170,88 @@ class KvStore:
         """Whether ``key`` is set (``TypeError`` if it is not bytes or str)."""
     def __len__(self) -> int:
         """The number of keys."""
-    def __iter__(self) -> Iterator[bytes]:
-        """The keys, in no particular order, from a snapshot taken when iteration starts:
-        changing the store while iterating is safe."""
+    def __iter__(self) -> KeyIterator:
+        """The keys, in no particular order, walked a page of ``scan`` at a time (the store
+        never copies its whole key set). Changing the store while iterating is safe; every
+        key set for the whole walk comes out, a key set or removed meanwhile may or may not,
+        and a key may come out twice when the store changes during the walk (the
+        guarantees of Redis's ``SCAN``)."""
     @overload
     def get(self, key: _Bytes) -> Optional[bytes]:
         """The value of ``key``, or None if it is not set."""
     @overload
     def get(self, key: _Bytes, default: _T) -> Union[bytes, _T]:
         """The value of ``key``, or ``default`` if it is not set."""
-    def set(self, key: _Bytes, value: _Bytes) -> None:
-        """Sets ``key`` to ``value`` (same as ``db[key] = value``)."""
-    def remove(self, key: _Bytes) -> None:
-        """Removes ``key`` (same as ``del db[key]``); ``KeyError`` if it is not set."""
+    def set(self, key: _Bytes, value: _Bytes, ttl: Optional[_Seconds] = None) -> None:
+        """Sets ``key`` to ``value`` (same as ``db[key] = value`` without ``ttl``).
+
+        ``ttl``: the key expires that many seconds from now (``int``, ``float`` or
+        ``datetime.timedelta``, kept to the millisecond, rounded up); from then on it is gone
+        for every read, as if removed. None (the default) means never, and clears any
+        deadline the key had, as Redis's ``SET`` does. A ``ttl`` that is not positive raises
+        ``ValueError`` (redis-server refuses ``SET ... EX 0`` the same way), as does NaN or
+        an infinity; another type (``bool`` included) raises ``TypeError``."""
+    def expire(self, key: _Bytes, seconds: _Seconds) -> bool:
+        """Gives ``key`` a deadline ``seconds`` from now, keeping its value; returns whether
+        the key was set (False: nothing is written). Zero or fewer seconds remove the key
+        and return True, as Redis's ``EXPIRE`` does. NaN or an infinity raises
+        ``ValueError``."""
+    def ttl(self, key: _Bytes) -> Optional[float]:
+        """Seconds left before ``key`` expires (to the millisecond), or None if it has no
+        deadline; ``KeyError`` if it is not set (or has expired). Unlike redis-py's ``ttl``,
+        which answers -1 and -2."""
+    def persist(self, key: _Bytes) -> bool:
+        """Removes the deadline of ``key``, keeping its value; returns whether it had one
+        (False for a key without a deadline, or not set: nothing is written)."""
+    def get_many(self, keys: Iterable[_Bytes]) -> list[Optional[bytes]]:
+        """The values of ``keys``, in order (None for a key not set), all read at one
+        instant: no write (nor batch) lands between two of the reads. A single ``bytes`` or
+        ``str`` raises ``TypeError`` (it would be read as an iterable of one-letter
+        keys)."""
+    def scan(
+        self,
+        cursor: int = 0,
+        count: int = 100,
+        prefix: Optional[_Bytes] = None,
+        match: Optional[_Bytes] = None,
+    ) -> tuple[int, list[bytes]]:
+        """One page of a walk over the keys, as Redis's ``SCAN``: returns ``(cursor,
+        keys)``. Start with ``cursor`` 0 and pass each returned cursor to the next call,
+        until it is 0 again::
+
+            cursor = 0
+            while True:
+                cursor, keys = db.scan(cursor, match="user:*")
+                ...
+                if cursor == 0:
+                    break
+
+        Only keys starting with ``prefix`` and matching the glob ``match`` (Redis's rules:
+        ``*``, ``?``, ``[abc]``, ``[^a-z]``, ``\\`` escapes; bytes for bytes, case
+        matters) come back. ``count`` is the work per call (how many keys are looked at),
+        so a page may hold fewer keys, even none, before the walk is over: only a cursor of
+        0 ends it. Every key set for the whole walk comes back at least once (maybe more
+        than once); a key set or removed during the walk may or may not. A ``count`` below
+        1 raises ``ValueError``; a cursor this store did not return raises ``ValueError``
+        (or walks from somewhere in the store, where the engine cannot tell)."""
+    def scan_iter(
+        self,
+        prefix: Optional[_Bytes] = None,
+        match: Optional[_Bytes] = None,
+        count: int = 100,
+    ) -> KeyIterator:
+        """The keys that start with ``prefix`` and match ``match``, walked with ``scan``
+        pages of ``count`` (as redis-py's ``scan_iter``): one page is in memory at a time.
+        The guarantees are ``scan``'s."""
+    def batch(self) -> Batch:
+        """A new, empty batch of writes to this store, applied all at once (see
+        ``Batch``)::
+
+            with db.batch() as b:
+                b["from"] = "7"
+                b["to"] = "3"
+                del b["pending"]
+        """
     def flush(self) -> None:
         """Forces every write so far onto stable storage (fsync)."""
     def close(self) -> None:
@@ -245,6 +320,76 @@ class KvStore:
         """
 
 @final
+class KeyIterator(Iterator[bytes]):
+    """The keys of a ``KvStore``, walked a page of ``scan`` at a time (from ``iter(db)``,
+    ``db.scan_iter()`` and ``db.keys(prefix=..., match=...)``), holding one page of keys at a
+    time. It keeps the store's object alive; once the store is closed, the ``next()`` that
+    needs a new page raises ``ValueError``. Errors of the store while reading a page raise
+    from ``next()`` as from any other call; calling ``next()`` again retries that page."""
+
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> bytes: ...
+
+@final
+class Batch:
+    """Writes to one ``KvStore`` gathered and then applied all at once, from
+    ``db.batch()``: sets (with or without a time to live) and removals, over any keys.
+
+    Applied by ``commit()``, or by leaving a ``with`` block normally; leaving the block by
+    an exception throws the batch away instead (the exception goes on)::
+
+        with db.batch() as b:
+            b["balance:alice"] = "70"
+            b["balance:bob"] = "30"
+            b.set("session", token, ttl=3600)
+            del b["pending"]
+
+    Applying is atomic: every operation lands, or none (also across a crash of the
+    process, on reopening), and other readers see the store before the batch or after it,
+    never in between. Operations apply in the order they were added: a key written twice
+    ends with the later write. Removing a key that is not set is not an error in a batch.
+    Keys and values are checked for type when added (``TypeError``) and for size when
+    applied (``ValueError``, and nothing is written), as is the whole batch (with the kvs
+    engine, a batch of several operations takes at most 64 MiB of records).
+
+    Once committed or discarded, a batch is done: adding to it, or committing it again,
+    raises ``ValueError``. A ``commit()`` that fails writes nothing and leaves the batch
+    open, as it was, so it can be committed again. A batch may be filled from several
+    threads; its operations are kept in memory until it is applied.
+    """
+
+    def __setitem__(self, key: _Bytes, value: _Bytes, /) -> None:
+        """Adds a set of ``key`` to ``value``, without a deadline (it clears any deadline
+        the key has)."""
+    def __delitem__(self, key: _Bytes, /) -> None:
+        """Adds a removal of ``key`` (a key that is not set is left so, without error)."""
+    def set(self, key: _Bytes, value: _Bytes, ttl: Optional[_Seconds] = None) -> None:
+        """Adds a set of ``key`` to ``value``; ``ttl`` as in ``KvStore.set``, counted from
+        this call (not from the commit)."""
+    def remove(self, key: _Bytes) -> None:
+        """Adds a removal of ``key``, as ``del b[key]``."""
+    def __len__(self) -> int:
+        """How many operations the batch holds (0 once it is done)."""
+    def commit(self) -> None:
+        """Applies every operation, all or none, and makes the batch done. The GIL is
+        released while the store writes. On failure nothing is written, the exception is
+        raised, and the batch stays open."""
+    def discard(self) -> None:
+        """Throws the operations away and makes the batch done; nothing was written.
+        Discarding a discarded batch does nothing; discarding a committed one raises
+        ``ValueError``."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        """Commits the batch if the block ended normally, discards it if it raised; returns
+        False (an exception goes on). A batch the block committed or discarded itself is
+        left as it is."""
+
+@final
 class Client:
     """A client of a kvs server, over one TCP connection reused for every request.
 
@@ -269,8 +414,78 @@ class Client:
     ) -> Self: ...
     def get(self, key: _Bytes) -> Optional[bytes]:
         """The value of ``key``, or None if it is not set."""
-    def set(self, key: _Bytes, value: _Bytes) -> None:
-        """Sets ``key`` to ``value``; the server has written it when this returns."""
+    def set(self, key: _Bytes, value: _Bytes, ttl: Optional[_Seconds] = None) -> None:
+        """Sets ``key`` to ``value``; the server has written it when this returns. With a
+        ``ttl`` (seconds, ``int``, ``float`` or ``datetime.timedelta``, more than 0), the key
+        expires that long from now, as ``KvStore.set``; without one, any deadline it had is
+        cleared. Deadlines are kept on the server's clock."""
+    def expire(self, key: _Bytes, seconds: _Seconds) -> bool:
+        """Gives the existing ``key`` a deadline ``seconds`` from now, keeping its value;
+        whether the key was set (False: nothing is written). Zero or fewer seconds remove
+        the key (and answer True), as Redis's ``EXPIRE``."""
+    def ttl(self, key: _Bytes) -> Optional[float]:
+        """Seconds left before ``key`` expires; None when it has no deadline; ``KeyError``
+        when it is not set (or has expired)."""
+    def persist(self, key: _Bytes) -> bool:
+        """Removes the deadline of ``key``; whether it had one."""
+    def get_many(self, keys: Iterable[_Bytes]) -> list[Optional[bytes]]:
+        """The values of ``keys``, in order (None for a key not set), read on the server at
+        one instant, in one request. Values that do not fit in one reply frame all together
+        raise ``ValueError``: ask for fewer keys at a time. A single ``bytes`` or ``str``
+        raises ``TypeError``."""
+    def update_value(
+        self, key: _Bytes, func: Callable[[Optional[bytes]], Optional[_Bytes]]
+    ) -> Optional[bytes]:
+        """Atomically replaces the value of ``key`` with ``func(old)`` (``old`` None: the key
+        is not set; a return of None removes it) and returns the new value. Built on this
+        side as ``get`` and ``compare_and_set``, again from the read when another client
+        changed the key in between: **``func`` may run more than once**, and only its last
+        result is stored, so it must not count on running once. When ``func`` returns the
+        value it was given, nothing is written. The key keeps its deadline. ``func`` runs
+        with the GIL held; the requests release it."""
+    def scan(
+        self,
+        cursor: int = 0,
+        count: int = 100,
+        prefix: Optional[_Bytes] = None,
+        match: Optional[_Bytes] = None,
+    ) -> tuple[int, list[bytes]]:
+        """One page of a walk over the server's keys, as ``KvStore.scan`` (the same
+        guarantees, filters and errors): returns ``(cursor, keys)``; pass each cursor to
+        the next call until it is 0. The server looks at no more than 65 536 keys per call
+        and makes a page smaller when it would not fit in a reply frame."""
+    def scan_iter(
+        self,
+        prefix: Optional[_Bytes] = None,
+        match: Optional[_Bytes] = None,
+        count: int = 100,
+    ) -> Iterator[bytes]:
+        """The server's keys that start with ``prefix`` and match ``match``, walked with
+        ``scan`` pages of ``count``: one page is in memory at a time."""
+    def keys(
+        self, prefix: Optional[_Bytes] = None, match: Optional[_Bytes] = None
+    ) -> Iterator[bytes]:
+        """The server's keys (starting with ``prefix``, matching the glob ``match``), walked
+        a ``scan`` page at a time (``scan_iter``): never the whole key set at once."""
+    def __iter__(self) -> Iterator[bytes]:
+        """Every key of the server, walked a ``scan`` page at a time."""
+    def batch(self) -> Batch:
+        """A new, empty batch of writes sent to the server as one request and applied
+        there all at once, or not at all (see ``Batch``)::
+
+            with client.batch() as b:
+                b["from"] = b"7"
+                del b["pending"]
+                b.set("session", b"...", ttl=30)
+
+        The batch is sent when the block ends normally; if the block raises, nothing is
+        sent."""
+    def checkpoint(self, dest: Union[str, os.PathLike[str]]) -> None:
+        """Writes an online checkpoint of the server's store into ``dest`` (see
+        ``KvStore.checkpoint``). ``dest`` is a path on the **server's** machine, written by
+        the server's process: the server's user must be able to create it there (a
+        relative path starts in the server's working directory). ``dest`` must not exist,
+        or be an empty directory."""
     def remove(self, key: _Bytes) -> None:
         """Removes ``key``; ``KeyError`` if it is not set."""
     def compare_and_set(
