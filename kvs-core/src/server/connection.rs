@@ -39,8 +39,9 @@ pub(super) const TURN_BYTES: usize = 256 << 10;
 enum Protocol {
     /// Not known until its first byte arrives.
     Unknown,
-    /// kvs's own frames (`protocol/`).
-    Kvs,
+    /// kvs's own frames (`protocol/`); `authenticated` once the client has given the
+    /// server's password (only looked at when the server has one).
+    Kvs { authenticated: bool },
     /// RESP (2, or 3 after `HELLO 3`), with the state of the request being parsed.
     Resp(Box<Session>),
 }
@@ -154,7 +155,7 @@ impl Connection {
     fn read_size(&mut self, chunk: usize, max_frame_len: usize) -> usize {
         let needed = match &self.protocol {
             Protocol::Unknown => None,
-            Protocol::Kvs => match frame::check(&self.input, max_frame_len) {
+            Protocol::Kvs { .. } => match frame::check(&self.input, max_frame_len) {
                 Ok(FrameStatus::Incomplete { needed }) => Some(needed),
                 _ => None,
             },
@@ -283,7 +284,11 @@ impl Connection {
                     state.client_opened(session.client_info());
                     self.protocol = Protocol::Resp(Box::new(session));
                 }
-                Some(_) => self.protocol = Protocol::Kvs,
+                Some(_) => {
+                    self.protocol = Protocol::Kvs {
+                        authenticated: false,
+                    }
+                }
             }
         }
         match &mut self.protocol {
@@ -304,7 +309,7 @@ impl Connection {
                 }
                 Ok(progress.requests)
             }
-            _ => self.carry_out_kvs(engine, max_frame_len),
+            _ => self.carry_out_kvs(engine, state, max_frame_len),
         }
     }
 
@@ -321,7 +326,16 @@ impl Connection {
     }
 
     /// [`carry_out`](Connection::carry_out) for the kvs protocol.
-    fn carry_out_kvs<E: KvsEngine>(&mut self, engine: &E, max_frame_len: usize) -> Result<usize> {
+    fn carry_out_kvs<E: KvsEngine>(
+        &mut self,
+        engine: &E,
+        state: &ServerState,
+        max_frame_len: usize,
+    ) -> Result<usize> {
+        let mut authenticated = match self.protocol {
+            Protocol::Kvs { authenticated } => authenticated,
+            _ => false,
+        };
         let mut done = 0;
         let mut start = 0;
         let result = loop {
@@ -332,7 +346,18 @@ impl Connection {
                 Ok(FrameStatus::Incomplete { .. }) => break Ok(done),
                 Ok(FrameStatus::Complete { payload }) => {
                     let payload_bytes = &self.input[start + payload.start..start + payload.end];
-                    if let Err(e) = answer(engine, payload_bytes, &mut self.output, max_frame_len) {
+                    let mut cx = KvsContext {
+                        state,
+                        authenticated: &mut authenticated,
+                        peer: self.peer,
+                    };
+                    if let Err(e) = answer(
+                        engine,
+                        &mut cx,
+                        payload_bytes,
+                        &mut self.output,
+                        max_frame_len,
+                    ) {
                         break Err(e);
                     }
                     start += payload.end;
@@ -349,6 +374,7 @@ impl Connection {
         } else if start > 0 {
             self.input.drain(..start);
         }
+        self.protocol = Protocol::Kvs { authenticated };
         result
     }
 
@@ -376,17 +402,45 @@ impl Connection {
     }
 }
 
+/// What [`answer`] knows of its kvs-protocol connection.
+struct KvsContext<'c> {
+    state: &'c ServerState,
+    /// Whether the connection has given the server's password; set by a right `Auth`.
+    authenticated: &'c mut bool,
+    peer: SocketAddr,
+}
+
 /// Decodes one request, carries it out on `engine` and appends the framed reply to `out`.
+/// With a server password, every request but `Auth` is refused until the connection has
+/// given it.
 /// Fails only when the request is malformed (or no reply at all fits in a frame): the
 /// connection cannot go on then.
 fn answer<E: KvsEngine>(
     engine: &E,
+    cx: &mut KvsContext<'_>,
     payload: &[u8],
     out: &mut Vec<u8>,
     max_frame_len: usize,
 ) -> Result<()> {
     let request = Request::decode(payload)?;
+    let needs_password = cx.state.requires_password() && !*cx.authenticated;
     let result = match request {
+        Request::Auth { password } => {
+            if !cx.state.requires_password() || cx.state.password_matches(password.0) {
+                *cx.authenticated = true;
+                Ok(())
+            } else {
+                log::info!("{}: a kvs-protocol client gave a wrong password", cx.peer);
+                Err(KvsError::InvalidArgument(
+                    "wrong password: the server refused the password given".to_string(),
+                ))
+            }
+        }
+        _ if needs_password => Err(KvsError::InvalidArgument(
+            "authentication required: this server has a password; give it first \
+             (KvsClient::auth, kvs.Client(password=...), kvs-client --password)"
+                .to_string(),
+        )),
         Request::Get { key } => match engine.get_bytes(key) {
             Ok(value) => {
                 // Room for the value and its framing, so a large reply is copied once.
