@@ -582,6 +582,44 @@ fn a_password_is_required_as_redis_server_requires_it_on_both_engines() {
             }
         }
         assert_eq!(k.reply(), None, "{engine}: QUIT closes");
+        // Before the password, Redis's limits for unauthenticated clients: more than 10
+        // arguments, or one over 16 KiB, is a protocol error and the connection is closed.
+        let big = vec![b'x'; 20_000];
+        let eleven: Vec<&[u8]> = vec![b"x"; 11];
+        let ten: Vec<&[u8]> = vec![b"x"; 10];
+        // Only the headers are sent: both servers refuse as soon as they read the length,
+        // and a body left unread could turn the close into a reset that loses the reply.
+        for (what, header) in [
+            (
+                "a long value",
+                &b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$20000\r\n"[..],
+            ),
+            ("11 arguments", b"*11\r\n"),
+        ] {
+            let mut r = Resp::connect(&redis.addr);
+            let mut k = Resp::connect(&server.addr.to_string());
+            for c in [&mut r, &mut k] {
+                c.stream.write_all(header).unwrap();
+            }
+            let (want, got) = (r.reply().unwrap(), k.reply().unwrap());
+            assert_eq!(got, want, "{engine}: {what}");
+            assert!(matches!(got, Frame::Error(_)), "{engine}: {what}");
+            assert_eq!(r.reply(), None, "{engine}: {what}");
+            assert_eq!(k.reply(), None, "{engine}: {what}");
+        }
+        // Ten arguments, or 16 KiB, are still taken (and refused for the missing password);
+        // after AUTH, the server's own limits apply.
+        let mut k = Resp::connect(&server.addr.to_string());
+        let mut r = Resp::connect(&redis.addr);
+        let at_limit = vec![b'y'; 16 << 10];
+        for args in [ten.clone(), vec![&b"SET"[..], b"k", &at_limit]] {
+            assert_eq!(k.call(&args), r.call(&args), "{engine}");
+        }
+        for c in [&mut k, &mut r] {
+            assert_eq!(c.call(&[b"AUTH", PASSWORD.as_bytes()]), simple("OK"));
+            assert_eq!(c.call(&[b"SET", b"big", &big]), simple("OK"), "{engine}");
+            assert_eq!(c.call(&eleven), k_unknown(&eleven), "{engine}");
+        }
         // The password never reached the log, whatever was tried.
         assert!(
             !server.stderr().contains(PASSWORD),
@@ -595,6 +633,18 @@ fn a_password_is_required_as_redis_server_requires_it_on_both_engines() {
         mismatches.len(),
         mismatches.join("\n")
     );
+}
+
+/// Redis's reply to the unknown command `args`.
+fn k_unknown(args: &[&[u8]]) -> Frame {
+    let shown: String = args[1..]
+        .iter()
+        .map(|a| format!("'{}' ", String::from_utf8_lossy(a)))
+        .collect();
+    error(&format!(
+        "ERR unknown command '{}', with args beginning with: {shown}",
+        String::from_utf8_lossy(args[0])
+    ))
 }
 
 /// `redis-cli` with `args`, its stdout and whether it succeeded.
