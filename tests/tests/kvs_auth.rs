@@ -127,6 +127,49 @@ fn every_request_before_auth_is_refused_and_auth_has_the_documented_bytes() {
 }
 
 #[test]
+fn before_auth_frames_are_limited_to_64_kib_and_after_it_to_the_servers_limit() {
+    for engine in ENGINES {
+        let data = TempDir::new().unwrap();
+        let server = start(&data, engine, &["--requirepass", "pw"]);
+        // The length prefix alone of a 100 KiB Set: refused as soon as it is read, with a
+        // Protocol error that says why, and the connection closed.
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let response = exchange(&mut stream, &(100u32 << 10).to_be_bytes());
+        let (kind, message) = error_of(&response);
+        assert_eq!(kind, ErrorKind::Protocol, "{engine}");
+        assert!(
+            message.contains("before the password is given") && message.contains("65536"),
+            "{engine}: {message}"
+        );
+        let mut rest = Vec::new();
+        assert_eq!(stream.read_to_end(&mut rest).unwrap_or(0), 0, "{engine}");
+        // 64 KiB exactly is taken (and refused for the missing password).
+        let value = vec![b'v'; (64 << 10) - 8];
+        let set = frame(Request::Set {
+            key: b"k",
+            value: &value,
+        });
+        assert!(set.len() - 4 <= 64 << 10, "{}", set.len());
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let (kind, _) = error_of(&exchange(&mut stream, &set));
+        assert_eq!(kind, ErrorKind::InvalidArgument, "{engine}");
+        // After Auth, a 1 MiB value goes through on the same connection.
+        let auth = frame(Request::Auth {
+            password: Password(b"pw"),
+        });
+        assert_eq!(exchange(&mut stream, &auth), [0, 0, 0, 1, 0x00]);
+        let big = vec![b'w'; 1 << 20];
+        let set = frame(Request::Set {
+            key: b"big",
+            value: &big,
+        });
+        assert_eq!(exchange(&mut stream, &set), [0, 0, 0, 1, 0x00], "{engine}");
+    }
+}
+
+#[test]
 fn kvs_client_gives_its_password_and_again_after_the_server_restarts() {
     for engine in ENGINES {
         let data = TempDir::new().unwrap();

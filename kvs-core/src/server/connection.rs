@@ -134,7 +134,7 @@ impl Connection {
             if drained {
                 return Next::Wait;
             }
-            let want = self.read_size(scratch.len(), max_frame_len);
+            let want = self.read_size(scratch.len(), state, max_frame_len);
             match self.stream.read(&mut scratch[..want]) {
                 Ok(0) => self.read_closed = true,
                 Ok(n) => {
@@ -152,10 +152,13 @@ impl Connection {
     /// How many bytes to read next. While a frame larger than a read is coming in, its
     /// buffer is allocated once at its announced size and reads stop at its end, so the
     /// buffer never grows past the frame (a growing `Vec` could double past the limit).
-    fn read_size(&mut self, chunk: usize, max_frame_len: usize) -> usize {
+    fn read_size(&mut self, chunk: usize, state: &ServerState, max_frame_len: usize) -> usize {
         let needed = match &self.protocol {
             Protocol::Unknown => None,
-            Protocol::Kvs { .. } => match frame::check(&self.input, max_frame_len) {
+            &Protocol::Kvs { authenticated } => match frame::check(
+                &self.input,
+                kvs_frame_limit(state, authenticated, max_frame_len),
+            ) {
                 Ok(FrameStatus::Incomplete { needed }) => Some(needed),
                 _ => None,
             },
@@ -342,7 +345,8 @@ impl Connection {
             if self.output.len() - self.sent >= OUTPUT_HIGH_WATER {
                 break Ok(done);
             }
-            match frame::check(&self.input[start..], max_frame_len) {
+            let limit = kvs_frame_limit(state, authenticated, max_frame_len);
+            match frame::check(&self.input[start..], limit) {
                 Ok(FrameStatus::Incomplete { .. }) => break Ok(done),
                 Ok(FrameStatus::Complete { payload }) => {
                     let payload_bytes = &self.input[start + payload.start..start + payload.end];
@@ -362,6 +366,12 @@ impl Connection {
                     }
                     start += payload.end;
                     done += 1;
+                }
+                Err(e) if limit < max_frame_len => {
+                    break Err(KvsError::Protocol(format!(
+                        "{e}: before the password is given (an Auth request), frames are \
+                         limited to {limit} bytes"
+                    )))
                 }
                 Err(e) => break Err(e),
             }
@@ -399,6 +409,22 @@ impl Connection {
     fn broken(&mut self, err: io::Error) -> Next {
         log::debug!("{}: connection error: {err}", self.peer);
         Next::Close
+    }
+}
+
+/// The largest request frame a kvs-protocol connection that has not given the server's
+/// password may send (64 KiB: an `Auth` is a few bytes), so that a client without it cannot
+/// make the server buffer frames of the full limit. As RESP's limits for unauthenticated
+/// clients.
+const UNAUTHENTICATED_FRAME_LEN: usize = 64 << 10;
+
+/// The frame limit of a kvs-protocol connection: [`UNAUTHENTICATED_FRAME_LEN`] until it has
+/// given the server's password, if there is one.
+fn kvs_frame_limit(state: &ServerState, authenticated: bool, max_frame_len: usize) -> usize {
+    if state.requires_password() && !authenticated {
+        max_frame_len.min(UNAUTHENTICATED_FRAME_LEN)
+    } else {
+        max_frame_len
     }
 }
 
