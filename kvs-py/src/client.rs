@@ -1,11 +1,10 @@
 //! `kvs.Client`: one reused connection to a kvs server, over [`kvs::KvsClient`].
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use kvs::{KeyExpiry, KvsClient, ScanFilter, WriteBatch};
+use kvs::{KeyExpiry, KvsClient, WriteBatch};
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
@@ -13,6 +12,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use crate::batch::{Batch, BatchTarget};
 use crate::error::to_py_err;
 use crate::input::{bytes_of, optional_bytes_of};
+use crate::keys::{KeyIterator, Walked};
 use crate::store::{count_of, cursor_of, filter_of};
 use crate::ttl::{deadline_of_expire, deadline_of_ttl, seconds_left};
 
@@ -30,7 +30,7 @@ pub struct Client {
 
 impl Client {
     /// Runs `op` on the connection with the GIL released; `ValueError` if closed.
-    fn with_conn<T, F>(&self, py: Python<'_>, op: F) -> PyResult<kvs::Result<T>>
+    pub(crate) fn with_conn<T, F>(&self, py: Python<'_>, op: F) -> PyResult<kvs::Result<T>>
     where
         F: FnOnce(&mut KvsClient) -> kvs::Result<T> + Send,
         T: Send,
@@ -267,10 +267,14 @@ impl Client {
         prefix: Option<&Bound<'_, PyAny>>,
         r#match: Option<&Bound<'_, PyAny>>,
         count: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<ClientKeyIterator> {
+    ) -> PyResult<KeyIterator> {
         let count = count_of(count)?;
         let filter = filter_of(prefix, r#match)?;
-        Ok(ClientKeyIterator::new(slf, filter, count))
+        Ok(KeyIterator::new(
+            Walked::Client(slf.clone().unbind()),
+            filter,
+            count,
+        ))
     }
 
     /// The server's keys (those starting with `prefix`, matching the glob `match`), walked a
@@ -280,12 +284,12 @@ impl Client {
         slf: &Bound<'_, Self>,
         prefix: Option<&Bound<'_, PyAny>>,
         r#match: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<ClientKeyIterator> {
+    ) -> PyResult<KeyIterator> {
         Client::scan_iter(slf, prefix, r#match, None)
     }
 
     /// Every key of the server, walked a page at a time.
-    fn __iter__(slf: &Bound<'_, Self>) -> PyResult<ClientKeyIterator> {
+    fn __iter__(slf: &Bound<'_, Self>) -> PyResult<KeyIterator> {
         Client::scan_iter(slf, None, None, None)
     }
 
@@ -377,64 +381,5 @@ impl BatchTarget for Client {
     fn apply_batch(&self, py: Python<'_>, batch: &WriteBatch) -> PyResult<()> {
         self.with_conn(py, |c| c.apply_batch(batch))?
             .map_err(|err| to_py_err(py, err, None))
-    }
-}
-
-/// `iter(client)`, `client.keys()` and `client.scan_iter()`: the server's keys, walked a
-/// `scan` page at a time, so it holds one page of keys, never the whole key set. The
-/// guarantees are the scan's: every key set for the whole walk comes out (at least once); a
-/// key set or removed meanwhile may or may not.
-#[pyclass(module = "kvs", name = "ClientKeyIterator")]
-pub struct ClientKeyIterator {
-    client: Py<Client>,
-    filter: ScanFilter,
-    count: usize,
-    /// The cursor of the next page.
-    cursor: u64,
-    /// Whether the server returned the last page.
-    done: bool,
-    /// Keys of the current page not yet handed out.
-    page: VecDeque<Vec<u8>>,
-}
-
-impl ClientKeyIterator {
-    fn new(client: &Bound<'_, Client>, filter: ScanFilter, count: usize) -> ClientKeyIterator {
-        ClientKeyIterator {
-            client: client.clone().unbind(),
-            filter,
-            count,
-            cursor: 0,
-            done: false,
-            page: VecDeque::new(),
-        }
-    }
-}
-
-#[pymethods]
-impl ClientKeyIterator {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        loop {
-            if let Some(key) = self.page.pop_front() {
-                return Ok(Some(PyBytes::new(py, &key)));
-            }
-            if self.done {
-                return Ok(None);
-            }
-            // A page may be empty (a filter passed none of the keys looked at) without the
-            // walk being over: only a cursor of 0 ends it.
-            let (cursor, count, filter) = (self.cursor, self.count, &self.filter);
-            let page = self
-                .client
-                .get()
-                .with_conn(py, |c| c.scan_bytes(cursor, count, filter))?
-                .map_err(|err| to_py_err(py, err, None))?;
-            self.cursor = page.cursor;
-            self.done = page.cursor == 0;
-            self.page.extend(page.keys);
-        }
     }
 }

@@ -19,6 +19,7 @@ mod batch;
 mod client;
 mod error;
 mod input;
+mod keys;
 mod store;
 mod ttl;
 
@@ -38,7 +39,9 @@ mod _kvs {
         CorruptionError, EngineMismatchError, ForkedError, KvsError, LockedError, ServerError,
     };
     #[pymodule_export]
-    use crate::store::{KeyIterator, Store};
+    use crate::keys::KeyIterator;
+    #[pymodule_export]
+    use crate::store::Store;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

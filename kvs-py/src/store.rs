@@ -8,7 +8,6 @@
 //! [`KvsEngine::scan_bytes`] through a [`KeyIterator`], holding one page of keys at a time,
 //! never the whole key set.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{PoisonError, RwLock};
 
@@ -22,6 +21,7 @@ use pyo3::types::{PyBool, PyBytes, PyInt, PyString, PyTuple};
 use crate::batch::{Batch, BatchTarget};
 use crate::error::to_py_err;
 use crate::input::{bytes_of, optional_bytes_of};
+use crate::keys::{KeyIterator, Walked};
 use crate::ttl::{deadline_of_expire, deadline_of_ttl, seconds_left};
 
 /// Keys a [`KeyIterator`] asks the engine for per page (the `count` of each `scan_bytes`).
@@ -41,7 +41,7 @@ pub struct Store {
 
 impl Store {
     /// Runs `op` on the engine with the GIL released; `ValueError` if the store is closed.
-    fn with_engine<T, F>(&self, py: Python<'_>, op: F) -> PyResult<kvs::Result<T>>
+    pub(crate) fn with_engine<T, F>(&self, py: Python<'_>, op: F) -> PyResult<kvs::Result<T>>
     where
         F: FnOnce(&AnyEngine) -> kvs::Result<T> + Send,
         T: Send,
@@ -143,7 +143,11 @@ impl Store {
 
     /// Iterates over the keys, a page of them at a time (see [`KeyIterator`]).
     fn __iter__(slf: &Bound<'_, Self>) -> KeyIterator {
-        KeyIterator::new(slf, ScanFilter::all(), ITER_PAGE)
+        KeyIterator::new(
+            Walked::Store(slf.clone().unbind()),
+            ScanFilter::all(),
+            ITER_PAGE,
+        )
     }
 
     /// The value of `key`, or `default` if it is not set.
@@ -287,7 +291,11 @@ impl Store {
     ) -> PyResult<KeyIterator> {
         let count = count_of(count)?;
         let filter = filter_of(prefix, r#match)?;
-        Ok(KeyIterator::new(slf, filter, count))
+        Ok(KeyIterator::new(
+            Walked::Store(slf.clone().unbind()),
+            filter,
+            count,
+        ))
     }
 
     /// A new, empty batch of writes to this store (see `kvs.Batch`).
@@ -437,67 +445,6 @@ impl BatchTarget for Store {
     fn apply_batch(&self, py: Python<'_>, batch: &WriteBatch) -> PyResult<()> {
         self.with_engine(py, |e| e.apply_batch(batch))?
             .map_err(|err| to_py_err(py, err, None))
-    }
-}
-
-/// `iter(db)` and `db.scan_iter()`: the keys of a store, walked a page at a time with
-/// [`KvsEngine::scan_bytes`], so it holds one page of keys, never the whole key set.
-///
-/// The guarantees are those of the scan: every key that is set for the whole walk comes out
-/// (at least once: a key may come out twice when the store changes during the walk); a key
-/// set or removed meanwhile may or may not. Changing the store while iterating is safe.
-#[pyclass(module = "kvs", name = "KeyIterator")]
-pub struct KeyIterator {
-    store: Py<Store>,
-    filter: ScanFilter,
-    count: usize,
-    /// The cursor of the next page.
-    cursor: u64,
-    /// Whether the engine returned the last page.
-    done: bool,
-    /// Keys of the current page not yet handed out.
-    page: VecDeque<Vec<u8>>,
-}
-
-impl KeyIterator {
-    fn new(store: &Bound<'_, Store>, filter: ScanFilter, count: usize) -> KeyIterator {
-        KeyIterator {
-            store: store.clone().unbind(),
-            filter,
-            count,
-            cursor: 0,
-            done: false,
-            page: VecDeque::new(),
-        }
-    }
-}
-
-#[pymethods]
-impl KeyIterator {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        loop {
-            if let Some(key) = self.page.pop_front() {
-                return Ok(Some(PyBytes::new(py, &key)));
-            }
-            if self.done {
-                return Ok(None);
-            }
-            // A page may be empty (a filter passed none of the keys looked at) without the
-            // walk being over: only a cursor of 0 ends it.
-            let (cursor, count, filter) = (self.cursor, self.count, &self.filter);
-            let page = self
-                .store
-                .get()
-                .with_engine(py, |e| e.scan_bytes(cursor, count, filter))?
-                .map_err(|err| to_py_err(py, err, None))?;
-            self.cursor = page.cursor;
-            self.done = page.cursor == 0;
-            self.page.extend(page.keys);
-        }
     }
 }
 

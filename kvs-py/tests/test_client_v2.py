@@ -184,6 +184,9 @@ def test_scan_pages_keys_and_iteration(client: kvs.Client) -> None:
     ]
     assert sorted(client) == sorted([n.encode() for n in names] + [b"other"])
     assert sorted(client.scan_iter(prefix="oth", count=1)) == [b"other"]
+    # The one key walker of kvs, the same class as a store's.
+    assert isinstance(iter(client), kvs.KeyIterator)
+    assert isinstance(client.keys(prefix="x"), kvs.KeyIterator)
     with pytest.raises(ValueError):
         client.scan(0, count=0)
     with pytest.raises(TypeError):

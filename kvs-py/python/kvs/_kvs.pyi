@@ -321,10 +321,11 @@ class KvStore:
 
 @final
 class KeyIterator(Iterator[bytes]):
-    """The keys of a ``KvStore``, walked a page of ``scan`` at a time (from ``iter(db)``,
-    ``db.scan_iter()`` and ``db.keys(prefix=..., match=...)``), holding one page of keys at a
-    time. It keeps the store's object alive; once the store is closed, the ``next()`` that
-    needs a new page raises ``ValueError``. Errors of the store while reading a page raise
+    """The keys of a ``KvStore`` or of a ``Client``'s server, walked a page of ``scan`` at a
+    time (from ``iter(db)``, ``db.scan_iter()`` and ``db.keys(prefix=..., match=...)``, and
+    the same on a client), holding one page of keys at a time. It keeps the store's (or
+    client's) object alive; once it is closed, the ``next()`` that needs a new page raises
+    ``ValueError``. Errors of the store while reading a page raise
     from ``next()`` as from any other call; calling ``next()`` again retries that page."""
 
     def __iter__(self) -> Self: ...
@@ -466,15 +467,15 @@ class Client:
         prefix: Optional[_Bytes] = None,
         match: Optional[_Bytes] = None,
         count: int = 100,
-    ) -> Iterator[bytes]:
+    ) -> KeyIterator:
         """The server's keys that start with ``prefix`` and match ``match``, walked with
         ``scan`` pages of ``count``: one page is in memory at a time."""
     def keys(
         self, prefix: Optional[_Bytes] = None, match: Optional[_Bytes] = None
-    ) -> Iterator[bytes]:
+    ) -> KeyIterator:
         """The server's keys (starting with ``prefix``, matching the glob ``match``), walked
         a ``scan`` page at a time (``scan_iter``): never the whole key set at once."""
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> KeyIterator:
         """Every key of the server, walked a ``scan`` page at a time."""
     def batch(self) -> Batch:
         """A new, empty batch of writes sent to the server as one request and applied
