@@ -4,6 +4,9 @@
 //! RESP, the Redis protocol (`redis-cli`, `redis-benchmark`, Redis client libraries): each
 //! connection's first byte tells which (see `kvs::resp`).
 //!
+//! With a password (`--requirepass`, `--requirepass-file` or `KVS_REQUIREPASS`), every client
+//! must give it first; without one, listening beyond loopback logs a warning.
+//!
 //! Logs go to stderr (level from `RUST_LOG`, else `--log-level`). SIGINT and SIGTERM stop the
 //! server gracefully: it stops accepting, finishes the requests in flight (waiting at most
 //! `--drain-timeout`, 1 s, for clients to read their replies), flushes the engine and exits 0.

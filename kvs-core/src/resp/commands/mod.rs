@@ -12,11 +12,14 @@
 //!   `PEXPIRETIME`, `PERSIST`;
 //! - [`keys`]: `DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `KEYS`, `SCAN`, `RANDOMKEY`, `TYPE`,
 //!   `RENAME`, `RENAMENX`, `COPY`, `FLUSHDB`, `FLUSHALL`, `DBSIZE`, `OBJECT`;
-//! - [`connection`]: `PING`, `ECHO`, `HELLO`, `QUIT`;
-//! - [`server`]: `INFO`, `COMMAND`, `CONFIG`;
+//! - [`connection`]: `AUTH`, `HELLO`, `PING`, `ECHO`, `SELECT`, `CLIENT`, `RESET`, `QUIT`;
+//! - [`server`]: `INFO`, `COMMAND`, `CONFIG`, `TIME`, `SAVE`, `BGSAVE`, `LASTSAVE`, `SHUTDOWN`;
 //! - [`cluster`]: `CLUSTER` (Redis Cluster's view: one node owning every slot, when emulated).
 //!
-//! This module holds only the row type, the table and dispatch.
+//! This module holds only the row type, the table and dispatch. Dispatch also keeps the
+//! connection's state that every command shares: with a server password, a command without
+//! the `no_auth` flag is answered `NOAUTH` until the connection has given it; and
+//! `CLIENT REPLY OFF|SKIP` drops replies.
 //!
 //! # Adding a command
 //!
