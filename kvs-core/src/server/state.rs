@@ -1,6 +1,9 @@
 //! What every connection of one server shares, whichever protocol it speaks: the counters that
 //! `INFO` shows (connections, commands, key hits and misses, uptime, port), the numbering
-//! of RESP clients, and the node ID `CLUSTER` shows in emulated cluster mode.
+//! of RESP clients and the registry of those open (`CLIENT LIST`, `CLIENT KILL`), the node ID
+//! `CLUSTER` shows in emulated cluster mode, the password clients must give, the settings
+//! `CONFIG GET` shows, when the engine was last flushed (`LASTSAVE`), and the handle that
+//! `SHUTDOWN` stops the server with.
 //!
 //! The server makes one [`ServerState`] when it starts serving and hands it to every worker,
 //! which updates the connection counts as it accepts and closes connections, and passes it to
