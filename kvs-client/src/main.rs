@@ -50,7 +50,15 @@ struct Server {
     /// Address of the server, IPv4 or IPv6 IP:PORT.
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:4000")]
     addr: SocketAddr,
+
+    /// The server's password (kvs-server --requirepass). It shows in `ps`: prefer the
+    /// KVS_PASSWORD environment variable, used when this flag is not given.
+    #[arg(long, value_name = "PASSWORD")]
+    password: Option<String>,
 }
+
+/// The environment variable that holds the password when `--password` is not given.
+const PASSWORD_VAR: &str = "KVS_PASSWORD";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -96,5 +104,15 @@ fn connect(server: Server) -> kvs::Result<KvsClient> {
     let mut client = KvsClient::connect(server.addr)?;
     // A server that stops answering should not hang a script for ever.
     client.set_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let password = match server.password {
+        Some(password) => Some(password.into_bytes()),
+        None => {
+            use std::os::unix::ffi::OsStringExt;
+            std::env::var_os(PASSWORD_VAR).map(OsStringExt::into_vec)
+        }
+    };
+    if let Some(password) = password {
+        client.auth(&password)?;
+    }
     Ok(client)
 }

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::process::{ProcessGuard, CLIENT};
-use crate::protocol::{frame, List, Op, Request, Response, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::protocol::{
+    frame, List, Op, Password, Request, Response, DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
+};
 use crate::server::sniff::MAX_KVS_FRAME_LEN;
 use crate::{ErrorKind, KeyExpiry, KvsError, Result, ScanFilter, ScanPage, WriteBatch};
 
@@ -53,6 +55,9 @@ pub struct KvsClient {
     payload: Vec<u8>,
     /// The process that connected: a child of `fork()` shares the socket and must not use it.
     process: ProcessGuard,
+    /// The password given with [`auth`](KvsClient::auth), given again on every reconnection.
+    /// Never shown by `Debug`.
+    password: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for KvsClient {
@@ -61,6 +66,7 @@ impl std::fmt::Debug for KvsClient {
             .field("addr", &self.name)
             .field("connected", &self.stream.is_some())
             .field("timeout", &self.timeout)
+            .field("password", &self.password.as_ref().map(|_| ".."))
             .finish()
     }
 }
@@ -102,6 +108,7 @@ impl KvsClient {
             out: Vec::new(),
             payload: Vec::new(),
             process: ProcessGuard::current(CLIENT),
+            password: None,
         };
         client.reconnect()?;
         Ok(client)
@@ -343,6 +350,25 @@ impl KvsClient {
         self.call(Request::Checkpoint { path }, expect_ok)
     }
 
+    /// Gives the server's password (`kvs-server --requirepass`). A server with a password
+    /// refuses every other request until then, with a [`KvsError::Remote`] of kind
+    /// [`ErrorKind::InvalidArgument`] saying that a password is required; a wrong password is
+    /// the same error, saying so. A server without a password takes any. The password is
+    /// kept, and given again whenever the client connects again after a lost connection.
+    ///
+    /// A server older than this request answers it with a protocol error.
+    pub fn auth(&mut self, password: &[u8]) -> Result<()> {
+        self.password = None;
+        self.call(
+            Request::Auth {
+                password: Password(password),
+            },
+            expect_ok,
+        )?;
+        self.password = Some(password.to_vec());
+        Ok(())
+    }
+
     /// Sends `request`, waits for its response and hands it to `answer`.
     fn call<T>(
         &mut self,
@@ -350,12 +376,14 @@ impl KvsClient {
         answer: impl FnOnce(Response<'_>) -> Result<T>,
     ) -> Result<T> {
         self.process.check()?;
+        // Connecting again gives the password again, which uses the output buffer: before
+        // the request is encoded into it.
+        if self.stream.is_none() {
+            self.reconnect()?;
+        }
         self.out.clear();
         if let Err(e) = request.encode_frame(&mut self.out, self.max_frame_len) {
             return Err(KvsError::InvalidArgument(format!("request not sent: {e}")));
-        }
-        if self.stream.is_none() {
-            self.reconnect()?;
         }
         let Some(stream) = self.stream.as_mut() else {
             return Err(self.lost(io::ErrorKind::NotConnected.into()));
@@ -428,6 +456,14 @@ impl KvsClient {
                         });
                     }
                     self.stream = Some(BufReader::with_capacity(16 << 10, stream));
+                    if let Some(password) = self.password.clone() {
+                        self.call(
+                            Request::Auth {
+                                password: Password(&password),
+                            },
+                            expect_ok,
+                        )?;
+                    }
                     return Ok(());
                 }
                 Err(e) => last_error = e,

@@ -64,11 +64,20 @@ fn to_duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
 impl Client {
     #[new]
     #[pyo3(
-        signature = (addr="127.0.0.1:4000", *, timeout=Some(DEFAULT_TIMEOUT_SECS)),
-        text_signature = "(addr='127.0.0.1:4000', *, timeout=10.0)"
+        signature = (addr="127.0.0.1:4000", *, timeout=Some(DEFAULT_TIMEOUT_SECS), password=None),
+        text_signature = "(addr='127.0.0.1:4000', *, timeout=10.0, password=None)"
     )]
-    fn new(py: Python<'_>, addr: &str, timeout: Option<f64>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        addr: &str,
+        timeout: Option<f64>,
+        password: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
         let timeout = to_duration(timeout)?;
+        let password = password
+            .filter(|p| !p.is_none())
+            .map(|p| bytes_of(p, "password").map(|b| b.into_owned()))
+            .transpose()?;
         let target = addr.to_owned();
         let conn = py
             .detach(move || {
@@ -77,6 +86,9 @@ impl Client {
                     None => KvsClient::connect(target.as_str())?,
                 };
                 conn.set_timeout(timeout)?;
+                if let Some(password) = password {
+                    conn.auth(&password)?;
+                }
                 Ok(conn)
             })
             .map_err(|err| to_py_err(py, err, None))?;

@@ -4,6 +4,9 @@
 //! RESP, the Redis protocol (`redis-cli`, `redis-benchmark`, Redis client libraries): each
 //! connection's first byte tells which (see `kvs::resp`).
 //!
+//! With a password (`--requirepass`, `--requirepass-file` or `KVS_REQUIREPASS`), every client
+//! must give it first; without one, listening beyond loopback logs a warning.
+//!
 //! Logs go to stderr (level from `RUST_LOG`, else `--log-level`). SIGINT and SIGTERM stop the
 //! server gracefully: it stops accepting, finishes the requests in flight (waiting at most
 //! `--drain-timeout`, 1 s, for clients to read their replies), flushes the engine and exits 0.
@@ -27,10 +30,12 @@ use kvs::{
     about = "Serves the kvs store in the current directory over TCP.",
     long_about = "Serves the kvs store in the current directory over TCP.\n\n\
                   The port speaks the kvs protocol (kvs-client) and RESP, the Redis protocol \
-                  (redis-cli, redis-benchmark, Redis client libraries): PING, ECHO, SET \
-                  [NX|XX] [GET], GET, DEL, EXISTS, MGET, MSET, DBSIZE, INFO, COMMAND, HELLO, \
-                  QUIT. Each connection's first byte tells which: '*', a letter, a space or an \
-                  empty line is RESP."
+                  (redis-cli, redis-benchmark, Redis client libraries): Redis 7's string, \
+                  expiry, keyspace, connection and server commands (COMMAND lists them). Each \
+                  connection's first byte tells which: '*', a letter, a space or an empty line \
+                  is RESP.\n\n\
+                  With a password (--requirepass, --requirepass-file or KVS_REQUIREPASS, in \
+                  that order), every client must give it first."
 )]
 struct Cli {
     /// Address to listen on, IPv4 or IPv6 IP:PORT.
@@ -106,6 +111,17 @@ struct Cli {
     /// work unchanged. No gossip, failover or slot migration.
     #[arg(long, value_enum, default_value_t = ClusterArg::Off)]
     cluster_mode: ClusterArg,
+
+    /// A password every client must give first (RESP: AUTH or HELLO 3 AUTH default ...; kvs
+    /// protocol: kvs-client --password). It shows in `ps`: prefer --requirepass-file or the
+    /// KVS_REQUIREPASS environment variable. Either flag overrides KVS_REQUIREPASS; an empty
+    /// password is refused.
+    #[arg(long, value_name = "PASSWORD", conflicts_with = "requirepass_file")]
+    requirepass: Option<String>,
+
+    /// Read the password (see --requirepass) from the first line of FILE.
+    #[arg(long, value_name = "FILE")]
+    requirepass_file: Option<std::path::PathBuf>,
 
     /// Log level when RUST_LOG is not set.
     #[arg(
@@ -185,10 +201,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// The environment variable that holds the password when neither `--requirepass` nor
+/// `--requirepass-file` is given.
+const PASSWORD_VAR: &str = "KVS_REQUIREPASS";
+
+/// The password clients must give, if any: `--requirepass`, else the first line of
+/// `--requirepass-file` (they cannot both be given), else `KVS_REQUIREPASS`. An empty one is
+/// an error, wherever it comes from: a server that looks protected must be.
+fn password(cli: &Cli) -> Result<Option<Vec<u8>>, String> {
+    let (password, source) = if let Some(password) = &cli.requirepass {
+        (password.as_bytes().to_vec(), "--requirepass".to_string())
+    } else if let Some(file) = &cli.requirepass_file {
+        let text = std::fs::read(file)
+            .map_err(|e| format!("cannot read the password file {}: {e}", file.display()))?;
+        let line = text.split(|&b| b == b'\n').next().unwrap_or(&[]);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        (
+            line.to_vec(),
+            format!("the first line of {}", file.display()),
+        )
+    } else if let Some(value) = std::env::var_os(PASSWORD_VAR) {
+        use std::os::unix::ffi::OsStrExt;
+        (value.as_bytes().to_vec(), PASSWORD_VAR.to_string())
+    } else {
+        return Ok(None);
+    };
+    if password.is_empty() {
+        return Err(format!(
+            "the password ({source}) is empty: give a non-empty password, or none"
+        ));
+    }
+    Ok(Some(password))
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     // Signals are caught from the very start, so that one arriving while the store opens
     // still ends in a clean shutdown rather than the default abrupt exit.
     let stop = Stop::on_signals()?;
+    let password = password(&cli)?;
 
     let dir = std::env::current_dir().map_err(|e| format!("no current directory: {e}"))?;
     let engine = cli.engine.map(|e| match e {
@@ -222,6 +272,12 @@ fn run(cli: Cli) -> Result<(), String> {
             ClusterArg::Off => ClusterMode::Off,
             ClusterArg::Emulated => ClusterMode::Emulated,
         });
+    let config = match &password {
+        Some(password) => config
+            .requirepass(password.clone())
+            .map_err(|e| e.to_string())?,
+        None => config,
+    };
     log::info!(
         "kvs-server {}, engine {}, listening on {local} ({threads} threads, {} pool, sync {}, \
          cluster mode {})",
@@ -231,6 +287,15 @@ fn run(cli: Cli) -> Result<(), String> {
         value_name(cli.sync),
         value_name(cli.cluster_mode),
     );
+    if password.is_some() {
+        log::info!("clients must give the password before anything else");
+    } else if !local.ip().is_loopback() {
+        log::warn!(
+            "listening on {local}, beyond this machine, without a password: anyone who can \
+             reach it can read and change every key; give one with --requirepass-file or \
+             {PASSWORD_VAR}, or listen on 127.0.0.1"
+        );
+    }
     match cli.pool {
         Pool::SharedQueue => {
             serve::<SharedQueueThreadPool>(store, threads, config, listener, &stop)

@@ -750,14 +750,14 @@ fn concurrent_clients_count_exactly_with_compare_and_set() {
 }
 
 /// What a server answers to a request tag it does not know, as a server older than a request
-/// does to its tag (the documented downgrade): a `Protocol` error, then close. 0x0c is the
-/// first tag no request has yet (0x04 is `ApplyBatch` now).
+/// does to its tag (the documented downgrade): a `Protocol` error, then close. 0x0d is the
+/// first tag no request has yet (0x04 is `ApplyBatch` now, 0x0c `Auth`).
 #[test]
 fn an_unknown_request_tag_is_answered_with_a_protocol_error_and_a_close() {
     let dir = TempDir::new().unwrap();
     let server = ServerProcess::start(dir.path(), &[]);
     let mut stream = raw(&server);
-    stream.write_all(&[0, 0, 0, 3, 0x0c, 1, b'k']).unwrap();
+    stream.write_all(&[0, 0, 0, 3, 0x0d, 1, b'k']).unwrap();
     let payload = read_payload(&mut stream);
     match Response::decode(&payload).unwrap() {
         Response::Error { kind, message } => {

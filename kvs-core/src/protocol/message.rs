@@ -26,9 +26,10 @@
 //!                         prefix: bytes (empty: every key)
 //!                         pattern: 0x00 (none) / 0x01 bytes (a glob, Redis's rules)
 //!   0x0b Checkpoint       path: str (a path on the server's machine)
+//!   0x0c Auth             password: bytes
 //!
 //! Response
-//!   0x00 Ok               (to Set, Remove, ApplyBatch, SetWithDeadline, Checkpoint)
+//!   0x00 Ok               (to Set, Remove, ApplyBatch, SetWithDeadline, Checkpoint, Auth)
 //!   0x01 Value            0x00 (Get: the key is not set) / 0x01 bytes (Get: the value)
 //!   0x02 Error            kind: u8 (one raw byte, see code_of), message: str
 //!   0x03 Swapped          0x00 / 0x01 (CompareAndSet: false / true)
@@ -57,6 +58,13 @@
 //! user asks for it, and a server older than a request answers it with an `Error` of kind
 //! `Protocol` (unknown variant) and closes the connection; [`KvsClient`](crate::KvsClient)
 //! then names the request the server does not know.
+//!
+//! `Auth` gives the server's password (`kvs-server --requirepass`): `Auth { password: "pw" }`
+//! is `00 00 00 04 0c 02 70 77`. A server with a password answers every other request, until
+//! the connection has given it, with an `Error` of kind `InvalidArgument` saying that a
+//! password is required (the connection stays open); a wrong password is answered the same
+//! way, saying so. A server without a password answers `Auth` with `Ok`, whatever the
+//! password. The password is never shown by `Debug` ([`Password`]).
 //!
 //! `Checkpoint`'s path is a path on the server's machine, written by the server's process:
 //! the server's user must be able to create it, and a relative path starts in the server's
@@ -183,6 +191,26 @@ pub enum Request<'a> {
         /// Where the checkpoint goes, on the server's machine.
         path: &'a str,
     },
+    /// Give the server's password: answered with [`Response::Ok`] if it is right (or the
+    /// server has none), else an error of kind [`ErrorKind::InvalidArgument`]. Until then, a
+    /// server with a password answers every other request with that error.
+    Auth {
+        /// The password.
+        #[serde(borrow)]
+        password: Password<'a>,
+    },
+}
+
+/// A password on the wire: its bytes, which `Debug` does not show, so that a request logged
+/// or printed never shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Password<'a>(#[serde(borrow, serialize_with = "bytes")] pub &'a [u8]);
+
+impl std::fmt::Debug for Password<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
 }
 
 /// A response from the server, one per request, in request order.
@@ -568,6 +596,7 @@ impl<'a> Request<'a> {
             Request::Expiry { .. } => "Expiry",
             Request::Scan { .. } => "Scan",
             Request::Checkpoint { .. } => "Checkpoint",
+            Request::Auth { .. } => "Auth",
         }
     }
 
@@ -866,6 +895,15 @@ mod tests {
                 &[0, 0, 0, 4, 0x0b, 2, b'/', b'c'],
             ),
             (
+                framed(|o| {
+                    Request::Auth {
+                        password: Password(b"pw"),
+                    }
+                    .encode_frame(o, max)
+                }),
+                &[0, 0, 0, 4, 0x0c, 2, b'p', b'w'],
+            ),
+            (
                 framed(|o| Response::Values(List::new(&values)).encode_frame(o, max)),
                 &[0, 0, 0, 6, 0x04, 4, 0x00, 0x01, 1, b'v'],
             ),
@@ -950,6 +988,9 @@ mod tests {
             Request::Checkpoint {
                 path: "relative/\u{e9}t\u{e9}",
             },
+            Request::Auth {
+                password: Password(b"\0 any bytes \xff"),
+            },
         ];
         for request in requests {
             let out = framed(|o| request.encode_frame(o, DEFAULT_MAX_FRAME_LEN));
@@ -1005,8 +1046,9 @@ mod tests {
             // Scan without its pattern; Checkpoint whose path is not UTF-8.
             &[0x0a, 0, 1, 0],
             &[0x0b, 1, 0xff],
-            // Tags past the last one.
+            // Auth without its password; tags past the last one.
             &[0x0c],
+            &[0x0d],
         ];
         for payload in bad {
             let err = Request::decode(payload).unwrap_err();
@@ -1138,6 +1180,7 @@ mod tests {
             &[0x03, 1, b'k', 2],
             &[0x03, 1, b'k', 0],
             &[0x0c],
+            &[0x0d],
         ];
         for payload in bad {
             let err = Request::decode(payload).unwrap_err();

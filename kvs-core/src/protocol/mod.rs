@@ -17,7 +17,9 @@ pub mod frame;
 pub mod message;
 
 pub use self::frame::{FrameStatus, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
-pub use self::message::{code_of, kind_of, List, ListItem, ListIter, Op, Request, Response};
+pub use self::message::{
+    code_of, kind_of, List, ListItem, ListIter, Op, Password, Request, Response,
+};
 /// The error kinds a response carries: [`kvs::ErrorKind`](crate::ErrorKind), under the name
 /// this module has always given it.
 pub use crate::ErrorKind;

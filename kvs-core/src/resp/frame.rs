@@ -269,6 +269,13 @@ impl RequestParser {
     pub fn is_started(&self) -> bool {
         self.state != State::Start
     }
+
+    /// Enforces `limits` from the next request on; only between requests (before the first
+    /// byte of one is parsed), so that a request is checked against one set of limits.
+    pub fn set_limits(&mut self, limits: Limits) {
+        debug_assert!(!self.is_started());
+        self.limits = limits;
+    }
 }
 
 /// Reads the `*<n>` or `$<n>` line starting at `buf[start]`: the number and where the next line

@@ -24,10 +24,11 @@
 //!   with every Redis 7 option, `GET`, `GETEX`, `MGET`, `MSET`, `INCR` and the other string
 //!   commands), `expire` (`EXPIRE` and friends, `TTL`, `PTTL`, `PERSIST`), `keys` (`DEL`,
 //!   `EXISTS`, `KEYS`, `SCAN`, `RENAME`, `COPY`, `FLUSHALL`, `OBJECT`, ...), `connection`
-//!   (`PING`, `ECHO`, `HELLO`, `QUIT`), `transactions` (`MULTI`, `EXEC`, `DISCARD`, `WATCH`,
-//!   `UNWATCH`), `server` (`INFO`, `COMMAND` with `COUNT`, `LIST`,
-//!   `INFO`, `DOCS`, answered from the table; `CONFIG GET` of `save` and `appendonly`). Replies and error strings are Redis's. Adding a command touches only its
-//!   family's file.
+//!   (`AUTH`, `HELLO`, `PING`, `ECHO`, `SELECT`, `CLIENT`, `RESET`, `QUIT`), `transactions`
+//!   (`MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`), `server` (`INFO`, `COMMAND` with
+//!   `COUNT`, `LIST`, `INFO`, `DOCS`, answered from the table; `CONFIG GET` and `SET`, `TIME`,
+//!   `SAVE`, `BGSAVE`, `LASTSAVE`, `SHUTDOWN`). Replies and error strings are Redis's. Adding a
+//!   command touches only its family's file.
 //! - `session`: a connection's request loop between the server's buffers and the commands.
 //!   Requests pipelined in one write are answered in order; the writes that a command marks
 //!   as batchable (plain `SET`s) are held and written together, and a run of pipelined counter

@@ -7,6 +7,7 @@
 use std::ops::Range;
 
 use super::frame::Version;
+use crate::server::state::ClientInfo;
 
 /// The arguments of a request: ranges into the buffer that holds it.
 ///
@@ -56,7 +57,7 @@ impl<'a, 'r> Args<'a, 'r> {
 }
 
 /// What a command may read or change of its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Client {
     /// The connection's number, unique within the server (`HELLO` shows it).
     pub id: u64,
@@ -65,6 +66,39 @@ pub struct Client {
     /// The server's address this client connected to (what `CLUSTER SLOTS` advertises), if
     /// known.
     pub local_addr: Option<std::net::SocketAddr>,
+    /// It gave the server's password (`AUTH`, `HELLO ... AUTH`). Only looked at when the
+    /// server has one.
+    pub authenticated: bool,
+    /// What `CLIENT LIST` shows of it (name, library, last command), shared with the other
+    /// connections' `CLIENT LIST` and `CLIENT KILL`.
+    pub info: std::sync::Arc<ClientInfo>,
+    /// Whether its commands are answered (`CLIENT REPLY`).
+    pub reply: ReplyMode,
+}
+
+/// `CLIENT REPLY`: whether a connection's commands are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// Every command is (the default).
+    On,
+    /// None is, until `CLIENT REPLY ON`.
+    Off,
+    /// The next command is not.
+    SkipNext,
+}
+
+impl Client {
+    /// A RESP2 client numbered `id`, not authenticated, of unknown addresses.
+    pub fn new(id: u64) -> Client {
+        Client {
+            id,
+            version: Version::Resp2,
+            local_addr: None,
+            authenticated: false,
+            info: std::sync::Arc::new(ClientInfo::new(id, None, None)),
+            reply: ReplyMode::On,
+        }
+    }
 }
 
 /// What the connection does after a command.

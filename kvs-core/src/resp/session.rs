@@ -7,15 +7,17 @@ use std::ops::Range;
 
 use super::commands::transactions::{run_requests, Multi};
 use super::commands::{dispatch, Context};
-use super::frame::{write_error, write_simple, Limits, RequestParser, RequestStatus, Version};
+use super::frame::{write_error, write_simple, Limits, RequestParser, RequestStatus};
 use super::request::{Args, Client, Outcome};
-use crate::server::state::ServerState;
+use crate::server::state::{ClientInfo, ServerState};
 use crate::{KvsEngine, KvsError, Result};
 
 /// The RESP state of one connection.
 #[derive(Debug, Clone)]
 pub struct Session {
     parser: RequestParser,
+    /// The limits of an authenticated client (or of any, without a server password).
+    limits: Limits,
     client: Client,
     /// Bytes the request being received needs at least, once known.
     needed: Option<usize>,
@@ -41,20 +43,27 @@ impl Session {
     pub fn new(limits: Limits, id: u64) -> Session {
         Session {
             parser: RequestParser::new(limits),
-            client: Client {
-                id,
-                version: Version::Resp2,
-                local_addr: None,
-            },
+            limits,
+            client: Client::new(id),
             needed: None,
             multi: Multi::default(),
         }
     }
 
-    /// The same, for a connection that reached the server at `addr`.
-    pub fn with_local_addr(mut self, addr: Option<std::net::SocketAddr>) -> Session {
-        self.client.local_addr = addr;
+    /// The same, for a connection from `peer` that reached the server at `local`.
+    pub fn with_addrs(
+        mut self,
+        peer: Option<std::net::SocketAddr>,
+        local: Option<std::net::SocketAddr>,
+    ) -> Session {
+        self.client.local_addr = local;
+        self.client.info = std::sync::Arc::new(ClientInfo::new(self.client.id, peer, local));
         self
+    }
+
+    /// What `CLIENT LIST` shows of this connection.
+    pub fn client_info(&self) -> std::sync::Arc<ClientInfo> {
+        self.client.info.clone()
     }
 
     /// Carries out the complete requests at the start of `input`, appending replies to `out`,
@@ -86,6 +95,7 @@ impl Session {
         };
         let served = serve_requests(
             &mut self.parser,
+            self.limits,
             &mut self.needed,
             &mut cx,
             &mut batch,
@@ -108,8 +118,11 @@ impl Session {
 /// The loop of [`Session::serve`]: carries out requests until the input holds no complete
 /// one, a `QUIT` was seen, or the replies have grown by `budget` bytes. The session's fields
 /// come one by one, as `cx` borrows its client.
+// The session's fields come apart (the client is borrowed by `cx`), hence their number.
+#[allow(clippy::too_many_arguments)]
 fn serve_requests<'a>(
     parser: &mut RequestParser,
+    limits: Limits,
     needed: &mut Option<usize>,
     cx: &mut Context<'_>,
     batch: &mut Batch<'a>,
@@ -120,7 +133,29 @@ fn serve_requests<'a>(
     let out_start = cx.out.len();
     while cx.out.len() - out_start < budget {
         let request = &input[progress.consumed..];
-        match parser.parse(request)? {
+        // Before the password, requests are held to Redis's limits for unauthenticated
+        // clients, so that a client without it cannot make the server buffer large requests.
+        let locked = cx.state.requires_password() && !cx.client.authenticated;
+        if !parser.is_started() {
+            parser.set_limits(if locked { UNAUTHENTICATED } else { limits });
+        }
+        let status = match parser.parse(request) {
+            Ok(status) => status,
+            // Refused only by the tighter limits: said as Redis says it.
+            Err(_) if locked && RequestParser::new(limits).parse(request).is_ok() => {
+                let what = if multibulk_count(request).is_some_and(|n| n > UNAUTHENTICATED.max_args)
+                {
+                    "multibulk"
+                } else {
+                    "bulk"
+                };
+                return Err(KvsError::Protocol(format!(
+                    "Protocol error: unauthenticated {what} length"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        match status {
             RequestStatus::Incomplete { needed: more } => {
                 *needed = Some(more);
                 break;
@@ -149,6 +184,22 @@ fn serve_requests<'a>(
         }
     }
     Ok(())
+}
+
+/// The limits of a request from a client that has not given the server's password (Redis's):
+/// at most 10 arguments of at most 16 KiB each. Anything larger is a protocol error, and the
+/// connection is closed.
+const UNAUTHENTICATED: Limits = Limits {
+    max_args: 10,
+    max_bulk_len: 16 << 10,
+    max_request_len: 10 * (16 << 10),
+};
+
+/// The count of a multibulk request (`*<count>\r\n`), if `request` starts with one.
+fn multibulk_count(request: &[u8]) -> Option<usize> {
+    let rest = request.strip_prefix(b"*")?;
+    let end = rest.iter().position(|&b| b == b'\r')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 /// Whether a request is a line of HTTP (`POST ...` or a `Host:` header): a browser or an HTTP

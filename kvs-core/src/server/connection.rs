@@ -39,8 +39,9 @@ pub(super) const TURN_BYTES: usize = 256 << 10;
 enum Protocol {
     /// Not known until its first byte arrives.
     Unknown,
-    /// kvs's own frames (`protocol/`).
-    Kvs,
+    /// kvs's own frames (`protocol/`); `authenticated` once the client has given the
+    /// server's password (only looked at when the server has one).
+    Kvs { authenticated: bool },
     /// RESP (2, or 3 after `HELLO 3`), with the state of the request being parsed.
     Resp(Box<Session>),
 }
@@ -133,7 +134,7 @@ impl Connection {
             if drained {
                 return Next::Wait;
             }
-            let want = self.read_size(scratch.len(), max_frame_len);
+            let want = self.read_size(scratch.len(), state, max_frame_len);
             match self.stream.read(&mut scratch[..want]) {
                 Ok(0) => self.read_closed = true,
                 Ok(n) => {
@@ -151,10 +152,13 @@ impl Connection {
     /// How many bytes to read next. While a frame larger than a read is coming in, its
     /// buffer is allocated once at its announced size and reads stop at its end, so the
     /// buffer never grows past the frame (a growing `Vec` could double past the limit).
-    fn read_size(&mut self, chunk: usize, max_frame_len: usize) -> usize {
+    fn read_size(&mut self, chunk: usize, state: &ServerState, max_frame_len: usize) -> usize {
         let needed = match &self.protocol {
             Protocol::Unknown => None,
-            Protocol::Kvs => match frame::check(&self.input, max_frame_len) {
+            &Protocol::Kvs { authenticated } => match frame::check(
+                &self.input,
+                kvs_frame_limit(state, authenticated, max_frame_len),
+            ) {
                 Ok(FrameStatus::Incomplete { needed }) => Some(needed),
                 _ => None,
             },
@@ -237,6 +241,22 @@ impl Connection {
         Ok(true)
     }
 
+    /// Whether `CLIENT KILL` asked for this connection to be closed.
+    pub(super) fn is_killed(&self) -> bool {
+        match &self.protocol {
+            Protocol::Resp(session) => session.client_info().is_killed(),
+            _ => false,
+        }
+    }
+
+    /// The RESP client id of this connection, if it speaks RESP.
+    pub(super) fn resp_client_id(&self) -> Option<u64> {
+        match &self.protocol {
+            Protocol::Resp(session) => Some(session.client_info().id),
+            _ => None,
+        }
+    }
+
     /// Whether the client has left a request half-sent, or replies unread, for longer than
     /// `timeout`.
     pub(super) fn is_stalled(&self, now: Instant, timeout: Duration) -> bool {
@@ -262,11 +282,16 @@ impl Connection {
                 Some(&first) if is_resp_start(first) => {
                     let limits = resp::Limits::for_frame_len(max_frame_len);
                     let id = state.next_client_id();
-                    let session =
-                        Session::new(limits, id).with_local_addr(self.stream.local_addr().ok());
+                    let session = Session::new(limits, id)
+                        .with_addrs(Some(self.peer), self.stream.local_addr().ok());
+                    state.client_opened(session.client_info());
                     self.protocol = Protocol::Resp(Box::new(session));
                 }
-                Some(_) => self.protocol = Protocol::Kvs,
+                Some(_) => {
+                    self.protocol = Protocol::Kvs {
+                        authenticated: false,
+                    }
+                }
             }
         }
         match &mut self.protocol {
@@ -287,7 +312,7 @@ impl Connection {
                 }
                 Ok(progress.requests)
             }
-            _ => self.carry_out_kvs(engine, max_frame_len),
+            _ => self.carry_out_kvs(engine, state, max_frame_len),
         }
     }
 
@@ -304,22 +329,49 @@ impl Connection {
     }
 
     /// [`carry_out`](Connection::carry_out) for the kvs protocol.
-    fn carry_out_kvs<E: KvsEngine>(&mut self, engine: &E, max_frame_len: usize) -> Result<usize> {
+    fn carry_out_kvs<E: KvsEngine>(
+        &mut self,
+        engine: &E,
+        state: &ServerState,
+        max_frame_len: usize,
+    ) -> Result<usize> {
+        let mut authenticated = match self.protocol {
+            Protocol::Kvs { authenticated } => authenticated,
+            _ => false,
+        };
         let mut done = 0;
         let mut start = 0;
         let result = loop {
             if self.output.len() - self.sent >= OUTPUT_HIGH_WATER {
                 break Ok(done);
             }
-            match frame::check(&self.input[start..], max_frame_len) {
+            let limit = kvs_frame_limit(state, authenticated, max_frame_len);
+            match frame::check(&self.input[start..], limit) {
                 Ok(FrameStatus::Incomplete { .. }) => break Ok(done),
                 Ok(FrameStatus::Complete { payload }) => {
                     let payload_bytes = &self.input[start + payload.start..start + payload.end];
-                    if let Err(e) = answer(engine, payload_bytes, &mut self.output, max_frame_len) {
+                    let mut cx = KvsContext {
+                        state,
+                        authenticated: &mut authenticated,
+                        peer: self.peer,
+                    };
+                    if let Err(e) = answer(
+                        engine,
+                        &mut cx,
+                        payload_bytes,
+                        &mut self.output,
+                        max_frame_len,
+                    ) {
                         break Err(e);
                     }
                     start += payload.end;
                     done += 1;
+                }
+                Err(e) if limit < max_frame_len => {
+                    break Err(KvsError::Protocol(format!(
+                        "{e}: before the password is given (an Auth request), frames are \
+                         limited to {limit} bytes"
+                    )))
                 }
                 Err(e) => break Err(e),
             }
@@ -332,6 +384,7 @@ impl Connection {
         } else if start > 0 {
             self.input.drain(..start);
         }
+        self.protocol = Protocol::Kvs { authenticated };
         result
     }
 
@@ -359,17 +412,61 @@ impl Connection {
     }
 }
 
+/// The largest request frame a kvs-protocol connection that has not given the server's
+/// password may send (64 KiB: an `Auth` is a few bytes), so that a client without it cannot
+/// make the server buffer frames of the full limit. As RESP's limits for unauthenticated
+/// clients.
+const UNAUTHENTICATED_FRAME_LEN: usize = 64 << 10;
+
+/// The frame limit of a kvs-protocol connection: [`UNAUTHENTICATED_FRAME_LEN`] until it has
+/// given the server's password, if there is one.
+fn kvs_frame_limit(state: &ServerState, authenticated: bool, max_frame_len: usize) -> usize {
+    if state.requires_password() && !authenticated {
+        max_frame_len.min(UNAUTHENTICATED_FRAME_LEN)
+    } else {
+        max_frame_len
+    }
+}
+
+/// What [`answer`] knows of its kvs-protocol connection.
+struct KvsContext<'c> {
+    state: &'c ServerState,
+    /// Whether the connection has given the server's password; set by a right `Auth`.
+    authenticated: &'c mut bool,
+    peer: SocketAddr,
+}
+
 /// Decodes one request, carries it out on `engine` and appends the framed reply to `out`.
+/// With a server password, every request but `Auth` is refused until the connection has
+/// given it.
 /// Fails only when the request is malformed (or no reply at all fits in a frame): the
 /// connection cannot go on then.
 fn answer<E: KvsEngine>(
     engine: &E,
+    cx: &mut KvsContext<'_>,
     payload: &[u8],
     out: &mut Vec<u8>,
     max_frame_len: usize,
 ) -> Result<()> {
     let request = Request::decode(payload)?;
+    let needs_password = cx.state.requires_password() && !*cx.authenticated;
     let result = match request {
+        Request::Auth { password } => {
+            if !cx.state.requires_password() || cx.state.password_matches(password.0) {
+                *cx.authenticated = true;
+                Ok(())
+            } else {
+                log::info!("{}: a kvs-protocol client gave a wrong password", cx.peer);
+                Err(KvsError::InvalidArgument(
+                    "wrong password: the server refused the password given".to_string(),
+                ))
+            }
+        }
+        _ if needs_password => Err(KvsError::InvalidArgument(
+            "authentication required: this server has a password; give it first \
+             (KvsClient::auth, kvs.Client(password=...), kvs-client --password)"
+                .to_string(),
+        )),
         Request::Get { key } => match engine.get_bytes(key) {
             Ok(value) => {
                 // Room for the value and its framing, so a large reply is copied once.

@@ -107,6 +107,35 @@ pub struct ServerConfig {
     max_connections: usize,
     drain_timeout: Duration,
     cluster_mode: ClusterMode,
+    password: Option<Secret>,
+}
+
+/// A password, kept out of `Debug` output (and so out of logs), compared in constant time.
+#[derive(Clone)]
+pub(crate) struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Whether `attempt` is this password. The time taken depends only on the attempt's
+    /// length, never on where it first differs or on the password's length, so that timing
+    /// replies tells a client nothing about the password.
+    pub(crate) fn matches(&self, attempt: &[u8]) -> bool {
+        let secret = &self.0;
+        // Lengths that differ make `diff` non-zero without a shortcut.
+        let mut diff = u8::from(secret.len() != attempt.len());
+        for (i, &byte) in attempt.iter().enumerate() {
+            // An empty password is refused when configured, so `secret` is not empty; the
+            // index wraps so that every byte of the attempt is compared with something.
+            let expected = secret.get(i % secret.len().max(1)).copied().unwrap_or(0);
+            diff |= std::hint::black_box(byte ^ expected);
+        }
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 impl Default for ServerConfig {
@@ -118,6 +147,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             cluster_mode: ClusterMode::Off,
+            password: None,
         }
     }
 }
@@ -183,12 +213,43 @@ impl ServerConfig {
         self.cluster_mode = mode;
         self
     }
+
+    /// A password every client must give before anything else (default: none). RESP clients
+    /// give it with `AUTH [default] password` or `HELLO 3 AUTH default password`, and get
+    /// `-NOAUTH Authentication required.` for other commands until then. It is compared in
+    /// constant time, and never shown by `Debug`.
+    ///
+    /// An empty password is refused ([`KvsError::InvalidArgument`]): Redis would take it
+    /// as "no password", a server that looks protected and is not.
+    pub fn requirepass(mut self, password: impl Into<Vec<u8>>) -> Result<Self> {
+        let password = password.into();
+        if password.is_empty() {
+            return Err(KvsError::InvalidArgument(
+                "the password is empty: give a non-empty password, or none".to_string(),
+            ));
+        }
+        self.password = Some(Secret(password));
+        Ok(self)
+    }
+
+    /// Whether clients must give a password ([`requirepass`](ServerConfig::requirepass)).
+    pub fn requires_password(&self) -> bool {
+        self.password.is_some()
+    }
 }
 
 /// Stops a running [`KvsServer`]. Cheap to clone; usable from any thread.
 #[derive(Clone, Default)]
 pub struct ShutdownHandle {
     inner: Arc<ShutdownState>,
+}
+
+impl std::fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownHandle")
+            .field("requested", &self.is_shutdown())
+            .finish()
+    }
 }
 
 #[derive(Default)]
@@ -306,7 +367,18 @@ impl<E: KvsEngine, P: ThreadPool> KvsServer<E, P> {
             .add_waker(Arc::new(Waker::new(poll.registry(), WAKE)?));
 
         let port = listener.local_addr().map_or(0, |a| a.port());
-        let state = Arc::new(ServerState::new(port).with_cluster_mode(self.config.cluster_mode));
+        let settings = state::Settings {
+            addr: listener.local_addr().ok(),
+            max_connections: self.config.max_connections,
+            max_frame_len: self.config.max_frame_len,
+        };
+        let state = Arc::new(
+            ServerState::new(port)
+                .with_cluster_mode(self.config.cluster_mode)
+                .with_password(self.config.password.clone())
+                .with_shutdown(self.shutdown.clone())
+                .with_settings(settings),
+        );
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
         let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
         let mut slots = Vec::with_capacity(self.config.workers);
@@ -456,5 +528,34 @@ impl<'a> Running<'a> {
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_matches_itself_only_and_never_shows() {
+        let config = ServerConfig::default().requirepass("s3cret").unwrap();
+        let secret = config.password.clone().unwrap();
+        assert!(secret.matches(b"s3cret"));
+        for wrong in [
+            &b""[..],
+            b"s",
+            b"s3cre",
+            b"s3cret!",
+            b"s3cret\0",
+            b"S3cret",
+            b"s3cres",
+            b"s3crets3cret",
+        ] {
+            assert!(!secret.matches(wrong), "{wrong:?}");
+        }
+        assert!(!format!("{config:?}").contains("s3cret"), "{config:?}");
+        assert!(config.requires_password());
+        assert!(!ServerConfig::default().requires_password());
+        let empty = ServerConfig::default().requirepass("").unwrap_err();
+        assert_eq!(empty.kind(), crate::ErrorKind::InvalidArgument);
     }
 }

@@ -179,6 +179,13 @@ impl<E: KvsEngine> Worker<E> {
             self.config.max_frame_len,
             peer_closed,
         );
+        // A connection that killed itself (`CLIENT KILL` of its own id) has its reply sent
+        // by now, or as much of it as the socket took.
+        let next = if connection.is_killed() {
+            Next::Close
+        } else {
+            next
+        };
         match next {
             Next::Close => self.close(slot),
             Next::Yield if !self.ready.contains(&slot) => self.ready.push_back(slot),
@@ -190,7 +197,10 @@ impl<E: KvsEngine> Worker<E> {
         let timeout = self.config.client_timeout;
         for slot in 0..self.connections.len() {
             if let Some(connection) = &self.connections[slot] {
-                if connection.is_stalled(now, timeout) {
+                if connection.is_killed() {
+                    log::info!("{}: closed by CLIENT KILL", connection.peer);
+                    self.close(slot);
+                } else if connection.is_stalled(now, timeout) {
                     log::warn!(
                         "{}: no progress for {timeout:?} with a request half-sent or replies \
                          unread; closing the connection",
@@ -208,6 +218,9 @@ impl<E: KvsEngine> Worker<E> {
             self.free.push(slot);
             self.count.fetch_sub(1, Ordering::Relaxed);
             self.state.connection_closed();
+            if let Some(id) = connection.resp_client_id() {
+                self.state.client_closed(id);
+            }
         }
     }
 

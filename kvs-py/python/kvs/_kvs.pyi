@@ -394,9 +394,12 @@ class Batch:
 class Client:
     """A client of a kvs server, over one TCP connection reused for every request.
 
-    ``Client(addr="127.0.0.1:4000", *, timeout=10.0)`` connects at once to ``addr``
-    (``"IP:PORT"``, ``"[IPv6]:PORT"`` or ``"host:port"``). ``timeout`` is how many seconds
-    connecting, and each send or receive of a request, may wait; None waits forever.
+    ``Client(addr="127.0.0.1:4000", *, timeout=10.0, password=None)`` connects at once to
+    ``addr`` (``"IP:PORT"``, ``"[IPv6]:PORT"`` or ``"host:port"``). ``timeout`` is how many
+    seconds connecting, and each send or receive of a request, may wait; None waits forever.
+    ``password`` (str or bytes) is given to a server started with a password
+    (``kvs-server --requirepass``), at once and again whenever the client connects again; a
+    wrong one raises ``ValueError``, as does any request to such a server without one.
 
     Raises ``ConnectionError`` (``ConnectionRefusedError`` when refused) if the server
     cannot be reached; the message names the address. During a request: ``TimeoutError``
@@ -411,7 +414,11 @@ class Client:
     """
 
     def __new__(
-        cls, addr: str = "127.0.0.1:4000", *, timeout: Optional[float] = 10.0
+        cls,
+        addr: str = "127.0.0.1:4000",
+        *,
+        timeout: Optional[float] = 10.0,
+        password: Optional[_Bytes] = None,
     ) -> Self: ...
     def get(self, key: _Bytes) -> Optional[bytes]:
         """The value of ``key``, or None if it is not set."""

@@ -371,11 +371,9 @@ mod dispatch_tests {
         /// The reply to `line` (split on spaces) to a client of `version` that reached the
         /// server at `local`.
         fn reply(&self, version: Version, local: Option<&str>, line: &str) -> String {
-            let mut client = Client {
-                id: 1,
-                version,
-                local_addr: local.map(|a| a.parse().unwrap()),
-            };
+            let mut client = Client::new(1);
+            client.version = version;
+            client.local_addr = local.map(|a| a.parse().unwrap());
             let mut buf = Vec::new();
             let mut ranges = Vec::new();
             for arg in line.split(' ') {

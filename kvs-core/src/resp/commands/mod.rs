@@ -12,13 +12,16 @@
 //!   `PEXPIRETIME`, `PERSIST`;
 //! - [`keys`]: `DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `KEYS`, `SCAN`, `RANDOMKEY`, `TYPE`,
 //!   `RENAME`, `RENAMENX`, `COPY`, `FLUSHDB`, `FLUSHALL`, `DBSIZE`, `OBJECT`;
-//! - [`connection`]: `PING`, `ECHO`, `HELLO`, `QUIT`;
-//! - [`server`]: `INFO`, `COMMAND`, `CONFIG`;
+//! - [`connection`]: `AUTH`, `HELLO`, `PING`, `ECHO`, `SELECT`, `CLIENT`, `RESET`, `QUIT`;
+//! - [`server`]: `INFO`, `COMMAND`, `CONFIG`, `TIME`, `SAVE`, `BGSAVE`, `LASTSAVE`, `SHUTDOWN`;
 //! - [`cluster`]: `CLUSTER` (Redis Cluster's view: one node owning every slot, when emulated);
 //! - [`transactions`]: `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH` (between `MULTI` and
 //!   `EXEC`, [`dispatch`] queues requests instead of running them).
 //!
-//! This module holds only the row type, the table and dispatch.
+//! This module holds only the row type, the table and dispatch. Dispatch also keeps the
+//! connection's state that every command shares: with a server password, a command without
+//! the `no_auth` flag is answered `NOAUTH` until the connection has given it; and
+//! `CLIENT REPLY OFF|SKIP` drops replies.
 //!
 //! # Adding a command
 //!
@@ -54,7 +57,7 @@ pub(crate) mod transactions;
 
 use self::transactions::Multi;
 use super::frame::write_error;
-use super::request::{unknown_command, wrong_arity, Args, Client, ErrorReply, Outcome};
+use super::request::{unknown_command, wrong_arity, Args, Client, ErrorReply, Outcome, ReplyMode};
 use super::session::Batch;
 use crate::server::state::ServerState;
 use crate::{
@@ -225,6 +228,7 @@ pub(crate) trait Engine {
     /// [`KvsEngine::transaction`]: `f` may run more than once (sled), and only its last run's
     /// writes are kept; what it finds out goes to variables it captures.
     fn transaction(&self, f: &mut TransactionFn<'_>) -> Result<()>;
+    fn flush(&self) -> Result<()>;
 }
 
 /// Runs `f` as one [`Engine::transaction`] and returns what its last run returned.
@@ -298,6 +302,9 @@ impl<E: KvsEngine> Engine for E {
     fn transaction(&self, f: &mut TransactionFn<'_>) -> Result<()> {
         KvsEngine::transaction(self, |tx| f(tx))
     }
+    fn flush(&self) -> Result<()> {
+        KvsEngine::flush(self)
+    }
 }
 
 /// The families whose rows make up the table.
@@ -346,12 +353,48 @@ pub(crate) fn dispatch<'a>(
         }
         return refuse(&wrong_arity(row.name), cx, batch);
     }
-    if batch.holds(row.name) {
+    // As in Redis, an unknown command or a wrong arity is said before a missing password.
+    if !cx.client.authenticated && cx.state.requires_password() && !row.flags.contains(&NO_AUTH) {
+        return refuse(NOAUTH, cx, batch);
+    }
+    {
+        let mut details = cx.client.info.details();
+        details.last_command = row.name;
+        details.last_active = std::time::Instant::now();
+    }
+    // `CLIENT REPLY OFF` or `SKIP`: the replies of this request are dropped. Only then (and
+    // for `CLIENT`, which may turn them off) are the held writes answered first, so that
+    // what is dropped is this request's reply alone.
+    let before = cx.client.reply;
+    // Counter updates pipelined with their neighbours are held and run together (with their
+    // replies kept on), as batchable sets are.
+    if before == ReplyMode::On && batch.holds(row.name) {
         batch.hold_request(args, cx);
         return Outcome::Continue;
     }
-    (row.handler)(args, cx, batch)
+    if before == ReplyMode::On && row.name != "client" {
+        return (row.handler)(args, cx, batch);
+    }
+    batch.write(cx);
+    let start = cx.out.len();
+    let outcome = (row.handler)(args, cx, batch);
+    batch.write(cx);
+    let after = cx.client.reply;
+    if after != ReplyMode::On || before == ReplyMode::SkipNext {
+        cx.out.truncate(start);
+    }
+    if before == ReplyMode::SkipNext && after == ReplyMode::SkipNext {
+        cx.client.reply = ReplyMode::On;
+    }
+    outcome
 }
+
+/// The flag of the commands a client may send before giving the server's password (`AUTH`,
+/// `HELLO`, `QUIT`, `RESET`), as Redis's `COMMAND` shows it.
+pub(crate) const NO_AUTH: &str = "no_auth";
+
+/// The reply to any other command before the password is given.
+pub(crate) const NOAUTH: &str = "NOAUTH Authentication required.";
 
 /// Answers `reply`, an error, after the held writes.
 fn refuse(reply: &str, cx: &mut Context<'_>, batch: &mut Batch<'_>) -> Outcome {
@@ -474,7 +517,6 @@ const fn same(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resp::frame::Version;
     use crate::KvStore;
 
     /// A fresh engine and server state, and a RESP2 client of them.
@@ -493,11 +535,7 @@ mod tests {
                 _dir: dir,
                 engine,
                 state: ServerState::new(0),
-                client: Client {
-                    id: 1,
-                    version: Version::Resp2,
-                    local_addr: None,
-                },
+                client: Client::new(1),
             }
         }
 

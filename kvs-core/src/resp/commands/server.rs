@@ -1,16 +1,28 @@
 //! Commands about the server: `INFO`, `COMMAND` (`COUNT`, `LIST`, `INFO`, `DOCS`: answered
-//! from the command table, which is what `redis-cli` reads for its `help` and hints) and
-//! `CONFIG GET`.
+//! from the command table, which is what `redis-cli` reads for its `help` and hints),
+//! `CONFIG GET` and `SET`, `TIME`, `SAVE`, `BGSAVE`, `LASTSAVE` and `SHUTDOWN`.
+//!
+//! # Saving
+//!
+//! kvs has no snapshots: every write is in the engine's log before it is acknowledged. So
+//! `SAVE` and `BGSAVE` flush the engine to disk (as a clean shutdown does) and `LASTSAVE` says
+//! when that last happened; `BGSAVE` flushes before it answers `Background saving started`,
+//! as the flush is short. `SHUTDOWN` (with `SAVE`, `NOSAVE` or neither, all the same for kvs)
+//! stops the server as SIGTERM does: it finishes the requests in flight, flushes the engine
+//! and exits; the connection that asked is closed without a reply, as Redis does.
 //!
 //! Its rows of the command table are `COMMANDS` below; each command is a unit struct with its
 //! [`Command`] impl (see [the table](super) for how to add one).
 
 use super::{find, handler, Class, Command, Context, Keys, Row, TABLE};
 use crate::resp::frame::{
-    write_array_len, write_bulk, write_integer, write_map_len, write_nil, write_simple, Version,
+    write_array_len, write_bulk, write_error, write_integer, write_map_len, write_nil,
+    write_simple, Version,
 };
 use crate::resp::info;
 use crate::resp::request::{unknown_subcommand, wrong_arity, Args, ErrorReply, Outcome};
+use crate::scan::glob_match;
+use crate::server::state::unix_now;
 use crate::Result;
 
 pub(super) const COMMANDS: &[Row] = &[
@@ -39,15 +51,209 @@ pub(super) const COMMANDS: &[Row] = &[
     Row {
         name: "config",
         arity: -2,
-        flags: &["loading", "stale"],
+        flags: &[],
         class: Class::Admin,
         keys: Keys::NONE,
         group: "server",
         since: "2.0.0",
-        summary: "Get the value of configuration parameters",
+        summary: "A container for server configuration commands",
         handler: handler::<Config>(),
     },
+    Row {
+        name: "time",
+        arity: 1,
+        flags: &["loading", "stale", "fast"],
+        class: Class::Admin,
+        keys: Keys::NONE,
+        group: "server",
+        since: "2.6.0",
+        summary: "Return the current server time",
+        handler: handler::<Time>(),
+    },
+    Row {
+        name: "save",
+        arity: 1,
+        flags: &["admin", "noscript", "no_async_loading", "no_multi"],
+        class: Class::Admin,
+        keys: Keys::NONE,
+        group: "server",
+        since: "1.0.0",
+        summary: "Flush the store to disk (kvs has no snapshots: every write is already logged)",
+        handler: handler::<Save>(),
+    },
+    Row {
+        name: "bgsave",
+        arity: -1,
+        flags: &["admin", "noscript", "no_async_loading"],
+        class: Class::Admin,
+        keys: Keys::NONE,
+        group: "server",
+        since: "1.0.0",
+        summary: "Flush the store to disk, as SAVE does",
+        handler: handler::<BgSave>(),
+    },
+    Row {
+        name: "lastsave",
+        arity: 1,
+        flags: &["loading", "stale", "fast"],
+        class: Class::Admin,
+        keys: Keys::NONE,
+        group: "server",
+        since: "1.0.0",
+        summary: "Get the UNIX time stamp of the last flush of the store to disk",
+        handler: handler::<LastSave>(),
+    },
+    Row {
+        name: "shutdown",
+        arity: -1,
+        flags: &[
+            "admin",
+            "noscript",
+            "loading",
+            "stale",
+            "no_multi",
+            "allow_busy",
+        ],
+        class: Class::Admin,
+        keys: Keys::NONE,
+        group: "server",
+        since: "1.0.0",
+        summary: "Stop the server cleanly, as SIGTERM does",
+        handler: handler::<Shutdown>(),
+    },
 ];
+
+const SYNTAX: &str = "ERR syntax error";
+
+/// `TIME`: seconds and microseconds since the Unix epoch.
+struct Time;
+
+impl Command for Time {
+    type Parsed<'a, 'r> = ();
+
+    fn parse(_: Args<'_, '_>) -> std::result::Result<(), ErrorReply> {
+        Ok(())
+    }
+
+    fn run((): (), cx: &mut Context<'_>) -> Result<Outcome> {
+        let now = unix_now();
+        write_array_len(cx.out, 2);
+        write_bulk(cx.out, now.as_secs().to_string().as_bytes());
+        write_bulk(cx.out, now.subsec_micros().to_string().as_bytes());
+        Ok(Outcome::Continue)
+    }
+}
+
+/// Flushes the engine to disk and records when (`LASTSAVE`).
+fn flush(cx: &mut Context<'_>) -> Result<()> {
+    cx.engine.flush()?;
+    cx.state.saved();
+    Ok(())
+}
+
+/// `SAVE`: a flush of the engine to disk (see the module doc).
+struct Save;
+
+impl Command for Save {
+    type Parsed<'a, 'r> = ();
+
+    fn parse(_: Args<'_, '_>) -> std::result::Result<(), ErrorReply> {
+        Ok(())
+    }
+
+    fn run((): (), cx: &mut Context<'_>) -> Result<Outcome> {
+        flush(cx)?;
+        write_simple(cx.out, "OK");
+        Ok(Outcome::Continue)
+    }
+}
+
+/// `BGSAVE [SCHEDULE]`: the same flush, done before the reply.
+struct BgSave;
+
+impl Command for BgSave {
+    type Parsed<'a, 'r> = ();
+
+    fn parse(args: Args<'_, '_>) -> std::result::Result<(), ErrorReply> {
+        match args.len() {
+            1 => Ok(()),
+            2 if args.get(1).eq_ignore_ascii_case(b"schedule") => Ok(()),
+            _ => Err(SYNTAX.to_string()),
+        }
+    }
+
+    fn run((): (), cx: &mut Context<'_>) -> Result<Outcome> {
+        flush(cx)?;
+        write_simple(cx.out, "Background saving started");
+        Ok(Outcome::Continue)
+    }
+}
+
+/// `LASTSAVE`
+struct LastSave;
+
+impl Command for LastSave {
+    type Parsed<'a, 'r> = ();
+
+    fn parse(_: Args<'_, '_>) -> std::result::Result<(), ErrorReply> {
+        Ok(())
+    }
+
+    fn run((): (), cx: &mut Context<'_>) -> Result<Outcome> {
+        write_integer(cx.out, cx.state.last_save() as i64);
+        Ok(Outcome::Continue)
+    }
+}
+
+/// `SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE]`: a clean stop (see the module doc). `NOW` and
+/// `FORCE` change nothing: there are no replicas to wait for, and the final flush is the
+/// same either way.
+struct Shutdown;
+
+impl Command for Shutdown {
+    type Parsed<'a, 'r> = ();
+
+    fn parse(args: Args<'_, '_>) -> std::result::Result<(), ErrorReply> {
+        let (mut save_given, mut abort, mut other) = (false, false, false);
+        for option in args.skip(1).iter() {
+            let is = |name: &[u8]| option.eq_ignore_ascii_case(name);
+            if is(b"save") || is(b"nosave") {
+                if save_given {
+                    return Err(SYNTAX.to_string());
+                }
+                save_given = true;
+            } else if is(b"abort") {
+                abort = true;
+            } else if is(b"now") || is(b"force") {
+                other = true;
+            } else {
+                return Err(SYNTAX.to_string());
+            }
+        }
+        if abort && (save_given || other) {
+            return Err(SYNTAX.to_string());
+        }
+        if abort {
+            // A shutdown starts at once and cannot be called back.
+            return Err("ERR No shutdown in progress.".to_string());
+        }
+        Ok(())
+    }
+
+    fn run((): (), cx: &mut Context<'_>) -> Result<Outcome> {
+        let peer = cx.client.info.peer;
+        if cx.state.shut_down() {
+            log::info!(
+                "SHUTDOWN from {}; shutting down",
+                peer.map_or_else(|| "a client".to_string(), |a| a.to_string())
+            );
+            Ok(Outcome::Close)
+        } else {
+            write_error(cx.out, "ERR Errors trying to SHUTDOWN. Check logs.");
+            Ok(Outcome::Continue)
+        }
+    }
+}
 
 /// `INFO [section ...]`
 struct Info;
@@ -140,10 +346,8 @@ fn introspect(query: Query<'_, '_>, version: Version, out: &mut Vec<u8>) {
             for name in names.iter() {
                 match find(name) {
                     Some(row) => write_info(out, row),
-                    None => match version {
-                        Version::Resp2 => out.extend_from_slice(b"*-1\r\n"),
-                        Version::Resp3 => write_nil(out, version),
-                    },
+                    // `$-1` in RESP2, as Redis 7 answers.
+                    None => write_nil(out, version),
                 }
             }
         }
@@ -189,42 +393,136 @@ fn write_info(out: &mut Vec<u8>, row: &Row) {
     write_integer(out, row.keys.step);
 }
 
-/// `CONFIG GET parameter [parameter ...]`: only `save` and `appendonly`, which
-/// redis-benchmark asks for before it starts (see [`CONFIG`]).
+/// `CONFIG GET pattern [pattern ...]`, `CONFIG SET parameter value [parameter value ...]`,
+/// `CONFIG RESETSTAT`: the parameters of [`parameters`].
 struct Config;
 
-/// The configuration `CONFIG GET` shows, in Redis's terms: no snapshots (`save` is empty), and
-/// every write appended to a log before it is acknowledged (`appendonly yes`). Other names, as
-/// in Redis, are simply absent from the reply.
-const CONFIG: &[(&str, &str)] = &[("save", ""), ("appendonly", "yes")];
+/// A `CONFIG` request, understood.
+enum ConfigQuery<'a, 'r> {
+    Get(Args<'a, 'r>),
+    Set(Args<'a, 'r>),
+}
+
+/// kvs's settings in Redis's terms, as `CONFIG GET` shows them:
+/// - `save` empty and `appendonly yes`: no snapshots, every write appended to a log before it
+///   is acknowledged;
+/// - `port`, `bind`, `maxclients` (`--max-connections`), `proto-max-bulk-len`
+///   (`--max-frame-bytes`) as the server was started;
+/// - `timeout 0`: idle clients are never closed (kvs's `--client-timeout` is for clients that
+///   leave a request half-sent or replies unread, which Redis has no setting for);
+/// - `databases 1`, `maxmemory 0` and `maxmemory-policy noeviction`: one database, and keys
+///   are never evicted.
+///
+/// They are fixed when the server starts: `CONFIG SET` takes only a parameter's current value.
+fn parameters(cx: &Context<'_>) -> Vec<(&'static str, String)> {
+    let settings = cx.state.settings();
+    let (port, bind) = match settings.addr {
+        Some(addr) => (addr.port().to_string(), addr.ip().to_string()),
+        None => ("0".to_string(), String::new()),
+    };
+    vec![
+        ("save", String::new()),
+        ("appendonly", "yes".to_string()),
+        ("port", port),
+        ("bind", bind),
+        ("maxclients", settings.max_connections.to_string()),
+        ("proto-max-bulk-len", settings.max_frame_len.to_string()),
+        ("timeout", "0".to_string()),
+        ("databases", "1".to_string()),
+        ("maxmemory", "0".to_string()),
+        ("maxmemory-policy", "noeviction".to_string()),
+    ]
+}
 
 impl Command for Config {
-    /// The parameters asked for.
-    type Parsed<'a, 'r> = Args<'a, 'r>;
+    type Parsed<'a, 'r> = ConfigQuery<'a, 'r>;
 
-    fn parse<'a, 'r>(args: Args<'a, 'r>) -> std::result::Result<Args<'a, 'r>, ErrorReply> {
-        if !args.get(1).eq_ignore_ascii_case(b"get") {
-            Err(unknown_subcommand(args.get(1), "CONFIG"))
-        } else if args.len() < 3 {
-            Err(wrong_arity("config|get"))
+    fn parse<'a, 'r>(args: Args<'a, 'r>) -> std::result::Result<ConfigQuery<'a, 'r>, ErrorReply> {
+        let sub = args.get(1);
+        if sub.eq_ignore_ascii_case(b"get") {
+            if args.len() < 3 {
+                return Err(wrong_arity("config|get"));
+            }
+            Ok(ConfigQuery::Get(args.skip(2)))
+        } else if sub.eq_ignore_ascii_case(b"set") {
+            if args.len() < 4 {
+                return Err(wrong_arity("config|set"));
+            }
+            if !args.len().is_multiple_of(2) {
+                return Err(SYNTAX.to_string());
+            }
+            Ok(ConfigQuery::Set(args.skip(2)))
         } else {
-            Ok(args.skip(2))
+            Err(unknown_subcommand(sub, "CONFIG"))
         }
     }
 
-    fn run(names: Args<'_, '_>, cx: &mut Context<'_>) -> Result<Outcome> {
-        let found: Vec<&(&str, &str)> = CONFIG
-            .iter()
-            .filter(|(name, _)| {
-                names
-                    .iter()
-                    .any(|n| n == b"*" || n.eq_ignore_ascii_case(name.as_bytes()))
-            })
-            .collect();
-        write_map_len(cx.out, found.len(), cx.client.version);
-        for (name, value) in found {
-            write_bulk(cx.out, name.as_bytes());
-            write_bulk(cx.out, value.as_bytes());
+    fn run(query: ConfigQuery<'_, '_>, cx: &mut Context<'_>) -> Result<Outcome> {
+        let parameters = parameters(cx);
+        match query {
+            ConfigQuery::Get(patterns) => {
+                // A name without wildcards is answered as it was written (Redis does);
+                // the names a pattern matches, in lower case. Each parameter once.
+                let mut found: Vec<(&[u8], &str)> = Vec::new();
+                for pattern in patterns.iter() {
+                    let is_glob = pattern.iter().any(|b| b"*?[".contains(b));
+                    for (name, value) in &parameters {
+                        let matches = if is_glob {
+                            glob_match(&pattern.to_ascii_lowercase(), name.as_bytes())
+                        } else {
+                            pattern.eq_ignore_ascii_case(name.as_bytes())
+                        };
+                        if matches
+                            && !found
+                                .iter()
+                                .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                        {
+                            let shown = if is_glob { name.as_bytes() } else { pattern };
+                            found.push((shown, value));
+                        }
+                    }
+                }
+                write_map_len(cx.out, found.len(), cx.client.version);
+                for (name, value) in found {
+                    write_bulk(cx.out, name);
+                    write_bulk(cx.out, value.as_bytes());
+                }
+            }
+            ConfigQuery::Set(pairs) => {
+                let mut i = 0;
+                while i + 1 < pairs.len() {
+                    let (name, value) = (pairs.get(i), pairs.get(i + 1));
+                    let shown = String::from_utf8_lossy(name);
+                    match parameters
+                        .iter()
+                        .find(|(known, _)| name.eq_ignore_ascii_case(known.as_bytes()))
+                    {
+                        None => {
+                            write_error(
+                                cx.out,
+                                &format!(
+                                    "ERR Unknown option or number of arguments for CONFIG SET \
+                                     - '{shown}'"
+                                ),
+                            );
+                            return Ok(Outcome::Continue);
+                        }
+                        Some((_, current)) if current.as_bytes() != value => {
+                            write_error(
+                                cx.out,
+                                &format!(
+                                    "ERR CONFIG SET failed (possibly related to argument \
+                                     '{shown}') - can't set immutable config"
+                                ),
+                            );
+                            return Ok(Outcome::Continue);
+                        }
+                        Some(_) => {}
+                    }
+                    i += 2;
+                }
+                write_simple(cx.out, "OK");
+            }
         }
         Ok(Outcome::Continue)
     }

@@ -202,6 +202,10 @@ impl Engine for MemEngine {
             keys,
         })
     }
+    /// Nothing to flush: the map is in memory.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
     fn transaction(&self, f: &mut TransactionFn<'_>) -> Result<()> {
         let mut map = self.live();
         if self.retry {
@@ -247,11 +251,7 @@ impl Server {
         Server {
             engine,
             state: ServerState::new(0),
-            client: Client {
-                id: 1,
-                version: Version::Resp2,
-                local_addr: None,
-            },
+            client: Client::new(1),
             multi: Multi::default(),
         }
     }

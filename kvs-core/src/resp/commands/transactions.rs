@@ -161,7 +161,7 @@ impl Multi {
     }
 
     /// Forgets the queue and the watched keys (`DISCARD`, `RESET`).
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.queue = None;
         self.watched.clear();
     }
@@ -671,6 +671,13 @@ impl Engine for InTransaction<'_, '_> {
         let page = self.walks.pages.get(&page_key(cursor, count, filter));
         self.walked(page, Walk::Scan(cursor, count, filter.clone()))
     }
+    /// `BGSAVE` queued in `MULTI` (`SAVE` may not be): the transaction's own writes are not
+    /// applied yet, so a flush from inside it would not cover them; refused.
+    fn flush(&self) -> Result<()> {
+        Err(KvsError::InvalidArgument(
+            "a flush to disk cannot run inside a transaction: send it after EXEC".into(),
+        ))
+    }
     fn transaction(&self, f: &mut TransactionFn<'_>) -> Result<()> {
         self.with(|tx| {
             // A transaction inside: its writes are held apart and reach `tx` only if `f`
@@ -893,6 +900,15 @@ mod tests {
                 ("MULTI", "+OK\r\n"),
                 ("GET out", "+QUEUED\r\n"),
                 ("EXEC", "*1\r\n$1\r\n4\r\n"),
+            ]);
+            // RESET forgets the watched keys too (and goes back to RESP2).
+            server.check(&[
+                ("WATCH w", "+OK\r\n"),
+                ("RESET", "+RESET\r\n"),
+                ("SET w 5", "+OK\r\n"),
+                ("MULTI", "+OK\r\n"),
+                ("GET w", "+QUEUED\r\n"),
+                ("EXEC", "*1\r\n$1\r\n5\r\n"),
             ]);
             // RESP3: the null is `_`.
             server.resp3();
