@@ -822,7 +822,7 @@ fn apply(
 }
 
 /// Whether every byte of the file from `from` to `to` is zero.
-fn all_zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
+pub(super) fn all_zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
     let mut buf = vec![0u8; (to - from).min(1 << 20) as usize];
     let mut at = from;
     while at < to {

@@ -1,0 +1,315 @@
+//! [`verify_dir`]: reads and checks every record of every log file of a [`KvStore`]
+//! directory with the engine's own reader (`reader.rs`), and says where each file is damaged,
+//! without opening the store, replaying it into an index, or changing a byte. This is what
+//! `kvs-admin check` runs.
+//!
+//! Each file is read from its header to its end: every record's header and checksum, every
+//! batch whole. A file's first bad record is its damage (the reader goes no further in it);
+//! the scan that recovery uses ([`find_valid_record`]) then says whether valid records follow
+//! it, which tells corruption in the middle of a file from a torn tail. In the newest file, a
+//! record cut short by the end of the file, or a tail of zeros, is what a crash leaves and
+//! what opening the store cuts off: it is reported as a torn tail, not as damage.
+//!
+//! [`KvStore`]: super::KvStore
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use super::manifest::{self, parse_id, FileState};
+use super::reader::{find_valid_record, Damage, Extent, LogReader, Step};
+use super::recovery::all_zeros;
+use crate::data_dir::{self, DirLock, EngineKind};
+use crate::{KvsError, Result};
+
+/// What [`verify_dir`] found in a directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Every log file checked, oldest first.
+    pub files: Vec<FileCheck>,
+    /// Log files the store's `MANIFEST` marks as replaced by a compaction (to be deleted on the
+    /// next open): not part of the store, not checked.
+    pub obsolete: Vec<PathBuf>,
+}
+
+impl VerifyReport {
+    /// Whether any file is damaged (a torn tail of the newest file is not damage).
+    pub fn is_damaged(&self) -> bool {
+        self.files.iter().any(|f| f.damage.is_some())
+    }
+
+    /// Every record checked, in all files (a batch counts as one record per member).
+    pub fn records(&self) -> u64 {
+        self.files.iter().map(|f| f.records).sum()
+    }
+}
+
+/// What [`verify_dir`] found in one log file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCheck {
+    /// The file.
+    pub path: PathBuf,
+    /// Its id (the `<id>` of `<id>.log`).
+    pub id: u32,
+    /// Its format version (from its header), `None` if the header is bad.
+    pub version: Option<u8>,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Valid records read (batch members count one each; seals and batch frames do not).
+    pub records: u64,
+    /// Where the valid records end.
+    pub checked_to: u64,
+    /// The first bad record, if the file is damaged.
+    pub damage: Option<FileDamage>,
+    /// A torn tail of the newest file, from this offset to the end: what a crash leaves, cut
+    /// off when the store is next opened read-write.
+    pub torn_tail: Option<u64>,
+}
+
+/// The first bad record of a damaged log file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDamage {
+    /// Byte offset of the bad record (0: the file header).
+    pub offset: u64,
+    /// What is wrong with it.
+    pub reason: String,
+    /// The offset of the next valid record after it, if the file holds one: the records from
+    /// there on are lost to a store that stops at the damage.
+    pub valid_after: Option<u64>,
+}
+
+impl FileCheck {
+    /// The damage as the engine's own error: [`KvsError::Corruption`], naming the file and
+    /// offset.
+    pub fn error(&self) -> Option<KvsError> {
+        self.damage.as_ref().map(|d| KvsError::Corruption {
+            path: self.path.clone(),
+            offset: d.offset,
+            reason: d.reason.clone(),
+        })
+    }
+}
+
+/// Checks every record of every log file of the [`KvStore`](super::KvStore) in `dir` (see the
+/// module docs), calling `progress(file, bytes_done, bytes_total)` after each file, with
+/// totals over all files.
+///
+/// Takes the directory's lock shared, as a read-only open does, and creates and writes
+/// nothing: fails with [`KvsError::Locked`] while a process has the store open for writing,
+/// and with [`KvsError::EngineMismatch`] for a directory of another engine. Damage is not an
+/// error: it is in the report. Errors are for what stops the check (a file that cannot be
+/// read, a damaged `MANIFEST`).
+pub fn verify_dir_with_progress(
+    dir: &Path,
+    progress: &mut dyn FnMut(&Path, u64, u64),
+) -> Result<VerifyReport> {
+    data_dir::check_engine(dir, EngineKind::Kvs)?;
+    let _lock = DirLock::acquire_shared(dir, data_dir::DEFAULT_LOCK_WAIT)?;
+    let obsolete_ids: Vec<u32> = match manifest::read(dir)? {
+        Some(manifest) => manifest
+            .files()
+            .iter()
+            .filter(|(_, state)| matches!(state, FileState::Obsolete))
+            .map(|(&id, _)| id)
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut ids = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| KvsError::io_at(dir, e))? {
+        let entry = entry.map_err(|e| KvsError::io_at(dir, e))?;
+        let name = entry.file_name();
+        if let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(parse_id)
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    let mut report = VerifyReport::default();
+    let mut sizes = Vec::new();
+    for &id in &ids {
+        let path = super::writer::log_path(dir, id);
+        if obsolete_ids.contains(&id) {
+            report.obsolete.push(path);
+            continue;
+        }
+        let len = fs::metadata(&path)
+            .map_err(|e| KvsError::io_at(&path, e))?
+            .len();
+        sizes.push((id, path, len));
+    }
+    let total: u64 = sizes.iter().map(|(_, _, len)| len).sum();
+    let newest = sizes.last().map(|&(id, _, _)| id);
+    let mut done = 0;
+    for (id, path, len) in sizes {
+        let check = check_file(&path, id, len, Some(id) == newest)?;
+        done += len;
+        progress(&path, done, total);
+        report.files.push(check);
+    }
+    Ok(report)
+}
+
+/// [`verify_dir_with_progress`] without progress.
+pub fn verify_dir(dir: &Path) -> Result<VerifyReport> {
+    verify_dir_with_progress(dir, &mut |_, _, _| {})
+}
+
+/// Reads every record of the log file at `path`, `len` bytes long.
+fn check_file(path: &Path, id: u32, len: u64, is_newest: bool) -> Result<FileCheck> {
+    let io = |e| KvsError::io_at(path, e);
+    let file = File::open(path).map_err(io)?;
+    let mut check = FileCheck {
+        path: path.to_path_buf(),
+        id,
+        version: None,
+        len,
+        records: 0,
+        checked_to: 0,
+        damage: None,
+        torn_tail: None,
+    };
+    let mut reader = match LogReader::open(&file, len).map_err(io)? {
+        Ok(reader) => reader,
+        Err(damage) => {
+            check.damage = Some(FileDamage {
+                offset: 0,
+                reason: damage.to_string(),
+                valid_after: None,
+            });
+            return Ok(check);
+        }
+    };
+    let version = reader.version();
+    check.version = Some(version as u8);
+    let damage: Damage = loop {
+        match reader.next().map_err(io)? {
+            Step::Record(record) => {
+                if record.kind != super::format::RecordKind::Seal {
+                    check.records += 1;
+                }
+            }
+            Step::Batch(batch) => check.records += batch.members.len() as u64,
+            Step::End => {
+                check.checked_to = reader.offset();
+                return Ok(check);
+            }
+            Step::Damage(damage) => break damage,
+        }
+    };
+    let offset = damage.offset();
+    check.checked_to = offset;
+    let valid_after = find_valid_record(&file, version, offset + 1, len).map_err(io)?;
+    // What a crash leaves at the end of the newest file: the record being written when it
+    // happened, cut short, or the zeros of a file extended ahead of its records.
+    let torn = is_newest
+        && valid_after.is_none()
+        && (matches!(damage.extent(), Extent::PastEnd)
+            || all_zeros(&file, offset, len).map_err(io)?);
+    if torn {
+        check.torn_tail = Some(offset);
+    } else {
+        check.damage = Some(FileDamage {
+            offset,
+            reason: damage.to_string(),
+            valid_after,
+        });
+    }
+    Ok(check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KvStore, KvStoreOptions, KvsEngine};
+
+    /// A store of two closed files and an active one, closed.
+    fn store_of_three_files(dir: &Path) {
+        let store = KvStore::open_with(dir, KvStoreOptions::default().max_file_size(4096)).unwrap();
+        for i in 0..300u32 {
+            store
+                .set_bytes(format!("key{i}").as_bytes(), &[i as u8; 20])
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_healthy_store_has_every_record_checked_and_no_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        store_of_three_files(dir.path());
+        let report = verify_dir(dir.path()).unwrap();
+        assert!(report.files.len() >= 3, "{report:?}");
+        assert!(!report.is_damaged(), "{report:?}");
+        assert_eq!(report.records(), 300);
+        for f in &report.files {
+            assert_eq!(f.checked_to, f.len, "{f:?}");
+            assert_eq!(f.version, Some(2));
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_closed_file_is_damage_at_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        store_of_three_files(dir.path());
+        let healthy = verify_dir(dir.path()).unwrap();
+        let first = &healthy.files[0];
+        // A byte in the value of some record in the middle of the first, closed, file.
+        let path = first.path.clone();
+        let mut bytes = fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+
+        let report = verify_dir(dir.path()).unwrap();
+        assert!(report.is_damaged());
+        let bad = &report.files[0];
+        let damage = bad.damage.as_ref().unwrap();
+        assert!(
+            damage.offset <= at as u64 && damage.offset > 8,
+            "{damage:?}"
+        );
+        assert!(damage.valid_after.is_some(), "{damage:?}");
+        assert!(bad.records < first.records);
+        let error = bad.error().unwrap().to_string();
+        assert!(error.contains(&path.display().to_string()), "{error}");
+        assert!(
+            error.contains(&format!("offset {}", damage.offset)),
+            "{error}"
+        );
+        // The other files are healthy, and said to be.
+        assert!(report.files[1..].iter().all(|f| f.damage.is_none()));
+    }
+
+    #[test]
+    fn a_torn_tail_of_the_newest_file_is_not_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        store_of_three_files(dir.path());
+        let report = verify_dir(dir.path()).unwrap();
+        let newest = report.files.last().unwrap();
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&newest.path)
+            .unwrap();
+        file.set_len(newest.len - 3).unwrap();
+        let report = verify_dir(dir.path()).unwrap();
+        assert!(!report.is_damaged(), "{report:?}");
+        assert!(report.files.last().unwrap().torn_tail.is_some());
+        // The same cut in a closed file is damage.
+        let first = &report.files[0];
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&first.path)
+            .unwrap();
+        file.set_len(first.len - 3).unwrap();
+        assert!(verify_dir(dir.path()).unwrap().files[0].damage.is_some());
+    }
+
+    #[test]
+    fn a_store_open_for_writing_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = KvStore::open(dir.path()).unwrap();
+        let err = verify_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, KvsError::Locked { .. }), "{err}");
+    }
+}
