@@ -75,9 +75,9 @@ pub use client::KvsClient;
 pub use data_dir::EngineKind;
 pub use engine::{KvsEngine, Transaction};
 pub use engines::{
-    verify_dir, verify_dir_with_progress, AnyEngine, DiskStats, FileCheck, FileDamage, KvStore,
-    KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy, VerifyReport, MAX_BATCH_BYTES,
-    MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
+    log_file_versions, verify_dir, verify_dir_with_progress, AnyEngine, DiskStats, FileCheck,
+    FileDamage, KvStore, KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy, VerifyReport,
+    MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
 };
 pub use error::{ErrorKind, KvsError, Result};
 pub use expiry::{deadline_after, is_expired, now_millis, KeyExpiry};

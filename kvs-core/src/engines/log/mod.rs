@@ -79,7 +79,9 @@ pub use self::format::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN};
 /// How many expired keys the sweeper removes per hold of the writer lock.
 pub const SWEEP_CHUNK: usize = 1024;
 pub use self::options::{KvStoreOptions, RecoveryMode, SyncPolicy};
-pub use self::verify::{verify_dir, verify_dir_with_progress, FileCheck, FileDamage, VerifyReport};
+pub use self::verify::{
+    log_file_versions, verify_dir, verify_dir_with_progress, FileCheck, FileDamage, VerifyReport,
+};
 
 /// kvs's log-structured key/value store.
 ///
