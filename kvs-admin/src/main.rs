@@ -312,7 +312,7 @@ fn check(dir: &Path) -> Result<(), Failure> {
         if let Some(value) = engine.get_bytes(key)? {
             keys += 1;
             bytes += value.len() as u64;
-            if keys % 10_000 == 0 {
+            if keys.is_multiple_of(10_000) {
                 progress.show(&format!("reading values: {keys} keys"));
             }
         }
@@ -517,12 +517,20 @@ fn restore(dir: &Path, file: Option<PathBuf>, engine: Option<Engine>) -> Result<
     let mut batch_bytes = 0;
     let mut keys = 0u64;
     loop {
-        let entry = reader.next_entry().map_err(|e| {
-            Failure::new(
-                OTHER,
-                format!("bad restore stream {e} ({keys} keys restored before it)"),
-            )
-        })?;
+        let entry = match reader.next_entry() {
+            Ok(entry) => entry,
+            Err(e) => {
+                // The keys before the bad bytes are written, as said.
+                if !batch.is_empty() {
+                    store.apply_batch(&batch)?;
+                }
+                store.flush()?;
+                return Err(Failure::new(
+                    OTHER,
+                    format!("bad restore stream {e} ({keys} keys before it were restored)"),
+                ));
+            }
+        };
         let Some(entry) = entry else { break };
         let size = entry.key.len() + entry.value.len();
         if !batch.is_empty()

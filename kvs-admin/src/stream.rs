@@ -99,6 +99,8 @@ pub struct Reader<R> {
     offset: u64,
     /// A command read ahead (the one after a `SET`, which was not its `PEXPIREAT`).
     peeked: Option<Command>,
+    /// What was wrong with the bytes after a `SET`: the `SET` is returned first, this next.
+    failed: Option<StreamError>,
 }
 
 impl<R: BufRead> Reader<R> {
@@ -107,11 +109,15 @@ impl<R: BufRead> Reader<R> {
             input,
             offset: 0,
             peeked: None,
+            failed: None,
         }
     }
 
     /// The next key, `None` at the end of the stream.
     pub fn next_entry(&mut self) -> Result<Option<Entry>, StreamError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let set = match self.peeked.take() {
             Some(command) => command,
             None => match self.command()? {
@@ -133,7 +139,16 @@ impl<R: BufRead> Reader<R> {
             value: set.arg,
             deadline: None,
         };
-        if let Some(next) = self.command()? {
+        // The command after it, to see whether it is this key's PEXPIREAT. If it is bad, the
+        // SET before it is still a whole entry: returned now, the error on the next call.
+        let next = match self.command() {
+            Ok(next) => next,
+            Err(e) => {
+                self.failed = Some(e);
+                None
+            }
+        };
+        if let Some(next) = next {
             if next.name == b"pexpireat" && next.key == entry.key {
                 let deadline = std::str::from_utf8(&next.arg)
                     .ok()
@@ -324,6 +339,14 @@ mod tests {
         let mut long = good.clone();
         long.insert(long.len() - 2, b'x');
         assert_eq!(bad_offset(&long).0, at - 2);
+        // The SET before bad bytes is still read, then the error comes.
+        let bad_after = with(b"*1\r\n");
+        let mut reader = Reader::new(&bad_after[..]);
+        assert_eq!(reader.next_entry().unwrap().unwrap().key, b"a");
+        assert!(matches!(
+            reader.next_entry(),
+            Err(StreamError::Bad { offset, .. }) if offset == at
+        ));
         // Commands in lower case are fine.
         assert_eq!(
             read_all(b"*3\r\n$3\r\nset\r\n$1\r\na\r\n$1\r\n1\r\n").unwrap()[0].key,

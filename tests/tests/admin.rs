@@ -314,6 +314,14 @@ fn restore_refuses_what_dump_does_not_write_naming_the_byte_offset() {
         stderr.contains(&format!("bad restore stream at byte offset {at}: ")),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("(1 keys before it were restored)"),
+        "{stderr}"
+    );
+    // They were.
+    let mut expected = Contents::new();
+    expected.insert(b"a".to_vec(), (b"1".to_vec(), None));
+    assert_eq!(contents(dir.path()), expected);
 }
 
 /// A RESP connection to `addr`: sends `args`, returns the reply.
