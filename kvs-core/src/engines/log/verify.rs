@@ -333,6 +333,33 @@ mod tests {
     }
 
     #[test]
+    fn a_store_of_release_0_1_0_verifies_as_format_version_1_and_is_left_untouched() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v0.1.0/kvs");
+        let listing = |dir: &Path| {
+            let mut names: Vec<_> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = listing(&dir);
+        let report = verify_dir(&dir).unwrap();
+        assert_eq!(report.files.len(), 8, "{report:?}");
+        assert!(!report.is_damaged(), "{report:?}");
+        assert!(report.records() > 0);
+        assert!(
+            report.files.iter().all(|f| f.version == Some(1)),
+            "{report:?}"
+        );
+        let versions = log_file_versions(&dir).unwrap();
+        assert_eq!(versions.len(), 8);
+        assert!(versions.iter().all(|(_, v)| *v == Some(1)), "{versions:?}");
+        // Nothing created (not even a LOCK file), nothing written.
+        assert_eq!(listing(&dir), before);
+    }
+
+    #[test]
     fn a_store_open_for_writing_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _store = KvStore::open(dir.path()).unwrap();
