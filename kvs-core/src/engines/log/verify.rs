@@ -4,11 +4,12 @@
 //! `kvs-admin check` runs.
 //!
 //! Each file is read from its header to its end: every record's header and checksum, every
-//! batch whole. A file's first bad record is its damage (the reader goes no further in it);
-//! the scan that recovery uses ([`find_valid_record`]) then says whether valid records follow
-//! it, which tells corruption in the middle of a file from a torn tail. In the newest file, a
-//! record cut short by the end of the file, or a tail of zeros, is what a crash leaves and
-//! what opening the store cuts off: it is reported as a torn tail, not as damage.
+//! batch whole. A file's first bad record is judged as opening the store judges it
+//! (`recovery.rs`, [`RecoveryMode::TolerateTornTail`], the default): in the newest file, a
+//! torn tail (a record cut short, with no valid record after it) or a tail of zeros is what a
+//! crash leaves and what opening the store cuts off, reported as a torn tail, not as damage;
+//! anything else is damage, reported with the offset of the next valid record after it, if
+//! the file holds one (the records from there on are lost to a store that stops at it).
 //!
 //! [`KvStore`]: super::KvStore
 
@@ -16,8 +17,9 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use super::manifest::{self, parse_id, FileState};
-use super::reader::{find_valid_record, Damage, Extent, LogReader, Step};
-use super::recovery::all_zeros;
+use super::reader::{Damage, LogReader, Step};
+use super::recovery::{judge_bad_record, other_version_reason, valid_record_after, Verdict};
+use super::RecoveryMode;
 use crate::data_dir::{self, DirLock, EngineKind};
 use crate::{KvsError, Result};
 
@@ -199,6 +201,12 @@ fn check_file(path: &Path, id: u32, len: u64, is_newest: bool) -> Result<FileChe
     };
     let mut reader = match LogReader::open(&file, len).map_err(io)? {
         Ok(reader) => reader,
+        // A newest file cut short inside its header: a crash while it was being created
+        // (opening the store writes its header again).
+        Err(Damage::ShortFile { .. }) if is_newest => {
+            check.torn_tail = Some(0);
+            return Ok(check);
+        }
         Err(damage) => {
             check.damage = Some(FileDamage {
                 offset: 0,
@@ -227,22 +235,30 @@ fn check_file(path: &Path, id: u32, len: u64, is_newest: bool) -> Result<FileChe
     };
     let offset = damage.offset();
     check.checked_to = offset;
-    let valid_after = find_valid_record(&file, version, offset + 1, len).map_err(io)?;
-    // What a crash leaves at the end of the newest file: the record being written when it
-    // happened, cut short, or the zeros of a file extended ahead of its records.
-    let torn = is_newest
-        && valid_after.is_none()
-        && (matches!(damage.extent(), Extent::PastEnd)
-            || all_zeros(&file, offset, len).map_err(io)?);
-    if torn {
-        check.torn_tail = Some(offset);
-    } else {
-        check.damage = Some(FileDamage {
-            offset,
-            reason: damage.to_string(),
-            valid_after,
-        });
-    }
+    // What opening the store (in the default recovery mode) makes of it.
+    let at = (&file, version);
+    let mode = RecoveryMode::default();
+    let (reason, valid_after) =
+        match judge_bad_record(at, damage, len, is_newest, mode).map_err(io)? {
+            Verdict::ZeroTail | Verdict::TornTail => {
+                check.torn_tail = Some(offset);
+                return Ok(check);
+            }
+            Verdict::OtherVersion(other) => (
+                other_version_reason(damage, other, version),
+                valid_record_after(&file, version, damage, len).map_err(io)?,
+            ),
+            Verdict::ContinuesAt(found) => (damage.to_string(), Some(found)),
+            Verdict::Corrupt => (
+                damage.to_string(),
+                valid_record_after(&file, version, damage, len).map_err(io)?,
+            ),
+        };
+    check.damage = Some(FileDamage {
+        offset,
+        reason,
+        valid_after,
+    });
     Ok(check)
 }
 
@@ -357,6 +373,54 @@ mod tests {
         assert!(versions.iter().all(|(_, v)| *v == Some(1)), "{versions:?}");
         // Nothing created (not even a LOCK file), nothing written.
         assert_eq!(listing(&dir), before);
+    }
+
+    #[test]
+    fn a_batch_cut_short_at_the_end_of_the_newest_file_is_a_torn_tail() {
+        // Its members are valid records of their own, inside its extent: they prove nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::open(dir.path()).unwrap();
+        store.set_bytes(b"before", b"1").unwrap();
+        let mut batch = crate::WriteBatch::new();
+        batch.set(b"a", b"hello").set(b"b", b"world");
+        store.apply_batch(&batch).unwrap();
+        drop(store);
+        let report = verify_dir(dir.path()).unwrap();
+        let newest = report.files.last().unwrap().clone();
+        assert_eq!(newest.records, 3);
+        for cut in 1..=3 {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(&newest.path)
+                .unwrap();
+            file.set_len(newest.len - cut).unwrap();
+            let report = verify_dir(dir.path()).unwrap();
+            assert!(!report.is_damaged(), "cut {cut}: {report:?}");
+            let check = report.files.last().unwrap();
+            assert_eq!(check.records, 1, "cut {cut}");
+            assert!(check.torn_tail.is_some(), "cut {cut}");
+            // As opening the store judges it: the batch is cut off, the record before kept.
+            let store =
+                KvStore::open_with(dir.path(), KvStoreOptions::default().read_only(true)).unwrap();
+            assert_eq!(store.len().unwrap(), 1);
+        }
+    }
+
+    #[test]
+    fn a_newest_file_cut_short_in_its_header_is_a_torn_tail_and_a_closed_one_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        store_of_three_files(dir.path());
+        let report = verify_dir(dir.path()).unwrap();
+        let newest = report.files.last().unwrap().path.clone();
+        fs::write(&newest, b"kvs-").unwrap();
+        let report = verify_dir(dir.path()).unwrap();
+        assert!(!report.is_damaged(), "{report:?}");
+        assert_eq!(report.files.last().unwrap().torn_tail, Some(0));
+        fs::write(&report.files[0].path, b"kvs-").unwrap();
+        let report = verify_dir(dir.path()).unwrap();
+        let damage = report.files[0].damage.as_ref().unwrap();
+        assert_eq!(damage.offset, 0);
+        assert_eq!(damage.reason, "file is 4 bytes, shorter than its header");
     }
 
     #[test]
