@@ -383,7 +383,7 @@ fn stats(dir: &Path, json: bool) -> Result<(), Failure> {
             json_string(&dir.display().to_string()),
             num(disk.map(|d| d.files as u64)),
             num(disk.map(|d| d.total_bytes)),
-            num(disk.map(|d| d.total_bytes - d.stale_bytes)),
+            num(disk.map(|d| d.total_bytes.saturating_sub(d.stale_bytes))),
             num(disk.map(|d| d.stale_bytes)),
         )?;
     } else {
@@ -407,7 +407,7 @@ fn stats(dir: &Path, json: bool) -> Result<(), Failure> {
             ("total bytes", na(disk.map(|d| d.total_bytes))),
             (
                 "live bytes",
-                na(disk.map(|d| d.total_bytes - d.stale_bytes)),
+                na(disk.map(|d| d.total_bytes.saturating_sub(d.stale_bytes))),
             ),
             ("stale bytes", na(disk.map(|d| d.stale_bytes))),
         ];
