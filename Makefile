@@ -45,7 +45,7 @@ bench:
 	$(CARGO) bench -p kvs-server --bench resp
 
 server:
-	$(CARGO) build --release -p kvs-server -p kvs-client
+	$(CARGO) build --release -p kvs-server -p kvs-client -p kvs-admin
 	mkdir -p "$(DATA)" && cd "$(DATA)" && exec "$(CURDIR)/target/release/kvs-server" $(ARGS)
 
 # Installs the C library, header and pkg-config files into PREFIX.

@@ -22,7 +22,7 @@
 //!   What its operations take and give: [`WriteBatch`] (`batch.rs`), deadlines and
 //!   [`KeyExpiry`] (`expiry.rs`), [`ScanFilter`], [`ScanPage`] and [`glob_match`] (`scan.rs`).
 //! - `engines/`: [`KvStore`], kvs's log-structured engine (`engines/log/`: format, writer,
-//!   index, recovery, compaction), [`SledKvsEngine`] over sled, and [`AnyEngine`] to open a
+//!   index, recovery, compaction; [`verify_dir`] checks a store's files), [`SledKvsEngine`] over sled, and [`AnyEngine`] to open a
 //!   directory by engine name.
 //! - `data_dir.rs`: the engine recorded in a data directory and its lock.
 //! - [`thread_pool`]: the pools the server runs connections on.
@@ -75,7 +75,8 @@ pub use client::KvsClient;
 pub use data_dir::EngineKind;
 pub use engine::{KvsEngine, Transaction};
 pub use engines::{
-    AnyEngine, DiskStats, KvStore, KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy,
+    log_file_versions, verify_dir, verify_dir_with_progress, AnyEngine, DiskStats, FileCheck,
+    FileDamage, KvStore, KvStoreOptions, RecoveryMode, SledKvsEngine, SyncPolicy, VerifyReport,
     MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
 };
 pub use error::{ErrorKind, KvsError, Result};

@@ -1,4 +1,4 @@
-//! Locating the workspace's executables.
+//! Locating the workspace's executables (`kvs-server`, `kvs-client`, `kvs-admin`).
 //!
 //! Test executables live in `target/<profile>/deps/`; the binaries they test in
 //! `target/<profile>/`. `make test` builds the binaries first; for a plain `cargo test`, the
@@ -17,6 +17,11 @@ pub fn kvs_server() -> PathBuf {
 /// The path of the `kvs-client` executable.
 pub fn kvs_client() -> PathBuf {
     binary("kvs-client")
+}
+
+/// The path of the `kvs-admin` executable.
+pub fn kvs_admin() -> PathBuf {
+    binary("kvs-admin")
 }
 
 /// Runs `kvs-client` with `args` and returns what it did.
@@ -63,6 +68,8 @@ fn build_once(profile_dir: &Path) {
             "kvs-server",
             "-p",
             "kvs-client",
+            "-p",
+            "kvs-admin",
         ]);
         if profile_dir.ends_with("release") {
             command.arg("--release");

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// The header of every kvs log file (see `log/format.rs`), which tells kvs data apart.
 pub(crate) use self::log::FILE_MAGIC as KVS_LOG_MAGIC;
 pub use self::log::{
-    DiskStats, KvStore, KvStoreOptions, RecoveryMode, SyncPolicy, MAX_BATCH_BYTES, MAX_KEY_LEN,
+    log_file_versions, verify_dir, verify_dir_with_progress, DiskStats, FileCheck, FileDamage,
+    KvStore, KvStoreOptions, RecoveryMode, SyncPolicy, VerifyReport, MAX_BATCH_BYTES, MAX_KEY_LEN,
     MAX_VALUE_LEN,
 };
 pub use self::sled::SledKvsEngine;

@@ -28,6 +28,7 @@
 //!   checks against it.
 //! - `recovery.rs`: finding the files and replaying them on open, torn tails and corruption.
 //! - `compaction.rs`: the crash-safe compaction.
+//! - `verify.rs`: [`verify_dir`], checking every record of a store's files without opening it.
 //! - `checkpoint.rs`: online checkpoints, a consistent copy of the live store.
 //! - `options.rs`: [`KvStoreOptions`], [`SyncPolicy`], [`RecoveryMode`].
 //! - `durability.rs`: group commit for [`SyncPolicy::Always`].
@@ -44,6 +45,7 @@ mod manifest;
 mod options;
 mod reader;
 mod recovery;
+mod verify;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -77,6 +79,9 @@ pub use self::format::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN};
 /// How many expired keys the sweeper removes per hold of the writer lock.
 pub const SWEEP_CHUNK: usize = 1024;
 pub use self::options::{KvStoreOptions, RecoveryMode, SyncPolicy};
+pub use self::verify::{
+    log_file_versions, verify_dir, verify_dir_with_progress, FileCheck, FileDamage, VerifyReport,
+};
 
 /// kvs's log-structured key/value store.
 ///

@@ -683,8 +683,56 @@ fn check_ends_sealed(path: &Path, offset: u64, is_newest: bool, sealed: bool) ->
     Ok(())
 }
 
-/// Decides what the first bad record of a file means (see the module docs): the end of the
-/// log (a zero tail), a torn tail (cut off; returns the file's new length) or corruption.
+/// What the first bad record of a log file means (see the module docs), as
+/// [`judge_bad_record`] decides it: for opening the store here, and for `verify.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Zeros from the bad record to the end of the newest file: the end of the log.
+    ZeroTail,
+    /// A torn tail of the newest file: what a crash mid-write leaves, cut off.
+    TornTail,
+    /// Corruption: in a closed file, or, in [`RecoveryMode::Strict`], anywhere.
+    Corrupt,
+    /// Corruption: a whole record of the other format version starts there, so the file's
+    /// version byte is damaged (or the file was pieced together).
+    OtherVersion(Version),
+    /// Corruption: a valid record follows at this offset, so the log goes on past the bad
+    /// record.
+    ContinuesAt(u64),
+}
+
+/// Decides what `damage`, the first bad record of `file` (of `version`, `file_len` bytes),
+/// means; changes nothing.
+pub(super) fn judge_bad_record(
+    (file, version): (&File, Version),
+    damage: Damage,
+    file_len: u64,
+    is_newest: bool,
+    mode: RecoveryMode,
+) -> io::Result<Verdict> {
+    let offset = damage.offset();
+    if is_newest && all_zeros(file, offset, file_len)? {
+        return Ok(Verdict::ZeroTail);
+    }
+    if !is_newest || mode == RecoveryMode::Strict {
+        return Ok(Verdict::Corrupt);
+    }
+    let other = match version {
+        Version::V1 => Version::V2,
+        Version::V2 => Version::V1,
+    };
+    if valid_record_at(file, other, offset, file_len)? {
+        return Ok(Verdict::OtherVersion(other));
+    }
+    if let Some(found) = valid_record_after(file, version, damage, file_len)? {
+        return Ok(Verdict::ContinuesAt(found));
+    }
+    Ok(Verdict::TornTail)
+}
+
+/// Acts on what the first bad record of a file means ([`judge_bad_record`]): the end of the
+/// log (a zero tail) or a torn tail is cut off (returns the file's new length); corruption is
+/// an error.
 fn bad_record(
     (file, version): (&File, Version),
     path: &Path,
@@ -696,69 +744,68 @@ fn bad_record(
 ) -> Result<u64> {
     let io_err = |e| KvsError::io_at(path, e);
     let offset = damage.offset();
-    if is_newest && all_zeros(file, offset, file_len).map_err(io_err)? {
-        // Extended ahead of its records (`SyncPolicy::Always`, see `writer.rs`) and not cut
-        // back, as the store was not closed: the log ends here. Nothing was written there.
-        log::debug!(
-            "{}: {} zero bytes past the last record, {}",
-            path.display(),
-            file_len - offset,
-            if read_only {
-                "ignored (read-only)"
-            } else {
-                "cut off"
-            }
-        );
-        return cut_at(path, offset, read_only);
-    }
-    if !is_newest || mode == RecoveryMode::Strict {
-        return Err(corruption(path.to_path_buf(), offset, damage.to_string()));
-    }
-    let other = match version {
-        Version::V1 => Version::V2,
-        Version::V2 => Version::V1,
-    };
-    if valid_record_at(file, other, offset, file_len).map_err(io_err)? {
-        // Not a record being written: a whole record of the other version, so the file's
-        // version byte is damaged (or the file was pieced together).
-        return Err(corruption(
+    match judge_bad_record((file, version), damage, file_len, is_newest, mode).map_err(io_err)? {
+        Verdict::ZeroTail => {
+            // Extended ahead of its records (`SyncPolicy::Always`, see `writer.rs`) and not
+            // cut back, as the store was not closed: the log ends here. Nothing was written
+            // there.
+            log::debug!(
+                "{}: {} zero bytes past the last record, {}",
+                path.display(),
+                file_len - offset,
+                if read_only {
+                    "ignored (read-only)"
+                } else {
+                    "cut off"
+                }
+            );
+            cut_at(path, offset, read_only)
+        }
+        Verdict::Corrupt => Err(corruption(path.to_path_buf(), offset, damage.to_string())),
+        // Not a record being written: a whole record of the other version.
+        Verdict::OtherVersion(other) => Err(corruption(
             path.to_path_buf(),
             offset,
-            format!(
-                "{damage}; a valid version-{} record starts here, but the file header says \
-                 version {}: the file header is damaged",
-                other as u8, version as u8
-            ),
-        ));
-    }
-    if let Some(found) = valid_record_after(file, version, damage, file_len).map_err(io_err)? {
-        return Err(corruption(
+            other_version_reason(damage, other, version),
+        )),
+        Verdict::ContinuesAt(found) => Err(corruption(
             path.to_path_buf(),
             offset,
             format!("{damage}; a valid record follows at offset {found}"),
-        ));
+        )),
+        Verdict::TornTail => {
+            if read_only {
+                log::warn!(
+                    "{}: ignoring a torn tail of {} bytes at offset {offset} ({damage}); \
+                     read-only, so it is left in place",
+                    path.display(),
+                    file_len - offset
+                );
+            } else {
+                log::warn!(
+                    "{}: cutting off a torn tail of {} bytes at offset {offset} ({damage})",
+                    path.display(),
+                    file_len - offset
+                );
+            }
+            cut_at(path, offset, read_only)
+        }
     }
-    if read_only {
-        log::warn!(
-            "{}: ignoring a torn tail of {} bytes at offset {offset} ({damage}); read-only, so \
-             it is left in place",
-            path.display(),
-            file_len - offset
-        );
-    } else {
-        log::warn!(
-            "{}: cutting off a torn tail of {} bytes at offset {offset} ({damage})",
-            path.display(),
-            file_len - offset
-        );
-    }
-    cut_at(path, offset, read_only)
+}
+
+/// The reason of [`Verdict::OtherVersion`].
+pub(super) fn other_version_reason(damage: Damage, other: Version, version: Version) -> String {
+    format!(
+        "{damage}; a valid version-{} record starts here, but the file header says version {}: \
+         the file header is damaged",
+        other as u8, version as u8
+    )
 }
 
 /// The first valid record that proves the log goes on past the bad record `damage` describes
 /// (see the module docs). The bytes of the bad record's own extent are its payload: a value
 /// may hold anything, kvs records included, so they prove nothing.
-fn valid_record_after(
+pub(super) fn valid_record_after(
     file: &File,
     version: Version,
     damage: Damage,
