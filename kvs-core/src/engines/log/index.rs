@@ -763,6 +763,22 @@ mod tests {
     }
 
     #[test]
+    fn a_key_without_a_deadline_costs_what_it_did_before_deadlines() {
+        // The whole per-key cost of the table is its slot: deadlines live in side tables that
+        // only keys with a deadline have an entry in, behind a flag bit of the key length.
+        assert_eq!(std::mem::size_of::<Slot>(), 20);
+        let index = Index::new();
+        for i in 0..1_000u32 {
+            index.insert(format!("key-{i}").as_bytes(), pos(i)).unwrap();
+        }
+        for shard in index.shards.iter() {
+            let shard = shard.read().unwrap();
+            assert_eq!(shard.deadlines.len(), 0);
+            assert!(shard.deadlines.by_time.is_empty());
+        }
+    }
+
+    #[test]
     fn an_expired_key_is_absent_for_every_lookup_until_swept() {
         let index = Index::new();
         let now = now_millis();
