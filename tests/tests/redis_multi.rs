@@ -667,16 +667,26 @@ fn ioredis_pipelines_multi_and_scan_stream_on_both_engines() {
     let Some(modules) = node_modules() else {
         return;
     };
+    // Each engine without a password, and with one: ioredis gives it (`password`), and a
+    // connection without it is refused with NOAUTH.
     for engine in ENGINES {
-        let dir = TempDir::new().unwrap();
-        let server = start(&dir, engine);
-        let mut command = Command::new("node");
-        command
-            .env("NODE_PATH", &modules)
-            .arg(script("ioredis.js"))
-            .args(["127.0.0.1", &server.addr.port().to_string()]);
-        let output = run(command, &format!("ioredis.js on {engine}"));
-        assert_eq!(String::from_utf8_lossy(&output.stdout).trim_end(), "ok");
+        for password in [None, Some("s3cret-ioredis")] {
+            let dir = TempDir::new().unwrap();
+            let mut args = vec!["--engine", engine];
+            args.extend(password.iter().flat_map(|p| ["--requirepass", p]));
+            let server = ServerProcess::start(dir.path(), &args);
+            let mut command = Command::new("node");
+            command
+                .env("NODE_PATH", &modules)
+                .arg(script("ioredis.js"))
+                .args(["127.0.0.1", &server.addr.port().to_string()])
+                .args(password);
+            let output = run(
+                command,
+                &format!("ioredis.js on {engine}, password {password:?}"),
+            );
+            assert_eq!(String::from_utf8_lossy(&output.stdout).trim_end(), "ok");
+        }
     }
 }
 

@@ -1,17 +1,33 @@
 // Node's ioredis against a kvs-server: pipelines, multi() (MULTI/EXEC, with a run-time error
 // and a WATCH abort), and scanStream. Run by tests/tests/redis_multi.rs as
 //
-//     NODE_PATH=<dir with ioredis> node ioredis.js HOST PORT
+//     NODE_PATH=<dir with ioredis> node ioredis.js HOST PORT [PASSWORD]
 //
+// With PASSWORD (a server started with --requirepass), every connection gives it, and one that
+// does not is first checked to be refused with NOAUTH.
 // Every check is an assert; the last line printed is `ok`.
 "use strict";
 const assert = require("assert");
 const Redis = require("ioredis");
 
-const [host, port] = process.argv.slice(2);
+const [host, port, password] = process.argv.slice(2);
 
 async function main() {
-  const r = new Redis({ host, port: Number(port), lazyConnect: true, maxRetriesPerRequest: 0 });
+  if (password !== undefined) {
+    // No ready check (its INFO would be refused before anything else) and no reconnecting.
+    const stranger = new Redis({
+      host,
+      port: Number(port),
+      lazyConnect: true,
+      enableReadyCheck: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
+    await stranger.connect();
+    await assert.rejects(stranger.get("a"), /NOAUTH/);
+    stranger.disconnect();
+  }
+  const r = new Redis({ host, port: Number(port), password, lazyConnect: true, maxRetriesPerRequest: 0 });
   await r.connect();
   await r.flushall();
 
@@ -34,7 +50,7 @@ async function main() {
   assert.strictEqual(await r.exists("d", "e"), 0);
 
   // WATCH: another client changes the key, EXEC answers null.
-  const other = new Redis({ host, port: Number(port) });
+  const other = new Redis({ host, port: Number(port), password });
   await r.watch("a");
   await other.set("a", "changed");
   assert.strictEqual(await r.multi().set("a", "mine").exec(), null);
