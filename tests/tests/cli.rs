@@ -306,6 +306,29 @@ fn server_fails_when_the_port_is_taken() {
 }
 
 #[test]
+fn server_start_up_line_says_how_long_the_open_took_and_how_many_keys() {
+    let dir = TempDir::new().unwrap();
+    {
+        use kvs::KvsEngine;
+        let store = kvs::KvStore::open(dir.path()).unwrap();
+        for key in ["a", "b", "c"] {
+            store.set(key.to_owned(), "v".to_owned()).unwrap();
+        }
+    }
+    let server = ServerProcess::start(dir.path(), &["--engine", "kvs"]);
+    let line = server.wait_for_log("listening on");
+    assert!(line.contains("store opened in "), "{line}");
+    assert!(line.contains(" ms, 3 keys"), "{line}");
+    drop(server);
+    // sled counts its keys by reading them all: the line says the time only.
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--engine", "sled"]);
+    let line = server.wait_for_log("listening on");
+    assert!(line.contains("store opened in "), "{line}");
+    assert!(!line.contains(" keys"), "{line}");
+}
+
+#[test]
 fn server_logs_version_engine_and_address_on_stderr() {
     let dir = TempDir::new().unwrap();
     let server = ServerProcess::start(dir.path(), &["--engine", "sled"]);
