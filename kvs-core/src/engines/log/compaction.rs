@@ -66,6 +66,8 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         .compaction_running
         .lock()
         .unwrap_or_else(|p| p.into_inner());
+    let started = std::time::Instant::now();
+    let bytes_before = shared.lock_writer().total_bytes();
 
     // 1. Rotate, reserving ids for the output (see `output_ids_needed`).
     let (old_ids, out_ids) = {
@@ -157,12 +159,17 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
     // Gone: the next manifest written no longer lists them.
     shared.lock_writer().forget_obsolete(&old_ids);
     crash_point::hit("compaction:done");
-    log::debug!(
-        "compacted {} files of {} into {} ({} live records)",
-        old_ids.len(),
+    let bytes_after = shared.lock_writer().total_bytes();
+    log::info!(
+        "compacted {}: {} log files into {} ({} live records), {} bytes of log before, {} after \
+         (writes meanwhile included), in {:.2} s",
         shared.dir.display(),
+        old_ids.len(),
         written.len(),
-        moved.len()
+        moved.len(),
+        bytes_before,
+        bytes_after,
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

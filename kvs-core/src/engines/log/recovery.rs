@@ -75,6 +75,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::format::{RecordKind, Version, FILE_MAGIC, FILE_MAGIC_V1};
 use super::index::{Index, RecordPos};
@@ -92,6 +93,9 @@ use crate::{KvsError, Result};
 /// Suffix of a compaction output not yet renamed into place. Open renames it if the manifest
 /// lists it (its compaction committed) and deletes it otherwise.
 pub const COMPACTING_SUFFIX: &str = ".log.compacting";
+
+/// How long an open goes before it logs its progress, and how often it does after that.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What replay learned besides the index.
 pub struct Recovered {
@@ -136,7 +140,20 @@ pub fn recover(
         versions: BTreeMap::new(),
         manifest: None,
     };
+    // An open that takes long says how far it got, every second or so, and what it did.
+    let started = Instant::now();
+    let mut last_progress = started;
     for (i, &id) in ids.iter().enumerate() {
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            log::info!(
+                "opening {}: {i} of {} log files replayed, {} keys, {:.1} s",
+                dir.display(),
+                ids.len(),
+                index.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         let is_newest = i + 1 == ids.len();
         let listed = manifest.as_ref().and_then(|m| match m.files().get(&id) {
             Some(&FileState::Closed { len, fingerprint }) => Some((len, fingerprint)),
@@ -166,6 +183,15 @@ pub fn recover(
         }
         recovered.sizes.insert(id, size);
         recovered.fingerprints.insert(id, fingerprint.value());
+    }
+    if started.elapsed() >= PROGRESS_EVERY {
+        log::info!(
+            "opened {}: {} log files replayed, {} keys, in {:.1} s",
+            dir.display(),
+            ids.len(),
+            index.len(),
+            started.elapsed().as_secs_f64()
+        );
     }
     recovered.manifest = manifest.map(|mut m| {
         let obsolete: Vec<u32> = m
