@@ -331,6 +331,35 @@ impl SledKvsEngine {
         self.flush_db()
     }
 
+    /// The write step of compare-and-set and update: replaces the record `raw` of `key` (as
+    /// read) with `new` and `deadline` (`None`: removes it) if it is still there, then flushes
+    /// and, for a removal, drops the old record's expiry entry. `false`: another write changed
+    /// the record in between, and nothing was written.
+    fn swap_record(
+        &self,
+        key: &[u8],
+        raw: Option<&[u8]>,
+        new: Option<&[u8]>,
+        deadline: Option<u64>,
+    ) -> Result<bool> {
+        let record = new.map(|v| layout::encode(v, deadline));
+        let removes = record.is_none();
+        let mutation = self.mutation_guard();
+        let swapped = self
+            .data
+            .compare_and_swap(key, raw, record)
+            .map_err(|e| self.error(e))?;
+        drop(mutation);
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        self.flush_db()?;
+        if removes {
+            self.forget_deadline_of(key, raw)?;
+        }
+        Ok(true)
+    }
+
     /// After a single-operation write replaced or removed the record `old` of `key`: removes
     /// the expiry entry of `old`'s deadline unless the record now there has that deadline
     /// again (another write may have set it in between: the check and the removal are one
@@ -585,19 +614,7 @@ impl KvsEngine for SledKvsEngine {
                 return Ok(true);
             }
             let deadline = current.and_then(|r| r.deadline);
-            let record = new.map(|v| layout::encode(v, deadline));
-            let removes = record.is_none();
-            let mutation = self.mutation_guard();
-            let swapped = self
-                .data
-                .compare_and_swap(key, raw.as_deref(), record)
-                .map_err(|e| self.error(e))?;
-            drop(mutation);
-            if swapped.is_ok() {
-                self.flush_db()?;
-                if removes {
-                    self.forget_deadline_of(key, raw.as_deref())?;
-                }
+            if self.swap_record(key, raw.as_deref(), new, deadline)? {
                 return Ok(true);
             }
         }
@@ -621,19 +638,7 @@ impl KvsEngine for SledKvsEngine {
                 return Ok(new);
             }
             let deadline = current.and_then(|r| r.deadline);
-            let record = new.as_deref().map(|v| layout::encode(v, deadline));
-            let removes = record.is_none();
-            let mutation = self.mutation_guard();
-            let swapped = self
-                .data
-                .compare_and_swap(key, raw.as_deref(), record)
-                .map_err(|e| self.error(e))?;
-            drop(mutation);
-            if swapped.is_ok() {
-                self.flush_db()?;
-                if removes {
-                    self.forget_deadline_of(key, raw.as_deref())?;
-                }
+            if self.swap_record(key, raw.as_deref(), new.as_deref(), deadline)? {
                 return Ok(new);
             }
         }
