@@ -32,9 +32,9 @@ use kvs::{
     long_about = "Serves the kvs store in the current directory over TCP.\n\n\
                   The port speaks the kvs protocol (kvs-client) and RESP, the Redis protocol \
                   (redis-cli, redis-benchmark, Redis client libraries): Redis 7's string, \
-                  expiry, keyspace, connection and server commands (COMMAND lists them). Each \
-                  connection's first byte tells which: '*', a letter, a space or an empty line \
-                  is RESP.\n\n\
+                  expiry, keyspace, transaction, connection and server commands (COMMAND \
+                  lists them). Each connection's first byte tells which: '*', a letter, a \
+                  space or an empty line is RESP.\n\n\
                   With a password (--requirepass, --requirepass-file or KVS_REQUIREPASS, in \
                   that order), every client must give it first."
 )]
