@@ -234,6 +234,34 @@ fn answer<E: KvsEngine>(mut stream: TcpStream, scrape: &Scrape<E>) {
     if stream.write_all(&response.bytes()).is_ok() {
         let _ = stream.flush();
         let _ = stream.shutdown(Shutdown::Write);
+        drain(&mut stream, deadline);
+    }
+}
+
+/// Reads and drops what the peer still sends (at most [`MAX_DRAIN`] bytes, until
+/// `deadline`) before the connection is closed: closing a socket with unread bytes sends a
+/// reset, which may destroy the answer before the peer read it (a request with a body, or a
+/// head over [`MAX_REQUEST_HEAD`]).
+fn drain(stream: &mut TcpStream, deadline: Instant) {
+    const MAX_DRAIN: usize = 64 << 10;
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    while drained < MAX_DRAIN {
+        let Some(left) = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+        else {
+            return;
+        };
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
     }
 }
 
