@@ -326,7 +326,8 @@ fn config_file_args(
         }
         let id = key.replace('-', "_");
         let password = key == "requirepass" || key == "requirepass-file";
-        if !on_command_line(&id) && !(password && password_on_command_line) {
+        let overridden = on_command_line(&id) || (password && password_on_command_line);
+        if !overridden {
             args.push(arg);
         }
     }
