@@ -52,17 +52,6 @@ use kvs::{
                   store is open and the port bound, and STOPPING=1 as it shuts down."
 )]
 struct Cli {
-    /// Read options from the TOML file FILE: `name = value` lines, each name a long flag's
-    /// without its `--` (strings quoted, numbers bare). Flags on the command line override
-    /// it; an unknown name or a bad value is a usage error naming the file and the name.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    /// Serve Prometheus metrics (the figures of INFO) over HTTP at http://IP:PORT/metrics.
-    /// Off by default.
-    #[arg(long, value_name = "IP:PORT")]
-    metrics_addr: Option<SocketAddr>,
-
     /// Address to listen on, IPv4 or IPv6 IP:PORT.
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:4000")]
     addr: SocketAddr,
@@ -156,6 +145,17 @@ struct Cli {
         value_parser = ["off", "error", "warn", "info", "debug", "trace"]
     )]
     log_level: String,
+
+    /// Read options from the TOML file FILE: `name = value` lines, each name a long flag's
+    /// without its `--` (strings quoted, numbers bare). Flags on the command line override
+    /// it; an unknown name or a bad value is a usage error naming the file and the name.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Serve Prometheus metrics (the figures of INFO) over HTTP at http://IP:PORT/metrics.
+    /// Off by default.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// The smallest `--max-frame-bytes`: below it, the server's own error replies (which name the

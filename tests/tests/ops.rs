@@ -669,6 +669,34 @@ fn a_hostile_scraper_stalls_nothing() {
     assert_eq!(resp.call(&[b"GET", b"k"]), Frame::Bulk(Some(b"v".to_vec())));
 }
 
+/// A scraper that connected and sends nothing does not hold up a graceful shutdown: the
+/// endpoint cuts its connection instead of waiting out its 5 s deadline.
+#[test]
+fn a_silent_scraper_does_not_hold_up_the_shutdown() {
+    let dir = TempDir::new().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &["--metrics-addr", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    let mut silent = TcpStream::connect(metrics).unwrap();
+    // Its scrape has begun once the endpoint answers another one (scrapes are accepted in
+    // order), so the shutdown below finds it in flight.
+    scrape(metrics);
+    let started = Instant::now();
+    assert!(
+        server.signal_and_wait("TERM").success(),
+        "{}",
+        server.stderr()
+    );
+    let took = started.elapsed();
+    eprintln!("stopped {took:?} after SIGTERM, with a silent scraper connected");
+    // Waiting for the scraper would take its deadline, 5 s from its connection; a stop
+    // takes milliseconds. 4 s tells the two apart with a wide margin for a slow machine.
+    assert!(took < Duration::from_secs(4), "the shutdown took {took:?}");
+    silent.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut rest = Vec::new();
+    let _ = silent.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // systemd
 

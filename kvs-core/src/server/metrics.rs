@@ -23,8 +23,9 @@
 //! the workers. A scrape reads the engine as `INFO` does (a key count and one page of a scan).
 //!
 //! The endpoint stops with the server: the same [`ShutdownHandle`] wakes its thread, which
-//! waits for the scrapes in flight (each bounded by the deadline) and closes the listener
-//! before [`KvsServer::serve`](super::KvsServer::serve) returns.
+//! closes the listener, cuts the connections of the scrapes in flight (so that a scraper
+//! cannot hold up the shutdown) and waits for their threads, before
+//! [`KvsServer::serve`](super::KvsServer::serve) returns.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -155,7 +156,8 @@ fn accept_loop<E: KvsEngine>(
     shutdown: ShutdownHandle,
 ) {
     let mut events = Events::with_capacity(4);
-    let mut scrapes: Vec<JoinHandle<()>> = Vec::new();
+    // Each scrape's thread, and its connection to cut at shutdown.
+    let mut scrapes: Vec<(JoinHandle<()>, TcpStream)> = Vec::new();
     // After an accept error (out of file descriptors, say), retry after a pause instead of
     // waiting for an edge that will not come.
     let mut retry: Option<Duration> = None;
@@ -175,19 +177,27 @@ fn accept_loop<E: KvsEngine>(
             }
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    scrapes.retain(|s| !s.is_finished());
+                    scrapes.retain(|(thread, _)| !thread.is_finished());
                     if scrapes.len() >= MAX_SCRAPES {
                         log::warn!(
                             "metrics: refusing a scrape from {peer}: {MAX_SCRAPES} in progress"
                         );
                         continue;
                     }
+                    let stream = TcpStream::from(stream);
+                    let cut = match stream.try_clone() {
+                        Ok(cut) => cut,
+                        Err(e) => {
+                            log::warn!("metrics: cannot answer a scrape from {peer}: {e}");
+                            continue;
+                        }
+                    };
                     let scrape = scrape.clone();
                     let spawned = std::thread::Builder::new()
                         .name("kvs-metrics-scrape".to_string())
-                        .spawn(move || answer(TcpStream::from(stream), &scrape));
+                        .spawn(move || answer(stream, &scrape));
                     match spawned {
-                        Ok(handle) => scrapes.push(handle),
+                        Ok(thread) => scrapes.push((thread, cut)),
                         Err(e) => log::warn!("metrics: cannot answer a scrape from {peer}: {e}"),
                     }
                 }
@@ -203,20 +213,31 @@ fn accept_loop<E: KvsEngine>(
         }
     }
     drop(listener);
-    // Each is bounded by `SCRAPE_DEADLINE`.
-    for scrape in scrapes {
-        let _ = scrape.join();
+    // A scrape still waiting for its request (or for its peer to read) would hold up the
+    // server's shutdown until its deadline: cutting its connection ends its reads and writes
+    // at once.
+    for (thread, cut) in scrapes {
+        let _ = cut.shutdown(Shutdown::Both);
+        let _ = thread.join();
     }
 }
 
-/// Reads one request from `stream` and answers it, within [`SCRAPE_DEADLINE`].
+/// Reads one request from `stream` and answers it, within [`SCRAPE_DEADLINE`], then ends
+/// the connection (explicitly: the endpoint's thread holds a clone of the socket until it
+/// next accepts, and dropping this one would not close it).
 fn answer<E: KvsEngine>(mut stream: TcpStream, scrape: &Scrape<E>) {
+    exchange(&mut stream, scrape);
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// The request and answer of [`answer`].
+fn exchange<E: KvsEngine>(stream: &mut TcpStream, scrape: &Scrape<E>) {
     let deadline = Instant::now() + SCRAPE_DEADLINE;
     // The listener was non-blocking; what it accepts may be too on some systems.
     if stream.set_nonblocking(false).is_err() {
         return;
     }
-    let response = match read_head(&mut stream, deadline) {
+    let response = match read_head(stream, deadline) {
         Ok(Head::Complete(head)) => respond(&head, scrape),
         Ok(Head::TooLong) => Response::text(431, "Request Header Fields Too Large", ""),
         // Closed, timed out or broken: nothing to answer.
@@ -234,7 +255,7 @@ fn answer<E: KvsEngine>(mut stream: TcpStream, scrape: &Scrape<E>) {
     if stream.write_all(&response.bytes()).is_ok() {
         let _ = stream.flush();
         let _ = stream.shutdown(Shutdown::Write);
-        drain(&mut stream, deadline);
+        drain(stream, deadline);
     }
 }
 
