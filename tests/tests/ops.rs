@@ -614,6 +614,31 @@ fn metrics_are_scraped_with_curl_and_move_with_the_commands() {
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
 }
 
+/// On the sled engine: the label names it, and the keyspace and the bytes on disk (sled's
+/// files, a directory down) are its.
+#[test]
+fn metrics_name_the_sled_engine() {
+    let dir = TempDir::new().unwrap();
+    let server = ServerProcess::start(
+        dir.path(),
+        &["--engine", "sled", "--metrics-addr", "127.0.0.1:0"],
+    );
+    let metrics = metrics_addr(&server);
+    let mut resp = Resp::connect(server.addr);
+    assert_eq!(resp.call(&[b"SET", b"k", b"v"]), Frame::Simple("OK".into()));
+    let scraped = scrape(metrics);
+    assert_eq!(
+        scraped.get(&format!(
+            "kvs_info{{version=\"{}\",engine=\"sled\"}}",
+            kvs::VERSION
+        )),
+        1.0
+    );
+    assert_eq!(scraped.get("kvs_keyspace_keys"), 1.0);
+    assert_eq!(scraped.get("kvs_connected_clients"), 1.0);
+    assert!(scraped.get("kvs_disk_bytes") > 0.0);
+}
+
 /// Scrapers that connect and send nothing, dribble, or send an endless header neither stall
 /// the server's clients nor keep a well-behaved scrape from being answered, and each is cut
 /// off by the endpoint's deadline.
