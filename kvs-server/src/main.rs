@@ -312,12 +312,18 @@ fn config_file_args(
             (FileType::Integer | FileType::Seconds, toml::Value::Integer(i)) => i.to_string(),
             (FileType::Seconds, toml::Value::Float(f)) => f.to_string(),
             (kind, value) => {
+                // A password, even of the wrong type, is never shown.
+                let shown = if key == "requirepass" {
+                    String::new()
+                } else {
+                    format!(" ({value})")
+                };
                 return Err(format!(
-                    "{}: must be {}, not {} ({value})",
+                    "{}: must be {}, not {}{shown}",
                     at(key),
                     kind.expected(),
                     article(value.type_str())
-                ))
+                ));
             }
         };
         let arg = format!("--{key}={text}");

@@ -179,6 +179,21 @@ fn a_bad_config_file_is_refused_naming_the_file_and_the_option() {
             &["`requirepass` and `requirepass-file` cannot both be given"],
         ),
     ];
+    // A password of the wrong type is refused without being shown.
+    let secret = dir.path().join("secret.toml");
+    std::fs::write(&secret, "requirepass = 918273645\n").unwrap();
+    let out = run_server(dir.path(), &["--config", secret.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`requirepass`: must be a string"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("918273645"),
+        "the password was shown: {stderr}"
+    );
+
     for (i, (text, expected)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad-{i}.toml"));
         std::fs::write(&file, text).unwrap();
