@@ -5,7 +5,8 @@
 # Debian's nutcracker (twemproxy, the sharding proxy tests/tests/scaling.rs puts in front of
 # three kvs-servers) and the redis Python package (redis-py, in the virtual environment that
 # kvs-py/tests/run.sh also uses) for scaling.rs; Django (in the same environment) and Node's
-# ioredis (npm, into target/node, never globally) for the client tests of redis_multi.rs.
+# ioredis (npm, into target/node, never globally) for the client tests of redis_multi.rs;
+# curl and systemd-analyze for tests/tests/ops.rs.
 # Idempotent: does nothing when they are already there. Needs root or sudo for apt-get; where it cannot
 # install, it says so loudly and exits 0, and those tests skip with the same message; on CI
 # (CI=true), where nothing may be skipped, it fails instead.
@@ -91,6 +92,10 @@ command -v redis-server >/dev/null 2>&1 || want+=(redis-server)
 # nutcracker (twemproxy): the sharding proxy of tests/tests/scaling.rs. Debian installs it in
 # /usr/sbin, which a non-root PATH may lack.
 command -v nutcracker >/dev/null 2>&1 || [ -x /usr/sbin/nutcracker ] || want+=(nutcracker)
+# curl scrapes kvs-server's metrics endpoint, and systemd-analyze (Debian's systemd package)
+# verifies deploy/kvs-server.service, in tests/tests/ops.rs.
+command -v curl >/dev/null 2>&1 || want+=(curl)
+command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
 if [ ${#want[@]} -eq 0 ]; then
     exit 0
 fi

@@ -83,7 +83,7 @@ pub use error::{ErrorKind, KvsError, Result};
 pub use expiry::{deadline_after, is_expired, now_millis, KeyExpiry};
 pub use scan::{glob_match, ScanFilter, ScanPage};
 #[cfg(feature = "net")]
-pub use server::{ClusterMode, KvsServer, ServerConfig, ShutdownHandle};
+pub use server::{ClusterMode, KvsServer, MetricsEndpoint, ServerConfig, ShutdownHandle};
 
 /// The version of kvs, the same for every crate of the workspace.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

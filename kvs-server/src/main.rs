@@ -11,17 +11,25 @@
 //! server gracefully: it stops accepting, finishes the requests in flight (waiting at most
 //! `--drain-timeout`, 1 s, for clients to read their replies), flushes the engine and exits 0.
 //! A second signal exits at once, with status 1.
+//!
+//! `--config FILE` reads any of the options from a TOML file (the command line overrides it);
+//! `--metrics-addr` serves Prometheus metrics over HTTP; under systemd (`Type=notify`), the
+//! server says `READY=1` on `$NOTIFY_SOCKET` once it serves and `STOPPING=1` as it stops.
 
+use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use kvs::thread_pool::{NaiveThreadPool, RayonThreadPool, SharedQueueThreadPool, ThreadPool};
 use kvs::{
-    AnyEngine, ClusterMode, EngineKind, KvStoreOptions, KvsEngine, KvsServer, ServerConfig,
-    ShutdownHandle,
+    AnyEngine, ClusterMode, EngineKind, KvStoreOptions, KvsEngine, KvsServer, MetricsEndpoint,
+    ServerConfig, ShutdownHandle,
 };
 
 #[derive(Parser, Debug)]
@@ -36,7 +44,12 @@ use kvs::{
                   lists them). Each connection's first byte tells which: '*', a letter, a \
                   space or an empty line is RESP.\n\n\
                   With a password (--requirepass, --requirepass-file or KVS_REQUIREPASS, in \
-                  that order), every client must give it first."
+                  that order), every client must give it first.\n\n\
+                  --config FILE reads options from a TOML file, each under its long flag's \
+                  name (addr = \"127.0.0.1:4000\", threads = 4, client-timeout = 2.5); a flag \
+                  given on the command line overrides the file.\n\n\
+                  Under systemd (Type=notify), it sends READY=1 to $NOTIFY_SOCKET once the \
+                  store is open and the port bound, and STOPPING=1 as it shuts down."
 )]
 struct Cli {
     /// Address to listen on, IPv4 or IPv6 IP:PORT.
@@ -132,6 +145,17 @@ struct Cli {
         value_parser = ["off", "error", "warn", "info", "debug", "trace"]
     )]
     log_level: String,
+
+    /// Read options from the TOML file FILE: `name = value` lines, each name a long flag's
+    /// without its `--` (strings quoted, numbers bare). Flags on the command line override
+    /// it; an unknown name or a bad value is a usage error naming the file and the name.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Serve Prometheus metrics (the figures of INFO) over HTTP at http://IP:PORT/metrics.
+    /// Off by default.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// The smallest `--max-frame-bytes`: below it, the server's own error replies (which name the
@@ -188,8 +212,161 @@ enum Sync {
     Always,
 }
 
+/// How a config-file value is written in TOML, by the long flag it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileType {
+    /// A string: `addr = "127.0.0.1:4000"`.
+    Text,
+    /// An integer: `threads = 4`.
+    Integer,
+    /// A number of seconds, an integer or a float: `client-timeout = 2.5`.
+    Seconds,
+}
+
+impl FileType {
+    fn expected(self) -> &'static str {
+        match self {
+            FileType::Text => "a string (in double quotes)",
+            FileType::Integer => "an integer",
+            FileType::Seconds => "a number of seconds (an integer or a float)",
+        }
+    }
+}
+
+/// Every option a config file may give: each long flag but `--config`, `--help` and
+/// `--version`, with the TOML type of its value. A test checks that it lists exactly the
+/// flags there are.
+const FILE_OPTIONS: &[(&str, FileType)] = &[
+    ("addr", FileType::Text),
+    ("engine", FileType::Text),
+    ("pool", FileType::Text),
+    ("threads", FileType::Integer),
+    ("sync", FileType::Text),
+    ("max-frame-bytes", FileType::Integer),
+    ("client-timeout", FileType::Seconds),
+    ("drain-timeout", FileType::Seconds),
+    ("max-connections", FileType::Integer),
+    ("cluster-mode", FileType::Text),
+    ("requirepass", FileType::Text),
+    ("requirepass-file", FileType::Text),
+    ("log-level", FileType::Text),
+    ("metrics-addr", FileType::Text),
+];
+
+/// The exit status of a usage error, as clap exits with for a bad flag.
+const USAGE_ERROR: u8 = 2;
+
+/// The command line, with the options of `--config FILE` under those given on it. A bad flag
+/// exits as clap does (status 2); a config file that cannot be read, is not TOML, or gives an
+/// unknown option or a bad value is an `Err` naming the file (and the option, or the line).
+fn parse_command_line() -> Result<Cli, String> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(&args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let Some(file) = cli.config.clone() else {
+        return Ok(cli);
+    };
+    let on_command_line = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let from_file = config_file_args(&file, on_command_line)?;
+    let mut merged = Vec::with_capacity(args.len() + from_file.len());
+    merged.extend(args.first().cloned());
+    merged.extend(from_file.into_iter().map(OsString::from));
+    merged.extend(args.into_iter().skip(1));
+    Cli::try_parse_from(merged).map_err(|e| format!("{}: {}", file.display(), clap_message(&e)))
+}
+
+/// The options of the config file `file` as command-line arguments (`--name=value`), leaving
+/// out those given on the command line (`on_command_line`, by clap's id of the option): each
+/// checked alone, as its flag would be, so that an error names the file and the option.
+fn config_file_args(
+    file: &Path,
+    on_command_line: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read the config file {}: {e}", file.display()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        format!("{}: {}", file.display(), e.to_string().trim_end())
+    })?;
+    let at = |key: &str| format!("{}: `{key}`", file.display());
+    if table.contains_key("requirepass") && table.contains_key("requirepass-file") {
+        return Err(format!(
+            "{}: `requirepass` and `requirepass-file` cannot both be given",
+            file.display()
+        ));
+    }
+    // A password given on the command line, in either way, replaces the file's.
+    let password_on_command_line =
+        on_command_line("requirepass") || on_command_line("requirepass_file");
+    let mut args = Vec::with_capacity(table.len());
+    for (key, value) in &table {
+        let Some(&(_, kind)) = FILE_OPTIONS.iter().find(|(name, _)| name == key) else {
+            let names: Vec<&str> = FILE_OPTIONS.iter().map(|(name, _)| *name).collect();
+            return Err(format!(
+                "{}: unknown option; the options are {}",
+                at(key),
+                names.join(", ")
+            ));
+        };
+        let text = match (kind, value) {
+            (FileType::Text, toml::Value::String(s)) => s.clone(),
+            (FileType::Integer | FileType::Seconds, toml::Value::Integer(i)) => i.to_string(),
+            (FileType::Seconds, toml::Value::Float(f)) => f.to_string(),
+            (kind, value) => {
+                // A password, even of the wrong type, is never shown.
+                let shown = if key == "requirepass" {
+                    String::new()
+                } else {
+                    format!(" ({value})")
+                };
+                return Err(format!(
+                    "{}: must be {}, not {}{shown}",
+                    at(key),
+                    kind.expected(),
+                    article(value.type_str())
+                ));
+            }
+        };
+        let arg = format!("--{key}={text}");
+        if let Err(e) = Cli::try_parse_from(["kvs-server", arg.as_str()]) {
+            return Err(format!("{}: {}", at(key), clap_message(&e)));
+        }
+        let id = key.replace('-', "_");
+        let password = key == "requirepass" || key == "requirepass-file";
+        let overridden = on_command_line(&id) || (password && password_on_command_line);
+        if !overridden {
+            args.push(arg);
+        }
+    }
+    Ok(args)
+}
+
+/// "a string", "an integer".
+fn article(noun: &str) -> String {
+    let an = noun.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {noun}", if an { "an" } else { "a" })
+}
+
+/// What clap says of a bad value, without its `error: ` and its closing advice to try
+/// `--help`: `invalid value '0' for '--threads <N>': 0 is not in 1..=1024`.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let text = text.trim();
+    let text = text.strip_prefix("error: ").unwrap_or(text);
+    let text = match text.find("\n\nFor more information") {
+        Some(end) => &text[..end],
+        None => text,
+    };
+    text.trim_end().to_string()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("kvs-server: error: {e}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&cli.log_level))
         .target(env_logger::Target::Stderr)
         .init();
@@ -275,6 +452,19 @@ fn run(cli: Cli) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
 
+    let metrics = match cli.metrics_addr {
+        Some(addr) => {
+            let cannot = |e: std::io::Error| format!("cannot listen on {addr} for metrics: {e}");
+            let listener = TcpListener::bind(addr).map_err(cannot)?;
+            let at = listener.local_addr().map_err(cannot)?;
+            let endpoint = MetricsEndpoint::new(listener)
+                .engine(store.kind().to_string())
+                .data_dir(&dir);
+            Some((endpoint, at))
+        }
+        None => None,
+    };
+
     let threads = cli.threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2))
     });
@@ -304,6 +494,10 @@ fn run(cli: Cli) -> Result<(), String> {
         value_name(cli.sync),
         value_name(cli.cluster_mode),
     );
+    let metrics = metrics.map(|(endpoint, at)| {
+        log::info!("serving metrics at http://{at}/metrics");
+        endpoint
+    });
     if password.is_some() {
         log::info!("clients must give the password before anything else");
     } else if !local.ip().is_loopback() {
@@ -315,10 +509,10 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     match cli.pool {
         Pool::SharedQueue => {
-            serve::<SharedQueueThreadPool>(store, threads, config, listener, &stop)
+            serve::<SharedQueueThreadPool>(store, threads, config, listener, metrics, &stop)
         }
-        Pool::Rayon => serve::<RayonThreadPool>(store, threads, config, listener, &stop),
-        Pool::Naive => serve::<NaiveThreadPool>(store, threads, config, listener, &stop),
+        Pool::Rayon => serve::<RayonThreadPool>(store, threads, config, listener, metrics, &stop),
+        Pool::Naive => serve::<NaiveThreadPool>(store, threads, config, listener, metrics, &stop),
     }
 }
 
@@ -334,14 +528,84 @@ fn serve<P: ThreadPool>(
     threads: u32,
     config: ServerConfig,
     listener: TcpListener,
+    metrics: Option<MetricsEndpoint>,
     stop: &Stop,
 ) -> Result<(), String> {
     let pool = P::new(threads).map_err(|e| format!("cannot start threads: {e}"))?;
-    let server = KvsServer::with_config(store, pool, config);
+    let mut server = KvsServer::with_config(store, pool, config);
+    if let Some(metrics) = metrics {
+        server = server.with_metrics(metrics);
+    }
     stop.attach(server.shutdown_handle());
-    server.serve(listener).map_err(|e| e.to_string())?;
+    // The store is open and the ports are bound: a client that connects now is served (it
+    // waits in the listen backlog until the first worker runs, a moment later).
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    notify_ready(&format!("serving on {local}"));
+    let served = server.serve(listener).map_err(|e| e.to_string());
+    // Stopped by a client's SHUTDOWN, or by an error: systemd hears it now at the latest.
+    notify_stopping();
+    served?;
     log::info!("kvs-server stopped");
     Ok(())
+}
+
+/// The environment variable through which systemd gives a `Type=notify` service the socket
+/// to report its state on (see sd_notify(3)).
+const NOTIFY_VAR: &str = "NOTIFY_SOCKET";
+
+/// Whether `STOPPING=1` was sent (it is sent once, and `READY=1` never after it).
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Tells systemd the server is ready, unless it is already stopping.
+fn notify_ready(status: &str) {
+    if !STOPPING.load(Ordering::SeqCst) {
+        notify(&format!("READY=1\nSTATUS={status}"));
+    }
+}
+
+/// Tells systemd the server is shutting down, once.
+fn notify_stopping() {
+    if !STOPPING.swap(true, Ordering::SeqCst) {
+        notify("STOPPING=1\nSTATUS=shutting down");
+    }
+}
+
+/// Sends `message` (`NAME=value` lines) to `$NOTIFY_SOCKET`, if it is set. A failure is
+/// logged, never fatal: the server serves as well without systemd hearing of it.
+fn notify(message: &str) {
+    let Some(target) = std::env::var_os(NOTIFY_VAR) else {
+        return;
+    };
+    if let Err(e) = send_notification(&target, message.as_bytes()) {
+        log::warn!(
+            "cannot tell systemd the server's state through {NOTIFY_VAR}={}: {e}",
+            target.to_string_lossy()
+        );
+    }
+}
+
+/// Sends one datagram to the Unix socket `target`: a path (`/run/systemd/notify`) or, on
+/// Linux, an abstract name written with a leading `@`.
+fn send_notification(target: &std::ffi::OsStr, message: &[u8]) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::UnixDatagram;
+    let socket = UnixDatagram::unbound()?;
+    match target.as_bytes().split_first() {
+        Some((b'/', _)) => socket.send_to(message, Path::new(target)).map(drop),
+        #[cfg(target_os = "linux")]
+        Some((b'@', name)) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(message, &addr).map(drop)
+        }
+        _ => Err(Error::new(
+            ErrorKind::InvalidInput,
+            "neither an absolute path nor an abstract socket name (@name)",
+        )),
+    }
 }
 
 /// Turns SIGINT and SIGTERM into a shutdown of the server, once there is one.
@@ -374,6 +638,7 @@ impl Stop {
                     };
                     if count == 0 {
                         log::info!("{name} received; shutting down");
+                        notify_stopping();
                         on_signal.request();
                     } else {
                         // A second signal means "now": acknowledged writes are already in
@@ -401,5 +666,26 @@ impl Stop {
             handle.shutdown();
         }
         state.handle = Some(handle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config file takes exactly the options the command line has: a new flag must be
+    /// given its TOML type in `FILE_OPTIONS`.
+    #[test]
+    fn a_config_file_takes_every_long_flag_and_nothing_else() {
+        let command = Cli::command();
+        let mut flags: Vec<&str> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_long())
+            .filter(|long| !["config", "help", "version"].contains(long))
+            .collect();
+        let mut options: Vec<&str> = FILE_OPTIONS.iter().map(|(name, _)| *name).collect();
+        flags.sort_unstable();
+        options.sort_unstable();
+        assert_eq!(flags, options);
     }
 }

@@ -125,20 +125,50 @@ pub(crate) fn render(
             _ => {
                 text.push_str("# Keyspace\r\n");
                 // Redis lists only databases that hold keys.
-                match engine.len()? {
-                    0 => Ok(()),
-                    keys => {
-                        let (expires, avg_ttl) = expiry_summary(engine, keys)?;
-                        write!(
-                            text,
-                            "db0:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
-                        )
-                    }
+                match keyspace(engine)? {
+                    Keyspace { keys: 0, .. } => Ok(()),
+                    Keyspace {
+                        keys,
+                        expires,
+                        avg_ttl_ms,
+                    } => write!(
+                        text,
+                        "db0:keys={keys},expires={expires},avg_ttl={avg_ttl_ms}\r\n"
+                    ),
                 }
             }
         };
     }
     Ok(text)
+}
+
+/// What `INFO keyspace` says of the store (kvs has one database, `db0`); the metrics
+/// endpoint (`crate::server::metrics`) shows the same figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Keyspace {
+    /// Keys in the store.
+    pub(crate) keys: usize,
+    /// Keys with a deadline: exact in a store of at most [`KEYSPACE_SAMPLE`] keys, else
+    /// estimated from that many.
+    pub(crate) expires: usize,
+    /// The average time to live of the keys with a deadline, in milliseconds (0 if none).
+    pub(crate) avg_ttl_ms: u64,
+}
+
+/// The figures of `INFO keyspace`: a count of the keys and one page of a scan, so cheap on a
+/// store of any size.
+pub(crate) fn keyspace(engine: &dyn Engine) -> Result<Keyspace> {
+    let keys = engine.len()?;
+    let (expires, avg_ttl_ms) = if keys == 0 {
+        (0, 0)
+    } else {
+        expiry_summary(engine, keys)?
+    };
+    Ok(Keyspace {
+        keys,
+        expires,
+        avg_ttl_ms,
+    })
 }
 
 /// How many of the `keys` keys have a deadline, and their average time to live in
@@ -171,7 +201,7 @@ fn expiry_summary(engine: &dyn Engine, keys: usize) -> Result<(usize, u64)> {
 /// The server's resident memory in bytes, as the operating system counts it (`VmRSS` of
 /// `/proc/self/status` on Linux; 0 where that is not known). kvs has no allocator statistics,
 /// so `used_memory` is this too.
-fn resident_bytes() -> u64 {
+pub(crate) fn resident_bytes() -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return 0;
     };

@@ -66,7 +66,7 @@
 
 mod commands;
 pub mod frame;
-mod info;
+pub(crate) mod info;
 mod request;
 pub(crate) mod session;
 

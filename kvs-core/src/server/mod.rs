@@ -58,6 +58,7 @@
 //! engine and returns, so every write carried out, acknowledged or not, is kept.
 
 mod connection;
+mod metrics;
 pub(crate) mod sniff;
 pub(crate) mod state;
 mod worker;
@@ -77,6 +78,8 @@ use self::worker::Worker;
 use crate::protocol::DEFAULT_MAX_FRAME_LEN;
 use crate::thread_pool::ThreadPool;
 use crate::{KvsEngine, KvsError, Result};
+
+pub use self::metrics::MetricsEndpoint;
 
 /// Replies waiting to be sent beyond which a connection stops reading requests (256 KiB).
 pub const OUTPUT_HIGH_WATER: usize = 256 << 10;
@@ -313,6 +316,8 @@ pub struct KvsServer<E: KvsEngine, P: ThreadPool> {
     pool: P,
     config: ServerConfig,
     shutdown: ShutdownHandle,
+    /// Where the metrics are served over HTTP, if anywhere.
+    metrics: Option<MetricsEndpoint>,
 }
 
 const LISTENER: Token = Token(0);
@@ -340,7 +345,16 @@ impl<E: KvsEngine, P: ThreadPool> KvsServer<E, P> {
             pool,
             config,
             shutdown: ShutdownHandle::default(),
+            metrics: None,
         }
+    }
+
+    /// The same, also serving its figures (those `INFO` shows) as Prometheus metrics at
+    /// `GET /metrics` on `endpoint`, on a thread of its own, from the start of
+    /// [`serve`](KvsServer::serve) until it returns (see [`MetricsEndpoint`]).
+    pub fn with_metrics(mut self, endpoint: MetricsEndpoint) -> KvsServer<E, P> {
+        self.metrics = Some(endpoint);
+        self
     }
 
     /// A handle that stops this server.
@@ -357,7 +371,7 @@ impl<E: KvsEngine, P: ThreadPool> KvsServer<E, P> {
     /// Serves connections from `listener` until [`ShutdownHandle::shutdown`], then finishes the
     /// requests in flight, flushes the engine and returns. Binding the listener yourself lets
     /// you bind port 0 and learn the port before serving.
-    pub fn serve(self, listener: TcpListener) -> Result<()> {
+    pub fn serve(mut self, listener: TcpListener) -> Result<()> {
         listener.set_nonblocking(true)?;
         let mut listener = mio::net::TcpListener::from_std(listener);
         let mut poll = Poll::new()?;
@@ -412,12 +426,23 @@ impl<E: KvsEngine, P: ThreadPool> KvsServer<E, P> {
         }
         drop(done_tx);
         drop(started_tx);
+        let metrics = self
+            .metrics
+            .take()
+            .map(|endpoint| {
+                metrics::spawn(endpoint, self.engine.clone(), state.clone(), &self.shutdown)
+            })
+            .transpose();
         // Connections go only to running workers, so wait for the first one (meanwhile new
         // connections wait in the listen backlog). If the pool has fewer threads than there
         // are workers, the surplus jobs start only as others end, see the shutdown and exit.
-        let accepted = match started_rx.recv() {
-            Ok(()) => self.accept_loop(&mut poll, &mut listener, &slots),
-            Err(_) => Err(KvsError::Io(io::Error::other(
+        let accepted = match (&metrics, started_rx.recv()) {
+            (Err(e), _) => Err(KvsError::Io(io::Error::new(
+                e.kind(),
+                format!("cannot start the metrics endpoint: {e}"),
+            ))),
+            (Ok(_), Ok(())) => self.accept_loop(&mut poll, &mut listener, &slots),
+            (Ok(_), Err(_)) => Err(KvsError::Io(io::Error::other(
                 "the thread pool ran no server worker",
             ))),
         };
@@ -425,6 +450,10 @@ impl<E: KvsEngine, P: ThreadPool> KvsServer<E, P> {
         self.shutdown.shutdown();
         // Every worker's job holds a `done` sender: this returns once all have ended.
         let _ = done_rx.recv();
+        if let Ok(Some(metrics)) = metrics {
+            // It stops on the same shutdown; its scrapes end within their deadline.
+            let _ = metrics.join();
+        }
         let flushed = self.engine.flush();
         accepted?;
         flushed
