@@ -128,10 +128,10 @@ fi
 unversioned="$(awk '$2 != "A" && $3 !~ /^kvs_[a-z0-9_]+@@KVS_[0-9]+\.[0-9]+$/ { print $3 }' \
     "$work/dynsyms")"
 if [[ -n "$map_nodes" && -z "$unversioned" && "$exported_nodes" == "$map_nodes" ]]; then
-    pass "every function of libkvs.so has a default version, one of libkvs.map's ($(echo $map_nodes))"
+    pass "every function of libkvs.so has a default version, one of libkvs.map's (${map_nodes//$'\n'/ })"
 else
     echo "  without a version of libkvs.map: ${unversioned:-none}"
-    echo "  version nodes defined: $(echo $exported_nodes), in libkvs.map: $(echo $map_nodes)"
+    echo "  version nodes defined: ${exported_nodes//$'\n'/ }; in libkvs.map: ${map_nodes//$'\n'/ }"
     fail "every function of libkvs.so has a default version, one of libkvs.map's"
 fi
 soname="$(readelf -d "$so" | sed -n 's/.*(SONAME).*\[\(.*\)\]$/\1/p')"

@@ -6,8 +6,8 @@
 #   2. builds the wheel once, as the README says: `maturin build --release` (abi3: one wheel for
 #      CPython 3.9 and later), and checks its name, files (stubs, py.typed) and metadata;
 #   3. installs it into a fresh virtual environment (KVS_PY_WHEEL_VENV) with a PATH that holds
-#      no cargo, rustc or rustup (checked), from the file alone (--no-index), and checks `pip
-#      check`, `pip show kvs` and where `import kvs` resolves;
+#      no cargo, rustc or rustup (checked), from the file alone (--no-index: it needs nothing
+#      else), and checks `pip check`, `pip show kvs` and where `import kvs` resolves;
 #   4. builds from source as well, `pip install ./kvs-py` into the tools environment (the same
 #      release build as step 2, so cargo reuses it), and checks that this install works too;
 #   5. builds kvs-server for the client tests and runs the whole suite, kvs-py/tests, with the
@@ -67,7 +67,7 @@ clean_path="$wheel_venv/bin"
 clean=(env PATH="$clean_path")
 wheel_py="$wheel_venv/bin/python"
 wheel_pip=("${clean[@]}" "$wheel_py" -m pip --disable-pip-version-check --quiet)
-"${wheel_pip[@]}" install --no-index --no-deps "$wheel" </dev/null
+"${wheel_pip[@]}" install --no-index "$wheel" </dev/null
 "${clean[@]}" "$wheel_py" "$root/kvs-py/tests/check_install.py" installed "$version" </dev/null
 echo "== installing pytest and redis (for test_resp.py) into $wheel_venv"
 "${wheel_pip[@]}" install "pytest>=7" "redis>=5" </dev/null
@@ -95,7 +95,8 @@ echo "== cargo build -p kvs-server"
 cargo build --quiet -p kvs-server
 export KVS_SERVER_BIN="$target_dir/debug/kvs-server"
 # conftest.py checks that `import kvs` resolves here, not to the source tree.
-export KVS_PY_EXPECT_INSTALLED_IN="$("$wheel_py" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')"
+KVS_PY_EXPECT_INSTALLED_IN="$("$wheel_py" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')"
+export KVS_PY_EXPECT_INSTALLED_IN
 
 echo "== pytest (the wheel, in $wheel_venv)"
 cd "$root/kvs-py"
