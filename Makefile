@@ -6,6 +6,8 @@ CARGO ?= cargo
 DATA ?= kvs-data
 ARGS ?=
 PREFIX ?= /usr/local
+# `make install PROFILE=debug`: install the debug build of libkvs (faster to build; the C tests).
+PROFILE ?= release
 
 test: lint test-rust test-c test-python
 
@@ -50,4 +52,4 @@ server:
 
 # Installs the C library, header and pkg-config files into PREFIX.
 install:
-	bash kvs-ffi/install.sh "$(PREFIX)"
+	bash kvs-ffi/install.sh $(if $(filter debug,$(PROFILE)),--debug) "$(PREFIX)"

@@ -1,5 +1,6 @@
-//! Generates the C header from this crate's sources into `$OUT_DIR/kvs.h`, and names the
-//! shared library `libkvs.so.<major>` for the dynamic linker.
+//! Generates the C header from this crate's sources into `$OUT_DIR/kvs.h`. (The shared
+//! library, its SONAME and its symbol versions are `install.sh`'s: it links libkvs.so from
+//! the static library with `libkvs.map`.)
 //!
 //! The committed header is `include/kvs.h`; `tests/run.sh` fails when it differs from the one
 //! generated here, and `tests/run.sh --update-header` copies the fresh one over it. The build
@@ -12,14 +13,6 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
-
-    // Cargo names the library after the crate (libkvs_ffi.so, because the core crate's
-    // library is already `kvs`); C programs link `-lkvs` against the copy install.sh makes, so
-    // the SONAME, which the dynamic linker looks for at run time, is libkvs's.
-    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap_or_else(|_| "0".into());
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libkvs.so.{major}");
-    }
 
     let (Ok(crate_dir), Ok(out_dir)) = (env::var("CARGO_MANIFEST_DIR"), env::var("OUT_DIR")) else {
         eprintln!("build.rs must run under cargo (CARGO_MANIFEST_DIR and OUT_DIR unset)");

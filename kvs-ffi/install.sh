@@ -12,8 +12,11 @@
 #             which a release install strips)
 #   DESTDIR   if set, files go under $DESTDIR$PREFIX (for packaging); kvs.pc still says PREFIX
 #
-# Cargo builds the library as libkvs_ffi.* (the name `kvs` belongs to the core Rust crate);
-# this script installs it under the name C users link with, -lkvs. See kvs-ffi/README.md.
+# Cargo builds the static library libkvs_ffi.a (the name `kvs` belongs to the core Rust
+# crate); this script installs it under the name C users link with, -lkvs, and links the
+# shared libkvs.so from it with the C compiler ($CC, default cc): with the SONAME
+# libkvs.so.X and the symbol versions of kvs-ffi/libkvs.map, which a library that rustc
+# links itself cannot get. See kvs-ffi/README.md.
 set -euo pipefail
 
 profile=release
@@ -40,10 +43,9 @@ build_log="$(mktemp)"
 trap 'rm -f "$build_log"' EXIT
 cargo build "${cargo_flags[@]}" >"$build_log"
 # The artifacts' paths, from cargo's own report (this respects CARGO_TARGET_DIR).
-shared_lib="$(grep -o '"[^"]*/libkvs_ffi\.so"' "$build_log" | tail -n 1 | tr -d '"')"
 static_lib="$(grep -o '"[^"]*/libkvs_ffi\.a"' "$build_log" | tail -n 1 | tr -d '"')"
-if [[ ! -f "$shared_lib" || ! -f "$static_lib" ]]; then
-    echo "install.sh: cargo did not report libkvs_ffi.so and libkvs_ffi.a" >&2
+if [[ ! -f "$static_lib" ]]; then
+    echo "install.sh: cargo did not report libkvs_ffi.a" >&2
     exit 1
 fi
 
@@ -52,6 +54,29 @@ major="${version%%.*}"
 dest="${DESTDIR:-}$prefix"
 libdir="$dest/lib"
 mkdir -p "$dest/include" "$libdir/pkgconfig"
+
+# What libkvs needs besides itself: the Rust standard library's system dependencies, as
+# `rustc --print native-static-libs` lists them for Linux.
+native_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
+
+# libkvs.so, linked from the static library rather than by rustc: rustc always hands the
+# linker a version script of its own that lists every exported function without a version,
+# and the linker keeps the first script's entry for a name, so a second script passed from
+# build.rs would define KVS_0.2 but version nothing. Here libkvs.map is the only script:
+#   --whole-archive      every object of libkvs_ffi.a, so that each exported function is there;
+#   --gc-sections        then drops whatever the exported functions cannot reach;
+#   --version-script     exports exactly the functions of kvs.h, versioned; the rest is local;
+#   -z defs              fails the link on any symbol left undefined;
+#   -z relro -z now, -z noexecstack: the hardening rustc applies to its own shared libraries.
+shared_lib="$(mktemp "${TMPDIR:-/tmp}/libkvs.so.XXXXXX")"
+trap 'rm -f "$build_log" "$shared_lib"' EXIT
+# shellcheck disable=SC2086 # native_libs is a list of flags
+"${CC:-cc}" -shared -o "$shared_lib" \
+    -Wl,-soname,"libkvs.so.$major" \
+    -Wl,--version-script="$repo/kvs-ffi/libkvs.map" \
+    -Wl,--whole-archive "$static_lib" -Wl,--no-whole-archive \
+    -Wl,--gc-sections -Wl,-z,defs -Wl,-z,relro,-z,now -Wl,-z,noexecstack \
+    -Wl,--as-needed $native_libs
 
 install -m 0644 include/kvs.h "$dest/include/kvs.h"
 install -m 0755 "$shared_lib" "$libdir/libkvs.so.$version"
@@ -69,9 +94,6 @@ if [[ "$profile" == release ]]; then
     fi
 fi
 
-# What a static libkvs.a needs besides itself: the Rust standard library's system
-# dependencies, as `rustc --print native-static-libs` lists them for Linux.
-native_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 pc_head="prefix=$prefix
 libdir=\${prefix}/lib
 includedir=\${prefix}/include

@@ -2,12 +2,16 @@
 # The C tests of libkvs (`make test-c`). From a fresh clone this:
 #   1. builds kvs-ffi (debug) and checks that the committed include/kvs.h equals the header
 #      cbindgen generates now (`--update-header` copies the fresh one over it instead);
-#   2. installs header, libkvs.so, libkvs.a and kvs.pc into a temporary prefix (install.sh);
+#   2. installs header, libkvs.so, libkvs.a and kvs.pc into a temporary prefix (`make install
+#      PREFIX=... PROFILE=debug`), and checks that libkvs.so exports exactly the functions of
+#      kvs.h, each with a symbol version of libkvs.map, and has its SONAME;
 #   3. compiles the header alone as C99 and as C++, and links it;
 #   4. compiles tests/c/test_kvs.c with cc against the installed header, links it once with
 #      libkvs.so and once with libkvs.a (through pkg-config), and runs both, then both again
 #      under valgrind (installed with apt-get if missing): any error or definite leak fails;
-#   5. builds and runs the example exactly as kvs-ffi/README.md says.
+#   5. builds and runs the example exactly as kvs-ffi/README.md says;
+#   6. extracts the C example of the top-level README.md, builds it with pkg-config as the
+#      README says, and runs it (and its error path).
 # Exits non-zero on any failure. The last line counts the checks: "N passed, M failed".
 set -uo pipefail
 
@@ -84,9 +88,9 @@ else
 fi
 
 # ---- 2. install ----------------------------------------------------------------------------
-echo "== installing into a temporary prefix"
-if ! quiet bash "$ffi/install.sh" --debug "$prefix"; then
-    fail "install.sh"
+echo "== make install PREFIX=<temporary prefix> PROFILE=debug"
+if ! quiet make --no-print-directory install PREFIX="$prefix" PROFILE=debug; then
+    fail "make install"
     finish
 fi
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
@@ -99,6 +103,44 @@ else
 fi
 
 version="$(sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)"
+major="${version%%.*}"
+
+# ---- 2b. what libkvs.so exports: exactly kvs.h's functions, each versioned; its SONAME -----
+echo "== exported symbols"
+so="$libdir/libkvs.so.$version"
+# The functions kvs.h declares: in the preprocessed header (no comments left), every
+# identifier followed by "(" is a function declaration.
+header_functions="$(cc -E -P -x c "$prefix/include/kvs.h" | tr '\n' ' ' |
+    grep -oE '\bkvs_[a-z0-9_]+ *\(' | sed 's/ *($//' | sort -u)"
+# The version nodes libkvs.map defines.
+map_nodes="$(grep -oE '^KVS_[0-9]+\.[0-9]+' "$ffi/libkvs.map" | sort -u)"
+# What libkvs.so defines for others: name@@VERSION for a function with a default version,
+# plain name for an unversioned one; each version node itself is an absolute (A) symbol.
+nm -D --defined-only "$so" >"$work/dynsyms" 2>&1
+exported_functions="$(awk '$2 != "A" { sub(/@.*/, "", $3); print $3 }' "$work/dynsyms" | sort)"
+exported_nodes="$(awk '$2 == "A" { print $3 }' "$work/dynsyms" | sort)"
+if [[ -n "$header_functions" && "$exported_functions" == "$header_functions" ]]; then
+    pass "libkvs.so exports exactly the $(wc -l <<<"$header_functions") functions of kvs.h"
+else
+    diff <(echo "$header_functions") <(echo "$exported_functions") | sed 's/^/  header<>exported: /'
+    fail "libkvs.so exports exactly the functions of kvs.h"
+fi
+unversioned="$(awk '$2 != "A" && $3 !~ /^kvs_[a-z0-9_]+@@KVS_[0-9]+\.[0-9]+$/ { print $3 }' \
+    "$work/dynsyms")"
+if [[ -n "$map_nodes" && -z "$unversioned" && "$exported_nodes" == "$map_nodes" ]]; then
+    pass "every function of libkvs.so has a default version, one of libkvs.map's (${map_nodes//$'\n'/ })"
+else
+    echo "  without a version of libkvs.map: ${unversioned:-none}"
+    echo "  version nodes defined: ${exported_nodes//$'\n'/ }; in libkvs.map: ${map_nodes//$'\n'/ }"
+    fail "every function of libkvs.so has a default version, one of libkvs.map's"
+fi
+soname="$(readelf -d "$so" | sed -n 's/.*(SONAME).*\[\(.*\)\]$/\1/p')"
+if [[ "$soname" == "libkvs.so.$major" ]]; then
+    pass "libkvs.so.$version has the SONAME libkvs.so.$major"
+else
+    fail "libkvs.so.$version has the SONAME libkvs.so.$major (it has '${soname:-none}')"
+fi
+
 cflags="$(pkg-config --cflags kvs)"
 shared_libs="$(pkg-config --libs kvs) -Wl,-rpath,$libdir"
 static_libs="$(pkg-config --libs kvs-static)"
@@ -135,6 +177,17 @@ if [[ $built_shared -eq 0 ]] && readelf -d "$work/test_shared" | grep -q 'NEEDED
     pass "test_kvs links against libkvs.so"
 else
     fail "test_kvs links against libkvs.so"
+fi
+# A program linked against libkvs.so records the version nodes it needs from it, so an older
+# libkvs.so without them is refused at load time with a message naming the version.
+if [[ $built_shared -eq 0 ]] && readelf -V -W "$work/test_shared" | awk -v lib="libkvs.so.$major" '
+    /File:/ { in_lib = ($0 ~ ("File: " lib "( |$)")) }
+    in_lib && /Name: KVS_[0-9]+\.[0-9]+/ { found = 1 }
+    END { exit !found }'; then
+    pass "test_kvs needs a KVS_* symbol version from libkvs.so.$major"
+else
+    readelf -V -W "$work/test_shared" 2>&1 | sed -n '/Version needs/,$p'
+    fail "test_kvs needs a KVS_* symbol version from libkvs.so.$major"
 fi
 if [[ $built_static -eq 0 ]] && ! readelf -d "$work/test_static" | grep -q 'libkvs'; then
     pass "test_kvs links against libkvs.a (no libkvs.so needed)"
@@ -208,6 +261,40 @@ if quiet cc "$ffi/examples/example.c" -o "$work/example" $(pkg-config --cflags -
 else
     cat "$work/example1.out" "$work/example2.out" 2>/dev/null
     fail "examples/example.c builds with pkg-config and runs"
+fi
+
+# ---- 6. the C example of the top-level README, extracted from README.md ---------------------
+# The program between the "```c" and "```" lines of README.md's section "Using kvs from C", built
+# with the command that section gives, so the README cannot drift from what compiles and runs.
+echo "== README.md's C example"
+readme_dir="$work/readme-example"
+mkdir -p "$readme_dir"
+awk '/^## / { in_section = ($0 == "## Using kvs from C") }
+    in_section && /^```c$/ { in_code = 1; next }
+    in_code && /^```$/ { exit }
+    in_code { print }' README.md >"$readme_dir/example.c"
+# shellcheck disable=SC2046 # pkg-config output is a list of flags
+if [[ -s "$readme_dir/example.c" ]] &&
+    quiet cc "${warn[@]}" "$readme_dir/example.c" -o "$readme_dir/example" \
+        $(pkg-config --cflags --libs kvs) -Wl,-rpath,"$libdir" &&
+    (cd "$readme_dir" && ./example) >"$readme_dir/out" 2>&1 &&
+    [[ "$(cat "$readme_dir/out")" == "greeting = hello" ]]; then
+    pass "README.md's C example compiles with pkg-config, runs and prints its value"
+else
+    echo "  extracted program: $(wc -l <"$readme_dir/example.c") lines; its output:"
+    cat "$readme_dir/out" 2>/dev/null
+    fail "README.md's C example compiles with pkg-config, runs and prints its value"
+fi
+# Its error handling: where the store's directory cannot be created (a file is in the way),
+# it exits 1 and says which call failed and why.
+rm -rf "$readme_dir/kvs-demo" && : >"$readme_dir/kvs-demo"
+(cd "$readme_dir" && ./example) >"$readme_dir/out" 2>"$readme_dir/err"
+rc=$?
+if [[ $rc -eq 1 && ! -s "$readme_dir/out" ]] && grep -q '^kvs_open: .*kvs-demo' "$readme_dir/err"; then
+    pass "README.md's C example reports a failed kvs_open and exits 1"
+else
+    echo "  exit status $rc; stdout: $(cat "$readme_dir/out" 2>/dev/null); stderr: $(cat "$readme_dir/err" 2>/dev/null)"
+    fail "README.md's C example reports a failed kvs_open and exits 1"
 fi
 
 finish

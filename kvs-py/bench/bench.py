@@ -13,7 +13,7 @@ per operation.
 --overhead also times random gets through the Rust API (the `get_timing` example of
 kvs-py, built with cargo in release mode) and through kvs.KvStore, alternating, and prints
 the per-call cost Python adds.
-Build the package in release mode first: KVS_PY_PROFILE=release bash kvs-py/tests/run.sh.
+Install the package first: bash kvs-py/tests/run.sh (a release build, in target/py-venv).
 """
 
 from __future__ import annotations

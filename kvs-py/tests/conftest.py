@@ -17,6 +17,21 @@ ENGINES = ["kvs", "sled"]
 REPO = Path(__file__).resolve().parents[2]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """With $KVS_PY_EXPECT_INSTALLED_IN set (run.sh sets it to the site-packages the wheel was
+    installed into), refuses to test any other copy of kvs, the source tree's included."""
+    expected = os.environ.get("KVS_PY_EXPECT_INSTALLED_IN")
+    package = Path(kvs.__file__).resolve().parent
+    if expected and package != Path(expected).resolve() / "kvs":
+        raise pytest.UsageError(
+            f"import kvs resolves to {package}, not to the installed package under {expected}"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"kvs {kvs.__version__} from {Path(kvs.__file__).resolve().parent}"
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
     """Each engine in turn."""
