@@ -394,6 +394,12 @@ impl Index {
         f(found.map(|pos| (pos, shard.files.get(&pos.file).map(|f| &**f))))
     }
 
+    /// The shard `key` lives in: open splits the work of loading hint files by shard, so that
+    /// threads working on different shards never touch the same key.
+    pub fn shard_of_key(&self, key: &[u8]) -> usize {
+        shard_of(self.hash(key))
+    }
+
     /// The position of `key`.
     pub fn position(&self, key: &[u8]) -> Option<RecordPos> {
         let hash = self.hash(key);
@@ -453,7 +459,6 @@ impl Index {
     /// Sizes the index once for `keys` more keys holding `key_bytes` bytes of key in all (what
     /// the files about to be replayed say they hold), instead of letting it double its way up:
     /// each shard takes its share, with an eighth more for the spread of the hash.
-    #[allow(dead_code)] // until open reads key counts from hint files
     pub fn reserve(&self, keys: u64, key_bytes: u64) {
         let share = |n: u64| {
             let n = usize::try_from(n).unwrap_or(usize::MAX) / SHARDS;

@@ -70,7 +70,7 @@
 //! A set record is replayed with its deadline, one that has passed included: the index hides
 //! it from every read, and the sweeper removes it once the store is open (see `mod.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -78,6 +78,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::format::{RecordKind, Version, FILE_MAGIC, FILE_MAGIC_V1};
+use super::hint::{self, Hint, Loaded};
 use super::index::{Index, RecordPos};
 use super::manifest::{
     self, parse_id, FileState, Fingerprint, Manifest, MANIFEST_FILE, MANIFEST_TMP,
@@ -111,6 +112,8 @@ pub struct Recovered {
     /// The store's manifest, obsolete files dropped (they are deleted); `None` if the store had
     /// none, and the caller writes one.
     pub manifest: Option<Manifest>,
+    /// The closed files loaded from a good hint (the others need one written).
+    pub hinted: BTreeSet<u32>,
 }
 
 /// Finds the log files of `dir` (from its manifest, or for a store without one, by name),
@@ -139,10 +142,35 @@ pub fn recover(
         fingerprints: BTreeMap::new(),
         versions: BTreeMap::new(),
         manifest: None,
+        hinted: BTreeSet::new(),
     };
+    // Closed files with a usable hint are loaded from it instead of replayed (see `hint.rs`).
+    let listed_of = |i: usize, id: u32| -> Option<(u64, u32)> {
+        if i + 1 == ids.len() {
+            // The active file is always replayed.
+            return None;
+        }
+        match manifest.as_ref()?.files().get(&id) {
+            Some(&FileState::Closed { len, fingerprint }) => Some((len, fingerprint)),
+            _ => None,
+        }
+    };
+    let candidates: Vec<(u32, u64, u32)> = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &id)| listed_of(i, id).map(|(len, fp)| (id, len, fp)))
+        .collect();
+    let mut hints = load_hints(dir, &candidates, read_only);
+    let (keys, key_bytes) = hints.values().fold((0u64, 0u64), |(k, b), hint| {
+        (k + hint.counts.entries, b + hint.counts.key_bytes)
+    });
+    index.reserve(keys, key_bytes);
+    recovered.hinted = hints.keys().copied().collect();
+
     // An open that takes long says how far it got, every second or so, and what it did.
     let started = Instant::now();
     let mut last_progress = started;
+    let mut run: Vec<Hint> = Vec::new();
     for (i, &id) in ids.iter().enumerate() {
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
@@ -159,6 +187,20 @@ pub fn recover(
             Some(&FileState::Closed { len, fingerprint }) => Some((len, fingerprint)),
             _ => None,
         });
+        if let Some(hint) = hints.remove(&id) {
+            // Its header matched the manifest entry: the file is the one listed.
+            if let Some((len, fingerprint)) = listed {
+                recovered.versions.insert(id, hint.log_version);
+                recovered.sizes.insert(id, len);
+                recovered.fingerprints.insert(id, fingerprint);
+                *recovered.stale.entry(id).or_insert(0) += hint.counts.framing_bytes;
+                run.push(hint);
+                continue;
+            }
+        }
+        // The files loaded from hints before this one go in first: newer files win.
+        apply_hints(dir, &run, index, &mut recovered.stale)?;
+        run.clear();
         let mut fingerprint = Fingerprint::default();
         let replayed = replay_file(
             dir,
@@ -184,6 +226,7 @@ pub fn recover(
         recovered.sizes.insert(id, size);
         recovered.fingerprints.insert(id, fingerprint.value());
     }
+    apply_hints(dir, &run, index, &mut recovered.stale)?;
     if started.elapsed() >= PROGRESS_EVERY {
         log::info!(
             "opened {}: {} log files replayed, {} keys, in {:.1} s",
@@ -208,12 +251,144 @@ pub fn recover(
     Ok(recovered)
 }
 
+/// Loads and checks the hints of the closed files `candidates` (id, listed length, listed
+/// fingerprint), several at once: returns the usable ones, by id. A missing hint is said at
+/// `info`, an unusable one with a warning naming it (read-write, the hinter writes it again).
+fn load_hints(dir: &Path, candidates: &[(u32, u64, u32)], read_only: bool) -> BTreeMap<u32, Hint> {
+    let load_one = |&(id, len, fingerprint): &(u32, u64, u32)| -> Option<Hint> {
+        // A log file of another length is not the one listed: its replay says what is wrong.
+        let log_len = fs::metadata(log_path(dir, id)).map(|m| m.len()).ok();
+        if log_len != Some(len) {
+            return None;
+        }
+        match hint::load(dir, id, len, fingerprint) {
+            Loaded::Usable(hint) => Some(hint),
+            Loaded::Missing => {
+                log::info!("{id}.log has no hint: replaying it");
+                None
+            }
+            Loaded::Unusable(reason) => {
+                log::warn!(
+                    "{}: {reason}; replaying {id}.log instead{}",
+                    hint::hint_path(dir, id).display(),
+                    if read_only {
+                        ""
+                    } else {
+                        ", and writing its hint again"
+                    }
+                );
+                None
+            }
+        }
+    };
+    let threads = apply_threads().min(candidates.len().max(1));
+    let mut loaded: Vec<Option<Hint>> = Vec::with_capacity(candidates.len());
+    if threads <= 1 {
+        loaded.extend(candidates.iter().map(load_one));
+    } else {
+        // Checking a hint is mostly its checksum: split the files between the threads.
+        let chunk = candidates.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = candidates
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(load_one).collect::<Vec<_>>()))
+                .collect();
+            for (handle, part) in handles.into_iter().zip(candidates.chunks(chunk)) {
+                match handle.join() {
+                    Ok(hints) => loaded.extend(hints),
+                    // A panic in a check is a bug; the files are replayed instead.
+                    Err(_) => loaded.extend(part.iter().map(|_| None)),
+                }
+            }
+        });
+    }
+    candidates
+        .iter()
+        .zip(loaded)
+        .filter_map(|(&(id, _, _), hint)| hint.map(|hint| (id, hint)))
+        .collect()
+}
+
+/// How many threads apply hints: the cores, up to 4.
+fn apply_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+}
+
+/// Applies the entries of `run`, consecutive closed files loaded from hints, oldest first, to
+/// the index and the stale-byte counts, as replaying them would. The work is split by index
+/// shard: every entry of one key goes to the same thread, in file and log order, so the newest
+/// record of a key wins, removes included, whatever the threads do meanwhile.
+fn apply_hints(
+    dir: &Path,
+    run: &[Hint],
+    index: &Index,
+    stale: &mut BTreeMap<u32, u64>,
+) -> Result<()> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let entries: u64 = run.iter().map(|h| h.counts.entries).sum();
+    // Below this, a thread costs more than it saves.
+    let threads = if entries < 1 << 16 { 1 } else { apply_threads() };
+    let apply_part = |part: usize| -> Result<BTreeMap<u32, u64>> {
+        let mut stale = BTreeMap::new();
+        for hint in run {
+            let mut result = Ok(());
+            hint.for_each_entry(|entry| {
+                if result.is_err() || (threads > 1 && index.shard_of_key(entry.key) % threads != part)
+                {
+                    return;
+                }
+                let pos = RecordPos {
+                    file: hint.id,
+                    offset: entry.offset,
+                    len: entry.len,
+                };
+                result = apply(index, &mut stale, entry.kind, entry.key, pos, entry.deadline);
+            })
+            .map_err(|e| KvsError::io_at(hint::hint_path(dir, hint.id), e))?;
+            result?;
+        }
+        Ok(stale)
+    };
+    let parts: Vec<Result<BTreeMap<u32, u64>>> = if threads == 1 {
+        vec![apply_part(0)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|part| scope.spawn(move || apply_part(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        Err(KvsError::Io(io::Error::other(
+                            "a thread applying hint files panicked",
+                        )))
+                    })
+                })
+                .collect()
+        })
+    };
+    for part in parts {
+        for (id, bytes) in part? {
+            *stale.entry(id).or_insert(0) += bytes;
+        }
+    }
+    Ok(())
+}
+
 /// What a directory entry is to the store.
 enum Listed {
     /// `<id>.log`, with a canonical id.
     Log(u32),
     /// `<id>.log.compacting`, with a canonical id.
     Compacting(u32),
+    /// `<id>.hint.tmp`, with a canonical id: a hint whose writing a crash interrupted.
+    HintTmp,
     /// The store's own bookkeeping (`MANIFEST`, `engine`, `LOCK`, their temporary files).
     Own,
     /// Anything else.
@@ -231,6 +406,12 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, Listed)>> {
             Listed::Compacting(id)
         } else if let Some(id) = name.strip_suffix(".log").and_then(parse_id) {
             Listed::Log(id)
+        } else if let Some((_, tmp)) = hint::parse_name(&name) {
+            if tmp {
+                Listed::HintTmp
+            } else {
+                Listed::Own
+            }
         } else if [
             MANIFEST_FILE,
             MANIFEST_TMP,
@@ -290,12 +471,27 @@ fn prepare_unlisted(dir: &Path, listing: &[(String, Listed)], read_only: bool) -
                     log::warn!("{}: not a regular file, ignored", path.display());
                 }
             }
+            Listed::HintTmp => remove_hint_tmp(&path, read_only)?,
             Listed::Own => {}
             Listed::Other => log::warn!("{}: not a kvs file, ignored", path.display()),
         }
     }
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// A hint a crash interrupted the writing of (see `hint.rs`): removed, unless read-only.
+fn remove_hint_tmp(path: &Path, read_only: bool) -> Result<()> {
+    if read_only {
+        log::info!("leaving unfinished hint {} (read-only)", path.display());
+        return Ok(());
+    }
+    log::info!("removing unfinished hint {}", path.display());
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(KvsError::io_at(path, e)),
+    }
 }
 
 /// A store with a manifest: checks that every listed file is there, finishes the renames of a
@@ -451,6 +647,7 @@ fn prepare_listed(
                 fs::remove_file(&path).map_err(|e| KvsError::io_at(&path, e))?;
                 changed = true;
             }
+            Listed::HintTmp => remove_hint_tmp(&path, false)?,
             Listed::Own => {}
             Listed::Log(_) | Listed::Other => log::warn!(
                 "{}: not one of the store's files (its {MANIFEST_FILE} does not list it), \
