@@ -62,8 +62,10 @@
 //! is not in it, and the handle it inherits touches nothing).
 //!
 //! Closing the store stops the hinter between two records (a hint half written is removed),
-//! except for the file sealed by the close itself (see `KvStore`'s drop in `mod.rs`): its hint
-//! is written before the close returns, so that the next open needs to replay almost nothing.
+//! then writes what hints are left if their log files hold at most 256 MiB in all, and
+//! otherwise only the hint of the file sealed by the close itself (see `KvStore`'s drop in
+//! `mod.rs`), so that the next open needs to replay almost nothing and a close never waits
+//! for the hints of a whole store of an older release (the next open goes on with those).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -585,6 +587,11 @@ fn build(
     })
 }
 
+/// On close, the hinter finishes every hint still to write if their log files hold at most this
+/// many bytes in all (reading them takes a fraction of a second); otherwise only that of the
+/// file the close sealed.
+const CLOSE_BUDGET_BYTES: u64 = 256 << 20;
+
 /// What the hinter is told.
 enum Msg {
     /// A manifest was written.
@@ -671,17 +678,6 @@ fn run(dir: &Path, mut have: BTreeSet<u32>, rx: &Receiver<Msg>, stop: &AtomicBoo
             continue;
         };
         remove_unlisted(dir, manifest, &mut have);
-        if let Some(finish) = close {
-            if let Some(id) = finish {
-                if !have.contains(&id) {
-                    if let Some(&FileState::Closed { len, fingerprint }) = manifest.files().get(&id) {
-                        let never = AtomicBool::new(false);
-                        report(dir, id, build(dir, id, len, fingerprint, &never));
-                    }
-                }
-            }
-            return;
-        }
         // Newest first: the most recently sealed file is the one in the page cache.
         let todo: Vec<(u32, u64, u32)> = manifest
             .files()
@@ -694,6 +690,18 @@ fn run(dir: &Path, mut have: BTreeSet<u32>, rx: &Receiver<Msg>, stop: &AtomicBoo
                 _ => None,
             })
             .collect();
+        if let Some(finish) = close {
+            // Closing: what is left is written if it is little, else only the hint of the
+            // file the close sealed; the next open goes on with the rest.
+            let left: u64 = todo.iter().map(|&(_, len, _)| len).sum();
+            let never = AtomicBool::new(false);
+            for &(id, len, fingerprint) in &todo {
+                if left <= CLOSE_BUDGET_BYTES || Some(id) == finish {
+                    report(dir, id, build(dir, id, len, fingerprint, &never));
+                }
+            }
+            return;
+        }
         for (id, len, fingerprint) in todo {
             if stop.load(Ordering::SeqCst) || !rx.is_empty() {
                 // Closing, or a newer manifest: start over from it.
