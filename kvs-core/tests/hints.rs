@@ -194,16 +194,24 @@ fn closed_files_get_hints_and_open_loads_them_without_reading_the_files() {
         model.insert(key, (value, None));
     }
     drop(store);
-    // A byte of a value in a closed file flipped: a replay would refuse the file (its checksum
-    // fails), but open loads the file from its hint and does not read it. The read of that
-    // key finds the damage and names the file: a hint never makes the log say what it does not.
+    // A byte of a value in a closed file flipped in place, its modification time kept (as bit
+    // rot on the disk would): a replay would refuse the file (its checksum fails), but open
+    // loads the file from its hint and does not read it. The read of that key finds the
+    // damage and names the file: a hint never makes the log say what it does not.
     let id = closed_ids(dir.path())[1];
     let log = dir.path().join(format!("{id}.log"));
+    let mtime = fs::metadata(&log).unwrap().modified().unwrap();
     let mut bytes = fs::read(&log).unwrap();
     // The last byte before the seal record (25 bytes): a value byte of the last record.
     let at = bytes.len() - 26;
     bytes[at] ^= 0x40;
     fs::write(&log, &bytes).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
     let store = KvStore::open_with(dir.path(), options().read_only(true)).unwrap();
     let mut failed = Vec::new();
     for key in model.keys() {
@@ -271,9 +279,9 @@ fn a_truncated_hint_is_replayed_with_a_warning() {
 
 #[test]
 fn a_bit_flipped_hint_is_replayed_with_a_warning() {
-    // In the header (the id, the length, the fingerprint), in an entry's offset, in a key, in
-    // the trailer counts, in the checksum.
-    for at in [13usize, 17, 25, 32 + 6, 32 + 14, usize::MAX - 20, usize::MAX] {
+    // In the header (the id, the length, the fingerprint, the log file's inode and time), in
+    // an entry's offset, in a key, in the trailer counts, in the checksum.
+    for at in [13usize, 17, 25, 30, 40, 52 + 6, 52 + 14, usize::MAX - 20, usize::MAX] {
         check_damage(4, true, |dir, id, _| {
             let path = hint_path(dir, id);
             let mut bytes = fs::read(&path).unwrap();
@@ -340,13 +348,55 @@ fn hints_left_from_log_files_since_replaced_are_not_used() {
 }
 
 #[test]
+fn a_hint_is_not_used_once_its_log_file_was_swapped_or_written_to() {
+    // Two closed files of the same length swapped: each hint's header still matches the
+    // MANIFEST entry of its id, but not the inode now under that name: open replays, and the
+    // fingerprint check refuses the store, naming the file.
+    let dir = TempDir::new().unwrap();
+    let store = KvStore::open_with(dir.path(), options()).unwrap();
+    for i in 0..1500 {
+        store
+            .set(format!("key{:03}", i % 100), format!("{i:08}"))
+            .unwrap();
+    }
+    drop(store);
+    let closed = closed_ids(dir.path());
+    let len = |id: u32| fs::metadata(dir.path().join(format!("{id}.log"))).unwrap().len();
+    let (a, b) = closed
+        .iter()
+        .zip(&closed[1..])
+        .map(|(&a, &b)| (a, b))
+        .find(|&(a, b)| len(a) == len(b))
+        .expect("two closed files of the same length");
+    let (path_a, path_b) = (
+        dir.path().join(format!("{a}.log")),
+        dir.path().join(format!("{b}.log")),
+    );
+    let tmp = dir.path().join("swap");
+    fs::rename(&path_a, &tmp).unwrap();
+    fs::rename(&path_b, &path_a).unwrap();
+    fs::rename(&tmp, &path_b).unwrap();
+    let err = KvStore::open_with(dir.path(), options())
+        .err()
+        .expect("swapped files are refused, hints or not");
+    assert!(err.to_string().contains("swapped"), "{err}");
+    assert!(
+        warnings_about(&hint_path(dir.path(), a))
+            .iter()
+            .any(|w| w.contains("replaced, copied or written to")),
+        "{:?}",
+        warnings_about(&hint_path(dir.path(), a))
+    );
+}
+
+#[test]
 fn read_only_opens_use_hints_and_write_none() {
     let (dir, model) = store_with_hints(9);
     let closed = closed_ids(dir.path());
     fs::remove_file(hint_path(dir.path(), closed[0])).unwrap();
     let damaged = hint_path(dir.path(), closed[1]);
     let mut bytes = fs::read(&damaged).unwrap();
-    bytes[40] ^= 1;
+    bytes[60] ^= 1;
     fs::write(&damaged, &bytes).unwrap();
     let store = KvStore::open_with(dir.path(), options().read_only(true)).unwrap();
     assert_matches(&store, &model);

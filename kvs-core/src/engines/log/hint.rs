@@ -4,7 +4,10 @@
 //! A hint is **advisory**. It is only ever used in place of replaying a *closed* log file
 //! (sealed, listed in the `MANIFEST` with its length and fingerprint, see `manifest.rs`), and
 //! only when its header names that very file (id, sealed length, fingerprint, all equal to the
-//! `MANIFEST` entry), its checksum holds and its entries are in order inside the file. Anything
+//! `MANIFEST` entry; and the inode number and modification time of the `<id>.log` there now,
+//! so that a closed file swapped with another, replaced by a copy or written to since its hint
+//! was made is replayed, and its fingerprint checked, as without hints), its checksum holds
+//! and its entries are in order inside the file. Anything
 //! else (missing, cut short, a flipped bit, a newer format, the hint of another file, one left
 //! from a file since replaced) and open replays the log file, as it would without hints, and
 //! the hint is written again. The active file is always replayed. Reads check every record they
@@ -26,8 +29,11 @@
 //!     12     4  id: the log file is `<id>.log` (u32)
 //!     16     8  sealed length of the log file, as the MANIFEST lists it (u64)
 //!     24     4  fingerprint of the log file, as the MANIFEST lists it (u32)
-//!     28     4  CRC-32 (IEEE) of bytes 0..28
-//!     32     .  entries, one per set or remove record of the log file, in log order (batch
+//!     28     8  inode number of the log file the hint was written from (u64)
+//!     36     8  its modification time: seconds since the Unix epoch (i64)
+//!     44     4  and nanoseconds (u32)
+//!     48     4  CRC-32 (IEEE) of bytes 0..48
+//!     52     .  entries, one per set or remove record of the log file, in log order (batch
 //!               members included; the seal and batch frame records are not entries), each:
 //!                 +0   1  kind: 1 = set, 2 = set with a deadline, 3 = remove
 //!                 +1   4  key length k (u32)
@@ -92,7 +98,7 @@ pub const HINT_SUFFIX: &str = ".hint";
 /// Suffix of a hint file being written.
 pub const HINT_TMP_SUFFIX: &str = ".hint.tmp";
 /// Size of the header.
-pub const HEADER_LEN: usize = 32;
+pub const HEADER_LEN: usize = 52;
 /// Size of the trailer.
 pub const TRAILER_LEN: usize = 32;
 /// The bytes before a trailer's checksum.
@@ -120,6 +126,29 @@ pub struct HintHeader {
     pub id: u32,
     pub sealed_len: u64,
     pub fingerprint: u32,
+    pub identity: FileIdentity,
+}
+
+/// Which file a log file is: its inode number and modification time. A closed file is never
+/// written again, so both stay as they were when its hint was written, unless the file is
+/// replaced (another inode), or written to (another time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub inode: u64,
+    pub mtime_secs: i64,
+    pub mtime_nanos: u32,
+}
+
+impl FileIdentity {
+    pub fn of(meta: &fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            inode: meta.ino(),
+            mtime_secs: meta.mtime(),
+            // Always in 0..1_000_000_000.
+            mtime_nanos: meta.mtime_nsec() as u32,
+        }
+    }
 }
 
 impl HintHeader {
@@ -130,8 +159,11 @@ impl HintHeader {
         buf[12..16].copy_from_slice(&self.id.to_le_bytes());
         buf[16..24].copy_from_slice(&self.sealed_len.to_le_bytes());
         buf[24..28].copy_from_slice(&self.fingerprint.to_le_bytes());
-        let crc = crc32fast::hash(&buf[..28]);
-        buf[28..32].copy_from_slice(&crc.to_le_bytes());
+        buf[28..36].copy_from_slice(&self.identity.inode.to_le_bytes());
+        buf[36..44].copy_from_slice(&self.identity.mtime_secs.to_le_bytes());
+        buf[44..48].copy_from_slice(&self.identity.mtime_nanos.to_le_bytes());
+        let crc = crc32fast::hash(&buf[..48]);
+        buf[48..52].copy_from_slice(&crc.to_le_bytes());
         buf
     }
 }
@@ -227,7 +259,13 @@ impl<W: Write> Encoder<W> {
 
 /// What the header of `bytes` says, checked against what the manifest lists for file `id`;
 /// the error says what is wrong. Reads only the header.
-fn check_header(bytes: &[u8], id: u32, sealed_len: u64, fingerprint: u32) -> std::result::Result<Version, String> {
+fn check_header(
+    bytes: &[u8],
+    id: u32,
+    sealed_len: u64,
+    fingerprint: u32,
+    identity: FileIdentity,
+) -> std::result::Result<Version, String> {
     if bytes.len() < HEADER_LEN + TRAILER_LEN {
         return Err(format!(
             "it is {} bytes, shorter than the smallest hint ({}): cut short",
@@ -245,8 +283,8 @@ fn check_header(bytes: &[u8], id: u32, sealed_len: u64, fingerprint: u32) -> std
         ));
     }
     let le32 = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    let stored = le32(28);
-    let actual = crc32fast::hash(&bytes[..28]);
+    let stored = le32(48);
+    let actual = crc32fast::hash(&bytes[..48]);
     if stored != actual {
         return Err(format!(
             "header checksum mismatch (stored {stored:#010x}, computed {actual:#010x})"
@@ -257,10 +295,18 @@ fn check_header(bytes: &[u8], id: u32, sealed_len: u64, fingerprint: u32) -> std
         2 => Version::V2,
         other => return Err(format!("unknown log file version {other}")),
     };
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&bytes[16..24]);
-    let len = u64::from_le_bytes(len);
+    let le64 = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let len = le64(16);
     let (hint_id, hint_fp) = (le32(12), le32(24));
+    let written_from = FileIdentity {
+        inode: le64(28),
+        mtime_secs: le64(36) as i64,
+        mtime_nanos: le32(44),
+    };
     if hint_id != id {
         return Err(format!("it is the hint of {hint_id}.log, not of {id}.log"));
     }
@@ -268,6 +314,19 @@ fn check_header(bytes: &[u8], id: u32, sealed_len: u64, fingerprint: u32) -> std
         return Err(format!(
             "stale: it describes a {id}.log of {len} bytes with fingerprint {hint_fp:#010x}, \
              the store lists one of {sealed_len} bytes with fingerprint {fingerprint:#010x}"
+        ));
+    }
+    if written_from != identity {
+        return Err(format!(
+            "stale: it was written from another {id}.log (inode {}, modified at {}.{:09}; the \
+             file there now: inode {}, modified at {}.{:09}): the log file was replaced, copied \
+             or written to since",
+            written_from.inode,
+            written_from.mtime_secs,
+            written_from.mtime_nanos,
+            identity.inode,
+            identity.mtime_secs,
+            identity.mtime_nanos
         ));
     }
     Ok(log_version)
@@ -280,8 +339,9 @@ pub fn check(
     id: u32,
     sealed_len: u64,
     fingerprint: u32,
+    identity: FileIdentity,
 ) -> std::result::Result<(Version, HintCounts), String> {
-    let version = check_header(bytes, id, sealed_len, fingerprint)?;
+    let version = check_header(bytes, id, sealed_len, fingerprint, identity)?;
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
     let actual = crc32fast::hash(body);
@@ -411,8 +471,14 @@ pub enum Loaded {
 }
 
 /// Loads and checks the hint of closed file `id`, which the manifest lists at `sealed_len`
-/// bytes with `fingerprint`.
-pub fn load(dir: &Path, id: u32, sealed_len: u64, fingerprint: u32) -> Loaded {
+/// bytes with `fingerprint`, and whose `<id>.log` is `identity`.
+pub fn load(
+    dir: &Path,
+    id: u32,
+    sealed_len: u64,
+    fingerprint: u32,
+    identity: FileIdentity,
+) -> Loaded {
     let path = hint_path(dir, id);
     let file = match File::open(&path) {
         Ok(file) => file,
@@ -428,7 +494,9 @@ pub fn load(dir: &Path, id: u32, sealed_len: u64, fingerprint: u32) -> Loaded {
         return Loaded::Unusable(format!("it is {len} bytes: too large"));
     };
     let map = LogFile::new(file, len as u64);
-    match map.with_bytes(0, len, |bytes| check(bytes, id, sealed_len, fingerprint)) {
+    match map.with_bytes(0, len, |bytes| {
+        check(bytes, id, sealed_len, fingerprint, identity)
+    }) {
         Ok(Ok((log_version, counts))) => Loaded::Usable(Hint {
             id,
             log_version,
@@ -444,7 +512,12 @@ pub fn load(dir: &Path, id: u32, sealed_len: u64, fingerprint: u32) -> Loaded {
 /// Checks the hint of closed file `id` for `verify_dir`: `None` if there is none or it is
 /// good, else what is wrong with it.
 pub fn verify(dir: &Path, id: u32, sealed_len: u64, fingerprint: u32) -> Option<String> {
-    match load(dir, id, sealed_len, fingerprint) {
+    let identity = match fs::metadata(log_path(dir, id)) {
+        Ok(meta) => FileIdentity::of(&meta),
+        // The log file's own check reports it.
+        Err(_) => return None,
+    };
+    match load(dir, id, sealed_len, fingerprint, identity) {
         Loaded::Missing | Loaded::Usable(_) => None,
         Loaded::Unusable(reason) => Some(reason),
     }
@@ -487,7 +560,8 @@ fn build(
         Err(e) => return Err(KvsError::io_at(&named, e).into()),
     };
     let io_err = |e| KvsError::io_at(&path, e);
-    let file_len = file.metadata().map_err(io_err)?.len();
+    let meta = file.metadata().map_err(io_err)?;
+    let file_len = meta.len();
     let not_listed = |what: String| {
         BuildError::Failed(KvsError::Corruption {
             path: path.clone(),
@@ -509,6 +583,7 @@ fn build(
         id,
         sealed_len,
         fingerprint,
+        identity: FileIdentity::of(&meta),
     };
     let tmp = hint_tmp_path(dir, id);
     let tmp_err = |e| KvsError::io_at(&tmp, e);
@@ -779,6 +854,7 @@ mod tests {
             id: 7,
             sealed_len: 0x0102,
             fingerprint: 0xaabb_ccdd,
+            identity: IDENTITY,
         };
         let mut enc = Encoder::new(Vec::new(), &header).unwrap();
         enc.entry(&Entry {
@@ -817,6 +893,9 @@ mod tests {
         expected.extend_from_slice(&[7, 0, 0, 0]);
         expected.extend_from_slice(&[0x02, 0x01, 0, 0, 0, 0, 0, 0]);
         expected.extend_from_slice(&[0xdd, 0xcc, 0xbb, 0xaa]);
+        expected.extend_from_slice(&[0x11, 0x22, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(&[0x33, 0x44, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(&[0x55, 0x66, 0, 0]);
         let header_crc = crc32fast::hash(&expected);
         expected.extend_from_slice(&header_crc.to_le_bytes());
         // set "ab" at 8, 0x20 bytes
@@ -836,9 +915,9 @@ mod tests {
         expected.extend_from_slice(b"kvsH");
         assert_eq!(&bytes[..bytes.len() - 4], &expected[..]);
         // Pinned from an independent CRC-32 (Python zlib.crc32 of the bytes above).
-        assert_eq!(&bytes[28..32], &HEADER_CRC.to_le_bytes());
+        assert_eq!(&bytes[48..52], &HEADER_CRC.to_le_bytes());
         assert_eq!(&bytes[bytes.len() - 4..], &FILE_CRC.to_le_bytes());
-        let (version, counts) = check(&bytes, 7, 0x0102, 0xaabb_ccdd).unwrap();
+        let (version, counts) = check(&bytes, 7, 0x0102, 0xaabb_ccdd, IDENTITY).unwrap();
         assert_eq!(version, Version::V2);
         assert_eq!(
             counts,
@@ -850,7 +929,12 @@ mod tests {
         );
     }
 
-    const HEADER_CRC: u32 = 0x5682_1a7a;
+    const IDENTITY: FileIdentity = FileIdentity {
+        inode: 0x2211,
+        mtime_secs: 0x4433,
+        mtime_nanos: 0x6655,
+    };
+    const HEADER_CRC: u32 = 0xddf7_a06b;
     const FILE_CRC: u32 = 0xfe09_1a25;
 
     #[test]
@@ -860,26 +944,43 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = bytes.clone();
                 bad[byte] ^= 1 << bit;
-                assert!(check(&bad, 7, 0x0102, 0xaabb_ccdd).is_err(), "bit {bit} of byte {byte}");
+                assert!(check(&bad, 7, 0x0102, 0xaabb_ccdd, IDENTITY).is_err(), "bit {bit} of byte {byte}");
             }
         }
         for len in 0..bytes.len() {
-            assert!(check(&bytes[..len], 7, 0x0102, 0xaabb_ccdd).is_err(), "cut at {len}");
+            assert!(check(&bytes[..len], 7, 0x0102, 0xaabb_ccdd, IDENTITY).is_err(), "cut at {len}");
         }
     }
 
     #[test]
     fn a_hint_of_another_file_or_a_stale_one_is_refused() {
         let bytes = sample();
-        let other = check(&bytes, 8, 0x0102, 0xaabb_ccdd).unwrap_err();
+        let other = check(&bytes, 8, 0x0102, 0xaabb_ccdd, IDENTITY).unwrap_err();
         assert!(other.contains("hint of 7.log, not of 8.log"), "{other}");
-        let stale = check(&bytes, 7, 0x0103, 0xaabb_ccdd).unwrap_err();
+        let stale = check(&bytes, 7, 0x0103, 0xaabb_ccdd, IDENTITY).unwrap_err();
         assert!(stale.contains("stale"), "{stale}");
-        let stale = check(&bytes, 7, 0x0102, 0xaabb_ccde).unwrap_err();
+        let stale = check(&bytes, 7, 0x0102, 0xaabb_ccde, IDENTITY).unwrap_err();
         assert!(stale.contains("stale"), "{stale}");
+        for other in [
+            FileIdentity {
+                inode: 0x2212,
+                ..IDENTITY
+            },
+            FileIdentity {
+                mtime_secs: 0x4434,
+                ..IDENTITY
+            },
+            FileIdentity {
+                mtime_nanos: 0x6656,
+                ..IDENTITY
+            },
+        ] {
+            let replaced = check(&bytes, 7, 0x0102, 0xaabb_ccdd, other).unwrap_err();
+            assert!(replaced.contains("replaced, copied or written to"), "{replaced}");
+        }
         let mut newer = bytes.clone();
         newer[7] = 2;
-        let newer = check(&newer, 7, 0x0102, 0xaabb_ccdd).unwrap_err();
+        let newer = check(&newer, 7, 0x0102, 0xaabb_ccdd, IDENTITY).unwrap_err();
         assert!(newer.contains("hint format version 2"), "{newer}");
     }
 
@@ -889,10 +990,11 @@ mod tests {
         let bytes = sample();
         let mut bad = bytes[..bytes.len() - 4].to_vec();
         let third = HEADER_LEN + 15 + 22;
+        assert_eq!(bad[third], 3, "the remove entry");
         bad[third + 5] = 0x30;
         let crc = crc32fast::hash(&bad);
         bad.extend_from_slice(&crc.to_le_bytes());
-        let reason = check(&bad, 7, 0x0102, 0xaabb_ccdd).unwrap_err();
+        let reason = check(&bad, 7, 0x0102, 0xaabb_ccdd, IDENTITY).unwrap_err();
         assert!(reason.contains("out of order"), "{reason}");
     }
 }

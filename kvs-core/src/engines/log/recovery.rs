@@ -78,7 +78,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::format::{RecordKind, Version, FILE_MAGIC, FILE_MAGIC_V1};
-use super::hint::{self, Hint, Loaded};
+use super::hint::{self, FileIdentity, Hint, Loaded};
 use super::index::{Index, RecordPos};
 use super::manifest::{
     self, parse_id, FileState, Fingerprint, Manifest, MANIFEST_FILE, MANIFEST_TMP,
@@ -257,11 +257,11 @@ pub fn recover(
 fn load_hints(dir: &Path, candidates: &[(u32, u64, u32)], read_only: bool) -> BTreeMap<u32, Hint> {
     let load_one = |&(id, len, fingerprint): &(u32, u64, u32)| -> Option<Hint> {
         // A log file of another length is not the one listed: its replay says what is wrong.
-        let log_len = fs::metadata(log_path(dir, id)).map(|m| m.len()).ok();
-        if log_len != Some(len) {
-            return None;
-        }
-        match hint::load(dir, id, len, fingerprint) {
+        let identity = match fs::metadata(log_path(dir, id)) {
+            Ok(meta) if meta.len() == len => FileIdentity::of(&meta),
+            _ => return None,
+        };
+        match hint::load(dir, id, len, fingerprint, identity) {
             Loaded::Usable(hint) => Some(hint),
             Loaded::Missing => {
                 log::info!("{id}.log has no hint: replaying it");
