@@ -33,7 +33,26 @@ fn rss_mib() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// With `KVS_LOG=debug` in the environment, the library's log lines go to stderr (how long
+/// each part of the open took).
+struct Stderr;
+
+impl log::Log for Stderr {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("{} {}", record.level(), record.args());
+    }
+    fn flush(&self) {}
+}
+
 fn main() -> kvs::Result<()> {
+    if let Ok(level) = std::env::var("KVS_LOG") {
+        if log::set_logger(&Stderr).is_ok() {
+            log::set_max_level(level.parse().unwrap_or(log::LevelFilter::Info));
+        }
+    }
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().expect("usage: open_time DIR N [--no-hints]"));
     let n: u64 = args

@@ -93,7 +93,9 @@ fn fill(store: &KvStore, seed: u64) -> Model {
             7 => {
                 let value = rng.bytes(30);
                 let deadline = FAR + i;
-                store.set_with_deadline_bytes(&key, &value, deadline).unwrap();
+                store
+                    .set_with_deadline_bytes(&key, &value, deadline)
+                    .unwrap();
                 model.insert(key, (value, Some(deadline)));
             }
             _ => {
@@ -189,7 +191,10 @@ fn closed_files_get_hints_and_open_loads_them_without_reading_the_files() {
     let store = KvStore::open_with(dir.path(), options()).unwrap();
     let mut model = Model::new();
     for i in 0..1000u32 {
-        let (key, value) = (format!("unique-{i}").into_bytes(), vec![b'a' + (i % 26) as u8; 40]);
+        let (key, value) = (
+            format!("unique-{i}").into_bytes(),
+            vec![b'a' + (i % 26) as u8; 40],
+        );
         store.set_bytes(&key, &value).unwrap();
         model.insert(key, (value, None));
     }
@@ -220,7 +225,11 @@ fn closed_files_get_hints_and_open_loads_them_without_reading_the_files() {
         }
     }
     assert_eq!(failed.len(), 1, "{failed:?}");
-    assert!(failed[0].contains(&log.display().to_string()), "{}", failed[0]);
+    assert!(
+        failed[0].contains(&log.display().to_string()),
+        "{}",
+        failed[0]
+    );
     drop(store);
     // Without the hint, open replays the file and refuses it.
     fs::remove_file(hint_path(dir.path(), id)).unwrap();
@@ -244,7 +253,9 @@ fn check_damage(seed: u64, warns: bool, damage: impl FnOnce(&Path, u32, u32)) {
     let warned = warnings_about(&hint);
     if warns {
         assert!(
-            warned.iter().any(|w| w.contains(&format!("replaying {victim}.log"))),
+            warned
+                .iter()
+                .any(|w| w.contains(&format!("replaying {victim}.log"))),
             "no warning about {}: {warned:?}",
             hint.display()
         );
@@ -281,7 +292,17 @@ fn a_truncated_hint_is_replayed_with_a_warning() {
 fn a_bit_flipped_hint_is_replayed_with_a_warning() {
     // In the header (the id, the length, the fingerprint, the log file's inode and time), in
     // an entry's offset, in a key, in the trailer counts, in the checksum.
-    for at in [13usize, 17, 25, 30, 40, 52 + 6, 52 + 14, usize::MAX - 20, usize::MAX] {
+    for at in [
+        13usize,
+        17,
+        25,
+        30,
+        40,
+        52 + 6,
+        52 + 14,
+        usize::MAX - 20,
+        usize::MAX,
+    ] {
         check_damage(4, true, |dir, id, _| {
             let path = hint_path(dir, id);
             let mut bytes = fs::read(&path).unwrap();
@@ -361,7 +382,11 @@ fn a_hint_is_not_used_once_its_log_file_was_swapped_or_written_to() {
     }
     drop(store);
     let closed = closed_ids(dir.path());
-    let len = |id: u32| fs::metadata(dir.path().join(format!("{id}.log"))).unwrap().len();
+    let len = |id: u32| {
+        fs::metadata(dir.path().join(format!("{id}.log")))
+            .unwrap()
+            .len()
+    };
     let (a, b) = closed
         .iter()
         .zip(&closed[1..])
@@ -402,7 +427,11 @@ fn read_only_opens_use_hints_and_write_none() {
     assert_matches(&store, &model);
     drop(store);
     assert!(!hint_path(dir.path(), closed[0]).exists());
-    assert_eq!(fs::read(&damaged).unwrap(), bytes, "read-only open rewrote a hint");
+    assert_eq!(
+        fs::read(&damaged).unwrap(),
+        bytes,
+        "read-only open rewrote a hint"
+    );
     let report = kvs::verify_dir(dir.path()).unwrap();
     assert!(!report.is_damaged(), "a bad hint is not damage");
     assert_eq!(report.hint_warnings.len(), 1, "{:?}", report.hint_warnings);
@@ -419,7 +448,10 @@ fn compaction_outputs_get_hints_and_the_replaced_files_lose_theirs() {
     let after = closed_ids(dir.path());
     for id in &before {
         assert!(!after.contains(id));
-        assert!(!hint_path(dir.path(), *id).exists(), "{id}.hint outlived {id}.log");
+        assert!(
+            !hint_path(dir.path(), *id).exists(),
+            "{id}.hint outlived {id}.log"
+        );
     }
     assert_hints_good(dir.path());
     let store = KvStore::open_with(dir.path(), options()).unwrap();
@@ -461,7 +493,10 @@ fn stores_of_earlier_releases_open_by_replay_and_get_hints() {
         let read_only = KvStore::open_with(dir.path(), options().read_only(true)).unwrap();
         let mut keys = read_only.keys().unwrap();
         keys.sort();
-        let values: Vec<_> = keys.iter().map(|k| read_only.get_bytes(k).unwrap()).collect();
+        let values: Vec<_> = keys
+            .iter()
+            .map(|k| read_only.get_bytes(k).unwrap())
+            .collect();
         drop(read_only);
         let store = KvStore::open(dir.path()).unwrap();
         drop(store);

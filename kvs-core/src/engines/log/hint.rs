@@ -282,7 +282,8 @@ fn check_header(
             bytes[7], HINT_MAGIC[7]
         ));
     }
-    let le32 = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let le32 =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let stored = le32(48);
     let actual = crc32fast::hash(&bytes[..48]);
     if stored != actual {
@@ -369,10 +370,14 @@ pub fn check(
         framing_bytes: counts.framing_bytes,
         ..HintCounts::default()
     };
-    for_each_entry_unchecked(&bytes[HEADER_LEN..bytes.len() - TRAILER_LEN], sealed_len, |entry| {
-        seen.entries += 1;
-        seen.key_bytes += entry.key.len() as u64;
-    })?;
+    for_each_entry_unchecked(
+        &bytes[HEADER_LEN..bytes.len() - TRAILER_LEN],
+        sealed_len,
+        |entry| {
+            seen.entries += 1;
+            seen.key_bytes += entry.key.len() as u64;
+        },
+    )?;
     if seen != counts {
         return Err(format!(
             "its trailer counts {} entries of {} key bytes, it holds {} of {}",
@@ -392,7 +397,8 @@ fn for_each_entry_unchecked(
     let mut next_free = FILE_MAGIC.len() as u64;
     let mut at = HEADER_LEN;
     while !entries.is_empty() {
-        let (entry, used) = decode_entry(entries).ok_or_else(|| format!("bad entry at offset {at}"))?;
+        let (entry, used) =
+            decode_entry(entries).ok_or_else(|| format!("bad entry at offset {at}"))?;
         let start = entry.offset as u64;
         let end = start + entry.len as u64;
         if start < next_free || end > sealed_len || entry.len == 0 {
@@ -413,7 +419,8 @@ fn for_each_entry_unchecked(
 #[inline]
 fn decode_entry(bytes: &[u8]) -> Option<(Entry<'_>, usize)> {
     let fixed = bytes.get(..ENTRY_FIXED)?;
-    let le32 = |at: usize| u32::from_le_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]]);
+    let le32 =
+        |at: usize| u32::from_le_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]]);
     let key_len = le32(1) as usize;
     if key_len > MAX_KEY_LEN {
         return None;
@@ -425,7 +432,11 @@ fn decode_entry(bytes: &[u8]) -> Option<(Entry<'_>, usize)> {
             let d = bytes.get(ENTRY_FIXED..ENTRY_FIXED + 8)?;
             let mut b = [0u8; 8];
             b.copy_from_slice(d);
-            (RecordKind::Set, Some(u64::from_le_bytes(b)), ENTRY_FIXED + 8)
+            (
+                RecordKind::Set,
+                Some(u64::from_le_bytes(b)),
+                ENTRY_FIXED + 8,
+            )
         }
         _ => return None,
     };
@@ -452,13 +463,20 @@ pub struct Hint {
 }
 
 impl Hint {
-    /// Calls `f` with every entry, in log order.
-    pub fn for_each_entry(&self, f: impl FnMut(&Entry<'_>)) -> io::Result<()> {
+    /// Calls `f` with the bytes of the entries, checked by [`load`]: read them with
+    /// [`entry_at`].
+    pub fn with_entries<R>(&self, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
         self.map.with_bytes(0, self.len, |bytes| {
-            // Checked by `load`: cannot fail.
-            let _ = for_each_entry_unchecked(&bytes[HEADER_LEN..self.len - TRAILER_LEN], u64::MAX, f);
+            f(&bytes[HEADER_LEN..self.len - TRAILER_LEN])
         })
     }
+}
+
+/// The entry at byte `at` of the entry bytes of a checked hint (see [`Hint::with_entries`]),
+/// and where the next one starts; `None` at the end.
+#[inline]
+pub fn entry_at(entries: &[u8], at: usize) -> Option<(Entry<'_>, usize)> {
+    decode_entry(entries.get(at..)?).map(|(entry, used)| (entry, at + used))
 }
 
 /// What [`load`] found.
@@ -589,7 +607,8 @@ fn build(
     let tmp_err = |e| KvsError::io_at(&tmp, e);
     let out = File::create(&tmp).map_err(tmp_err)?;
     let result = (|| {
-        let mut enc = Encoder::new(BufWriter::with_capacity(1 << 20, out), &header).map_err(tmp_err)?;
+        let mut enc =
+            Encoder::new(BufWriter::with_capacity(1 << 20, out), &header).map_err(tmp_err)?;
         let mut seen = Fingerprint::default();
         let mut sealed = false;
         let mut records = 0u64;
@@ -812,7 +831,9 @@ fn report(dir: &Path, id: u32, result: std::result::Result<(), BuildError>) -> b
 
 /// Deletes the hints of files `manifest` does not list as closed.
 fn remove_unlisted(dir: &Path, manifest: &Manifest, have: &mut BTreeSet<u32>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(id) = name
@@ -944,11 +965,17 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = bytes.clone();
                 bad[byte] ^= 1 << bit;
-                assert!(check(&bad, 7, 0x0102, 0xaabb_ccdd, IDENTITY).is_err(), "bit {bit} of byte {byte}");
+                assert!(
+                    check(&bad, 7, 0x0102, 0xaabb_ccdd, IDENTITY).is_err(),
+                    "bit {bit} of byte {byte}"
+                );
             }
         }
         for len in 0..bytes.len() {
-            assert!(check(&bytes[..len], 7, 0x0102, 0xaabb_ccdd, IDENTITY).is_err(), "cut at {len}");
+            assert!(
+                check(&bytes[..len], 7, 0x0102, 0xaabb_ccdd, IDENTITY).is_err(),
+                "cut at {len}"
+            );
         }
     }
 
@@ -976,7 +1003,10 @@ mod tests {
             },
         ] {
             let replaced = check(&bytes, 7, 0x0102, 0xaabb_ccdd, other).unwrap_err();
-            assert!(replaced.contains("replaced, copied or written to"), "{replaced}");
+            assert!(
+                replaced.contains("replaced, copied or written to"),
+                "{replaced}"
+            );
         }
         let mut newer = bytes.clone();
         newer[7] = 2;

@@ -394,10 +394,18 @@ impl Index {
         f(found.map(|pos| (pos, shard.files.get(&pos.file).map(|f| &**f))))
     }
 
-    /// The shard `key` lives in: open splits the work of loading hint files by shard, so that
-    /// threads working on different shards never touch the same key.
-    pub fn shard_of_key(&self, key: &[u8]) -> usize {
-        shard_of(self.hash(key))
+    /// The hash of `key` and the shard it lives in: open splits the work of loading hint files
+    /// by shard, so that threads working on different shards never touch the same key, and
+    /// puts the keys of a shard in the order of their buckets (the low bits of the hash), so
+    /// that the inserts sweep the table instead of jumping around it.
+    pub fn hash_and_shard(&self, key: &[u8]) -> (u64, usize) {
+        let hash = self.hash(key);
+        (hash, shard_of(hash))
+    }
+
+    /// The number of shards.
+    pub fn shard_count(&self) -> usize {
+        SHARDS
     }
 
     /// The position of `key`.

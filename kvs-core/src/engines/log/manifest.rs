@@ -55,10 +55,18 @@
 //!   the canonical `<id>.log` files are replayed as that release did, and the manifest then
 //!   written, so that from then on the store is guarded.
 //!
+//! Every manifest [`replace`] writes into the directory of a store open read-write is then
+//! handed to that store's hinter (a [`CommitHook`] the manifest carries, and every manifest
+//! cloned from it), which writes the hints of closed files that have none and deletes those of
+//! files no longer listed as closed (see `hint.rs`). So whoever writes the manifest (rotation,
+//! compaction) gets hints without knowing of them.
+//!
 //! # What open checks
 //!
 //! Every closed file must exist, be a regular file, have exactly its listed length and give
-//! its listed fingerprint on replay; the active file must exist and be a regular file.
+//! its listed fingerprint on replay (a file loaded from its hint is not replayed: the hint
+//! holds the length and fingerprint, and the inode and modification time of the file it was
+//! written from, see `hint.rs`); the active file must exist and be a regular file.
 //! Anything else fails the open with [`KvsError::Corruption`] naming the file and saying what
 //! is wrong with it. A missing or non-regular file is found before anything is changed on
 //! disk; a wrong length or fingerprint is found by the replay, after open has finished what a

@@ -28,6 +28,8 @@
 //!   checks against it.
 //! - `recovery.rs`: finding the files and replaying them on open, torn tails and corruption.
 //! - `compaction.rs`: the crash-safe compaction.
+//! - `hint.rs`: hint files, what replaying a closed file puts in the index, written in the
+//!   background and loaded by open instead of the file.
 //! - `verify.rs`: [`verify_dir`], checking every record of a store's files without opening it.
 //! - `checkpoint.rs`: online checkpoints, a consistent copy of the live store.
 //! - `options.rs`: [`KvStoreOptions`], [`SyncPolicy`], [`RecoveryMode`].
@@ -60,9 +62,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use self::durability::Durability;
 use self::format::{check_sizes, set_record_len, verify_record_at_read, RecordHeader, Version};
+use self::hint::Hinter;
 use self::index::{Change, Index, LogEnd, RecordPos};
 use self::log_file::{FileSet, LogFile};
-use self::hint::Hinter;
 use self::manifest::{CommitHook, Manifest};
 use self::writer::{
     active_map_len, batch_too_large, create_log, log_path, BatchRecord, LogWriter, MAX_FILE_BYTES,
@@ -206,11 +208,7 @@ impl Drop for Handle {
             log::error!("syncing {} on close failed: {e}", self.shared.dir.display());
         }
         drop(writer);
-        let hinter = self
-            .hinter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let hinter = self.hinter.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(hinter) = hinter {
             hinter.close(sealed);
         }
