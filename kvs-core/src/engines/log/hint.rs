@@ -614,7 +614,7 @@ fn build(
         let mut records = 0u64;
         loop {
             records += 1;
-            if records % 4096 == 0 && stop.load(Ordering::Relaxed) {
+            if records.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
                 return Err(BuildError::Stopped);
             }
             match reader.next().map_err(io_err)? {

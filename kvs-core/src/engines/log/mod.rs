@@ -224,9 +224,7 @@ impl Handle {
         if writer.check_usable().is_err() || end.offset <= SEAL_ON_CLOSE_BYTES {
             return None;
         }
-        let Some(next) = end.file.checked_add(1) else {
-            return None;
-        };
+        let next = end.file.checked_add(1)?;
         match writer.rotate_to(next, &shared.files, &shared.index) {
             Ok(()) => Some(end.file),
             Err(e) => {
