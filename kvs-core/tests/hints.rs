@@ -459,6 +459,25 @@ fn compaction_outputs_get_hints_and_the_replaced_files_lose_theirs() {
 }
 
 #[test]
+fn a_checkpoint_links_the_hints_of_the_files_it_links() {
+    let (dir, model) = store_with_hints(12);
+    let store = KvStore::open_with(dir.path(), options()).unwrap();
+    let parent = TempDir::new().unwrap();
+    let dest = parent.path().join("copy");
+    store.checkpoint(&dest).unwrap();
+    drop(store);
+    let closed = closed_ids(&dest);
+    assert!(!closed.is_empty());
+    // Linked, so the same inode as the log file's: each hint is good for the copy.
+    assert_hints_good(&dest);
+    let copy = KvStore::open_with(&dest, options().read_only(true)).unwrap();
+    assert_matches(&copy, &model);
+    for id in closed {
+        assert!(warnings_about(&hint_path(&dest, id)).is_empty());
+    }
+}
+
+#[test]
 fn only_canonical_hint_names_are_hints() {
     let (dir, model) = store_with_hints(11);
     let id = closed_ids(dir.path())[0];

@@ -470,12 +470,25 @@ fn chunk_end(entries: &[u8], at: usize) -> usize {
     end
 }
 
-/// How many bits of the bucket a key goes to [`by_buckets`] orders by: 2,048 groups, so that
-/// the keys of one group go to 1/2,048th of each table, which stays in the CPU's caches.
-const GROUP_BITS: u32 = 11;
+/// A group of [`by_buckets`] spans `2^WINDOW_BITS` buckets of each table (512, about 10 KiB of
+/// slots): the part of a table the keys of one group go to stays in the CPU's caches, for
+/// the 16 or 32 shards a thread fills at once.
+const WINDOW_BITS: u32 = 9;
+
+/// At most 16,384 groups: the scatter into more destinations would miss the caches itself.
+const MAX_GROUP_BITS: u32 = 14;
+
+/// How many top bits of the bucket [`by_buckets`] groups by, for tables of `2^bucket_bits`
+/// buckets.
+fn group_bits(bucket_bits: u32) -> u32 {
+    bucket_bits
+        .saturating_sub(WINDOW_BITS)
+        .clamp(1, MAX_GROUP_BITS)
+        .min(bucket_bits)
+}
 
 /// Copies the entries of `chunk` (whole entries, back to back) that `mine` gives a hash for
-/// into `out`, grouped by the top [`GROUP_BITS`] of the `bucket_bits` low bits of the hash (the
+/// into `out`, grouped by the top [`group_bits`] of the `bucket_bits` low bits of the hash (the
 /// bucket of a table of `2^bucket_bits` buckets), each group in the order of `chunk`: a stable
 /// counting sort. Entries of one key have one hash, so they keep their log order.
 fn by_buckets(
@@ -484,7 +497,7 @@ fn by_buckets(
     bucket_bits: u32,
     mine: &dyn Fn(&hint::Entry<'_>) -> Option<u64>,
 ) {
-    let group_bits = GROUP_BITS.min(bucket_bits);
+    let group_bits = group_bits(bucket_bits);
     let shift = bucket_bits - group_bits;
     let group = |hash: u64| ((hash >> shift) & ((1 << group_bits) - 1)) as usize;
     let mut starts = vec![0usize; (1 << group_bits) + 1];
@@ -1269,11 +1282,11 @@ mod tests {
         let hash = |key: &[u8]| crc32fast::hash(key) as u64 * 0x9e37_79b9;
         // Every other group left out, as if another thread's.
         let mine = |entry: &hint::Entry<'_>| Some(hash(entry.key)).filter(|h| h % 7 != 0);
-        for bucket_bits in [1, 5, 11, 16, 32] {
+        for bucket_bits in [1, 5, 11, 16, 20, 25, 32] {
             let mut out = Vec::new();
             by_buckets(chunk, &mut out, bucket_bits, &mine);
-            let shift = bucket_bits - GROUP_BITS.min(bucket_bits);
-            let group_of = |h: u64| (h >> shift) & ((1 << GROUP_BITS.min(bucket_bits)) - 1);
+            let shift = bucket_bits - group_bits(bucket_bits);
+            let group_of = |h: u64| (h >> shift) & ((1 << group_bits(bucket_bits)) - 1);
             let mut got = Vec::new();
             let mut at = 0;
             while let Some((entry, next)) = hint::entry_at(&out, at) {
