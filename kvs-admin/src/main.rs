@@ -293,6 +293,13 @@ fn check(dir: &Path) -> Result<(), Failure> {
                 path.display()
             );
         }
+        for (path, reason) in &report.hint_warnings {
+            println!(
+                "warning {}: {reason} (a hint only speeds up opening: the next open replays \
+                 its log file instead, and writes the hint again)",
+                path.display()
+            );
+        }
         if damaged {
             return Err(Failure::new(
                 DAMAGE,

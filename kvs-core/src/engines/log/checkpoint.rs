@@ -30,6 +30,8 @@
 //!    cuts the file back to its last record, which is at or past the cut). The copy's newest
 //!    file is thus a valid active file, unsealed, ending at its last record, as after a clean
 //!    close; its first write appends after it.
+//!    Once the lock is released, a linked closed file's hint (`hint.rs`) is linked too, so
+//!    that the copy opens from it (its `<id>.log` is the same inode).
 //! 4. The copy's `MANIFEST` lists the closed files as the cut had them and the copied active
 //!    file as active (obsolete files, awaiting deletion, are left out); every copied file is
 //!    fsynced (linked ones are the source's sealed files, already synced), then the
@@ -43,6 +45,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::hint::hint_path;
 use super::manifest::{self, FileState, Manifest};
 use super::recovery::COMPACTING_SUFFIX;
 use super::writer::log_path;
@@ -53,17 +56,19 @@ use crate::{KvsError, Result};
 /// Writes the checkpoint of the store into `dest`, an empty directory the caller holds.
 pub(super) fn checkpoint(shared: &Shared, dest: &Path) -> Result<()> {
     // 1-3. The cut, the links, and the files to copy, under the writer lock.
-    let (copy, to_copy) = {
+    let (copy, to_copy, linked) = {
         let writer = shared.lock_writer();
         let locked = Instant::now();
         writer.check_usable()?;
         let (cut_manifest, end) = writer.checkpoint_cut();
         let mut copy = Manifest::default();
         let mut to_copy = Vec::new();
+        let mut linked = Vec::new();
         for (&id, state) in cut_manifest.files() {
             if let FileState::Closed { len, fingerprint } = *state {
-                if let Some(file) = link_closed(&shared.dir, id, dest)? {
-                    to_copy.push((file, id, len));
+                match link_closed(&shared.dir, id, dest)? {
+                    Some(file) => to_copy.push((file, id, len)),
+                    None => linked.push(id),
                 }
                 copy.set_closed(id, len, fingerprint);
             }
@@ -78,8 +83,13 @@ pub(super) fn checkpoint(shared: &Shared, dest: &Path) -> Result<()> {
             locked.elapsed(),
             copy.files().len() - 1
         );
-        (copy, to_copy)
+        (copy, to_copy, linked)
     };
+    // After the lock: a hint is of one file for good (ids are never reused), and if
+    // compaction deleted it meanwhile, the copy's first open replays that file.
+    for id in linked {
+        link_hint(&shared.dir, id, dest);
+    }
     for ((file, from), id, len) in to_copy {
         copy_prefix(file, &from, &log_path(dest, id), len)?;
     }
@@ -105,6 +115,14 @@ fn link_closed(dir: &Path, id: u32, dest: &Path) -> Result<Option<(File, PathBuf
         }
     }
     link_or_open(&named, &to).map_err(|e| KvsError::io_at(&named, e))
+}
+
+/// Hard-links the hint of closed file `id`, if it has one, beside its linked log file in
+/// `dest`: the copy's `<id>.log` is the same inode, so the hint serves the copy's first open
+/// too (see `hint.rs`). A hint is advisory: if there is none, or no link can be made, the
+/// copy's first open replays the file and writes it.
+fn link_hint(dir: &Path, id: u32, dest: &Path) {
+    let _ = fs::hard_link(hint_path(dir, id), hint_path(dest, id));
 }
 
 /// Links `from` as `to`: `None` when linked, the opened file where no link can be made.

@@ -13,6 +13,8 @@
 //!   it yet.
 //! - `rotate:manifest-written`: the manifest lists the next file as active; no write has gone
 //!   to it. (Compaction starts with a rotation, so these are also reached there.)
+//! - `hint:entries-written`: the hinter (see `hint.rs`) has written every entry of a hint to
+//!   `<id>.hint.tmp`, not its trailer; it is neither synced nor renamed.
 //! - `compaction:output-written`: the compaction output is written, not yet synced.
 //! - `compaction:output-synced`: synced; the manifest does not list it yet.
 //! - `compaction:manifest-written`: the commit point: the manifest lists the outputs as closed

@@ -394,6 +394,20 @@ impl Index {
         f(found.map(|pos| (pos, shard.files.get(&pos.file).map(|f| &**f))))
     }
 
+    /// The hash of `key` and the shard it lives in: open splits the work of loading hint files
+    /// by shard, so that threads working on different shards never touch the same key, and
+    /// puts the keys of a shard in the order of their buckets (the low bits of the hash), so
+    /// that the inserts sweep the table instead of jumping around it.
+    pub fn hash_and_shard(&self, key: &[u8]) -> (u64, usize) {
+        let hash = self.hash(key);
+        (hash, shard_of(hash))
+    }
+
+    /// The number of shards.
+    pub fn shard_count(&self) -> usize {
+        SHARDS
+    }
+
     /// The position of `key`.
     pub fn position(&self, key: &[u8]) -> Option<RecordPos> {
         let hash = self.hash(key);
@@ -453,7 +467,6 @@ impl Index {
     /// Sizes the index once for `keys` more keys holding `key_bytes` bytes of key in all (what
     /// the files about to be replayed say they hold), instead of letting it double its way up:
     /// each shard takes its share, with an eighth more for the spread of the hash.
-    #[allow(dead_code)] // until open reads key counts from hint files
     pub fn reserve(&self, keys: u64, key_bytes: u64) {
         let share = |n: u64| {
             let n = usize::try_from(n).unwrap_or(usize::MAX) / SHARDS;

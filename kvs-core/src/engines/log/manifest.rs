@@ -55,10 +55,18 @@
 //!   the canonical `<id>.log` files are replayed as that release did, and the manifest then
 //!   written, so that from then on the store is guarded.
 //!
+//! Every manifest [`replace`] writes into the directory of a store open read-write is then
+//! handed to that store's hinter (a [`CommitHook`] the manifest carries, and every manifest
+//! cloned from it), which writes the hints of closed files that have none and deletes those of
+//! files no longer listed as closed (see `hint.rs`). So whoever writes the manifest (rotation,
+//! compaction) gets hints without knowing of them.
+//!
 //! # What open checks
 //!
 //! Every closed file must exist, be a regular file, have exactly its listed length and give
-//! its listed fingerprint on replay; the active file must exist and be a regular file.
+//! its listed fingerprint on replay (a file loaded from its hint is not replayed: the hint
+//! holds the length and fingerprint, and the inode and modification time of the file it was
+//! written from, see `hint.rs`); the active file must exist and be a regular file.
 //! Anything else fails the open with [`KvsError::Corruption`] naming the file and saying what
 //! is wrong with it. A missing or non-regular file is found before anything is changed on
 //! disk; a wrong length or fingerprint is found by the replay, after open has finished what a
@@ -90,6 +98,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::format::record_len_unchecked;
+use super::hint::ManifestSender;
 use crate::{KvsError, Result};
 
 /// Name of the manifest in the data directory.
@@ -118,9 +127,49 @@ pub enum FileState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Manifest {
     files: BTreeMap<u32, FileState>,
+    /// Told of every write of this manifest (or of one derived from it) into its store's
+    /// directory; not part of what is written, nor of what makes two manifests equal.
+    hook: Option<CommitHook>,
 }
 
+/// What [`replace`] tells after writing a manifest into `dir`: the hinter of the store that
+/// lives there (see `hint.rs`), so that every file a manifest lists as closed gets a hint,
+/// whoever wrote the manifest (a rotation, a compaction commit, an open), and the hints of
+/// files that left the store are deleted.
+#[derive(Clone)]
+pub struct CommitHook {
+    dir: PathBuf,
+    hinter: ManifestSender,
+}
+
+impl CommitHook {
+    pub fn new(dir: PathBuf, hinter: ManifestSender) -> CommitHook {
+        CommitHook { dir, hinter }
+    }
+}
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CommitHook({})", self.dir.display())
+    }
+}
+
+/// Hooks do not make manifests differ.
+impl PartialEq for CommitHook {
+    fn eq(&self, _: &CommitHook) -> bool {
+        true
+    }
+}
+
+impl Eq for CommitHook {}
+
 impl Manifest {
+    /// Tells `hook` of every later write of this manifest, and of those derived from it
+    /// (clones), into the hook's directory.
+    pub fn set_hook(&mut self, hook: CommitHook) {
+        self.hook = Some(hook);
+    }
+
     /// Every listed file, by id.
     pub fn files(&self) -> &BTreeMap<u32, FileState> {
         &self.files
@@ -242,7 +291,7 @@ impl Manifest {
             last_id = Some(id);
             files.insert(id, state);
         }
-        let manifest = Manifest { files };
+        let manifest = Manifest { files, hook: None };
         match manifest.active() {
             None => return Err((HEAD_LEN as u64, "no active file listed".into())),
             Some(active) => {
@@ -307,7 +356,13 @@ pub fn replace(dir: &Path, manifest: &Manifest) -> Result<()> {
         return Err(KvsError::io_at(&tmp, e));
     }
     let path = manifest_path(dir);
-    fs::rename(&tmp, &path).map_err(|e| KvsError::io_at(&path, e))
+    fs::rename(&tmp, &path).map_err(|e| KvsError::io_at(&path, e))?;
+    if let Some(hook) = manifest.hook.as_ref().filter(|hook| hook.dir == dir) {
+        let mut written = manifest.clone();
+        written.hook = None;
+        hook.hinter.send(&written);
+    }
+    Ok(())
 }
 
 /// The running fingerprint of a log file (see the module docs).

@@ -28,6 +28,8 @@
 //!   checks against it.
 //! - `recovery.rs`: finding the files and replaying them on open, torn tails and corruption.
 //! - `compaction.rs`: the crash-safe compaction.
+//! - `hint.rs`: hint files, what replaying a closed file puts in the index, written in the
+//!   background and loaded by open instead of the file.
 //! - `verify.rs`: [`verify_dir`], checking every record of a store's files without opening it.
 //! - `checkpoint.rs`: online checkpoints, a consistent copy of the live store.
 //! - `options.rs`: [`KvStoreOptions`], [`SyncPolicy`], [`RecoveryMode`].
@@ -39,6 +41,7 @@ mod compaction;
 pub(crate) mod crash_point;
 mod durability;
 mod format;
+mod hint;
 mod index;
 mod log_file;
 mod manifest;
@@ -59,9 +62,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use self::durability::Durability;
 use self::format::{check_sizes, set_record_len, verify_record_at_read, RecordHeader, Version};
+use self::hint::Hinter;
 use self::index::{Change, Index, LogEnd, RecordPos};
 use self::log_file::{FileSet, LogFile};
-use self::manifest::Manifest;
+use self::manifest::{CommitHook, Manifest};
 use self::writer::{
     active_map_len, batch_too_large, create_log, log_path, BatchRecord, LogWriter, MAX_FILE_BYTES,
 };
@@ -75,6 +79,13 @@ use crate::{
 
 pub(crate) use self::format::FILE_MAGIC;
 pub use self::format::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN};
+
+/// On close, an active file holding more than this many bytes is sealed and a new, empty one
+/// started, and the sealed file's hint is written before the close returns: the next open
+/// then loads it from its hint instead of replaying it (see `hint.rs`), and replays at most
+/// this much. Below it, replaying the active file costs less (a few milliseconds) than the
+/// file and hint a rotation would add.
+pub const SEAL_ON_CLOSE_BYTES: u64 = 4 << 20;
 
 /// How many expired keys the sweeper removes per hold of the writer lock.
 pub const SWEEP_CHUNK: usize = 1024;
@@ -135,6 +146,8 @@ struct Handle {
     compactor: Mutex<Option<JoinHandle<()>>>,
     /// The sweeper thread, and the sender whose drop stops it.
     sweeper: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// The thread that writes hint files (read-write stores only).
+    hinter: Mutex<Option<Hinter>>,
 }
 
 impl Drop for Handle {
@@ -155,6 +168,14 @@ impl Drop for Handle {
                     .unwrap_or_else(|p| p.into_inner())
                     .take(),
             );
+            if let Some(hinter) = self
+                .hinter
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                hinter.forget();
+            }
             return;
         }
         self.shared.closing.store(true, Ordering::SeqCst);
@@ -182,8 +203,38 @@ impl Drop for Handle {
             return;
         }
         let mut writer = self.shared.lock_writer();
+        let sealed = self.seal_on_close(&mut writer);
         if let Err(e) = writer.trim().and_then(|()| writer.sync_active()) {
             log::error!("syncing {} on close failed: {e}", self.shared.dir.display());
+        }
+        drop(writer);
+        let hinter = self.hinter.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(hinter) = hinter {
+            hinter.close(sealed);
+        }
+    }
+}
+
+impl Handle {
+    /// Seals the active file and starts a new one if it holds more than
+    /// [`SEAL_ON_CLOSE_BYTES`]; returns the id of the file sealed.
+    fn seal_on_close(&self, writer: &mut LogWriter) -> Option<u32> {
+        let shared = &*self.shared;
+        let (_, end) = writer.sync_target();
+        if writer.check_usable().is_err() || end.offset <= SEAL_ON_CLOSE_BYTES {
+            return None;
+        }
+        let next = end.file.checked_add(1)?;
+        match writer.rotate_to(next, &shared.files, &shared.index) {
+            Ok(()) => Some(end.file),
+            Err(e) => {
+                // The store closes as it is: the next open replays the file.
+                log::warn!(
+                    "sealing the active file of {} on close failed: {e}",
+                    shared.dir.display()
+                );
+                None
+            }
         }
     }
 }
@@ -267,7 +318,13 @@ impl KvStore {
             .entry(active_id)
             .or_insert(format::FILE_MAGIC.len() as u64);
         let fingerprints = recovered.fingerprints;
-        let manifest = match recovered.manifest {
+        // Hints are written for closed files in the background, by read-write stores only.
+        let hinter = if read_only {
+            None
+        } else {
+            Some(Hinter::spawn(dir.clone(), recovered.hinted)?)
+        };
+        let mut manifest = match recovered.manifest {
             Some(manifest) => manifest,
             None => {
                 // A store without a manifest (written by release 0.1.0, or new), replayed as
@@ -286,6 +343,10 @@ impl KvStore {
                 manifest
             }
         };
+        if let Some(hinter) = &hinter {
+            hinter.sender().send(&manifest);
+            manifest.set_hook(CommitHook::new(dir.clone(), hinter.sender()));
+        }
         let mut writer = LogWriter::new(
             dir.clone(),
             options.sync,
@@ -347,6 +408,7 @@ impl KvStore {
                 shared: Arc::clone(&shared),
                 compactor: Mutex::new(compactor),
                 sweeper: Mutex::new(sweeper),
+                hinter: Mutex::new(hinter),
             }),
             shared,
         };

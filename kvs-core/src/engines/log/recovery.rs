@@ -69,8 +69,19 @@
 //!
 //! A set record is replayed with its deadline, one that has passed included: the index hides
 //! it from every read, and the sweeper removes it once the store is open (see `mod.rs`).
+//!
+//! # Hints
+//!
+//! A closed file with a usable hint (see `hint.rs` for what makes one usable) is not replayed:
+//! its hint's entries go into the index instead. The hints are checked first, several files at
+//! once; the index is then sized once for all their keys; then the files are taken in id order,
+//! each run of consecutive hinted files applied split by index shard over the cores (every
+//! entry of a key on one thread, in file and log order, so the newest record wins, removes
+//! included), and every other file replayed between the runs as above. A missing hint is
+//! replayed at `info`, an unusable one with a warning naming it. `<id>.hint.tmp` files (a crash
+//! while a hint was written) are removed, unless read-only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -78,6 +89,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::format::{RecordKind, Version, FILE_MAGIC, FILE_MAGIC_V1};
+use super::hint::{self, FileIdentity, Hint, Loaded};
 use super::index::{Index, RecordPos};
 use super::manifest::{
     self, parse_id, FileState, Fingerprint, Manifest, MANIFEST_FILE, MANIFEST_TMP,
@@ -111,6 +123,8 @@ pub struct Recovered {
     /// The store's manifest, obsolete files dropped (they are deleted); `None` if the store had
     /// none, and the caller writes one.
     pub manifest: Option<Manifest>,
+    /// The closed files loaded from a good hint (the others need one written).
+    pub hinted: BTreeSet<u32>,
 }
 
 /// Finds the log files of `dir` (from its manifest, or for a store without one, by name),
@@ -139,10 +153,39 @@ pub fn recover(
         fingerprints: BTreeMap::new(),
         versions: BTreeMap::new(),
         manifest: None,
+        hinted: BTreeSet::new(),
     };
+    // Closed files with a usable hint are loaded from it instead of replayed (see `hint.rs`).
+    let listed_of = |i: usize, id: u32| -> Option<(u64, u32)> {
+        if i + 1 == ids.len() {
+            // The active file is always replayed.
+            return None;
+        }
+        match manifest.as_ref()?.files().get(&id) {
+            Some(&FileState::Closed { len, fingerprint }) => Some((len, fingerprint)),
+            _ => None,
+        }
+    };
+    let candidates: Vec<(u32, u64, u32)> = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &id)| listed_of(i, id).map(|(len, fp)| (id, len, fp)))
+        .collect();
+    let loading = Instant::now();
+    let mut hints = load_hints(dir, &candidates, read_only);
+    let loaded_in = loading.elapsed();
+    let (keys, key_bytes) = hints.values().fold((0u64, 0u64), |(k, b), hint| {
+        (k + hint.counts.entries, b + hint.counts.key_bytes)
+    });
+    let reserving = Instant::now();
+    index.reserve(keys, key_bytes);
+    let reserved_in = reserving.elapsed();
+    recovered.hinted = hints.keys().copied().collect();
+
     // An open that takes long says how far it got, every second or so, and what it did.
     let started = Instant::now();
     let mut last_progress = started;
+    let mut run: Vec<Hint> = Vec::new();
     for (i, &id) in ids.iter().enumerate() {
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
@@ -159,6 +202,20 @@ pub fn recover(
             Some(&FileState::Closed { len, fingerprint }) => Some((len, fingerprint)),
             _ => None,
         });
+        if let Some(hint) = hints.remove(&id) {
+            // Its header matched the manifest entry: the file is the one listed.
+            if let Some((len, fingerprint)) = listed {
+                recovered.versions.insert(id, hint.log_version);
+                recovered.sizes.insert(id, len);
+                recovered.fingerprints.insert(id, fingerprint);
+                *recovered.stale.entry(id).or_insert(0) += hint.counts.framing_bytes;
+                run.push(hint);
+                continue;
+            }
+        }
+        // The files loaded from hints before this one go in first: newer files win.
+        apply_hints(dir, &run, index, &mut recovered.stale, keys)?;
+        run.clear();
         let mut fingerprint = Fingerprint::default();
         let replayed = replay_file(
             dir,
@@ -184,9 +241,21 @@ pub fn recover(
         recovered.sizes.insert(id, size);
         recovered.fingerprints.insert(id, fingerprint.value());
     }
+    apply_hints(dir, &run, index, &mut recovered.stale, keys)?;
+    log::debug!(
+        "opened {}: {} of {} log files from hints ({keys} entries, checked in {:.1} ms, index \
+         sized in {:.1} ms), {} keys, in {:.1} ms",
+        dir.display(),
+        recovered.hinted.len(),
+        ids.len(),
+        loaded_in.as_secs_f64() * 1e3,
+        reserved_in.as_secs_f64() * 1e3,
+        index.len(),
+        (loaded_in + reserved_in + started.elapsed()).as_secs_f64() * 1e3
+    );
     if started.elapsed() >= PROGRESS_EVERY {
         log::info!(
-            "opened {}: {} log files replayed, {} keys, in {:.1} s",
+            "opened {}: {} log files replayed or loaded from hints, {} keys, in {:.1} s",
             dir.display(),
             ids.len(),
             index.len(),
@@ -208,12 +277,261 @@ pub fn recover(
     Ok(recovered)
 }
 
+/// Loads and checks the hints of the closed files `candidates` (id, listed length, listed
+/// fingerprint), several at once: returns the usable ones, by id. A missing hint is said at
+/// `info`, an unusable one with a warning naming it (read-write, the hinter writes it again).
+fn load_hints(dir: &Path, candidates: &[(u32, u64, u32)], read_only: bool) -> BTreeMap<u32, Hint> {
+    let load_one = |&(id, len, fingerprint): &(u32, u64, u32)| -> Option<Hint> {
+        // A log file of another length is not the one listed: its replay says what is wrong.
+        let identity = match fs::metadata(log_path(dir, id)) {
+            Ok(meta) if meta.len() == len => FileIdentity::of(&meta),
+            _ => return None,
+        };
+        match hint::load(dir, id, len, fingerprint, identity) {
+            Loaded::Usable(hint) => Some(hint),
+            Loaded::Missing => {
+                log::info!("{id}.log has no hint: replaying it");
+                None
+            }
+            Loaded::Unusable(reason) => {
+                log::warn!(
+                    "{}: {reason}; replaying {id}.log instead{}",
+                    hint::hint_path(dir, id).display(),
+                    if read_only {
+                        ""
+                    } else {
+                        ", and writing its hint again"
+                    }
+                );
+                None
+            }
+        }
+    };
+    let threads = apply_threads().min(candidates.len().max(1));
+    let mut loaded: Vec<Option<Hint>> = Vec::with_capacity(candidates.len());
+    if threads <= 1 {
+        loaded.extend(candidates.iter().map(load_one));
+    } else {
+        // Checking a hint is mostly its checksum: split the files between the threads.
+        let chunk = candidates.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = candidates
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(load_one).collect::<Vec<_>>()))
+                .collect();
+            for (handle, part) in handles.into_iter().zip(candidates.chunks(chunk)) {
+                match handle.join() {
+                    Ok(hints) => loaded.extend(hints),
+                    // A panic in a check is a bug; the files are replayed instead.
+                    Err(_) => loaded.extend(part.iter().map(|_| None)),
+                }
+            }
+        });
+    }
+    candidates
+        .iter()
+        .zip(loaded)
+        .filter_map(|(&(id, _, _), hint)| hint.map(|hint| (id, hint)))
+        .collect()
+}
+
+/// How many threads apply hints: the cores, up to 4.
+fn apply_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+}
+
+/// Applies the entries of `run`, consecutive closed files loaded from hints, oldest first, to
+/// the index and the stale-byte counts, as replaying them would. The work is split by index
+/// shard: every entry of one key goes to the same thread, in file and log order, so the newest
+/// record of a key wins, removes included, whatever the threads do meanwhile.
+///
+/// Within one file, a thread applies its entries in the order of the table buckets their keys
+/// go to (the low bits of the hash; a stable sort, so the entries of one key keep their log
+/// order): inserting keys in log order jumps around tables far larger than the CPU caches,
+/// one cache and TLB miss per key, where a sweep in bucket order has the hardware prefetch.
+/// `keys` is the number of entries the index was sized for (see `Index::reserve`).
+fn apply_hints(
+    dir: &Path,
+    run: &[Hint],
+    index: &Index,
+    stale: &mut BTreeMap<u32, u64>,
+    keys: u64,
+) -> Result<()> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let entries: u64 = run.iter().map(|h| h.counts.entries).sum();
+    // Below this, a thread costs more than it saves.
+    let threads = if entries < 1 << 16 {
+        1
+    } else {
+        apply_threads()
+    };
+    let shards = index.shard_count();
+    let bucket_bits = bucket_bits(keys.max(entries), shards);
+    let apply_part = |part: usize| -> Result<BTreeMap<u32, u64>> {
+        let mut stale = BTreeMap::new();
+        let mut sorted: Vec<u8> = Vec::new();
+        for hint in run {
+            let applied = hint.with_entries(|bytes| -> Result<()> {
+                let mine = |entry: &hint::Entry<'_>| {
+                    let (hash, shard) = index.hash_and_shard(entry.key);
+                    // Neighbouring shards to one thread: their locks may share a cache line.
+                    (threads == 1 || shard * threads / shards == part).then_some(hash)
+                };
+                let mut at = 0;
+                while at < bytes.len() {
+                    let end = chunk_end(bytes, at);
+                    let chunk = &bytes[at..end];
+                    by_buckets(chunk, &mut sorted, bucket_bits, &mine);
+                    let mut next = 0;
+                    while let Some((entry, after)) = hint::entry_at(&sorted, next) {
+                        apply_entry(index, &mut stale, hint.id, &entry)?;
+                        next = after;
+                    }
+                    at = end;
+                }
+                Ok(())
+            });
+            applied.map_err(|e| KvsError::io_at(hint::hint_path(dir, hint.id), e))??;
+        }
+        Ok(stale)
+    };
+    let parts: Vec<Result<BTreeMap<u32, u64>>> = if threads == 1 {
+        vec![apply_part(0)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|part| scope.spawn(move || apply_part(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        Err(KvsError::Io(io::Error::other(
+                            "a thread applying hint files panicked",
+                        )))
+                    })
+                })
+                .collect()
+        })
+    };
+    for part in parts {
+        for (id, bytes) in part? {
+            *stale.entry(id).or_insert(0) += bytes;
+        }
+    }
+    Ok(())
+}
+
+/// Applies one hint entry of file `id` (see [`apply`]).
+#[inline]
+fn apply_entry(
+    index: &Index,
+    stale: &mut BTreeMap<u32, u64>,
+    id: u32,
+    entry: &hint::Entry<'_>,
+) -> Result<()> {
+    let pos = RecordPos {
+        file: id,
+        offset: entry.offset,
+        len: entry.len,
+    };
+    apply(index, stale, entry.kind, entry.key, pos, entry.deadline)
+}
+
+/// How many low bits of the hash pick a bucket in a shard's table sized for `keys` keys over
+/// `shards` shards (what `Index::reserve` asks the table for: an eighth more than its share;
+/// the table has a power of two of buckets, at most 7/8 full). A bit or two off only makes
+/// the sweep of [`apply_hints`] two or four sweeps.
+fn bucket_bits(keys: u64, shards: usize) -> u32 {
+    let per_shard = keys / shards.max(1) as u64;
+    let capacity = per_shard + per_shard / 8;
+    let buckets = (capacity.saturating_mul(8) / 7).max(1).next_power_of_two();
+    buckets.trailing_zeros().clamp(1, 32)
+}
+
+/// How many bytes of hint entries [`apply_hints`] puts in bucket order at a time (per thread).
+const CHUNK_BYTES: usize = 32 << 20;
+
+/// Where the chunk of entries starting at `at` ends: the end of the first entry that reaches
+/// [`CHUNK_BYTES`], or of the last one.
+fn chunk_end(entries: &[u8], at: usize) -> usize {
+    let mut end = at;
+    while end - at < CHUNK_BYTES {
+        match hint::entry_at(entries, end) {
+            Some((_, next)) => end = next,
+            None => return entries.len(),
+        }
+    }
+    end
+}
+
+/// A group of [`by_buckets`] spans `2^WINDOW_BITS` buckets of each table (512, about 10 KiB of
+/// slots): the part of a table the keys of one group go to stays in the CPU's caches, for
+/// the 16 or 32 shards a thread fills at once.
+const WINDOW_BITS: u32 = 9;
+
+/// At most 16,384 groups: the scatter into more destinations would miss the caches itself.
+const MAX_GROUP_BITS: u32 = 14;
+
+/// How many top bits of the bucket [`by_buckets`] groups by, for tables of `2^bucket_bits`
+/// buckets.
+fn group_bits(bucket_bits: u32) -> u32 {
+    bucket_bits
+        .saturating_sub(WINDOW_BITS)
+        .clamp(1, MAX_GROUP_BITS)
+        .min(bucket_bits)
+}
+
+/// Copies the entries of `chunk` (whole entries, back to back) that `mine` gives a hash for
+/// into `out`, grouped by the top [`group_bits`] of the `bucket_bits` low bits of the hash (the
+/// bucket of a table of `2^bucket_bits` buckets), each group in the order of `chunk`: a stable
+/// counting sort. Entries of one key have one hash, so they keep their log order.
+fn by_buckets(
+    chunk: &[u8],
+    out: &mut Vec<u8>,
+    bucket_bits: u32,
+    mine: &dyn Fn(&hint::Entry<'_>) -> Option<u64>,
+) {
+    let group_bits = group_bits(bucket_bits);
+    let shift = bucket_bits - group_bits;
+    let group = |hash: u64| ((hash >> shift) & ((1 << group_bits) - 1)) as usize;
+    let mut starts = vec![0usize; (1 << group_bits) + 1];
+    let mut at = 0;
+    while let Some((entry, next)) = hint::entry_at(chunk, at) {
+        if let Some(hash) = mine(&entry) {
+            starts[group(hash) + 1] += next - at;
+        }
+        at = next;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    out.clear();
+    out.resize(starts[starts.len() - 1], 0);
+    let mut at = 0;
+    while let Some((entry, next)) = hint::entry_at(chunk, at) {
+        if let Some(hash) = mine(&entry) {
+            let to = &mut starts[group(hash)];
+            out[*to..*to + (next - at)].copy_from_slice(&chunk[at..next]);
+            *to += next - at;
+        }
+        at = next;
+    }
+}
+
 /// What a directory entry is to the store.
 enum Listed {
     /// `<id>.log`, with a canonical id.
     Log(u32),
     /// `<id>.log.compacting`, with a canonical id.
     Compacting(u32),
+    /// `<id>.hint.tmp`, with a canonical id: a hint whose writing a crash interrupted.
+    HintTmp,
     /// The store's own bookkeeping (`MANIFEST`, `engine`, `LOCK`, their temporary files).
     Own,
     /// Anything else.
@@ -231,6 +549,12 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, Listed)>> {
             Listed::Compacting(id)
         } else if let Some(id) = name.strip_suffix(".log").and_then(parse_id) {
             Listed::Log(id)
+        } else if let Some((_, tmp)) = hint::parse_name(&name) {
+            if tmp {
+                Listed::HintTmp
+            } else {
+                Listed::Own
+            }
         } else if [
             MANIFEST_FILE,
             MANIFEST_TMP,
@@ -290,12 +614,27 @@ fn prepare_unlisted(dir: &Path, listing: &[(String, Listed)], read_only: bool) -
                     log::warn!("{}: not a regular file, ignored", path.display());
                 }
             }
+            Listed::HintTmp => remove_hint_tmp(&path, read_only)?,
             Listed::Own => {}
             Listed::Other => log::warn!("{}: not a kvs file, ignored", path.display()),
         }
     }
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// A hint a crash interrupted the writing of (see `hint.rs`): removed, unless read-only.
+fn remove_hint_tmp(path: &Path, read_only: bool) -> Result<()> {
+    if read_only {
+        log::info!("leaving unfinished hint {} (read-only)", path.display());
+        return Ok(());
+    }
+    log::info!("removing unfinished hint {}", path.display());
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(KvsError::io_at(path, e)),
+    }
 }
 
 /// A store with a manifest: checks that every listed file is there, finishes the renames of a
@@ -451,6 +790,7 @@ fn prepare_listed(
                 fs::remove_file(&path).map_err(|e| KvsError::io_at(&path, e))?;
                 changed = true;
             }
+            Listed::HintTmp => remove_hint_tmp(&path, false)?,
             Listed::Own => {}
             Listed::Log(_) | Listed::Other => log::warn!(
                 "{}: not one of the store's files (its {MANIFEST_FILE} does not list it), \
@@ -907,4 +1247,74 @@ fn all_zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
         at += n as u64;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_grouped_by_bucket_and_keep_their_order_within_a_group() {
+        use super::super::hint::{Encoder, Entry, HintHeader, HEADER_LEN, TRAILER_LEN};
+        let header = HintHeader {
+            log_version: Version::V2,
+            id: 1,
+            sealed_len: u64::MAX,
+            fingerprint: 0,
+            identity: FileIdentity::default(),
+        };
+        let mut enc = Encoder::new(Vec::new(), &header).unwrap();
+        let keys: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| format!("k{}", i % 700).into_bytes())
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            enc.entry(&Entry {
+                kind: RecordKind::Set,
+                key,
+                offset: 8 + 10 * i as u32,
+                len: 10,
+                deadline: (i % 3 == 0).then_some(i as u64),
+            })
+            .unwrap();
+        }
+        let bytes = enc.finish().unwrap();
+        let chunk = &bytes[HEADER_LEN..bytes.len() - TRAILER_LEN];
+        let hash = |key: &[u8]| crc32fast::hash(key) as u64 * 0x9e37_79b9;
+        // Every other group left out, as if another thread's.
+        let mine = |entry: &hint::Entry<'_>| Some(hash(entry.key)).filter(|h| h % 7 != 0);
+        for bucket_bits in [1, 5, 11, 16, 20, 25, 32] {
+            let mut out = Vec::new();
+            by_buckets(chunk, &mut out, bucket_bits, &mine);
+            let shift = bucket_bits - group_bits(bucket_bits);
+            let group_of = |h: u64| (h >> shift) & ((1 << group_bits(bucket_bits)) - 1);
+            let mut got = Vec::new();
+            let mut at = 0;
+            while let Some((entry, next)) = hint::entry_at(&out, at) {
+                got.push((group_of(hash(entry.key)), entry.offset, entry.deadline));
+                at = next;
+            }
+            assert_eq!(at, out.len());
+            let mut expected = Vec::new();
+            let mut at = 0;
+            while let Some((entry, next)) = hint::entry_at(chunk, at) {
+                if let Some(h) = mine(&entry) {
+                    expected.push((group_of(h), entry.offset, entry.deadline));
+                }
+                at = next;
+            }
+            // The standard library's stable sort, as the reference.
+            expected.sort_by_key(|&(group, _, _)| group);
+            assert_eq!(got, expected, "{bucket_bits} bits");
+        }
+        assert_eq!(chunk_end(chunk, 0), chunk.len());
+    }
+
+    #[test]
+    fn bucket_bits_follow_the_table_the_index_reserves() {
+        // 1M keys over 32 shards: 35,156 a shard with the eighth, 40,178 buckets at 7/8, so a
+        // table of 65,536 buckets.
+        assert_eq!(bucket_bits(1_000_000, 32), 16);
+        assert_eq!(bucket_bits(10_000_000, 32), 19);
+        assert_eq!(bucket_bits(0, 32), 1);
+    }
 }

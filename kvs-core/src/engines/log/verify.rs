@@ -11,6 +11,11 @@
 //! anything else is damage, reported with the offset of the next valid record after it, if
 //! the file holds one (the records from there on are lost to a store that stops at it).
 //!
+//! Hint files (`hint.rs`) are checked too, each against the `MANIFEST` entry of its log file:
+//! a damaged or stale one is reported in [`VerifyReport::hint_warnings`], never as damage. A
+//! hint only saves open a replay; opening the store replays the log file instead of using a
+//! bad one, and writes it again.
+//!
 //! [`KvStore`]: super::KvStore
 
 use std::fs::{self, File};
@@ -31,6 +36,9 @@ pub struct VerifyReport {
     /// Log files the store's `MANIFEST` marks as replaced by a compaction (to be deleted on the
     /// next open): not part of the store, not checked.
     pub obsolete: Vec<PathBuf>,
+    /// Hint files that cannot be used (damaged, cut short, stale, of another file), each with
+    /// what is wrong: warnings, not damage (open replays the log file instead).
+    pub hint_warnings: Vec<(PathBuf, String)>,
 }
 
 impl VerifyReport {
@@ -106,7 +114,7 @@ pub fn verify_dir_with_progress(
 ) -> Result<VerifyReport> {
     data_dir::check_engine(dir, EngineKind::Kvs)?;
     let _lock = DirLock::acquire_shared(dir, data_dir::DEFAULT_LOCK_WAIT)?;
-    let (ids, obsolete_ids) = log_files(dir)?;
+    let (ids, obsolete_ids, closed) = log_files(dir)?;
     let mut report = VerifyReport::default();
     let mut sizes = Vec::new();
     for &id in &ids {
@@ -129,6 +137,13 @@ pub fn verify_dir_with_progress(
         progress(&path, done, total);
         report.files.push(check);
     }
+    for (id, len, fingerprint) in closed {
+        if let Some(reason) = super::hint::verify(dir, id, len, fingerprint) {
+            report
+                .hint_warnings
+                .push((super::hint::hint_path(dir, id), reason));
+        }
+    }
     Ok(report)
 }
 
@@ -136,7 +151,7 @@ pub fn verify_dir_with_progress(
 /// alone (`None` for a header that is not a kvs log file's): cheap, for statistics. Obsolete
 /// files are left out, as [`verify_dir`] leaves them.
 pub fn log_file_versions(dir: &Path) -> Result<Vec<(PathBuf, Option<u8>)>> {
-    let (ids, obsolete) = log_files(dir)?;
+    let (ids, obsolete, _) = log_files(dir)?;
     let mut versions = Vec::new();
     for id in ids.into_iter().filter(|id| !obsolete.contains(id)) {
         let path = super::writer::log_path(dir, id);
@@ -152,18 +167,27 @@ pub fn log_file_versions(dir: &Path) -> Result<Vec<(PathBuf, Option<u8>)>> {
     Ok(versions)
 }
 
-/// The ids of the `<id>.log` files in `dir`, sorted, and those the `MANIFEST` says are
-/// obsolete.
-fn log_files(dir: &Path) -> Result<(Vec<u32>, Vec<u32>)> {
-    let obsolete: Vec<u32> = match manifest::read(dir)? {
-        Some(manifest) => manifest
-            .files()
-            .iter()
-            .filter(|(_, state)| matches!(state, FileState::Obsolete))
-            .map(|(&id, _)| id)
-            .collect(),
-        None => Vec::new(),
-    };
+/// The ids of the `<id>.log` files in `dir`, sorted, those the `MANIFEST` says are
+/// obsolete, and those it lists as closed (id, length, fingerprint).
+#[allow(clippy::type_complexity)]
+fn log_files(dir: &Path) -> Result<(Vec<u32>, Vec<u32>, Vec<(u32, u64, u32)>)> {
+    let manifest = manifest::read(dir)?;
+    let files = manifest.as_ref().map(|m| m.files().iter());
+    let obsolete: Vec<u32> = files
+        .clone()
+        .into_iter()
+        .flatten()
+        .filter(|(_, state)| matches!(state, FileState::Obsolete))
+        .map(|(&id, _)| id)
+        .collect();
+    let closed: Vec<(u32, u64, u32)> = files
+        .into_iter()
+        .flatten()
+        .filter_map(|(&id, state)| match *state {
+            FileState::Closed { len, fingerprint } => Some((id, len, fingerprint)),
+            _ => None,
+        })
+        .collect();
     let mut ids = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| KvsError::io_at(dir, e))? {
         let entry = entry.map_err(|e| KvsError::io_at(dir, e))?;
@@ -177,7 +201,7 @@ fn log_files(dir: &Path) -> Result<(Vec<u32>, Vec<u32>)> {
         }
     }
     ids.sort_unstable();
-    Ok((ids, obsolete))
+    Ok((ids, obsolete, closed))
 }
 
 /// [`verify_dir_with_progress`] without progress.
