@@ -96,8 +96,8 @@ use super::format::{
 };
 use super::index::RecordPos;
 use super::log_file::{FileMap, LogFile, SeqReader};
-use super::manifest::Fingerprint;
-use super::reader::{LogReader, Step};
+use super::manifest::{FileState, Fingerprint};
+use super::reader::{Damage, LogReader, Step};
 use super::recovery::COMPACTING_SUFFIX;
 use super::writer::log_path;
 use super::{Shared, SWEEP_CHUNK};
@@ -146,24 +146,35 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         // Each step but the last copies `step_records` records, of keys the index holds now
         // (no key written from here on points into files `<= last`).
         let steps = (shared.index.len() / step_records) as u64 + 1;
-        let outputs = output_ids_needed(live, writer.max_file_bytes(), steps)
-            .min(u32::MAX as u64 / 2) as u32;
+        let outputs =
+            output_ids_needed(live, writer.max_file_bytes(), steps).min(u32::MAX as u64 / 2) as u32;
         let new_id = last.checked_add(outputs + 1).ok_or_else(|| {
             KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
         })?;
         writer.rotate_to(new_id, &shared.files, &shared.index)?;
-        let old_ids: Vec<u32> = shared
+        // Each with the length it was sealed at, as the manifest lists it: the copy reads
+        // that much, and a file found shorter is reported, not read as a shorter log.
+        let (manifest, _) = writer.checkpoint_cut();
+        let old: Vec<(u32, u64)> = shared
             .files
             .snapshot()
             .keys()
             .copied()
             .filter(|&id| id <= last)
-            .collect();
-        (old_ids, (last + 1)..new_id)
+            .map(|id| match manifest.files().get(&id) {
+                Some(&FileState::Closed { len, .. }) => Ok((id, len)),
+                _ => Err(KvsError::Io(std::io::Error::other(format!(
+                    "{}: compaction found it not listed as closed in the manifest",
+                    log_path(&shared.dir, id).display()
+                )))),
+            })
+            .collect::<Result<_>>()?;
+        (old, (last + 1)..new_id)
     };
     if old_ids.is_empty() {
         return Ok(());
     }
+    let old_files = old_ids.len();
 
     // 2 to 5, step after step.
     let mut run = Run {
@@ -195,7 +206,7 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         "compacted {}: {} log files into {} ({} live records) in {} steps, {} bytes of log \
          before, {} after (writes meanwhile included), reclaimed {}, in {:.2} s",
         shared.dir.display(),
-        old_ids.len(),
+        old_files,
         run.written,
         run.records,
         run.steps,
@@ -226,25 +237,15 @@ impl Run<'_> {
     /// Goes through `old_ids`, oldest first, copying their live records and ending a step
     /// every `step_records` of them and after the last file. Returns `false` if the store
     /// started closing meanwhile (the step under way is not committed).
-    fn copy_all(&mut self, old_ids: &[u32]) -> Result<bool> {
+    fn copy_all(&mut self, old: &[(u32, u64)]) -> Result<bool> {
         let shared = self.shared;
         let mut buf = Vec::new();
-        for &id in old_ids {
+        for &(id, len) in old {
             let path = log_path(&shared.dir, id);
             let file = File::open(&path).map_err(|e| KvsError::io_at(&path, e))?;
-            let len = file
-                .metadata()
-                .map_err(|e| KvsError::io_at(&path, e))?
-                .len();
             let mut reader = match LogReader::open(&file, len) {
                 Ok(Ok(reader)) => reader,
-                Ok(Err(damage)) => {
-                    return Err(KvsError::Corruption {
-                        path,
-                        offset: damage.offset(),
-                        reason: damage.to_string(),
-                    })
-                }
+                Ok(Err(damage)) => return Err(damaged(&file, &path, len, damage)),
                 Err(e) => return Err(KvsError::io_at(&path, e)),
             };
             loop {
@@ -254,13 +255,7 @@ impl Run<'_> {
                 let step = reader.next().map_err(|e| KvsError::io_at(&path, e))?;
                 match step {
                     Step::End => break,
-                    Step::Damage(damage) => {
-                        return Err(KvsError::Corruption {
-                            path,
-                            offset: damage.offset(),
-                            reason: damage.to_string(),
-                        })
-                    }
+                    Step::Damage(damage) => return Err(damaged(&file, &path, len, damage)),
                     Step::Record(record) => {
                         if record.kind == RecordKind::Set {
                             let pos = record_pos(id, record.offset, record.len);
@@ -305,8 +300,7 @@ impl Run<'_> {
                 }
                 _ => KvsError::io_at(path, e),
             })?;
-        let header =
-            verify_record(buf).map_err(|e| corruption(self.shared, pos, e.to_string()))?;
+        let header = verify_record(buf).map_err(|e| corruption(self.shared, pos, e.to_string()))?;
         let to = match header.version {
             Version::V2 => self.output.append(buf)?,
             Version::V1 => {
@@ -382,6 +376,25 @@ impl Run<'_> {
         self.moved.clear();
         self.read_through.clear();
         Ok(())
+    }
+}
+
+/// The error for `damage` found reading the old file `file` (at `path`), sealed at `len`
+/// bytes. A file shorter than that was cut behind the store's back: that is what it says.
+fn damaged(file: &File, path: &Path, len: u64, damage: Damage) -> KvsError {
+    let now = file.metadata().map(|m| m.len()).unwrap_or(len);
+    let reason = if now < len {
+        format!(
+            "file ends before the record: it is {now} bytes, it was sealed at {len} (was it cut \
+             short by another program?)"
+        )
+    } else {
+        damage.to_string()
+    };
+    KvsError::Corruption {
+        path: path.to_path_buf(),
+        offset: damage.offset(),
+        reason,
     }
 }
 
@@ -468,14 +481,15 @@ fn switch_index(shared: &Shared, moved: &[Moved]) -> Result<BTreeMap<u32, u64>> 
             ));
         }
         let record = read_checked(shared, &files, &mut reader, m.to, header.value_start())?;
-        let (now_stale, len) = if shared
-            .index
-            .replace_if(&record[header.key_start()..], m.from, m.to)
-        {
-            (m.from.file, m.from.len)
-        } else {
-            (m.to.file, m.to.len)
-        };
+        let (now_stale, len) =
+            if shared
+                .index
+                .replace_if(&record[header.key_start()..], m.from, m.to)
+            {
+                (m.from.file, m.from.len)
+            } else {
+                (m.to.file, m.to.len)
+            };
         *stale.entry(now_stale).or_insert(0) += len as u64;
     }
     Ok(stale)
