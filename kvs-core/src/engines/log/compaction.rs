@@ -84,7 +84,6 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -239,10 +238,21 @@ impl Run<'_> {
     /// started closing meanwhile (the step under way is not committed).
     fn copy_all(&mut self, old: &[(u32, u64)]) -> Result<bool> {
         let shared = self.shared;
-        let mut buf = Vec::new();
+        let mut reencoded = Vec::new();
         for &(id, len) in old {
             let path = log_path(&shared.dir, id);
+            // Held for this file only: once a step has deleted it, nothing of compaction's
+            // keeps its space.
+            let Some(log_file) = shared.files.snapshot().get(&id).cloned() else {
+                return Err(KvsError::Io(std::io::Error::other(format!(
+                    "{}: compaction found it no longer open",
+                    path.display()
+                ))));
+            };
+            // Records are checked and listed through one descriptor, and the live ones read
+            // again, to be copied, through another, in chunks: each is read once from disk.
             let file = File::open(&path).map_err(|e| KvsError::io_at(&path, e))?;
+            let mut bytes = SeqReader::new(&log_file, &path);
             let mut reader = match LogReader::open(&file, len) {
                 Ok(Ok(reader)) => reader,
                 Ok(Err(damage)) => return Err(damaged(&file, &path, len, damage)),
@@ -259,14 +269,14 @@ impl Run<'_> {
                     Step::Record(record) => {
                         if record.kind == RecordKind::Set {
                             let pos = record_pos(id, record.offset, record.len);
-                            self.copy_if_live(&file, &path, record.key, pos, &mut buf)?;
+                            self.copy_if_live(&mut bytes, record.key, pos, &mut reencoded)?;
                         }
                     }
                     Step::Batch(batch) => {
                         for member in batch.members {
                             if member.kind == RecordKind::Set {
                                 let pos = record_pos(id, member.offset, member.len);
-                                self.copy_if_live(&file, &path, &member.key, pos, &mut buf)?;
+                                self.copy_if_live(&mut bytes, &member.key, pos, &mut reencoded)?;
                             }
                         }
                     }
@@ -278,41 +288,42 @@ impl Run<'_> {
         Ok(true)
     }
 
-    /// Copies the set record of `key` at `pos` (in `file`, at `path`) to the output if the
+    /// Copies the set record of `key` at `pos` (read through `bytes`) to the output if the
     /// index points at it, and ends the step once it holds `step_records` moves.
     fn copy_if_live(
         &mut self,
-        file: &File,
-        path: &Path,
+        bytes: &mut SeqReader<'_>,
         key: &[u8],
         pos: RecordPos,
-        buf: &mut Vec<u8>,
+        reencoded: &mut Vec<u8>,
     ) -> Result<()> {
         // An expired key is absent here: it is not copied (see `sweep_after_copy`).
         if self.shared.index.position(key) != Some(pos) {
             return Ok(());
         }
-        buf.resize(pos.len as usize, 0);
-        file.read_exact_at(buf, pos.offset as u64)
+        let shared = self.shared;
+        let record = bytes
+            .read(pos.offset as u64, pos.len as usize)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => {
-                    corruption(self.shared, pos, "file ends before the record".into())
+                    corruption(shared, pos, "file ends before the record".into())
                 }
-                _ => KvsError::io_at(path, e),
+                _ => KvsError::io_at(log_path(&shared.dir, pos.file), e),
             })?;
-        let header = verify_record(buf).map_err(|e| corruption(self.shared, pos, e.to_string()))?;
+        // Checked again: these bytes were read apart from the ones the reader checked.
+        let header = verify_record(record).map_err(|e| corruption(shared, pos, e.to_string()))?;
         let to = match header.version {
-            Version::V2 => self.output.append(buf)?,
+            Version::V2 => self.output.append(record)?,
             Version::V1 => {
                 // Version 1 has no deadlines: the key has none.
-                let mut reencoded = Vec::with_capacity(buf.len() + 4);
-                let key = &buf[header.key_start()..header.value_start()];
-                encode_set(&mut reencoded, key, &buf[header.value_start()..], None);
-                self.output.append(&reencoded)?
+                reencoded.clear();
+                let key = &record[header.key_start()..header.value_start()];
+                encode_set(reencoded, key, &record[header.value_start()..], None);
+                self.output.append(reencoded)?
             }
         };
-        if buf.capacity() > KEEP_BUFFER_BYTES {
-            *buf = Vec::new();
+        if reencoded.capacity() > KEEP_BUFFER_BYTES {
+            *reencoded = Vec::new();
         }
         self.moved.push(Moved { from: pos, to });
         if self.moved.len() >= self.step_records {
