@@ -3,12 +3,13 @@
 //!
 //! One compaction starts with a rotation, then goes through the files it replaces oldest first,
 //! in **steps** of at most [`KvStoreOptions::compaction_step_records`] live records (default
-//! `DEFAULT_COMPACTION_STEP_RECORDS`, 262,144): each step copies the live records of its stretch of
-//! the log, commits, switches the index for just those records and deletes the files it has
-//! read to the end. What compaction holds in memory is one step's list of moves (24 bytes a
-//! record), a read window and a write buffer: bounded by the step, not by the store (a single
-//! compaction of everything listed every live record of the store, 24 bytes each, on top of
-//! the index).
+//! `DEFAULT_COMPACTION_STEP_RECORDS`, 131,072): each step copies the live records of its
+//! stretch of the log, commits, switches the index for just those records and deletes the
+//! files it has read to the end. What compaction holds in memory is bounded by the step, not
+//! by the store: the step's list of moves (24 bytes a record, 3 MiB by default), the read
+//! window of the file being read and a chunked reader of it (4 MiB each), a 1 MiB write
+//! buffer, and during the switch a chunked reader of the outputs (4 MiB). (Listing every live
+//! record of the store at once would cost 24 bytes a key on top of the index.)
 //!
 //! [`KvStoreOptions::compaction_step_records`]: super::KvStoreOptions::compaction_step_records
 //!

@@ -34,9 +34,9 @@ pub enum RecoveryMode {
 /// The default of [`KvStoreOptions::sweep_interval`].
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The default of [`KvStoreOptions::compaction_step_records`]: 262,144 records, 6 MiB of
+/// The default of [`KvStoreOptions::compaction_step_records`]: 131,072 records, 3 MiB of
 /// moves held by a compaction step.
-pub const DEFAULT_COMPACTION_STEP_RECORDS: usize = 1 << 18;
+pub const DEFAULT_COMPACTION_STEP_RECORDS: usize = 1 << 17;
 
 /// Settings of a [`KvStore`](super::KvStore).
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ impl KvStoreOptions {
     }
 
     /// How many live records one step of a compaction copies before it commits, switches
-    /// the index for them and deletes the files it has read to the end (default 262,144;
+    /// the index for them and deletes the files it has read to the end (default 131,072;
     /// 0 counts as 1). Compaction holds 24 bytes of
     /// memory per record of a step, whatever the size of the store; smaller steps commit
     /// more often (a manifest write each, under the writer lock for as long as a file
