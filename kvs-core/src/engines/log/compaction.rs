@@ -128,6 +128,7 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
     let step_records = shared.options.compaction_step_records.max(1);
 
     // 1. Rotate, reserving ids for the outputs (see `output_ids_needed`).
+    flush_ahead_of_lock(shared)?;
     let (old_ids, out_ids) = {
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
@@ -408,6 +409,19 @@ fn damaged(file: &File, path: &Path, len: u64, damage: Damage) -> KvsError {
         offset: damage.offset(),
         reason,
     }
+}
+
+/// Makes what writers have appended so far durable, and the directory, before a manifest
+/// write or a rotation under the writer lock. Their fsyncs then have little else to push
+/// out with them (on ext4, the journal commit of an fsync also writes out the data of files
+/// that grew, here the active file's), so writers wait for the manifest write alone: measured
+/// on a store of 10M keys with a writer overwriting keys beside the compaction, a step's
+/// commit held the writer lock for 10 ms to 1.3 s without this. A failed fsync poisons the
+/// writer, as the group commit does (see `durability.rs`).
+fn flush_ahead_of_lock(shared: &Shared) -> Result<()> {
+    let (_, end) = shared.lock_writer().sync_target();
+    shared.wait_durable(end)?;
+    sync_dir(&shared.dir)
 }
 
 /// The position of a record of `len` bytes at `offset` in file `id`.
@@ -695,6 +709,7 @@ impl<'a> Output<'a> {
                 ));
             }
         }
+        flush_ahead_of_lock(self.shared)?;
         let committed = {
             let mut writer = self.shared.lock_writer();
             match writer.check_usable() {
