@@ -98,8 +98,25 @@ fn compaction_keeps_latest_values_and_drops_removed_keys_across_reopen() {
 
 #[test]
 fn readers_and_writers_see_correct_values_while_compaction_runs() {
+    readers_and_writers_during_compactions(small_threshold());
+}
+
+#[test]
+fn readers_and_writers_see_correct_values_while_compaction_runs_in_small_steps() {
+    // Steps of 3 records, in files of 4 KiB: each compaction commits, switches and deletes
+    // some 170 times while the keys are overwritten and read.
+    readers_and_writers_during_compactions(
+        small_threshold()
+            .max_file_size(4096)
+            .compaction_step_records(3),
+    );
+}
+
+/// Three readers and a thread compacting over and over while every key is overwritten 20
+/// times; then every key has its last value, before and after a reopen.
+fn readers_and_writers_during_compactions(options: KvStoreOptions) {
     let dir = TempDir::new().unwrap();
-    let store = KvStore::open_with(dir.path(), small_threshold()).unwrap();
+    let store = KvStore::open_with(dir.path(), options).unwrap();
     let keys = 500;
     for i in 0..keys {
         store.set(format!("k{i}"), format!("v{i}-0")).unwrap();
@@ -383,4 +400,86 @@ fn compaction_reclaims_when_each_file_holds_a_single_record() {
             );
         }
     }
+}
+
+#[test]
+fn a_compaction_in_steps_of_one_record_keeps_every_value_and_no_removed_or_expired_key() {
+    // Every record gets a step of its own: a commit, a switch and the deletion of whatever
+    // old files it read through. Keys overwritten, removed, or given a deadline that passes
+    // before the compaction are spread over many 4 KiB files.
+    let dir = TempDir::new().unwrap();
+    let options = KvStoreOptions::default()
+        .max_file_size(4096)
+        .compaction_min_stale(u64::MAX)
+        .compaction_step_records(1)
+        .sweep_interval(std::time::Duration::from_secs(3600));
+    let store = KvStore::open_with(dir.path(), options.clone()).unwrap();
+    let keys = 600;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let deadline = now_ms() + 300;
+    let mut expected = std::collections::BTreeMap::new();
+    for round in 0..3 {
+        for i in 0..keys {
+            let key = format!("k{i:03}");
+            match (i + round) % 5 {
+                0 if round > 0 => {
+                    if expected.remove(&key).is_some() {
+                        store.remove(key).unwrap();
+                    }
+                }
+                1 => {
+                    // Due before the compaction (the sweeper is off): the index still holds
+                    // it, and its record must not be copied nor come back.
+                    store
+                        .set_with_deadline_bytes(key.as_bytes(), b"expiring", deadline)
+                        .unwrap();
+                    expected.remove(&key);
+                }
+                _ => {
+                    let value = format!("r{round}-{i}-{}", "x".repeat(i % 100));
+                    store.set(key.clone(), value.clone()).unwrap();
+                    expected.insert(key, value);
+                }
+            }
+        }
+    }
+    while now_ms() <= deadline {
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(store.expiring_len() == 0, "every deadline has passed");
+    let files_before = log_files(dir.path()).len();
+    assert!(files_before > 20, "only {files_before} files");
+    store.compact().unwrap();
+    let check = |store: &KvStore, when: &str| {
+        for i in 0..keys {
+            let key = format!("k{i:03}");
+            assert_eq!(
+                store.get(key.clone()).unwrap().as_ref(),
+                expected.get(&key),
+                "{when}: {key}"
+            );
+        }
+        assert_eq!(store.len().unwrap(), expected.len(), "{when}");
+    };
+    check(&store, "after the compaction");
+    // One output file per live record (each step starts a file), and the old files gone.
+    let files_after = log_files(dir.path()).len();
+    assert_eq!(
+        files_after,
+        expected.len() + 1,
+        "outputs and the active file"
+    );
+    drop(store);
+    let store = KvStore::open_with(dir.path(), options).unwrap();
+    check(&store, "after a reopen");
+    // A second compaction, of the outputs of the first, in steps again.
+    store.compact().unwrap();
+    drop(store);
+    let store = KvStore::open(dir.path()).unwrap();
+    check(&store, "after a second compaction and a reopen");
 }

@@ -22,6 +22,8 @@ const DIR_VAR: &str = "KVS_CRASH_TEST_DIR";
 const CYCLE_VAR: &str = "KVS_CRASH_TEST_CYCLE";
 const COMPACT_VAR: &str = "KVS_CRASH_TEST_COMPACT";
 const SYNC_VAR: &str = "KVS_CRASH_TEST_SYNC";
+/// Live records per compaction step (see `KvStoreOptions::compaction_step_records`).
+const STEP_VAR: &str = "KVS_CRASH_TEST_STEP";
 
 fn value_for(cycle: u64, i: u64) -> String {
     // Sizes vary so that kills land inside records of different lengths.
@@ -38,13 +40,13 @@ fn crash_child_writer() {
     let cycle: u64 = cycle.parse().expect("cycle number");
     // A small compaction threshold and small files, so that kills also land inside
     // compactions, and compactions have several files to delete.
-    let store = KvStore::open_with(
-        &dir,
-        KvStoreOptions::default()
-            .compaction_min_stale(16 << 10)
-            .max_file_size(16 << 10),
-    )
-    .expect("child open");
+    let mut options = KvStoreOptions::default()
+        .compaction_min_stale(16 << 10)
+        .max_file_size(16 << 10);
+    if let Ok(step) = std::env::var(STEP_VAR) {
+        options = options.compaction_step_records(step.parse().expect("step records"));
+    }
+    let store = KvStore::open_with(&dir, options).expect("child open");
     let explicit_compaction = std::env::var_os(COMPACT_VAR).is_some();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -327,6 +329,79 @@ fn every_crash_point_leaves_a_store_that_keeps_every_acknowledged_write() {
         // And the store keeps working from there: another child run, killed mid-stream.
         model = decided;
         let report = run_child_and_kill(dir.path(), 1, 1_000);
+        apply(&mut model, &report.acked);
+        verify(dir.path(), &model, report.in_flight.as_ref());
+    }
+}
+
+#[test]
+fn a_crash_inside_a_middle_compaction_step_keeps_every_acknowledged_write() {
+    // Steps of 40 live records: a compaction of the child's ~500 keys takes a dozen steps,
+    // each with its own commit, and the 3rd commit (or the 2nd step done, ...) falls in the
+    // middle of the first compaction, with writes going on in another file meanwhile.
+    let points = [
+        ("compaction:output-written", "4"),
+        ("compaction:output-synced", "3"),
+        ("compaction:manifest-written", "3"),
+        ("compaction:committed", "3"),
+        ("compaction:deleted-one", "3"),
+        ("compaction:step-done", "2"),
+    ];
+    for (point, nth) in points {
+        let dir = TempDir::new().unwrap();
+        let spec = format!("{point}:{nth}");
+        let report = run_child(
+            dir.path(),
+            0,
+            None,
+            &[
+                ("KVS_CRASH_AT", &spec),
+                (COMPACT_VAR, "1"),
+                (STEP_VAR, "40"),
+            ],
+        );
+        assert!(
+            report.acked.len() >= 100,
+            "{point}: only {} acks",
+            report.acked.len()
+        );
+        if point == "compaction:manifest-written" {
+            // Died right after the commit of a middle step: the MANIFEST lists outputs of
+            // this compaction (still `.compacting`) beside old files no step has read to
+            // the end yet, which sort before them. (Had the compaction been one step, every
+            // old file would be obsolete here.)
+            let entries = support::manifest_entries(dir.path());
+            let compacting: Vec<u32> = entries
+                .iter()
+                .map(|&(id, _, _, _)| id)
+                .filter(|id| dir.path().join(format!("{id}.log.compacting")).exists())
+                .collect();
+            let first_output = *compacting
+                .iter()
+                .min()
+                .expect("outputs of the crashed step");
+            let old_still_closed = entries
+                .iter()
+                .filter(|&&(id, state, _, _)| state == 1 && id < first_output)
+                .count();
+            assert!(
+                old_still_closed > 0,
+                "{point}: no old file left behind the step's outputs: {entries:?}"
+            );
+        }
+        let mut model = BTreeMap::new();
+        apply(&mut model, &report.acked);
+        let (store, decided) = verify(dir.path(), &model, report.in_flight.as_ref());
+        drop(store);
+        assert_only_listed_files(dir.path(), point);
+        // And the store keeps working from there, compacting in steps again.
+        model = decided;
+        let report = run_child(
+            dir.path(),
+            1,
+            Some(1_000),
+            &[(COMPACT_VAR, "1"), (STEP_VAR, "40")],
+        );
         apply(&mut model, &report.acked);
         verify(dir.path(), &model, report.in_flight.as_ref());
     }

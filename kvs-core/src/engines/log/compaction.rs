@@ -1,63 +1,120 @@
-//! Compaction: rewriting the live records of the log into new files and deleting the old ones.
+//! Compaction: rewriting the live records of the log into new files and deleting the old ones,
+//! in bounded steps.
 //!
-//! The steps, and why a crash at any point leaves a store that opens correctly:
+//! One compaction starts with a rotation, then goes through the files it replaces oldest first,
+//! in **steps** of at most [`KvStoreOptions::compaction_step_records`] live records (default
+//! `DEFAULT_COMPACTION_STEP_RECORDS`, 131,072): each step copies the live records of its
+//! stretch of the log, commits, switches the index for just those records and deletes the
+//! files it has read to the end. What compaction holds in memory is bounded by the step, not
+//! by the store: the step's list of moves (24 bytes a record, 3 MiB by default), the read
+//! window of the file being read and a chunked reader of it (4 MiB each), a 1 MiB write
+//! buffer, and during the switch a chunked reader of the outputs (4 MiB). (Listing every live
+//! record of the store at once would cost 24 bytes a key on top of the index.)
+//!
+//! [`KvStoreOptions::compaction_step_records`]: super::KvStoreOptions::compaction_step_records
 //!
 //! 1. **Rotate** (under the writer lock): with `A` the active file, writes move on to a new
-//!    file `A+n+1`. Files `<= A` are now immutable; ids `A+1..=A+n` are reserved for the
-//!    output, so that on replay it sorts after everything it replaces and before everything
-//!    written since.
-//! 2. **Copy** every live record that sits in a file `<= A` into `A+1.log.compacting` (then
-//!    `A+2...` as each fills up), checking each record's checksum on the way. Writers and
-//!    readers carry on meanwhile. A crash here leaves `.compacting` files, which open deletes:
-//!    the old files are intact.
-//! 3. **Sync** the outputs, then **commit**: write the `MANIFEST` (see `manifest.rs`) listing
-//!    the outputs as closed and the old files as obsolete. A crash before this leaves the old
-//!    files in charge (open deletes the unlisted `.compacting` files); a crash after it leaves
-//!    the outputs in charge (open renames any output still `.compacting` into place, and
-//!    deletes the obsolete files). Then **rename** the outputs to `<id>.log` and sync the
-//!    directory.
-//! 4. **Switch** the index entries that still point where the copy was taken from. An entry
-//!    overwritten or removed meanwhile keeps its newer position (in file `A+n+1` or later).
-//! 5. **Delete** the old files, oldest first, then sync the directory; the next manifest written
-//!    no longer lists them. Open never replays an obsolete file, so a crash in the middle of
-//!    this cannot bring back a removed key. (Stores written without a manifest, by release
-//!    0.1.0, replayed whatever files were there; deleting oldest first kept that safe too: the
-//!    surviving old files are the newest ones, so no tombstone is deleted while an older value
-//!    of its key survives.)
+//!    file `A+n+1`. Files `<= A` (the *old* files) are now immutable; ids `A+1..=A+n` are
+//!    reserved for the outputs of every step, so that on replay they sort after every old file
+//!    and before everything written since (see `output_ids_needed` for `n`).
 //!
-//! Readers that located a record in an old file before step 4 read it under their index shard's
-//! lock, and the files are only dropped from the shards' file maps (which needs every shard's
-//! lock) after step 4: a read that found an old file finishes before that file is closed, and
-//! the file's data stays readable after it is unlinked until then.
+//! Then, step after step, until every old file is deleted:
+//!
+//! 2. **Copy.** The old files are read in log order, each record checked (`reader.rs`,
+//!    through a descriptor of compaction's own and `pread`, never through the store's maps).
+//!    A set record is *live* if the index points at it (and its key has not expired): it is
+//!    then the newest record of its key in the whole log. It is copied into
+//!    `<id>.log.compacting`, the next reserved id (a new one as each fills up), and its move
+//!    (from, to) noted. Tombstones, seals and records the index no longer points at are not
+//!    copied. The step ends after `compaction_step_records` live records (in the middle of a
+//!    file, or of a batch, if need be) or at the end of the last old file. Writers and readers
+//!    carry on meanwhile. A crash here leaves `.compacting` files, which open deletes: the
+//!    files of the step are intact, and earlier steps are committed.
+//! 3. **Sync** the step's outputs, then **commit**: write the `MANIFEST` (see `manifest.rs`)
+//!    listing the step's outputs as closed and the old files it read to the end as obsolete.
+//!    A crash before this leaves the store as the previous step left it (open deletes the
+//!    unlisted `.compacting` files); a crash after it leaves the step's outputs in charge
+//!    (open renames any output still `.compacting` into place, and deletes the obsolete
+//!    files). Then **rename** the outputs to `<id>.log` and sync the directory.
+//! 4. **Switch** the index entries of the step's moves that still point where the copy was
+//!    taken from, one key per hold of its shard's write lock: readers and writers go on
+//!    between any two. An entry overwritten or removed meanwhile keeps its newer position (in
+//!    file `A+n+1` or later). Keys left out of the copy because they had expired are taken out
+//!    of the index ([`SWEEP_CHUNK`] at a time under the writer lock, as the sweep does).
+//! 5. **Delete** the old files the step read to the end, oldest first, then sync the
+//!    directory; the next manifest written no longer lists them. Open never replays an
+//!    obsolete file, so a crash in the middle of this cannot bring back a removed key.
+//!
+//! **Why the order of ids stays right between steps.** After a step, its outputs (ids above
+//! `A`) sort after old files that no step has read yet, and after the rest of a file the step
+//! stopped in. Replay reads by increasing id, so the copies win over whatever those files hold
+//! of the same keys; that is correct because a copied record was the newest of its key when it
+//! was copied: no record of that key in any old file is newer (the old files are immutable, and
+//! everything written since goes to `A+n+1` or later, which sorts after the outputs). So an
+//! old file left behind holds of a copied key only older records, which the copy rightly
+//! overrides, or the very record copied (a file a step stopped in), which gives the same value
+//! twice. Tombstones are never copied: a tombstone in an old file covers records of its key in
+//! the same or older files, which are read by the same step or an earlier one, oldest first,
+//! and were not live (the tombstone is newer), so none was copied; the tombstone goes with its
+//! file, once every older record it hides is gone. A key that had expired is not copied
+//! either: its record carries its deadline, so the records left in files not yet deleted
+//! never bring it back, and older records of its key are in the same or older files.
+//!
+//! **Why a crash between any two steps opens correctly.** Each step has its own commit point,
+//! the manifest write of step 3, and between two steps the manifest lists: outputs of the
+//! steps done (closed), old files not yet read to the end (closed), and the active file. That
+//! is a log whose replay gives every key its newest value, by the argument above; the
+//! reserved ids a crash leaves unused are simply never used (the next compaction reserves new
+//! ones above the active file). A file a step stopped in is listed whole; its records that
+//! were copied count as stale on replay, and the next compaction reclaims them.
+//!
+//! **Stores of release 0.1.0**, written without a manifest, replayed whatever files were
+//! there; they get a manifest on their first open, before any compaction. Deleting oldest
+//! first also keeps them safe: the surviving old files are the newest ones, so no tombstone is
+//! deleted while an older value of its key survives.
+//!
+//! Readers that located a record in an old file before step 4 read it under their index
+//! shard's lock, and the files are only dropped from the shards' file maps (which needs every
+//! shard's lock) after step 4: a read that found an old file finishes before that file is
+//! closed, and the file's data stays readable after it is unlinked until then.
+//!
+//! **Locks held.** The writer lock only for the rotation, each step's manifest write (as a
+//! rotation does), the counts and sweeps of [`SWEEP_CHUNK`] keys; a shard's write lock for one
+//! key of the switch, or to publish the file set. Nothing holds a lock for a whole step.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::crash_point;
 use super::format::{
-    decode_header, encode_seal, encode_set, verify_record, Version, FILE_MAGIC, HEADER_LEN,
-    SEAL_RECORD_LEN,
+    decode_header, encode_seal, encode_set, verify_record, RecordKind, Version, FILE_MAGIC,
+    HEADER_LEN, SEAL_RECORD_LEN,
 };
 use super::index::RecordPos;
 use super::log_file::{FileMap, LogFile, SeqReader};
-use super::manifest::Fingerprint;
+use super::manifest::{FileState, Fingerprint};
+use super::reader::{Damage, LogReader, Step};
 use super::recovery::COMPACTING_SUFFIX;
 use super::writer::log_path;
 use super::{Shared, SWEEP_CHUNK};
 use crate::data_dir::sync_dir;
 use crate::{KvsError, Result};
 
-/// One live record moved by compaction: positions only, no key (24 bytes a record, one flat
-/// `Vec` for all of them). The switch reads each key back from the output.
+/// One live record moved by compaction: positions only, no key (24 bytes a record, one `Vec`
+/// for a step). The switch reads each key back from the output.
 #[derive(Clone, Copy)]
 struct Moved {
     from: RecordPos,
     to: RecordPos,
 }
+
+/// A copy buffer larger than this is freed after its record (a large value is not held on to
+/// for the rest of the compaction).
+const KEEP_BUFFER_BYTES: usize = 4 << 20;
 
 /// Runs one compaction of every file but the active one (see the module docs).
 pub(super) fn compact(shared: &Shared) -> Result<()> {
@@ -68,14 +125,16 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         .unwrap_or_else(|p| p.into_inner());
     let started = std::time::Instant::now();
     let bytes_before = shared.lock_writer().total_bytes();
+    let step_records = shared.options.compaction_step_records.max(1);
 
-    // 1. Rotate, reserving ids for the output (see `output_ids_needed`).
+    // 1. Rotate, reserving ids for the outputs (see `output_ids_needed`).
+    flush_ahead_of_lock(shared)?;
     let (old_ids, out_ids) = {
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
         let last = writer.active_id();
-        // An upper bound of the bytes step 2 copies: it copies the records the index points
-        // to in files `<= last`, and every record the index points to is counted in
+        // An upper bound of the bytes the steps copy: they copy records the index points to
+        // in files `<= last`, and every record the index points to is counted in
         // `total_bytes` (the sizes of the files) and not in `stale_bytes`, which counts only
         // records the index no longer points to (overwritten, removed, or copied by a
         // compaction after being overwritten), tombstones and seals. The index can only
@@ -85,125 +144,330 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         // 17 bytes, a version-1 one 13): at most a third longer, as every record is at least
         // 13 bytes. Unused ids are skipped.
         let live = live.saturating_add(live / 3);
+        // Each step but the last copies `step_records` records, of keys the index holds now
+        // (no key written from here on points into files `<= last`).
+        let steps = (shared.index.len() / step_records) as u64 + 1;
         let outputs =
-            output_ids_needed(live, writer.max_file_bytes()).min(u32::MAX as u64 / 2) as u32;
+            output_ids_needed(live, writer.max_file_bytes(), steps).min(u32::MAX as u64 / 2) as u32;
         let new_id = last.checked_add(outputs + 1).ok_or_else(|| {
             KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
         })?;
         writer.rotate_to(new_id, &shared.files, &shared.index)?;
-        let old_ids: Vec<u32> = shared
+        // Each with the length it was sealed at, as the manifest lists it: the copy reads
+        // that much, and a file found shorter is reported, not read as a shorter log.
+        let (manifest, _) = writer.checkpoint_cut();
+        let old: Vec<(u32, u64)> = shared
             .files
             .snapshot()
             .keys()
             .copied()
             .filter(|&id| id <= last)
-            .collect();
-        (old_ids, (last + 1)..new_id)
+            .map(|id| match manifest.files().get(&id) {
+                Some(&FileState::Closed { len, .. }) => Ok((id, len)),
+                _ => Err(KvsError::Io(std::io::Error::other(format!(
+                    "{}: compaction found it not listed as closed in the manifest",
+                    log_path(&shared.dir, id).display()
+                )))),
+            })
+            .collect::<Result<_>>()?;
+        (old, (last + 1)..new_id)
     };
-    let Some(&last_old) = old_ids.last() else {
+    if old_ids.is_empty() {
         return Ok(());
-    };
+    }
+    let old_files = old_ids.len();
 
-    // 2. Copy.
-    let mut output = Output::new(shared, out_ids);
-    let copied = copy_live_records(shared, last_old, &mut output);
-    // Every key the copy did not list because it had expired is due by now (see
-    // `sweep_after_copy`).
-    let listed_by = crate::now_millis();
-    let moved = match copied {
-        Ok(Some(moved)) => moved,
-        Ok(None) => {
-            // The store is closing; the old files are untouched.
-            output.discard();
+    // 2 to 5, step after step.
+    let mut run = Run {
+        shared,
+        output: Output::new(shared, out_ids),
+        step_records,
+        moved: Vec::with_capacity(step_records.min(shared.index.len()).max(1)),
+        read_through: Vec::new(),
+        steps: 0,
+        records: 0,
+        written: 0,
+    };
+    match run.copy_all(&old_ids) {
+        Ok(true) => {}
+        Ok(false) => {
+            // The store is closing: the files of the step under way are untouched, and the
+            // steps done are committed.
+            run.output.discard();
             return Ok(());
         }
         Err(e) => {
-            output.discard();
+            run.output.discard();
             return Err(e);
         }
-    };
-
-    // 3. Commit: the outputs replace the old files from here on.
-    let written = output.commit(&old_ids)?;
-    crash_point::hit("compaction:committed");
-
-    // 4. Switch the index, and take out the expired keys the copy left behind.
-    let stale_in_out = switch_index(shared, &moved)?;
-    sweep_after_copy(shared, listed_by)?;
-    {
-        let mut writer = shared.lock_writer();
-        for &(id, size) in &written {
-            writer.add_file(id, size);
-        }
-        for (id, stale) in stale_in_out {
-            writer.add_stale(id, stale);
-        }
-        for id in &old_ids {
-            writer.forget_file(*id);
-        }
     }
-
-    // 5. Delete, oldest first.
-    // After this no shard's file map holds them: reads that found them have ended.
-    shared.files.update(&shared.index, |files| {
-        for id in &old_ids {
-            files.remove(id);
-        }
-    });
-    for id in &old_ids {
-        let path = log_path(&shared.dir, *id);
-        fs::remove_file(&path).map_err(|e| KvsError::io_at(&path, e))?;
-        crash_point::hit("compaction:deleted-one");
-    }
-    sync_dir(&shared.dir)?;
-    // Gone: the next manifest written no longer lists them.
-    shared.lock_writer().forget_obsolete(&old_ids);
     crash_point::hit("compaction:done");
     let bytes_after = shared.lock_writer().total_bytes();
     log::info!(
-        "compacted {}: {} log files into {} ({} live records), {} bytes of log before, {} after \
-         (writes meanwhile included), in {:.2} s",
+        "compacted {}: {} log files into {} ({} live records) in {} steps, {} bytes of log \
+         before, {} after (writes meanwhile included), reclaimed {}, in {:.2} s",
         shared.dir.display(),
-        old_ids.len(),
-        written.len(),
-        moved.len(),
+        old_files,
+        run.written,
+        run.records,
+        run.steps,
         bytes_before,
         bytes_after,
+        bytes_before.saturating_sub(bytes_after),
         started.elapsed().as_secs_f64()
     );
     Ok(())
 }
 
-/// How many output files step 2 may need to copy `live` bytes of records (an upper bound) into
-/// files of at most `max_file_bytes` each.
+/// The state of one compaction going through its steps.
+struct Run<'a> {
+    shared: &'a Shared,
+    output: Output<'a>,
+    step_records: usize,
+    /// The moves of the step under way, in log order.
+    moved: Vec<Moved>,
+    /// The old files the step under way has read to the end, oldest first.
+    read_through: Vec<u32>,
+    /// Totals for the log line.
+    steps: u64,
+    records: u64,
+    written: usize,
+}
+
+impl Run<'_> {
+    /// Goes through `old_ids`, oldest first, copying their live records and ending a step
+    /// every `step_records` of them and after the last file. Returns `false` if the store
+    /// started closing meanwhile (the step under way is not committed).
+    fn copy_all(&mut self, old: &[(u32, u64)]) -> Result<bool> {
+        let shared = self.shared;
+        let mut reencoded = Vec::new();
+        for &(id, len) in old {
+            let path = log_path(&shared.dir, id);
+            // Held for this file only: once a step has deleted it, nothing of compaction's
+            // keeps its space.
+            let Some(log_file) = shared.files.snapshot().get(&id).cloned() else {
+                return Err(KvsError::Io(std::io::Error::other(format!(
+                    "{}: compaction found it no longer open",
+                    path.display()
+                ))));
+            };
+            // Records are checked and listed through one descriptor, and the live ones read
+            // again, to be copied, through another, in chunks: each is read once from disk.
+            let file = File::open(&path).map_err(|e| KvsError::io_at(&path, e))?;
+            let mut bytes = SeqReader::new(&log_file, &path);
+            let mut reader = match LogReader::open(&file, len) {
+                Ok(Ok(reader)) => reader,
+                Ok(Err(damage)) => return Err(damaged(&file, &path, len, damage)),
+                Err(e) => return Err(KvsError::io_at(&path, e)),
+            };
+            loop {
+                if shared.closing.load(Ordering::SeqCst) {
+                    return Ok(false);
+                }
+                let step = reader.next().map_err(|e| KvsError::io_at(&path, e))?;
+                match step {
+                    Step::End => break,
+                    Step::Damage(damage) => return Err(damaged(&file, &path, len, damage)),
+                    Step::Record(record) => {
+                        if record.kind == RecordKind::Set {
+                            let pos = record_pos(id, record.offset, record.len);
+                            self.copy_if_live(&mut bytes, record.key, pos, &mut reencoded)?;
+                        }
+                    }
+                    Step::Batch(batch) => {
+                        for member in batch.members {
+                            if member.kind == RecordKind::Set {
+                                let pos = record_pos(id, member.offset, member.len);
+                                self.copy_if_live(&mut bytes, &member.key, pos, &mut reencoded)?;
+                            }
+                        }
+                    }
+                }
+            }
+            self.read_through.push(id);
+        }
+        self.end_step()?;
+        Ok(true)
+    }
+
+    /// Copies the set record of `key` at `pos` (read through `bytes`) to the output if the
+    /// index points at it, and ends the step once it holds `step_records` moves.
+    fn copy_if_live(
+        &mut self,
+        bytes: &mut SeqReader<'_>,
+        key: &[u8],
+        pos: RecordPos,
+        reencoded: &mut Vec<u8>,
+    ) -> Result<()> {
+        // An expired key is absent here: it is not copied (see `sweep_after_copy`).
+        if self.shared.index.position(key) != Some(pos) {
+            return Ok(());
+        }
+        let shared = self.shared;
+        let record = bytes
+            .read(pos.offset as u64, pos.len as usize)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    corruption(shared, pos, "file ends before the record".into())
+                }
+                _ => KvsError::io_at(log_path(&shared.dir, pos.file), e),
+            })?;
+        // Checked again: these bytes were read apart from the ones the reader checked.
+        let header = verify_record(record).map_err(|e| corruption(shared, pos, e.to_string()))?;
+        let to = match header.version {
+            Version::V2 => self.output.append(record)?,
+            Version::V1 => {
+                // Version 1 has no deadlines: the key has none.
+                reencoded.clear();
+                let key = &record[header.key_start()..header.value_start()];
+                encode_set(reencoded, key, &record[header.value_start()..], None);
+                self.output.append(reencoded)?
+            }
+        };
+        if reencoded.capacity() > KEEP_BUFFER_BYTES {
+            *reencoded = Vec::new();
+        }
+        self.moved.push(Moved { from: pos, to });
+        if self.moved.len() >= self.step_records {
+            self.end_step()?;
+        }
+        Ok(())
+    }
+
+    /// Steps 3 to 5 for the step under way: commits its outputs and the files it read to the
+    /// end, switches the index for its moves, and deletes those files.
+    fn end_step(&mut self) -> Result<()> {
+        let shared = self.shared;
+        if self.moved.is_empty() && self.read_through.is_empty() {
+            return Ok(());
+        }
+        // Every key the copy did not list because it had expired is due by now (see
+        // `sweep_after_copy`).
+        let listed_by = crate::now_millis();
+
+        // 3. Commit: the outputs replace the files read to the end from here on.
+        let written = self.output.commit(&self.read_through)?;
+        crash_point::hit("compaction:committed");
+
+        // 4. Switch the index, and take out the expired keys the copy left behind.
+        let stale = switch_index(shared, &self.moved)?;
+        sweep_after_copy(shared, listed_by)?;
+        {
+            let mut writer = shared.lock_writer();
+            for &(id, size) in &written {
+                writer.add_file(id, size);
+            }
+            for (id, stale) in stale {
+                writer.add_stale(id, stale);
+            }
+            for id in &self.read_through {
+                writer.forget_file(*id);
+            }
+        }
+
+        // 5. Delete, oldest first.
+        if !self.read_through.is_empty() {
+            // After this no shard's file map holds them: reads that found them have ended.
+            shared.files.update(&shared.index, |files| {
+                for id in &self.read_through {
+                    files.remove(id);
+                }
+            });
+            for id in &self.read_through {
+                let path = log_path(&shared.dir, *id);
+                fs::remove_file(&path).map_err(|e| KvsError::io_at(&path, e))?;
+                crash_point::hit("compaction:deleted-one");
+            }
+            sync_dir(&shared.dir)?;
+            // Gone: the next manifest written no longer lists them.
+            shared.lock_writer().forget_obsolete(&self.read_through);
+        }
+        crash_point::hit("compaction:step-done");
+        self.steps += 1;
+        self.records += self.moved.len() as u64;
+        self.written += written.len();
+        self.moved.clear();
+        self.read_through.clear();
+        Ok(())
+    }
+}
+
+/// The error for `damage` found reading the old file `file` (at `path`), sealed at `len`
+/// bytes. A file shorter than that was cut behind the store's back: that is what it says.
+fn damaged(file: &File, path: &Path, len: u64, damage: Damage) -> KvsError {
+    let now = file.metadata().map(|m| m.len()).unwrap_or(len);
+    let reason = if now < len {
+        format!(
+            "file ends before the record: it is {now} bytes, it was sealed at {len} (was it cut \
+             short by another program?)"
+        )
+    } else {
+        damage.to_string()
+    };
+    KvsError::Corruption {
+        path: path.to_path_buf(),
+        offset: damage.offset(),
+        reason,
+    }
+}
+
+/// Makes what writers have appended so far durable, and the directory, before a manifest
+/// write or a rotation under the writer lock. Their fsyncs then have little else to push
+/// out with them (on ext4, the journal commit of an fsync also writes out the data of files
+/// that grew, here the active file's), so writers wait for the manifest write alone: measured
+/// on a store of 10M keys with a writer overwriting keys beside the compaction, a step's
+/// commit held the writer lock for 10 ms to 1.3 s without this. A failed fsync poisons the
+/// writer, as the group commit does (see `durability.rs`).
+fn flush_ahead_of_lock(shared: &Shared) -> Result<()> {
+    let (_, end) = shared.lock_writer().sync_target();
+    shared.wait_durable(end)?;
+    sync_dir(&shared.dir)
+}
+
+/// The position of a record of `len` bytes at `offset` in file `id`.
+fn record_pos(id: u32, offset: u64, len: usize) -> RecordPos {
+    RecordPos {
+        file: id,
+        // Both fit: offsets stay under max_file_bytes (<= 1 GiB), records under 4 GiB.
+        offset: offset as u32,
+        len: len as u32,
+    }
+}
+
+/// How many output files the steps may need, all together, to copy `live` bytes of records
+/// (an upper bound) into files of at most `max_file_bytes` each, in at most `steps` steps.
 ///
 /// [`Output::append`] starts a new file only when the current one holds at least one record
-/// and the next record would take it past `max_file_bytes`. Let `D = max_file_bytes -
-/// FILE_MAGIC.len()` (the room for records in a file) and `R_j` the bytes of records in output
-/// file `j` of `F`. For `j < F`, file `j + 1` was started because `R_j + r > D`, where `r` is
-/// the first record of file `j + 1`, so `R_j + R_{j+1} >= R_j + r > D`: any two consecutive
-/// files hold more than `D` bytes of records together. The pairs (1, 2), (3, 4), ... are
-/// `floor(F / 2)` disjoint such pairs, so `live > floor(F / 2) * D`, hence
-/// `floor(F / 2) <= live / D` (integer division) and `F <= 2 * (live / D) + 1`.
+/// and the next record would take it past `max_file_bytes`, and each step starts a new file.
+/// Let `D = max_file_bytes - FILE_MAGIC.len()` (the room for records in a file), and take one
+/// step that writes `F` files holding `live_s` bytes of records, `R_j` in file `j`. For `j <
+/// F`, file `j + 1` was started because `R_j + r > D`, where `r` is the first record of file
+/// `j + 1`, so `R_j + R_{j+1} >= R_j + r > D`: any two consecutive files hold more than `D`
+/// bytes of records together. The pairs (1, 2), (3, 4), ... are `floor(F / 2)` disjoint such
+/// pairs, so `live_s > floor(F / 2) * D`, hence `floor(F / 2) <= live_s / D` (integer
+/// division) and `F <= 2 * (live_s / D) + 1`. Summed over the steps (the `live_s` add up to
+/// at most `live`, and a sum of integer quotients is at most the quotient of the sum):
+/// `2 * (live / D) + steps`.
 ///
-/// The bound is tight up to one file: records of just over `D / 2` bytes take a file each, so
-/// `F` approaches `2 * live / D`. It no longer assumes files end up nearly full, which failed
-/// every compaction of a log of such records ("outgrew its reserved file ids") after it had
-/// rewritten all live data, so the log was never reclaimed. Unused ids are simply skipped.
-fn output_ids_needed(live: u64, max_file_bytes: u64) -> u64 {
+/// The bound is tight up to one file a step: records of just over `D / 2` bytes take a file
+/// each, so a step's `F` approaches `2 * live_s / D`. It does not assume files end up nearly
+/// full, which failed every compaction of a log of such records ("outgrew its reserved file
+/// ids") after it had rewritten all live data, so the log was never reclaimed. Unused ids are
+/// simply skipped.
+fn output_ids_needed(live: u64, max_file_bytes: u64, steps: u64) -> u64 {
     // `max_file_bytes` is at least 4 KiB (see `LogWriter::new`): `room` is never 0.
     let room = max_file_bytes
         .saturating_sub(FILE_MAGIC.len() as u64)
         .max(1);
-    2 * (live / room) + 1
+    (2 * (live / room)).saturating_add(steps)
 }
 
 /// Part of step 4: removes from the index every key whose deadline is `listed_by` or earlier
-/// (counting its record stale), as the sweep does (see `mod.rs`). The copy listed only keys
-/// that had not expired: a key it left out because it had expired still points into a file
-/// about to be deleted, and must be gone from the index first. Its record carries its
-/// deadline, so no replay brings it back. (The clock read after the listing is at least every
-/// reading taken during it, unless the system clock was set back meanwhile.)
+/// (counting its record stale), as the sweep does (see `mod.rs`). The copy left out keys
+/// that had expired: such a key may still point into a file about to be deleted, and must be
+/// gone from the index first. Its record carries its deadline, so no replay brings it back.
+/// (The clock read after the copy is at least every reading taken during it, unless the
+/// system clock was set back meanwhile.)
 fn sweep_after_copy(shared: &Shared, listed_by: u64) -> Result<()> {
     let now = crate::now_millis().max(listed_by);
     // Not `sweep_all`: it stops when the store starts closing, and these keys must go before
@@ -212,55 +476,11 @@ fn sweep_after_copy(shared: &Shared, listed_by: u64) -> Result<()> {
     Ok(())
 }
 
-/// Step 2: writes every live record in files `<= last_old` to the output, in log order.
-/// Only keys that have not expired are copied, each record with its deadline; version-1
-/// records are re-encoded in version 2 (the output files are of version 2).
-/// Returns `None` if the store started closing meanwhile.
-///
-/// The old files are read with chunked `pread` ([`SeqReader`]), one file at a time, not
-/// through their maps: compaction reads all of the live data once, and through the maps every
-/// page of it would become resident in this process.
-fn copy_live_records(
-    shared: &Shared,
-    last_old: u32,
-    output: &mut Output<'_>,
-) -> Result<Option<Vec<Moved>>> {
-    let mut moved: Vec<Moved> = Vec::with_capacity(shared.index.len());
-    shared.index.for_each(|_, pos| {
-        if pos.file <= last_old {
-            moved.push(Moved { from: pos, to: pos });
-        }
-    });
-    // Copy in log order: sequential reads of the old files, and the output keeps the order.
-    moved.sort_unstable_by_key(|m| (m.from.file, m.from.offset));
-
-    let files = shared.files.snapshot();
-    let mut reader: Option<(u32, SeqReader<'_>)> = None;
-    let mut reencoded = Vec::new();
-    for m in &mut moved {
-        if shared.closing.load(Ordering::SeqCst) {
-            return Ok(None);
-        }
-        let record = read_checked(shared, &files, &mut reader, m.from, m.from.len as usize)?;
-        let header =
-            verify_record(record).map_err(|e| corruption(shared, m.from, e.to_string()))?;
-        m.to = match header.version {
-            Version::V2 => output.append(record)?,
-            Version::V1 => {
-                // Version 1 has no deadlines: the key has none.
-                reencoded.clear();
-                let key = &record[header.key_start()..header.value_start()];
-                encode_set(&mut reencoded, key, &record[header.value_start()..], None);
-                output.append(&reencoded)?
-            }
-        };
-    }
-    Ok(Some(moved))
-}
-
 /// Step 4: points every key that still has the position compaction copied it from to its
-/// copy. Returns, per output file, the bytes of copies that are stale already (their key was
-/// overwritten or removed during the copy).
+/// copy, one key per hold of its shard's lock. Returns, per file, the bytes that became
+/// stale: the copy, in its output, where the key was overwritten or removed during the copy;
+/// the original, in its old file, where the key moved (that file may outlive the step, if
+/// the step stopped in it).
 ///
 /// The keys are read back from the outputs, in the order they were written, with chunked
 /// `pread`: the outputs were just written, so their pages are in the page cache.
@@ -287,12 +507,16 @@ fn switch_index(shared: &Shared, moved: &[Moved]) -> Result<BTreeMap<u32, u64>> 
             ));
         }
         let record = read_checked(shared, &files, &mut reader, m.to, header.value_start())?;
-        if !shared
-            .index
-            .replace_if(&record[header.key_start()..], m.from, m.to)
-        {
-            *stale.entry(m.to.file).or_insert(0) += m.to.len as u64;
-        }
+        let (now_stale, len) =
+            if shared
+                .index
+                .replace_if(&record[header.key_start()..], m.from, m.to)
+            {
+                (m.from.file, m.from.len)
+            } else {
+                (m.to.file, m.to.len)
+            };
+        *stale.entry(now_stale).or_insert(0) += len as u64;
     }
     Ok(stale)
 }
@@ -345,6 +569,8 @@ fn corruption(shared: &Shared, pos: RecordPos, reason: String) -> KvsError {
 struct Output<'a> {
     shared: &'a Shared,
     ids: std::ops::Range<u32>,
+    /// The most bytes an output file may hold (the store's file size).
+    max_file_bytes: u64,
     current: Option<(u32, BufWriter<File>, u64)>,
     /// The fingerprint of the records of `current` (see `manifest.rs`).
     fingerprint: Fingerprint,
@@ -354,9 +580,11 @@ struct Output<'a> {
 
 impl<'a> Output<'a> {
     fn new(shared: &'a Shared, ids: std::ops::Range<u32>) -> Output<'a> {
+        let max_file_bytes = shared.lock_writer().max_file_bytes();
         Output {
             shared,
             ids,
+            max_file_bytes,
             current: None,
             fingerprint: Fingerprint::default(),
             done: Vec::new(),
@@ -368,7 +596,7 @@ impl<'a> Output<'a> {
     }
 
     fn append(&mut self, record: &[u8]) -> Result<RecordPos> {
-        let max = self.shared.lock_writer().max_file_bytes();
+        let max = self.max_file_bytes;
         let full = matches!(&self.current, Some((_, _, size))
             if *size > FILE_MAGIC.len() as u64 && size + record.len() as u64 > max);
         if full {
@@ -446,7 +674,9 @@ impl<'a> Output<'a> {
     ///
     /// Once the manifest is written, the outputs are the store's and the replaced files are
     /// not, whatever happens next: a failed rename poisons the writer (reopening finishes it).
-    fn commit(mut self, replaced: &[u32]) -> Result<Vec<(u32, u64)>> {
+    /// The next step's outputs start afresh: the files committed are no longer this output's
+    /// to discard.
+    fn commit(&mut self, replaced: &[u32]) -> Result<Vec<(u32, u64)>> {
         if let Err(e) = self.finish_current() {
             self.discard();
             return Err(e);
@@ -479,6 +709,7 @@ impl<'a> Output<'a> {
                 ));
             }
         }
+        flush_ahead_of_lock(self.shared)?;
         let committed = {
             let mut writer = self.shared.lock_writer();
             match writer.check_usable() {
@@ -492,9 +723,15 @@ impl<'a> Output<'a> {
             if unchanged {
                 // The manifest does not list the outputs: they are not part of the store.
                 self.discard();
+            } else {
+                // The manifest may list them: they are the store's, no later discard may
+                // remove them (reopening decides).
+                self.done.clear();
             }
             return Err(e);
         }
+        // From here on the outputs are the store's: nothing discards them.
+        let done = std::mem::take(&mut self.done);
         crash_point::hit("compaction:manifest-written");
         let mut renamed = Vec::with_capacity(opened.len());
         let mut result = Ok(());
@@ -520,15 +757,16 @@ impl<'a> Output<'a> {
             ));
             return Err(e);
         }
-        Ok(self.done.iter().map(|&(id, size, _)| (id, size)).collect())
+        Ok(done.into_iter().map(|(id, size, _)| (id, size)).collect())
     }
 
-    /// Removes every file written so far (compaction gave up before committing).
-    fn discard(mut self) {
+    /// Removes every file written since the last commit (compaction gave up before
+    /// committing them).
+    fn discard(&mut self) {
         if let Some((id, _, _)) = self.current.take() {
             let _ = fs::remove_file(self.tmp_path(id));
         }
-        for &(id, _, _) in &self.done {
+        for (id, _, _) in std::mem::take(&mut self.done) {
             let _ = fs::remove_file(self.tmp_path(id));
         }
     }

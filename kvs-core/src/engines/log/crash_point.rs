@@ -15,14 +15,20 @@
 //!   to it. (Compaction starts with a rotation, so these are also reached there.)
 //! - `hint:entries-written`: the hinter (see `hint.rs`) has written every entry of a hint to
 //!   `<id>.hint.tmp`, not its trailer; it is neither synced nor renamed.
-//! - `compaction:output-written`: the compaction output is written, not yet synced.
-//! - `compaction:output-synced`: synced; the manifest does not list it yet.
-//! - `compaction:manifest-written`: the commit point: the manifest lists the outputs as closed
-//!   and the old files as obsolete; the outputs are still `.compacting`.
-//! - `compaction:committed`: renamed and the directory synced; the index is not switched and
-//!   no old file is deleted.
-//! - `compaction:deleted-one`: the oldest old file is deleted, the others are not.
-//! - `compaction:done`: every old file is deleted.
+//! - Compaction goes in steps (see `compaction.rs`); each step reaches these, in order:
+//!   - `compaction:output-written`: an output file of the step is written, not yet synced.
+//!   - `compaction:output-synced`: the step's outputs are synced; the manifest does not list
+//!     them yet.
+//!   - `compaction:manifest-written`: the step's commit point: the manifest lists its outputs
+//!     as closed and the old files it read to the end as obsolete; the outputs are still
+//!     `.compacting`.
+//!   - `compaction:committed`: renamed and the directory synced; the index is not switched
+//!     and none of the step's old files is deleted.
+//!   - `compaction:deleted-one`: the oldest old file of the step is deleted, the others are
+//!     not.
+//!   - `compaction:step-done`: the step's old files are deleted; the next step is not
+//!     started.
+//! - `compaction:done`: every step is done, every old file deleted.
 //! - `sled-migration:chunk-committed` (the sled engine): one chunk of the migration of a
 //!   store of release 0.1.0 is committed and flushed; the next chunk is not started.
 

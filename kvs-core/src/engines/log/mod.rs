@@ -4,7 +4,8 @@
 //! position of its latest record; reads look the key up and check and copy one record, through
 //! a read-only memory map of its file (no system call).
 //! When more than half of the log is stale (overwritten or removed data), a background thread
-//! copies the live records into a new file and deletes the old ones.
+//! copies the live records into new files and deletes the old ones, in steps of a bounded
+//! number of records (see `compaction.rs`).
 //!
 //! **Batches** ([`KvsEngine::apply_batch`], and `set_many_bytes`) are written as one framed run
 //! of records with one `pwrite` (see `format.rs`) and made visible in the index all at once.
@@ -27,7 +28,7 @@
 //! - `manifest.rs`: the `MANIFEST`, the list of the store's log files, byte by byte; what open
 //!   checks against it.
 //! - `recovery.rs`: finding the files and replaying them on open, torn tails and corruption.
-//! - `compaction.rs`: the crash-safe compaction.
+//! - `compaction.rs`: the crash-safe compaction, in bounded steps.
 //! - `hint.rs`: hint files, what replaying a closed file puts in the index, written in the
 //!   background and loaded by open instead of the file.
 //! - `verify.rs`: [`verify_dir`], checking every record of a store's files without opening it.

@@ -34,6 +34,10 @@ pub enum RecoveryMode {
 /// The default of [`KvStoreOptions::sweep_interval`].
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The default of [`KvStoreOptions::compaction_step_records`]: 131,072 records, 3 MiB of
+/// moves held by a compaction step.
+pub const DEFAULT_COMPACTION_STEP_RECORDS: usize = 1 << 17;
+
 /// Settings of a [`KvStore`](super::KvStore).
 #[derive(Debug, Clone)]
 pub struct KvStoreOptions {
@@ -44,6 +48,7 @@ pub struct KvStoreOptions {
     pub(super) lock_wait: Duration,
     pub(super) read_only: bool,
     pub(super) sweep_interval: Duration,
+    pub(super) compaction_step_records: usize,
 }
 
 impl Default for KvStoreOptions {
@@ -56,6 +61,7 @@ impl Default for KvStoreOptions {
             lock_wait: data_dir::DEFAULT_LOCK_WAIT,
             read_only: false,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            compaction_step_records: DEFAULT_COMPACTION_STEP_RECORDS,
         }
     }
 }
@@ -77,6 +83,17 @@ impl KvStoreOptions {
     /// of the log (default 4 MiB).
     pub fn compaction_min_stale(mut self, bytes: u64) -> Self {
         self.compaction_min_stale = bytes;
+        self
+    }
+
+    /// How many live records one step of a compaction copies before it commits, switches
+    /// the index for them and deletes the files it has read to the end (default 131,072;
+    /// 0 counts as 1). Compaction holds 24 bytes of
+    /// memory per record of a step, whatever the size of the store; smaller steps commit
+    /// more often (a manifest write each, under the writer lock for as long as a file
+    /// rotation takes) and leave smaller output files.
+    pub fn compaction_step_records(mut self, records: usize) -> Self {
+        self.compaction_step_records = records;
         self
     }
 
