@@ -59,7 +59,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use self::durability::Durability;
 use self::format::{check_sizes, set_record_len, verify_record_at_read, RecordHeader, Version};
-use self::index::{Change, Index, LogEnd, RecordPos};
+use self::index::{Change, LogEnd};
 use self::log_file::{FileSet, LogFile};
 use self::manifest::Manifest;
 use self::writer::{
@@ -75,6 +75,9 @@ use crate::{
 
 pub(crate) use self::format::FILE_MAGIC;
 pub use self::format::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN};
+/// For `benches/index_memory.rs`, which measures the index alone: not part of the API.
+#[doc(hidden)]
+pub use self::index::{Index, RecordPos};
 
 /// How many expired keys the sweeper removes per hold of the writer lock.
 pub const SWEEP_CHUNK: usize = 1024;
