@@ -672,7 +672,8 @@ impl Index {
 
     /// Sizes the index once for `keys` more keys holding `key_bytes` bytes of key in all (what
     /// the files about to be replayed say they hold), instead of letting it double its way up:
-    /// each shard takes its share, with an eighth more for the spread of the hash.
+    /// each shard takes its share of the hash space (see [`shard_parts`]), with room for the
+    /// spread of the hash.
     #[allow(dead_code)] // until open reads key counts from hint files
     pub fn reserve(&self, keys: u64, key_bytes: u64) {
         let mut parts = [0usize; SHARDS];
@@ -680,14 +681,22 @@ impl Index {
             parts[shard as usize] += 1;
         }
         for (shard, parts) in self.shards.iter().zip(parts) {
-            // The shard's part of the hash space (see `shard_parts`).
             let share = |n: u64| {
                 let n = usize::try_from(n).unwrap_or(usize::MAX);
-                let n = n / SHARD_PARTS * parts + n % SHARD_PARTS * parts / SHARD_PARTS;
-                n.saturating_add(n / 8)
+                n / SHARD_PARTS * parts + n % SHARD_PARTS * parts / SHARD_PARTS
             };
+            // How many keys a shard gets is binomial: six standard deviations (at most the
+            // square root of the share) more, and a few, leave a chance below 1e-9 that it
+            // gets more than that. More room would cost memory: a table is sized to a power
+            // of two, and an eighth more (as this once took) tips one shard in six over the
+            // next one. Key bytes spread more (keys differ in length), but room in the
+            // arena's list of chunks costs 16 bytes per chunk: an eighth more.
+            let keys = share(keys);
+            let keys = keys.saturating_add(6 * keys.isqrt() + 16);
+            let key_bytes = share(key_bytes);
+            let key_bytes = key_bytes.saturating_add(key_bytes / 8);
             let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
-            shard.reserve(share(keys), share(key_bytes), &self.hasher);
+            shard.reserve(keys, key_bytes, &self.hasher);
         }
     }
 
