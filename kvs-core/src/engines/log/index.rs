@@ -5,11 +5,21 @@
 //! up the readers of one shard, for the time of a hash-table insert.
 //!
 //! Memory per key is kept small on purpose (a store of a hundred million keys should fit in a
-//! laptop): a shard keeps its keys back to back in one byte arena, and its hash table holds
-//! 20-byte slots (where the key is in the arena, and where the record is on disk). A key costs
-//! its own length plus a slot, divided by the table's load (44% to 87.5%): 24 to 48 bytes more
-//! than the key. Hashing is done once per operation with a seeded hash (foldhash), which picks
-//! the shard from bits the table itself does not use.
+//! laptop): a shard keeps its keys back to back, each after a one-byte length (for keys under
+//! 128 bytes), in an arena that grows 16 KiB at a time, and its hash table holds 16-byte slots
+//! (where the key is in the arena, and where the record is on disk) and a control byte each.
+//! A table's load is 44% to 87.5% (it doubles when full); the shards take staggered shares of
+//! the keys (the largest twice the smallest) so that they double one after another, and the
+//! index's average stays near 28 bytes of table per key at every size. A key costs its length
+//! and about 30 bytes more (`cargo bench -p kvs --bench index_memory`). Hashing is done once
+//! per operation with a seeded hash (foldhash), which picks the shard from bits the table
+//! itself does not use.
+//!
+//! **Gets.** A get compares the key it looks up with the copy in the record it is about to
+//! read rather than with the arena's (the hash table's 7-bit tags make a compare with another
+//! key rare), so a hit costs the table and the record, not the arena too; the arena is what
+//! puts, removes, rehashes, scans and the sweep compare with. Each shard's lock has cache
+//! lines of its own.
 //!
 //! **Deadlines.** A key with a deadline has a flag bit set in its slot, and its deadline lives
 //! in two side tables of its shard: by arena offset (for lookups) and ordered by deadline (for
@@ -44,7 +54,7 @@ use crate::{is_expired, now_millis, KeyExpiry, ScanFilter};
 /// Where a record lives: which log file, at which byte offset, and how long it is.
 ///
 /// Offsets fit in 32 bits because the writer starts a new file before one reaches
-/// [`MAX_FILE_BYTES`](super::writer::MAX_FILE_BYTES).
+/// `MAX_FILE_BYTES` (see `writer.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordPos {
     /// The log file's id.
