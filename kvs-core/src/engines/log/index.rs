@@ -570,6 +570,12 @@ fn encode_cursor(shard: usize, generation: u32, bucket: usize) -> u64 {
         | (bucket as u64 & CURSOR_BUCKET_MASK)
 }
 
+impl Default for Index {
+    fn default() -> Index {
+        Index::new()
+    }
+}
+
 impl Index {
     /// An empty index.
     pub fn new() -> Index {
@@ -708,6 +714,11 @@ impl Index {
             let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
             shard.reserve(keys, key_bytes, &self.hasher);
         }
+    }
+
+    /// Whether no key is set (expired ones not counted).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Number of keys, expired ones not counted (a sum over shards, each read at a slightly
