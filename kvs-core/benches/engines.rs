@@ -1,7 +1,9 @@
 //! `cargo bench -p kvs`: `KvStore` against `SledKvsEngine`.
 //!
 //! - `set/*`: sets of 16-byte keys and 100-byte values into a fresh store, one call each.
-//! - `get/*`: uniformly random gets from a store of 100,000 such keys.
+//! - `get/*`: uniformly random gets from a store of 100,000 such keys (which fits in a CPU's
+//!   last-level cache, index and log), from 1 and 2 threads; and, for `KvStore`, from one of
+//!   1,000,000 (which does not: each get waits for memory).
 //! - `set/kvs/.. overwriting ..`, `cas/kvs`, `update/kvs`: a `set`, a matching
 //!   `compare_and_set_bytes` and an `update_bytes` of keys of a store of 100,000, each call
 //!   replacing a 100-byte value with another (automatic compaction off, so that each measures
@@ -69,17 +71,25 @@ fn bench_set<E: KvsEngine>(c: &mut Criterion, name: &str, open: fn(&TempDir) -> 
     group.finish();
 }
 
-fn bench_get<E: KvsEngine>(c: &mut Criterion, name: &str, store: E) {
+/// Random gets from one thread of a store of `keys` keys.
+fn bench_get_one<E: KvsEngine>(c: &mut Criterion, name: &str, label: &str, store: &E, keys: u64) {
     let mut group = c.benchmark_group("get");
     group.throughput(Throughput::Elements(1));
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    group.bench_function(BenchmarkId::new(name, "random of 100k"), |b| {
+    group.bench_function(BenchmarkId::new(name, label), |b| {
         b.iter(|| {
-            let k = key(rng.next() % KEYS);
+            let k = key(rng.next() % keys);
             let value = store.get_bytes(&k).expect("get");
             assert!(value.is_some());
         })
     });
+    group.finish();
+}
+
+fn bench_get<E: KvsEngine>(c: &mut Criterion, name: &str, store: E) {
+    bench_get_one(c, name, "random of 100k", &store, KEYS);
+    let mut group = c.benchmark_group("get");
+    group.throughput(Throughput::Elements(1));
     // Two threads sharing the store: `iters` gets in all, half each; throughput is per get, so
     // perfect scaling halves the time per get.
     group.bench_function(BenchmarkId::new(name, "random of 100k, 2 threads"), |b| {
@@ -172,6 +182,21 @@ fn gets(c: &mut Criterion) {
         kvs.set_bytes(&key(i), &VALUE).expect("fill kvs");
     }
     bench_get(c, "kvs", kvs);
+
+    // A million keys, filled in batches (the get does not care how the records were written).
+    const MANY: u64 = 1_000_000;
+    let many_dir = TempDir::new().expect("temp dir");
+    let many = open_kvs(&many_dir);
+    let mut batch = WriteBatch::new();
+    for i in 0..MANY {
+        batch.set(&key(i), &VALUE);
+        if batch.len() == 1_000 {
+            many.apply_batch(&batch).expect("fill kvs");
+            batch.clear();
+        }
+    }
+    bench_get_one(c, "kvs", "random of 1M", &many, MANY);
+    drop(many);
 
     // Fill sled with one batch and one flush: the engine's per-write flush would make filling
     // take minutes and does not change what a get does.

@@ -80,6 +80,13 @@ pub use engines::{
     MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN, SLED_SUBDIR,
 };
 pub use error::{ErrorKind, KvsError, Result};
+
+/// What `benches/index_memory.rs` measures directly: `KvStore`'s index. Not part of the API
+/// (hidden, and it may change in any release).
+#[doc(hidden)]
+pub mod bench_internals {
+    pub use crate::engines::{Index, RecordPos};
+}
 pub use expiry::{deadline_after, is_expired, now_millis, KeyExpiry};
 pub use scan::{glob_match, ScanFilter, ScanPage};
 #[cfg(feature = "net")]

@@ -284,3 +284,48 @@ fn random_bytes_in_place_of_a_log_never_panic_or_return_wrong_values() {
     }
     println!("{n} files of random bytes: {opened} opened, {refused} refused");
 }
+
+/// A get compares the key it looks up with the copy in the record it reads (see `index.rs`):
+/// a record whose key bytes were damaged under an open store must still be found, and
+/// reported as corruption naming the file and the record's offset, not taken for a key that
+/// is not set (and a key stored next to it still reads).
+#[test]
+fn a_damaged_key_in_a_record_is_corruption_for_a_get_not_a_missing_key() {
+    let dir = TempDir::new().unwrap();
+    let store = KvStore::open(dir.path()).unwrap();
+    store.set("alpha".to_owned(), "one".to_owned()).unwrap();
+    store.set("beta".to_owned(), "two".to_owned()).unwrap();
+    let logs = log_files(dir.path());
+    let log = logs.last().unwrap();
+    // The first record starts after the 8-byte file header; its key after the 17-byte
+    // version-2 header (a set without a deadline).
+    let record = 8u64;
+    let mut bytes = fs::read(log).unwrap();
+    assert_eq!(
+        &bytes[25..30],
+        b"alpha",
+        "the record's key where the format says"
+    );
+    bytes[26] ^= 0x20;
+    {
+        use std::os::unix::fs::FileExt;
+        let file = fs::OpenOptions::new().write(true).open(log).unwrap();
+        file.write_all_at(&bytes[26..27], 26).unwrap();
+    }
+    match store.get("alpha".to_owned()) {
+        Err(KvsError::Corruption { path, offset, .. }) => {
+            assert_eq!(&path, log);
+            assert_eq!(offset, record);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(
+        store.get("beta".to_owned()).unwrap().as_deref(),
+        Some("two")
+    );
+    assert_eq!(
+        store.get("aLpha".to_owned()).unwrap(),
+        None,
+        "the damaged copy names no key"
+    );
+}

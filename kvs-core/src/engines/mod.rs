@@ -14,6 +14,8 @@ pub use self::log::{
     KvStore, KvStoreOptions, RecoveryMode, SyncPolicy, VerifyReport, MAX_BATCH_BYTES, MAX_KEY_LEN,
     MAX_VALUE_LEN,
 };
+#[doc(hidden)]
+pub use self::log::{Index, RecordPos};
 pub use self::sled::SledKvsEngine;
 
 use crate::data_dir::{self, DirLock, EngineKind};

@@ -630,9 +630,50 @@ pub fn record_len_unchecked(bytes: &[u8]) -> Option<usize> {
     Some(version.header_len() + deadline + u32_at(5) + u32_at(9))
 }
 
+/// The key of the record at the start of `bytes`, from its header alone (not checked): for the
+/// index, which compares a key it looks up with the copy in the record a get reads anyway.
+/// `None` if `bytes` ends before the key or the kind byte is unknown.
+pub fn record_key_unchecked(bytes: &[u8]) -> Option<&[u8]> {
+    let version = version_of_kind(*bytes.get(4)?)?;
+    let key_len = u32::from_le_bytes(*bytes.get(5..9)?.first_chunk::<4>()?) as usize;
+    let deadline = if bytes[4] == KIND_SET_DEADLINE {
+        DEADLINE_LEN
+    } else {
+        0
+    };
+    let start = version.header_len() + deadline;
+    bytes.get(start..start.checked_add(key_len)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_of_a_record_is_read_from_its_header_in_every_kind_and_version() {
+        let mut v1 = Vec::new();
+        encode_record_v1(&mut v1, RecordKind::Set, b"ab", b"xyz");
+        assert_eq!(record_key_unchecked(&v1), Some(&b"ab"[..]));
+        let mut set = Vec::new();
+        encode_set(&mut set, b"key", b"value", None);
+        assert_eq!(&set[17..20], b"key");
+        assert_eq!(record_key_unchecked(&set), Some(&b"key"[..]));
+        let mut expiring = Vec::new();
+        encode_set(&mut expiring, b"key", b"value", Some(7));
+        assert_eq!(&expiring[25..28], b"key");
+        assert_eq!(record_key_unchecked(&expiring), Some(&b"key"[..]));
+        let mut remove = Vec::new();
+        encode_remove(&mut remove, b"gone");
+        assert_eq!(record_key_unchecked(&remove), Some(&b"gone"[..]));
+        // Only the bytes up to the end of the key are needed; fewer, or a kind no version
+        // has, give none.
+        assert_eq!(record_key_unchecked(&set[..20]), Some(&b"key"[..]));
+        assert_eq!(record_key_unchecked(&set[..19]), None);
+        assert_eq!(record_key_unchecked(&set[..4]), None);
+        let mut unknown = set.clone();
+        unknown[4] = 0x7f;
+        assert_eq!(record_key_unchecked(&unknown), None);
+    }
 
     #[test]
     fn set_record_has_the_documented_bytes() {

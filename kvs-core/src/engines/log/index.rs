@@ -5,11 +5,21 @@
 //! up the readers of one shard, for the time of a hash-table insert.
 //!
 //! Memory per key is kept small on purpose (a store of a hundred million keys should fit in a
-//! laptop): a shard keeps its keys back to back in one byte arena, and its hash table holds
-//! 20-byte slots (where the key is in the arena, and where the record is on disk). A key costs
-//! its own length plus a slot, divided by the table's load (44% to 87.5%): 24 to 48 bytes more
-//! than the key. Hashing is done once per operation with a seeded hash (foldhash), which picks
-//! the shard from bits the table itself does not use.
+//! laptop): a shard keeps its keys back to back, each after a one-byte length (for keys under
+//! 128 bytes), in an arena that grows 16 KiB at a time, and its hash table holds 16-byte slots
+//! (where the key is in the arena, and where the record is on disk) and a control byte each.
+//! A table's load is 44% to 87.5% (it doubles when full); the shards take staggered shares of
+//! the keys (the largest twice the smallest) so that they double one after another, and the
+//! index's average stays near 28 bytes of table per key at every size. A key costs its length
+//! and about 30 bytes more (`cargo bench -p kvs --bench index_memory`). Hashing is done once
+//! per operation with a seeded hash (foldhash), which picks the shard from bits the table
+//! itself does not use.
+//!
+//! **Gets.** A get compares the key it looks up with the copy in the record it is about to
+//! read rather than with the arena's (the hash table's 7-bit tags make a compare with another
+//! key rare), so a hit costs the table and the record, not the arena too; the arena is what
+//! puts, removes, rehashes, scans and the sweep compare with. Each shard's lock has cache
+//! lines of its own.
 //!
 //! **Deadlines.** A key with a deadline has a flag bit set in its slot, and its deadline lives
 //! in two side tables of its shard: by arena offset (for lookups) and ordered by deadline (for
@@ -37,17 +47,21 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
+use super::format::{record_key_unchecked, DEADLINE_LEN, HEADER_LEN};
 use super::log_file::{FileMap, LogFile};
 use crate::{is_expired, now_millis, KeyExpiry, ScanFilter};
 
 /// Where a record lives: which log file, at which byte offset, and how long it is.
 ///
 /// Offsets fit in 32 bits because the writer starts a new file before one reaches
-/// [`MAX_FILE_BYTES`](super::writer::MAX_FILE_BYTES).
+/// `MAX_FILE_BYTES` (see `writer.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordPos {
+    /// The log file's id.
     pub file: u32,
+    /// Where the record starts in the file.
     pub offset: u32,
+    /// The record's length, header included.
     pub len: u32,
 }
 
@@ -70,40 +84,186 @@ pub struct LogEnd {
 }
 
 /// A hash-table slot: the key's place in the shard's arena and the record's place on disk.
+///
+/// 16 bytes: the key's length is in the arena, in front of the key, and the deadline flag is
+/// the top bit of the arena offset.
 #[derive(Clone, Copy)]
 struct Slot {
+    /// Where the key is in the shard's arena (see [`Arena`]), and [`HAS_DEADLINE`] when the
+    /// key has a deadline (arena offsets are below 2^31: see [`MAX_ARENA`]).
     key_at: u32,
-    /// The key's length, and [`HAS_DEADLINE`] when the key has a deadline (keys are far
-    /// shorter than 2^31 bytes: see `MAX_KEY_LEN`).
-    key_len: u32,
     pos: RecordPos,
 }
 
-/// The flag of [`Slot::key_len`] saying that the key has a deadline in its shard's side tables.
+/// The flag of [`Slot::key_at`] saying that the key has a deadline in its shard's side tables.
 const HAS_DEADLINE: u32 = 1 << 31;
 
 impl Slot {
-    fn len(&self) -> u32 {
-        self.key_len & !HAS_DEADLINE
+    /// The key's offset in its shard's arena.
+    fn at(&self) -> u32 {
+        self.key_at & !HAS_DEADLINE
     }
 
     fn has_deadline(&self) -> bool {
-        self.key_len & HAS_DEADLINE != 0
-    }
-
-    /// The slot's key in its shard's `arena`.
-    fn key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
-        &arena[self.key_at as usize..(self.key_at + self.len()) as usize]
+        self.key_at & HAS_DEADLINE != 0
     }
 }
 
-/// The deadlines of a shard's keys that have one: by arena offset (`key_at`, unique among the
-/// live keys of a shard) and in deadline order, with the key's length so that the sweep can
-/// find the slot.
+/// Whether the record at `pos` holds `key`, read from its copy of the key (unchecked: the
+/// read that follows checks the record). `false` when the record cannot be read or holds
+/// another key; the caller then compares with the arena, so that a damaged record is still
+/// found, and reported by that read, rather than taken for a missing key.
+fn record_holds(files: &FileMap, pos: RecordPos, key: &[u8]) -> bool {
+    let Some(file) = files.get(&pos.file) else {
+        return false;
+    };
+    // The header, a deadline and the key: no more of the record is needed.
+    let len = (pos.len as usize).min(HEADER_LEN + DEADLINE_LEN + key.len());
+    file.with_bytes(pos.offset as u64, len, |bytes| {
+        record_key_unchecked(bytes) == Some(key)
+    })
+    .unwrap_or(false)
+}
+
+/// Bytes per arena chunk (16 KiB).
+const CHUNK_BITS: u32 = 14;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+/// The most arena bytes one shard addresses (offsets have 31 bits, the 32nd is
+/// [`HAS_DEADLINE`]): 2 GiB, 64 GiB in all.
+const MAX_ARENA: usize = 1 << 31;
+
+/// The keys of a shard, back to back, each after its length (LEB128: one byte for a key
+/// shorter than 128 bytes, at most three for [`MAX_KEY_LEN`](super::format::MAX_KEY_LEN)).
+///
+/// The arena grows a fixed-size chunk at a time: it never copies its keys to grow, never holds
+/// twice their size while it does, and wastes at most the rest of its last chunk (plus the end
+/// of a chunk too short for the next key). Offset `at` is byte `at % CHUNK` of chunk
+/// `at / CHUNK`. A key longer than a chunk gets a chunk of its own, a whole number of chunks
+/// long, at the start of which it lies; the chunk numbers it spans after the first are empty.
+struct Arena {
+    chunks: Vec<Box<[u8]>>,
+    /// Where the next key goes: every chunk before it is in use, none after it.
+    end: usize,
+}
+
+/// The most bytes a key's length takes in front of it.
+const MAX_LEN_PREFIX: usize = 3;
+
+fn len_prefix_len(len: usize) -> usize {
+    match len {
+        0..0x80 => 1,
+        0x80..0x4000 => 2,
+        _ => 3,
+    }
+}
+
+impl Arena {
+    fn new() -> Arena {
+        Arena {
+            chunks: Vec::new(),
+            end: 0,
+        }
+    }
+
+    /// The key at `at` (an offset [`Arena::push`] returned).
+    fn key(&self, at: u32) -> &[u8] {
+        let at = at as usize;
+        let bytes = &self.chunks[at >> CHUNK_BITS][at & (CHUNK - 1)..];
+        let mut len = 0usize;
+        let mut i = 0;
+        loop {
+            let byte = bytes[i];
+            len |= ((byte & 0x7f) as usize) << (7 * i);
+            i += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        &bytes[i..i + len]
+    }
+
+    /// At most how many bytes of the arena `keys` keys of `key_bytes` bytes in all take: the
+    /// keys, their lengths, and chunk ends left unused (less than each key's own size, plus at
+    /// most a chunk).
+    fn worst_case(keys: usize, key_bytes: usize) -> usize {
+        key_bytes
+            .saturating_add(keys.saturating_mul(MAX_LEN_PREFIX))
+            .saturating_mul(2)
+            .saturating_add(CHUNK)
+    }
+
+    /// Whether `keys` more keys of `key_bytes` bytes in all surely fit.
+    fn has_room_for(&self, keys: usize, key_bytes: usize) -> bool {
+        self.end.saturating_add(Arena::worst_case(keys, key_bytes)) <= MAX_ARENA
+    }
+
+    /// Appends `key`, returning its offset; `None` if the arena is full.
+    fn push(&mut self, key: &[u8]) -> Option<u32> {
+        let entry = len_prefix_len(key.len()) + key.len();
+        let mut at = self.end;
+        if at & (CHUNK - 1) != 0 && (at & (CHUNK - 1)) + entry > CHUNK {
+            // Not enough left in this chunk: the key starts the next one.
+            at = ((at >> CHUNK_BITS) + 1) << CHUNK_BITS;
+        }
+        let chunk_no = at >> CHUNK_BITS;
+        let end = if entry > CHUNK {
+            // A chunk of its own, and the next key starts after the chunk numbers it spans.
+            at + entry.div_ceil(CHUNK) * CHUNK
+        } else {
+            at + entry
+        };
+        if end > MAX_ARENA {
+            return None;
+        }
+        if at & (CHUNK - 1) == 0 {
+            let spans = entry.div_ceil(CHUNK).max(1);
+            self.chunks.truncate(chunk_no);
+            self.chunks
+                .push(vec![0u8; spans * CHUNK].into_boxed_slice());
+            self.chunks
+                .extend((1..spans).map(|_| Vec::new().into_boxed_slice()));
+        }
+        let bytes = &mut self.chunks[chunk_no][at & (CHUNK - 1)..];
+        let mut len = key.len();
+        let mut i = 0;
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                bytes[i] = byte;
+                i += 1;
+                break;
+            }
+            bytes[i] = byte | 0x80;
+            i += 1;
+        }
+        bytes[i..i + key.len()].copy_from_slice(key);
+        self.end = end;
+        Some(at as u32)
+    }
+
+    /// Makes room in the list of chunks for `bytes` more bytes of keys, so that it does not
+    /// reallocate while they come in (the chunks themselves are allocated as they fill).
+    fn reserve(&mut self, bytes: usize) {
+        let chunks = self.end.saturating_add(bytes).div_ceil(CHUNK);
+        self.chunks
+            .reserve_exact(chunks.saturating_sub(self.chunks.len()));
+    }
+
+    /// The bytes its chunks take.
+    #[cfg(test)]
+    fn allocated(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+}
+
+/// The deadlines of a shard's keys that have one: by arena offset (unique among the live keys
+/// of a shard) and in deadline order.
 #[derive(Default)]
 struct Deadlines {
     by_key: HashMap<u32, u64>,
-    by_time: BTreeSet<(u64, u32, u32)>,
+    by_time: BTreeSet<(u64, u32)>,
 }
 
 impl Deadlines {
@@ -111,22 +271,22 @@ impl Deadlines {
         self.by_key.get(&key_at).copied()
     }
 
-    fn set(&mut self, key_at: u32, key_len: u32, deadline: u64) {
+    fn set(&mut self, key_at: u32, deadline: u64) {
         if let Some(old) = self.by_key.insert(key_at, deadline) {
-            self.by_time.remove(&(old, key_at, key_len));
+            self.by_time.remove(&(old, key_at));
         }
-        self.by_time.insert((deadline, key_at, key_len));
+        self.by_time.insert((deadline, key_at));
     }
 
-    fn clear(&mut self, key_at: u32, key_len: u32) {
+    fn clear(&mut self, key_at: u32) {
         if let Some(old) = self.by_key.remove(&key_at) {
-            self.by_time.remove(&(old, key_at, key_len));
+            self.by_time.remove(&(old, key_at));
         }
     }
 
     /// How many deadlines are due at `now`.
     fn due(&self, now: u64) -> usize {
-        self.by_time.range(..=(now, u32::MAX, u32::MAX)).count()
+        self.by_time.range(..=(now, u32::MAX)).count()
     }
 
     fn len(&self) -> usize {
@@ -138,8 +298,9 @@ struct Shard {
     /// The open log files, as last published (see `FileSet`).
     files: Arc<FileMap>,
     table: HashTable<Slot>,
-    /// Every key of the shard, back to back. Removed keys leave garbage until the next rebuild.
-    arena: Vec<u8>,
+    /// Every key of the shard. Removed keys leave garbage until the next rebuild.
+    arena: Arena,
+    /// Bytes of the arena that removed keys hold.
     garbage: usize,
     deadlines: Deadlines,
     /// How many times the table's buckets moved (it grew, or was rehashed in place): scan
@@ -152,7 +313,7 @@ impl Shard {
         Shard {
             files: Arc::new(FileMap::new()),
             table: HashTable::new(),
-            arena: Vec::new(),
+            arena: Arena::new(),
             garbage: 0,
             deadlines: Deadlines::default(),
             generation: 0,
@@ -160,12 +321,21 @@ impl Shard {
     }
 
     fn key(&self, slot: &Slot) -> &[u8] {
-        slot.key(&self.arena)
+        self.arena.key(slot.at())
     }
 
     /// The slot of `key`, expired or not.
     fn find_any(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
         self.table.find(hash, |s| self.key(s) == key)
+    }
+
+    /// The slot of `key`, expired or not, for a get: a candidate slot is compared with the key
+    /// in its record first (the record the get reads next: one memory access fewer than the
+    /// arena when it is the key), with the arena only if that fails.
+    fn find_for_read(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
+        self.table.find(hash, |s| {
+            record_holds(&self.files, s.pos, key) || self.key(s) == key
+        })
     }
 
     /// The slot of `key`, unless its deadline has passed.
@@ -177,7 +347,7 @@ impl Shard {
     /// The deadline of the key in `slot`, if it has one.
     fn deadline(&self, slot: &Slot) -> Option<u64> {
         if slot.has_deadline() {
-            self.deadlines.get(slot.key_at)
+            self.deadlines.get(slot.at())
         } else {
             None
         }
@@ -197,12 +367,12 @@ impl Shard {
     fn set_deadline(deadlines: &mut Deadlines, slot: &mut Slot, deadline: Option<u64>) {
         match deadline {
             Some(deadline) => {
-                deadlines.set(slot.key_at, slot.len(), deadline);
-                slot.key_len |= HAS_DEADLINE;
+                deadlines.set(slot.at(), deadline);
+                slot.key_at |= HAS_DEADLINE;
             }
             None if slot.has_deadline() => {
-                deadlines.clear(slot.key_at, slot.len());
-                slot.key_len &= !HAS_DEADLINE;
+                deadlines.clear(slot.at());
+                slot.key_at &= !HAS_DEADLINE;
             }
             None => {}
         }
@@ -218,21 +388,17 @@ impl Shard {
         deadline: Option<u64>,
     ) -> Result<Option<RecordPos>, IndexFull> {
         let (table, arena) = (&mut self.table, &self.arena);
-        if let Some(slot) = table.find_mut(hash, |s| s.key(arena) == key) {
+        if let Some(slot) = table.find_mut(hash, |s| arena.key(s.at()) == key) {
             let old = std::mem::replace(&mut slot.pos, pos);
             Shard::set_deadline(&mut self.deadlines, slot, deadline);
             return Ok(Some(old));
         }
-        if !self.has_room_for(key.len()) {
+        if !self.has_room_for(1, key.len()) {
             return Err(IndexFull);
         }
-        let mut slot = Slot {
-            key_at: self.arena.len() as u32,
-            key_len: key.len() as u32,
-            pos,
-        };
+        let key_at = self.arena.push(key).ok_or(IndexFull)?;
+        let mut slot = Slot { key_at, pos };
         Shard::set_deadline(&mut self.deadlines, &mut slot, deadline);
-        self.arena.extend_from_slice(key);
         if self.table.len() == self.table.capacity() {
             // No room left: this insert grows the table (or rehashes it in place), which moves
             // the buckets under any scan in progress.
@@ -240,62 +406,72 @@ impl Shard {
         }
         let arena = &self.arena;
         self.table
-            .insert_unique(hash, slot, |s| hasher.hash_one(s.key(arena)));
+            .insert_unique(hash, slot, |s| hasher.hash_one(arena.key(s.at())));
         Ok(None)
     }
 
     /// Makes room for `keys` more keys of `key_bytes` bytes in all, so that inserting them
-    /// neither grows the table nor moves the arena.
+    /// neither grows the table nor the arena's list of chunks.
     fn reserve(&mut self, keys: usize, key_bytes: usize, hasher: &DefaultHashBuilder) {
         if self.table.capacity() - self.table.len() < keys {
             // Growing moves the buckets under any scan in progress.
             self.generation = self.generation.wrapping_add(1);
             let arena = &self.arena;
-            self.table.reserve(keys, |s| hasher.hash_one(s.key(arena)));
+            self.table
+                .reserve(keys, |s| hasher.hash_one(arena.key(s.at())));
         }
-        let room = MAX_ARENA.saturating_sub(self.arena.len());
-        self.arena.reserve_exact(key_bytes.min(room));
+        let bytes = key_bytes.saturating_add(keys);
+        self.arena.reserve(bytes.min(MAX_ARENA));
     }
 
-    /// Whether the arena can take `len` more key bytes (rebuilding it first if that helps).
-    fn has_room_for(&mut self, len: usize) -> bool {
-        if self.arena.len() + len > MAX_ARENA && self.garbage > 0 {
+    /// Whether the arena can take `keys` more keys of `key_bytes` bytes in all (rebuilding it
+    /// first if that helps).
+    fn has_room_for(&mut self, keys: usize, key_bytes: usize) -> bool {
+        if !self.arena.has_room_for(keys, key_bytes) && self.garbage > 0 {
             self.rebuild_arena();
         }
-        self.arena.len() + len <= MAX_ARENA
+        self.arena.has_room_for(keys, key_bytes)
     }
 
     /// Removes `key`, expired or not, returning its position.
     fn take(&mut self, hash: u64, key: &[u8]) -> Option<RecordPos> {
         let arena = &self.arena;
-        let entry = self.table.find_entry(hash, |s| s.key(arena) == key).ok()?;
+        let entry = self
+            .table
+            .find_entry(hash, |s| arena.key(s.at()) == key)
+            .ok()?;
         let (slot, _) = entry.remove();
         if slot.has_deadline() {
-            self.deadlines.clear(slot.key_at, slot.len());
+            self.deadlines.clear(slot.at());
         }
-        self.garbage += slot.len() as usize;
+        self.garbage += len_prefix_len(key.len()) + key.len();
         // Rebuild once garbage is most of a sizeable arena: amortized O(1) per remove.
-        if self.garbage > 1 << 16 && self.garbage * 2 > self.arena.len() {
+        if self.garbage > 1 << 16 && self.garbage * 2 > self.arena.end {
             self.rebuild_arena();
         }
         Some(slot.pos)
     }
 
     /// Copies the live keys into a fresh arena, dropping the garbage of removed keys (and
-    /// moving the deadlines to the keys' new offsets).
+    /// moving the deadlines to the keys' new offsets). Keeps the old arena in the unlikely
+    /// case that the keys do not fit the new one (chunk ends can fall differently).
     fn rebuild_arena(&mut self) {
-        let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+        let mut arena = Arena::new();
+        let mut moved = Vec::with_capacity(self.table.len());
+        for slot in self.table.iter() {
+            match arena.push(self.key(slot)) {
+                Some(at) => moved.push(at),
+                None => return,
+            }
+        }
         let mut deadlines = Deadlines::default();
-        for slot in self.table.iter_mut() {
-            let start = slot.key_at as usize;
-            let at = arena.len() as u32;
-            arena.extend_from_slice(&self.arena[start..start + slot.len() as usize]);
+        for (slot, &at) in self.table.iter_mut().zip(&moved) {
             if slot.has_deadline() {
-                if let Some(deadline) = self.deadlines.get(slot.key_at) {
-                    deadlines.set(at, slot.len(), deadline);
+                if let Some(deadline) = self.deadlines.get(slot.at()) {
+                    deadlines.set(at, deadline);
                 }
             }
-            slot.key_at = at;
+            slot.key_at = at | (slot.key_at & HAS_DEADLINE);
         }
         self.arena = arena;
         self.garbage = 0;
@@ -305,13 +481,53 @@ impl Shard {
 
 const SHARDS: usize = 32;
 
-/// The most key bytes one shard holds (arena offsets are 32-bit): 4 GiB, 128 GiB in all.
-const MAX_ARENA: usize = u32::MAX as usize;
+/// The parts of the hash space that [`Index::shard_of`] maps to shards.
+const SHARD_PARTS: usize = 1024;
+
+/// Which shard each of [`SHARD_PARTS`] equal parts of the hash space goes to. Shard `i` takes
+/// a share proportional to `2^(i / SHARDS)`: the largest twice the smallest, in even steps.
+/// A hash table doubles when it is full, so equal shards would all double at the same moment,
+/// and the index's memory per key would swing with them between one slot per key and two.
+/// Staggered, they double one after another, and the cost per key stays near the average
+/// (1.44 slots per key, at a table load of 7/8 just before it doubles) at every size.
+fn shard_parts() -> [u8; SHARD_PARTS] {
+    let weight = |i: usize| (i as f64 / SHARDS as f64).exp2();
+    let total: f64 = (0..SHARDS).map(weight).sum();
+    let mut parts = [0u8; SHARD_PARTS];
+    let mut below = 0.0;
+    let mut start = 0;
+    for shard in 0..SHARDS {
+        below += weight(shard);
+        let end = if shard == SHARDS - 1 {
+            SHARD_PARTS
+        } else {
+            (below / total * SHARD_PARTS as f64).round() as usize
+        };
+        parts[start..end].fill(shard as u8);
+        start = end;
+    }
+    parts
+}
+
+/// A shard and its lock, alone in its cache lines: a reader writes the lock's state, which
+/// must not make other cores reload a neighbouring shard (128 bytes: the pair of lines that
+/// x86 prefetches together).
+#[repr(align(128))]
+struct ShardLock(RwLock<Shard>);
+
+impl std::ops::Deref for ShardLock {
+    type Target = RwLock<Shard>;
+
+    fn deref(&self) -> &RwLock<Shard> {
+        &self.0
+    }
+}
 
 /// A sharded map from key to [`RecordPos`].
 pub struct Index {
     hasher: DefaultHashBuilder,
-    shards: Box<[RwLock<Shard>]>,
+    shards: Box<[ShardLock]>,
+    parts: [u8; SHARD_PARTS],
 }
 
 /// A key the index cannot take: its shard's arena is full.
@@ -354,11 +570,21 @@ fn encode_cursor(shard: usize, generation: u32, bucket: usize) -> u64 {
         | (bucket as u64 & CURSOR_BUCKET_MASK)
 }
 
+impl Default for Index {
+    fn default() -> Index {
+        Index::new()
+    }
+}
+
 impl Index {
+    /// An empty index.
     pub fn new() -> Index {
         Index {
             hasher: DefaultHashBuilder::default(),
-            shards: (0..SHARDS).map(|_| RwLock::new(Shard::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| ShardLock(RwLock::new(Shard::new())))
+                .collect(),
+            parts: shard_parts(),
         }
     }
 
@@ -366,8 +592,14 @@ impl Index {
         self.hasher.hash_one(key)
     }
 
+    /// The shard of a key's hash. The table uses the low bits (bucket) and the top 7 bits
+    /// (tag): bits 40..50 pick the part of the hash space (see [`shard_parts`]).
+    fn shard_of(&self, hash: u64) -> usize {
+        self.parts[(hash >> 40) as usize % SHARD_PARTS] as usize
+    }
+
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
-        &self.shards[shard_of(hash)]
+        &self.shards[self.shard_of(hash)].0
     }
 
     // A poisoned lock is recovered: a shard is only changed by complete, non-panicking steps
@@ -390,7 +622,10 @@ impl Index {
     ) -> R {
         let hash = self.hash(key);
         let shard = self.read(hash);
-        let found = shard.find(hash, key).map(|s| s.pos);
+        let found = shard
+            .find_for_read(hash, key)
+            .filter(|slot| shard.is_live(slot, None))
+            .map(|s| s.pos);
         f(found.map(|pos| (pos, shard.files.get(&pos.file).map(|f| &**f))))
     }
 
@@ -400,7 +635,7 @@ impl Index {
     /// that the inserts sweep the table instead of jumping around it.
     pub fn hash_and_shard(&self, key: &[u8]) -> (u64, usize) {
         let hash = self.hash(key);
-        (hash, shard_of(hash))
+        (hash, self.shard_of(hash))
     }
 
     /// The number of shards.
@@ -414,6 +649,7 @@ impl Index {
         self.read(hash).find(hash, key).map(|s| s.pos)
     }
 
+    /// Whether `key` is set (and not expired).
     pub fn contains(&self, key: &[u8]) -> bool {
         self.position(key).is_some()
     }
@@ -455,7 +691,7 @@ impl Index {
         let mut guard = self.write(hash);
         let shard = &mut *guard;
         let arena = &shard.arena;
-        match shard.table.find_mut(hash, |s| s.key(arena) == key) {
+        match shard.table.find_mut(hash, |s| arena.key(s.at()) == key) {
             Some(slot) if slot.pos == from => {
                 slot.pos = to;
                 true
@@ -466,16 +702,36 @@ impl Index {
 
     /// Sizes the index once for `keys` more keys holding `key_bytes` bytes of key in all (what
     /// the files about to be replayed say they hold), instead of letting it double its way up:
-    /// each shard takes its share, with an eighth more for the spread of the hash.
+    /// each shard takes its share of the hash space (see [`shard_parts`]), with room for the
+    /// spread of the hash.
     pub fn reserve(&self, keys: u64, key_bytes: u64) {
-        let share = |n: u64| {
-            let n = usize::try_from(n).unwrap_or(usize::MAX) / SHARDS;
-            n.saturating_add(n / 8)
-        };
-        for shard in self.shards.iter() {
-            let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
-            shard.reserve(share(keys), share(key_bytes), &self.hasher);
+        let mut parts = [0usize; SHARDS];
+        for &shard in &self.parts {
+            parts[shard as usize] += 1;
         }
+        for (shard, parts) in self.shards.iter().zip(parts) {
+            let share = |n: u64| {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                n / SHARD_PARTS * parts + n % SHARD_PARTS * parts / SHARD_PARTS
+            };
+            // How many keys a shard gets is binomial: six standard deviations (at most the
+            // square root of the share) more, and a few, leave a chance below 1e-9 that it
+            // gets more than that. More room would cost memory: a table is sized to a power
+            // of two, and an eighth more (as this once took) tips one shard in six over the
+            // next one. Key bytes spread more (keys differ in length), but room in the
+            // arena's list of chunks costs 16 bytes per chunk: an eighth more.
+            let keys = share(keys);
+            let keys = keys.saturating_add(6 * keys.isqrt() + 16);
+            let key_bytes = share(key_bytes);
+            let key_bytes = key_bytes.saturating_add(key_bytes / 8);
+            let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
+            shard.reserve(keys, key_bytes, &self.hasher);
+        }
+    }
+
+    /// Whether no key is set (expired ones not counted).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Number of keys, expired ones not counted (a sum over shards, each read at a slightly
@@ -546,22 +802,24 @@ impl Index {
         let hashes: Vec<u64> = changes.iter().map(|c| self.hash(c.key())).collect();
         let mut guards = self.lock_shards_for_write(hashes.iter().copied());
         // Room first, so that a full arena fails the whole batch rather than part of it.
-        let mut needed = [0usize; SHARDS];
+        let mut needed = [(0usize, 0usize); SHARDS];
         for (change, &hash) in changes.iter().zip(&hashes) {
             if let Change::Put { key, .. } = change {
-                needed[shard_of(hash)] += key.len();
+                needed[self.shard_of(hash)].0 += 1;
+                needed[self.shard_of(hash)].1 += key.len();
             }
         }
         for (shard, guard) in guards.iter_mut().enumerate() {
             if let Some(guard) = guard {
-                if needed[shard] > 0 && !guard.has_room_for(needed[shard]) {
+                let (keys, key_bytes) = needed[shard];
+                if keys > 0 && !guard.has_room_for(keys, key_bytes) {
                     return Err(IndexFull);
                 }
             }
         }
         let mut replaced = Vec::with_capacity(changes.len());
         for (change, &hash) in changes.iter().zip(&hashes) {
-            let Some(shard) = guards[shard_of(hash)].as_mut() else {
+            let Some(shard) = guards[self.shard_of(hash)].as_mut() else {
                 unreachable!("every shard a change touches is locked");
             };
             replaced.push(match *change {
@@ -587,11 +845,11 @@ impl Index {
             (0..SHARDS).map(|_| None).collect();
         let mut wanted = [false; SHARDS];
         for &hash in &hashes {
-            wanted[shard_of(hash)] = true;
+            wanted[self.shard_of(hash)] = true;
         }
         for (i, guard) in guards.iter_mut().enumerate() {
             if wanted[i] {
-                *guard = Some(self.shards[i].read().unwrap_or_else(|p| p.into_inner()));
+                *guard = Some(self.shards[i].0.read().unwrap_or_else(|p| p.into_inner()));
             }
         }
         let now = now_millis();
@@ -599,8 +857,8 @@ impl Index {
             .iter()
             .zip(&hashes)
             .map(|(key, &hash)| {
-                let shard = guards[shard_of(hash)].as_ref()?;
-                let slot = shard.find_any(hash, key)?;
+                let shard = guards[self.shard_of(hash)].as_ref()?;
+                let slot = shard.find_for_read(hash, key)?;
                 shard
                     .is_live(slot, Some(now))
                     .then(|| (slot.pos, shard.files.get(&slot.pos.file).map(|f| &**f)))
@@ -627,21 +885,20 @@ impl Index {
             let mut guard = shard.write().unwrap_or_else(|p| p.into_inner());
             let shard = &mut *guard;
             while removed < max {
-                let Some(&(deadline, key_at, key_len)) = shard.deadlines.by_time.first() else {
+                let Some(&(deadline, key_at)) = shard.deadlines.by_time.first() else {
                     break;
                 };
                 if !is_expired(deadline, now) {
                     break;
                 }
-                let start = key_at as usize;
-                let key = shard.arena[start..start + key_len as usize].to_vec();
+                let key = shard.arena.key(key_at).to_vec();
                 let hash = self.hash(&key);
                 match shard.take(hash, &key) {
                     Some(pos) => f(&key, pos),
                     // A side-table entry without its slot would be a bug: drop the entry
                     // rather than loop on it.
                     None => {
-                        shard.deadlines.clear(key_at, key_len);
+                        shard.deadlines.clear(key_at);
                     }
                 }
                 removed += 1;
@@ -668,6 +925,7 @@ impl Index {
         let mut first = true;
         while shard_no < SHARDS {
             let shard = self.shards[shard_no]
+                .0
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
             let buckets = shard.table.num_buckets();
@@ -708,18 +966,12 @@ impl Index {
     ) -> Vec<Option<RwLockWriteGuard<'_, Shard>>> {
         let mut wanted = [false; SHARDS];
         for hash in hashes {
-            wanted[shard_of(hash)] = true;
+            wanted[self.shard_of(hash)] = true;
         }
         (0..SHARDS)
-            .map(|i| wanted[i].then(|| self.shards[i].write().unwrap_or_else(|p| p.into_inner())))
+            .map(|i| wanted[i].then(|| self.shards[i].0.write().unwrap_or_else(|p| p.into_inner())))
             .collect()
     }
-}
-
-/// The shard of a key's hash. The table uses the low bits (bucket) and the top 7 bits (tag):
-/// take bits 40..45.
-fn shard_of(hash: u64) -> usize {
-    (hash >> 40) as usize % SHARDS
 }
 
 #[cfg(test)]
@@ -774,7 +1026,7 @@ mod tests {
                 .iter()
                 .map(|s| {
                     let s = s.read().unwrap();
-                    (s.table.capacity(), s.arena.capacity(), s.generation)
+                    (s.table.capacity(), s.arena.chunks.capacity(), s.generation)
                 })
                 .collect()
         };
@@ -785,7 +1037,7 @@ mod tests {
         for (i, key) in keys.iter().enumerate() {
             index.insert(key, pos(i as u32)).unwrap();
         }
-        // No table grew (no generation moved), no arena reallocated.
+        // No table grew (no generation moved), no arena's list of chunks reallocated.
         assert_eq!(sizes(&index), before);
         assert_eq!(index.len(), keys.len());
         assert_eq!(index.position(&keys[123]), Some(pos(123)));
@@ -834,11 +1086,154 @@ mod tests {
         assert!(!index.replace_if(b"missing", pos(1), pos(2)));
     }
 
+    /// The heap bytes of the index's tables and arenas (its side tables are empty here).
+    fn heap_bytes(index: &Index) -> usize {
+        index
+            .shards
+            .iter()
+            .map(|s| {
+                let s = s.read().unwrap();
+                s.table.num_buckets() * (std::mem::size_of::<Slot>() + 1)
+                    + s.arena.allocated()
+                    + s.arena.chunks.capacity() * std::mem::size_of::<Box<[u8]>>()
+            })
+            .sum()
+    }
+
+    fn key16(i: usize) -> [u8; 16] {
+        let mut key = *b"key-000000000000";
+        key[4..].copy_from_slice(format!("{i:012}").as_bytes());
+        key
+    }
+
+    #[test]
+    fn a_key_costs_at_most_40_bytes_more_than_itself_at_every_size() {
+        // Filled one insert at a time, through every table doubling: from 256k keys on (below,
+        // the arenas' last chunks, 512 KiB in all, are a larger part).
+        let index = Index::new();
+        let mut worst = 0f64;
+        for i in 0..1_000_000 {
+            index.insert(&key16(i), pos(i as u32)).unwrap();
+            let keys = i + 1;
+            if keys >= 1 << 18 && keys % 8192 == 0 {
+                let beyond = heap_bytes(&index) as f64 / keys as f64 - 16.0;
+                worst = worst.max(beyond);
+                assert!(
+                    beyond <= 40.0,
+                    "{beyond:.1} bytes per key beyond it at {keys} keys"
+                );
+            }
+        }
+        println!("at most {worst:.1} bytes per key beyond the key");
+        // Sized once with `reserve`, then filled.
+        for keys in [300_000, 1_000_000] {
+            let index = Index::new();
+            index.reserve(keys as u64, 16 * keys as u64);
+            for i in 0..keys {
+                index.insert(&key16(i), pos(i as u32)).unwrap();
+            }
+            let beyond = heap_bytes(&index) as f64 / keys as f64 - 16.0;
+            println!("reserved for {keys}: {beyond:.1} bytes per key beyond the key");
+            assert!(
+                beyond <= 40.0,
+                "{beyond:.1} bytes per key at {keys} reserved keys"
+            );
+        }
+    }
+
+    #[test]
+    fn shards_take_staggered_shares_of_the_hash_space() {
+        let parts = shard_parts();
+        let mut counts = [0usize; SHARDS];
+        for &shard in &parts {
+            counts[shard as usize] += 1;
+        }
+        assert_eq!(counts.iter().sum::<usize>(), SHARD_PARTS);
+        // Each shard a little larger than the one before, the last about twice the first.
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+        let ratio = counts[SHARDS - 1] as f64 / counts[0] as f64;
+        assert!((1.8..=2.1).contains(&ratio), "{counts:?}");
+        // The shards really are used that way: keys spread over them in those proportions.
+        let index = Index::new();
+        for i in 0..200_000 {
+            index.insert(&key16(i), pos(i as u32)).unwrap();
+        }
+        let lens: Vec<usize> = index
+            .shards
+            .iter()
+            .map(|s| s.read().unwrap().table.len())
+            .collect();
+        for (shard, (&len, &parts)) in lens.iter().zip(&counts).enumerate() {
+            let expected = 200_000.0 * parts as f64 / SHARD_PARTS as f64;
+            assert!(
+                (len as f64 - expected).abs() < expected * 0.1,
+                "shard {shard}: {len} keys, expected about {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_arena_takes_keys_of_every_length_in_fixed_chunks() {
+        let mut arena = Arena::new();
+        let lengths = [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            CHUNK - 3,
+            CHUNK,
+            3 * CHUNK + 5,
+            1 << 20,
+        ];
+        let mut placed = Vec::new();
+        for round in 0..3u8 {
+            for &len in &lengths {
+                let key = vec![round.wrapping_add(len as u8); len];
+                let at = arena.push(&key).unwrap();
+                placed.push((at, key));
+            }
+        }
+        for (at, key) in &placed {
+            assert_eq!(
+                arena.key(*at),
+                &key[..],
+                "key of {} bytes at {at}",
+                key.len()
+            );
+        }
+        // Every chunk is a whole number of chunks long; no key was copied to grow.
+        assert!(arena.chunks.iter().all(|c| c.len() % CHUNK == 0));
+        let keys: usize = placed.iter().map(|(_, k)| k.len() + 3).sum();
+        assert!(arena.allocated() <= 2 * keys + CHUNK);
+        // The offsets say where: the length, then the key.
+        let mut small = Arena::new();
+        assert_eq!(small.push(b"abc"), Some(0));
+        assert_eq!(small.push(&[7u8; 200]), Some(4));
+        assert_eq!(&small.chunks[0][..6], &[3, b'a', b'b', b'c', 0xc8, 0x01]);
+    }
+
+    #[test]
+    fn a_full_arena_refuses_a_key_and_keeps_the_others() {
+        let mut arena = Arena::new();
+        // Pretend all but the last chunk is in use.
+        arena.end = MAX_ARENA - CHUNK;
+        arena.chunks = (0..MAX_ARENA / CHUNK - 1)
+            .map(|_| Vec::new().into_boxed_slice())
+            .collect();
+        let at = arena.push(&[1u8; 100]).unwrap();
+        assert_eq!(at as usize, MAX_ARENA - CHUNK);
+        assert_eq!(arena.push(&[2u8; CHUNK]), None, "past the last offset");
+        assert_eq!(arena.key(at), &[1u8; 100][..]);
+        assert!(!arena.has_room_for(1, CHUNK));
+    }
+
     #[test]
     fn a_key_without_a_deadline_costs_what_it_did_before_deadlines() {
         // The whole per-key cost of the table is its slot: deadlines live in side tables that
-        // only keys with a deadline have an entry in, behind a flag bit of the key length.
-        assert_eq!(std::mem::size_of::<Slot>(), 20);
+        // only keys with a deadline have an entry in, behind a flag bit of the arena offset.
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
         let index = Index::new();
         for i in 0..1_000u32 {
             index.insert(format!("key-{i}").as_bytes(), pos(i)).unwrap();

@@ -64,7 +64,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use self::durability::Durability;
 use self::format::{check_sizes, set_record_len, verify_record_at_read, RecordHeader, Version};
 use self::hint::Hinter;
-use self::index::{Change, Index, LogEnd, RecordPos};
+use self::index::{Change, LogEnd};
 use self::log_file::{FileSet, LogFile};
 use self::manifest::{CommitHook, Manifest};
 use self::writer::{
@@ -80,6 +80,9 @@ use crate::{
 
 pub(crate) use self::format::FILE_MAGIC;
 pub use self::format::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN};
+/// For `benches/index_memory.rs`, which measures the index alone: not part of the API.
+#[doc(hidden)]
+pub use self::index::{Index, RecordPos};
 
 /// On close, an active file holding more than this many bytes is sealed and a new, empty one
 /// started, and the sealed file's hint is written before the close returns: the next open
