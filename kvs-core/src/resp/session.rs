@@ -4,6 +4,7 @@
 //! reads, and the [`Batch`] of writes held back while one input is served.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use super::commands::transactions::{run_requests, Multi};
 use super::commands::{dispatch, Context};
@@ -70,6 +71,10 @@ impl Session {
     /// until the input holds no complete request, a `QUIT` was seen, or `out` has grown by
     /// `budget` bytes (the rest waits until the client reads its replies).
     ///
+    /// `now` is when this input arrived, as `CLIENT LIST` shows it (read once per input by
+    /// the caller, not once per request: on some machines reading the clock costs as much as
+    /// parsing a request).
+    ///
     /// An error means the stream is malformed: [`write_refusal`] says why, and the
     /// connection must be closed (RESP cannot resynchronise).
     pub fn serve<E: KvsEngine>(
@@ -79,7 +84,9 @@ impl Session {
         input: &[u8],
         out: &mut Vec<u8>,
         budget: usize,
+        now: Instant,
     ) -> Result<Progress> {
+        self.client.active_at = now;
         let mut progress = Progress {
             consumed: 0,
             requests: 0,
@@ -105,6 +112,7 @@ impl Session {
         );
         // Whatever ended the loop, the writes held back are written and answered now.
         batch.write(&mut cx);
+        self.client.publish();
         served.map(|()| progress)
     }
 
@@ -364,7 +372,7 @@ mod tests {
         input.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$1\r");
         let mut out = Vec::new();
         let progress = session
-            .serve(&engine, &state, &input, &mut out, usize::MAX)
+            .serve(&engine, &state, &input, &mut out, usize::MAX, Instant::now())
             .unwrap();
         assert_eq!(progress.requests, 8);
         assert_eq!(
@@ -388,7 +396,7 @@ mod tests {
                       INCRBYFLOAT f 1.5\r\nDECR n\r\nGET a\r\nINCR a\r\nSET c 3\r\nINCR c\r\n";
         let mut out = Vec::new();
         let progress = session
-            .serve(&engine, &state, input, &mut out, usize::MAX)
+            .serve(&engine, &state, input, &mut out, usize::MAX, Instant::now())
             .unwrap();
         assert_eq!(progress.requests, 12);
         assert_eq!(
@@ -422,7 +430,7 @@ mod tests {
         let input = b"SET a 1\r\nNOPE\r\nSET b 2\r\nGET\r\nSET c 3\r\nSET c 4 BOGUS\r\nGET b\r\n";
         let mut out = Vec::new();
         let progress = session
-            .serve(&engine, &state, input, &mut out, usize::MAX)
+            .serve(&engine, &state, input, &mut out, usize::MAX, Instant::now())
             .unwrap();
         assert_eq!(progress.requests, 7);
         assert_eq!(
@@ -432,5 +440,44 @@ mod tests {
              +OK\r\n-ERR syntax error\r\n$1\r\n2\r\n"
         );
         assert_eq!(engine.get_bytes(b"c").unwrap(), Some(b"3".to_vec()));
+    }
+
+    /// `CLIENT LIST` shows each connection's last command and its idle time, although the
+    /// session publishes them once per input rather than per request: `CLIENT INFO` in the
+    /// middle of a pipeline shows `cmd=client`, and after the input the last command of it.
+    #[test]
+    fn client_list_shows_the_last_command_of_each_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvStore::open(dir.path()).unwrap();
+        let state = ServerState::new(0);
+        let mut session = Session::new(Limits::for_frame_len(1 << 20), 1);
+        let info = session.client_info();
+        assert!(info.line(Instant::now()).contains(" cmd=NULL "));
+        let arrived = Instant::now() - std::time::Duration::from_secs(5);
+        let mut out = Vec::new();
+        session
+            .serve(
+                &engine,
+                &state,
+                b"SET a 1\r\nCLIENT INFO\r\nGET a\r\nSET b 2\r\n",
+                &mut out,
+                usize::MAX,
+                arrived,
+            )
+            .unwrap();
+        let replies = String::from_utf8(out).unwrap();
+        assert!(replies.contains(" cmd=client "), "{replies}");
+        // The input arrived 5 s before: the connection has been idle since.
+        let line = info.line(arrived + std::time::Duration::from_secs(5));
+        assert!(line.contains(" cmd=set "), "{line}");
+        assert!(line.contains(" idle=5 "), "{line}");
+        // An input of nothing but an unknown command changes neither.
+        let mut out = Vec::new();
+        session
+            .serve(&engine, &state, b"NOPE\r\n", &mut out, usize::MAX, Instant::now())
+            .unwrap();
+        let line = info.line(arrived + std::time::Duration::from_secs(5));
+        assert!(line.contains(" cmd=set "), "{line}");
+        assert!(line.contains(" idle=5 "), "{line}");
     }
 }

@@ -81,7 +81,9 @@ impl Connection {
     /// resumes it).
     ///
     /// `peer_closed` says the readiness event reported the peer's end closed (or an error):
-    /// then the socket is read until it says so, even after a short read.
+    /// then the socket is read until it says so, even after a short read. `now` is the
+    /// worker's clock reading for this turn, used for every timestamp the turn records (one
+    /// clock read per turn instead of several per request).
     pub(super) fn drive<E: KvsEngine>(
         &mut self,
         engine: &E,
@@ -89,6 +91,7 @@ impl Connection {
         scratch: &mut [u8],
         max_frame_len: usize,
         peer_closed: bool,
+        now: Instant,
     ) -> Next {
         // Set after a short read: that read emptied the socket's queue, and anything that
         // arrives later comes with a new readiness edge, so the read that would only say
@@ -97,7 +100,7 @@ impl Connection {
         let mut drained = false;
         let mut produced = 0;
         loop {
-            if let Err(e) = self.flush() {
+            if let Err(e) = self.flush(now) {
                 return self.broken(e);
             }
             if self.pending_output() >= OUTPUT_HIGH_WATER {
@@ -107,7 +110,7 @@ impl Connection {
                 return Next::Yield;
             }
             let before = self.output.len();
-            match self.carry_out(engine, state, max_frame_len) {
+            match self.carry_out(engine, state, max_frame_len, now) {
                 Ok(0) => {}
                 Ok(_) => {
                     produced += self.output.len().saturating_sub(before);
@@ -139,7 +142,7 @@ impl Connection {
                 Ok(0) => self.read_closed = true,
                 Ok(n) => {
                     self.input.extend_from_slice(&scratch[..n]);
-                    self.last_progress = Instant::now();
+                    self.last_progress = now;
                     drained = n < want && !peer_closed;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Wait,
@@ -186,8 +189,9 @@ impl Connection {
         state: &ServerState,
         max_frame_len: usize,
     ) -> bool {
+        let now = Instant::now();
         loop {
-            match self.flush() {
+            match self.flush(now) {
                 Ok(_) => {}
                 Err(e) => {
                     log::debug!("{}: connection error: {e}", self.peer);
@@ -197,7 +201,7 @@ impl Connection {
             if self.pending_output() >= OUTPUT_HIGH_WATER {
                 return false;
             }
-            match self.carry_out(engine, state, max_frame_len) {
+            match self.carry_out(engine, state, max_frame_len, now) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => {
@@ -216,17 +220,18 @@ impl Connection {
             self.input.clear();
         }
         // A broken connection is done with too.
-        self.flush().unwrap_or(true)
+        self.flush(now).unwrap_or(true)
     }
 
     /// Sends as much pending output as the socket takes. Returns whether all of it is sent.
-    pub(super) fn flush(&mut self) -> io::Result<bool> {
+    /// `now` is recorded as the time of the last progress if anything was sent.
+    pub(super) fn flush(&mut self, now: Instant) -> io::Result<bool> {
         while self.sent < self.output.len() {
             match self.stream.write(&self.output[self.sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.sent += n;
-                    self.last_progress = Instant::now();
+                    self.last_progress = now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -275,6 +280,7 @@ impl Connection {
         engine: &E,
         state: &ServerState,
         max_frame_len: usize,
+        now: Instant,
     ) -> Result<usize> {
         if let Protocol::Unknown = self.protocol {
             match self.input.first() {
@@ -297,7 +303,8 @@ impl Connection {
         match &mut self.protocol {
             Protocol::Resp(session) => {
                 let budget = OUTPUT_HIGH_WATER.saturating_sub(self.output.len() - self.sent);
-                let progress = session.serve(engine, state, &self.input, &mut self.output, budget);
+                let progress =
+                    session.serve(engine, state, &self.input, &mut self.output, budget, now);
                 // Even after an error, the requests before it were answered.
                 let consumed = match &progress {
                     Ok(progress) => progress.consumed,
@@ -401,7 +408,7 @@ impl Connection {
             }
             .encode_frame(&mut self.output, max_frame_len);
         }
-        let _ = self.flush();
+        let _ = self.flush(Instant::now());
         let _ = self.stream.shutdown(Shutdown::Both);
         Next::Close
     }

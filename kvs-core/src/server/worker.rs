@@ -172,12 +172,15 @@ impl<E: KvsEngine> Worker<E> {
         let Some(Some(connection)) = self.connections.get_mut(slot) else {
             return;
         };
+        // One clock read per turn of a connection: its timestamps (for the client timeout
+        // and `CLIENT LIST`) need no finer grain, and the turn is bounded (`TURN_BYTES`).
         let next = connection.drive(
             &self.engine,
             &self.state,
             scratch,
             self.config.max_frame_len,
             peer_closed,
+            Instant::now(),
         );
         // A connection that killed itself (`CLIENT KILL` of its own id) has its reply sent
         // by now, or as much of it as the socket took.
