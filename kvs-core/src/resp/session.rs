@@ -372,7 +372,14 @@ mod tests {
         input.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$1\r");
         let mut out = Vec::new();
         let progress = session
-            .serve(&engine, &state, &input, &mut out, usize::MAX, Instant::now())
+            .serve(
+                &engine,
+                &state,
+                &input,
+                &mut out,
+                usize::MAX,
+                Instant::now(),
+            )
             .unwrap();
         assert_eq!(progress.requests, 8);
         assert_eq!(
@@ -474,7 +481,14 @@ mod tests {
         // An input of nothing but an unknown command changes neither.
         let mut out = Vec::new();
         session
-            .serve(&engine, &state, b"NOPE\r\n", &mut out, usize::MAX, Instant::now())
+            .serve(
+                &engine,
+                &state,
+                b"NOPE\r\n",
+                &mut out,
+                usize::MAX,
+                Instant::now(),
+            )
             .unwrap();
         let line = info.line(arrived + std::time::Duration::from_secs(5));
         assert!(line.contains(" cmd=set "), "{line}");
