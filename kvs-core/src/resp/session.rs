@@ -36,6 +36,79 @@ pub struct Progress {
     pub requests: usize,
     /// A `QUIT` was carried out: send the replies, then close. Input after it is ignored.
     pub close: bool,
+    /// How many `SET`s, the last requests carried out, were handed to the [`GroupWrite`]
+    /// instead of being written: their replies are appended by [`answer_group`] once the
+    /// group is written, and nothing more of this connection's input may be carried out
+    /// before.
+    pub deferred: usize,
+}
+
+/// Plain `SET`s of several connections, held to be written together with one
+/// `set_many_bytes` (one system call for the kvs engine) instead of one write per connection.
+///
+/// Without pipelining, each of many connections sends one `SET` and waits for its reply; a
+/// worker woken for several of them at once would otherwise write the log once for each.
+/// Only the run of `SET`s that ends a connection's input joins the group (any other request
+/// writes the `SET`s before it first), so its replies are the last ones of that input, and the
+/// connection carries out nothing more until the group is written and answered. Keys and
+/// values are copied, as each connection's input is its own.
+#[derive(Debug, Default)]
+pub(crate) struct GroupWrite {
+    /// Keys and values, one after the other...
+    buf: Vec<u8>,
+    /// ... and each pair's, as ranges of `buf`.
+    pairs: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl GroupWrite {
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        let key_at = self.buf.len()..self.buf.len() + key.len();
+        self.buf.extend_from_slice(key);
+        let value_at = self.buf.len()..self.buf.len() + value.len();
+        self.buf.extend_from_slice(value);
+        self.pairs.push((key_at, value_at));
+    }
+
+    /// Writes every held `SET` with one `set_many_bytes` and empties the group. An error is
+    /// the reply for every one of them (some may have been written then, as after a lost
+    /// connection).
+    pub(crate) fn write<E: KvsEngine>(&mut self, engine: &E) -> std::result::Result<(), String> {
+        let pairs: Vec<(&[u8], &[u8])> = self
+            .pairs
+            .iter()
+            .map(|(key, value)| (&self.buf[key.clone()], &self.buf[value.clone()]))
+            .collect();
+        let result = engine.set_many_bytes(&pairs);
+        self.pairs.clear();
+        self.buf.clear();
+        if self.buf.capacity() > GROUP_KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
+        result.map_err(|e| {
+            log::error!("command failed: {e}");
+            format!("ERR {e}")
+        })
+    }
+}
+
+/// A [`GroupWrite`]'s buffer larger than this is given back once written.
+const GROUP_KEEP_CAPACITY: usize = 1 << 20;
+
+/// Appends the replies to `count` `SET`s of a connection written by a [`GroupWrite`]:
+/// `result` is what [`GroupWrite::write`] returned.
+pub(crate) fn answer_group(
+    out: &mut Vec<u8>,
+    state: &ServerState,
+    count: usize,
+    result: &std::result::Result<(), String>,
+) {
+    for _ in 0..count {
+        state.command_processed();
+        match result {
+            Ok(()) => write_simple(out, "OK"),
+            Err(message) => write_error(out, message),
+        }
+    }
 }
 
 impl Session {
@@ -75,8 +148,13 @@ impl Session {
     /// the caller, not once per request: on some machines reading the clock costs as much as
     /// parsing a request).
     ///
+    /// With a `group`, the `SET`s that end the input may be handed to it instead of written
+    /// ([`Progress::deferred`] says how many).
+    ///
     /// An error means the stream is malformed: [`write_refusal`] says why, and the
     /// connection must be closed (RESP cannot resynchronise).
+    // The buffers and limits come from the connection one by one.
+    #[allow(clippy::too_many_arguments)]
     pub fn serve<E: KvsEngine>(
         &mut self,
         engine: &E,
@@ -85,12 +163,14 @@ impl Session {
         out: &mut Vec<u8>,
         budget: usize,
         now: Instant,
+        group: Option<&mut GroupWrite>,
     ) -> Result<Progress> {
         self.client.active_at = now;
         let mut progress = Progress {
             consumed: 0,
             requests: 0,
             close: false,
+            deferred: 0,
         };
         let mut batch = Batch::for_session();
         let mut cx = Context {
@@ -110,8 +190,12 @@ impl Session {
             budget,
             &mut progress,
         );
-        // Whatever ended the loop, the writes held back are written and answered now.
-        batch.write(&mut cx);
+        // Whatever ended the loop, the writes held back are written and answered now, or
+        // handed to the group to be written with other connections'.
+        match group {
+            Some(group) if served.is_ok() => progress.deferred = batch.hand_over(group, &mut cx),
+            _ => batch.write(&mut cx),
+        }
         self.client.publish();
         served.map(|()| progress)
     }
@@ -300,6 +384,20 @@ impl<'a> Batch<'a> {
         self.requests.push(ranges);
     }
 
+    /// Hands the held pairs to `group` and returns how many, if nothing else is held (a run of
+    /// updates is written now, as by [`write`](Batch::write), and 0 returned).
+    fn hand_over(&mut self, group: &mut GroupWrite, cx: &mut Context<'_>) -> usize {
+        if !self.requests.is_empty() {
+            self.write(cx);
+            return 0;
+        }
+        let count = self.pairs.len();
+        for (key, value) in self.pairs.drain(..) {
+            group.push(key, value);
+        }
+        count
+    }
+
     /// Writes what is held, and appends a reply for each request: for pairs, one
     /// `set_many_bytes` and `+OK`, or the error for all of them if the batch failed (some may
     /// then have been written, as after a lost connection); for a run of updates, one
@@ -379,6 +477,7 @@ mod tests {
                 &mut out,
                 usize::MAX,
                 Instant::now(),
+                None,
             )
             .unwrap();
         assert_eq!(progress.requests, 8);
@@ -403,7 +502,15 @@ mod tests {
                       INCRBYFLOAT f 1.5\r\nDECR n\r\nGET a\r\nINCR a\r\nSET c 3\r\nINCR c\r\n";
         let mut out = Vec::new();
         let progress = session
-            .serve(&engine, &state, input, &mut out, usize::MAX, Instant::now())
+            .serve(
+                &engine,
+                &state,
+                input,
+                &mut out,
+                usize::MAX,
+                Instant::now(),
+                None,
+            )
             .unwrap();
         assert_eq!(progress.requests, 12);
         assert_eq!(
@@ -437,7 +544,15 @@ mod tests {
         let input = b"SET a 1\r\nNOPE\r\nSET b 2\r\nGET\r\nSET c 3\r\nSET c 4 BOGUS\r\nGET b\r\n";
         let mut out = Vec::new();
         let progress = session
-            .serve(&engine, &state, input, &mut out, usize::MAX, Instant::now())
+            .serve(
+                &engine,
+                &state,
+                input,
+                &mut out,
+                usize::MAX,
+                Instant::now(),
+                None,
+            )
             .unwrap();
         assert_eq!(progress.requests, 7);
         assert_eq!(
@@ -470,6 +585,7 @@ mod tests {
                 &mut out,
                 usize::MAX,
                 arrived,
+                None,
             )
             .unwrap();
         let replies = String::from_utf8(out).unwrap();
@@ -488,6 +604,7 @@ mod tests {
                 &mut out,
                 usize::MAX,
                 Instant::now(),
+                None,
             )
             .unwrap();
         let line = info.line(arrived + std::time::Duration::from_secs(5));

@@ -1052,6 +1052,7 @@ mod tests {
                 &mut out,
                 usize::MAX,
                 std::time::Instant::now(),
+                None,
             )
             .unwrap();
         assert_eq!(out, b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n");
@@ -1066,6 +1067,7 @@ mod tests {
                 &mut out,
                 usize::MAX,
                 std::time::Instant::now(),
+                None,
             )
             .unwrap();
         let text = String::from_utf8(out).unwrap();
