@@ -91,8 +91,13 @@ impl GroupWrite {
     }
 }
 
+/// The most bytes of keys and values a [`GroupWrite`] takes (1 MiB); a connection whose
+/// `SET`s would take it past that writes them itself. Grouping pays for small writes, where the
+/// system call is most of the cost, and the copy it makes stays small.
+const GROUP_MAX_BYTES: usize = 1 << 20;
+
 /// A [`GroupWrite`]'s buffer larger than this is given back once written.
-const GROUP_KEEP_CAPACITY: usize = 1 << 20;
+const GROUP_KEEP_CAPACITY: usize = GROUP_MAX_BYTES;
 
 /// Appends the replies to `count` `SET`s of a connection written by a [`GroupWrite`]:
 /// `result` is what [`GroupWrite::write`] returned.
@@ -384,10 +389,12 @@ impl<'a> Batch<'a> {
         self.requests.push(ranges);
     }
 
-    /// Hands the held pairs to `group` and returns how many, if nothing else is held (a run of
-    /// updates is written now, as by [`write`](Batch::write), and 0 returned).
+    /// Hands the held pairs to `group` and returns how many, if nothing else is held and they
+    /// fit ([`GROUP_MAX_BYTES`]); else writes them now, as [`write`](Batch::write) does, and
+    /// returns 0.
     fn hand_over(&mut self, group: &mut GroupWrite, cx: &mut Context<'_>) -> usize {
-        if !self.requests.is_empty() {
+        let bytes: usize = self.pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if !self.requests.is_empty() || group.buf.len() + bytes > GROUP_MAX_BYTES {
             self.write(cx);
             return 0;
         }
@@ -610,5 +617,59 @@ mod tests {
         let line = info.line(arrived + std::time::Duration::from_secs(5));
         assert!(line.contains(" cmd=set "), "{line}");
         assert!(line.contains(" idle=5 "), "{line}");
+    }
+
+    /// The SETs that end an input join a group, unanswered and unwritten until the group is
+    /// written; SETs followed by another request, or too large for the group, are written
+    /// and answered at once.
+    #[test]
+    fn only_the_small_sets_that_end_an_input_join_a_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvStore::open(dir.path()).unwrap();
+        let state = ServerState::new(0);
+        let mut session = Session::new(Limits::for_frame_len(4 << 20), 1);
+        let mut group = GroupWrite::default();
+        let mut serve = |input: &[u8], group: &mut GroupWrite| {
+            let mut out = Vec::new();
+            let progress = session
+                .serve(
+                    &engine,
+                    &state,
+                    input,
+                    &mut out,
+                    usize::MAX,
+                    Instant::now(),
+                    Some(group),
+                )
+                .unwrap();
+            (progress, String::from_utf8(out).unwrap())
+        };
+        let (progress, out) = serve(b"SET a 1\r\nSET b 2\r\n", &mut group);
+        assert_eq!((progress.requests, progress.deferred), (2, 2));
+        assert_eq!(out, "");
+        let (progress, out) = serve(b"SET c 3\r\nGET c\r\n", &mut group);
+        assert_eq!((progress.requests, progress.deferred), (2, 0));
+        assert_eq!(out, "+OK\r\n$1\r\n3\r\n");
+        let big = "x".repeat(GROUP_MAX_BYTES);
+        let input = format!("*3\r\n$3\r\nSET\r\n$1\r\nd\r\n${}\r\n{big}\r\n", big.len());
+        let (progress, out) = serve(input.as_bytes(), &mut group);
+        assert_eq!((progress.requests, progress.deferred), (1, 0));
+        assert_eq!(out, "+OK\r\n");
+        assert_eq!(
+            engine.get_bytes(b"d").unwrap().map(|v| v.len()),
+            Some(big.len())
+        );
+        // Not written before the group is.
+        assert_eq!(engine.get_bytes(b"a").unwrap(), None);
+        let result = group.write(&engine);
+        assert_eq!(result, Ok(()));
+        assert_eq!(engine.get_bytes(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(engine.get_bytes(b"b").unwrap(), Some(b"2".to_vec()));
+        let mut replies = Vec::new();
+        answer_group(&mut replies, &state, 2, &result);
+        assert_eq!(replies, b"+OK\r\n+OK\r\n");
+        let mut replies = Vec::new();
+        answer_group(&mut replies, &state, 2, &Err("ERR disk full".to_string()));
+        assert_eq!(replies, b"-ERR disk full\r\n-ERR disk full\r\n");
     }
 }
