@@ -192,11 +192,11 @@ fn main() {
             .map_or(String::new(), |t| format!(", --threads {t}")),
     );
     println!(
-        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>12} | {}",
+        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} | {}",
         "workload", "before:", "", "", "now: kvs", "redis", "kvs/redis", "CPU/request", "goal"
     );
     println!(
-        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>12} |",
+        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} |",
         "", "kvs", "redis", "ratio", "", "", "", "kvs / redis"
     );
     for workload in &WORKLOADS {
@@ -232,7 +232,7 @@ fn main() {
                 .map_or_else(|| "?".to_string(), |s| format!("{:.0}", s.median))
         };
         println!(
-            "{:<10} | {:>7} {:>7} {:>5.2}x | {:>22} {:>22} {:>22} | {:>12} | >= {GOAL:.1}x{}",
+            "{:<10} | {:>7} {:>7} {:>5.2}x | {:>22} {:>22} {:>22} | {:>17} | >= {GOAL:.1}x{}",
             workload.name,
             si(workload.before_kvs),
             si(workload.before_redis),

@@ -94,7 +94,13 @@ impl GroupWrite {
 /// The most bytes of keys and values a [`GroupWrite`] takes (1 MiB); a connection whose
 /// `SET`s would take it past that writes them itself. Grouping pays for small writes, where the
 /// system call is most of the cost, and the copy it makes stays small.
+///
+/// It also keeps every `SET` of a group within the engines' limits on keys and values, so
+/// that no `SET` of a group can be refused for its own sake (which would fail the other
+/// connections' `SET`s with it): the group fails only when the store does (read-only, I/O).
 const GROUP_MAX_BYTES: usize = 1 << 20;
+const _: () =
+    assert!(GROUP_MAX_BYTES <= crate::MAX_KEY_LEN && GROUP_MAX_BYTES <= crate::MAX_VALUE_LEN);
 
 /// A [`GroupWrite`]'s buffer larger than this is given back once written.
 const GROUP_KEEP_CAPACITY: usize = GROUP_MAX_BYTES;
