@@ -192,8 +192,8 @@ fn main() {
             .map_or(String::new(), |t| format!(", --threads {t}")),
     );
     println!(
-        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} | {}",
-        "workload", "before:", "", "", "now: kvs", "redis", "kvs/redis", "CPU/request", "goal"
+        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} | goal",
+        "workload", "before:", "", "", "now: kvs", "redis", "kvs/redis", "CPU/request"
     );
     println!(
         "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} |",
