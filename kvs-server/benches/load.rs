@@ -11,7 +11,14 @@
 //! the gets. redis is driven twice at the same connection counts: by this same client harness
 //! (speaking RESP), which makes the fairest ratio, and by `redis-benchmark`. The ratios
 //! printed are kvs/redis ops/s. Then it opens 1,000 idle connections to `kvs-server` and
-//! prints the growth of the server's resident memory. Without `redis-server` and
+//! prints the growth of the server's resident memory.
+//!
+//! First of all it measures one client doing GETs back to back (the kvs protocol through
+//! `KvsClient` against `kvs-server`, RESP through this harness against `redis-server`),
+//! `--rounds` times each (default 5), alternating which goes first, and prints a row beside
+//! the figures measured before the request path was reworked: ops/s and p50 latency,
+//! median (min-max) of the rounds, the median of each round's ratio, and the CPU time each
+//! server spent per request. Without `redis-server` and
 //! `redis-benchmark` installed (Debian: `redis-server`, `redis-tools`) the comparison is
 //! skipped with a message.
 
@@ -27,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use kvs::KvsClient;
 
-use servers::{installed, start_kvs, start_redis, Process};
+use servers::{installed, si, start_kvs, start_redis, with_cpu_of, Process, Spread};
 
 const VALUE_LEN: usize = 32;
 
@@ -38,6 +45,9 @@ struct Options {
     idle: usize,
     /// `kvs-server --threads`, if given.
     server_threads: Option<String>,
+    /// Rounds of the lone-client comparison, and GETs per round.
+    rounds: usize,
+    lone_ops: usize,
 }
 
 fn options() -> Options {
@@ -47,6 +57,8 @@ fn options() -> Options {
         pools: vec!["shared-queue".into(), "rayon".into(), "naive".into()],
         idle: 1000,
         server_threads: None,
+        rounds: 5,
+        lone_ops: 20_000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -59,6 +71,8 @@ fn options() -> Options {
             "--pools" => options.pools = value().split(',').map(str::to_string).collect(),
             "--idle" => options.idle = value().parse().unwrap_or(options.idle),
             "--server-threads" => options.server_threads = Some(value()),
+            "--rounds" => options.rounds = value().parse().unwrap_or(options.rounds).max(1),
+            "--lone-ops" => options.lone_ops = value().parse().unwrap_or(options.lone_ops).max(1),
             // `cargo bench` passes `--bench`; ignore what is not ours.
             _ => {}
         }
@@ -304,10 +318,119 @@ fn start_redis_if_installed(dir: &Path) -> Option<(Process, SocketAddr)> {
     redis
 }
 
+/// The lone client of the table, as measured on the 2-core development machine before the
+/// request path was reworked: kvs ops/s and p50 (us), then redis's.
+const LONE_BEFORE: (f64, f64, f64, f64) = (14.2e3, 70.0, 17.8e3, 55.0);
+
+/// GETs of `keys`, one at a time on `connection`: ops/s and p50 latency (us) of the round, and
+/// the CPU time per GET of the server `pid`, in nanoseconds.
+fn lone_round<C: Connection>(connection: &mut C, keys: &[Vec<u8>], pid: u32) -> [f64; 3] {
+    let mut latencies = Vec::with_capacity(keys.len());
+    let start = Instant::now();
+    let ((), cpu) = with_cpu_of(pid, || {
+        for key in keys {
+            let sent = Instant::now();
+            connection.get(key);
+            latencies.push(sent.elapsed());
+        }
+    });
+    let figures = figures(latencies, start.elapsed());
+    let cpu_ns = cpu.map_or(f64::NAN, |cpu| cpu.as_nanos() as f64 / keys.len() as f64);
+    [figures.ops_per_sec, figures.p50_us, cpu_ns]
+}
+
+/// The lone-client row: one connection doing GETs back to back, kvs against redis.
+fn lone_client(options: &Options, redis: &(Process, SocketAddr)) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kvs = start_kvs(
+        dir.path(),
+        "shared-queue",
+        options.server_threads.as_deref(),
+    );
+    let keys: Vec<Vec<u8>> = (0..options.lone_ops)
+        .map(|i| format!("lone:{i:08}").into_bytes())
+        .collect();
+    let value = vec![b'v'; VALUE_LEN];
+    let mut kvs_client = KvsClient::connect(kvs.1).expect("kvs connects");
+    let mut redis_client = Redis::connect(redis.1);
+    for key in &keys {
+        Connection::set(&mut kvs_client, key, &value);
+        Connection::set(&mut redis_client, key, &value);
+    }
+    let (mut kvs_rounds, mut redis_rounds, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..options.rounds {
+        // Alternate which server goes first, so that neither always follows the other.
+        let (k, r) = if round % 2 == 0 {
+            let k = lone_round(&mut kvs_client, &keys, kvs.0 .0.id());
+            (k, lone_round(&mut redis_client, &keys, redis.0 .0.id()))
+        } else {
+            let r = lone_round(&mut redis_client, &keys, redis.0 .0.id());
+            (lone_round(&mut kvs_client, &keys, kvs.0 .0.id()), r)
+        };
+        ratios.push(k[0] / r[0]);
+        kvs_rounds.push(k);
+        redis_rounds.push(r);
+    }
+    let column = |rounds: &[[f64; 3]], i: usize| {
+        Spread::of(&rounds.iter().map(|r| r[i]).collect::<Vec<_>>()).expect("a round")
+    };
+    let (before_kvs, before_kvs_p50, before_redis, before_redis_p50) = LONE_BEFORE;
+    println!(
+        "one client, back-to-back GET ({} per round, {VALUE_LEN}-byte values; kvs: the kvs \
+         protocol through KvsClient, redis: RESP through this harness); median (min-max) of {} \
+         rounds",
+        options.lone_ops, options.rounds
+    );
+    println!(
+        "{:<7} | {:>7} {:>7} {:>6} {:>9} | {:>22} {:>22} {:>22} | {:>17} | {:>14} | goal",
+        "",
+        "before:",
+        "",
+        "",
+        "p50 us",
+        "now: kvs ops/s",
+        "redis ops/s",
+        "kvs/redis",
+        "p50 us kvs/redis",
+        "CPU/GET ns"
+    );
+    let ratio = Spread::of(&ratios).expect("a round");
+    println!(
+        "{:<7} | {:>7} {:>7} {:>5.2}x {:>9} | {:>22} {:>22} {:>22} | {:>17} | {:>14} | >= 1.0x{}",
+        "lone",
+        si(before_kvs),
+        si(before_redis),
+        before_kvs / before_redis,
+        format!("{before_kvs_p50:.0}/{before_redis_p50:.0}"),
+        column(&kvs_rounds, 0).show(),
+        column(&redis_rounds, 0).show(),
+        format!("{:.2}x ({:.2}-{:.2})", ratio.median, ratio.min, ratio.max),
+        format!(
+            "{:.1} / {:.1}",
+            column(&kvs_rounds, 1).median,
+            column(&redis_rounds, 1).median
+        ),
+        format!(
+            "{:.0} / {:.0}",
+            column(&kvs_rounds, 2).median,
+            column(&redis_rounds, 2).median
+        ),
+        if ratio.median >= 1.0 {
+            ""
+        } else {
+            " (not met)"
+        },
+    );
+    println!();
+}
+
 fn main() {
     let options = options();
     let redis_dir = tempfile::tempdir().expect("temp dir");
     let redis = start_redis_if_installed(redis_dir.path());
+    if let Some(redis) = &redis {
+        lone_client(&options, redis);
+    }
     println!(
         "{} ops per phase, {VALUE_LEN}-byte values, one connection per client thread; \
          latencies in microseconds",

@@ -1,36 +1,85 @@
-//! RESP benchmark: `redis-benchmark -t set,get -c 50 -n 100000`, without pipelining and with
-//! `-P 16`, against the real `kvs-server` (kvs engine, default sync: every write reaches the
-//! operating system before its reply) and against a `redis-server` started here on a free port
-//! with persistence off (`--save '' --appendonly no`). Prints requests per second and the ratio
-//! kvs/redis.
+//! RESP benchmark: `redis-benchmark -c 50` SET and GET, with `-P 16` and without pipelining,
+//! against the real `kvs-server` (kvs engine, default sync: every write reaches the operating
+//! system before its reply) and against a `redis-server` started here on a free port with
+//! persistence off (`--save '' --appendonly no`).
 //!
 //! ```text
 //! cargo bench -p kvs-server --bench resp
 //! cargo bench -p kvs-server --bench resp -- --rounds 5 --requests 200000 --server-threads 1
 //! ```
 //!
-//! The two servers are measured alternately, `--rounds` times each (default 3), and the median
-//! is shown, so that both see the same background load. Needs Debian's `redis-tools` and
-//! `redis-server`; without them it says so and exits.
+//! It prints one row per workload: the figures measured before the request path was reworked
+//! ("before", fixed in [`WORKLOADS`]), then this run's requests per second of kvs and of redis,
+//! each the median of `--rounds` runs (default 5) with the smallest and largest, the ratio
+//! kvs/redis (the median of each round's ratio, as both servers of a round ran under the same
+//! background load), and the CPU time each server spent per request, the figure that moves
+//! least on a shared, busy machine. The two servers are measured alternately, the one first
+//! changing every round. Needs Debian's `redis-tools` and `redis-server`; without them it says
+//! so and exits.
 
 mod servers;
 
 use std::net::SocketAddr;
 use std::process::Command;
 
-use servers::{installed, start_kvs, start_redis};
+use servers::{installed, si, start_kvs, start_redis, with_cpu_of, Process, Spread};
 
 struct Options {
     rounds: usize,
+    /// Requests per run without pipelining; pipelined runs send ten times as many.
     requests: usize,
     clients: usize,
     /// `kvs-server --threads`, if given.
     server_threads: Option<String>,
 }
 
+/// One workload of the table, with the figures measured on the 2-core development machine
+/// before the request path was reworked (requests per second, `redis-benchmark -c 50`).
+struct Workload {
+    name: &'static str,
+    test: &'static str,
+    pipeline: usize,
+    before_kvs: f64,
+    before_redis: f64,
+}
+
+const WORKLOADS: [Workload; 4] = [
+    Workload {
+        name: "-P 16 SET",
+        test: "set",
+        pipeline: 16,
+        before_kvs: 1.15e6,
+        before_redis: 1.32e6,
+    },
+    Workload {
+        name: "-P 16 GET",
+        test: "get",
+        pipeline: 16,
+        before_kvs: 1.23e6,
+        before_redis: 1.49e6,
+    },
+    Workload {
+        name: "-P 1 SET",
+        test: "set",
+        pipeline: 1,
+        before_kvs: 86.7e3,
+        before_redis: 90.3e3,
+    },
+    Workload {
+        name: "-P 1 GET",
+        test: "get",
+        pipeline: 1,
+        before_kvs: 87.6e3,
+        before_redis: 88.2e3,
+    },
+];
+
+/// The ratio kvs/redis the request path aims at, for every workload of the table.
+const GOAL: f64 = 1.2;
+
 fn options() -> Options {
     let mut options = Options {
-        rounds: 3,
+        rounds: 5,
         requests: 100_000,
         clients: 50,
         server_threads: None,
@@ -50,42 +99,64 @@ fn options() -> Options {
     options
 }
 
-/// requests per second of SET and GET, as `redis-benchmark --csv` reports them.
-fn redis_benchmark(addr: SocketAddr, options: &Options, pipeline: usize) -> Option<(f64, f64)> {
+/// Requests per second of one `redis-benchmark` run of `workload` with `requests` requests,
+/// as `--csv` reports it.
+fn redis_benchmark(
+    addr: SocketAddr,
+    options: &Options,
+    workload: &Workload,
+    requests: usize,
+) -> Option<f64> {
     let output = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
-        .args(["-t", "set,get", "--csv"])
+        .args(["-t", workload.test, "--csv"])
         .args(["-c", &options.clients.to_string()])
-        .args(["-n", &options.requests.to_string()])
-        .args(["-P", &pipeline.to_string()])
+        .args(["-n", &requests.to_string()])
+        .args(["-P", &workload.pipeline.to_string()])
         .output()
         .ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut set = None;
-    let mut get = None;
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
-        let Some(rps) = fields.get(1).and_then(|f| f.parse::<f64>().ok()) else {
-            continue;
-        };
-        match fields[0] {
-            "SET" => set = Some(rps),
-            "GET" => get = Some(rps),
-            _ => {}
-        }
-    }
     if !output.stderr.is_empty() {
         eprintln!(
             "redis-benchmark: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    Some((set?, get?))
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
+        if !fields.first()?.eq_ignore_ascii_case(workload.test) {
+            return None;
+        }
+        fields.get(1)?.parse::<f64>().ok()
+    })
 }
 
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+/// What one server did over the rounds of a workload.
+#[derive(Default)]
+struct Samples {
+    rps: Vec<f64>,
+    cpu_ns_per_request: Vec<f64>,
+}
+
+/// One run of `workload` against `server`: its requests per second, and the server's CPU
+/// time per request.
+fn run(
+    server: &(Process, SocketAddr),
+    options: &Options,
+    workload: &Workload,
+    samples: &mut Samples,
+) -> Option<()> {
+    let requests = options.requests * if workload.pipeline > 1 { 10 } else { 1 };
+    let (rps, cpu) = with_cpu_of(server.0 .0.id(), || {
+        redis_benchmark(server.1, options, workload, requests)
+    });
+    samples.rps.push(rps?);
+    if let Some(cpu) = cpu {
+        samples
+            .cpu_ns_per_request
+            .push(cpu.as_nanos() as f64 / requests as f64);
+    }
+    Some(())
 }
 
 fn main() {
@@ -99,20 +170,21 @@ fn main() {
     }
     let kvs_dir = tempfile::tempdir().expect("temp dir");
     let redis_dir = tempfile::tempdir().expect("temp dir");
-    let (_kvs, kvs_addr) = start_kvs(
+    let kvs = start_kvs(
         kvs_dir.path(),
         "shared-queue",
         options.server_threads.as_deref(),
     );
-    let Some((_redis, redis_addr)) = start_redis(redis_dir.path()) else {
+    let Some(redis) = start_redis(redis_dir.path()) else {
         println!("RESP benchmark skipped: redis-server did not start");
         return;
     };
     println!(
-        "redis-benchmark -t set,get -c {} -n {}; requests per second, median of {} rounds \
-         (kvs-server: kvs engine, sync os{}; redis-server: --save '' --appendonly no)",
+        "redis-benchmark -c {} -n {} (-n {} with -P 16); requests per second, median (min-max) \
+         of {} rounds; kvs-server: kvs engine, sync os{}; redis-server: --save '' --appendonly no",
         options.clients,
         options.requests,
+        options.requests * 10,
         options.rounds,
         options
             .server_threads
@@ -120,37 +192,60 @@ fn main() {
             .map_or(String::new(), |t| format!(", --threads {t}")),
     );
     println!(
-        "{:<8} {:>12} {:>12} {:>9} {:>12} {:>12} {:>9}",
-        "", "kvs SET", "redis SET", "kvs/redis", "kvs GET", "redis GET", "kvs/redis"
+        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} | goal",
+        "workload", "before:", "", "", "now: kvs", "redis", "kvs/redis", "CPU/request"
     );
-    for pipeline in [1, 16] {
-        let mut kvs = (Vec::new(), Vec::new());
-        let mut redis = (Vec::new(), Vec::new());
-        for _ in 0..options.rounds {
-            for (addr, samples) in [(kvs_addr, &mut kvs), (redis_addr, &mut redis)] {
-                match redis_benchmark(addr, &options, pipeline) {
-                    Some((set, get)) => {
-                        samples.0.push(set);
-                        samples.1.push(get);
-                    }
-                    None => {
-                        println!("redis-benchmark failed against {addr}");
-                        return;
-                    }
+    println!(
+        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} |",
+        "", "kvs", "redis", "ratio", "", "", "", "kvs / redis"
+    );
+    for workload in &WORKLOADS {
+        let mut kvs_samples = Samples::default();
+        let mut redis_samples = Samples::default();
+        let mut ratios = Vec::new();
+        for round in 0..options.rounds {
+            // Alternate which server goes first, so that neither always follows the other.
+            let order = if round % 2 == 0 {
+                [(&kvs, &mut kvs_samples), (&redis, &mut redis_samples)]
+            } else {
+                [(&redis, &mut redis_samples), (&kvs, &mut kvs_samples)]
+            };
+            for (server, samples) in order {
+                if run(server, &options, workload, samples).is_none() {
+                    println!("redis-benchmark failed against {}", server.1);
+                    return;
                 }
             }
+            if let (Some(k), Some(r)) = (kvs_samples.rps.last(), redis_samples.rps.last()) {
+                ratios.push(k / r);
+            }
         }
-        let (kvs_set, kvs_get) = (median(kvs.0), median(kvs.1));
-        let (redis_set, redis_get) = (median(redis.0), median(redis.1));
+        let (Some(kvs_rps), Some(redis_rps), Some(ratio)) = (
+            Spread::of(&kvs_samples.rps),
+            Spread::of(&redis_samples.rps),
+            Spread::of(&ratios),
+        ) else {
+            continue;
+        };
+        let cpu = |samples: &Samples| {
+            Spread::of(&samples.cpu_ns_per_request)
+                .map_or_else(|| "?".to_string(), |s| format!("{:.0}", s.median))
+        };
         println!(
-            "{:<8} {:>12.0} {:>12.0} {:>8.2}x {:>12.0} {:>12.0} {:>8.2}x",
-            format!("-P {pipeline}"),
-            kvs_set,
-            redis_set,
-            kvs_set / redis_set,
-            kvs_get,
-            redis_get,
-            kvs_get / redis_get
+            "{:<10} | {:>7} {:>7} {:>5.2}x | {:>22} {:>22} {:>22} | {:>17} | >= {GOAL:.1}x{}",
+            workload.name,
+            si(workload.before_kvs),
+            si(workload.before_redis),
+            workload.before_kvs / workload.before_redis,
+            kvs_rps.show(),
+            redis_rps.show(),
+            format!("{:.2}x ({:.2}-{:.2})", ratio.median, ratio.min, ratio.max),
+            format!("{} / {} ns", cpu(&kvs_samples), cpu(&redis_samples)),
+            if ratio.median >= GOAL {
+                ""
+            } else {
+                " (not met)"
+            },
         );
     }
 }

@@ -74,6 +74,14 @@ pub struct Client {
     pub info: std::sync::Arc<ClientInfo>,
     /// Whether its commands are answered (`CLIENT REPLY`).
     pub reply: ReplyMode,
+    /// The last command carried out and when its input arrived, kept here and copied to
+    /// `info` (behind a lock) by [`publish`](Client::publish) once per batch of input rather
+    /// than once per request.
+    pub last_command: &'static str,
+    /// When the input being served arrived (the connection's clock reading for it).
+    pub active_at: std::time::Instant,
+    /// `last_command` changed since it was last published.
+    pub unpublished: bool,
 }
 
 /// `CLIENT REPLY`: whether a connection's commands are answered.
@@ -97,6 +105,26 @@ impl Client {
             authenticated: false,
             info: std::sync::Arc::new(ClientInfo::new(id, None, None)),
             reply: ReplyMode::On,
+            last_command: "NULL",
+            active_at: std::time::Instant::now(),
+            unpublished: false,
+        }
+    }
+
+    /// Notes that `command` is being carried out, for `CLIENT LIST` (see
+    /// [`publish`](Client::publish)).
+    pub fn note_command(&mut self, command: &'static str) {
+        self.last_command = command;
+        self.unpublished = true;
+    }
+
+    /// Copies the last command and its time to what `CLIENT LIST` shows, if they changed.
+    pub fn publish(&mut self) {
+        if self.unpublished {
+            let mut details = self.info.details();
+            details.last_command = self.last_command;
+            details.last_active = self.active_at;
+            self.unpublished = false;
         }
     }
 }

@@ -4,6 +4,7 @@
 //! reads, and the [`Batch`] of writes held back while one input is served.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use super::commands::transactions::{run_requests, Multi};
 use super::commands::{dispatch, Context};
@@ -35,6 +36,90 @@ pub struct Progress {
     pub requests: usize,
     /// A `QUIT` was carried out: send the replies, then close. Input after it is ignored.
     pub close: bool,
+    /// How many `SET`s, the last requests carried out, were handed to the [`GroupWrite`]
+    /// instead of being written: their replies are appended by [`answer_group`] once the
+    /// group is written, and nothing more of this connection's input may be carried out
+    /// before.
+    pub deferred: usize,
+}
+
+/// Plain `SET`s of several connections, held to be written together with one
+/// `set_many_bytes` (one system call for the kvs engine) instead of one write per connection.
+///
+/// Without pipelining, each of many connections sends one `SET` and waits for its reply; a
+/// worker woken for several of them at once would otherwise write the log once for each.
+/// Only the run of `SET`s that ends a connection's input joins the group (any other request
+/// writes the `SET`s before it first), so its replies are the last ones of that input, and the
+/// connection carries out nothing more until the group is written and answered. Keys and
+/// values are copied, as each connection's input is its own.
+#[derive(Debug, Default)]
+pub(crate) struct GroupWrite {
+    /// Keys and values, one after the other...
+    buf: Vec<u8>,
+    /// ... and each pair's, as ranges of `buf`.
+    pairs: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl GroupWrite {
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        let key_at = self.buf.len()..self.buf.len() + key.len();
+        self.buf.extend_from_slice(key);
+        let value_at = self.buf.len()..self.buf.len() + value.len();
+        self.buf.extend_from_slice(value);
+        self.pairs.push((key_at, value_at));
+    }
+
+    /// Writes every held `SET` with one `set_many_bytes` and empties the group. An error is
+    /// the reply for every one of them (some may have been written then, as after a lost
+    /// connection).
+    pub(crate) fn write<E: KvsEngine>(&mut self, engine: &E) -> std::result::Result<(), String> {
+        let pairs: Vec<(&[u8], &[u8])> = self
+            .pairs
+            .iter()
+            .map(|(key, value)| (&self.buf[key.clone()], &self.buf[value.clone()]))
+            .collect();
+        let result = engine.set_many_bytes(&pairs);
+        self.pairs.clear();
+        self.buf.clear();
+        if self.buf.capacity() > GROUP_KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
+        result.map_err(|e| {
+            log::error!("command failed: {e}");
+            format!("ERR {e}")
+        })
+    }
+}
+
+/// The most bytes of keys and values a [`GroupWrite`] takes (1 MiB); a connection whose
+/// `SET`s would take it past that writes them itself. Grouping pays for small writes, where the
+/// system call is most of the cost, and the copy it makes stays small.
+///
+/// It also keeps every `SET` of a group within the engines' limits on keys and values, so
+/// that no `SET` of a group can be refused for its own sake (which would fail the other
+/// connections' `SET`s with it): the group fails only when the store does (read-only, I/O).
+const GROUP_MAX_BYTES: usize = 1 << 20;
+const _: () =
+    assert!(GROUP_MAX_BYTES <= crate::MAX_KEY_LEN && GROUP_MAX_BYTES <= crate::MAX_VALUE_LEN);
+
+/// A [`GroupWrite`]'s buffer larger than this is given back once written.
+const GROUP_KEEP_CAPACITY: usize = GROUP_MAX_BYTES;
+
+/// Appends the replies to `count` `SET`s of a connection written by a [`GroupWrite`]:
+/// `result` is what [`GroupWrite::write`] returned.
+pub(crate) fn answer_group(
+    out: &mut Vec<u8>,
+    state: &ServerState,
+    count: usize,
+    result: &std::result::Result<(), String>,
+) {
+    for _ in 0..count {
+        state.command_processed();
+        match result {
+            Ok(()) => write_simple(out, "OK"),
+            Err(message) => write_error(out, message),
+        }
+    }
 }
 
 impl Session {
@@ -70,8 +155,17 @@ impl Session {
     /// until the input holds no complete request, a `QUIT` was seen, or `out` has grown by
     /// `budget` bytes (the rest waits until the client reads its replies).
     ///
+    /// `now` is when this input arrived, as `CLIENT LIST` shows it (read once per input by
+    /// the caller, not once per request: on some machines reading the clock costs as much as
+    /// parsing a request).
+    ///
+    /// With a `group`, the `SET`s that end the input may be handed to it instead of written
+    /// ([`Progress::deferred`] says how many).
+    ///
     /// An error means the stream is malformed: [`write_refusal`] says why, and the
     /// connection must be closed (RESP cannot resynchronise).
+    // The buffers and limits come from the connection one by one.
+    #[allow(clippy::too_many_arguments)]
     pub fn serve<E: KvsEngine>(
         &mut self,
         engine: &E,
@@ -79,11 +173,15 @@ impl Session {
         input: &[u8],
         out: &mut Vec<u8>,
         budget: usize,
+        now: Instant,
+        group: Option<&mut GroupWrite>,
     ) -> Result<Progress> {
+        self.client.active_at = now;
         let mut progress = Progress {
             consumed: 0,
             requests: 0,
             close: false,
+            deferred: 0,
         };
         let mut batch = Batch::for_session();
         let mut cx = Context {
@@ -103,8 +201,13 @@ impl Session {
             budget,
             &mut progress,
         );
-        // Whatever ended the loop, the writes held back are written and answered now.
-        batch.write(&mut cx);
+        // Whatever ended the loop, the writes held back are written and answered now, or
+        // handed to the group to be written with other connections'.
+        match group {
+            Some(group) if served.is_ok() => progress.deferred = batch.hand_over(group, &mut cx),
+            _ => batch.write(&mut cx),
+        }
+        self.client.publish();
         served.map(|()| progress)
     }
 
@@ -292,6 +395,22 @@ impl<'a> Batch<'a> {
         self.requests.push(ranges);
     }
 
+    /// Hands the held pairs to `group` and returns how many, if nothing else is held and they
+    /// fit ([`GROUP_MAX_BYTES`]); else writes them now, as [`write`](Batch::write) does, and
+    /// returns 0.
+    fn hand_over(&mut self, group: &mut GroupWrite, cx: &mut Context<'_>) -> usize {
+        let bytes: usize = self.pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if !self.requests.is_empty() || group.buf.len() + bytes > GROUP_MAX_BYTES {
+            self.write(cx);
+            return 0;
+        }
+        let count = self.pairs.len();
+        for (key, value) in self.pairs.drain(..) {
+            group.push(key, value);
+        }
+        count
+    }
+
     /// Writes what is held, and appends a reply for each request: for pairs, one
     /// `set_many_bytes` and `+OK`, or the error for all of them if the batch failed (some may
     /// then have been written, as after a lost connection); for a run of updates, one
@@ -364,7 +483,15 @@ mod tests {
         input.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$1\r");
         let mut out = Vec::new();
         let progress = session
-            .serve(&engine, &state, &input, &mut out, usize::MAX)
+            .serve(
+                &engine,
+                &state,
+                &input,
+                &mut out,
+                usize::MAX,
+                Instant::now(),
+                None,
+            )
             .unwrap();
         assert_eq!(progress.requests, 8);
         assert_eq!(
@@ -388,7 +515,15 @@ mod tests {
                       INCRBYFLOAT f 1.5\r\nDECR n\r\nGET a\r\nINCR a\r\nSET c 3\r\nINCR c\r\n";
         let mut out = Vec::new();
         let progress = session
-            .serve(&engine, &state, input, &mut out, usize::MAX)
+            .serve(
+                &engine,
+                &state,
+                input,
+                &mut out,
+                usize::MAX,
+                Instant::now(),
+                None,
+            )
             .unwrap();
         assert_eq!(progress.requests, 12);
         assert_eq!(
@@ -422,7 +557,15 @@ mod tests {
         let input = b"SET a 1\r\nNOPE\r\nSET b 2\r\nGET\r\nSET c 3\r\nSET c 4 BOGUS\r\nGET b\r\n";
         let mut out = Vec::new();
         let progress = session
-            .serve(&engine, &state, input, &mut out, usize::MAX)
+            .serve(
+                &engine,
+                &state,
+                input,
+                &mut out,
+                usize::MAX,
+                Instant::now(),
+                None,
+            )
             .unwrap();
         assert_eq!(progress.requests, 7);
         assert_eq!(
@@ -432,5 +575,107 @@ mod tests {
              +OK\r\n-ERR syntax error\r\n$1\r\n2\r\n"
         );
         assert_eq!(engine.get_bytes(b"c").unwrap(), Some(b"3".to_vec()));
+    }
+
+    /// `CLIENT LIST` shows each connection's last command and its idle time, although the
+    /// session publishes them once per input rather than per request: `CLIENT INFO` in the
+    /// middle of a pipeline shows `cmd=client`, and after the input the last command of it.
+    #[test]
+    fn client_list_shows_the_last_command_of_each_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvStore::open(dir.path()).unwrap();
+        let state = ServerState::new(0);
+        let mut session = Session::new(Limits::for_frame_len(1 << 20), 1);
+        let info = session.client_info();
+        assert!(info.line(Instant::now()).contains(" cmd=NULL "));
+        let arrived = Instant::now() - std::time::Duration::from_secs(5);
+        let mut out = Vec::new();
+        session
+            .serve(
+                &engine,
+                &state,
+                b"SET a 1\r\nCLIENT INFO\r\nGET a\r\nSET b 2\r\n",
+                &mut out,
+                usize::MAX,
+                arrived,
+                None,
+            )
+            .unwrap();
+        let replies = String::from_utf8(out).unwrap();
+        assert!(replies.contains(" cmd=client "), "{replies}");
+        // The input arrived 5 s before: the connection has been idle since.
+        let line = info.line(arrived + std::time::Duration::from_secs(5));
+        assert!(line.contains(" cmd=set "), "{line}");
+        assert!(line.contains(" idle=5 "), "{line}");
+        // An input of nothing but an unknown command changes neither.
+        let mut out = Vec::new();
+        session
+            .serve(
+                &engine,
+                &state,
+                b"NOPE\r\n",
+                &mut out,
+                usize::MAX,
+                Instant::now(),
+                None,
+            )
+            .unwrap();
+        let line = info.line(arrived + std::time::Duration::from_secs(5));
+        assert!(line.contains(" cmd=set "), "{line}");
+        assert!(line.contains(" idle=5 "), "{line}");
+    }
+
+    /// The SETs that end an input join a group, unanswered and unwritten until the group is
+    /// written; SETs followed by another request, or too large for the group, are written
+    /// and answered at once.
+    #[test]
+    fn only_the_small_sets_that_end_an_input_join_a_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvStore::open(dir.path()).unwrap();
+        let state = ServerState::new(0);
+        let mut session = Session::new(Limits::for_frame_len(4 << 20), 1);
+        let mut group = GroupWrite::default();
+        let mut serve = |input: &[u8], group: &mut GroupWrite| {
+            let mut out = Vec::new();
+            let progress = session
+                .serve(
+                    &engine,
+                    &state,
+                    input,
+                    &mut out,
+                    usize::MAX,
+                    Instant::now(),
+                    Some(group),
+                )
+                .unwrap();
+            (progress, String::from_utf8(out).unwrap())
+        };
+        let (progress, out) = serve(b"SET a 1\r\nSET b 2\r\n", &mut group);
+        assert_eq!((progress.requests, progress.deferred), (2, 2));
+        assert_eq!(out, "");
+        let (progress, out) = serve(b"SET c 3\r\nGET c\r\n", &mut group);
+        assert_eq!((progress.requests, progress.deferred), (2, 0));
+        assert_eq!(out, "+OK\r\n$1\r\n3\r\n");
+        let big = "x".repeat(GROUP_MAX_BYTES);
+        let input = format!("*3\r\n$3\r\nSET\r\n$1\r\nd\r\n${}\r\n{big}\r\n", big.len());
+        let (progress, out) = serve(input.as_bytes(), &mut group);
+        assert_eq!((progress.requests, progress.deferred), (1, 0));
+        assert_eq!(out, "+OK\r\n");
+        assert_eq!(
+            engine.get_bytes(b"d").unwrap().map(|v| v.len()),
+            Some(big.len())
+        );
+        // Not written before the group is.
+        assert_eq!(engine.get_bytes(b"a").unwrap(), None);
+        let result = group.write(&engine);
+        assert_eq!(result, Ok(()));
+        assert_eq!(engine.get_bytes(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(engine.get_bytes(b"b").unwrap(), Some(b"2".to_vec()));
+        let mut replies = Vec::new();
+        answer_group(&mut replies, &state, 2, &result);
+        assert_eq!(replies, b"+OK\r\n+OK\r\n");
+        let mut replies = Vec::new();
+        answer_group(&mut replies, &state, 2, &Err("ERR disk full".to_string()));
+        assert_eq!(replies, b"-ERR disk full\r\n-ERR disk full\r\n");
     }
 }

@@ -100,3 +100,77 @@ pub fn start_redis(dir: &Path) -> Option<(Process, SocketAddr)> {
     }
     None
 }
+
+/// CPU time used so far by every thread of process `pid` (Linux: the run time of each task in
+/// `/proc/PID/task/*/schedstat`, in nanoseconds). `None` elsewhere.
+///
+/// The CPU a server spends per request is the figure that holds on a shared, busy machine:
+/// requests per second move with what else runs, the work done for each request much less.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread that ended since the listing has no file any more: it is not counted.
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// Runs `work` and returns what it returns with the CPU time process `pid` used meanwhile.
+pub fn with_cpu_of<T>(pid: u32, work: impl FnOnce() -> T) -> (T, Option<Duration>) {
+    let before = cpu_time(pid);
+    let result = work();
+    let used = match (before, cpu_time(pid)) {
+        (Some(before), Some(after)) => after.checked_sub(before),
+        _ => None,
+    };
+    (result, used)
+}
+
+/// The median of samples with their smallest and largest.
+#[derive(Clone, Copy, Debug)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// `None` for no samples.
+    pub fn of(samples: &[f64]) -> Option<Spread> {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Some(Spread {
+            median: *sorted.get(sorted.len() / 2)?,
+            min: *sorted.first()?,
+            max: *sorted.last()?,
+        })
+    }
+
+    /// `median (min-max)`, each as [`si`] writes it.
+    pub fn show(&self) -> String {
+        format!("{} ({}-{})", si(self.median), si(self.min), si(self.max))
+    }
+}
+
+/// `x` in three significant figures with a k or M suffix: `1.15M`, `86.7k`, `742`.
+pub fn si(x: f64) -> String {
+    let (value, suffix) = if x >= 1e6 {
+        (x / 1e6, "M")
+    } else if x >= 1e3 {
+        (x / 1e3, "k")
+    } else {
+        (x, "")
+    };
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{value:.decimals$}{suffix}")
+}

@@ -1045,14 +1045,30 @@ mod tests {
         let mut out = Vec::new();
         let input = b"SET a 1\r\nSET b 2\r\nMULTI\r\nSET c 3\r\n";
         session
-            .serve(&engine, &state, input, &mut out, usize::MAX)
+            .serve(
+                &engine,
+                &state,
+                input,
+                &mut out,
+                usize::MAX,
+                std::time::Instant::now(),
+                None,
+            )
             .unwrap();
         assert_eq!(out, b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n");
         assert_eq!(KvsEngine::get_bytes(&engine, b"c").unwrap(), None);
         out.clear();
         let input = b"DBSIZE\r\nSCAN 0 COUNT 100\r\nGET c\r\nEXEC\r\nDBSIZE\r\n";
         session
-            .serve(&engine, &state, input, &mut out, usize::MAX)
+            .serve(
+                &engine,
+                &state,
+                input,
+                &mut out,
+                usize::MAX,
+                std::time::Instant::now(),
+                None,
+            )
             .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
