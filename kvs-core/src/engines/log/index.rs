@@ -720,7 +720,11 @@ impl Index {
             // of two, and an eighth more (as this once took) tips one shard in six over the
             // next one. Key bytes spread more (keys differ in length), but room in the
             // arena's list of chunks costs 16 bytes per chunk: an eighth more.
+            // Nothing to come for this shard (an empty store opening): no room either.
             let keys = share(keys);
+            if keys == 0 {
+                continue;
+            }
             let keys = keys.saturating_add(6 * keys.isqrt() + 16);
             let key_bytes = share(key_bytes);
             let key_bytes = key_bytes.saturating_add(key_bytes / 8);
@@ -1010,6 +1014,17 @@ mod tests {
         assert!(last.end() < early_in_next.end());
         assert!(pos(2).end() < pos(3).end());
         assert!(LogEnd::default() < pos(0).end());
+    }
+
+    #[test]
+    fn reserving_for_no_keys_allocates_nothing() {
+        // What opening an empty store asks for: its tables stay empty, so a SCAN of a few keys
+        // written next walks a few buckets, not room for keys that never came.
+        let index = Index::new();
+        index.reserve(0, 0);
+        for shard in index.shards.iter() {
+            assert_eq!(shard.0.read().unwrap().table.capacity(), 0);
+        }
     }
 
     #[test]
