@@ -15,6 +15,16 @@ use crate::{KvsError, Result};
 ///
 /// A record becomes visible to readers when it is appended, a moment before it is durable;
 /// the writer's call returns only once it is durable.
+///
+/// Appends copy records into the active file's writable map (see `writer.rs`); `fdatasync` of
+/// the file writes back the pages dirtied through a shared map as it does those written with
+/// `pwrite` (on Linux, `msync(MS_SYNC)` of a range is that same `fdatasync`), so no `msync` is
+/// needed. The file is allocated ahead of its records, so most syncs have no change of size
+/// or block allocation to commit.
+///
+/// Each sync counts the appends (records or batches) it covered: [`Shared::sync_counts`]
+/// gives the number of group-commit syncs and of appends they covered, so their ratio is the
+/// mean group size.
 #[derive(Default)]
 pub(super) struct Durability {
     state: Mutex<SyncState>,
@@ -26,8 +36,13 @@ struct SyncState {
     /// Every record up to this point is on disk. Files older than the active one are synced
     /// whole before writes leave them (`LogWriter::seal_active`).
     durable: LogEnd,
+    /// How many appends `durable` covers (see `LogWriter::appends`).
+    durable_appends: u64,
     leader_running: bool,
     failure: Option<String>,
+    /// Group-commit syncs that succeeded, and the appends they covered between them.
+    syncs: u64,
+    synced_appends: u64,
 }
 
 impl Shared {
@@ -57,12 +72,22 @@ impl Shared {
             }
             state.leader_running = true;
             drop(state);
-            let (active, upto) = self.lock_writer().sync_target();
+            let ((active, upto), appends) = {
+                let writer = self.lock_writer();
+                (writer.sync_target(), writer.appends())
+            };
             let result = active.sync_data();
             state = lock();
             state.leader_running = false;
             match result {
-                Ok(()) => state.durable = state.durable.max(upto),
+                Ok(()) => {
+                    if upto > state.durable {
+                        state.durable = upto;
+                        state.syncs += 1;
+                        state.synced_appends += appends.saturating_sub(state.durable_appends);
+                        state.durable_appends = appends;
+                    }
+                }
                 Err(e) => {
                     let reason = format!(
                         "fsync of {} failed: {e}",
@@ -74,5 +99,17 @@ impl Shared {
             }
             self.durability.synced.notify_all();
         }
+    }
+}
+
+impl Shared {
+    /// How many group-commit syncs succeeded, and how many appends they covered between them.
+    pub(super) fn sync_counts(&self) -> (u64, u64) {
+        let state = self
+            .durability
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        (state.syncs, state.synced_appends)
     }
 }
