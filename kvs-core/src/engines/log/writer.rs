@@ -40,6 +40,12 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// to read when a store that was not closed opens again.
 const ALLOCATE_STEP: u64 = 8 << 20;
 
+/// The largest append copied through the map; a larger one (a large value, a large batch) is
+/// written with `pwrite`, whose system call costs nothing next to the copy, and which leaves
+/// its pages in the page cache only, where a copy through the map would make all of them
+/// resident in the process until the next [`LogWriter::drop_written_pages`].
+const MAX_MAPPED_APPEND: usize = 1 << 20;
+
 /// The page size [`LogWriter::drop_written_pages`] rounds to: 4 KiB, the smallest there is,
 /// so that with larger pages it drops a little less than it could, never the page written.
 const PAGE_BYTES: u64 = 4096;
@@ -369,7 +375,7 @@ impl LogWriter {
         if end > self.allocated {
             self.allocate_ahead(end);
         }
-        let mapped = end <= self.allocated;
+        let mapped = end <= self.allocated && len <= MAX_MAPPED_APPEND;
         if crash_point::armed("write:mid-record") {
             let half = &self.buf[..len / 2];
             // SAFETY: as below, for a part of the same range.
