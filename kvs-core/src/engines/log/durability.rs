@@ -22,6 +22,12 @@ use crate::{KvsError, Result};
 /// needed. The file is allocated ahead of its records, so most syncs have no change of size
 /// or block allocation to commit.
 ///
+/// Before it syncs, the leader yields to writers still arriving (see [`Shared::gather`]): on a
+/// busy machine the writers a sync just released need a moment to be scheduled and append
+/// again, and without it each sync covered the few that had. Measured with 8 writers
+/// (`kvs-bench --profile durable --threads 8`, alternating runs on a shared 2-core machine):
+/// 13.8k, 2.3k, 9.1k writes/s without, 16.9k, 9.3k, 22.8k with.
+///
 /// Each sync counts the appends (records or batches) it covered: [`Shared::sync_counts`]
 /// gives the number of group-commit syncs and of appends they covered, so their ratio is the
 /// mean group size.
@@ -72,6 +78,7 @@ impl Shared {
             }
             state.leader_running = true;
             drop(state);
+            self.gather();
             let ((active, upto), appends) = {
                 let writer = self.lock_writer();
                 (writer.sync_target(), writer.appends())
@@ -102,7 +109,27 @@ impl Shared {
     }
 }
 
+/// The most times a group-commit leader yields to writers still arriving before it syncs.
+const MAX_GATHER_YIELDS: usize = 8;
+
 impl Shared {
+    /// Before a leader syncs: lets writers that are about to append (woken by the last sync,
+    /// or waiting for the writer lock) do so, so that this sync covers them too instead of
+    /// the next one. Yields the processor as long as each yield saw new appends, at most
+    /// [`MAX_GATHER_YIELDS`] times: a lone writer pays one yield, next to an fsync of a
+    /// millisecond or more.
+    fn gather(&self) {
+        let mut seen = self.lock_writer().appends();
+        for _ in 0..MAX_GATHER_YIELDS {
+            std::thread::yield_now();
+            let now = self.lock_writer().appends();
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    }
+
     /// How many group-commit syncs succeeded, and how many appends they covered between them.
     pub(super) fn sync_counts(&self) -> (u64, u64) {
         let state = self
