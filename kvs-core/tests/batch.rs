@@ -25,8 +25,9 @@ fn newest_log(dir: &Path) -> std::path::PathBuf {
     log_files(dir).pop().expect("a log file")
 }
 
+/// Where the records of the newest log file end (see `support::records_end`).
 fn log_len(dir: &Path) -> u64 {
-    fs::metadata(newest_log(dir)).unwrap().len()
+    support::records_end(&newest_log(dir))
 }
 
 /// Copies every file of the store in `from` (but its lock file) into `to`.

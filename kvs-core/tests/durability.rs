@@ -132,3 +132,59 @@ fn a_crash_with_the_file_extended_ahead_reopens_cleanly_even_in_strict_mode() {
     let again = KvStore::open(crashed.path()).unwrap();
     assert_eq!(again.get("after".into()).unwrap(), Some("crash".into()));
 }
+
+#[test]
+fn every_durable_write_is_covered_by_exactly_one_counted_sync() {
+    // One writer: each write waits for a sync of its own, so there are as many syncs as
+    // writes. Eight writers: the counts still add up (every write counted once), and the
+    // mean group size is printed (it depends on the disk and the scheduler).
+    let dir = TempDir::new().unwrap();
+    let store = KvStore::open_with(dir.path(), durable()).unwrap();
+    for i in 0..20 {
+        store.set(format!("one{i}"), "v".into()).unwrap();
+    }
+    let one = store.disk_stats();
+    assert_eq!((one.syncs, one.synced_writes), (20, 20));
+
+    let threads = 8;
+    let per_thread = 50;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let store = store.clone();
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                for i in 0..per_thread {
+                    store.set(format!("t{t}-{i}"), "v".into()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let eight = store.disk_stats();
+    let writes = (threads * per_thread) as u64;
+    assert_eq!(eight.synced_writes, 20 + writes);
+    let syncs = eight.syncs - one.syncs;
+    assert!(
+        (1..=writes).contains(&syncs),
+        "{syncs} syncs for {writes} writes"
+    );
+    println!(
+        "8 writers: {writes} writes in {syncs} syncs, {:.1} writes per sync",
+        writes as f64 / syncs as f64
+    );
+
+    // A batch is one write; with `SyncPolicy::Os` nothing is counted.
+    store
+        .set_many_bytes(&[(b"a", b"1"), (b"b", b"2"), (b"c", b"3")])
+        .unwrap();
+    assert_eq!(store.disk_stats().synced_writes, 20 + writes + 1);
+    drop(store);
+    let os = KvStore::open(dir.path()).unwrap();
+    os.set("os".into(), "v".into()).unwrap();
+    let stats = os.disk_stats();
+    assert_eq!((stats.syncs, stats.synced_writes), (0, 0));
+}

@@ -21,15 +21,24 @@ fn newest_log(dir: &Path) -> PathBuf {
     log_files(dir).pop().expect("a log file")
 }
 
-/// Writes key{i} = value{i} for i in 0..n and returns the size of the log after each record.
+/// Writes key{i} = value{i} for i in 0..n and returns the size of the log after each record
+/// (where its last record ends: while the store is open its file is longer, allocated ahead,
+/// and it is cut back to that on close).
 fn fill(dir: &Path, n: usize) -> Vec<u64> {
     let store = KvStore::open(dir).unwrap();
     let mut ends = Vec::new();
     for i in 0..n {
         store.set(format!("key{i}"), format!("value{i}")).unwrap();
-        ends.push(fs::metadata(newest_log(dir)).unwrap().len());
+        ends.push(log_end(&store));
     }
     ends
+}
+
+/// Where the last record of a store of one log file ends.
+fn log_end(store: &KvStore) -> u64 {
+    let stats = store.disk_stats();
+    assert_eq!(stats.files, 1);
+    stats.total_bytes
 }
 
 fn assert_keys(store: &KvStore, present: usize, absent_from: usize) {
@@ -345,7 +354,7 @@ fn a_torn_batch_is_dropped_whole() {
     let (before, after) = {
         let store = KvStore::open(dir.path()).unwrap();
         store.set("first".into(), "1".into()).unwrap();
-        let before = fs::metadata(newest_log(dir.path())).unwrap().len();
+        let before = log_end(&store);
         let values: Vec<String> = (0..10).map(|i| format!("value{i}")).collect();
         let keys: Vec<String> = (0..10).map(|i| format!("batch{i}")).collect();
         let pairs: Vec<(&[u8], &[u8])> = keys
@@ -354,7 +363,7 @@ fn a_torn_batch_is_dropped_whole() {
             .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
             .collect();
         store.set_many_bytes(&pairs).unwrap();
-        (before, fs::metadata(newest_log(dir.path())).unwrap().len())
+        (before, log_end(&store))
     };
     // Cut the batch in its frame, in the middle of its 4th record (records here are
     // 17 + 6 + 6 bytes, after a 29-byte frame), and right after its 9th: nothing of it
@@ -699,12 +708,9 @@ fn a_torn_value_that_holds_kvs_records_is_cut_off() {
     let log_name = newest_log(template.path()).file_name().unwrap().to_owned();
     let (start, end) = {
         let store = KvStore::open(template.path()).unwrap();
-        let start = fs::metadata(template.path().join(&log_name)).unwrap().len();
+        let start = log_end(&store);
         store.set_bytes(b"copy", &inner).unwrap();
-        (
-            start,
-            fs::metadata(template.path().join(&log_name)).unwrap().len(),
-        )
+        (start, log_end(&store))
     };
     let full = fs::read(template.path().join(&log_name)).unwrap();
     // Whole, the value reads back.

@@ -1,5 +1,5 @@
-//! One open log file: a read-only memory map for reads, and its descriptor while one is
-//! needed.
+//! One open log file: a memory map for reads (and, for the active file, appends), and its
+//! descriptor while one is needed.
 //!
 //! Reads go through the map when there is one: a get is then a lookup and a copy, with no
 //! system call. Measured on the 100,000-key random-get benchmark, `pread` was a third of the
@@ -29,8 +29,21 @@
 //! the file raises SIGBUS, which kills the process. The active file is mapped past its end, up
 //! to the largest size a log file may reach, so the map covers records appended later without
 //! remapping. Only the bytes of a record the index points to are ever read through a map, and
-//! those were written (by `pwrite`, which completed before the index was updated) and are never
-//! written again: the log is append-only. A read of bytes below a file's length only touches
+//! those were written (copied through the map or by `pwrite`, either of which completed before
+//! the index was updated) and are never written again: the log is append-only.
+//!
+//! **Appends through the map.** The active file's map is writable too, and the writer copies
+//! records into it ([`LogFile::write_mapped`]): a set is then a `memcpy` into the page cache.
+//! A store to a page of the map past the end of the file raises SIGBUS like a read, and so
+//! does a store to a page the file system cannot find space for when it is first dirtied. So
+//! the writer copies only into bytes below the end of the file that `fallocate` allocated
+//! beforehand ([`LogFile::allocate`]; see `writer.rs`), and writes everything else (a record
+//! past the map, a file system without `fallocate`, a disk too full to allocate) with `pwrite`.
+//! The bytes copied are in the OS when the copy ends, exactly as after a `pwrite`: a `kill -9`
+//! loses nothing acknowledged, and `fdatasync` writes them back. When writes move on from the
+//! file its map is made read-only again (`mprotect`). A child made by `fork()` inherits the
+//! map, shared with the parent, but never writes through it: every operation of an inherited
+//! store fails in the child before touching its files (see `process.rs`). A read of bytes below a file's length only touches
 //! pages that hold at least one byte of the file, so it is safe as long as no file is cut
 //! below the end of a record the index points to (or pointed to when a reader took the
 //! position, under its index shard's lock). Every place kvs changes a log file's length:
@@ -40,8 +53,9 @@
 //!   lock, so no map of kvs's covers the file;
 //! - the writer (`writer.rs`) only ever cuts the active file to the end of its last record
 //!   (`LogWriter::cut_back`): after a failed append or seal, whose bytes were never indexed, and
-//!   to cut off the zeros it extended the file with ahead of its records (`trim`, on sealing
-//!   and on close). Extending ahead only grows the file;
+//!   to cut off the zeros it allocated ahead of its records (`trim`, on sealing and on close;
+//!   and after an allocation that failed, which may have grown the file in part). Allocating
+//!   ahead only grows the file, and no record is copied past the end of the allocation;
 //! - compaction never shortens a file: it writes new files (not mapped until complete and
 //!   synced) and deletes old ones, and a mapping of a deleted file stays valid;
 //! - a closed file is never written, extended or cut again.
@@ -122,15 +136,20 @@ impl LogFile {
     /// then its descriptor is closed. If it cannot be mapped, it keeps its descriptor and
     /// reads use `pread`.
     pub fn new(file: File, len: u64) -> LogFile {
-        let log_file = LogFile::active(file, len);
+        let log_file = LogFile::open(file, len, false);
         log_file.release_descriptor(len);
         log_file
     }
 
-    /// The active log file: keeps `file` for writes and syncs, and maps its first `map_len`
-    /// bytes for reads if the OS lets us.
+    /// The active log file (opened for reading and writing): keeps `file` for writes and
+    /// syncs, and maps its first `map_len` bytes for reads and appends
+    /// ([`LogFile::write_mapped`]) if the OS lets us.
     pub fn active(file: File, map_len: u64) -> LogFile {
-        let map = match Mapping::new(&file, map_len) {
+        LogFile::open(file, map_len, true)
+    }
+
+    fn open(file: File, map_len: u64, writable: bool) -> LogFile {
+        let map = match Mapping::new(&file, map_len, writable) {
             Ok(map) => Some(map),
             Err(e) => {
                 log::debug!("log file not memory-mapped ({e}); reads use pread");
@@ -149,8 +168,13 @@ impl LogFile {
     /// `pread`). Only for a file whose every byte is on disk: a later
     /// [`LogFile::sync_data`] has nothing left to do.
     pub fn release_descriptor(&self, len: u64) {
-        if self.map.as_ref().is_some_and(|m| m.len as u64 >= len) {
-            self.file.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(map) = &self.map {
+            // Never written again: a stray write through the map now faults instead of
+            // changing a closed file.
+            map.make_read_only();
+            if map.len as u64 >= len {
+                self.file.write().unwrap_or_else(|p| p.into_inner()).take();
+            }
         }
     }
 
@@ -207,6 +231,49 @@ impl LogFile {
     /// `pwrite` of all of `buf` at `offset` (the active file only).
     pub fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.with_descriptor(|file| file.write_all_at(buf, offset))
+    }
+
+    /// Copies `buf` into the file at `offset` through its writable map (the active file
+    /// only): the bytes are then in the page cache, as after a `pwrite`, with no system call.
+    /// The first `head` bytes (a record's header, or a batch's whole frame record) are copied
+    /// first, and only then the rest, so that a process killed in the middle leaves the header
+    /// whole with part of the body (what recovery judges by the header's extent, see
+    /// `recovery.rs`), never a body without its header. Returns `false`, writing nothing, if
+    /// the file has no writable map or `buf` does not lie inside it: the caller then writes
+    /// with [`LogFile::write_all_at`].
+    ///
+    /// # Safety
+    ///
+    /// Every byte of `offset..offset + buf.len()` must lie below the file's end and in blocks
+    /// the file system has already allocated (`fallocate`, [`LogFile::allocate`]): a store
+    /// to a page past the end of the file raises SIGBUS, and so would a page the file system
+    /// cannot find room for when it is first written. And nothing may read or write those
+    /// bytes meanwhile: the caller is the single writer, and the index points to no record
+    /// there yet (see the module docs).
+    pub unsafe fn write_mapped(&self, buf: &[u8], offset: u64, head: usize) -> bool {
+        match &self.map {
+            // SAFETY: passed on from the caller (see above).
+            Some(map) => unsafe { map.write(buf, offset, head) },
+            None => false,
+        }
+    }
+
+    /// Drops the pages of `offset..offset + len` from this process's memory, if the file is
+    /// mapped (see `Mapping::drop_pages`): for the writer, once records were copied through
+    /// the map, which makes their pages resident in the process as a read does. Their bytes
+    /// stay in the file and the page cache, dirty until written back.
+    pub fn drop_pages(&self, offset: u64, len: usize) {
+        if let Some(map) = &self.map {
+            map.drop_pages(offset, len);
+        }
+    }
+
+    /// Allocates blocks for `offset..offset + len` (`fallocate(2)`, growing the file if it is
+    /// shorter; the new bytes read as zeros), so that writes there through the map can never
+    /// fail for want of space: a full disk is this call's error instead. An `Unsupported`
+    /// error means the file system cannot allocate ahead.
+    pub fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.with_descriptor(|file| allocate(file, offset, len))
     }
 
     /// Sets the file's length (the active file only; see the module docs for why no read
@@ -327,32 +394,79 @@ impl<'a> SeqReader<'a> {
 /// [`LogFile::with_bytes`]).
 pub const COLD_READ_BYTES: usize = 1 << 20;
 
-/// A read-only, shared memory map of the start of a file.
-struct Mapping {
-    ptr: *const u8,
-    len: usize,
+/// `fallocate(2)` of `offset..offset + len` in `file`, mode 0: blocks allocated, the file grown
+/// to cover them if it is shorter.
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "allocation past 2^63",
+        ));
+    };
+    loop {
+        // SAFETY: fallocate only reads its integer arguments; the descriptor is open for
+        // writing for as long as `file` is borrowed.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, e))
+            }
+            _ => return Err(e),
+        }
+    }
 }
 
-// SAFETY: the mapping is read-only and owned by this value until it is dropped; reading it
-// from several threads at once is reading shared immutable memory.
+#[cfg(not(target_os = "linux"))]
+fn allocate(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no fallocate on this system",
+    ))
+}
+
+/// A shared memory map of the start of a file: read-only, or (the active file) writable too.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+    /// Whether the map may be written: set for the active file's map, cleared for good by
+    /// [`Mapping::make_read_only`].
+    writable: std::sync::atomic::AtomicBool,
+}
+
+// SAFETY: the mapping is owned by this value until it is dropped. Threads read it at once only
+// through `get`, of bytes no one writes any more; the one write path, `write`, is unsafe and
+// its callers guarantee that no one else touches the bytes it writes (the single writer, under
+// the store's writer lock, writing bytes the index does not point to yet).
 unsafe impl Send for Mapping {}
-// SAFETY: as for Send: `&Mapping` only gives out shared reads of read-only memory.
+// SAFETY: as for Send.
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    fn new(file: &File, len: u64) -> io::Result<Mapping> {
+    fn new(file: &File, len: u64, writable: bool) -> io::Result<Mapping> {
         let len = usize::try_from(len)
             .ok()
             .filter(|&len| len > 0)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad map length"))?;
-        // SAFETY: the kernel picks a fresh address range (addr NULL); the map is, read-only, backed by
-        // a valid open descriptor; the result is checked against MAP_FAILED before use, and
-        // the range is unmapped exactly once, in Drop.
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: the kernel picks a fresh address range (addr NULL); the map is backed by a
+        // valid open descriptor (open for writing when the map is writable); the result is
+        // checked against MAP_FAILED before use, and the range is unmapped exactly once, in
+        // Drop.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ,
+                prot,
                 libc::MAP_SHARED,
                 file.as_raw_fd(),
                 0,
@@ -362,9 +476,64 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         Ok(Mapping {
-            ptr: ptr as *const u8,
+            ptr: ptr as *mut u8,
             len,
+            writable: std::sync::atomic::AtomicBool::new(writable),
         })
+    }
+
+    /// Copies `buf` to `offset`, its first `head` bytes first; `false` (nothing written) if
+    /// the map is not writable or does not cover the range.
+    ///
+    /// # Safety
+    ///
+    /// As for [`LogFile::write_mapped`]: the range lies in allocated blocks below the file's
+    /// end, and no one else reads or writes it meanwhile.
+    unsafe fn write(&self, buf: &[u8], offset: u64, head: usize) -> bool {
+        use std::sync::atomic::{compiler_fence, Ordering};
+        let Ok(start) = usize::try_from(offset) else {
+            return false;
+        };
+        let inside = start
+            .checked_add(buf.len())
+            .is_some_and(|end| end <= self.len);
+        // Relaxed: only the writer thread (under the writer lock) reads or changes the flag.
+        if !inside || !self.writable.load(Ordering::Relaxed) {
+            return false;
+        }
+        let head = head.min(buf.len());
+        // SAFETY: `start..start + buf.len()` lies inside the map (checked above), which is
+        // writable; the caller guarantees that the pages are backed by allocated blocks below
+        // the file's end (so the stores cannot fault) and that no one else uses the range, so
+        // nothing aliases the bytes written. `buf` is ordinary memory of the caller's, which
+        // cannot overlap a range no one else uses.
+        unsafe {
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), self.ptr.add(start), head);
+            // The header's stores come before the body's in program order, and so before any
+            // point where the process can be killed in the body's copy (the kernel stops a
+            // thread between instructions): the compiler must not merge or reorder the copies.
+            compiler_fence(Ordering::SeqCst);
+            std::ptr::copy_nonoverlapping(
+                buf.as_ptr().add(head),
+                self.ptr.add(start + head),
+                buf.len() - head,
+            );
+        }
+        true
+    }
+
+    /// Takes write permission from the map (`mprotect`), for a file that is never written
+    /// again. Best effort: the flag alone already stops [`Mapping::write`].
+    fn make_read_only(&self) {
+        use std::sync::atomic::Ordering;
+        if self.writable.swap(false, Ordering::Relaxed) {
+            // SAFETY: `ptr` and `len` are exactly the range mmap returned; changing its
+            // protection to read-only invalidates no slice (every slice `get` gives out is a
+            // read).
+            unsafe {
+                libc::mprotect(self.ptr as *mut libc::c_void, self.len, libc::PROT_READ);
+            }
+        }
     }
 
     /// The `len` bytes at `offset`, if they lie inside the map.

@@ -454,11 +454,14 @@ impl KvStore {
 
     /// Statistics about the log files.
     pub fn disk_stats(&self) -> DiskStats {
+        let (syncs, synced_writes) = self.shared.sync_counts();
         let writer = self.shared.lock_writer();
         DiskStats {
             total_bytes: writer.total_bytes(),
             stale_bytes: writer.stale_bytes(),
             files: self.shared.files.snapshot().len(),
+            syncs,
+            synced_writes,
         }
     }
 }
@@ -472,6 +475,12 @@ pub struct DiskStats {
     pub stale_bytes: u64,
     /// Number of log files.
     pub files: usize,
+    /// With [`SyncPolicy::Always`]: how many group-commit fsyncs there have been since the
+    /// store was opened (see `durability.rs`); 0 with [`SyncPolicy::Os`].
+    pub syncs: u64,
+    /// How many writes (a record, or a whole batch) those fsyncs made durable between them:
+    /// `synced_writes / syncs` is how many writes one fsync covered, on average.
+    pub synced_writes: u64,
 }
 
 /// The sweeper (see the module docs): every [`KvStoreOptions::sweep_interval`], removes every
