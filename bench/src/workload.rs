@@ -231,4 +231,34 @@ mod tests {
         }
         Ok(())
     }
+
+    #[test]
+    fn every_scale_engine_reads_back_its_batches_after_a_reopen() -> Result<()> {
+        let values = Values::new();
+        for engine in Engine::SCALE {
+            let dir = tempfile::tempdir()?;
+            {
+                let store = engine.open_plain(dir.path())?;
+                for first in [0u64, 1000] {
+                    let owned: Vec<([u8; 16], &[u8])> = (first..first + 1000)
+                        .map(|i| (key(i), values.get(i, SMALL_VALUE)))
+                        .collect();
+                    let pairs: Vec<(&[u8], &[u8])> =
+                        owned.iter().map(|(k, v)| (&k[..], *v)).collect();
+                    store.set_batch(&pairs)?;
+                }
+                store.sync()?;
+            }
+            let store = engine.open_plain(dir.path())?;
+            for i in [0, 999, 1000, 1999] {
+                assert_eq!(
+                    store.get(&key(i))?.as_deref(),
+                    Some(values.get(i, SMALL_VALUE)),
+                    "{engine:?} key number {i}"
+                );
+            }
+            assert_eq!(store.get(&key(2000))?, None, "{engine:?}");
+        }
+        Ok(())
+    }
 }
