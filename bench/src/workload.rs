@@ -47,6 +47,12 @@ pub struct Values {
     pool: Vec<u8>,
 }
 
+impl Default for Values {
+    fn default() -> Values {
+        Values::new()
+    }
+}
+
 impl Values {
     pub fn new() -> Values {
         let mut pool = Vec::with_capacity(VALUE_POOL + LARGE_VALUE);

@@ -59,7 +59,8 @@ const COMPACT_CHILD: &str = "--compact-child";
 struct Args {
     sizes: Vec<(u64, Vec<Engine>)>,
     seconds: f64,
-    open_rounds: usize,
+    /// Opens per engine and size; `None`: [`default_open_rounds`].
+    open_rounds: Option<usize>,
     dir: Option<PathBuf>,
     out: Option<PathBuf>,
     quick: bool,
@@ -121,7 +122,7 @@ fn parse_args(raw: &[String]) -> Result<Args> {
     let mut args = Args {
         sizes: Vec::new(),
         seconds: 5.0,
-        open_rounds: 3,
+        open_rounds: None,
         dir: None,
         out: None,
         quick: false,
@@ -133,7 +134,7 @@ fn parse_args(raw: &[String]) -> Result<Args> {
             "--keys" => keys = Some(value()?.clone()),
             "--engines" => engines = parse_engines(value()?, ',')?,
             "--seconds" => args.seconds = value()?.parse()?,
-            "--open-rounds" => args.open_rounds = value()?.parse()?,
+            "--open-rounds" => args.open_rounds = Some(value()?.parse()?),
             "--dir" => args.dir = Some(PathBuf::from(value()?)),
             "--out" => args.out = Some(PathBuf::from(value()?)),
             "--quick" => args.quick = true,
@@ -147,9 +148,9 @@ fn parse_args(raw: &[String]) -> Result<Args> {
     if args.quick {
         keys.get_or_insert_with(|| "100k".into());
         args.seconds = args.seconds.min(1.0);
-        args.open_rounds = 1;
+        args.open_rounds = Some(1);
     }
-    if args.open_rounds == 0 || !(args.seconds > 0.0) {
+    if args.open_rounds == Some(0) || args.seconds.is_nan() || args.seconds <= 0.0 {
         return Err("--open-rounds and --seconds must be above 0".into());
     }
     args.sizes = parse_sizes(keys.as_deref().unwrap_or(DEFAULT_SIZES), &engines)?;
@@ -333,7 +334,10 @@ fn write_results(
         load_after: load_average(),
         data_dir: format!("{} ({})", base.display(), filesystem(base)),
         seconds: args.seconds,
-        open_rounds: args.open_rounds,
+        open_rounds: args.open_rounds.map_or_else(
+            || "3 (1 at 100M keys and above)".to_string(),
+            |n| n.to_string(),
+        ),
         minutes: started.elapsed().as_secs_f64() / 60.0,
     };
     let tables: Vec<(String, Vec<Line>)> = results
@@ -440,15 +444,19 @@ fn measure(
             );
         }
     }
+    release_memory();
     settle();
 
     // 3. Open in a fresh child.
-    for round in 0..args.open_rounds {
+    let rounds = args
+        .open_rounds
+        .unwrap_or_else(|| default_open_rounds(keys));
+    for round in 0..rounds {
         let sample = open::measure_in_child_with(engine, &path, Opener::Plain)?;
         eprintln!(
             "{name}: open {}/{}: {:.3} s, {:.1} MiB resident after ({:.1} MiB anonymous)",
             round + 1,
-            args.open_rounds,
+            rounds,
             sample.seconds,
             mib(sample.rss_after),
             mib(sample.anon_after)
@@ -490,9 +498,20 @@ fn measure(
         );
         figures.compaction = Some(c);
     }
+    release_memory();
     drop(dir);
     eprintln!("{name}: done, store deleted");
     Ok(figures)
+}
+
+/// Opens per engine below 100M keys: 3, for a median; at 100M and above one (an open of
+/// 100M keys may take minutes, and the compaction child opens the store once more).
+fn default_open_rounds(keys: u64) -> usize {
+    if keys >= 100_000_000 {
+        1
+    } else {
+        3
+    }
 }
 
 /// The engine's own settling after a load, on the open store; false if it has none.
@@ -532,6 +551,8 @@ fn compaction_in_child(dir: &Path, keys: u64) -> Result<Compaction> {
         .arg(COMPACT_CHILD)
         .arg(dir)
         .arg(keys.to_string())
+        // Its progress lines go straight to ours.
+        .stderr(std::process::Stdio::inherit())
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
@@ -578,7 +599,12 @@ fn compact_child(args: &[String]) -> Result<()> {
     };
     let keys: u64 = keys.parse()?;
     let values = Values::new();
+    let opened = Instant::now();
     let store = KvStore::open(dir)?;
+    eprintln!(
+        "compaction child: opened {dir} in {:.1} s; overwriting",
+        opened.elapsed().as_secs_f64()
+    );
     let overwritten = (keys / 10).max(1);
     let started = Instant::now();
     let mut first = 0;
@@ -593,6 +619,10 @@ fn compact_child(args: &[String]) -> Result<()> {
     }
     let overwrite_rate = overwritten as f64 / started.elapsed().as_secs_f64();
     let before = store.disk_stats();
+    eprintln!(
+        "compaction child: overwrote {} keys at {overwrite_rate:.0} keys/s; compacting",
+        report::thousands(overwritten)
+    );
     let steady_rss = status_bytes("VmRSS")?;
     let steady_anon = status_bytes("RssAnon")?;
     // Writing 5 to clear_refs resets VmHWM to the current resident set (Linux 4.0 and
@@ -641,6 +671,16 @@ fn compact_child(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Hands the memory of a closed store back to the system: glibc keeps freed memory for reuse,
+/// and a 100M-key index left in this process would take page cache from the next child.
+fn release_memory() {
+    // SAFETY: malloc_trim only returns free heap memory to the system; it has no
+    // preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Bytes allocated to the files under `path` (`st_blocks`, as `du` counts them).
 fn disk_bytes(path: &Path) -> Result<u64> {
     use std::os::unix::fs::MetadataExt;
@@ -673,7 +713,7 @@ fn free_bytes(path: &Path) -> Result<u64> {
         )
         .into());
     }
-    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 fn gb(bytes: u64) -> String {
@@ -700,7 +740,7 @@ struct Info {
     load_after: String,
     data_dir: String,
     seconds: f64,
-    open_rounds: usize,
+    open_rounds: String,
     minutes: f64,
 }
 
@@ -1099,3 +1139,79 @@ tenth of the key numbers (keys in random order) in batches of 1,000, then calls 
 thread reading `/proc/self/status` every 10 ms gives the anonymous peak (it can miss a peak \
 shorter than 10 ms). kvs reads its log through `mmap`, so `VmRSS` counts the log pages a \
 compaction reads; the anonymous figures leave them out.\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes_and_engine_lists() -> Result<()> {
+        assert_eq!(parse_count("100k")?, 100_000);
+        assert_eq!(parse_count("10M")?, 10_000_000);
+        assert_eq!(parse_count("1234")?, 1234);
+        assert!(parse_count("0").is_err());
+        assert!(parse_count("ten").is_err());
+        let sizes = parse_sizes("1M,100M:kvs+lmdb", &Engine::SCALE)?;
+        assert_eq!(sizes[0], (1_000_000, Engine::SCALE.to_vec()));
+        assert_eq!(sizes[1], (100_000_000, vec![Engine::Kvs, Engine::Lmdb]));
+        // --engines narrows every size, a size's own list included.
+        let sizes = parse_sizes("1M,100M:kvs+lmdb", &[Engine::Kvs])?;
+        assert_eq!(sizes[1], (100_000_000, vec![Engine::Kvs]));
+        assert!(parse_sizes("1M:nosuch", &Engine::SCALE).is_err());
+        assert_eq!(count_label(100_000_000), "100M");
+        assert_eq!(count_label(100_000), "100k");
+        assert_eq!(count_label(1234), "1234");
+        Ok(())
+    }
+
+    fn line(kvs: f64, fjall: Option<f64>, goal: Goal) -> Line {
+        let mut values = [None; Engine::COUNT];
+        values[Engine::Kvs as usize] = Some(kvs);
+        values[Engine::Fjall as usize] = fjall;
+        Line {
+            label: "open".into(),
+            unit: Unit::Millis,
+            values,
+            goal: Some(goal),
+        }
+    }
+
+    #[test]
+    fn goals_are_judged_on_kvs_and_its_peer() {
+        let at_most = || Goal::AtMost(500.0, "500 ms".into());
+        assert_eq!(line(400.0, None, at_most()).goal_cell(), "<= 500 ms: met");
+        assert_eq!(
+            line(600.0, None, at_most()).goal_cell(),
+            "<= 500 ms: MISSED"
+        );
+        let faster = || Goal::FasterThanPeer(2.0, Engine::Fjall, Box::new(at_most()));
+        // Under the bound but not twice as fast as fjall.
+        assert!(line(400.0, Some(700.0), faster())
+            .goal_cell()
+            .ends_with("MISSED"));
+        assert!(line(400.0, Some(800.0), faster())
+            .goal_cell()
+            .ends_with(": met"));
+        let times = Goal::TimesPeer(1.5, Engine::Fjall);
+        assert!(line(10.0, None, times)
+            .goal_cell()
+            .ends_with("no figure to compare"));
+        assert_eq!(
+            line(1.0, Some(2.0), at_most()).ratio_cell(Engine::Fjall),
+            "0.50x"
+        );
+    }
+
+    #[test]
+    fn disk_bytes_count_allocated_blocks_of_every_file() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir(dir.path().join("sub"))?;
+        std::fs::write(dir.path().join("sub/a"), vec![1u8; 64 * 1024])?;
+        std::fs::write(dir.path().join("b"), vec![1u8; 64 * 1024])?;
+        let bytes = disk_bytes(dir.path())?;
+        assert!(bytes >= 128 * 1024, "{bytes}");
+        assert!(bytes < 1024 * 1024, "{bytes}");
+        assert!(free_bytes(dir.path())? > 0);
+        Ok(())
+    }
+}
