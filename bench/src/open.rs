@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::peer::{Durability, Engine, Result};
-use crate::workload::key;
+use crate::workload::{cpu_time, key};
 
 /// The first argument that turns this binary into an open child.
 pub const CHILD_FLAG: &str = "--open-child";
@@ -28,6 +28,9 @@ pub struct OpenSample {
     pub rss_after: u64,
     /// The anonymous part of `rss_after` (heap and stacks, not pages of mapped files).
     pub anon_after: u64,
+    /// CPU time (user and system, all threads) the open took: on a shared machine, where
+    /// the wall time includes waiting for a core, the work the open did.
+    pub cpu_seconds: f64,
 }
 
 /// How the child opens the store.
@@ -65,18 +68,19 @@ pub fn measure_in_child_with(engine: Engine, dir: &Path, opener: Opener) -> Resu
     }
     let fields: Vec<&str> = stdout.split_whitespace().collect();
     match fields[..] {
-        [seconds, before, after, anon] => Ok(OpenSample {
+        [seconds, before, after, anon, cpu] => Ok(OpenSample {
             seconds: seconds.parse()?,
             rss_before: before.parse()?,
             rss_after: after.parse()?,
             anon_after: anon.parse()?,
+            cpu_seconds: cpu.parse()?,
         }),
         _ => Err(format!("unexpected output from the open child: {stdout:?}").into()),
     }
 }
 
 /// The child's side: open, measure, check one key is there, print
-/// `seconds before after anon_after`. `args` are the child's arguments after [`CHILD_FLAG`]:
+/// `seconds before after anon_after cpu_seconds`. `args` are the child's arguments after [`CHILD_FLAG`]:
 /// the engine's name, the directory, and [`PLAIN_FLAG`] or nothing.
 pub fn run_child(args: &[String]) -> Result<()> {
     let (engine, dir, opener) = match args {
@@ -91,19 +95,21 @@ pub fn run_child(args: &[String]) -> Result<()> {
     let dir = Path::new(dir);
     let engine = Engine::from_name(engine).ok_or_else(|| format!("no engine {engine:?}"))?;
     let rss_before = resident_bytes()?;
+    let cpu_before = cpu_time();
     let start = Instant::now();
     let store = match opener {
         Opener::Default => engine.open(dir, Durability::Os)?,
         Opener::Plain => engine.open_plain(dir)?,
     };
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_time() - cpu_before;
     let rss_after = resident_bytes()?;
     let anon_after = status_bytes("RssAnon")?;
     // An open that returns before the data is readable would not count: read one key back.
     if store.get(&key(0))?.is_none() {
         return Err(format!("{} opened without key number 0", engine.name()).into());
     }
-    println!("{seconds} {rss_before} {rss_after} {anon_after}");
+    println!("{seconds} {rss_before} {rss_after} {anon_after} {cpu_seconds}");
     Ok(())
 }
 

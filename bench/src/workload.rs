@@ -139,7 +139,7 @@ where
 }
 
 /// User plus system CPU time of this process so far, in seconds.
-fn cpu_time() -> f64 {
+pub fn cpu_time() -> f64 {
     // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();

@@ -183,6 +183,7 @@ struct Figures {
     disk_after_settling: Option<u64>,
     settling_seconds: Option<f64>,
     open_seconds: Vec<f64>,
+    open_cpu_seconds: Vec<f64>,
     rss_after_open: Vec<f64>,
     anon_after_open: Vec<f64>,
     get_one: f64,
@@ -454,14 +455,16 @@ fn measure(
     for round in 0..rounds {
         let sample = open::measure_in_child_with(engine, &path, Opener::Plain)?;
         eprintln!(
-            "{name}: open {}/{}: {:.3} s, {:.1} MiB resident after ({:.1} MiB anonymous)",
+            "{name}: open {}/{}: {:.3} s ({:.3} s of CPU), {:.1} MiB resident after ({:.1} MiB anonymous)",
             round + 1,
             rounds,
             sample.seconds,
+            sample.cpu_seconds,
             mib(sample.rss_after),
             mib(sample.anon_after)
         );
         figures.open_seconds.push(sample.seconds);
+        figures.open_cpu_seconds.push(sample.cpu_seconds);
         figures.rss_after_open.push(sample.rss_after as f64);
         figures.anon_after_open.push(sample.anon_after as f64);
     }
@@ -881,6 +884,9 @@ fn lines(result: &SizeResult) -> Vec<Line> {
                 median(&f.open_seconds).map(|s| s * 1000.0)
             })
         },
+        line("open, CPU time (all threads)", Unit::Millis, &|f| {
+            median(&f.open_cpu_seconds).map(|s| s * 1000.0)
+        }),
         line("resident after open", Unit::MiB, &|f| {
             median(&f.rss_after_open).map(|b| b / (1024.0 * 1024.0))
         }),
@@ -1125,7 +1131,9 @@ const NOTES: &str = "## How each engine is driven\n\n\
 - Disk is the blocks allocated to the store's files (`st_blocks`, as `du` counts), right \
 after the load's final sync, and after the engine's own settling where it has one.\n\
 - An open runs in a fresh child process of the benchmark, with the page cache warm; it \
-counts until the open returns, and the child then reads one key back. Resident memory is \
+counts until the open returns, and the child then reads one key back. Its CPU time (user \
+and system, every thread of the child, from `getrusage`) is the work the open did: on the \
+shared machine the wall time also counts the time spent waiting for a core. Resident memory is \
 the child's `VmRSS` right after the open (the process's own baseline of 2-4 MiB included); \
 the anonymous part (`RssAnon`) leaves out the pages of mapped files, which the kernel can \
 drop and read again. \"Resident after open / keys - 16\" is the memory per key beyond the \
