@@ -32,19 +32,15 @@
 //! `--profile set|get|durable [--seconds N] [--threads N]` runs only `KvStore`'s workload 1, 3
 //! or 4, for `perf record` (see `docs/perf/results.md`, "Where the time goes").
 
-mod open;
-mod peer;
-mod plot;
-mod report;
-mod workload;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use peer::{Durability, Engine, Result};
-use report::{Row, RunInfo, Unit};
-use workload::{Sample, Values, GET_KEYS, LARGE_VALUE, SMALL_VALUE};
+use kvs_bench::host::{cores, filesystem, load_average, machine, mib, revision, settle};
+use kvs_bench::peer::{Durability, Engine, Result};
+use kvs_bench::report::{Row, RunInfo, Unit};
+use kvs_bench::workload::{Sample, Values, GET_KEYS, LARGE_VALUE, SMALL_VALUE};
+use kvs_bench::{open, plot, report, workload};
 
 /// How long and how often to measure.
 struct Plan {
@@ -121,7 +117,7 @@ fn parse_args(raw: &[String]) -> Result<Args> {
 fn main() -> ExitCode {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let result = match raw.first().map(String::as_str) {
-        Some(open::CHILD_FLAG) if raw.len() == 3 => open::run_child(&raw[1], Path::new(&raw[2])),
+        Some(open::CHILD_FLAG) => open::run_child(&raw[1..]),
         _ => parse_args(&raw).and_then(|args| run(&args, &raw)),
     };
     match result {
@@ -370,104 +366,4 @@ fn progress(label: &str, engine: Engine, round: usize, rounds: usize, sample: Sa
         sample.ops_per_sec,
         sample.cpus
     );
-}
-
-/// Writes back dirty pages between samples, so one engine's writeback does not land in the
-/// next engine's sample.
-fn settle() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or_else(
-            || "unknown memory".into(),
-            |kb| format!("{:.1} GiB memory", kb / (1024.0 * 1024.0)),
-        );
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| format!("Linux {}", s.trim()))
-        .unwrap_or_else(|_| "unknown kernel".into());
-    format!("{} cores (nproc), {cpu}, {memory}, {kernel}", cores())
-}
-
-/// The commit kvs was built from, and whether the engine's sources had uncommitted changes.
-fn revision() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        None => "unknown (not a git checkout)".into(),
-        Some(head) => {
-            let engine = [
-                "kvs-core/src/engines",
-                "kvs-core/src/engine.rs",
-                "kvs-core/src/data_dir.rs",
-            ];
-            let status = git(&[&["status", "--porcelain", "--"][..], &engine[..]].concat());
-            match status {
-                Some(changes) if !changes.is_empty() => {
-                    format!("{head}, with uncommitted changes to the engine's sources")
-                }
-                Some(_) => format!("{head} (engine sources as committed)"),
-                None => head,
-            }
-        }
-    }
-}
-
-/// The filesystem type of `path`, from /proc/self/mounts (longest matching mount point).
-fn filesystem(path: &Path) -> String {
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    std::fs::read_to_string("/proc/self/mounts")
-        .ok()
-        .and_then(|mounts| {
-            mounts
-                .lines()
-                .filter_map(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    (f.len() >= 3 && path.starts_with(f[1])).then(|| (f[1].len(), f[2].to_string()))
-                })
-                .max()
-                .map(|(_, fs)| fs)
-        })
-        .unwrap_or_else(|| "unknown filesystem".into())
 }

@@ -25,6 +25,7 @@ use fjall::{KeyspaceCreateOptions, PersistMode};
 use heed::types::Bytes;
 use heed::{CommitOrAbort, EnvFlags, EnvOpenOptions};
 use kvs::{KvStore, KvStoreOptions, KvsEngine, SledKvsEngine, SyncPolicy};
+use redb::{ReadableDatabase, TableDefinition};
 
 /// Any error of any engine.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -34,6 +35,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// The LMDB map size: address space, not disk (the file grows as pages are written).
 const LMDB_MAP_SIZE: usize = 64 << 30;
 
+/// redb's one table, of byte-string keys and values.
+const REDB_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kvs");
+
 /// An engine under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -41,11 +45,23 @@ pub enum Engine {
     Sled,
     Fjall,
     Lmdb,
+    /// Only in the scale benchmark (`--bin scale`).
+    Redb,
 }
 
 impl Engine {
-    /// Every engine, in table order.
+    /// Every engine of the comparison benchmark, in table order.
     pub const ALL: [Engine; 4] = [Engine::Kvs, Engine::Sled, Engine::Fjall, Engine::Lmdb];
+    /// Every engine of the scale benchmark, in table order.
+    pub const SCALE: [Engine; 5] = [
+        Engine::Kvs,
+        Engine::Sled,
+        Engine::Fjall,
+        Engine::Redb,
+        Engine::Lmdb,
+    ];
+    /// How many engines there are (the length of per-engine arrays).
+    pub const COUNT: usize = 5;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -53,11 +69,25 @@ impl Engine {
             Engine::Sled => "sled",
             Engine::Fjall => "fjall",
             Engine::Lmdb => "lmdb",
+            Engine::Redb => "redb",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Engine> {
-        Engine::ALL.into_iter().find(|e| e.name() == name)
+        Engine::SCALE.into_iter().find(|e| e.name() == name)
+    }
+
+    /// Opens (or creates) this engine's store in `dir` as the scale benchmark uses it: sets
+    /// reach the OS when they return, not the disk, and sled is a plain `sled::Db` (no flush
+    /// per set, unlike `SledKvsEngine`). Every other engine is opened as [`Engine::open`]
+    /// with [`Durability::Os`] opens it.
+    pub fn open_plain(self, dir: &Path) -> Result<Store> {
+        match self {
+            Engine::Sled => Ok(Store::SledDb {
+                db: open_sled(dir)?,
+            }),
+            _ => self.open(dir, Durability::Os),
+        }
     }
 
     /// Opens (or creates) this engine's store in `dir`.
@@ -92,6 +122,19 @@ impl Engine {
                 })
             }
             Engine::Lmdb => open_lmdb(dir, durable),
+            Engine::Redb => {
+                std::fs::create_dir_all(dir)?;
+                let path = dir.join("data.redb");
+                let db = redb::Database::create(&path)?;
+                let txn = db.begin_write()?;
+                // Creates the table in a new database, so that a get never meets "no table".
+                txn.open_table(REDB_TABLE)?;
+                txn.commit()?;
+                Ok(Store::Redb {
+                    db: std::sync::Arc::new(db),
+                    durable,
+                })
+            }
         }
     }
 }
@@ -115,6 +158,10 @@ pub enum Store {
     Sled {
         engine: SledKvsEngine,
     },
+    /// A plain `sled::Db` (scale benchmark): batches without a flush each.
+    SledDb {
+        db: sled::Db,
+    },
     Fjall {
         db: fjall::Database,
         keyspace: fjall::Keyspace,
@@ -125,6 +172,10 @@ pub enum Store {
         db: heed::Database<'static, Bytes, Bytes>,
         durable: bool,
     },
+    Redb {
+        db: std::sync::Arc<redb::Database>,
+        durable: bool,
+    },
 }
 
 impl Store {
@@ -133,9 +184,11 @@ impl Store {
         match self {
             // SledKvsEngine flushes after every write, whatever was asked for.
             Store::Sled { .. } => true,
+            Store::SledDb { .. } => false,
             Store::Kvs { durable, .. }
             | Store::Fjall { durable, .. }
-            | Store::Lmdb { durable, .. } => *durable,
+            | Store::Lmdb { durable, .. }
+            | Store::Redb { durable, .. } => *durable,
         }
     }
 
@@ -144,6 +197,7 @@ impl Store {
         match self {
             Store::Kvs { store, .. } => store.set_bytes(key, value)?,
             Store::Sled { engine, .. } => engine.set_bytes(key, value)?,
+            Store::SledDb { .. } | Store::Redb { .. } => self.set_batch(&[(key, value)])?,
             Store::Fjall {
                 db,
                 keyspace,
@@ -168,12 +222,91 @@ impl Store {
         Ok(match self {
             Store::Kvs { store, .. } => store.get_bytes(key)?,
             Store::Sled { engine, .. } => engine.get_bytes(key)?,
+            Store::SledDb { db } => db.get(key)?.map(|v| v.to_vec()),
             Store::Fjall { keyspace, .. } => keyspace.get(key)?.map(|v| v.to_vec()),
+            Store::Redb { db, .. } => {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(REDB_TABLE)?;
+                let value = table.get(key)?.map(|v| v.value().to_vec());
+                value
+            }
             Store::Lmdb { env, db, .. } => {
                 let txn = env.read_txn()?;
                 db.get(&txn, key)?.map(<[u8]>::to_vec)
             }
         })
+    }
+
+    /// Writes `pairs` as one batch: one atomic batch (`KvsEngine::set_many_bytes`) for kvs,
+    /// one `sled::Batch`, one fjall `WriteBatch`, one write transaction for redb and LMDB.
+    /// The promise on return is that of [`Store::set`] (for redb, a durable store commits with
+    /// `Durability::Immediate`, the other with `Durability::None`).
+    pub fn set_batch(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
+        match self {
+            Store::Kvs { store, .. } => store.set_many_bytes(pairs)?,
+            Store::Sled { engine } => engine.set_many_bytes(pairs)?,
+            Store::SledDb { db } => {
+                let mut batch = sled::Batch::default();
+                for &(k, v) in pairs {
+                    batch.insert(k, v);
+                }
+                db.apply_batch(batch)?;
+            }
+            Store::Fjall {
+                db,
+                keyspace,
+                durable,
+            } => {
+                let mut batch = db.batch();
+                for &(k, v) in pairs {
+                    batch.insert(keyspace, k, v);
+                }
+                batch.commit()?;
+                if *durable {
+                    db.persist(PersistMode::SyncData)?;
+                }
+            }
+            Store::Lmdb { env, db, .. } => {
+                let mut txn = env.write_txn()?;
+                for &(k, v) in pairs {
+                    db.put(&mut txn, k, v)?;
+                }
+                txn.commit()?;
+            }
+            Store::Redb { db, durable } => {
+                let mut txn = db.begin_write()?;
+                if !*durable {
+                    txn.set_durability(redb::Durability::None)?;
+                }
+                {
+                    let mut table = txn.open_table(REDB_TABLE)?;
+                    for &(k, v) in pairs {
+                        table.insert(k, v)?;
+                    }
+                }
+                txn.commit()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable (the end of a load).
+    pub fn sync(&self) -> Result<()> {
+        match self {
+            Store::Kvs { store, .. } => store.flush()?,
+            Store::Sled { engine } => engine.flush()?,
+            Store::SledDb { db } => {
+                db.flush()?;
+            }
+            Store::Fjall { db, .. } => db.persist(PersistMode::SyncAll)?,
+            Store::Lmdb { env, .. } => env.force_sync()?,
+            Store::Redb { db, .. } => {
+                // An empty durable commit makes the earlier non-durable ones durable.
+                let txn = db.begin_write()?;
+                txn.commit()?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes many keys at once, as fast as the engine allows, then makes them durable. Used
@@ -213,6 +346,16 @@ impl Store {
                     txn.commit()?;
                 }
                 env.force_sync()?;
+            }
+            Store::SledDb { .. } | Store::Redb { .. } => {
+                let mut keys = keys.peekable();
+                while keys.peek().is_some() {
+                    let chunk: Vec<(Vec<u8>, Vec<u8>)> = keys.by_ref().take(10_000).collect();
+                    let pairs: Vec<(&[u8], &[u8])> =
+                        chunk.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+                    self.set_batch(&pairs)?;
+                }
+                self.sync()?;
             }
         }
         Ok(())

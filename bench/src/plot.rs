@@ -10,10 +10,15 @@ const COLUMNS: usize = 4;
 const PANEL_W: f64 = 250.0;
 const PANEL_H: f64 = 220.0;
 const TOP: f64 = 60.0;
-const COLORS: [&str; 4] = ["#d95f02", "#7570b3", "#1b9e77", "#666666"];
+const COLORS: [&str; 5] = ["#d95f02", "#7570b3", "#1b9e77", "#666666", "#e7298a"];
 
 /// Renders `rows` (medians per engine) as a standalone SVG document.
 pub fn svg(rows: &[Row], title: &str) -> String {
+    svg_of(rows, &Engine::ALL, title)
+}
+
+/// Renders `rows` as [`svg`] does, with one bar per engine of `engines`, in that order.
+pub fn svg_of(rows: &[Row], engines: &[Engine], title: &str) -> String {
     let panel_rows = rows.len().div_ceil(COLUMNS);
     let width = PANEL_W * COLUMNS as f64;
     let height = TOP + PANEL_H * panel_rows as f64 + 10.0;
@@ -31,12 +36,12 @@ pub fn svg(rows: &[Row], title: &str) -> String {
         r#"<text x="10" y="22" font-size="16" font-weight="bold">{}</text>"#,
         escape(title)
     );
-    for (i, engine) in Engine::ALL.iter().enumerate() {
+    for (i, &engine) in engines.iter().enumerate() {
         let x = 10.0 + 90.0 * i as f64;
         let _ = writeln!(
             s,
             r#"<rect x="{x}" y="34" width="12" height="12" fill="{}"/><text x="{}" y="45" font-size="13">{}</text>"#,
-            COLORS[i],
+            color(engine),
             x + 16.0,
             engine.name()
         );
@@ -44,13 +49,18 @@ pub fn svg(rows: &[Row], title: &str) -> String {
     for (n, row) in rows.iter().enumerate() {
         let x0 = PANEL_W * (n % COLUMNS) as f64;
         let y0 = TOP + PANEL_H * (n / COLUMNS) as f64;
-        panel(&mut s, row, x0, y0);
+        panel(&mut s, row, engines, x0, y0);
     }
     s.push_str("</svg>\n");
     s
 }
 
-fn panel(s: &mut String, row: &Row, x0: f64, y0: f64) {
+/// One colour per engine, the same in every chart.
+fn color(engine: Engine) -> &'static str {
+    COLORS[engine as usize]
+}
+
+fn panel(s: &mut String, row: &Row, engines: &[Engine], x0: f64, y0: f64) {
     let (left, plot_w) = (x0 + 15.0, PANEL_W - 30.0);
     let (bar_top, bar_bottom) = (y0 + 48.0, y0 + PANEL_H - 28.0);
     let _ = writeln!(
@@ -67,9 +77,9 @@ fn panel(s: &mut String, row: &Row, x0: f64, y0: f64) {
         y0 + 30.0,
         escape(row.unit.label())
     );
-    let medians: Vec<Option<f64>> = Engine::ALL.iter().map(|&e| row.median(e)).collect();
+    let medians: Vec<Option<f64>> = engines.iter().map(|&e| row.median(e)).collect();
     let max = medians.iter().flatten().copied().fold(0.0, f64::max);
-    let slot = plot_w / Engine::ALL.len() as f64;
+    let slot = plot_w / engines.len() as f64;
     for (i, median) in medians.iter().enumerate() {
         let Some(value) = median else { continue };
         let h = if max > 0.0 {
@@ -83,8 +93,8 @@ fn panel(s: &mut String, row: &Row, x0: f64, y0: f64) {
             s,
             r#"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{h:.1}" fill="{}"><title>{}: {}</title></rect>"#,
             bar_bottom - h,
-            COLORS[i],
-            Engine::ALL[i].name(),
+            color(engines[i]),
+            engines[i].name(),
             row.unit.format(*value)
         );
         let _ = writeln!(
@@ -99,7 +109,7 @@ fn panel(s: &mut String, row: &Row, x0: f64, y0: f64) {
             r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{}</text>"#,
             x + w / 2.0,
             bar_bottom + 13.0,
-            Engine::ALL[i].name()
+            engines[i].name()
         );
     }
     let _ = writeln!(

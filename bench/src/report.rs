@@ -15,6 +15,10 @@ pub enum Unit {
     Millis,
     /// Mebibytes; lower is better.
     MiB,
+    /// Bytes; lower is better.
+    Bytes,
+    /// A ratio of two figures; lower is better.
+    Ratio,
 }
 
 impl Unit {
@@ -23,6 +27,8 @@ impl Unit {
             Unit::OpsPerSec => "ops/s",
             Unit::Millis => "ms, lower is better",
             Unit::MiB => "MiB, lower is better",
+            Unit::Bytes => "bytes, lower is better",
+            Unit::Ratio => "ratio, lower is better",
         }
     }
 
@@ -36,6 +42,8 @@ impl Unit {
             Unit::Millis if value >= 1.0 => format!("{value:.1}"),
             Unit::Millis => format!("{value:.2}"),
             Unit::MiB => format!("{value:.1}"),
+            Unit::Bytes => format!("{value:.0}"),
+            Unit::Ratio => format!("{value:.2}x"),
         }
     }
 }
@@ -45,9 +53,9 @@ impl Unit {
 pub struct Row {
     pub label: String,
     pub unit: Unit,
-    pub samples: [Vec<f64>; 4],
+    pub samples: [Vec<f64>; Engine::COUNT],
     /// Cores kept busy during each sample, for timed workloads.
-    pub cpus: [Vec<f64>; 4],
+    pub cpus: [Vec<f64>; Engine::COUNT],
 }
 
 impl Row {
@@ -89,12 +97,12 @@ impl Row {
         }
     }
 
-    fn cell(&self, engine: Engine) -> String {
+    pub fn cell(&self, engine: Engine) -> String {
         self.median(engine)
             .map_or_else(|| "-".into(), |m| self.unit.format(m))
     }
 
-    fn ratio_cell(&self, peer: Engine) -> String {
+    pub fn ratio_cell(&self, peer: Engine) -> String {
         self.ratio(peer)
             .map_or_else(|| "-".into(), |r| format!("{r:.2}x"))
     }

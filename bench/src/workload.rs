@@ -47,6 +47,12 @@ pub struct Values {
     pool: Vec<u8>,
 }
 
+impl Default for Values {
+    fn default() -> Values {
+        Values::new()
+    }
+}
+
 impl Values {
     pub fn new() -> Values {
         let mut pool = Vec::with_capacity(VALUE_POOL + LARGE_VALUE);
@@ -133,7 +139,7 @@ where
 }
 
 /// User plus system CPU time of this process so far, in seconds.
-fn cpu_time() -> f64 {
+pub fn cpu_time() -> f64 {
     // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -228,6 +234,36 @@ mod tests {
             store.set(b"fresh", b"value")?;
             assert_eq!(store.get(b"fresh")?.as_deref(), Some(&b"value"[..]));
             assert_eq!(store.get(b"absent")?, None);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_scale_engine_reads_back_its_batches_after_a_reopen() -> Result<()> {
+        let values = Values::new();
+        for engine in Engine::SCALE {
+            let dir = tempfile::tempdir()?;
+            {
+                let store = engine.open_plain(dir.path())?;
+                for first in [0u64, 1000] {
+                    let owned: Vec<([u8; 16], &[u8])> = (first..first + 1000)
+                        .map(|i| (key(i), values.get(i, SMALL_VALUE)))
+                        .collect();
+                    let pairs: Vec<(&[u8], &[u8])> =
+                        owned.iter().map(|(k, v)| (&k[..], *v)).collect();
+                    store.set_batch(&pairs)?;
+                }
+                store.sync()?;
+            }
+            let store = engine.open_plain(dir.path())?;
+            for i in [0, 999, 1000, 1999] {
+                assert_eq!(
+                    store.get(&key(i))?.as_deref(),
+                    Some(values.get(i, SMALL_VALUE)),
+                    "{engine:?} key number {i}"
+                );
+            }
+            assert_eq!(store.get(&key(2000))?, None, "{engine:?}");
         }
         Ok(())
     }
