@@ -139,6 +139,12 @@ pub fn text_table(rows: &[Row]) -> String {
                 .collect()
         })
         .collect();
+    align(&header, &body, false)
+}
+
+/// `header` and `body` as aligned text: the first column left-aligned, the others right-aligned
+/// (the last one left-aligned too if `free_last`: a column of prose).
+pub fn align(header: &[String], body: &[Vec<String>], free_last: bool) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
             body.iter()
@@ -149,10 +155,12 @@ pub fn text_table(rows: &[Row]) -> String {
         })
         .collect();
     let mut out = String::new();
-    for line in std::iter::once(&header).chain(body.iter()) {
+    for line in std::iter::once(header).chain(body.iter().map(Vec::as_slice)) {
         for (c, cell) in line.iter().enumerate() {
             if c == 0 {
                 let _ = write!(out, "{cell:<w$}", w = widths[c]);
+            } else if free_last && c == line.len() - 1 {
+                let _ = write!(out, "  {cell}");
             } else {
                 let _ = write!(out, "  {cell:>w$}", w = widths[c]);
             }

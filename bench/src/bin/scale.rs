@@ -1005,29 +1005,7 @@ fn text_table(lines: &[Line]) -> String {
                 .collect()
         })
         .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| {
-            body.iter()
-                .map(|r| r[c].len())
-                .chain([header[c].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(body.iter()) {
-        for (c, cell) in row.iter().enumerate() {
-            if c == 0 {
-                out.push_str(&format!("{cell:<w$}", w = widths[c]));
-            } else if c == row.len() - 1 {
-                out.push_str(&format!("  {cell}"));
-            } else {
-                out.push_str(&format!("  {cell:>w$}", w = widths[c]));
-            }
-        }
-        out.push('\n');
-    }
-    out
+    report::align(&header, &body, true)
 }
 
 fn markdown(info: &Info, results: &[SizeResult], tables: &[(String, Vec<Line>)]) -> String {
