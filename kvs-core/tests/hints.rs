@@ -439,6 +439,33 @@ fn read_only_opens_use_hints_and_write_none() {
 }
 
 #[test]
+fn a_store_told_not_to_write_hints_writes_none_and_still_uses_good_ones() {
+    capture_warnings();
+    let dir = TempDir::new().unwrap();
+    let store = KvStore::open_with(dir.path(), options().write_hints(false)).unwrap();
+    let model = fill(&store, 11);
+    drop(store);
+    let closed = closed_ids(dir.path());
+    assert!(closed.len() >= 4, "{closed:?}");
+    for id in &closed {
+        assert!(!hint_path(dir.path(), *id).exists(), "a hint for {id}.log");
+    }
+    // Written by a store that does write them, then opened by one that does not: the hints
+    // are loaded, and stay as they were.
+    drop(KvStore::open_with(dir.path(), options()).unwrap());
+    let hints: Vec<Vec<u8>> = closed
+        .iter()
+        .map(|id| fs::read(hint_path(dir.path(), *id)).unwrap())
+        .collect();
+    let store = KvStore::open_with(dir.path(), options().write_hints(false)).unwrap();
+    assert_matches(&store, &model);
+    drop(store);
+    for (id, bytes) in closed.iter().zip(&hints) {
+        assert_eq!(&fs::read(hint_path(dir.path(), *id)).unwrap(), bytes);
+    }
+}
+
+#[test]
 fn compaction_outputs_get_hints_and_the_replaced_files_lose_theirs() {
     let (dir, model) = store_with_hints(10);
     let before = closed_ids(dir.path());

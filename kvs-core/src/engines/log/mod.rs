@@ -225,7 +225,10 @@ impl Handle {
     fn seal_on_close(&self, writer: &mut LogWriter) -> Option<u32> {
         let shared = &*self.shared;
         let (_, end) = writer.sync_target();
-        if writer.check_usable().is_err() || end.offset <= SEAL_ON_CLOSE_BYTES {
+        if !shared.options.write_hints
+            || writer.check_usable().is_err()
+            || end.offset <= SEAL_ON_CLOSE_BYTES
+        {
             return None;
         }
         let next = end.file.checked_add(1)?;
@@ -323,7 +326,7 @@ impl KvStore {
             .or_insert(format::FILE_MAGIC.len() as u64);
         let fingerprints = recovered.fingerprints;
         // Hints are written for closed files in the background, by read-write stores only.
-        let hinter = if read_only {
+        let hinter = if read_only || !options.write_hints {
             None
         } else {
             Some(Hinter::spawn(dir.clone(), recovered.hinted)?)

@@ -48,6 +48,7 @@ pub struct KvStoreOptions {
     pub(super) lock_wait: Duration,
     pub(super) read_only: bool,
     pub(super) sweep_interval: Duration,
+    pub(super) write_hints: bool,
     pub(super) compaction_step_records: usize,
 }
 
@@ -61,6 +62,7 @@ impl Default for KvStoreOptions {
             lock_wait: data_dir::DEFAULT_LOCK_WAIT,
             read_only: false,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            write_hints: true,
             compaction_step_records: DEFAULT_COMPACTION_STEP_RECORDS,
         }
     }
@@ -110,6 +112,17 @@ impl KvStoreOptions {
     /// compaction to reclaim.
     pub fn sweep_interval(mut self, interval: Duration) -> Self {
         self.sweep_interval = interval;
+        self
+    }
+
+    /// Whether closed log files get hint files written in the background (default `true`;
+    /// see `docs/RELIABILITY.md`, "What hints may and may not do"). With `false` the store
+    /// writes no hint and does not seal its active file on close for one; open still loads
+    /// the hints that match their files and replays the others. For a process that must not
+    /// have a thread opening files behind its back (descriptor or file-size limits it
+    /// manages itself), at the price of slower opens.
+    pub fn write_hints(mut self, write: bool) -> Self {
+        self.write_hints = write;
         self
     }
 
