@@ -145,3 +145,45 @@ fn compaction_reports_a_file_cut_short_behind_its_back() {
     let line = out.lines().find_map(|l| l.split_once("external cut: "));
     println!("{}", line.map_or("", |(_, rest)| rest));
 }
+
+/// The writable part of the active file's map, as `/proc/self/maps` shows it: the bytes of
+/// every `rw` mapping of `file`.
+fn writable_mapped_bytes(file: &Path) -> u64 {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let name = file.to_str().unwrap();
+    maps.lines()
+        .filter(|line| line.ends_with(name))
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let range = fields.next()?;
+            let perms = fields.next()?;
+            perms.starts_with("rw").then_some(())?;
+            let (start, end) = range.split_once('-')?;
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let end = u64::from_str_radix(end, 16).ok()?;
+            Some(end - start)
+        })
+        .sum()
+}
+
+#[test]
+fn no_page_of_the_active_map_is_writable_past_the_end_of_its_file() {
+    // Anything that reads every writable page of the process (valgrind's leak check at exit,
+    // in a forked child too) would take a SIGBUS on each word of a writable page past the end
+    // of the file: the map is writable only over what the file holds.
+    let dir = TempDir::new().unwrap();
+    let store = KvStore::open(dir.path()).unwrap();
+    for i in 0..2_000u32 {
+        store.set(format!("key-{i}"), "v".repeat(100)).unwrap();
+    }
+    let (_, active) = log_files(dir.path()).into_iter().last().unwrap();
+    let len = std::fs::metadata(&active).unwrap().len();
+    let page = 4096;
+    let writable = writable_mapped_bytes(&active);
+    assert!(writable > 0, "no writable map of {}", active.display());
+    assert!(
+        writable <= len.div_ceil(page) * page,
+        "{writable} bytes of {} mapped writable, the file holds {len}",
+        active.display()
+    );
+}

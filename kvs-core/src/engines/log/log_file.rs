@@ -273,12 +273,19 @@ impl LogFile {
     /// fail for want of space: a full disk is this call's error instead. An `Unsupported`
     /// error means the file system cannot allocate ahead.
     pub fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.with_descriptor(|file| allocate(file, offset, len))
+        self.with_descriptor(|file| allocate(file, offset, len))?;
+        if let Some(map) = &self.map {
+            map.allow_writes_below(offset.saturating_add(len));
+        }
+        Ok(())
     }
 
     /// Sets the file's length (the active file only; see the module docs for why no read
     /// can then touch a page past the end).
     pub fn set_len(&self, len: u64) -> io::Result<()> {
+        if let Some(map) = &self.map {
+            map.forbid_writes_from(len);
+        }
         self.with_descriptor(|file| file.set_len(len))
     }
 
@@ -437,6 +444,12 @@ struct Mapping {
     /// Whether the map may be written: set for the active file's map, cleared for good by
     /// [`Mapping::make_read_only`].
     writable: std::sync::atomic::AtomicBool,
+    /// How far from the start the map is writable (`PROT_WRITE`, a whole number of pages):
+    /// only over blocks `fallocate` allocated below the file's end, never over pages past it.
+    /// A map writable past the end of its file would be a trap for anything that reads every
+    /// writable page of the process: valgrind's leak check at exit (in a forked child too)
+    /// touches each word of such pages and takes a SIGBUS for every one.
+    writable_end: std::sync::atomic::AtomicUsize,
 }
 
 // SAFETY: the mapping is owned by this value until it is dropped. Threads read it at once only
@@ -453,11 +466,9 @@ impl Mapping {
             .ok()
             .filter(|&len| len > 0)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad map length"))?;
-        let prot = if writable {
-            libc::PROT_READ | libc::PROT_WRITE
-        } else {
-            libc::PROT_READ
-        };
+        // Writable maps start read-only too: pages become writable as blocks are allocated
+        // under them (see `writable_end`).
+        let prot = libc::PROT_READ;
         // SAFETY: the kernel picks a fresh address range (addr NULL); the map is backed by a
         // valid open descriptor (open for writing when the map is writable); the result is
         // checked against MAP_FAILED before use, and the range is unmapped exactly once, in
@@ -479,6 +490,7 @@ impl Mapping {
             ptr: ptr as *mut u8,
             len,
             writable: std::sync::atomic::AtomicBool::new(writable),
+            writable_end: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -494,9 +506,10 @@ impl Mapping {
         let Ok(start) = usize::try_from(offset) else {
             return false;
         };
+        // Relaxed: only the writer thread (under the writer lock) changes `writable_end`.
         let inside = start
             .checked_add(buf.len())
-            .is_some_and(|end| end <= self.len);
+            .is_some_and(|end| end <= self.writable_end.load(Ordering::Relaxed));
         // Relaxed: only the writer thread (under the writer lock) reads or changes the flag.
         if !inside || !self.writable.load(Ordering::Relaxed) {
             return false;
@@ -522,11 +535,64 @@ impl Mapping {
         true
     }
 
+    /// Makes the pages below `end` (rounded up to a page: the page holding `end` is backed by
+    /// the file) writable, if the map is a writable one and they are not yet. For the writer,
+    /// once `fallocate` allocated the file up to `end`.
+    fn allow_writes_below(&self, end: u64) {
+        use std::sync::atomic::Ordering;
+        let Some(end) = page_ceil(end).map(|end| end.min(self.len)) else {
+            return;
+        };
+        // Relaxed: only the writer thread (under the writer lock) reads or changes these.
+        let from = self.writable_end.load(Ordering::Relaxed);
+        if !self.writable.load(Ordering::Relaxed) || end <= from {
+            return;
+        }
+        // SAFETY: `from..end` lies inside the mapped range (`end` is capped at its length,
+        // `from` is a page boundary below it) and is backed by the file up to `end`'s page;
+        // adding write permission invalidates no slice `get` gave out.
+        let rc = unsafe {
+            libc::mprotect(
+                self.ptr.add(from) as *mut libc::c_void,
+                end - from,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        if rc == 0 {
+            self.writable_end.store(end, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes write permission from the pages wholly at or past `len`, before the file is cut
+    /// to `len`, so that no writable page lies past its end.
+    fn forbid_writes_from(&self, len: u64) {
+        use std::sync::atomic::Ordering;
+        let Some(keep) = page_ceil(len) else {
+            return;
+        };
+        let end = self.writable_end.load(Ordering::Relaxed);
+        if keep >= end {
+            return;
+        }
+        // SAFETY: `keep..end` lies inside the mapped range (`end` never exceeds its length);
+        // removing write permission invalidates no slice (every slice `get` gives out is a
+        // read), and the writer, the only thread that writes through the map, is the caller.
+        unsafe {
+            libc::mprotect(
+                self.ptr.add(keep) as *mut libc::c_void,
+                end - keep,
+                libc::PROT_READ,
+            );
+        }
+        self.writable_end.store(keep, Ordering::Relaxed);
+    }
+
     /// Takes write permission from the map (`mprotect`), for a file that is never written
     /// again. Best effort: the flag alone already stops [`Mapping::write`].
     fn make_read_only(&self) {
         use std::sync::atomic::Ordering;
         if self.writable.swap(false, Ordering::Relaxed) {
+            self.writable_end.store(0, Ordering::Relaxed);
             // SAFETY: `ptr` and `len` are exactly the range mmap returned; changing its
             // protection to read-only invalidates no slice (every slice `get` gives out is a
             // read).
@@ -583,6 +649,17 @@ impl Mapping {
             );
         }
     }
+}
+
+/// `offset` rounded up to a whole page, as a `usize`.
+fn page_ceil(offset: u64) -> Option<usize> {
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+    let offset = usize::try_from(offset).ok()?;
+    if page == 0 {
+        return None;
+    }
+    offset.checked_next_multiple_of(page)
 }
 
 impl Drop for Mapping {
