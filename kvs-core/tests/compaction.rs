@@ -405,13 +405,26 @@ fn compaction_reclaims_when_each_file_holds_a_single_record() {
 #[test]
 fn a_compaction_in_steps_of_one_record_keeps_every_value_and_no_removed_or_expired_key() {
     // Every record gets a step of its own: a commit, a switch and the deletion of whatever
-    // old files it read through. Keys overwritten, removed, or given a deadline that passes
-    // before the compaction are spread over many 4 KiB files.
+    // old files it read through.
+    compaction_keeps_every_value_and_no_removed_or_expired_key(1);
+}
+
+#[test]
+fn a_compaction_listing_live_records_from_the_index_keeps_every_value_and_no_removed_or_expired_key(
+) {
+    // Every key fits in one step: the live records are listed from the index, and the one
+    // step replaces every old file.
+    compaction_keeps_every_value_and_no_removed_or_expired_key(10_000);
+}
+
+/// Keys overwritten, removed, or given a deadline that passes before the compaction, spread
+/// over many 4 KiB files, compacted in steps of `step_records`.
+fn compaction_keeps_every_value_and_no_removed_or_expired_key(step_records: usize) {
     let dir = TempDir::new().unwrap();
     let options = KvStoreOptions::default()
         .max_file_size(4096)
         .compaction_min_stale(u64::MAX)
-        .compaction_step_records(1)
+        .compaction_step_records(step_records)
         .sweep_interval(std::time::Duration::from_secs(3600));
     let store = KvStore::open_with(dir.path(), options.clone()).unwrap();
     let keys = 600;
@@ -467,13 +480,22 @@ fn a_compaction_in_steps_of_one_record_keeps_every_value_and_no_removed_or_expir
         assert_eq!(store.len().unwrap(), expected.len(), "{when}");
     };
     check(&store, "after the compaction");
-    // One output file per live record (each step starts a file), and the old files gone.
     let files_after = log_files(dir.path()).len();
-    assert_eq!(
-        files_after,
-        expected.len() + 1,
-        "outputs and the active file"
-    );
+    if step_records == 1 {
+        // One output file per live record (each step starts a file), and the old files gone.
+        assert_eq!(
+            files_after,
+            expected.len() + 1,
+            "outputs and the active file"
+        );
+    } else {
+        // The old files gone: the live records fill the outputs.
+        let live_bytes: usize = expected.iter().map(|(k, v)| k.len() + v.len() + 17).sum();
+        assert!(
+            files_after <= live_bytes / 2048 + 2,
+            "{files_after} files for {live_bytes} bytes of live records"
+        );
+    }
     drop(store);
     let store = KvStore::open_with(dir.path(), options).unwrap();
     check(&store, "after a reopen");
@@ -482,4 +504,47 @@ fn a_compaction_in_steps_of_one_record_keeps_every_value_and_no_removed_or_expir
     drop(store);
     let store = KvStore::open(dir.path()).unwrap();
     check(&store, "after a second compaction and a reopen");
+}
+
+/// A compaction that lists the live records from the index reads only those: damage in a
+/// record no key points at any longer goes with its file. One that reads the old files
+/// through (more keys than a step) reports it.
+#[test]
+fn a_compaction_from_the_index_reads_only_live_records() {
+    for (step_records, reads_through) in [(10_000, false), (2, true)] {
+        let dir = TempDir::new().unwrap();
+        let options = KvStoreOptions::default()
+            .compaction_min_stale(u64::MAX)
+            .write_hints(false)
+            .compaction_step_records(step_records);
+        let store = KvStore::open_with(dir.path(), options).unwrap();
+        store.set("a".into(), "old-value-of-a".into()).unwrap();
+        for key in ["a", "b", "c"] {
+            store.set(key.into(), format!("new-{key}")).unwrap();
+        }
+        // The first record (stale: "a" was set again) is damaged behind the store's back.
+        let (_, first) = log_files(dir.path())[0].clone();
+        let bytes = fs::read(&first).unwrap();
+        let at = bytes
+            .windows(b"old-value".len())
+            .position(|w| w == b"old-value")
+            .unwrap();
+        // In place: the file is the store's active one.
+        use std::os::unix::fs::FileExt;
+        let file = fs::OpenOptions::new().write(true).open(&first).unwrap();
+        file.write_at(&[bytes[at] ^ 0xff], at as u64).unwrap();
+        let result = store.compact();
+        if reads_through {
+            let err = result.unwrap_err();
+            assert!(matches!(err, kvs::KvsError::Corruption { .. }), "{err}");
+        } else {
+            result.unwrap();
+            assert!(!first.exists(), "the old file is deleted");
+            drop(store);
+            let store = KvStore::open(dir.path()).unwrap();
+            for key in ["a", "b", "c"] {
+                assert_eq!(store.get(key.into()).unwrap(), Some(format!("new-{key}")));
+            }
+        }
+    }
 }

@@ -30,6 +30,13 @@
 //!    file, or of a batch, if need be) or at the end of the last old file. Writers and readers
 //!    carry on meanwhile. A crash here leaves `.compacting` files, which open deletes: the
 //!    files of the step are intact, and earlier steps are committed.
+//!
+//!    When every key of the store fits in one step (the index holds at most
+//!    `compaction_step_records` keys at the rotation), the live records are listed from the
+//!    index instead: what it points at in the old files, copied in log order, each read and
+//!    checked on its own; that one step then replaces every old file. Its cost follows the
+//!    live records, not the bytes of the old files, which for a few keys overwritten without
+//!    end (counters, sessions, a cache) are nearly all stale.
 //! 3. **Sync** the step's outputs, then **commit**: write the `MANIFEST` (see `manifest.rs`)
 //!    listing the step's outputs as closed and the old files it read to the end as obsolete.
 //!    A crash before this leaves the store as the previous step left it (open deletes the
@@ -85,6 +92,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -129,7 +137,8 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
 
     // 1. Rotate, reserving ids for the outputs (see `output_ids_needed`).
     flush_ahead_of_lock(shared)?;
-    let (old_ids, out_ids) = {
+    let replacing = Replacing(shared);
+    let (old_ids, out_ids, from_index) = {
         let mut writer = shared.lock_writer();
         writer.check_usable()?;
         let last = writer.active_id();
@@ -146,12 +155,15 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         let live = live.saturating_add(live / 3);
         // Each step but the last copies `step_records` records, of keys the index holds now
         // (no key written from here on points into files `<= last`).
-        let steps = (shared.index.len() / step_records) as u64 + 1;
+        let keys = shared.index.len();
+        let steps = (keys / step_records) as u64 + 1;
         let outputs =
             output_ids_needed(live, writer.max_file_bytes(), steps).min(u32::MAX as u64 / 2) as u32;
         let new_id = last.checked_add(outputs + 1).ok_or_else(|| {
             KvsError::InvalidArgument("log file ids exhausted; copy the data to a new store".into())
         })?;
+        // Before the rotation's manifest reaches the hinter: no hints for files about to go.
+        replacing.mark(last);
         writer.rotate_to(new_id, &shared.files, &shared.index)?;
         // Each with the length it was sealed at, as the manifest lists it: the copy reads
         // that much, and a file found shorter is reported, not read as a shorter log.
@@ -170,7 +182,8 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
                 )))),
             })
             .collect::<Result<_>>()?;
-        (old, (last + 1)..new_id)
+        // Every key fits in one step: list the live records from the index.
+        (old, (last + 1)..new_id, keys <= step_records)
     };
     if old_ids.is_empty() {
         return Ok(());
@@ -188,7 +201,12 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         records: 0,
         written: 0,
     };
-    match run.copy_all(&old_ids) {
+    let copied = if from_index {
+        run.copy_from_index(&old_ids)
+    } else {
+        run.copy_all(&old_ids)
+    };
+    match copied {
         Ok(true) => {}
         Ok(false) => {
             // The store is closing: the files of the step under way are untouched, and the
@@ -217,6 +235,25 @@ pub(super) fn compact(shared: &Shared) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Marks the files a compaction replaces for the hinter (`Shared::replacing`), for as long
+/// as the compaction runs, however it ends.
+struct Replacing<'a>(&'a Shared);
+
+impl Replacing<'_> {
+    /// Files up to `last` are being replaced.
+    fn mark(&self, last: u32) {
+        self.0
+            .replacing
+            .store(u64::from(last) + 1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Replacing<'_> {
+    fn drop(&mut self) {
+        self.0.replacing.store(0, Ordering::SeqCst);
+    }
 }
 
 /// The state of one compaction going through its steps.
@@ -290,6 +327,67 @@ impl Run<'_> {
         Ok(true)
     }
 
+    /// The copy of step 2 for a store whose keys all fit in one step: the live records of the
+    /// old files are listed from the index (what the index points at in them) instead of by
+    /// reading those files through, and copied in log order, each read and checked on its own.
+    /// What this costs grows with the live records, not with the bytes of the old files: a
+    /// small set of keys overwritten without end (counters, sessions, a cache) leaves files
+    /// that are nearly all stale, which the other way reads to the end, record by record, to
+    /// find the few records still live. Ends with the one step, which deletes every old file.
+    /// Returns `false` if the store started closing meanwhile.
+    ///
+    /// The moves are those the other way would find: a record in an old file is live exactly
+    /// when the index points at it (old files are immutable, and nothing written since the
+    /// rotation points into them), and what is overwritten or removed between the listing
+    /// and the switch keeps its newer position, as in a step of the other way. Records no key
+    /// points at are not read, so damage in them is not reported; they are deleted with their
+    /// files.
+    fn copy_from_index(&mut self, old: &[(u32, u64)]) -> Result<bool> {
+        let shared = self.shared;
+        let sealed: BTreeMap<u32, u64> = old.iter().copied().collect();
+        let mut live = Vec::new();
+        shared.index.for_each(|_, pos| {
+            if sealed.contains_key(&pos.file) {
+                live.push(pos);
+            }
+        });
+        live.sort_unstable_by_key(|pos| (pos.file, pos.offset));
+        let mut file: Option<(u32, File)> = None;
+        let mut record = Vec::new();
+        let mut reencoded = Vec::new();
+        for pos in live {
+            if shared.closing.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            let end = pos.offset as u64 + pos.len as u64;
+            if sealed.get(&pos.file).is_none_or(|&len| end > len) {
+                return Err(corruption(
+                    shared,
+                    pos,
+                    "the index points past the length the file was sealed at".into(),
+                ));
+            }
+            let file = match &mut file {
+                Some((id, file)) if *id == pos.file => file,
+                slot => {
+                    let path = log_path(&shared.dir, pos.file);
+                    let opened = File::open(&path).map_err(|e| KvsError::io_at(&path, e))?;
+                    &mut slot.insert((pos.file, opened)).1
+                }
+            };
+            record.resize(pos.len as usize, 0);
+            file.read_exact_at(&mut record, pos.offset as u64)
+                .map_err(|e| read_error(shared, pos, e))?;
+            self.copy_record(pos, &record, &mut reencoded)?;
+            if record.capacity() > KEEP_BUFFER_BYTES {
+                record = Vec::new();
+            }
+        }
+        self.read_through = old.iter().map(|&(id, _)| id).collect();
+        self.end_step()?;
+        Ok(true)
+    }
+
     /// Copies the set record of `key` at `pos` (read through `bytes`) to the output if the
     /// index points at it, and ends the step once it holds `step_records` moves.
     fn copy_if_live(
@@ -306,13 +404,20 @@ impl Run<'_> {
         let shared = self.shared;
         let record = bytes
             .read(pos.offset as u64, pos.len as usize)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => {
-                    corruption(shared, pos, "file ends before the record".into())
-                }
-                _ => KvsError::io_at(log_path(&shared.dir, pos.file), e),
-            })?;
+            .map_err(|e| read_error(shared, pos, e))?;
         // Checked again: these bytes were read apart from the ones the reader checked.
+        self.copy_record(pos, record, reencoded)
+    }
+
+    /// Copies `record`, the bytes of the live set record at `pos`, to the output once its
+    /// checksums hold, notes its move, and ends the step once it holds `step_records` moves.
+    fn copy_record(
+        &mut self,
+        pos: RecordPos,
+        record: &[u8],
+        reencoded: &mut Vec<u8>,
+    ) -> Result<()> {
+        let shared = self.shared;
         let header = verify_record(record).map_err(|e| corruption(shared, pos, e.to_string()))?;
         let to = match header.version {
             Version::V2 => self.output.append(record)?,
@@ -554,6 +659,16 @@ fn read_checked<'f, 'r>(
             }
             _ => KvsError::io_at(log_path(&shared.dir, pos.file), e),
         })
+}
+
+/// The error of a failed read of the record at `pos`: a file that ends before it is corrupt.
+fn read_error(shared: &Shared, pos: RecordPos, e: std::io::Error) -> KvsError {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            corruption(shared, pos, "file ends before the record".into())
+        }
+        _ => KvsError::io_at(log_path(&shared.dir, pos.file), e),
+    }
 }
 
 fn corruption(shared: &Shared, pos: RecordPos, reason: String) -> KvsError {

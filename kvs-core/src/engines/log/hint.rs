@@ -67,6 +67,13 @@
 //! leftovers. A read-only open writes none; a child of `fork()` never does either (the thread
 //! is not in it, and the handle it inherits touches nothing).
 //!
+//! Files a compaction under way is replacing get no hint (the compaction marks the ids it
+//! replaces before the manifest of its rotation is written): they are about to be deleted,
+//! and a store whose few keys are overwritten without end would otherwise have every file it
+//! seals read through once more, only to be compacted away at once. Their outputs get hints
+//! as any closed file. A compaction that stops half-way (the store closing, an error) leaves
+//! the files it did not replace to the next manifest, or to the close.
+//!
 //! Closing the store stops the hinter between two records (a hint half written is removed),
 //! then writes what hints are left if their log files hold at most 256 MiB in all, and
 //! otherwise only the hint of the file sealed by the close itself (see `KvStore`'s drop in
@@ -77,7 +84,7 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -715,14 +722,16 @@ impl ManifestSender {
 
 impl Hinter {
     /// Starts the hinter of `dir`, whose files `have` already have a good hint.
-    pub fn spawn(dir: PathBuf, have: BTreeSet<u32>) -> Result<Hinter> {
+    /// `replacing`: while a compaction is under way, one more than the newest id it replaces
+    /// (0 when none is); files below it get no hint.
+    pub fn spawn(dir: PathBuf, have: BTreeSet<u32>, replacing: Arc<AtomicU64>) -> Result<Hinter> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("kvs-hinter".into())
-                .spawn(move || run(&dir, have, &rx, &stop))
+                .spawn(move || run(&dir, have, &rx, &stop, &replacing))
                 .map_err(KvsError::Io)?
         };
         Ok(Hinter {
@@ -754,7 +763,13 @@ impl Hinter {
     }
 }
 
-fn run(dir: &Path, mut have: BTreeSet<u32>, rx: &Receiver<Msg>, stop: &AtomicBool) {
+fn run(
+    dir: &Path,
+    mut have: BTreeSet<u32>,
+    rx: &Receiver<Msg>,
+    stop: &AtomicBool,
+    replacing: &AtomicU64,
+) {
     let mut latest: Option<Manifest> = None;
     loop {
         let Ok(first) = rx.recv() else { return };
@@ -800,6 +815,11 @@ fn run(dir: &Path, mut have: BTreeSet<u32>, rx: &Receiver<Msg>, stop: &AtomicBoo
             if stop.load(Ordering::SeqCst) || !rx.is_empty() {
                 // Closing, or a newer manifest: start over from it.
                 break;
+            }
+            if u64::from(id) < replacing.load(Ordering::SeqCst) {
+                // A compaction is replacing it; if that stops half-way, a later manifest
+                // (or the close) brings the file back here.
+                continue;
             }
             match build(dir, id, len, fingerprint, stop) {
                 // Stopped: closing.
@@ -1026,5 +1046,45 @@ mod tests {
         bad.extend_from_slice(&crc.to_le_bytes());
         let reason = check(&bad, 7, 0x0102, 0xaabb_ccdd, IDENTITY).unwrap_err();
         assert!(reason.contains("out of order"), "{reason}");
+    }
+    /// Files a compaction under way replaces get no hint; newer files listed by the same
+    /// manifest do.
+    #[test]
+    fn files_being_replaced_by_a_compaction_get_no_hint() {
+        use crate::{KvStore, KvStoreOptions, KvsEngine};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let options = KvStoreOptions::default()
+                .write_hints(false)
+                .max_file_size(4 << 10);
+            let store = KvStore::open_with(dir.path(), options).unwrap();
+            for i in 0..100u32 {
+                store.set_bytes(&i.to_be_bytes(), &[7; 100]).unwrap();
+            }
+        }
+        let manifest = super::super::manifest::read(dir.path()).unwrap().unwrap();
+        let closed: Vec<u32> = manifest
+            .files()
+            .iter()
+            .filter(|(_, state)| matches!(state, FileState::Closed { .. }))
+            .map(|(&id, _)| id)
+            .collect();
+        assert!(closed.len() >= 3, "{closed:?}");
+        // A compaction replaces every closed file but the newest.
+        let newest = *closed.last().unwrap();
+        let replacing = AtomicU64::new(u64::from(newest));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        tx.send(Msg::Manifest(manifest.clone())).unwrap();
+        // With the sender gone, `run` returns once it has gone through the manifest.
+        drop(tx);
+        let stop = AtomicBool::new(false);
+        run(dir.path(), BTreeSet::new(), &rx, &stop, &replacing);
+        for &id in &closed {
+            assert_eq!(
+                hint_path(dir.path(), id).exists(),
+                id == newest,
+                "hint of file {id} (files {closed:?}, replacing up to {newest})"
+            );
+        }
     }
 }

@@ -55,7 +55,7 @@ mod writer;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -137,6 +137,9 @@ struct Shared {
     compact_tx: Sender<()>,
     /// Held for the whole of a compaction.
     compaction_running: Mutex<()>,
+    /// While a compaction is under way, one more than the id of the newest file it replaces
+    /// (0 when none is): the hinter leaves those files alone (see `hint.rs`).
+    replacing: Arc<AtomicU64>,
     /// Group commit for [`SyncPolicy::Always`].
     durability: Durability,
     /// Set when the last handle is dropped; compaction stops at the next record.
@@ -326,10 +329,15 @@ impl KvStore {
             .or_insert(format::FILE_MAGIC.len() as u64);
         let fingerprints = recovered.fingerprints;
         // Hints are written for closed files in the background, by read-write stores only.
+        let replacing = Arc::new(AtomicU64::new(0));
         let hinter = if read_only || !options.write_hints {
             None
         } else {
-            Some(Hinter::spawn(dir.clone(), recovered.hinted)?)
+            Some(Hinter::spawn(
+                dir.clone(),
+                recovered.hinted,
+                Arc::clone(&replacing),
+            )?)
         };
         let mut manifest = match recovered.manifest {
             Some(manifest) => manifest,
@@ -390,6 +398,7 @@ impl KvStore {
             writer: Mutex::new(writer),
             compact_tx,
             compaction_running: Mutex::new(()),
+            replacing,
             durability: Durability::default(),
             closing: AtomicBool::new(false),
             _lock: lock,
