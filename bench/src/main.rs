@@ -29,6 +29,11 @@
 //! never replaces the published figures. `--out DIR` chooses another directory, `--dir DIR`
 //! where the stores are created (default: the system's temporary directory).
 //!
+//! `--only set,get,durable,open` measures only those groups of workloads (1-2, 3, 4, 5), and
+//! like `--quick` writes its page to `bench/target/only/` unless `--out` says otherwise.
+//! After the table it prints the goals (kvs's ratio over one peer on one workload) with the
+//! ratio before the second round of speed work beside this run's.
+//!
 //! `--profile set|get|durable [--seconds N] [--threads N]` runs only `KvStore`'s workload 1, 3
 //! or 4, for `perf record` (see `docs/perf/results.md`, "Where the time goes").
 
@@ -80,7 +85,12 @@ struct Args {
     profile: Option<String>,
     seconds: f64,
     threads: usize,
+    /// The groups of workloads to measure (`--only`); all of them if `None`.
+    only: Option<Vec<String>>,
 }
+
+/// The groups of workloads `--only` chooses from.
+const GROUPS: [&str; 4] = ["set", "get", "durable", "open"];
 
 fn parse_args(raw: &[String]) -> Result<Args> {
     let mut args = Args {
@@ -90,6 +100,7 @@ fn parse_args(raw: &[String]) -> Result<Args> {
         profile: None,
         seconds: 10.0,
         threads: 1,
+        only: None,
     };
     let mut it = raw.iter();
     while let Some(arg) = it.next() {
@@ -101,9 +112,21 @@ fn parse_args(raw: &[String]) -> Result<Args> {
             "--profile" => args.profile = Some(value()?.clone()),
             "--seconds" => args.seconds = value()?.parse()?,
             "--threads" => args.threads = value()?.parse()?,
+            "--only" => {
+                let groups: Vec<String> = value()?.split(',').map(str::to_string).collect();
+                if let Some(bad) = groups.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+                    return Err(format!(
+                        "--only takes a comma-separated list of {}, not {bad:?}",
+                        GROUPS.join(", ")
+                    )
+                    .into());
+                }
+                args.only = Some(groups);
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: kvs-bench [--quick] [--out DIR] [--dir DIR]\n       \
+                    "usage: kvs-bench [--quick] [--only set,get,durable,open] [--out DIR] \
+                     [--dir DIR]\n       \
                      kvs-bench --profile set|get|durable [--seconds N] [--threads N] [--dir DIR]"
                 );
                 std::process::exit(0);
@@ -146,6 +169,8 @@ fn run(args: &Args, raw: &[String]) -> Result<()> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         if args.quick {
             root.join("target/quick")
+        } else if args.only.is_some() {
+            root.join("target/only")
         } else {
             root.join("../docs/perf")
         }
@@ -154,7 +179,7 @@ fn run(args: &Args, raw: &[String]) -> Result<()> {
     let date = report::utc_now();
     let started = Instant::now();
     let values = Values::new();
-    let rows = measure_all(&plan, scratch.path(), &values)?;
+    let rows = measure_all(&plan, scratch.path(), &values, args.only.as_deref())?;
     eprintln!("measured in {:.0} s", started.elapsed().as_secs_f64());
 
     let info = RunInfo {
@@ -177,6 +202,7 @@ fn run(args: &Args, raw: &[String]) -> Result<()> {
         data_dir: format!("{} ({})", base.display(), filesystem(&base)),
     };
     println!("{}", report::text_table(&rows));
+    println!("{}", report::goals_text(&rows));
     println!(
         "load average: {} at start, {} at end",
         info.load_before, info.load_after
@@ -205,7 +231,15 @@ fn order(round: usize) -> impl Iterator<Item = Engine> {
     (0..Engine::ALL.len()).map(move |i| Engine::ALL[(round + i) % Engine::ALL.len()])
 }
 
-fn measure_all(plan: &Plan, scratch: &Path, values: &Values) -> Result<Vec<Row>> {
+/// Measures every workload of the groups in `only` (all of them if `None`), and returns the
+/// rows of those.
+fn measure_all(
+    plan: &Plan,
+    scratch: &Path,
+    values: &Values,
+    only: Option<&[String]>,
+) -> Result<Vec<Row>> {
+    let wants = |group: &str| only.is_none_or(|only| only.iter().any(|g| g == group));
     let mut set_small = Row::new("1. set, 100 B values", Unit::OpsPerSec);
     let mut set_large = Row::new("2. set, 1 KiB values", Unit::OpsPerSec);
     let mut get_one = Row::new("3. get, random of 100k, 1 thread", Unit::OpsPerSec);
@@ -224,7 +258,12 @@ fn measure_all(plan: &Plan, scratch: &Path, values: &Values) -> Result<Vec<Row>>
     );
 
     // Workloads 1 and 2: a fresh store for every sample.
-    for (row, value_len) in [(&mut set_small, SMALL_VALUE), (&mut set_large, LARGE_VALUE)] {
+    let sets = if wants("set") {
+        vec![(&mut set_small, SMALL_VALUE), (&mut set_large, LARGE_VALUE)]
+    } else {
+        Vec::new()
+    };
+    for (row, value_len) in sets {
         for round in 0..plan.rounds {
             for engine in order(round) {
                 let dir = tempfile::tempdir_in(scratch)?;
@@ -239,94 +278,105 @@ fn measure_all(plan: &Plan, scratch: &Path, values: &Values) -> Result<Vec<Row>>
         }
     }
 
-    // Workload 3: one store of 100k keys per engine, built, closed and reopened.
-    let mut stores = Vec::new();
-    for engine in Engine::ALL {
-        let dir = scratch.join(format!("get-{}", engine.name()));
-        workload::load(engine, &dir, values, GET_KEYS)?;
-        stores.push((engine, engine.open(&dir, Durability::Os)?));
-    }
-    settle();
-    for (row, threads) in [(&mut get_one, 1), (&mut get_two, 2)] {
-        for round in 0..plan.rounds {
-            for engine in order(round) {
-                let store = &stores[engine as usize].1;
-                let sample = workload::gets(store, GET_KEYS, threads, plan.sample, round as u64)?;
-                progress(&row.label, engine, round, plan.rounds, sample);
-                row.push_sample(engine, sample);
+    if wants("get") {
+        // Workload 3: one store of 100k keys per engine, built, closed and reopened.
+        let mut stores = Vec::new();
+        for engine in Engine::ALL {
+            let dir = scratch.join(format!("get-{}", engine.name()));
+            workload::load(engine, &dir, values, GET_KEYS)?;
+            stores.push((engine, engine.open(&dir, Durability::Os)?));
+        }
+        settle();
+        for (row, threads) in [(&mut get_one, 1), (&mut get_two, 2)] {
+            for round in 0..plan.rounds {
+                for engine in order(round) {
+                    let store = &stores[engine as usize].1;
+                    let sample =
+                        workload::gets(store, GET_KEYS, threads, plan.sample, round as u64)?;
+                    progress(&row.label, engine, round, plan.rounds, sample);
+                    row.push_sample(engine, sample);
+                }
             }
         }
+        drop(stores);
     }
-    drop(stores);
 
-    // Workload 4: one durable store per engine, kept across rounds.
-    let mut stores = Vec::new();
-    for engine in Engine::ALL {
-        let dir = scratch.join(format!("durable-{}", engine.name()));
-        stores.push(engine.open(&dir, Durability::Disk)?);
-    }
-    for (row, threads) in [(&mut durable_one, 1), (&mut durable_eight, 8)] {
-        for round in 0..plan.rounds {
-            for engine in order(round) {
-                let store = &stores[engine as usize];
-                let key_round = (round + threads * plan.rounds) as u64;
-                let sample = workload::sets(
-                    store,
-                    values,
-                    SMALL_VALUE,
-                    threads,
-                    plan.durable_sample,
-                    key_round,
-                )?;
-                progress(&row.label, engine, round, plan.rounds, sample);
-                row.push_sample(engine, sample);
+    if wants("durable") {
+        // Workload 4: one durable store per engine, kept across rounds.
+        let mut stores = Vec::new();
+        for engine in Engine::ALL {
+            let dir = scratch.join(format!("durable-{}", engine.name()));
+            stores.push(engine.open(&dir, Durability::Disk)?);
+        }
+        for (row, threads) in [(&mut durable_one, 1), (&mut durable_eight, 8)] {
+            for round in 0..plan.rounds {
+                for engine in order(round) {
+                    let store = &stores[engine as usize];
+                    let key_round = (round + threads * plan.rounds) as u64;
+                    let sample = workload::sets(
+                        store,
+                        values,
+                        SMALL_VALUE,
+                        threads,
+                        plan.durable_sample,
+                        key_round,
+                    )?;
+                    progress(&row.label, engine, round, plan.rounds, sample);
+                    row.push_sample(engine, sample);
+                }
             }
         }
+        drop(stores);
     }
-    drop(stores);
 
-    // Workload 5: open a big store in a child process.
-    let mut dirs = Vec::new();
-    for engine in Engine::ALL {
-        let dir = scratch.join(format!("open-{}", engine.name()));
-        let started = Instant::now();
-        workload::load(engine, &dir, values, plan.open_keys)?;
-        eprintln!(
-            "built {} keys for {} in {:.1} s",
-            plan.open_keys,
-            engine.name(),
-            started.elapsed().as_secs_f64()
-        );
-        dirs.push(dir);
-    }
-    settle();
-    for round in 0..plan.open_rounds {
-        for engine in order(round) {
-            let sample = open::measure_in_child(engine, &dirs[engine as usize])?;
+    if wants("open") {
+        // Workload 5: open a big store in a child process.
+        let mut dirs = Vec::new();
+        for engine in Engine::ALL {
+            let dir = scratch.join(format!("open-{}", engine.name()));
+            let started = Instant::now();
+            workload::load(engine, &dir, values, plan.open_keys)?;
             eprintln!(
-                "{:<38} {:<5} round {}/{}: {:.3} s, {:.1} MiB resident ({:.1} MiB before open)",
-                open_time.label,
+                "built {} keys for {} in {:.1} s",
+                plan.open_keys,
                 engine.name(),
-                round + 1,
-                plan.open_rounds,
-                sample.seconds,
-                mib(sample.rss_after),
-                mib(sample.rss_before)
+                started.elapsed().as_secs_f64()
             );
-            open_time.push(engine, sample.seconds * 1000.0);
-            open_rss.push(engine, mib(sample.rss_after));
+            dirs.push(dir);
+        }
+        settle();
+        for round in 0..plan.open_rounds {
+            for engine in order(round) {
+                let sample = open::measure_in_child(engine, &dirs[engine as usize])?;
+                eprintln!(
+                    "{:<38} {:<5} round {}/{}: {:.3} s, {:.1} MiB resident ({:.1} MiB before open)",
+                    open_time.label,
+                    engine.name(),
+                    round + 1,
+                    plan.open_rounds,
+                    sample.seconds,
+                    mib(sample.rss_after),
+                    mib(sample.rss_before)
+                );
+                open_time.push(engine, sample.seconds * 1000.0);
+                open_rss.push(engine, mib(sample.rss_after));
+            }
         }
     }
-    Ok(vec![
-        set_small,
-        set_large,
-        get_one,
-        get_two,
-        durable_one,
-        durable_eight,
-        open_time,
-        open_rss,
-    ])
+    Ok([
+        ("set", set_small),
+        ("set", set_large),
+        ("get", get_one),
+        ("get", get_two),
+        ("durable", durable_one),
+        ("durable", durable_eight),
+        ("open", open_time),
+        ("open", open_rss),
+    ]
+    .into_iter()
+    .filter(|(group, _)| wants(group))
+    .map(|(_, row)| row)
+    .collect())
 }
 
 /// Runs `KvStore` alone on one workload, for a profiler.

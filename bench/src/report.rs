@@ -142,6 +142,90 @@ pub fn text_table(rows: &[Row]) -> String {
     align(&header, &body, false)
 }
 
+/// A target of the speed work: kvs's ratio over one peer on one workload, with the ratio the
+/// benchmark measured before that work (on the 2-core development machine, at a quiet moment).
+pub struct Goal {
+    /// The start of the workload's row label.
+    pub workload: &'static str,
+    pub peer: Engine,
+    pub before: f64,
+    pub goal: f64,
+}
+
+/// The targets the benchmark reports on, after its table.
+pub const GOALS: [Goal; 4] = [
+    Goal {
+        workload: "1. set, 100 B values",
+        peer: Engine::Fjall,
+        before: 2.42,
+        goal: 4.0,
+    },
+    Goal {
+        workload: "3. get, random of 100k, 1 thread",
+        peer: Engine::Lmdb,
+        before: 1.56,
+        goal: 2.0,
+    },
+    Goal {
+        workload: "3. get, random of 100k, 2 threads",
+        peer: Engine::Lmdb,
+        before: 1.44,
+        goal: 2.0,
+    },
+    Goal {
+        workload: "4. durable set, 8 threads",
+        peer: Engine::Sled,
+        before: 1.68,
+        goal: 3.0,
+    },
+];
+
+/// The cells of the goals table, one line per goal whose workload was measured: workload,
+/// peer, ratio before, ratio now, goal, met or not.
+fn goal_cells(rows: &[Row]) -> Vec<Vec<String>> {
+    GOALS
+        .iter()
+        .filter_map(|goal| {
+            let row = rows.iter().find(|r| r.label.starts_with(goal.workload))?;
+            let now = row.ratio(goal.peer)?;
+            Some(vec![
+                goal.workload.to_string(),
+                goal.peer.name().to_string(),
+                format!("{:.2}x", goal.before),
+                format!("{now:.2}x"),
+                format!(">= {:.1}x", goal.goal),
+                if now >= goal.goal { "met" } else { "not met" }.to_string(),
+            ])
+        })
+        .collect()
+}
+
+const GOAL_HEADER: [&str; 6] = ["goal: kvs over", "peer", "before", "now", "goal", ""];
+
+/// The goals table as aligned text.
+pub fn goals_text(rows: &[Row]) -> String {
+    let header: Vec<String> = GOAL_HEADER.iter().map(|h| h.to_string()).collect();
+    align(&header, &goal_cells(rows), true)
+}
+
+/// The goals table as Markdown (empty if no goal's workload was measured).
+fn goals_markdown(rows: &[Row]) -> String {
+    let cells = goal_cells(rows);
+    if cells.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "## Goals\n\nkvs's ratio over one peer, before the second round of speed work (measured \
+         on this machine at a quiet moment) and in this run.\n\n| workload | peer | before | now | \
+         goal | |\n|---|---|--:|--:|--:|---|\n",
+    );
+    for line in cells {
+        let _ = writeln!(md, "| {} |", line.join(" | "));
+    }
+    md.push('\n');
+    md
+}
+
 /// `header` and `body` as aligned text: the first column left-aligned, the others right-aligned
 /// (the last one left-aligned too if `free_last`: a column of prose).
 pub fn align(header: &[String], body: &[Vec<String>], free_last: bool) -> String {
@@ -234,6 +318,7 @@ pub fn markdown(info: &RunInfo, rows: &[Row], plot_file: &str) -> String {
          below 1 is better for kvs in ms and MiB rows.\n"
     );
     let _ = writeln!(md, "![The same table as bar charts]({plot_file})\n");
+    md.push_str(&goals_markdown(rows));
     let _ = writeln!(md, "## Spread (lowest - highest sample)\n");
     let _ = writeln!(md, "| workload | kvs | sled | fjall | lmdb |");
     let _ = writeln!(md, "|---|--:|--:|--:|--:|");
