@@ -391,7 +391,19 @@ fn profile(which: &str, scratch: &Path, seconds: f64, threads: usize) -> Result<
                 Durability::Disk
             };
             let store = Engine::Kvs.open(&scratch.join("set"), durability)?;
-            workload::sets(&store, &values, SMALL_VALUE, threads, duration, 0)?
+            let sample = workload::sets(&store, &values, SMALL_VALUE, threads, duration, 0)?;
+            if let kvs_bench::peer::Store::Kvs { store, .. } = &store {
+                let stats = store.disk_stats();
+                if stats.syncs > 0 {
+                    println!(
+                        "{} fsyncs covered {} writes: {:.2} writes each",
+                        stats.syncs,
+                        stats.synced_writes,
+                        stats.synced_writes as f64 / stats.syncs as f64
+                    );
+                }
+            }
+            sample
         }
         "get" => {
             let dir = scratch.join("get");
