@@ -13,7 +13,8 @@
 //! each the median of `--rounds` runs (default 5) with the smallest and largest, the ratio
 //! kvs/redis (the median of each round's ratio, as both servers of a round ran under the same
 //! background load), and the CPU time each server spent per request, the figure that moves
-//! least on a shared, busy machine. The two servers are measured alternately, the one first
+//! least on a shared, busy machine, and the share of a core `redis-benchmark` itself kept
+//! busy (single-threaded: near 1.00, the client limits the run, not the server). The two servers are measured alternately, the one first
 //! changing every round. Needs Debian's `redis-tools` and `redis-server`; without them it says
 //! so and exits.
 
@@ -99,6 +100,21 @@ fn options() -> Options {
     options
 }
 
+/// The CPU time (user and system) of every child process this process has waited for.
+fn children_cpu() -> std::time::Duration {
+    // SAFETY: `getrusage` only writes the struct it is given, which lives on this stack.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) != 0 {
+            return std::time::Duration::ZERO;
+        }
+        usage
+    };
+    let time =
+        |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 /// Requests per second of one `redis-benchmark` run of `workload` with `requests` requests,
 /// as `--csv` reports it.
 fn redis_benchmark(
@@ -136,6 +152,9 @@ fn redis_benchmark(
 struct Samples {
     rps: Vec<f64>,
     cpu_ns_per_request: Vec<f64>,
+    /// The CPU time `redis-benchmark` spent over the run's wall time: near 1.0, the
+    /// single-threaded client is what limits the run, whatever the server.
+    client_cores: Vec<f64>,
 }
 
 /// One run of `workload` against `server`: its requests per second, and the server's CPU
@@ -147,10 +166,18 @@ fn run(
     samples: &mut Samples,
 ) -> Option<()> {
     let requests = options.requests * if workload.pipeline > 1 { 10 } else { 1 };
+    let client_before = children_cpu();
+    let started = std::time::Instant::now();
     let (rps, cpu) = with_cpu_of(server.0 .0.id(), || {
         redis_benchmark(server.1, options, workload, requests)
     });
+    let wall = started.elapsed();
     samples.rps.push(rps?);
+    if let Some(client) = children_cpu().checked_sub(client_before) {
+        samples
+            .client_cores
+            .push(client.as_secs_f64() / wall.as_secs_f64());
+    }
     if let Some(cpu) = cpu {
         samples
             .cpu_ns_per_request
@@ -192,12 +219,20 @@ fn main() {
             .map_or(String::new(), |t| format!(", --threads {t}")),
     );
     println!(
-        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} | goal",
-        "workload", "before:", "", "", "now: kvs", "redis", "kvs/redis", "CPU/request"
+        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} | {:>13} | goal",
+        "workload",
+        "before:",
+        "",
+        "",
+        "now: kvs",
+        "redis",
+        "kvs/redis",
+        "CPU/request",
+        "client cores"
     );
     println!(
-        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} |",
-        "", "kvs", "redis", "ratio", "", "", "", "kvs / redis"
+        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} | {:>13} |",
+        "", "kvs", "redis", "ratio", "", "", "", "kvs / redis", "kvs / redis"
     );
     for workload in &WORKLOADS {
         let mut kvs_samples = Samples::default();
@@ -231,8 +266,12 @@ fn main() {
             Spread::of(&samples.cpu_ns_per_request)
                 .map_or_else(|| "?".to_string(), |s| format!("{:.0}", s.median))
         };
+        let client = |samples: &Samples| {
+            Spread::of(&samples.client_cores)
+                .map_or_else(|| "?".to_string(), |s| format!("{:.2}", s.median))
+        };
         println!(
-            "{:<10} | {:>7} {:>7} {:>5.2}x | {:>22} {:>22} {:>22} | {:>17} | >= {GOAL:.1}x{}",
+            "{:<10} | {:>7} {:>7} {:>5.2}x | {:>22} {:>22} {:>22} | {:>17} | {:>13} | >= {GOAL:.1}x{}",
             workload.name,
             si(workload.before_kvs),
             si(workload.before_redis),
@@ -241,6 +280,7 @@ fn main() {
             redis_rps.show(),
             format!("{:.2}x ({:.2}-{:.2})", ratio.median, ratio.min, ratio.max),
             format!("{} / {} ns", cpu(&kvs_samples), cpu(&redis_samples)),
+            format!("{} / {}", client(&kvs_samples), client(&redis_samples)),
             if ratio.median >= GOAL {
                 ""
             } else {

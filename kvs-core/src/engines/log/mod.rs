@@ -522,6 +522,11 @@ fn spawn_compactor(shared: Arc<Shared>, rx: Receiver<()>) -> Result<JoinHandle<(
                 if shared.closing.load(Ordering::SeqCst) {
                     return;
                 }
+                // Writes during the last compaction asked again while its stale files were
+                // still counted: only go on if the log still needs one.
+                if !shared.lock_writer().compaction_due(&shared.options) {
+                    continue;
+                }
                 if let Err(e) = compaction::compact(&shared) {
                     // The log is intact (compaction deletes nothing until its output is
                     // durable); it simply stays larger. The next trigger tries again.
@@ -648,10 +653,16 @@ impl Shared {
 }
 
 impl LogWriter {
+    /// Whether enough of the log is stale for a compaction: at least
+    /// [`KvStoreOptions::compaction_min_stale`] bytes, and at least half of it.
+    fn compaction_due(&self, options: &KvStoreOptions) -> bool {
+        let stale = self.stale_bytes();
+        stale >= options.compaction_min_stale && stale * 2 >= self.total_bytes()
+    }
+
     /// Wakes the compactor when enough of the log is stale.
     fn maybe_request_compaction(&self, shared: &Shared) {
-        let stale = self.stale_bytes();
-        if stale >= shared.options.compaction_min_stale && stale * 2 >= self.total_bytes() {
+        if self.compaction_due(&shared.options) {
             match shared.compact_tx.try_send(()) {
                 Ok(()) | Err(TrySendError::Full(())) => {}
                 Err(TrySendError::Disconnected(())) => {
