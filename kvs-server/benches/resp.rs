@@ -9,13 +9,16 @@
 //! ```
 //!
 //! It prints one row per workload: the figures measured before the request path was reworked
-//! ("before", fixed in [`WORKLOADS`]), then this run's requests per second of kvs and of redis,
-//! each the median of `--rounds` runs (default 5) with the smallest and largest, the ratio
-//! kvs/redis (the median of each round's ratio, as both servers of a round ran under the same
-//! background load), and the CPU time each server spent per request, the figure that moves
-//! least on a shared, busy machine, and the share of a core `redis-benchmark` itself kept
-//! busy (single-threaded: near 1.00, the client limits the run, not the server). The two servers are measured alternately, the one first
-//! changing every round. Needs Debian's `redis-tools` and `redis-server`; without them it says
+//! ("before", fixed in [`WORKLOADS`], for the rows measured then), then this run's requests
+//! per second of kvs and of redis, each the median of `--rounds` runs (default 5) with the
+//! smallest and largest, the ratio kvs/redis (the median of each round's ratio, as both
+//! servers of a round ran under the same background load), the CPU time each server spent
+//! per request (the figure that moves least on a shared, busy machine), and the share of a
+//! core `redis-benchmark` itself kept busy: near 1.00 for its default single thread, the
+//! client limits the run, not the server, which is why every workload is also run with a
+//! client of two threads (`--threads 2`). The two servers are measured alternately, the one
+//! first changing every round. Needs Debian's `redis-tools` and `redis-server`; without them
+//! it says
 //! so and exits.
 
 mod servers;
@@ -40,40 +43,40 @@ struct Workload {
     name: &'static str,
     test: &'static str,
     pipeline: usize,
-    before_kvs: f64,
-    before_redis: f64,
+    /// `redis-benchmark --threads`: 1 is its default, one thread for every connection.
+    client_threads: usize,
+    /// Measured before the request path was reworked, for the rows that were measured then.
+    before: Option<(f64, f64)>,
 }
 
-const WORKLOADS: [Workload; 4] = [
-    Workload {
-        name: "-P 16 SET",
-        test: "set",
-        pipeline: 16,
-        before_kvs: 1.15e6,
-        before_redis: 1.32e6,
-    },
-    Workload {
-        name: "-P 16 GET",
-        test: "get",
-        pipeline: 16,
-        before_kvs: 1.23e6,
-        before_redis: 1.49e6,
-    },
-    Workload {
-        name: "-P 1 SET",
-        test: "set",
-        pipeline: 1,
-        before_kvs: 86.7e3,
-        before_redis: 90.3e3,
-    },
-    Workload {
-        name: "-P 1 GET",
-        test: "get",
-        pipeline: 1,
-        before_kvs: 87.6e3,
-        before_redis: 88.2e3,
-    },
+const WORKLOADS: [Workload; 8] = [
+    workload("-P 16 SET", "set", 16, 1, Some((1.15e6, 1.32e6))),
+    workload("-P 16 GET", "get", 16, 1, Some((1.23e6, 1.49e6))),
+    workload("-P 1 SET", "set", 1, 1, Some((86.7e3, 90.3e3))),
+    workload("-P 1 GET", "get", 1, 1, Some((87.6e3, 88.2e3))),
+    // The same with a client of two threads: one thread is what limits the rows above on a
+    // machine of two cores (see the client's share of a core).
+    workload("-P 16 SET, 2 client threads", "set", 16, 2, None),
+    workload("-P 16 GET, 2 client threads", "get", 16, 2, None),
+    workload("-P 1 SET, 2 client threads", "set", 1, 2, None),
+    workload("-P 1 GET, 2 client threads", "get", 1, 2, None),
 ];
+
+const fn workload(
+    name: &'static str,
+    test: &'static str,
+    pipeline: usize,
+    client_threads: usize,
+    before: Option<(f64, f64)>,
+) -> Workload {
+    Workload {
+        name,
+        test,
+        pipeline,
+        client_threads,
+        before,
+    }
+}
 
 /// The ratio kvs/redis the request path aims at, for every workload of the table.
 const GOAL: f64 = 1.2;
@@ -129,6 +132,7 @@ fn redis_benchmark(
         .args(["-c", &options.clients.to_string()])
         .args(["-n", &requests.to_string()])
         .args(["-P", &workload.pipeline.to_string()])
+        .args(["--threads", &workload.client_threads.to_string()])
         .output()
         .ok()?;
     if !output.stderr.is_empty() {
@@ -219,7 +223,7 @@ fn main() {
             .map_or(String::new(), |t| format!(", --threads {t}")),
     );
     println!(
-        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} | {:>13} | goal",
+        "{:<27} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} | {:>13} | goal",
         "workload",
         "before:",
         "",
@@ -231,7 +235,7 @@ fn main() {
         "client cores"
     );
     println!(
-        "{:<10} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} | {:>13} |",
+        "{:<27} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} | {:>13} |",
         "", "kvs", "redis", "ratio", "", "", "", "kvs / redis", "kvs / redis"
     );
     for workload in &WORKLOADS {
@@ -270,12 +274,16 @@ fn main() {
             Spread::of(&samples.client_cores)
                 .map_or_else(|| "?".to_string(), |s| format!("{:.2}", s.median))
         };
+        let (before_kvs, before_redis, before_ratio) = match workload.before {
+            Some((k, r)) => (si(k), si(r), format!("{:.2}x", k / r)),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
         println!(
-            "{:<10} | {:>7} {:>7} {:>5.2}x | {:>22} {:>22} {:>22} | {:>17} | {:>13} | >= {GOAL:.1}x{}",
+            "{:<27} | {:>7} {:>7} {:>6} | {:>22} {:>22} {:>22} | {:>17} | {:>13} | >= {GOAL:.1}x{}",
             workload.name,
-            si(workload.before_kvs),
-            si(workload.before_redis),
-            workload.before_kvs / workload.before_redis,
+            before_kvs,
+            before_redis,
+            before_ratio,
             kvs_rps.show(),
             redis_rps.show(),
             format!("{:.2}x ({:.2}-{:.2})", ratio.median, ratio.min, ratio.max),
