@@ -7,6 +7,12 @@
 //! [`GroupWrite`](crate::resp::session::GroupWrite)), and answers each of those connections,
 //! which then go on. Without pipelining, 50 connections each waiting for the reply to one `SET`
 //! cost one write to the log per round instead of one per connection.
+//!
+//! A worker that had events in its last round looks for more without sleeping for a moment
+//! (see `Worker::wait_for_events`) before it waits in `epoll_wait`: measured with
+//! `redis-benchmark -c 1` GETs against the same store, alternating binaries, 12.4k-14.7k
+//! requests/s sleeping at once, 24.2k-34.2k with it; with 50 connections and no pipelining
+//! 80k against 88-91k; an idle server stays idle.
 
 use std::collections::VecDeque;
 use std::io;
@@ -52,7 +58,12 @@ pub(super) struct Worker<E: KvsEngine> {
     /// end of the round (see [`GroupWrite`]), and the connections waiting for it.
     group: GroupWrite,
     deferred: Vec<usize>,
+    /// The last round had events (see [`Worker::wait_for_events`]).
+    busy: bool,
 }
+
+/// How long a worker that just had work looks for more before it sleeps.
+const SPIN: Duration = Duration::from_micros(50);
 
 impl<E: KvsEngine> Worker<E> {
     pub(super) fn new(
@@ -80,6 +91,7 @@ impl<E: KvsEngine> Worker<E> {
             ready: VecDeque::new(),
             group: GroupWrite::default(),
             deferred: Vec::new(),
+            busy: false,
         })
     }
 
@@ -131,11 +143,12 @@ impl<E: KvsEngine> Worker<E> {
     /// they name and those waiting for another turn, then writes the round's group of `SET`s
     /// and answers them. Fails only if polling fails.
     fn round(&mut self, events: &mut Events, scratch: &mut [u8], wait: Duration) -> io::Result<()> {
-        match self.poll.poll(events, Some(wait)) {
+        match self.wait_for_events(events, wait) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
+        self.busy = !events.is_empty();
         for event in events.iter() {
             match event.token() {
                 WAKE => self.adopt_new(),
@@ -154,6 +167,30 @@ impl<E: KvsEngine> Worker<E> {
         }
         self.write_group(scratch);
         Ok(())
+    }
+
+    /// Waits at most `wait` for events. After a round that had some, it first looks again
+    /// without sleeping, yielding the processor in between, for up to [`SPIN`]: a client
+    /// that sends its next request as soon as it has its reply finds the worker awake. A
+    /// worker that slept instead paid for being woken on every request, which on a virtual
+    /// machine with an idle core is the core's own wake-up too (a lone client's round trip
+    /// measured 70-80 us here, most of it wake-ups). An idle worker never spins: its rounds
+    /// have no events.
+    fn wait_for_events(&mut self, events: &mut Events, wait: Duration) -> io::Result<()> {
+        if self.busy && !wait.is_zero() {
+            let started = Instant::now();
+            loop {
+                self.poll.poll(events, Some(Duration::ZERO))?;
+                if !events.is_empty() || started.elapsed() >= SPIN {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            if !events.is_empty() {
+                return Ok(());
+            }
+        }
+        self.poll.poll(events, Some(wait))
     }
 
     /// Registers the connections the accepting loop sent.
