@@ -264,18 +264,15 @@ fn measure_all(
         Vec::new()
     };
     for (row, value_len) in sets {
-        for round in 0..plan.rounds {
-            for engine in order(round) {
-                let dir = tempfile::tempdir_in(scratch)?;
-                let store = engine.open(dir.path(), Durability::Os)?;
-                let sample = workload::sets(&store, values, value_len, 1, plan.sample, 0)?;
-                drop(store);
-                drop(dir);
-                settle();
-                progress(&row.label, engine, round, plan.rounds, sample);
-                row.push_sample(engine, sample);
-            }
-        }
+        measure_rounds(row, plan.rounds, |engine, _| {
+            let dir = tempfile::tempdir_in(scratch)?;
+            let store = engine.open(dir.path(), Durability::Os)?;
+            let sample = workload::sets(&store, values, value_len, 1, plan.sample, 0)?;
+            drop(store);
+            drop(dir);
+            settle();
+            Ok(sample)
+        })?;
     }
 
     if wants("get") {
@@ -288,15 +285,10 @@ fn measure_all(
         }
         settle();
         for (row, threads) in [(&mut get_one, 1), (&mut get_two, 2)] {
-            for round in 0..plan.rounds {
-                for engine in order(round) {
-                    let store = &stores[engine as usize].1;
-                    let sample =
-                        workload::gets(store, GET_KEYS, threads, plan.sample, round as u64)?;
-                    progress(&row.label, engine, round, plan.rounds, sample);
-                    row.push_sample(engine, sample);
-                }
-            }
+            measure_rounds(row, plan.rounds, |engine, round| {
+                let store = &stores[engine as usize].1;
+                workload::gets(store, GET_KEYS, threads, plan.sample, round as u64)
+            })?;
         }
         drop(stores);
     }
@@ -309,22 +301,18 @@ fn measure_all(
             stores.push(engine.open(&dir, Durability::Disk)?);
         }
         for (row, threads) in [(&mut durable_one, 1), (&mut durable_eight, 8)] {
-            for round in 0..plan.rounds {
-                for engine in order(round) {
-                    let store = &stores[engine as usize];
-                    let key_round = (round + threads * plan.rounds) as u64;
-                    let sample = workload::sets(
-                        store,
-                        values,
-                        SMALL_VALUE,
-                        threads,
-                        plan.durable_sample,
-                        key_round,
-                    )?;
-                    progress(&row.label, engine, round, plan.rounds, sample);
-                    row.push_sample(engine, sample);
-                }
-            }
+            measure_rounds(row, plan.rounds, |engine, round| {
+                let store = &stores[engine as usize];
+                let key_round = (round + threads * plan.rounds) as u64;
+                workload::sets(
+                    store,
+                    values,
+                    SMALL_VALUE,
+                    threads,
+                    plan.durable_sample,
+                    key_round,
+                )
+            })?;
         }
         drop(stores);
     }
@@ -417,6 +405,23 @@ fn profile(which: &str, scratch: &Path, seconds: f64, threads: usize) -> Result<
         "kvs {which}, {threads} thread(s): {:.0} ops/s, {:.2} cores busy",
         sample.ops_per_sec, sample.cpus
     );
+    Ok(())
+}
+
+/// `rounds` rounds of `sample` for every engine, in the order of each round (see [`order`]),
+/// each sample reported and added to `row`.
+fn measure_rounds(
+    row: &mut Row,
+    rounds: usize,
+    mut sample: impl FnMut(Engine, usize) -> Result<Sample>,
+) -> Result<()> {
+    for round in 0..rounds {
+        for engine in order(round) {
+            let measured = sample(engine, round)?;
+            progress(&row.label, engine, round, rounds, measured);
+            row.push_sample(engine, measured);
+        }
+    }
     Ok(())
 }
 
