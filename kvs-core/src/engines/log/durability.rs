@@ -163,12 +163,12 @@ impl Shared {
 /// How long a writer waiting for a sync under way yields the processor, watching for its
 /// end, before it sleeps on the condition variable: about one fsync of the development
 /// machine's disk. Sleeping at once cost each wait a futex wake-up and, on a virtual machine
-/// with idle cores, the core's own wake-up: with 8 writers, 240 us a sync of which the
-/// `fdatasync` took about 110.
+/// with idle cores, the core's own wake-up: with 8 writers a sync took about 240 us from one
+/// to the next, of which the `fdatasync` was about 170.
 const SPIN_LIMIT: std::time::Duration = std::time::Duration::from_micros(250);
 
 /// The most times a group-commit leader yields to writers still arriving before it syncs,
-/// when it expects no more than it has.
+/// when it has no count of writers to expect (one writer, or the first sync).
 const MAX_GATHER_YIELDS: usize = 8;
 
 /// The longest a group-commit leader waits for the writers it expects: a fraction of an
@@ -182,10 +182,10 @@ impl Shared {
     /// the next one. `expected` writers were waiting when the last sync ended, and `covered`
     /// appends are durable: each of those writers that writes again appends once before it
     /// waits, so the leader yields the processor until `expected` appends are not yet
-    /// durable, for at most [`GATHER_LIMIT`]. With no such count to go by (the first sync,
-    /// or a lone writer), or once it is reached, it yields as long as each yield saw new
-    /// appends, at most [`MAX_GATHER_YIELDS`] times: a lone writer pays one yield, next to
-    /// an fsync of a millisecond or more.
+    /// durable, for at most [`GATHER_LIMIT`], and syncs as soon as they are. With no such
+    /// count to go by (the first sync, or a lone writer) it yields as long as each yield saw
+    /// new appends, at most [`MAX_GATHER_YIELDS`] times: a lone writer pays one yield, next
+    /// to an fsync of a millisecond or more.
     ///
     /// Measured with 8 writers (`kvs-bench --profile durable --threads 8`, 2-core machine):
     /// the yields alone gave 5.9 appends per sync; waiting for the expected ones,
