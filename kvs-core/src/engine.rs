@@ -60,6 +60,20 @@ pub trait KvsEngine: Clone + Send + Sync + 'static {
     /// Returns the value of `key` (binary form of [`get`](KvsEngine::get)).
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
+    /// Calls `f` with the value of `key` (`None` if it is not set), as
+    /// [`get_bytes`](KvsEngine::get_bytes) would return it, without copying it out of the
+    /// engine first where the engine can: `KvStore` hands `f` the bytes in its mapped log file,
+    /// so a server copies a value once, into its reply. `f` runs while the engine holds a read
+    /// lock on part of its index: it must not call the engine, and should be quick (writers of
+    /// keys that share that part wait for it). Nothing is passed to `f` if the read fails.
+    ///
+    /// This default, for engines that do not override it, calls `f` with what `get_bytes`
+    /// returned.
+    fn read_bytes(&self, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
+        f(self.get_bytes(key)?.as_deref());
+        Ok(())
+    }
+
     /// Sets each key to its value, in order, as a batch: engines may write them together
     /// (`KvStore` writes a batch with one system call).
     ///

@@ -587,6 +587,49 @@ fn get_many_reads_every_key_in_order<E: Fixture>() {
     );
 }
 
+/// `read_bytes` hands its function what `get_bytes` returns, once: set, overwritten, missing,
+/// removed, expired, empty and large values alike.
+fn read_bytes_sees_what_get_bytes_returns<E: Fixture>() {
+    let dir = TempDir::new().unwrap();
+    let store = E::open(dir.path());
+    let large = vec![7u8; 3 << 20];
+    store.set_bytes(b"a", b"first").unwrap();
+    store.set_bytes(b"a", b"second").unwrap();
+    store.set_bytes(b"empty", b"").unwrap();
+    store.set_bytes(b"large", &large).unwrap();
+    store.set_bytes(b"gone", b"x").unwrap();
+    store.remove_bytes(b"gone").unwrap();
+    let deadline = kvs::now_millis() + 50;
+    store
+        .set_with_deadline_bytes(b"expiring", b"soon", deadline)
+        .unwrap();
+    wait_past(deadline);
+    for key in [
+        &b"a"[..],
+        b"empty",
+        b"large",
+        b"gone",
+        b"missing",
+        b"expiring",
+    ] {
+        let mut calls = Vec::new();
+        store
+            .read_bytes(key, &mut |value| calls.push(value.map(<[u8]>::to_vec)))
+            .unwrap();
+        assert_eq!(
+            calls,
+            vec![store.get_bytes(key).unwrap()],
+            "{}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    let mut seen = None;
+    store
+        .read_bytes(b"a", &mut |value| seen = value.map(<[u8]>::to_vec))
+        .unwrap();
+    assert_eq!(seen.as_deref(), Some(&b"second"[..]));
+}
+
 /// A writer applies batches that set ten keys to the same number, counting up; readers must
 /// never see two numbers at once (`get_many_bytes`), nor a key go back to an older number
 /// once any key of the batch showed the newer one (`get_bytes`).
@@ -1157,6 +1200,10 @@ macro_rules! contract_suite {
             #[test]
             fn get_many_reads_every_key_in_order() {
                 super::get_many_reads_every_key_in_order::<$engine>()
+            }
+            #[test]
+            fn read_bytes_sees_what_get_bytes_returns() {
+                super::read_bytes_sees_what_get_bytes_returns::<$engine>()
             }
             #[test]
             fn readers_see_a_batch_whole() {

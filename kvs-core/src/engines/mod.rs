@@ -145,6 +145,10 @@ impl KvsEngine for AnyEngine {
         delegate!(self, e => e.get_bytes(key))
     }
 
+    fn read_bytes(&self, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
+        delegate!(self, e => e.read_bytes(key, f))
+    }
+
     fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
         delegate!(self, e => e.set_many_bytes(pairs))
     }

@@ -531,23 +531,31 @@ fn answer<E: KvsEngine>(
              (KvsClient::auth, kvs.Client(password=...), kvs-client --password)"
                 .to_string(),
         )),
-        Request::Get { key } => match engine.get_bytes(key) {
-            Ok(value) => {
-                // Room for the value and its framing, so a large reply is copied once.
-                let len = value.as_ref().map_or(0, Vec::len);
+        Request::Get { key } => {
+            // The value goes from the engine straight into the reply, copied once.
+            let mut too_large = None;
+            let read = engine.read_bytes(key, &mut |value| {
+                // Room for the value and its framing, so a large reply is not regrown.
+                let len = value.map_or(0, <[u8]>::len);
                 if len <= max_frame_len {
                     out.reserve(len + 16);
                 }
-                match Response::Value(value.as_deref()).encode_frame(out, max_frame_len) {
-                    Ok(()) => return Ok(()),
-                    Err(_) => Err(KvsError::InvalidArgument(format!(
-                        "the value is {len} bytes, too large for a reply frame (limit \
-                         {max_frame_len} bytes)"
-                    ))),
+                if Response::Value(value)
+                    .encode_frame(out, max_frame_len)
+                    .is_err()
+                {
+                    too_large = Some(len);
                 }
+            });
+            match (read, too_large) {
+                (Ok(()), None) => return Ok(()),
+                (Ok(()), Some(len)) => Err(KvsError::InvalidArgument(format!(
+                    "the value is {len} bytes, too large for a reply frame (limit \
+                     {max_frame_len} bytes)"
+                ))),
+                (Err(e), _) => Err(e),
             }
-            Err(e) => Err(e),
-        },
+        }
         Request::Set { key, value } => engine.set_bytes(key, value),
         Request::Remove { key } => engine.remove_bytes(key),
         // Durable as a Set: the reply is encoded only once the engine has carried it out.

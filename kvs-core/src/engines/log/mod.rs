@@ -719,6 +719,14 @@ impl KvsEngine for KvStore {
             .with_value(key, |value| value.map(<[u8]>::to_vec))
     }
 
+    /// `f` gets the value's bytes in the log file's map (or read into a buffer, for a file
+    /// read with `pread`), under the read lock of the key's index shard, once the record's
+    /// checksums hold.
+    fn read_bytes(&self, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
+        self.shared._lock.check_process()?;
+        self.shared.with_value(key, f)
+    }
+
     fn remove_bytes(&self, key: &[u8]) -> Result<()> {
         self.shared._lock.check_process()?;
         self.shared.check_writable()?;

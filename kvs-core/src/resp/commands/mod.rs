@@ -206,6 +206,10 @@ pub(crate) type TransactionFn<'f> = dyn FnMut(&mut dyn Transaction) -> Result<()
 pub(crate) trait Engine {
     fn set_bytes(&self, key: &[u8], value: &[u8]) -> Result<()>;
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn read_bytes(&self, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
+        f(self.get_bytes(key)?.as_deref());
+        Ok(())
+    }
     fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()>;
     fn remove_bytes(&self, key: &[u8]) -> Result<()>;
     fn contains_key(&self, key: &[u8]) -> Result<bool>;
@@ -251,6 +255,9 @@ impl<E: KvsEngine> Engine for E {
     }
     fn get_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         KvsEngine::get_bytes(self, key)
+    }
+    fn read_bytes(&self, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
+        KvsEngine::read_bytes(self, key, f)
     }
     fn set_many_bytes(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
         KvsEngine::set_many_bytes(self, pairs)

@@ -495,9 +495,14 @@ impl Command for Get {
     }
 
     fn run(key: &[u8], cx: &mut Context<'_>) -> Result<Outcome> {
-        let value = cx.engine.get_bytes(key)?;
-        cx.state.lookup(value.is_some());
-        write_value(cx, value.as_deref());
+        // Copied once, from the engine straight into the reply.
+        let engine = cx.engine;
+        let mut found = false;
+        engine.read_bytes(key, &mut |value| {
+            found = value.is_some();
+            write_value(cx, value);
+        })?;
+        cx.state.lookup(found);
         Ok(Outcome::Continue)
     }
 }
