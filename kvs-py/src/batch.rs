@@ -15,7 +15,7 @@ use pyo3::pyclass::boolean_struct::True;
 use pyo3::PyClass;
 
 use crate::input::bytes_of;
-use crate::ttl::deadline_of_ttl;
+use crate::ttl::deadline_of_optional_ttl;
 
 /// What a [`Batch`] can be applied to: the Python classes that hand out batches.
 pub trait BatchTarget: PyClass<Frozen = True> + Sync {
@@ -119,10 +119,7 @@ impl Batch {
     ) -> PyResult<()> {
         let k = bytes_of(key, "key")?;
         let v = bytes_of(value, "value")?;
-        let deadline = ttl
-            .filter(|ttl| !ttl.is_none())
-            .map(deadline_of_ttl)
-            .transpose()?;
+        let deadline = deadline_of_optional_ttl(ttl)?;
         self.add(|batch| {
             match deadline {
                 None => batch.set(&k, &v),

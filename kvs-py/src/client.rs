@@ -4,17 +4,17 @@ use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use kvs::{KeyExpiry, KvsClient, WriteBatch};
-use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
+use kvs::{KvsClient, WriteBatch};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyTuple};
 
 use crate::batch::{Batch, BatchTarget};
 use crate::error::to_py_err;
-use crate::input::{bytes_of, optional_bytes_of};
+use crate::input::bytes_of;
 use crate::keys::{KeyIterator, Walked};
+use crate::ops::{self, Backend, Ops};
 use crate::store::{count_of, cursor_of, filter_of};
-use crate::ttl::{deadline_of_expire, deadline_of_ttl, seconds_left};
 
 /// Default for `timeout`: long enough for any sane request, short enough that a stalled
 /// server does not hang a script for good.
@@ -104,11 +104,7 @@ impl Client {
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let k = bytes_of(key, "key")?;
-        let value = self
-            .with_conn(py, |c| c.get_bytes(&k))?
-            .map_err(|err| to_py_err(py, err, Some(key)))?;
-        Ok(value.map(|v| PyBytes::new(py, &v)))
+        ops::get(self, py, key)
     }
 
     /// Sets `key` to `value`, expiring `ttl` seconds from now (None: never; a plain set
@@ -121,17 +117,7 @@ impl Client {
         value: &Bound<'_, PyAny>,
         ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let k = bytes_of(key, "key")?;
-        let v = bytes_of(value, "value")?;
-        let deadline = ttl
-            .filter(|ttl| !ttl.is_none())
-            .map(deadline_of_ttl)
-            .transpose()?;
-        self.with_conn(py, |c| match deadline {
-            None => c.set_bytes(&k, &v),
-            Some(deadline) => c.set_with_deadline_bytes(&k, &v, deadline),
-        })?
-        .map_err(|err| to_py_err(py, err, Some(key)))
+        ops::set(self, py, key, value, ttl)
     }
 
     /// Gives the existing `key` a deadline `seconds` from now; whether the key was set.
@@ -142,31 +128,18 @@ impl Client {
         key: &Bound<'_, PyAny>,
         seconds: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        let k = bytes_of(key, "key")?;
-        let deadline = deadline_of_expire(seconds)?;
-        self.with_conn(py, |c| c.expire_at_bytes(&k, deadline))?
-            .map_err(|err| to_py_err(py, err, Some(key)))
+        ops::expire(self, py, key, seconds)
     }
 
     /// Seconds left before `key` expires; None if it has no deadline; `KeyError` if it is not
     /// set.
     fn ttl(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
-        let k = bytes_of(key, "key")?;
-        let expiry = self
-            .with_conn(py, |c| c.expiry_bytes(&k))?
-            .map_err(|err| to_py_err(py, err, Some(key)))?;
-        match expiry {
-            KeyExpiry::Missing => Err(PyKeyError::new_err(key.clone().unbind())),
-            KeyExpiry::Never => Ok(None),
-            KeyExpiry::At(deadline) => Ok(Some(seconds_left(deadline))),
-        }
+        ops::ttl(self, py, key)
     }
 
     /// Removes the deadline of `key`; whether it had one.
     fn persist(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let k = bytes_of(key, "key")?;
-        self.with_conn(py, |c| c.persist_bytes(&k))?
-            .map_err(|err| to_py_err(py, err, Some(key)))
+        ops::persist(self, py, key)
     }
 
     /// The values of `keys` (None: not set), in order, all read on the server at one
@@ -176,28 +149,7 @@ impl Client {
         py: Python<'py>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
-        if keys.is_instance_of::<PyBytes>() || keys.is_instance_of::<PyString>() {
-            // Iterating over one key would ask for each of its characters.
-            return Err(PyTypeError::new_err(format!(
-                "keys must be an iterable of keys, not a single {} key: use get()",
-                keys.get_type().name()?
-            )));
-        }
-        let objects = keys
-            .try_iter()?
-            .collect::<PyResult<Vec<Bound<'py, PyAny>>>>()?;
-        let owned = objects
-            .iter()
-            .map(|key| bytes_of(key, "key"))
-            .collect::<PyResult<Vec<_>>>()?;
-        let borrowed: Vec<&[u8]> = owned.iter().map(|k| &**k).collect();
-        let values = self
-            .with_conn(py, |c| c.get_many_bytes(&borrowed))?
-            .map_err(|err| to_py_err(py, err, None))?;
-        Ok(values
-            .into_iter()
-            .map(|value| value.map(|v| PyBytes::new(py, &v)))
-            .collect())
+        ops::get_many(self, py, keys)
     }
 
     /// Atomically replaces the value of `key` with `func(old)` (None: not set / remove it)
@@ -209,31 +161,7 @@ impl Client {
         key: &Bound<'py, PyAny>,
         func: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let k = bytes_of(key, "key")?;
-        loop {
-            // The GIL is released for each request, and held while `func` (Python) runs; no
-            // lock of the client is held across `func`, so other threads' requests go on.
-            let old = self
-                .with_conn(py, |c| c.get_bytes(&k))?
-                .map_err(|err| to_py_err(py, err, Some(key)))?;
-            let result = func.call1((old.as_deref().map(|v| PyBytes::new(py, v)),))?;
-            let new = match result.is_none() {
-                true => None,
-                false => Some(bytes_of(&result, "value")?.into_owned()),
-            };
-            if new == old {
-                // Nothing to write, as KvsClient::update_bytes.
-                return Ok(new.map(|v| PyBytes::new(py, &v)));
-            }
-            let swapped = self
-                .with_conn(py, |c| {
-                    c.compare_and_set_bytes(&k, old.as_deref(), new.as_deref())
-                })?
-                .map_err(|err| to_py_err(py, err, Some(key)))?;
-            if swapped {
-                return Ok(new.map(|v| PyBytes::new(py, &v)));
-            }
-        }
+        ops::update_value(self, py, key, func)
     }
 
     /// One page of a walk over the server's keys: `(next_cursor, keys)`, as Redis's SCAN.
@@ -308,9 +236,7 @@ impl Client {
 
     /// Removes `key`; KeyError if it is not set.
     fn remove(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        let k = bytes_of(key, "key")?;
-        self.with_conn(py, |c| c.remove_bytes(&k))?
-            .map_err(|err| to_py_err(py, err, Some(key)))
+        ops::remove(self, py, key)
     }
 
     /// Atomically on the server: if the value of `key` is `expected` (None: not set), sets it
@@ -323,13 +249,7 @@ impl Client {
         expected: Option<&Bound<'_, PyAny>>,
         new: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let k = bytes_of(key, "key")?;
-        let expected = optional_bytes_of(expected, "expected")?;
-        let new = optional_bytes_of(new, "new")?;
-        self.with_conn(py, |c| {
-            c.compare_and_set_bytes(&k, expected.as_deref(), new.as_deref())
-        })?
-        .map_err(|err| to_py_err(py, err, Some(key)))
+        ops::compare_and_set(self, py, key, expected, new)
     }
 
     /// Closes the connection. Closing a closed client does nothing.
@@ -374,6 +294,16 @@ impl Client {
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> bool {
         self.close(py);
         false
+    }
+}
+
+impl Backend for Client {
+    fn run<T, F>(&self, py: Python<'_>, op: F) -> PyResult<kvs::Result<T>>
+    where
+        F: FnOnce(&mut dyn Ops) -> kvs::Result<T> + Send,
+        T: Send,
+    {
+        self.with_conn(py, |c| op(c))
     }
 }
 

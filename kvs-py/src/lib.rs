@@ -8,6 +8,8 @@
 //! - `client.rs`: `Client`, a connection to a kvs server over [`kvs::KvsClient`].
 //! - `error.rs`: the exception classes and the one function mapping [`kvs::KvsError`] to them.
 //! - `input.rs`: how Python `bytes` and `str` become keys and values.
+//! - `ops.rs`: the operations `KvStore` and `Client` share (get, set, expiry, compare-and-set,
+//!   ...), written once over an engine or a connection.
 //! - `ttl.rs`: how times to live in seconds become kvs's deadlines.
 //!
 //! The Python face (`python/kvs/__init__.py`) builds the public classes on these, and
@@ -20,6 +22,7 @@ mod client;
 mod error;
 mod input;
 mod keys;
+mod ops;
 mod store;
 mod ttl;
 

@@ -11,9 +11,7 @@
 use std::path::PathBuf;
 use std::sync::{PoisonError, RwLock};
 
-use kvs::{
-    AnyEngine, EngineKind, KeyExpiry, KvStoreOptions, KvsEngine, ScanFilter, SyncPolicy, WriteBatch,
-};
+use kvs::{AnyEngine, EngineKind, KvStoreOptions, KvsEngine, ScanFilter, SyncPolicy, WriteBatch};
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyString, PyTuple};
@@ -22,7 +20,7 @@ use crate::batch::{Batch, BatchTarget};
 use crate::error::to_py_err;
 use crate::input::{bytes_of, optional_bytes_of};
 use crate::keys::{KeyIterator, Walked};
-use crate::ttl::{deadline_of_expire, deadline_of_ttl, seconds_left};
+use crate::ops::{self, Backend, Ops};
 
 /// Keys a [`KeyIterator`] asks the engine for per page (the `count` of each `scan_bytes`).
 const ITER_PAGE: usize = 256;
@@ -61,11 +59,7 @@ impl Store {
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let k = bytes_of(key, "key")?;
-        let value = self
-            .with_engine(py, |e| e.get_bytes(&k))?
-            .map_err(|err| to_py_err(py, err, Some(key)))?;
-        Ok(value.map(|v| PyBytes::new(py, &v)))
+        ops::get(self, py, key)
     }
 }
 
@@ -174,17 +168,7 @@ impl Store {
         value: &Bound<'_, PyAny>,
         ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let k = bytes_of(key, "key")?;
-        let v = bytes_of(value, "value")?;
-        let deadline = ttl
-            .filter(|ttl| !ttl.is_none())
-            .map(deadline_of_ttl)
-            .transpose()?;
-        self.with_engine(py, |e| match deadline {
-            None => e.set_bytes(&k, &v),
-            Some(deadline) => e.set_with_deadline_bytes(&k, &v, deadline),
-        })?
-        .map_err(|err| to_py_err(py, err, Some(key)))
+        ops::set(self, py, key, value, ttl)
     }
 
     /// Gives the existing `key` a deadline `seconds` from now; whether the key was set.
@@ -195,31 +179,18 @@ impl Store {
         key: &Bound<'_, PyAny>,
         seconds: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        let k = bytes_of(key, "key")?;
-        let deadline = deadline_of_expire(seconds)?;
-        self.with_engine(py, |e| e.expire_at_bytes(&k, deadline))?
-            .map_err(|err| to_py_err(py, err, Some(key)))
+        ops::expire(self, py, key, seconds)
     }
 
     /// Seconds left before `key` expires; None if it has no deadline; `KeyError` if it is not
     /// set.
     fn ttl(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
-        let k = bytes_of(key, "key")?;
-        let expiry = self
-            .with_engine(py, |e| e.expiry_bytes(&k))?
-            .map_err(|err| to_py_err(py, err, Some(key)))?;
-        match expiry {
-            KeyExpiry::Missing => Err(PyKeyError::new_err(key.clone().unbind())),
-            KeyExpiry::Never => Ok(None),
-            KeyExpiry::At(deadline) => Ok(Some(seconds_left(deadline))),
-        }
+        ops::ttl(self, py, key)
     }
 
     /// Removes the deadline of `key`; whether it had one.
     fn persist(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let k = bytes_of(key, "key")?;
-        self.with_engine(py, |e| e.persist_bytes(&k))?
-            .map_err(|err| to_py_err(py, err, Some(key)))
+        ops::persist(self, py, key)
     }
 
     /// The values of `keys` (None: not set), in order, all read at one instant.
@@ -228,28 +199,7 @@ impl Store {
         py: Python<'py>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
-        if keys.is_instance_of::<PyBytes>() || keys.is_instance_of::<PyString>() {
-            // Iterating over one key would ask for each of its characters.
-            return Err(PyTypeError::new_err(format!(
-                "keys must be an iterable of keys, not a single {} key: use get()",
-                keys.get_type().name()?
-            )));
-        }
-        let objects = keys
-            .try_iter()?
-            .collect::<PyResult<Vec<Bound<'py, PyAny>>>>()?;
-        let owned = objects
-            .iter()
-            .map(|key| bytes_of(key, "key"))
-            .collect::<PyResult<Vec<_>>>()?;
-        let borrowed: Vec<&[u8]> = owned.iter().map(|k| &**k).collect();
-        let values = self
-            .with_engine(py, |e| e.get_many_bytes(&borrowed))?
-            .map_err(|err| to_py_err(py, err, None))?;
-        Ok(values
-            .into_iter()
-            .map(|value| value.map(|v| PyBytes::new(py, &v)))
-            .collect())
+        ops::get_many(self, py, keys)
     }
 
     /// One page of a walk over the keys: `(next_cursor, keys)`, as Redis's SCAN.
@@ -305,9 +255,7 @@ impl Store {
 
     /// Removes `key`; `KeyError` if it is not set.
     fn remove(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        let k = bytes_of(key, "key")?;
-        self.with_engine(py, |e| e.remove_bytes(&k))?
-            .map_err(|err| to_py_err(py, err, Some(key)))
+        ops::remove(self, py, key)
     }
 
     /// Forces every write so far onto stable storage (fsync).
@@ -388,48 +336,19 @@ impl Store {
         expected: Option<&Bound<'_, PyAny>>,
         new: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let k = bytes_of(key, "key")?;
-        let expected = optional_bytes_of(expected, "expected")?;
-        let new = optional_bytes_of(new, "new")?;
-        self.with_engine(py, |e| {
-            e.compare_and_set_bytes(&k, expected.as_deref(), new.as_deref())
-        })?
-        .map_err(|err| to_py_err(py, err, Some(key)))
+        ops::compare_and_set(self, py, key, expected, new)
     }
 
-    /// Atomically replaces the value of `key` with `func(old)` and returns the new value.
-    ///
-    /// Built as a compare-and-set loop, not on the engine's `update_bytes`: that one calls
-    /// its function with the engine's writer lock held, and `func` is Python code, which
-    /// needs the GIL, which another thread may hold while it waits for that lock. Here no
-    /// lock of kvs is held while `func` runs (the GIL is held, as Python code needs), and the
-    /// engine calls release the GIL; `func` runs again whenever another write changed the key
-    /// between the read and the swap.
+    /// Atomically replaces the value of `key` with `func(old)` and returns the new value: a
+    /// compare-and-set loop (see [`ops::update_value`] for why not the engine's
+    /// `update_bytes`), so `func` may run more than once.
     fn update_value<'py>(
         &self,
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
         func: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let k = bytes_of(key, "key")?;
-        loop {
-            let old = self
-                .with_engine(py, |e| e.get_bytes(&k))?
-                .map_err(|err| to_py_err(py, err, Some(key)))?;
-            let result = func.call1((old.as_deref().map(|v| PyBytes::new(py, v)),))?;
-            let new = match result.is_none() {
-                true => None,
-                false => Some(bytes_of(&result, "value")?.into_owned()),
-            };
-            let swapped = self
-                .with_engine(py, |e| {
-                    e.compare_and_set_bytes(&k, old.as_deref(), new.as_deref())
-                })?
-                .map_err(|err| to_py_err(py, err, Some(key)))?;
-            if swapped {
-                return Ok(new.map(|v| PyBytes::new(py, &v)));
-            }
-        }
+        ops::update_value(self, py, key, func)
     }
 
     /// Writes an online checkpoint into directory `dest` (see `KvsEngine::checkpoint`): a
@@ -438,6 +357,16 @@ impl Store {
     fn checkpoint(&self, py: Python<'_>, dest: PathBuf) -> PyResult<()> {
         self.with_engine(py, |e| e.checkpoint(&dest))?
             .map_err(|err| to_py_err(py, err, None))
+    }
+}
+
+impl Backend for Store {
+    fn run<T, F>(&self, py: Python<'_>, op: F) -> PyResult<kvs::Result<T>>
+    where
+        F: FnOnce(&mut dyn Ops) -> kvs::Result<T> + Send,
+        T: Send,
+    {
+        self.with_engine(py, |mut e| op(&mut e))
     }
 }
 

@@ -57,6 +57,14 @@ fn deadline_in(seconds: f64, what: &str) -> PyResult<u64> {
     Ok(kvs::now_millis().saturating_add(millis as u64))
 }
 
+/// The deadline of `set(..., ttl=...)` as the argument came: none for a missing `ttl` or
+/// `None`, else [`deadline_of_ttl`].
+pub fn deadline_of_optional_ttl(ttl: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
+    ttl.filter(|ttl| !ttl.is_none())
+        .map(deadline_of_ttl)
+        .transpose()
+}
+
 /// The deadline of `set(..., ttl=obj)`: `ttl` seconds from now. A `ttl` that is not positive
 /// is a `ValueError`, as redis-server refuses `SET ... EX 0` ("invalid expire time"): a value
 /// written already expired is always a mistake of the caller.
