@@ -451,6 +451,21 @@ impl<'a> Batch<'a> {
 }
 
 #[cfg(test)]
+impl Session {
+    /// [`serve`](Session::serve) with no output budget, the clock now and no group: how the
+    /// tests drive a session through one input.
+    pub(crate) fn serve_all<E: KvsEngine>(
+        &mut self,
+        engine: &E,
+        state: &ServerState,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Progress> {
+        self.serve(engine, state, input, out, usize::MAX, Instant::now(), None)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::KvStore;
@@ -483,15 +498,7 @@ mod tests {
         input.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$1\r");
         let mut out = Vec::new();
         let progress = session
-            .serve(
-                &engine,
-                &state,
-                &input,
-                &mut out,
-                usize::MAX,
-                Instant::now(),
-                None,
-            )
+            .serve_all(&engine, &state, &input, &mut out)
             .unwrap();
         assert_eq!(progress.requests, 8);
         assert_eq!(
@@ -514,17 +521,7 @@ mod tests {
         let input = b"SET a 1\r\nINCR a\r\nSET b x\r\nINCR b\r\nINCRBY a 10\r\nAPPEND b y\r\n\
                       INCRBYFLOAT f 1.5\r\nDECR n\r\nGET a\r\nINCR a\r\nSET c 3\r\nINCR c\r\n";
         let mut out = Vec::new();
-        let progress = session
-            .serve(
-                &engine,
-                &state,
-                input,
-                &mut out,
-                usize::MAX,
-                Instant::now(),
-                None,
-            )
-            .unwrap();
+        let progress = session.serve_all(&engine, &state, input, &mut out).unwrap();
         assert_eq!(progress.requests, 12);
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -556,17 +553,7 @@ mod tests {
         let mut session = Session::new(Limits::for_frame_len(1 << 20), 1);
         let input = b"SET a 1\r\nNOPE\r\nSET b 2\r\nGET\r\nSET c 3\r\nSET c 4 BOGUS\r\nGET b\r\n";
         let mut out = Vec::new();
-        let progress = session
-            .serve(
-                &engine,
-                &state,
-                input,
-                &mut out,
-                usize::MAX,
-                Instant::now(),
-                None,
-            )
-            .unwrap();
+        let progress = session.serve_all(&engine, &state, input, &mut out).unwrap();
         assert_eq!(progress.requests, 7);
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -610,15 +597,7 @@ mod tests {
         // An input of nothing but an unknown command changes neither.
         let mut out = Vec::new();
         session
-            .serve(
-                &engine,
-                &state,
-                b"NOPE\r\n",
-                &mut out,
-                usize::MAX,
-                Instant::now(),
-                None,
-            )
+            .serve_all(&engine, &state, b"NOPE\r\n", &mut out)
             .unwrap();
         let line = info.line(arrived + std::time::Duration::from_secs(5));
         assert!(line.contains(" cmd=set "), "{line}");

@@ -1044,32 +1044,12 @@ mod tests {
         let mut session = Session::new(Limits::for_frame_len(1 << 20), 1);
         let mut out = Vec::new();
         let input = b"SET a 1\r\nSET b 2\r\nMULTI\r\nSET c 3\r\n";
-        session
-            .serve(
-                &engine,
-                &state,
-                input,
-                &mut out,
-                usize::MAX,
-                std::time::Instant::now(),
-                None,
-            )
-            .unwrap();
+        session.serve_all(&engine, &state, input, &mut out).unwrap();
         assert_eq!(out, b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n");
         assert_eq!(KvsEngine::get_bytes(&engine, b"c").unwrap(), None);
         out.clear();
         let input = b"DBSIZE\r\nSCAN 0 COUNT 100\r\nGET c\r\nEXEC\r\nDBSIZE\r\n";
-        session
-            .serve(
-                &engine,
-                &state,
-                input,
-                &mut out,
-                usize::MAX,
-                std::time::Instant::now(),
-                None,
-            )
-            .unwrap();
+        session.serve_all(&engine, &state, input, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with(
