@@ -16,6 +16,79 @@
 //! %<n>\r\n<n keys and values>      map (RESP3)
 //! ```
 
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+
+use crate::server::PATIENCE;
+
+/// A RESP connection as the tests use one: each request sent whole as an array of bulk
+/// strings, each reply read whole as a [`Frame`] (waiting at most [`PATIENCE`] for it).
+/// `stream` is open for tests that send raw bytes or look at the socket.
+pub struct Conn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub fn connect(addr: impl ToSocketAddrs + std::fmt::Debug) -> Conn {
+        let stream =
+            TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect to {addr:?}: {e}"));
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, args: &[&[u8]]) {
+        self.try_send(args).unwrap();
+    }
+
+    /// `send`, failing if the server has gone (killed).
+    pub fn try_send(&mut self, args: &[&[u8]]) -> std::io::Result<()> {
+        let mut out = Vec::new();
+        Frame::request(args).encode(&mut out);
+        self.stream.write_all(&out)
+    }
+
+    /// The next reply; `None` if the connection was closed (or reset) first.
+    pub fn reply(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((frame, len)) = Frame::parse(&self.buf, 1 << 30)
+                .unwrap_or_else(|e| panic!("malformed reply {:?}: {e}", self.buf))
+            {
+                self.buf.drain(..len);
+                return Some(frame);
+            }
+            let mut chunk = [0; 64 << 10];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                // A server killed with replies unread resets the connection.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("no reply: {e}"),
+            }
+        }
+    }
+
+    pub fn call(&mut self, args: &[&[u8]]) -> Frame {
+        self.send(args);
+        self.reply()
+            .unwrap_or_else(|| panic!("connection closed before a reply to {args:?}"))
+    }
+
+    /// `call` with the arguments of a line split on spaces.
+    pub fn line(&mut self, line: &str) -> Frame {
+        let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        self.call(&args)
+    }
+
+    /// Whether the server closes the connection before any further reply.
+    pub fn closed(&mut self) -> bool {
+        self.reply().is_none()
+    }
+}
+
 /// How deep arrays and maps may nest (replies of kvs nest at most 3 deep).
 const MAX_DEPTH: usize = 32;
 

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use kvs_tests::binaries::kvs_server;
-use kvs_tests::resp::Frame;
+use kvs_tests::resp::{Conn as Resp, Frame};
 use kvs_tests::server::PATIENCE;
 use kvs_tests::ServerProcess;
 use tempfile::TempDir;
@@ -245,41 +245,13 @@ fn a_bad_config_file_is_refused_naming_the_file_and_the_option() {
 // ---------------------------------------------------------------------------------------
 // --metrics-addr
 
-/// A RESP connection, minimal.
-struct Resp {
-    stream: TcpStream,
-    buf: Vec<u8>,
+/// `INFO` of a connection.
+trait Info {
+    /// `INFO`'s `field:value` lines.
+    fn info(&mut self) -> BTreeMap<String, String>;
 }
 
-impl Resp {
-    fn connect(addr: SocketAddr) -> Resp {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        Resp {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn call(&mut self, args: &[&[u8]]) -> Frame {
-        let mut out = Vec::new();
-        Frame::request(args).encode(&mut out);
-        self.stream.write_all(&out).unwrap();
-        loop {
-            if let Some((frame, len)) = Frame::parse(&self.buf, 1 << 30).unwrap() {
-                self.buf.drain(..len);
-                return frame;
-            }
-            let mut chunk = [0; 16 << 10];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => panic!("connection closed before a reply to {args:?}"),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => panic!("no reply to {args:?}: {e}"),
-            }
-        }
-    }
-
-    /// `INFO`'s `field:value` lines.
+impl Info for Resp {
     fn info(&mut self) -> BTreeMap<String, String> {
         let Frame::Bulk(Some(text)) = self.call(&[b"INFO"]) else {
             panic!("INFO is not a bulk string");

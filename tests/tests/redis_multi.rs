@@ -6,8 +6,8 @@
 //! ioredis, `redis-cli` and `redis-benchmark`. `tests/setup.sh` installs what they need;
 //! each test says loudly when it skips because something is missing.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,73 +18,12 @@ use std::time::{Duration, Instant};
 use kvs::thread_pool::{SharedQueueThreadPool, ThreadPool};
 use kvs::{KvStore, KvsEngine, KvsServer, ServerConfig, SledKvsEngine};
 use kvs_tests::redis::{installed, RedisServer};
-use kvs_tests::resp::Frame;
+use kvs_tests::resp::{Conn as Resp, Frame};
 use kvs_tests::server::PATIENCE;
 use kvs_tests::{python, ServerProcess};
 use tempfile::TempDir;
 
 const ENGINES: [&str; 2] = ["kvs", "sled"];
-
-/// A RESP connection that parses replies with `kvs_tests::resp::Frame`.
-struct Resp {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Resp {
-    fn connect(addr: &str) -> Resp {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        Resp {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, args: &[&[u8]]) {
-        self.try_send(args).unwrap();
-    }
-
-    /// `send`, failing if the server has gone (killed).
-    fn try_send(&mut self, args: &[&[u8]]) -> std::io::Result<()> {
-        let mut out = Vec::new();
-        Frame::request(args).encode(&mut out);
-        self.stream.write_all(&out)
-    }
-
-    /// The next reply; `None` if the connection was closed first.
-    fn reply(&mut self) -> Option<Frame> {
-        loop {
-            if let Some((frame, len)) = Frame::parse(&self.buf, 1 << 30)
-                .unwrap_or_else(|e| panic!("malformed reply {:?}: {e}", self.buf))
-            {
-                self.buf.drain(..len);
-                return Some(frame);
-            }
-            let mut chunk = [0; 64 << 10];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                // A server killed with replies unread resets the connection.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("no reply: {e}"),
-            }
-        }
-    }
-
-    fn call(&mut self, args: &[&[u8]]) -> Frame {
-        self.send(args);
-        self.reply()
-            .unwrap_or_else(|| panic!("connection closed before a reply to {args:?}"))
-    }
-
-    fn line(&mut self, line: &str) -> Frame {
-        let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
-        self.call(&args)
-    }
-}
 
 fn start(dir: &TempDir, engine: &str) -> ServerProcess {
     ServerProcess::start(dir.path(), &["--engine", engine])
@@ -498,7 +437,7 @@ fn exec_is_all_or_nothing_across_kill_9() {
             .flat_map(|c| c.join().unwrap())
             .collect();
         let server = start(&dir, engine);
-        let mut c = Resp::connect(&server.addr.to_string());
+        let mut c = Resp::connect(server.addr);
         let Frame::Array(Some(keys)) = c.line("KEYS *") else {
             panic!("KEYS");
         };
@@ -533,7 +472,7 @@ fn walks_of_the_store_inside_exec_on_both_engines() {
     for engine in ENGINES {
         let dir = TempDir::new().unwrap();
         let server = start(&dir, engine);
-        let mut c = Resp::connect(&server.addr.to_string());
+        let mut c = Resp::connect(server.addr);
         for i in 0..500 {
             assert_eq!(c.line(&format!("SET k{i} {i}")), ok());
         }
@@ -784,7 +723,7 @@ fn redis_benchmark_runs_every_test_without_an_error() {
         assert!(!stdout.contains("ERR"), "{engine}:\n{stdout}");
         // redis-benchmark's INCR test increments one key, `counter:__rand_int__`, 20,000
         // times.
-        let mut c = Resp::connect(&server.addr.to_string());
+        let mut c = Resp::connect(server.addr);
         assert_eq!(c.line("GET counter:__rand_int__"), bulk("20000"));
     }
 }

@@ -8,14 +8,12 @@
 //! server's log nor its command line, an empty one refused, the warning when listening beyond
 //! loopback without one, `SHUTDOWN` as a clean stop and `CLIENT KILL` closing a connection.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 use kvs_tests::binaries::kvs_server;
 use kvs_tests::redis::{installed, RedisServer};
-use kvs_tests::resp::Frame;
-use kvs_tests::server::PATIENCE;
+use kvs_tests::resp::{Conn as Resp, Frame};
 use kvs_tests::ServerProcess;
 use tempfile::TempDir;
 
@@ -25,55 +23,15 @@ const ENGINES: [&str; 2] = ["kvs", "sled"];
 /// cannot be a coincidence.
 const PASSWORD: &str = "Zq7-not-in-any-log-81f3";
 
-/// A RESP connection that parses replies with `kvs_tests::resp::Frame`.
-struct Resp {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Resp {
-    fn connect(addr: &str) -> Resp {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        Resp {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, args: &[&[u8]]) {
-        let mut out = Vec::new();
-        Frame::request(args).encode(&mut out);
-        self.stream.write_all(&out).unwrap();
-    }
-
-    /// The next reply, or `None` if the server closed the connection first.
-    fn reply(&mut self) -> Option<Frame> {
-        loop {
-            if let Some((frame, len)) = Frame::parse(&self.buf, 1 << 30)
-                .unwrap_or_else(|e| panic!("malformed reply {:?}: {e}", self.buf))
-            {
-                self.buf.drain(..len);
-                return Some(frame);
-            }
-            let mut chunk = [0; 64 << 10];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => panic!("no reply: {e}"),
-            }
-        }
-    }
-
-    fn call(&mut self, args: &[&[u8]]) -> Frame {
-        self.send(args);
-        self.reply()
-            .unwrap_or_else(|| panic!("connection closed before a reply to {args:?}"))
-    }
-
+/// Requests written as lines of words (see [`words`]).
+trait Words {
     /// `call` with the words of `line`: split on spaces, `""` an empty argument and `_` a
     /// space inside one.
-    fn line(&mut self, line: &str) -> Frame {
+    fn words(&mut self, line: &str) -> Frame;
+}
+
+impl Words for Resp {
+    fn words(&mut self, line: &str) -> Frame {
         let words = words(line);
         let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
         self.call(&args)
@@ -294,7 +252,7 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
         let mut k = Resp::connect(&kvs_addr);
         // Without a password, `AUTH password` is refused and `AUTH default anything` taken.
         for line in ["AUTH x", "AUTH default x"].iter().chain(SAME) {
-            let (want, got) = (r.line(line), k.line(line));
+            let (want, got) = (r.words(line), k.words(line));
             compared += 1;
             if want != got {
                 mismatches.push(format!(
@@ -333,7 +291,7 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
             }
             // Only `CLIENT REPLY ON` is answered, then the ECHO after the skipped GET.
             assert_eq!(c.reply(), Some(simple("OK")));
-            assert_eq!(c.line("ECHO after"), Frame::Bulk(Some(b"after".to_vec())));
+            assert_eq!(c.words("ECHO after"), Frame::Bulk(Some(b"after".to_vec())));
         }
         // Other data types than strings: Redis's unknown-command error on kvs.
         for line in [
@@ -344,7 +302,7 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
             "PUBLISH c m",
         ] {
             let name = line.split(' ').next().unwrap();
-            let Frame::Error(message) = k.line(line) else {
+            let Frame::Error(message) = k.words(line) else {
                 panic!("{engine}: {line}");
             };
             assert!(
@@ -358,7 +316,7 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
         let mut r = Resp::connect(&redis.addr);
         let mut k = Resp::connect(&kvs_addr);
         for line in ["HELLO 2", "HELLO 3", "HELLO", "HELLO 2 SETNAME n"] {
-            let (want, got) = (r.line(line), k.line(line));
+            let (want, got) = (r.words(line), k.words(line));
             assert_eq!(map_keys(&want), map_keys(&got), "{engine}: {line}");
             assert_eq!(
                 std::mem::discriminant(&want),
@@ -368,7 +326,7 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
         }
         for line in ["CLIENT ID", "LASTSAVE"] {
             assert!(
-                matches!(k.line(line), Frame::Integer(n) if n > 0),
+                matches!(k.words(line), Frame::Integer(n) if n > 0),
                 "{engine}: {line}"
             );
         }
@@ -376,14 +334,14 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
         // while it does gets another answer.
         for line in ["BGSAVE", "BGSAVE SCHEDULE"] {
             assert_eq!(
-                k.line(line),
+                k.words(line),
                 simple("Background saving started"),
                 "{engine}"
             );
         }
         // TIME: two bulk strings of digits, the seconds near redis-server's (the two clocks
         // are the same machine's; 60 s covers any pause between the two requests).
-        let (Frame::Array(Some(rt)), Frame::Array(Some(kt))) = (r.line("TIME"), k.line("TIME"))
+        let (Frame::Array(Some(rt)), Frame::Array(Some(kt))) = (r.words("TIME"), k.words("TIME"))
         else {
             panic!("{engine}: TIME is not an array");
         };
@@ -396,13 +354,13 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
             "{engine}: {rt:?} {kt:?}"
         );
         // CLIENT INFO and LIST: this connection's line, with its id, name and addresses.
-        let id = match k.line("CLIENT ID") {
+        let id = match k.words("CLIENT ID") {
             Frame::Integer(id) => id,
             other => panic!("{engine}: {other:?}"),
         };
         let local = k.stream.local_addr().unwrap();
-        assert_eq!(k.line("CLIENT SETNAME lister"), simple("OK"));
-        let info = text(&k.line("CLIENT INFO"));
+        assert_eq!(k.words("CLIENT SETNAME lister"), simple("OK"));
+        let info = text(&k.words("CLIENT INFO"));
         assert!(
             info.starts_with(&format!(
                 "id={id} addr={local} laddr={kvs_addr} fd=-1 name=lister "
@@ -410,11 +368,11 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
             "{engine}: {info:?}"
         );
         let mut other = Resp::connect(&kvs_addr);
-        assert_eq!(other.line("CLIENT SETNAME other"), simple("OK"));
-        let list = text(&k.line("CLIENT LIST"));
+        assert_eq!(other.words("CLIENT SETNAME other"), simple("OK"));
+        let list = text(&k.words("CLIENT LIST"));
         assert!(list.lines().any(|l| l.contains(" name=lister ")), "{list}");
         assert!(list.lines().any(|l| l.contains(" name=other ")), "{list}");
-        let only = text(&k.line(&format!("CLIENT LIST ID {id}")));
+        let only = text(&k.words(&format!("CLIENT LIST ID {id}")));
         assert_eq!(only.lines().count(), 1, "{engine}: {only}");
         assert!(only.contains(" name=lister "), "{engine}: {only}");
         // CONFIG GET with a pattern, as Redis matches it (in no particular order).
@@ -424,17 +382,17 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
             keys
         };
         assert_eq!(
-            keys(k.line("CONFIG GET maxmemory*")),
+            keys(k.words("CONFIG GET maxmemory*")),
             ["maxmemory", "maxmemory-policy"],
             "{engine}"
         );
         assert_eq!(
-            keys(k.line("CONFIG GET port bind")),
+            keys(k.words("CONFIG GET port bind")),
             ["bind", "port"],
             "{engine}"
         );
         assert_eq!(
-            k.line("CONFIG GET port"),
+            k.words("CONFIG GET port"),
             Frame::Array(Some(vec![
                 Frame::Bulk(Some(b"port".to_vec())),
                 Frame::Bulk(Some(server.addr.port().to_string().into_bytes())),
@@ -442,7 +400,7 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
             "{engine}"
         );
         assert_eq!(
-            k.line("CONFIG SET maxclients 5"),
+            k.words("CONFIG SET maxclients 5"),
             error(
                 "ERR CONFIG SET failed (possibly related to argument 'maxclients') - can't set \
                  immutable config"
@@ -451,12 +409,12 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
         );
 
         // INFO: every section clients and exporters read, alone and together.
-        assert_eq!(k.line("FLUSHALL"), simple("OK"));
-        assert_eq!(r.line("FLUSHALL"), simple("OK"));
+        assert_eq!(k.words("FLUSHALL"), simple("OK"));
+        assert_eq!(r.words("FLUSHALL"), simple("OK"));
         for c in [&mut r, &mut k] {
-            assert_eq!(c.line("SET plain v"), simple("OK"));
-            assert_eq!(c.line("SET other v"), simple("OK"));
-            assert_eq!(c.line("SET timed v EX 1000"), simple("OK"));
+            assert_eq!(c.words("SET plain v"), simple("OK"));
+            assert_eq!(c.words("SET other v"), simple("OK"));
+            assert_eq!(c.words("SET timed v EX 1000"), simple("OK"));
         }
         let sections = [
             ("server", "Server", "redis_version"),
@@ -469,7 +427,7 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
         ];
         for (section, header, field) in sections {
             for c in [&mut r, &mut k] {
-                let (headers, fields) = info_fields(&text(&c.line(&format!("INFO {section}"))));
+                let (headers, fields) = info_fields(&text(&c.words(&format!("INFO {section}"))));
                 assert_eq!(headers, [header], "{engine}: INFO {section}");
                 assert!(
                     fields.iter().any(|(name, _)| name == field),
@@ -478,8 +436,8 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
             }
         }
         for which in ["", " default", " all", " everything", " server keyspace"] {
-            let (kh, kf) = info_fields(&text(&k.line(&format!("INFO{which}"))));
-            let (rh, _) = info_fields(&text(&r.line(&format!("INFO{which}"))));
+            let (kh, kf) = info_fields(&text(&k.words(&format!("INFO{which}"))));
+            let (rh, _) = info_fields(&text(&r.words(&format!("INFO{which}"))));
             // kvs has a subset of Redis's sections, in Redis's order.
             let in_redis: Vec<&String> = rh.iter().filter(|h| kh.contains(h)).collect();
             assert_eq!(
@@ -505,11 +463,11 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
                 assert!(field("used_memory").parse::<u64>().unwrap() > 0);
             }
         }
-        assert_eq!(k.line("INFO nope"), r.line("INFO nope"), "{engine}");
+        assert_eq!(k.words("INFO nope"), r.words("INFO nope"), "{engine}");
         // db0: the keys and the one with a deadline, exactly as redis-server counts them;
         // avg_ttl in milliseconds, near 1,000 s on both.
         let db0 = |c: &mut Resp| {
-            let (_, fields) = info_fields(&text(&c.line("INFO keyspace")));
+            let (_, fields) = info_fields(&text(&c.words("INFO keyspace")));
             fields
                 .into_iter()
                 .find(|(name, _)| name == "db0")
@@ -525,15 +483,15 @@ fn handshake_and_server_commands_reply_as_redis_server_does_on_both_engines() {
         let _: u64 = want_ttl.parse().unwrap();
         // Within 60 s of the 1,000 s set: nothing here takes a minute.
         assert!((940_000..=1_000_000).contains(&ttl), "{engine}: {got}");
-        assert_eq!(k.line("FLUSHALL"), simple("OK"));
+        assert_eq!(k.words("FLUSHALL"), simple("OK"));
         assert_eq!(
-            k.line("INFO keyspace"),
+            k.words("INFO keyspace"),
             Frame::Bulk(Some(b"# Keyspace\r\n".to_vec()))
         );
 
         // QUIT: +OK, then the connection is closed.
         for c in [&mut r, &mut k] {
-            assert_eq!(c.line("QUIT"), simple("OK"));
+            assert_eq!(c.words("QUIT"), simple("OK"));
             assert_eq!(c.reply(), None, "{engine}");
         }
     }
@@ -562,10 +520,10 @@ fn a_password_is_required_as_redis_server_requires_it_on_both_engines() {
         let data = TempDir::new().unwrap();
         let server = start(&data, engine, &["--requirepass", PASSWORD]);
         let mut r = Resp::connect(&redis.addr);
-        let mut k = Resp::connect(&server.addr.to_string());
+        let mut k = Resp::connect(server.addr);
         for line in PASSWORD_CASES {
             let line = line.replace("PASSWORD", PASSWORD);
-            let (want, got) = (r.line(&line), k.line(&line));
+            let (want, got) = (r.words(&line), k.words(&line));
             // HELLO's map holds the server's version and the connection's id: its keys and
             // type are compared; every other reply byte for byte.
             let same = if matches!(want, Frame::Array(Some(_)) | Frame::Map(_))
@@ -597,7 +555,7 @@ fn a_password_is_required_as_redis_server_requires_it_on_both_engines() {
             ("11 arguments", b"*11\r\n"),
         ] {
             let mut r = Resp::connect(&redis.addr);
-            let mut k = Resp::connect(&server.addr.to_string());
+            let mut k = Resp::connect(server.addr);
             for c in [&mut r, &mut k] {
                 c.stream.write_all(header).unwrap();
             }
@@ -609,7 +567,7 @@ fn a_password_is_required_as_redis_server_requires_it_on_both_engines() {
         }
         // Ten arguments, or 16 KiB, are still taken (and refused for the missing password);
         // after AUTH, the server's own limits apply.
-        let mut k = Resp::connect(&server.addr.to_string());
+        let mut k = Resp::connect(server.addr);
         let mut r = Resp::connect(&redis.addr);
         let at_limit = vec![b'y'; 16 << 10];
         for args in [ten.clone(), vec![&b"SET"[..], b"k", &at_limit]] {
@@ -806,10 +764,10 @@ fn the_environment_variable_gives_the_password_and_a_flag_overrides_it() {
         .args(["--addr", "127.0.0.1:0"])
         .env("KVS_REQUIREPASS", PASSWORD);
     let server = ServerProcess::start_command(command, data.path());
-    let mut c = Resp::connect(&server.addr.to_string());
-    assert_eq!(c.line("GET a"), error("NOAUTH Authentication required."));
+    let mut c = Resp::connect(server.addr);
+    assert_eq!(c.words("GET a"), error("NOAUTH Authentication required."));
     assert_eq!(c.call(&[b"AUTH", PASSWORD.as_bytes()]), simple("OK"));
-    assert_eq!(c.line("GET a"), Frame::Bulk(None));
+    assert_eq!(c.words("GET a"), Frame::Bulk(None));
     drop(server);
 
     let mut command = Command::new(kvs_server());
@@ -817,12 +775,12 @@ fn the_environment_variable_gives_the_password_and_a_flag_overrides_it() {
         .args(["--addr", "127.0.0.1:0", "--requirepass", "from-the-flag"])
         .env("KVS_REQUIREPASS", PASSWORD);
     let server = ServerProcess::start_command(command, data.path());
-    let mut c = Resp::connect(&server.addr.to_string());
+    let mut c = Resp::connect(server.addr);
     assert_eq!(
         c.call(&[b"AUTH", PASSWORD.as_bytes()]),
         error("WRONGPASS invalid username-password pair or user is disabled.")
     );
-    assert_eq!(c.line("AUTH from-the-flag"), simple("OK"));
+    assert_eq!(c.words("AUTH from-the-flag"), simple("OK"));
 }
 
 #[test]
@@ -858,10 +816,10 @@ fn shutdown_stops_the_server_cleanly_and_keeps_every_write() {
         for how in ["SHUTDOWN", "SHUTDOWN NOSAVE", "SHUTDOWN SAVE"] {
             let data = TempDir::new().unwrap();
             let mut server = start(&data, engine, &[]);
-            let mut c = Resp::connect(&server.addr.to_string());
-            let mut bystander = Resp::connect(&server.addr.to_string());
-            assert_eq!(bystander.line("PING"), simple("PONG"));
-            assert_eq!(c.line("SET kept v"), simple("OK"));
+            let mut c = Resp::connect(server.addr);
+            let mut bystander = Resp::connect(server.addr);
+            assert_eq!(bystander.words("PING"), simple("PONG"));
+            assert_eq!(c.words("SET kept v"), simple("OK"));
             // No reply: the connection is closed, as redis-server closes it.
             c.send(&words(how).iter().map(|w| w.as_bytes()).collect::<Vec<_>>());
             assert_eq!(c.reply(), None, "{engine}: {how}");
@@ -871,8 +829,8 @@ fn shutdown_stops_the_server_cleanly_and_keeps_every_write() {
             assert_eq!(bystander.reply(), None, "{engine}: {how}");
             drop(server);
             let server = start(&data, engine, &[]);
-            let mut c = Resp::connect(&server.addr.to_string());
-            assert_eq!(c.line("GET kept"), Frame::Bulk(Some(b"v".to_vec())));
+            let mut c = Resp::connect(server.addr);
+            assert_eq!(c.words("GET kept"), Frame::Bulk(Some(b"v".to_vec())));
         }
     }
 }
@@ -886,39 +844,39 @@ fn client_kill_closes_the_connections_it_names() {
         let mut killer = Resp::connect(&addr);
         let mut victim = Resp::connect(&addr);
         let mut by_addr = Resp::connect(&addr);
-        let Frame::Integer(id) = victim.line("CLIENT ID") else {
+        let Frame::Integer(id) = victim.words("CLIENT ID") else {
             panic!("CLIENT ID");
         };
-        assert_eq!(by_addr.line("PING"), simple("PONG"));
+        assert_eq!(by_addr.words("PING"), simple("PONG"));
         assert_eq!(
-            killer.line(&format!("CLIENT KILL ID {id}")),
+            killer.words(&format!("CLIENT KILL ID {id}")),
             Frame::Integer(1)
         );
         // The victim's worker closes it (on its next sweep: at most a second; the read
         // waits up to PATIENCE).
         assert_eq!(victim.reply(), None, "{engine}");
         let peer = by_addr.stream.local_addr().unwrap().to_string();
-        assert_eq!(killer.line(&format!("CLIENT KILL {peer}")), simple("OK"));
+        assert_eq!(killer.words(&format!("CLIENT KILL {peer}")), simple("OK"));
         assert_eq!(by_addr.reply(), None, "{engine}");
         assert_eq!(
-            killer.line(&format!("CLIENT KILL {peer}")),
+            killer.words(&format!("CLIENT KILL {peer}")),
             error("ERR No such client")
         );
         // SKIPME yes (the default) spares the connection that asks; no spares it not.
         let me = killer.stream.local_addr().unwrap().to_string();
         assert_eq!(
-            killer.line(&format!("CLIENT KILL ADDR {me}")),
+            killer.words(&format!("CLIENT KILL ADDR {me}")),
             Frame::Integer(0)
         );
-        assert_eq!(killer.line("PING"), simple("PONG"));
+        assert_eq!(killer.words("PING"), simple("PONG"));
         assert_eq!(
-            killer.line(&format!("CLIENT KILL ADDR {me} SKIPME no")),
+            killer.words(&format!("CLIENT KILL ADDR {me} SKIPME no")),
             Frame::Integer(1)
         );
         assert_eq!(killer.reply(), None, "{engine}");
         // The others are gone from CLIENT LIST.
         let mut last = Resp::connect(&addr);
-        let list = text(&last.line("CLIENT LIST"));
+        let list = text(&last.words("CLIENT LIST"));
         assert_eq!(list.lines().count(), 1, "{engine}: {list}");
     }
 }

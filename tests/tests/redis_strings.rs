@@ -8,14 +8,12 @@
 //! differs from redis-server on purpose (docs/reference/redis.md lists them).
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kvs_tests::redis::RedisServer;
-use kvs_tests::resp::Frame;
+use kvs_tests::resp::{Conn as Resp, Frame};
 use kvs_tests::ServerProcess;
 use tempfile::TempDir;
 
@@ -24,52 +22,13 @@ const ENGINES: [&str; 2] = ["kvs", "sled"];
 /// The requests both servers are sent; the file says how it is read.
 const CASES: &str = include_str!("redis_strings/cases.txt");
 
-/// A RESP connection that parses replies with `kvs_tests::resp::Frame`.
-struct Resp {
-    stream: TcpStream,
-    buf: Vec<u8>,
+/// Walks of SCAN over a connection.
+trait ScanAll {
+    /// Walks `SCAN 0 <options>` to its end: every key it returned.
+    fn scan_all(&mut self, options: &[String]) -> BTreeSet<Vec<u8>>;
 }
 
-impl Resp {
-    fn connect(addr: &str) -> Resp {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        Resp {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn call(&mut self, args: &[&[u8]]) -> Frame {
-        let mut out = Vec::new();
-        Frame::request(args).encode(&mut out);
-        self.stream.write_all(&out).unwrap();
-        loop {
-            if let Some((frame, len)) = Frame::parse(&self.buf, 1 << 30)
-                .unwrap_or_else(|e| panic!("malformed reply {:?}: {e}", self.buf))
-            {
-                self.buf.drain(..len);
-                return frame;
-            }
-            let mut chunk = [0; 64 << 10];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => panic!("connection closed before a reply to {args:?}"),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => panic!("no reply to {args:?}: {e}"),
-            }
-        }
-    }
-
-    /// `call` with the words of `line` (see [`words`]).
-    fn line(&mut self, line: &str) -> Frame {
-        let words = words(line);
-        let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
-        self.call(&args)
-    }
-
-    /// Walks `SCAN 0 <options>` to its end: every key it returned.
+impl ScanAll for Resp {
     fn scan_all(&mut self, options: &[String]) -> BTreeSet<Vec<u8>> {
         let mut cursor = b"0".to_vec();
         let mut found = BTreeSet::new();
@@ -95,6 +54,20 @@ impl Resp {
             }
         }
         panic!("SCAN {options:?} never ended");
+    }
+}
+
+/// Requests written as lines of words (see [`words`]).
+trait Words {
+    /// `call` with the words of `line` (see [`words`]).
+    fn words(&mut self, line: &str) -> Frame;
+}
+
+impl Words for Resp {
+    fn words(&mut self, line: &str) -> Frame {
+        let words = words(line);
+        let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
+        self.call(&args)
     }
 }
 
@@ -216,13 +189,13 @@ fn every_case_replies_as_redis_server_does_on_both_engines() {
             let mut k = Resp::connect(&kvs_addr);
             for c in [&mut r, &mut k] {
                 assert_eq!(
-                    c.line("FLUSHALL"),
+                    c.words("FLUSHALL"),
                     Frame::Simple("OK".into()),
                     "{engine}: {name}"
                 );
                 if *resp3 {
                     assert!(
-                        matches!(c.line("HELLO 3"), Frame::Map(_)),
+                        matches!(c.words("HELLO 3"), Frame::Map(_)),
                         "{engine}: {name}"
                     );
                 }
@@ -238,7 +211,7 @@ fn every_case_replies_as_redis_server_does_on_both_engines() {
                     };
                     (keys(r.scan_all(&options)), keys(k.scan_all(&options)))
                 } else {
-                    let (want, got) = (r.line(&case.line), k.line(&case.line));
+                    let (want, got) = (r.words(&case.line), k.words(&case.line));
                     if case.compare == Compare::Sorted {
                         (sorted(want), sorted(got))
                     } else {
@@ -297,18 +270,18 @@ fn deadlines_survive_kill_9_and_restart() {
     for engine in ENGINES {
         let dir = TempDir::new().unwrap();
         let mut server = start(&dir, engine);
-        let mut c = Resp::connect(&server.addr.to_string());
-        assert_eq!(c.line("SET long v EX 1000"), ok());
-        assert_eq!(c.line("SET short v PX 1500"), ok());
-        assert_eq!(c.line("SET forever v"), ok());
-        assert_eq!(c.line("SET later v"), ok());
-        assert_eq!(c.line("PEXPIREAT later 4102444800123"), int(1));
-        assert_eq!(c.line("INCR counter"), int(1));
-        assert_eq!(c.line("EXPIRE counter 1000"), int(1));
-        assert_eq!(c.line("INCR counter"), int(2));
-        let long_deadline = integer(c.line("PEXPIRETIME long"));
-        let short_deadline = integer(c.line("PEXPIRETIME short"));
-        let counter_deadline = integer(c.line("PEXPIRETIME counter"));
+        let mut c = Resp::connect(server.addr);
+        assert_eq!(c.words("SET long v EX 1000"), ok());
+        assert_eq!(c.words("SET short v PX 1500"), ok());
+        assert_eq!(c.words("SET forever v"), ok());
+        assert_eq!(c.words("SET later v"), ok());
+        assert_eq!(c.words("PEXPIREAT later 4102444800123"), int(1));
+        assert_eq!(c.words("INCR counter"), int(1));
+        assert_eq!(c.words("EXPIRE counter 1000"), int(1));
+        assert_eq!(c.words("INCR counter"), int(2));
+        let long_deadline = integer(c.words("PEXPIRETIME long"));
+        let short_deadline = integer(c.words("PEXPIRETIME short"));
+        let counter_deadline = integer(c.words("PEXPIRETIME counter"));
         assert!(long_deadline > now_millis(), "{engine}");
         drop(c);
         server.signal_and_wait("KILL");
@@ -318,33 +291,33 @@ fn deadlines_survive_kill_9_and_restart() {
             thread::sleep(Duration::from_millis(50));
         }
         let server = start(&dir, engine);
-        let mut c = Resp::connect(&server.addr.to_string());
-        assert_eq!(c.line("PEXPIRETIME long"), int(long_deadline), "{engine}");
+        let mut c = Resp::connect(server.addr);
+        assert_eq!(c.words("PEXPIRETIME long"), int(long_deadline), "{engine}");
         assert_eq!(
-            c.line("PEXPIRETIME counter"),
+            c.words("PEXPIRETIME counter"),
             int(counter_deadline),
             "{engine}"
         );
-        assert_eq!(c.line("PEXPIRETIME later"), int(4102444800123), "{engine}");
-        assert_eq!(c.line("GET counter"), Frame::Bulk(Some(b"2".to_vec())));
-        let left = integer(c.line("PTTL long"));
+        assert_eq!(c.words("PEXPIRETIME later"), int(4102444800123), "{engine}");
+        assert_eq!(c.words("GET counter"), Frame::Bulk(Some(b"2".to_vec())));
+        let left = integer(c.words("PTTL long"));
         assert!(left > 0 && left < 1_000_000, "{engine}: PTTL {left}");
         // Not a time bound: 20 ms of wall clock later, the time left is smaller, whatever the
         // speed of the machine.
         thread::sleep(Duration::from_millis(20));
-        let later = integer(c.line("PTTL long"));
+        let later = integer(c.words("PTTL long"));
         assert!(
             later < left,
             "{engine}: the time to live counts down ({left}, then {later})"
         );
-        assert_eq!(c.line("TTL forever"), int(-1), "{engine}");
+        assert_eq!(c.words("TTL forever"), int(-1), "{engine}");
         for line in ["EXISTS short", "TTL short", "STRLEN short"] {
             let want = if line.starts_with("TTL") { -2 } else { 0 };
-            assert_eq!(c.line(line), int(want), "{engine}: {line}");
+            assert_eq!(c.words(line), int(want), "{engine}: {line}");
         }
-        assert_eq!(c.line("GET short"), Frame::Bulk(None), "{engine}");
-        assert_eq!(c.line("DBSIZE"), int(4), "{engine}");
-        let Frame::Array(Some(keys)) = sorted(c.line("KEYS *")) else {
+        assert_eq!(c.words("GET short"), Frame::Bulk(None), "{engine}");
+        assert_eq!(c.words("DBSIZE"), int(4), "{engine}");
+        let Frame::Array(Some(keys)) = sorted(c.words("KEYS *")) else {
             panic!("KEYS is an array");
         };
         assert_eq!(keys.len(), 4, "{engine}: {keys:?}");
@@ -364,7 +337,7 @@ fn concurrent_incr_loses_no_step_and_keeps_the_deadline() {
         let dir = TempDir::new().unwrap();
         let server = start(&dir, engine);
         let addr = server.addr.to_string();
-        assert_eq!(Resp::connect(&addr).line("SET n 0 EX 1000"), ok());
+        assert_eq!(Resp::connect(&addr).words("SET n 0 EX 1000"), ok());
         let (clients, steps) = (4, 250);
         let barrier = Arc::new(Barrier::new(clients));
         let handles: Vec<_> = (0..clients)
@@ -375,7 +348,7 @@ fn concurrent_incr_loses_no_step_and_keeps_the_deadline() {
                     barrier.wait();
                     for _ in 0..steps {
                         let line = if i % 2 == 0 { "INCR n" } else { "INCRBY n 2" };
-                        assert!(matches!(c.line(line), Frame::Integer(_)));
+                        assert!(matches!(c.words(line), Frame::Integer(_)));
                     }
                 })
             })
@@ -386,11 +359,11 @@ fn concurrent_incr_loses_no_step_and_keeps_the_deadline() {
         let mut c = Resp::connect(&addr);
         let want = (clients / 2 * steps + clients / 2 * steps * 2).to_string();
         assert_eq!(
-            c.line("GET n"),
+            c.words("GET n"),
             Frame::Bulk(Some(want.into_bytes())),
             "{engine}"
         );
-        let ttl = integer(c.line("TTL n"));
+        let ttl = integer(c.words("TTL n"));
         assert!(ttl > 0 && ttl <= 1000, "{engine}: TTL {ttl}");
     }
 }
@@ -452,27 +425,27 @@ fn deliberate_differences_and_other_data_types() {
     for engine in ENGINES {
         let dir = TempDir::new().unwrap();
         let server = start(&dir, engine);
-        let mut c = Resp::connect(&server.addr.to_string());
-        assert_eq!(c.line("SET a 1"), ok());
+        let mut c = Resp::connect(server.addr);
+        assert_eq!(c.words("SET a 1"), ok());
         // One database: any other is out of range.
         assert_eq!(
-            c.line("COPY a b DB 1"),
+            c.words("COPY a b DB 1"),
             error("ERR DB index is out of range")
         );
-        assert_eq!(c.line("EXISTS b"), int(0));
+        assert_eq!(c.words("EXISTS b"), int(0));
         // Accesses are not tracked.
-        assert_eq!(c.line("OBJECT IDLETIME a"), int(0));
+        assert_eq!(c.words("OBJECT IDLETIME a"), int(0));
         // 64-bit floats, printed in their shortest form.
         assert_eq!(
-            c.line("INCRBYFLOAT f 5.6"),
+            c.words("INCRBYFLOAT f 5.6"),
             Frame::Bulk(Some(b"5.6".to_vec()))
         );
         assert_eq!(
-            c.line("INCRBYFLOAT f 5.0e3"),
+            c.words("INCRBYFLOAT f 5.0e3"),
             Frame::Bulk(Some(b"5005.6".to_vec()))
         );
         assert_eq!(
-            c.line("INCRBYFLOAT f 1e400"),
+            c.words("INCRBYFLOAT f 1e400"),
             error("ERR value is not a valid float")
         );
         for line in [
@@ -485,7 +458,7 @@ fn deliberate_differences_and_other_data_types() {
             "EVAL x 0",
         ] {
             let name = line.split(' ').next().unwrap();
-            let Frame::Error(message) = c.line(line) else {
+            let Frame::Error(message) = c.words(line) else {
                 panic!("{engine}: {line} is refused");
             };
             assert!(
@@ -495,7 +468,7 @@ fn deliberate_differences_and_other_data_types() {
                 "{engine}: {line}: {message}"
             );
         }
-        assert_eq!(c.line("DBSIZE"), int(2), "{engine}");
+        assert_eq!(c.words("DBSIZE"), int(2), "{engine}");
     }
 }
 
@@ -509,8 +482,8 @@ fn mset_mget_and_rename_are_atomic_against_concurrent_readers() {
         let server = start(&dir, engine);
         let addr = server.addr.to_string();
         let mut c = Resp::connect(&addr);
-        assert_eq!(c.line("MSET a 0 b 0 c 0"), ok());
-        assert_eq!(c.line("SET from x"), ok());
+        assert_eq!(c.words("MSET a 0 b 0 c 0"), ok());
+        assert_eq!(c.words("SET from x"), ok());
         let rounds = 300;
         let writer = {
             let addr = addr.clone();
@@ -525,26 +498,26 @@ fn mset_mget_and_rename_are_atomic_against_concurrent_readers() {
                     } else {
                         ("to", "from")
                     };
-                    assert_eq!(c.line(&format!("RENAME {from} {to}")), ok());
+                    assert_eq!(c.words(&format!("RENAME {from} {to}")), ok());
                 }
             })
         };
         let mut reads = 0;
         while !writer.is_finished() || reads == 0 {
-            let Frame::Array(Some(values)) = c.line("MGET a b c") else {
+            let Frame::Array(Some(values)) = c.words("MGET a b c") else {
                 panic!("MGET is an array");
             };
             assert!(
                 values.windows(2).all(|w| w[0] == w[1]),
                 "{engine}: MGET saw parts of two MSETs: {values:?}"
             );
-            assert_eq!(c.line("EXISTS from to"), int(1), "{engine}: mid-RENAME");
+            assert_eq!(c.words("EXISTS from to"), int(1), "{engine}: mid-RENAME");
             reads += 1;
         }
         writer.join().unwrap();
         let n = Frame::Bulk(Some(rounds.to_string().into_bytes()));
         assert_eq!(
-            c.line("MGET a b c"),
+            c.words("MGET a b c"),
             Frame::Array(Some(vec![n.clone(), n.clone(), n]))
         );
         eprintln!("{engine}: {reads} consistent reads during {rounds} MSETs and RENAMEs");
@@ -558,7 +531,7 @@ fn flush_removes_every_key_of_a_large_store() {
     for engine in ENGINES {
         let dir = TempDir::new().unwrap();
         let server = start(&dir, engine);
-        let mut c = Resp::connect(&server.addr.to_string());
+        let mut c = Resp::connect(server.addr);
         for command in ["FLUSHALL", "FLUSHDB ASYNC"] {
             for chunk in 0..10 {
                 let keys: Vec<String> = (0..500).map(|i| format!("key:{chunk}:{i}")).collect();
@@ -569,14 +542,14 @@ fn flush_removes_every_key_of_a_large_store() {
                 }
                 assert_eq!(c.call(&args), ok());
             }
-            assert_eq!(c.line("SET expiring v EX 1000"), ok());
-            assert_eq!(c.line("DBSIZE"), int(5001), "{engine}");
-            assert_eq!(c.line(command), ok(), "{engine}");
-            assert_eq!(c.line("DBSIZE"), int(0), "{engine}: after {command}");
-            assert_eq!(c.line("KEYS *"), Frame::Array(Some(vec![])), "{engine}");
-            assert_eq!(c.line("SET after v"), ok());
-            assert_eq!(c.line("DBSIZE"), int(1), "{engine}");
-            assert_eq!(c.line("DEL after"), int(1));
+            assert_eq!(c.words("SET expiring v EX 1000"), ok());
+            assert_eq!(c.words("DBSIZE"), int(5001), "{engine}");
+            assert_eq!(c.words(command), ok(), "{engine}");
+            assert_eq!(c.words("DBSIZE"), int(0), "{engine}: after {command}");
+            assert_eq!(c.words("KEYS *"), Frame::Array(Some(vec![])), "{engine}");
+            assert_eq!(c.words("SET after v"), ok());
+            assert_eq!(c.words("DBSIZE"), int(1), "{engine}");
+            assert_eq!(c.words("DEL after"), int(1));
         }
     }
 }

@@ -3,8 +3,7 @@
 //! and the real `redis-cli` and `redis-benchmark` (Debian's `redis-tools`, installed by
 //! `tests/setup.sh`; the tests needing them say loudly that they skip when it is missing).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -12,7 +11,7 @@ use std::time::Duration;
 
 use kvs::KvsClient;
 use kvs_tests::redis::RedisServer;
-use kvs_tests::resp::Frame;
+use kvs_tests::resp::{Conn as Resp, Frame};
 use kvs_tests::ServerProcess;
 use tempfile::TempDir;
 
@@ -20,67 +19,6 @@ const ENGINES: [&str; 2] = ["kvs", "sled"];
 
 /// How many commands kvs-server knows (`COMMAND COUNT`).
 const COMMANDS: i64 = 68;
-
-/// A RESP connection that parses replies with `kvs_tests::resp::Frame`.
-struct Resp {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Resp {
-    fn connect(server: &ServerProcess) -> Resp {
-        Resp::connect_to(&server.addr.to_string())
-    }
-
-    fn connect_to(addr: &str) -> Resp {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        Resp {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, args: &[&[u8]]) {
-        self.stream.write_all(&encode(args)).unwrap();
-    }
-
-    /// Reads one reply; `None` if the server closed the connection first.
-    fn read(&mut self) -> Option<Frame> {
-        loop {
-            if let Some((frame, len)) = Frame::parse(&self.buf, 1 << 30)
-                .unwrap_or_else(|e| panic!("malformed reply {:?}: {e}", self.buf))
-            {
-                self.buf.drain(..len);
-                return Some(frame);
-            }
-            let mut chunk = [0; 64 << 10];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("no reply: {e}"),
-            }
-        }
-    }
-
-    fn call(&mut self, args: &[&[u8]]) -> Frame {
-        self.send(args);
-        self.read().expect("a reply before the connection closed")
-    }
-
-    /// `call` with the arguments of a line split on spaces.
-    fn line(&mut self, line: &str) -> Frame {
-        let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
-        self.call(&args)
-    }
-
-    fn closed(&mut self) -> bool {
-        self.read().is_none()
-    }
-}
 
 fn encode(args: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -117,7 +55,7 @@ fn every_command_replies_as_redis_does_on_both_engines() {
     for engine in ENGINES {
         let dir = TempDir::new().unwrap();
         let server = start(&dir, engine);
-        let mut c = Resp::connect(&server);
+        let mut c = Resp::connect(server.addr);
         let cases: Vec<(&str, Frame)> = vec![
             ("PING", Frame::Simple("PONG".into())),
             ("ping hello", bulk(b"hello")),
@@ -243,7 +181,7 @@ fn every_command_replies_as_redis_does_on_both_engines() {
 fn hello_switches_between_resp2_and_resp3() {
     let dir = TempDir::new().unwrap();
     let server = start(&dir, "kvs");
-    let mut c = Resp::connect(&server);
+    let mut c = Resp::connect(server.addr);
     let Frame::Array(Some(hello)) = c.line("HELLO") else {
         panic!("HELLO in RESP2 is a flat array");
     };
@@ -287,7 +225,7 @@ fn hello_switches_between_resp2_and_resp3() {
 fn wrong_arity_unknown_commands_and_bad_options_get_redis_errors() {
     let dir = TempDir::new().unwrap();
     let server = start(&dir, "kvs");
-    let mut c = Resp::connect(&server);
+    let mut c = Resp::connect(server.addr);
     let cases = [
         ("GET", "ERR wrong number of arguments for 'get' command"),
         ("get a b", "ERR wrong number of arguments for 'get' command"),
@@ -329,7 +267,7 @@ fn binary_keys_and_values_round_trip_and_are_shared_with_the_kvs_protocol() {
     for engine in ENGINES {
         let dir = TempDir::new().unwrap();
         let server = start(&dir, engine);
-        let mut c = Resp::connect(&server);
+        let mut c = Resp::connect(server.addr);
         let key: &[u8] = b"k\r\n\x00\xff*$";
         let value: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
         assert_eq!(c.call(&[b"SET", key, &value]), ok());
@@ -351,7 +289,7 @@ fn binary_keys_and_values_round_trip_and_are_shared_with_the_kvs_protocol() {
 fn pipelined_commands_are_answered_in_order() {
     let dir = TempDir::new().unwrap();
     let server = start(&dir, "kvs");
-    let mut c = Resp::connect(&server);
+    let mut c = Resp::connect(server.addr);
     let mut batch = Vec::new();
     for i in 0..2000 {
         let key = format!("k{i}");
@@ -365,11 +303,11 @@ fn pipelined_commands_are_answered_in_order() {
     let mut writer = c.stream.try_clone().unwrap();
     let sender = thread::spawn(move || writer.write_all(&batch).unwrap());
     for i in 0..2000 {
-        assert_eq!(c.read(), Some(ok()), "{i}");
-        assert_eq!(c.read(), Some(bulk(format!("v{i}").as_bytes())), "{i}");
+        assert_eq!(c.reply(), Some(ok()), "{i}");
+        assert_eq!(c.reply(), Some(bulk(format!("v{i}").as_bytes())), "{i}");
     }
-    assert_eq!(c.read(), Some(Frame::Simple("PONG".into())));
-    assert_eq!(c.read(), Some(int(2000)));
+    assert_eq!(c.reply(), Some(Frame::Simple("PONG".into())));
+    assert_eq!(c.reply(), Some(int(2000)));
     sender.join().unwrap();
 }
 
@@ -377,13 +315,13 @@ fn pipelined_commands_are_answered_in_order() {
 fn inline_commands_and_empty_requests_are_served() {
     let dir = TempDir::new().unwrap();
     let server = start(&dir, "kvs");
-    let mut c = Resp::connect(&server);
+    let mut c = Resp::connect(server.addr);
     c.stream
         .write_all(b"set  greeting\thello\r\n\r\n*0\r\nget greeting\nPING\r\n")
         .unwrap();
-    assert_eq!(c.read(), Some(ok()));
-    assert_eq!(c.read(), Some(bulk(b"hello")));
-    assert_eq!(c.read(), Some(Frame::Simple("PONG".into())));
+    assert_eq!(c.reply(), Some(ok()));
+    assert_eq!(c.reply(), Some(bulk(b"hello")));
+    assert_eq!(c.reply(), Some(Frame::Simple("PONG".into())));
 }
 
 #[test]
@@ -392,7 +330,7 @@ fn empty_lines_before_and_between_commands_are_skipped_as_redis_does() {
     // two PONGs and one value from it, whatever the blank lines or spaces in front.
     let dir = TempDir::new().unwrap();
     let server = start(&dir, "kvs");
-    Resp::connect(&server).call(&[b"SET", b"k", b"v"]);
+    Resp::connect(server.addr).call(&[b"SET", b"k", b"v"]);
     for prefix in [
         "\r\n",
         "\n",
@@ -403,7 +341,7 @@ fn empty_lines_before_and_between_commands_are_skipped_as_redis_does() {
         "\x0b\x0c\r\n",
         "  \t\r\r\n",
     ] {
-        let mut c = Resp::connect(&server);
+        let mut c = Resp::connect(server.addr);
         let stream = format!("{prefix}PING\r\n\r\n\n*1\r\n$4\r\nPING\r\n\n \r\nGET k\n");
         c.stream.write_all(stream.as_bytes()).unwrap();
         for want in [
@@ -411,11 +349,11 @@ fn empty_lines_before_and_between_commands_are_skipped_as_redis_does() {
             Frame::Simple("PONG".into()),
             bulk(b"v"),
         ] {
-            assert_eq!(c.read(), Some(want), "after {prefix:?}");
+            assert_eq!(c.reply(), Some(want), "after {prefix:?}");
         }
     }
     // The first empty line may come in a packet of its own.
-    let mut c = Resp::connect(&server);
+    let mut c = Resp::connect(server.addr);
     c.stream.write_all(b"\r\n").unwrap();
     thread::sleep(Duration::from_millis(50));
     assert_eq!(c.line("PING"), Frame::Simple("PONG".into()));
@@ -442,10 +380,10 @@ fn empty_lines_and_blanks_get_the_same_replies_as_from_redis_server() {
         let replies: Vec<Vec<Frame>> = [&redis.addr, &kvs]
             .iter()
             .map(|addr| {
-                let mut c = Resp::connect_to(addr);
+                let mut c = Resp::connect(addr);
                 c.call(&[b"SET", b"k", b"v"]);
                 c.stream.write_all(stream).unwrap();
-                (0..3).map(|_| c.read().expect("a reply")).collect()
+                (0..3).map(|_| c.reply().expect("a reply")).collect()
             })
             .collect();
         assert_eq!(replies[1], replies[0], "kvs vs redis-server for {stream:?}");
@@ -456,7 +394,7 @@ fn empty_lines_and_blanks_get_the_same_replies_as_from_redis_server() {
 fn malformed_or_oversized_requests_close_only_that_connection() {
     let dir = TempDir::new().unwrap();
     let server = ServerProcess::start(dir.path(), &["--max-frame-bytes", "1024"]);
-    let mut bystander = Resp::connect(&server);
+    let mut bystander = Resp::connect(server.addr);
     assert_eq!(bystander.line("SET b 1"), ok());
 
     let hostile: &[(&[u8], &str)] = &[
@@ -493,9 +431,9 @@ fn malformed_or_oversized_requests_close_only_that_connection() {
         )])
         .collect();
     for (bytes, want) in hostile {
-        let mut c = Resp::connect(&server);
+        let mut c = Resp::connect(server.addr);
         c.stream.write_all(bytes).unwrap();
-        let reply = c.read();
+        let reply = c.reply();
         if let Some(Frame::Error(message)) = &reply {
             assert!(message.starts_with(want), "{bytes:?}: {message}");
         } else {
@@ -504,14 +442,14 @@ fn malformed_or_oversized_requests_close_only_that_connection() {
         assert!(c.closed(), "{bytes:?}: connection left open");
     }
     // A line with no end, longer than an inline command may be.
-    let mut c = Resp::connect(&server);
+    let mut c = Resp::connect(server.addr);
     let _ = c.stream.write_all(&vec![b'a'; 70_000]);
-    assert!(matches!(c.read(), Some(Frame::Error(m)) if m.contains("too big inline request")));
+    assert!(matches!(c.reply(), Some(Frame::Error(m)) if m.contains("too big inline request")));
     assert!(c.closed());
 
     assert_eq!(bystander.line("GET b"), bulk(b"1"));
     assert_eq!(
-        Resp::connect(&server).line("PING"),
+        Resp::connect(server.addr).line("PING"),
         Frame::Simple("PONG".into())
     );
 }
@@ -526,7 +464,7 @@ fn concurrent_set_nx_has_exactly_one_winner() {
         let barrier = Arc::new(Barrier::new(clients));
         let handles: Vec<_> = (0..clients)
             .map(|i| {
-                let mut c = Resp::connect(&server);
+                let mut c = Resp::connect(server.addr);
                 let barrier = barrier.clone();
                 let key = key.clone();
                 thread::spawn(move || {
@@ -548,7 +486,7 @@ fn concurrent_set_nx_has_exactly_one_winner() {
             .collect();
         assert_eq!(winners.len(), 1, "round {round}: {results:?}");
         assert!(results.iter().all(|(r, _)| *r == ok() || *r == nil()));
-        let mut c = Resp::connect(&server);
+        let mut c = Resp::connect(server.addr);
         assert_eq!(c.line(&format!("GET {key}")), bulk(winners[0].as_bytes()));
     }
 }
@@ -562,9 +500,9 @@ fn set_nx_is_atomic_against_kvs_protocol_writes() {
     for engine in ENGINES {
         let dir = TempDir::new().unwrap();
         let server = start(&dir, engine);
-        let mut resp = Resp::connect(&server);
+        let mut resp = Resp::connect(server.addr);
         let mut kvs = KvsClient::connect(server.addr).unwrap();
-        let mut check = Resp::connect(&server);
+        let mut check = Resp::connect(server.addr);
         let (mut nx_won, mut set_won) = (0, 0);
         for round in 0..300 {
             let key = format!("race{round}");
@@ -726,7 +664,7 @@ fn redis_benchmark_runs_against_the_server() {
     }
     // redis-benchmark writes to key:__rand_int__ without -r.
     assert_eq!(
-        Resp::connect(&server).call(&[b"EXISTS", b"key:__rand_int__"]),
+        Resp::connect(server.addr).call(&[b"EXISTS", b"key:__rand_int__"]),
         int(1)
     );
 }
