@@ -246,6 +246,19 @@ fn run(args: &Args, raw: &[String]) -> Result<()> {
         gb(free_bytes(scratch.path())?)
     );
     let values = Values::new();
+    let write = |results: &[SizeResult], last: bool| {
+        write_results(
+            results,
+            &date,
+            &load_before,
+            started,
+            &base,
+            &out,
+            args,
+            raw,
+            last,
+        )
+    };
     let mut results = Vec::new();
     for (keys, engines) in &args.sizes {
         let mut result = SizeResult {
@@ -280,30 +293,10 @@ fn run(args: &Args, raw: &[String]) -> Result<()> {
         }
         results.push(result);
         // Written after every size, so a long run that dies later keeps what it measured.
-        write_results(
-            &results,
-            &date,
-            &load_before,
-            started,
-            &base,
-            &out,
-            args,
-            raw,
-            false,
-        )?;
+        write(&results, false)?;
     }
     eprintln!("measured in {:.0} s", started.elapsed().as_secs_f64());
-    write_results(
-        &results,
-        &date,
-        &load_before,
-        started,
-        &base,
-        &out,
-        args,
-        raw,
-        true,
-    )
+    write(&results, true)
 }
 
 /// Writes `scale.md` and `scale.svg` for `results` into `out`; prints the tables if `last`.
